@@ -1,0 +1,212 @@
+"""The connector contract: a small Protocol and the frozen values that cross it.
+
+Connectors speak HTTP and return these values; they never touch the store. The sync layer
+(`inbox.sync`) feeds them a cursor and a way to ask which message ids are already known, and
+stores each `Page` it gets back in one transaction together with `Page.cursor`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import Any, Protocol, runtime_checkable
+
+
+class Channel(str, Enum):
+    INSTAGRAM = "instagram"
+    FACEBOOK = "facebook"
+    X = "x"
+
+    @property
+    def label(self) -> str:
+        return {"instagram": "Instagram", "facebook": "Messenger", "x": "X"}[self.value]
+
+
+class Direction(str, Enum):
+    IN = "in"  # written by the customer
+    OUT = "out"  # written by the brand account (our replies, or replies typed in the native app)
+
+
+class MessageKind(str, Enum):
+    TEXT = "text"
+    ATTACHMENT = "attachment"
+    STORY_REPLY = "story_reply"
+    STORY_MENTION = "story_mention"
+    SHARE = "share"
+    UNSUPPORTED = "unsupported"
+    DELETED = "deleted"
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """Attachment metadata. CDN urls expire, so the metadata is what is kept."""
+
+    type: str  # image, video, audio, file, story_mention, share, sticker, ...
+    url: str | None = None
+    mime: str | None = None
+    size: int | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Participant:
+    """A person or account on a platform. Handle and name are best-effort."""
+
+    id: str
+    handle: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """One normalized message, in either direction, as read from a platform."""
+
+    channel: Channel
+    account_id: str  # platform id of our brand account (Page id, IG account id, X user id)
+    external_id: str  # platform message id (Meta mid / X dm_event id)
+    thread_id: str  # platform conversation id
+    direction: Direction
+    author: Participant  # who wrote it
+    customer: Participant  # the customer side of the thread (the recipient when direction is OUT)
+    text: str | None
+    kind: MessageKind
+    sent_at: datetime  # platform clock, timezone-aware UTC
+    attachments: tuple[Attachment, ...] = ()
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantinedItem:
+    """An item that could not be parsed. Kept with its raw payload; it never aborts a page."""
+
+    channel: Channel
+    account_id: str
+    reason: str
+    raw: Any  # the decoded JSON item, or the undecodable text
+    external_id: str | None = None
+    thread_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Messages that were sent but can no longer be read (Meta's 20-message horizon)."""
+
+    thread_id: str
+    detail: str
+    oldest_readable_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RateInfo:
+    """Rate-limit headroom as last reported by the platform (headers, never hard-coded)."""
+
+    limit: int | None = None
+    remaining: int | None = None
+    reset_at: datetime | None = None  # when the window resets (UTC)
+    usage_pct: float | None = None  # Meta usage headers: the highest percentage seen
+
+    @property
+    def headroom(self) -> float | None:
+        """Fraction of the budget left, 0..1, or None when unknown."""
+        if self.limit and self.remaining is not None:
+            return max(0.0, min(1.0, self.remaining / self.limit))
+        if self.usage_pct is not None:
+            return max(0.0, min(1.0, 1 - self.usage_pct / 100))
+        return None
+
+
+Cursor = Mapping[str, Any]
+"""Opaque, JSON-serializable per-account sync state. Only the connector reads its keys."""
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One unit of sync work: store `messages` and then `cursor`, in one transaction.
+
+    A connector hands back the *old* cursor on intermediate pages and the advanced one only on
+    the page that completes a pass, so a crash mid-pass never leaves the cursor ahead of the data.
+    """
+
+    messages: tuple[InboundMessage, ...]
+    cursor: Cursor | None
+    quarantined: tuple[QuarantinedItem, ...] = ()
+    gaps: tuple[Gap, ...] = ()
+    rate: RateInfo | None = None
+    final: bool = False  # True on the last page of a pass
+
+
+class ReplyPolicy(str, Enum):
+    """How a reply is sent (Meta `messaging_type` / `tag`)."""
+
+    RESPONSE = "RESPONSE"  # inside the 24 h window
+    HUMAN_AGENT = "HUMAN_AGENT"  # MESSAGE_TAG + HUMAN_AGENT, 24 h to 7 d, a human only
+    DIRECT = "DIRECT"  # X: no window
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundReply:
+    thread_id: str  # platform conversation id
+    recipient_id: str  # PSID / IGSID / X user id
+    text: str
+    policy: ReplyPolicy
+    idempotency_key: str  # sent as Meta `metadata` so the echo can be matched
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    external_id: str  # the platform's message id (mid / dm_event_id)
+    thread_id: str | None
+    sent_at: datetime
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    ok: bool
+    detail: str
+    token_valid: bool | None = None
+    rate: RateInfo | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSpec:
+    """Everything a connector needs about one brand account, secrets already resolved."""
+
+    name: str
+    channel: Channel
+    account_id: str  # platform id: Page id / IG professional account id / X user id
+    base_url: str  # e.g. https://graph.facebook.com/v23.0, https://api.x.com, or a sandbox URL
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+    page_id: str | None = None  # Instagram via Facebook Login: the linked Page
+    flavour: str | None = None  # Instagram: "facebook_login" or "instagram_login"; X: "oauth2"/"oauth1"
+    timeout: float = 15.0
+    page_size: int = 25
+    min_interval: float = 0.5  # client-side pacing between calls (Meta: 2 calls/s per account)
+    max_retries: int = 3
+
+
+class KnownIds(Protocol):
+    """Answers which of these platform message ids are already stored for the account."""
+
+    def __call__(self, external_ids: Sequence[str], /) -> set[str]: ...
+
+
+@runtime_checkable
+class Connector(Protocol):
+    spec: AccountSpec
+
+    def fetch(self, cursor: Cursor | None, known: KnownIds) -> Iterator[Page]:
+        """Everything newer than `cursor`, newest-first paging, as a stream of pages."""
+        ...
+
+    def send(self, reply: OutboundReply) -> SendResult:
+        """Send one reply; raise a `ConnectorError` subclass on failure."""
+        ...
+
+    def health(self) -> Health:
+        """Token valid, permissions, rate headroom."""
+        ...
+
+    def close(self) -> None: ...

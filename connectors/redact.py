@@ -1,0 +1,46 @@
+"""Masking of secrets in anything that may be printed or logged."""
+
+from __future__ import annotations
+
+import re
+import threading
+
+_lock = threading.Lock()
+_known: set[str] = set()
+
+_PATTERNS = [
+    # access_token=..., client_secret=..., in URLs, bodies and messages
+    re.compile(r"(?i)((?:access_token|client_secret|fb_exchange_token|refresh_token|oauth_token|oauth_signature|appsecret_proof)=)[^&\s\"']+"),
+    re.compile(r"(?i)(\bBearer\s+)[A-Za-z0-9._~+/=%-]+"),
+    re.compile(r"(?i)(\"(?:access_token|token|secret)\"\s*:\s*\")[^\"]+"),
+]
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret so that any later text containing it is masked."""
+    if value and len(value) >= 6:
+        with _lock:
+            _known.add(value)
+
+
+def mask(value: str | None) -> str:
+    """A secret as it may be shown: its last 4 characters at most."""
+    if not value:
+        return "(unset)"
+    if len(value) <= 8:
+        return "****"
+    return "****" + value[-4:]
+
+
+def redact(text: str) -> str:
+    """Mask every known secret and every token-shaped parameter in `text`."""
+    if not text:
+        return text
+    for pattern in _PATTERNS:
+        text = pattern.sub(lambda m: m.group(1) + "****", text)
+    with _lock:
+        known = sorted(_known, key=len, reverse=True)
+    for secret in known:
+        if secret in text:
+            text = text.replace(secret, "****")
+    return text

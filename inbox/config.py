@@ -1,0 +1,322 @@
+"""Typed settings from a TOML file.
+
+Found in this order: `--config PATH`, `$INBOX_CONFIG`, `./inbox.toml`, `~/.config/inbox/config.toml`.
+Secrets are never written in the file: each is the *name* of an environment variable.
+Every problem becomes one `ConfigError` naming the file, the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from connectors.base import AccountSpec, Channel
+from inbox.errors import ConfigError
+
+GRAPH_VERSION = "v23.0"
+DEFAULT_BASE_URLS = {
+    ("facebook", None): f"https://graph.facebook.com/{GRAPH_VERSION}",
+    ("instagram", "facebook_login"): f"https://graph.facebook.com/{GRAPH_VERSION}",
+    ("instagram", "instagram_login"): f"https://graph.instagram.com/{GRAPH_VERSION}",
+    ("x", None): "https://api.x.com",
+}
+DEFAULT_ORDER_PATTERN = r"\bINV/\d{8}/[A-Z]{2,5}/\d{6,12}\b"
+SECRET_KEYS = ("access_token", "consumer_key", "consumer_secret", "access_token_secret", "app_secret")
+
+# A token-looking literal (Graph tokens start with EAA / IGQ / IGAA; long opaque strings).
+_TOKEN_LIKE = re.compile(r"^(EAA|IGQ|IGAA|AAAA)[A-Za-z0-9]{10,}|^[A-Za-z0-9_\-]{40,}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AccountSettings(_Strict):
+    name: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.\-]+$")]
+    channel: Channel
+    # Platform ids: Facebook `page_id`; Instagram `ig_user_id` (+ `page_id` for facebook_login); X `user_id`.
+    page_id: str | None = None
+    ig_user_id: str | None = None
+    user_id: str | None = None
+    flavour: Literal["facebook_login", "instagram_login", "oauth2", "oauth1"] | None = None
+    base_url: str | None = None
+    access_token_env: str | None = None
+    access_token_secret_env: str | None = None  # X OAuth 1.0a
+    consumer_key_env: str | None = None  # X OAuth 1.0a
+    consumer_secret_env: str | None = None  # X OAuth 1.0a
+    interval_seconds: Annotated[int, Field(ge=10)] | None = None
+    enabled: bool = True
+    timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 15.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_literal_secrets(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in SECRET_KEYS:
+                if key in data:
+                    raise ValueError(
+                        f"'{key}' must not be written in the config file; put it in an environment "
+                        f"variable and name that variable with '{key}_env'"
+                    )
+        return data
+
+    @model_validator(mode="after")
+    def _check_ids(self) -> AccountSettings:
+        needs = {
+            Channel.FACEBOOK: ["page_id"],
+            Channel.INSTAGRAM: ["ig_user_id"] + (["page_id"] if self.instagram_flavour == "facebook_login" else []),
+            Channel.X: ["user_id"],
+        }[self.channel]
+        for key in needs:
+            if not getattr(self, key):
+                raise ValueError(f"a {self.channel.value} account needs '{key}'")
+        if self.channel is Channel.INSTAGRAM and self.flavour not in (None, "facebook_login", "instagram_login"):
+            raise ValueError("instagram 'flavour' must be 'facebook_login' or 'instagram_login'")
+        if self.channel is Channel.X and self.flavour not in (None, "oauth2", "oauth1"):
+            raise ValueError("x 'flavour' must be 'oauth2' or 'oauth1'")
+        if self.channel is Channel.FACEBOOK and self.flavour is not None:
+            raise ValueError("facebook accounts take no 'flavour'")
+        for env_key in self.secret_env_keys():
+            if not getattr(self, env_key):
+                raise ValueError(f"a {self.channel.value} account needs '{env_key}' (the name of an environment variable)")
+        return self
+
+    @property
+    def instagram_flavour(self) -> str:
+        return self.flavour or "facebook_login"
+
+    @property
+    def x_flavour(self) -> str:
+        return self.flavour or "oauth2"
+
+    @property
+    def platform_id(self) -> str:
+        return {Channel.FACEBOOK: self.page_id, Channel.INSTAGRAM: self.ig_user_id, Channel.X: self.user_id}[
+            self.channel
+        ] or ""
+
+    def secret_env_keys(self) -> list[str]:
+        if self.channel is Channel.X and self.x_flavour == "oauth1":
+            return ["consumer_key_env", "consumer_secret_env", "access_token_env", "access_token_secret_env"]
+        return ["access_token_env"]
+
+    def resolved_base_url(self) -> str:
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        flavour = self.instagram_flavour if self.channel is Channel.INSTAGRAM else None
+        return DEFAULT_BASE_URLS[(self.channel.value, flavour)]
+
+    def to_spec(self, environ: dict[str, str] | None = None) -> AccountSpec:
+        """Resolve secrets from the environment. A missing variable is a ConfigError naming it."""
+        from connectors.redact import register_secret
+
+        env = os.environ if environ is None else environ
+        secrets: dict[str, str] = {}
+        for env_key in self.secret_env_keys():
+            var = getattr(self, env_key)
+            value = env.get(var)
+            if not value:
+                raise ConfigError(
+                    f"account '{self.name}': environment variable {var} is not set "
+                    f"(it should hold the {env_key.removesuffix('_env').replace('_', ' ')})"
+                )
+            register_secret(value)
+            secrets[env_key.removesuffix("_env")] = value
+        flavour = None
+        if self.channel is Channel.INSTAGRAM:
+            flavour = self.instagram_flavour
+        elif self.channel is Channel.X:
+            flavour = self.x_flavour
+        return AccountSpec(
+            name=self.name,
+            channel=self.channel,
+            account_id=self.platform_id,
+            base_url=self.resolved_base_url(),
+            secrets=secrets,
+            page_id=self.page_id,
+            flavour=flavour,
+            timeout=self.timeout_seconds,
+        )
+
+
+class SyncSettings(_Strict):
+    interval_seconds: Annotated[int, Field(ge=10)] = 120
+    jitter_seconds: Annotated[int, Field(ge=0)] = 15
+    overlap_seconds: Annotated[int, Field(ge=0)] = 600
+    concurrency: Annotated[int, Field(ge=1, le=32)] = 3
+    lease_seconds: Annotated[int, Field(ge=10)] = 300
+
+
+class DedupSettings(_Strict):
+    reopen_days: Annotated[float, Field(ge=0)] = 7
+    order_patterns: list[str] = [DEFAULT_ORDER_PATTERN]
+    similarity_threshold: Annotated[float, Field(ge=0, le=100)] = 90
+    similarity_window_hours: Annotated[float, Field(gt=0)] = 24
+
+    @field_validator("order_patterns")
+    @classmethod
+    def _compile(cls, patterns: list[str]) -> list[str]:
+        for p in patterns:
+            try:
+                re.compile(p)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression {p!r}: {exc}") from None
+        return patterns
+
+
+class SlaSettings(_Strict):
+    first_response_minutes: dict[str, Annotated[int, Field(gt=0)]] = {
+        "urgent": 30,
+        "high": 60,
+        "normal": 240,
+        "low": 1440,
+    }
+    escalation_days: Annotated[float, Field(gt=0)] = 3
+
+
+class TriageRule(_Strict):
+    category: str
+    priority: Literal["urgent", "high", "normal", "low"] = "normal"
+    keywords: list[str]
+
+
+DEFAULT_RULES = [
+    TriageRule(category="fraud", priority="urgent", keywords=["penipuan", "fraud", "scam", "tipu", "hacked", "diretas"]),
+    TriageRule(category="blocked_account", priority="high", keywords=["akun diblokir", "blocked account", "account blocked", "diblokir", "suspended", "dinonaktifkan"]),
+    TriageRule(category="payment", priority="high", keywords=["pembayaran", "payment", "gagal bayar", "failed payment", "charged twice", "double charge", "saldo terpotong", "transfer"]),
+    TriageRule(category="refund", priority="high", keywords=["refund", "pengembalian dana", "dana kembali", "money back", "uang kembali"]),
+    TriageRule(category="cancellation", priority="normal", keywords=["pembatalan", "cancel", "batalkan", "batal"]),
+    TriageRule(category="shipping", priority="normal", keywords=["pengiriman", "shipping", "delivery", "resi", "kurir", "paket", "belum sampai", "not arrived", "tracking"]),
+    TriageRule(category="seller_dispute", priority="normal", keywords=["penjual", "seller", "komplain", "dispute", "barang rusak", "damaged", "tidak sesuai"]),
+]
+
+
+class ReplySettings(_Strict):
+    human_agent_tag: bool = True  # the app has Meta's Human Agent feature (24 h to 7 d replies)
+    confirm: bool = True
+
+
+class Settings(_Strict):
+    database: str = "sqlite:///inbox.db"
+    agent: str | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    sync: SyncSettings = SyncSettings()
+    dedup: DedupSettings = DedupSettings()
+    sla: SlaSettings = SlaSettings()
+    rules: list[TriageRule] = DEFAULT_RULES
+    replies: ReplySettings = ReplySettings()
+    templates: dict[str, str] = {}
+    accounts: list[AccountSettings] = []
+    source: str | None = Field(default=None, exclude=True)  # the file it came from
+
+    @field_validator("accounts")
+    @classmethod
+    def _unique_names(cls, accounts: list[AccountSettings]) -> list[AccountSettings]:
+        seen: set[str] = set()
+        for acc in accounts:
+            if acc.name in seen:
+                raise ValueError(f"duplicate account name '{acc.name}'")
+            seen.add(acc.name)
+        return accounts
+
+    def account(self, name: str) -> AccountSettings:
+        for acc in self.accounts:
+            if acc.name == name:
+                return acc
+        known = ", ".join(a.name for a in self.accounts) or "none configured"
+        raise ConfigError(f"no account named '{name}' (known: {known})")
+
+    def database_url(self) -> str:
+        """A SQLAlchemy URL; a bare path means a SQLite file, relative to the config file."""
+        db = self.database
+        if "://" in db:
+            if db.startswith("sqlite:///") and not db.startswith("sqlite:////") and self.source:
+                rel = db.removeprefix("sqlite:///")
+                if rel and rel != ":memory:":
+                    return "sqlite:///" + str((Path(self.source).parent / rel).resolve())
+            return db
+        path = Path(db).expanduser()
+        if not path.is_absolute() and self.source:
+            path = Path(self.source).parent / path
+        return "sqlite:///" + str(path.resolve())
+
+
+def candidate_paths(explicit: str | os.PathLike[str] | None) -> list[Path]:
+    if explicit:
+        return [Path(explicit).expanduser()]
+    if os.environ.get("INBOX_CONFIG"):
+        return [Path(os.environ["INBOX_CONFIG"]).expanduser()]
+    return [Path("inbox.toml"), Path("~/.config/inbox/config.toml").expanduser()]
+
+
+def find_config(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    paths = candidate_paths(explicit)
+    if explicit or os.environ.get("INBOX_CONFIG"):
+        return paths[0]  # named explicitly: must exist (load reports it)
+    return next((p for p in paths if p.is_file()), None)
+
+
+def _loc(loc: tuple[Any, ...], data: dict[str, Any]) -> str:
+    """Turn a pydantic location into a TOML key path, naming accounts by name."""
+    parts: list[str] = []
+    node: Any = data
+    for i, item in enumerate(loc):
+        if isinstance(item, int):
+            name = node[item].get("name") if isinstance(node, list) and item < len(node) and isinstance(node[item], dict) else None
+            parts[-1] = f"{parts[-1]}[{item}]" + (f" ({name})" if name else "") if parts else f"[{item}]"
+        else:
+            parts.append(str(item))
+        try:
+            node = node[item]
+        except (KeyError, IndexError, TypeError):
+            node = None
+    return ".".join(parts)
+
+
+def _message(err: dict[str, Any]) -> str:
+    kind = err.get("type", "")
+    msg = str(err.get("msg", "invalid value"))
+    if kind == "missing":
+        return "missing key"
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "enum":
+        return f"expected one of {err.get('ctx', {}).get('expected', '')}"
+    return msg.removeprefix("Value error, ")
+
+
+def parse_settings(data: dict[str, Any], source: str) -> Settings:
+    try:
+        return Settings.model_validate({**data, "source": source})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = _loc(tuple(err.get("loc", ())), data)
+        given = err.get("input")
+        detail = _message(err)
+        if err.get("type") not in ("missing", "extra_forbidden") and not isinstance(given, (dict, list)) and given is not None:
+            detail += f" (got {given!r})"
+        more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
+        raise ConfigError(f"{source}: {where + ': ' if where else ''}{detail}{more}") from None
+
+
+def load_settings(explicit: str | os.PathLike[str] | None = None) -> Settings:
+    """Find, read and validate the config; with no file anywhere, the defaults (no accounts)."""
+    path = find_config(explicit)
+    if path is None:
+        return Settings()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found (pass --config PATH or set INBOX_CONFIG)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.__class__.__name__}: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    return parse_settings(data, str(path))

@@ -1,0 +1,55 @@
+"""Engines and schema: SQLite by default (WAL, busy timeout, foreign keys), PostgreSQL by URL."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def make_engine(url: str, **kw: Any) -> Engine:
+    """An engine with the connection settings the store relies on."""
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kw)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # Let SQLAlchemy issue BEGIN itself so BEGIN IMMEDIATE is possible (claims, leases).
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:
+            mode = conn.get_execution_options().get("sqlite_begin", "BEGIN")
+            conn.exec_driver_sql(mode)
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True, **kw)
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Bring the schema to the newest migration (a new or empty database is created)."""
+    from inbox import migrate
+
+    migrate.upgrade(engine)
+
+
+def open_store(url: str) -> Engine:
+    engine = make_engine(url)
+    ensure_schema(engine)
+    return engine

@@ -1,0 +1,70 @@
+"""Shared fixtures. Store tests run on SQLite and, when INBOX_TEST_PG_URL is set, on PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+PG_URL = os.environ.get("INBOX_TEST_PG_URL")  # e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test
+IN_CI = os.environ.get("CI") == "true"
+
+
+def _pg_schema_url(base: str, schema: str) -> str:
+    sep = "&" if "?" in base else "?"
+    return f"{base}{sep}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""
+    if not PG_URL:
+        if IN_CI:
+            pytest.fail("INBOX_TEST_PG_URL is not set in CI: PostgreSQL tests must run")
+        pytest.skip("PostgreSQL not configured: set INBOX_TEST_PG_URL to run the PostgreSQL variant")
+    import sqlalchemy as sa
+
+    schema = "t_" + uuid.uuid4().hex[:12]
+    admin = sa.create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://", 1) if PG_URL.startswith("postgresql://") else PG_URL)
+    try:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    except Exception as exc:  # server down
+        admin.dispose()
+        if IN_CI:
+            pytest.fail(f"PostgreSQL at INBOX_TEST_PG_URL is not reachable: {exc}")
+        pytest.skip(f"PostgreSQL not reachable: {exc.__class__.__name__}")
+    try:
+        yield _pg_schema_url(PG_URL, schema)
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path) -> str:  # type: ignore[no-untyped-def]
+    """Each store test runs once per backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'inbox.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def engine(db_url: str):  # type: ignore[no-untyped-def]
+    from inbox.db import open_store
+
+    eng = open_store(db_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path):  # type: ignore[no-untyped-def]
+    from inbox.db import open_store
+
+    eng = open_store(f"sqlite:///{tmp_path / 'inbox.db'}")
+    yield eng
+    eng.dispose()
