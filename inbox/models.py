@@ -119,6 +119,9 @@ class Contact(SQLModel, table=True):
     __tablename__ = "contact"
     __table_args__ = (
         sa.UniqueConstraint("channel", "account_id", "platform_user_id", name="uq_contact_platform"),
+        # dedup rule 5 looks up the same handle / display name across channels
+        sa.Index("ix_contact_handle", "handle"),
+        sa.Index("ix_contact_name", "name"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -186,6 +189,15 @@ class TicketTag(SQLModel, table=True):
 
     ticket_id: int = Field(foreign_key="ticket.id", primary_key=True)
     tag: str = Field(primary_key=True, max_length=50, index=True)
+
+
+class TicketRef(SQLModel, table=True):
+    """Order references (invoice numbers) quoted in a ticket, so dedup finds tickets by invoice."""
+
+    __tablename__ = "ticket_ref"
+
+    ticket_id: int = Field(foreign_key="ticket.id", primary_key=True)
+    ref: str = Field(primary_key=True, max_length=100, index=True)
 
 
 class TicketEvent(SQLModel, table=True):
