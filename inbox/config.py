@@ -28,8 +28,20 @@ DEFAULT_BASE_URLS = {
 DEFAULT_ORDER_PATTERN = r"\bINV/\d{8}/[A-Z]{2,5}/\d{6,12}\b"
 SECRET_KEYS = ("access_token", "consumer_key", "consumer_secret", "access_token_secret", "app_secret")
 
-# A token-looking literal (Graph tokens start with EAA / IGQ / IGAA; long opaque strings).
-_TOKEN_LIKE = re.compile(r"^(EAA|IGQ|IGAA|AAAA)[A-Za-z0-9]{10,}|^[A-Za-z0-9_\-]{40,}$")
+# A token-looking literal (Graph tokens start with EAA / IGQ / IGAA; X app tokens with AAAA).
+_TOKEN_LIKE = re.compile(r"^(EAA|IGQ|IGAA|AAAA)[A-Za-z0-9]{10,}")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+ENV_KEYS = ("access_token_env", "access_token_secret_env", "consumer_key_env", "consumer_secret_env")
+DATABASE_URL_ENV = "INBOX_DATABASE_URL"  # overrides `database`, so a server password can stay out of the file
+
+
+def _looks_like_secret(value: str) -> bool:
+    """True for anything that is not plausibly an environment variable name."""
+    if not _ENV_NAME.match(value) or _TOKEN_LIKE.match(value):
+        return True
+    # Variable names are upper case by convention; a long mixed-case run of letters and digits is a token.
+    mixed = any(c.islower() for c in value) and any(c.isupper() for c in value) and any(c.isdigit() for c in value)
+    return mixed and len(value) >= 24
 
 
 class _Strict(BaseModel):
@@ -64,6 +76,17 @@ class AccountSettings(_Strict):
                         f"variable and name that variable with '{key}_env'"
                     )
         return data
+
+    @field_validator(*ENV_KEYS)
+    @classmethod
+    def _env_name_only(cls, value: str | None) -> str | None:
+        if value is not None and _looks_like_secret(value):
+            # Never echo the value: it is probably the token itself.
+            raise ValueError(
+                "expected the name of an environment variable, got what looks like a secret value; "
+                "remove it from the file, export it (e.g. INBOX_FB_TOKEN=...) and write that variable's name here"
+            )
+        return value
 
     @model_validator(mode="after")
     def _check_ids(self) -> AccountSettings:
@@ -232,8 +255,11 @@ class Settings(_Strict):
         raise ConfigError(f"no account named '{name}' (known: {known})")
 
     def database_url(self) -> str:
-        """A SQLAlchemy URL; a bare path means a SQLite file, relative to the config file."""
-        db = self.database
+        """A SQLAlchemy URL; a bare path means a SQLite file, relative to the config file.
+
+        `$INBOX_DATABASE_URL`, when set, wins over the file (keeps a server password out of it).
+        """
+        db = os.environ.get(DATABASE_URL_ENV) or self.database
         if "://" in db:
             if db.startswith("sqlite:///") and not db.startswith("sqlite:////") and self.source:
                 rel = db.removeprefix("sqlite:///")
@@ -278,16 +304,52 @@ def _loc(loc: tuple[Any, ...], data: dict[str, Any]) -> str:
     return ".".join(parts)
 
 
+_TYPE_WORDS = {
+    "int_parsing": "an integer", "int_type": "an integer", "int_from_float": "an integer",
+    "float_parsing": "a number", "float_type": "a number",
+    "bool_parsing": "true or false", "bool_type": "true or false",
+    "string_type": "a string", "list_type": "a list (array)", "dict_type": "a table",
+    "model_type": "a table", "model_attributes_type": "a table",
+}
+
+
 def _message(err: dict[str, Any]) -> str:
     kind = err.get("type", "")
     msg = str(err.get("msg", "invalid value"))
     if kind == "missing":
         return "missing key"
     if kind == "extra_forbidden":
-        return "unknown key"
+        return "unknown key" + _did_you_mean(err)
+    expected = _TYPE_WORDS.get(kind)
+    if expected:
+        return f"expected {expected}"
     if kind == "enum":
         return f"expected one of {err.get('ctx', {}).get('expected', '')}"
     return msg.removeprefix("Value error, ")
+
+
+def _did_you_mean(err: dict[str, Any]) -> str:
+    import difflib
+
+    loc = tuple(err.get("loc", ()))
+    if not loc or not isinstance(loc[-1], str):
+        return ""
+    model: Any = Settings
+    for item in loc[:-1]:
+        if isinstance(item, int):
+            continue
+        field = model.model_fields.get(item) if hasattr(model, "model_fields") else None
+        if field is None:
+            return ""
+        ann = field.annotation
+        # list[AccountSettings] / TriageRule lists: the item model
+        args = getattr(ann, "__args__", ())
+        model = args[0] if args and isinstance(args[0], type) and issubclass(args[0], BaseModel) else ann
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return ""
+    known = [k for k in model.model_fields if k != "source"]
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def parse_settings(data: dict[str, Any], source: str) -> Settings:
@@ -298,7 +360,9 @@ def parse_settings(data: dict[str, Any], source: str) -> Settings:
         where = _loc(tuple(err.get("loc", ())), data)
         given = err.get("input")
         detail = _message(err)
-        if err.get("type") not in ("missing", "extra_forbidden") and not isinstance(given, (dict, list)) and given is not None:
+        last = err.get("loc", ("",))[-1] if err.get("loc") else ""
+        secretish = isinstance(last, str) and (last.endswith("_env") or last in SECRET_KEYS)
+        if err.get("type") not in ("missing", "extra_forbidden") and not secretish and not isinstance(given, (dict, list)) and given is not None:
             detail += f" (got {given!r})"
         more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
         raise ConfigError(f"{source}: {where + ': ' if where else ''}{detail}{more}") from None
