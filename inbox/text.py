@@ -1,0 +1,107 @@
+"""Safe display of hostile customer text.
+
+Everything a customer writes may carry terminal escape sequences (ANSI colours, OSC 8 hyperlinks,
+OSC 52 clipboard writes), control characters, bidi overrides that reverse what an agent reads,
+zero-width characters, Rich markup, or 20,000 characters in one line. Every string that came from
+a platform goes through `clean()` (and `escape()` when it ends up inside Rich markup) before it is
+shown. Raw bytes stay only in the stored raw payload.
+"""
+
+from __future__ import annotations
+
+import re
+
+# ESC-introduced sequences: CSI (ESC [ ... final), OSC (ESC ] ... BEL or ST), DCS/SOS/PM/APC
+# (ESC P/X/^/_ ... ST), and two-character escapes (ESC + one byte). 8-bit forms (U+009B CSI,
+# U+009D OSC, ...) are matched too; anything left over is removed as a control character below.
+_ESCAPES = re.compile(
+    r"""
+    (?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?            # CSI
+    | (?:\x1b\]|\x9d).*?(?:\x07|\x1b\\|\x9c|$)   # OSC (hyperlinks, clipboard, titles)
+    | (?:\x1b[PX^_]|[\x90\x98\x9e\x9f]).*?(?:\x1b\\|\x9c|$)  # DCS, SOS, PM, APC
+    | \x1b[ -/]*[0-~]?                           # other escapes (charset, keypad, RIS...)
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+
+# C0 controls except tab and newline, DEL, C1 controls.
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+# Bidi embedding/override/isolate controls: shown as a visible marker, because a reversed
+# invoice number or link is exactly what a fraudster wants an agent to misread.
+BIDI_CONTROLS = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
+_BIDI = re.compile(f"[{BIDI_CONTROLS}]")
+
+# Invisible characters: zero-width space/non-joiner, word joiner, BOM, Mongolian vowel separator,
+# invisible math operators, the Unicode tag block (invisible "ASCII smuggling"), variation
+# selectors are kept (emoji need them). Zero-width joiner is kept only between two non-ASCII
+# symbols (emoji sequences such as families), elsewhere it is removed.
+_INVISIBLE = re.compile("[\u200b\u200c\u2060-\u2064\ufeff\u180e\u00ad\U000e0000-\U000e007f]")
+_ZWJ = re.compile(r"(?<![^\x00-\x7f])\u200d|\u200d(?![^\x00-\x7f])|^\u200d|\u200d$")
+
+MAX_DISPLAY_CHARS = 4000
+MAX_DISPLAY_LINES = 80
+
+
+def clean(text: str | None, *, visible_bidi: bool = True) -> str:
+    """Remove terminal escapes and control characters; expose bidi controls; drop invisibles.
+
+    Newlines and tabs survive (tabs become spaces, CR/CRLF become newlines).
+    """
+    if not text:
+        return ""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = _ESCAPES.sub("", text)
+    text = _CONTROLS.sub("", text)
+    text = text.replace("\t", "    ")
+    text = _INVISIBLE.sub("", text)
+    text = _ZWJ.sub("", text)
+    if visible_bidi:
+        text = _BIDI.sub(lambda m: f"<U+{ord(m.group()):04X}>", text)
+    else:
+        text = _BIDI.sub("", text)
+    return text
+
+
+def escape(text: str) -> str:
+    """Escape Rich markup so `[bold red]x[/]` prints literally inside a markup string."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
+def safe(text: str | None) -> str:
+    """Clean and markup-escape: for customer text embedded in a Rich markup string."""
+    return escape(clean(text))
+
+
+def one_line(text: str | None, width: int = 60) -> str:
+    """A single-line snippet: cleaned, whitespace collapsed, cut to `width` characters with an ellipsis."""
+    flat = " ".join(clean(text).split())
+    if len(flat) <= width:
+        return flat
+    return flat[: max(0, width - 1)].rstrip() + "…"
+
+
+def fold(text: str | None, *, max_chars: int = MAX_DISPLAY_CHARS, max_lines: int = MAX_DISPLAY_LINES) -> str:
+    """Cleaned text bounded in characters and lines, with a note saying how much was left out."""
+    cleaned = clean(text)
+    cut = cleaned
+    lines = cut.split("\n")
+    if len(lines) > max_lines:
+        cut = "\n".join(lines[:max_lines])
+    if len(cut) > max_chars:
+        cut = cut[:max_chars]
+    hidden = len(cleaned) - len(cut)
+    if hidden > 0:
+        cut = cut.rstrip() + f"\n… ({hidden:,} more characters not shown; --full shows everything)"
+    return cut
+
+
+def display_name(handle: str | None, name: str | None, fallback: str = "?") -> str:
+    """`@handle` or the name, cleaned and bounded, for customer columns."""
+    if handle:
+        return one_line("@" + handle.lstrip("@"), 40)
+    if name:
+        return one_line(name, 40)
+    return fallback
