@@ -1,0 +1,122 @@
+"""Full-text search over messages, returning tickets.
+
+SQLite: the FTS5 table `message_fts` (external content over message.text, kept by triggers;
+migration 0002). PostgreSQL: a GIN index on a `simple`-config tsvector of the text with
+punctuation turned into spaces, so an invoice number matches whole or by its parts. The `simple`
+configuration does no stemming: right for mixed Indonesian and English, where an English stemmer
+would mangle Indonesian words.
+
+The user's query is never spliced into SQL or into FTS syntax: it is split into words, each word
+into its alphanumeric parts, and every part is bound as a parameter (a word with several parts,
+like `INV/20261120/MPL/3817265540`, becomes a phrase). All words must match.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+
+from inbox.errors import UsageError
+from inbox.models import Message, Ticket
+from inbox.tickets import TicketFilter, TicketRow, list_tickets, utcnow
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+M = Message.__table__
+
+# Must be the exact expression of ix_message_text_fts (migration 0002) for the index to be used.
+PG_TSVECTOR = "to_tsvector('simple'::regconfig, regexp_replace(coalesce(message.text, ''), '[^[:alnum:]]+', ' ', 'g'))"
+MAX_WORDS = 12
+# The newest matching messages considered: keeps a very common word bounded on a large store.
+MAX_MATCHES = 5000
+
+_PART = re.compile(r"\w+", re.UNICODE)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    ticket: TicketRow
+    message_id: int
+    text: str | None  # the newest matching message of the ticket (display through inbox.text)
+
+
+def parse_query(query: str) -> list[list[str]]:
+    """Words of the query, each as its list of alphanumeric parts (a phrase when several)."""
+    words = [[p.lower() for p in _PART.findall(w)] for w in query.split()]
+    words = [w for w in words if w]
+    if not words:
+        raise UsageError("the search query has no words to look for")
+    return words[:MAX_WORDS]
+
+
+def _fts5_query(words: list[list[str]]) -> str:
+    # Parts contain only \w characters, so quoting them makes plain FTS5 strings/phrases;
+    # the whole string is still passed as a bound parameter.
+    return " ".join('"' + " ".join(parts) + '"' for parts in words)
+
+
+def _matching_message_ids(conn: Connection, words: list[list[str]], limit: int) -> list[tuple[int, int]]:
+    """(message id, ticket id) of the newest matching messages."""
+    if conn.dialect.name == "sqlite":
+        fts = sa.text(
+            "SELECT m.id, m.ticket_id FROM message AS m WHERE m.id IN ("
+            " SELECT rowid FROM message_fts WHERE message_fts MATCH :q ORDER BY rowid DESC LIMIT :n"
+            ") AND m.ticket_id IS NOT NULL"
+        )
+        rows = conn.execute(fts, {"q": _fts5_query(words), "n": limit}).all()
+    elif conn.dialect.name == "postgresql":
+        query = None
+        for parts in words:
+            part = sa.func.phraseto_tsquery(sa.literal_column("'simple'::regconfig"), sa.bindparam(None, " ".join(parts)))
+            query = part if query is None else query.op("&&")(part)
+        match = sa.literal_column(PG_TSVECTOR).op("@@")(query)
+        rows = conn.execute(
+            sa.select(M.c.id, M.c.ticket_id)
+            .where(match, M.c.ticket_id.is_not(None))
+            .order_by(M.c.id.desc())
+            .limit(limit)
+        ).all()
+    else:  # pragma: no cover - other backends: a plain scan, still parameterized
+        conds = [M.c.text.ilike(f"%{' '.join(parts)}%") for parts in words]
+        rows = conn.execute(sa.select(M.c.id, M.c.ticket_id).where(*conds).order_by(M.c.id.desc()).limit(limit)).all()
+    return [(int(r[0]), int(r[1])) for r in rows]
+
+
+def search(
+    engine: Engine,
+    query: str,
+    flt: TicketFilter | None = None,
+    *,
+    now: datetime | None = None,
+    max_matches: int = MAX_MATCHES,
+) -> list[SearchHit]:
+    """Tickets whose messages match every word, filtered and sorted as `inbox list`."""
+    words = parse_query(query)
+    flt = flt or TicketFilter()
+    with engine.connect() as conn:
+        matches = _matching_message_ids(conn, words, max_matches)
+        newest: dict[int, int] = {}
+        for mid, tid in matches:  # newest first: the first match per ticket is its newest
+            newest.setdefault(tid, mid)
+        # A match in a merged ticket counts for the ticket it was merged into.
+        if newest:
+            tt = Ticket.__table__
+            for tid, into in conn.execute(
+                sa.select(tt.c.id, tt.c.merged_into_id).where(tt.c.id.in_(list(newest)), tt.c.merged_into_id.is_not(None))
+            ):
+                newest.setdefault(into, newest[tid])
+    if not newest:
+        return []
+    rows = list_tickets(engine, replace(flt, ids=tuple(newest)), now=now or utcnow())
+    texts: dict[int, str | None] = {}
+    with engine.connect() as conn:
+        wanted = [newest[r.id] for r in rows]
+        if wanted:
+            texts = dict(conn.execute(sa.select(M.c.id, M.c.text).where(M.c.id.in_(wanted))).all())
+    return [SearchHit(r, newest[r.id], texts.get(newest[r.id])) for r in rows]
+
