@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -13,6 +15,26 @@ if TYPE_CHECKING:
 
 def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
+
+
+def _use_wal(cur: Any, wait_seconds: float = 30.0) -> None:
+    """Switch a SQLite file to WAL (persistent, so usually already done).
+
+    Changing the journal mode needs the database to itself and SQLite answers "database is locked"
+    at once instead of waiting (no busy handler), e.g. while another process builds a new
+    database. So: skip when already WAL, else retry for a while.
+    """
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            mode = str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+            if mode not in ("wal", "memory"):
+                cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def make_engine(url: str, **kw: Any) -> Engine:
@@ -27,8 +49,8 @@ def make_engine(url: str, **kw: Any) -> Engine:
             # Let SQLAlchemy issue BEGIN itself so BEGIN IMMEDIATE is possible (claims, leases).
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA busy_timeout=30000")
+            _use_wal(cur)
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()

@@ -61,7 +61,7 @@ def test_no_drift_between_models_and_migrations(engine: sa.Engine) -> None:
     import inbox.models  # noqa: F401
 
     with engine.connect() as conn:
-        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True, "include_name": migrate.include_name})
         diff = compare_metadata(ctx, SQLModel.metadata)
     assert diff == [], f"models and migrations differ on {engine.dialect.name}: {diff}"
 

@@ -14,6 +14,7 @@ from sqlmodel import SQLModel
 from sqlmodel.sql.sqltypes import AutoString
 
 import inbox.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from inbox.migrate import include_name
 from inbox.models import UTCDateTime
 
 config = context.config
@@ -35,6 +36,7 @@ def _configure(**kw: Any) -> None:
         target_metadata=target_metadata,
         compare_type=True,
         render_item=render_item,
+        include_name=include_name,
         **kw,
     )
 
