@@ -58,4 +58,5 @@ EXIT_CODES = {
     6: "conflict: already claimed, or another sync holds the account",
     7: "platform error: rate limited or the platform failed; try again later",
     8: "refused by policy: reply window closed, text too long, no route",
+    130: "interrupted (Ctrl-C)",
 }

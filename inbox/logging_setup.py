@@ -80,4 +80,6 @@ def configure(level: str | int = "INFO", json: bool = False, *, debug: bool = Fa
     root.setLevel(level)
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.DEBUG if debug else max(level, logging.INFO))
+    # Alembic narrates every step at INFO; inbox.migrate already logs the one line that matters.
+    logging.getLogger("alembic").setLevel(logging.DEBUG if debug else max(level, logging.WARNING))
     return handler
