@@ -1,0 +1,699 @@
+"""Store one page of normalized messages: idempotent, bulk, one transaction with its cursor.
+
+Delivery is at-least-once, so everything here is keyed on the platform's ids: contacts,
+conversations and messages are inserted with `ON CONFLICT DO NOTHING` on their unique keys, and a
+page delivered twice (a crash before the commit, overlapping pages, a re-poll) changes nothing
+the second time. The account's cursor is written in the same transaction as the messages it
+covers, so it can never be ahead of the stored data.
+
+Statements per page are a fixed handful, whatever the page size: key lookup, contact and
+conversation upserts plus one SELECT each to map ids, the dedup candidate queries, then one
+executemany per table (tickets, refs, messages, events, counter updates). Never one ORM object
+per message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from connectors.base import Direction, InboundMessage, Page
+from inbox.dedup import (
+    R_ECHO,
+    R_NEW,
+    R_ORDER,
+    R_ORDER_WEAK,
+    R_PERSON,
+    R_FOLLOWUP,
+    R_REOPEN,
+    R_SIMILAR,
+    ContactInfo,
+    Decision,
+    PageDeduper,
+    TicketState,
+)
+from inbox.errors import ConflictError, NotFoundError
+from inbox.models import (
+    PRIORITY_RANK,
+    Account,
+    Contact,
+    Conversation,
+    Message,
+    Quarantine,
+    Reply,
+    ReplyState,
+    SyncGap,
+    SyncState,
+    Ticket,
+    TicketEvent,
+    TicketRef,
+    UTCDateTime,
+    utcnow,
+)
+from inbox.triage_rules import triage
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+    from inbox.config import Settings
+
+log = logging.getLogger(__name__)
+
+_acc = Account.__table__
+_c = Contact.__table__
+_v = Conversation.__table__
+_m = Message.__table__
+_t = Ticket.__table__
+_tr = TicketRef.__table__
+_ev = TicketEvent.__table__
+_rep = Reply.__table__
+_gap = SyncGap.__table__
+_q = Quarantine.__table__
+_ss = SyncState.__table__
+
+ACTOR = "sync"
+
+
+class LeaseLostError(ConflictError):
+    """Another worker took this account's lease; the page was not stored."""
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRef:
+    id: int
+    name: str
+    channel: str
+    platform_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDecision:
+    """What happened (or would happen, in a dry run) to one new message."""
+
+    external_id: str
+    thread_id: str
+    direction: str
+    rule: str
+    reason: str
+    score: float
+    ticket_id: int | None
+    new_ticket: bool
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    new_messages: int = 0
+    duplicates: int = 0  # already stored, or repeated within the page
+    new_tickets: int = 0
+    appended: int = 0  # added to the thread's active ticket
+    attached: int = 0  # attached to another thread's ticket (rule 4)
+    reopened: int = 0
+    flagged: int = 0  # new ticket flagged as a possible duplicate (rules 4 weak, 5)
+    gaps: int = 0
+    quarantined: int = 0
+    echoes: int = 0  # outbound messages of the brand account
+    echoes_matched: int = 0  # ... matched to one of our Replies
+    persons_linked: int = 0
+    decisions: tuple[MessageDecision, ...] = ()
+
+    def __add__(self, other: IngestResult) -> IngestResult:
+        values = {f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)}
+        return IngestResult(**values)
+
+    def counts(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "decisions"}
+
+
+def account_ref(engine_or_conn: Engine | Connection, account: Any) -> AccountRef:
+    """An Account row, an AccountRef or an account id (int) -> AccountRef."""
+    if isinstance(account, AccountRef):
+        return account
+    if isinstance(account, Account) and account.id is not None:
+        return AccountRef(account.id, account.name, account.channel, account.platform_id)
+    query = sa.select(_acc.c.id, _acc.c.name, _acc.c.channel, _acc.c.platform_id).where(_acc.c.id == int(account))
+    if isinstance(engine_or_conn, sa.engine.Engine):
+        with engine_or_conn.connect() as conn:
+            row = conn.execute(query).first()
+    else:
+        row = engine_or_conn.execute(query).first()
+    if row is None:
+        raise NotFoundError(f"no account with id {account}")
+    return AccountRef(row.id, row.name, row.channel, row.platform_id)
+
+
+def upsert(conn: Connection, table: sa.Table) -> Any:
+    """The dialect's INSERT, which has `on_conflict_do_nothing` / `on_conflict_do_update`."""
+    return (sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert)(table)
+
+
+def begin_write(engine: Engine) -> Connection:
+    """A connection whose transactions take SQLite's write lock up front (no upgrade deadlocks)."""
+    conn = engine.connect()
+    if engine.dialect.name == "sqlite":
+        conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
+    return conn
+
+
+def ingest_page(
+    engine: Engine,
+    account: Any,
+    page: Page,
+    settings: Settings,
+    *,
+    dry_run: bool = False,
+    lease_owner: str | None = None,
+    lease_seconds: float | None = None,
+    explain: bool | None = None,
+) -> IngestResult:
+    """Store `page` and its cursor in one transaction; in a dry run, compute and roll back.
+
+    With `lease_owner`, the cursor write also checks (and renews) the account's lease, so a worker
+    that lost its lease cannot store a page: `LeaseLostError`, nothing written.
+    `explain` (default: on in a dry run) keeps a per-message `MessageDecision` in the result.
+    """
+    ref = account_ref(engine, account)
+    explain = dry_run if explain is None else explain
+    with begin_write(engine) as conn:
+        tx = conn.begin()
+        try:
+            result = _PageWriter(conn, ref, settings, explain=explain).write(page)
+            _write_cursor(conn, ref, page, lease_owner, lease_seconds or settings.sync.lease_seconds)
+        except BaseException:
+            tx.rollback()
+            raise
+        if dry_run:
+            tx.rollback()
+        else:
+            tx.commit()
+    return result
+
+
+def _write_cursor(conn: Connection, ref: AccountRef, page: Page, lease_owner: str | None, lease_seconds: float) -> None:
+    now = utcnow()
+    if lease_owner is not None:
+        from datetime import timedelta
+
+        values: dict[str, Any] = {"lease_expires_at": now + timedelta(seconds=lease_seconds)}
+        if page.cursor is not None:
+            values.update(cursor=dict(page.cursor), updated_at=now)
+        done = conn.execute(
+            sa.update(_ss).where(_ss.c.account_id == ref.id, _ss.c.lease_owner == lease_owner).values(**values)
+        ).rowcount
+        if done != 1:
+            raise LeaseLostError(f"lost the sync lease for account {ref.name}: another worker holds it; page not stored")
+        return
+    if page.cursor is None:
+        return
+    stmt = upsert(conn, _ss).values(account_id=ref.id, cursor=dict(page.cursor), updated_at=now)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[_ss.c.account_id], set_={"cursor": stmt.excluded.cursor, "updated_at": stmt.excluded.updated_at}
+    )
+    conn.execute(stmt)
+
+
+def _later(col: sa.Column[Any], name: str) -> Any:
+    """`col = max(col, :name)` on both backends (NULLs lose)."""
+    p = sa.bindparam(name, type_=UTCDateTime())
+    return sa.case((sa.or_(col.is_(None), col < p), p), else_=col)
+
+
+class _PageWriter:
+    def __init__(self, conn: Connection, ref: AccountRef, settings: Settings, *, explain: bool) -> None:
+        self.conn = conn
+        self.ref = ref
+        self.settings = settings
+        self.explain = explain
+        self.now = utcnow()
+
+    # ── the page ───────────────────────────────────────────────────────────────────────────
+
+    def write(self, page: Page) -> IngestResult:
+        conn, ref = self.conn, self.ref
+        seen: dict[str, InboundMessage] = {}
+        for msg in page.messages:
+            seen.setdefault(msg.external_id, msg)
+        repeats = len(page.messages) - len(seen)
+        stored: set[str] = set()
+        if seen:
+            stored = set(
+                conn.execute(
+                    sa.select(_m.c.external_id).where(
+                        _m.c.channel == ref.channel, _m.c.account_id == ref.id, _m.c.external_id.in_(list(seen))
+                    )
+                ).scalars()
+            )
+        # Rule 1: same platform id -> already stored, nothing to do.
+        new = sorted((m for k, m in seen.items() if k not in stored), key=lambda m: (m.sent_at, m.external_id))
+        counts: dict[str, int] = defaultdict(int)
+        counts["duplicates"] = repeats + len(stored)
+        decisions: list[MessageDecision] = []
+
+        contacts = self._upsert_contacts(new)
+        gap_threads = [g.thread_id for g in page.gaps]
+        convs = self._upsert_conversations(new, contacts, gap_threads)
+        dd = PageDeduper(conn, self.settings, ref.id, ref.channel)
+        msg_conv = [convs[m.thread_id][0] for m in new]
+        msg_contact = [contacts[m.customer.id].id for m in new]
+        if new:
+            dd.load(
+                new,
+                {cid: (contact_id, ticket_id) for (cid, contact_id, ticket_id) in convs.values()},
+                {c.id: c for c in contacts.values()},
+                msg_conv,
+                msg_contact,
+            )
+        else:
+            dd._load_tickets({t for (_cid, _contact, t) in convs.values() if t is not None})
+            dd.conv_ticket.update({cid: t for (cid, _contact, t) in convs.values()})
+        made: list[Decision] = [dd.decide(m, msg_conv[i], dd.contacts[msg_contact[i]]) for i, m in enumerate(new)]
+
+        # Gaps: mark the thread's ticket (decided above, so a brand-new ticket gets it too).
+        gap_rows = []
+        for gap in page.gaps:
+            conv = convs.get(gap.thread_id)
+            key = dd._resolve(dd.conv_ticket.get(conv[0])) if conv else None
+            if key is not None and key in dd.tickets:
+                dd.tickets[key].has_gap = True
+            gap_rows.append((gap, key))
+
+        ids = self._insert_tickets(dd)
+        tid = lambda key: None if key is None else (ids.get(key, key) if key < 0 else key)  # noqa: E731
+        self._insert_refs(dd, tid)
+        inserted = self._insert_messages(new, made, msg_conv, msg_contact, tid)
+        counts["new_messages"] = len(inserted)
+        counts["duplicates"] += len(new) - len(inserted)  # lost a race: someone stored them first
+        self._update_tickets(dd)
+        self._write_events(dd, new, made, tid)
+        self._update_conversations(new, made, msg_conv, dd, tid)
+        counts["echoes_matched"] = self._mark_replies(new, made)
+        counts["gaps"] = self._write_gaps(gap_rows, tid)
+        counts["quarantined"] = self._write_quarantine(page)
+        counts["persons_linked"] = len(dd.person_links)
+
+        new_ticket_keys = {k for k, t in dd.tickets.items() if t.is_new}
+        counts["new_tickets"] = len(new_ticket_keys)
+        for i, (msg, d) in enumerate(zip(new, made)):
+            if d.rule == R_ECHO:
+                counts["echoes"] += 1
+            elif d.rule in (R_ORDER, R_PERSON):
+                counts["attached"] += 1
+            elif d.rule == R_REOPEN:
+                counts["reopened"] += 1
+            elif d.rule in (R_ORDER_WEAK, R_SIMILAR):
+                counts["flagged"] += 1
+            elif d.rule not in (R_NEW, R_FOLLOWUP):
+                counts["appended"] += 1
+            if self.explain:
+                decisions.append(
+                    MessageDecision(
+                        msg.external_id,
+                        msg.thread_id,
+                        msg.direction.value,
+                        d.rule,
+                        d.reason,
+                        d.score,
+                        tid(d.ticket_key),
+                        d.ticket_key in new_ticket_keys,
+                    )
+                )
+        return IngestResult(**counts, decisions=tuple(decisions))
+
+    # ── contacts and conversations ─────────────────────────────────────────────────────────
+
+    def _upsert_contacts(self, msgs: list[InboundMessage]) -> dict[str, ContactInfo]:
+        if not msgs:
+            return {}
+        conn, ref = self.conn, self.ref
+        wanted: dict[str, dict[str, Any]] = {}
+        for m in msgs:
+            cust = m.customer
+            row = wanted.setdefault(
+                cust.id,
+                {
+                    "channel": ref.channel,
+                    "account_id": ref.id,
+                    "platform_user_id": cust.id,
+                    "handle": None,
+                    "name": None,
+                    "person_id": None,
+                    "created_at": self.now,
+                },
+            )
+            # best effort: the latest non-empty handle / name wins
+            if cust.handle:
+                row["handle"] = cust.handle[:255]
+            if cust.name:
+                row["name"] = cust.name[:255]
+        conn.execute(
+            upsert(conn, _c).on_conflict_do_nothing(index_elements=["channel", "account_id", "platform_user_id"]),
+            list(wanted.values()),
+        )
+        out: dict[str, ContactInfo] = {}
+        fix = []
+        for row in conn.execute(
+            sa.select(_c.c.id, _c.c.platform_user_id, _c.c.person_id, _c.c.handle, _c.c.name).where(
+                _c.c.channel == ref.channel, _c.c.account_id == ref.id, _c.c.platform_user_id.in_(list(wanted))
+            )
+        ):
+            w = wanted[row.platform_user_id]
+            handle = w["handle"] or row.handle
+            name = w["name"] or row.name
+            if (handle, name) != (row.handle, row.name):
+                fix.append({"b_id": row.id, "b_handle": handle, "b_name": name})
+            out[row.platform_user_id] = ContactInfo(row.id, ref.channel, row.person_id, handle, name)
+        if fix:
+            conn.execute(
+                sa.update(_c).where(_c.c.id == sa.bindparam("b_id")).values(handle=sa.bindparam("b_handle"), name=sa.bindparam("b_name")),
+                fix,
+            )
+        return out
+
+    def _upsert_conversations(
+        self, msgs: list[InboundMessage], contacts: dict[str, ContactInfo], extra_threads: list[str]
+    ) -> dict[str, tuple[int, int | None, int | None]]:
+        """thread id -> (conversation id, contact id, current ticket id)."""
+        conn, ref = self.conn, self.ref
+        rows: dict[str, dict[str, Any]] = {}
+        for m in msgs:
+            rows.setdefault(
+                m.thread_id,
+                {
+                    "channel": ref.channel,
+                    "account_id": ref.id,
+                    "external_id": m.thread_id,
+                    "contact_id": contacts[m.customer.id].id,
+                    "ticket_id": None,
+                    "last_message_at": None,
+                    "last_customer_message_at": None,
+                    "created_at": self.now,
+                },
+            )
+        if rows:
+            conn.execute(
+                upsert(conn, _v).on_conflict_do_nothing(index_elements=["channel", "account_id", "external_id"]),
+                list(rows.values()),
+            )
+        threads = list(rows) + [t for t in extra_threads if t not in rows]
+        if not threads:
+            return {}
+        return {
+            r.external_id: (r.id, r.contact_id, r.ticket_id)
+            for r in conn.execute(
+                sa.select(_v.c.id, _v.c.external_id, _v.c.contact_id, _v.c.ticket_id).where(
+                    _v.c.channel == ref.channel, _v.c.account_id == ref.id, _v.c.external_id.in_(threads)
+                )
+            )
+        }
+
+    # ── tickets ────────────────────────────────────────────────────────────────────────────
+
+    def _insert_tickets(self, dd: PageDeduper) -> dict[int, int]:
+        new = [t for t in dd.tickets.values() if t.is_new]
+        if not new:
+            return {}
+        rows = []
+        for t in new:
+            tri = triage("\n".join(t.text_for_triage), t.created_at, self.settings)
+            rows.append(
+                {
+                    "status": t.status,
+                    "priority": tri.priority,
+                    "priority_rank": PRIORITY_RANK[tri.priority],
+                    "category": tri.category,
+                    "assignee": None,
+                    "channel": t.channel,
+                    "account_id": self.ref.id,
+                    "contact_id": t.contact_id,
+                    "person_id": t.person_id,
+                    "subject": t.subject,
+                    "snippet": t.snippet,
+                    "message_count": t.added,
+                    "created_at": t.created_at,
+                    "updated_at": t.last_at or t.created_at,
+                    "last_customer_message_at": t.last_customer_at,
+                    "first_response_due_at": tri.first_response_due_at,
+                    "first_response_at": t.set_first_response,
+                    "escalation_due_at": tri.escalation_due_at,
+                    "resolved_at": None,
+                    "reopened_count": 0,
+                    "has_gap": t.has_gap,
+                    "linked_ticket_id": t.linked_ticket_id,
+                    "possible_duplicate_of_id": None,  # may point at another new ticket: set below
+                    "merged_into_id": None,
+                }
+            )
+            t.events.append({"action": "created", "detail": {"category": tri.category, "priority": tri.priority}})
+        returned = self.conn.execute(
+            sa.insert(_t).returning(_t.c.id, sort_by_parameter_order=True), rows
+        ).scalars().all()
+        ids = {t.key: real for t, real in zip(new, returned)}
+        dup = [
+            {"b_id": ids[t.key], "b_dup": ids.get(t.possible_duplicate_of_id, t.possible_duplicate_of_id)}
+            for t in new
+            if t.possible_duplicate_of_id is not None
+        ]
+        if dup:
+            self.conn.execute(
+                sa.update(_t).where(_t.c.id == sa.bindparam("b_id")).values(possible_duplicate_of_id=sa.bindparam("b_dup")), dup
+            )
+        return ids
+
+    def _insert_refs(self, dd: PageDeduper, tid: Any) -> None:
+        rows = [{"ticket_id": tid(t.key), "ref": ref[:100]} for t in dd.tickets.values() for ref in sorted(t.new_refs)]
+        if rows:
+            self.conn.execute(upsert(self.conn, _tr).on_conflict_do_nothing(index_elements=["ticket_id", "ref"]), rows)
+
+    def _update_tickets(self, dd: PageDeduper) -> None:
+        conn = self.conn
+        rows = []
+        for t in dd.tickets.values():
+            if t.is_new or not (t.added or t.has_gap or t.set_first_response or t.set_person_id):
+                continue
+            rows.append(
+                {
+                    "b_id": t.key,
+                    "b_added": t.added,
+                    "b_last": t.last_at,
+                    "b_lc": t.last_customer_at,
+                    "b_snippet": t.snippet,
+                    "b_fr": t.set_first_response,
+                    "b_gap": t.has_gap,
+                    "b_person": t.set_person_id,
+                }
+            )
+        if rows:
+            lc = sa.bindparam("b_lc", type_=UTCDateTime())
+            conn.execute(
+                sa.update(_t)
+                .where(_t.c.id == sa.bindparam("b_id"))
+                .values(
+                    message_count=_t.c.message_count + sa.bindparam("b_added", type_=sa.Integer()),
+                    updated_at=_later(_t.c.updated_at, "b_last"),
+                    snippet=sa.case(
+                        (sa.and_(lc.is_not(None), sa.or_(_t.c.last_customer_message_at.is_(None), _t.c.last_customer_message_at <= lc)), sa.bindparam("b_snippet", type_=sa.String())),
+                        else_=_t.c.snippet,
+                    ),
+                    last_customer_message_at=_later(_t.c.last_customer_message_at, "b_lc"),
+                    first_response_at=sa.func.coalesce(_t.c.first_response_at, sa.bindparam("b_fr", type_=UTCDateTime())),
+                    has_gap=sa.or_(_t.c.has_gap, sa.bindparam("b_gap", type_=sa.Boolean())),
+                    person_id=sa.func.coalesce(_t.c.person_id, sa.bindparam("b_person", type_=sa.Integer())),
+                ),
+                rows,
+            )
+        reopened = [{"b_id": t.key, "b_now": self.now} for t in dd.tickets.values() if t.reopened and not t.is_new]
+        if reopened:
+            conn.execute(
+                sa.update(_t)
+                .where(_t.c.id == sa.bindparam("b_id"), _t.c.status == "resolved")
+                .values(status="open", reopened_count=_t.c.reopened_count + 1, resolved_at=None),
+                reopened,
+            )
+        unpended = [{"b_id": t.key} for t in dd.tickets.values() if t.unpended and not t.is_new]
+        if unpended:
+            conn.execute(sa.update(_t).where(_t.c.id == sa.bindparam("b_id"), _t.c.status == "pending").values(status="open"), unpended)
+
+    # ── messages ───────────────────────────────────────────────────────────────────────────
+
+    def _insert_messages(
+        self, msgs: list[InboundMessage], made: list[Decision], msg_conv: list[int], msg_contact: list[int], tid: Any
+    ) -> set[str]:
+        if not msgs:
+            return set()
+        ref, now = self.ref, self.now
+        rows = []
+        for m, d, conv_id, contact_id in zip(msgs, made, msg_conv, msg_contact):
+            author = m.author
+            rows.append(
+                {
+                    "channel": ref.channel,
+                    "account_id": ref.id,
+                    "external_id": m.external_id,
+                    "conversation_id": conv_id,
+                    "ticket_id": tid(d.ticket_key),
+                    "contact_id": contact_id,
+                    "direction": m.direction.value,
+                    "author_id": author.id[:100],
+                    "author_handle": author.handle,
+                    "author_name": author.name,
+                    "text": m.text,
+                    "kind": m.kind.value,
+                    "sent_at": m.sent_at,
+                    "received_at": now,
+                    "attachments": [
+                        {"type": a.type, "url": a.url, "mime": a.mime, "size": a.size, "name": a.name} for a in m.attachments
+                    ]
+                    or None,
+                    "raw": dict(m.raw) if m.raw else None,
+                    "reply_id": d.reply_id,
+                    "dedup_rule": d.rule,
+                    "dedup_reason": d.reason,
+                    "dedup_score": d.score,
+                }
+            )
+        stmt = (
+            upsert(self.conn, _m)
+            .on_conflict_do_nothing(index_elements=["channel", "account_id", "external_id"])
+            .returning(_m.c.external_id)
+        )
+        return set(self.conn.execute(stmt, rows).scalars())
+
+    def _write_events(self, dd: PageDeduper, msgs: list[InboundMessage], made: list[Decision], tid: Any) -> None:
+        """One `dedup` event per (ticket, rule) of the page, plus created / status events."""
+        groups: dict[tuple[int, str], list[tuple[InboundMessage, Decision]]] = defaultdict(list)
+        for m, d in zip(msgs, made):
+            if d.ticket_key is not None:
+                groups[(d.ticket_key, d.rule)].append((m, d))
+        rows = []
+        for t in dd.tickets.values():
+            for ev in t.events:
+                rows.append({"ticket_id": tid(t.key), "at": self.now, "actor": ACTOR, "action": ev["action"], "detail": ev["detail"]})
+            if t.reopened and not t.is_new:
+                rows.append({"ticket_id": t.key, "at": self.now, "actor": ACTOR, "action": "status", "detail": {"from": t.reopened_from, "to": "open", "reason": "customer wrote again"}})
+            if t.unpended and not t.is_new:
+                rows.append({"ticket_id": t.key, "at": self.now, "actor": ACTOR, "action": "status", "detail": {"from": "pending", "to": "open", "reason": "customer answered"}})
+        for (key, rule), items in groups.items():
+            first = items[0][1]
+            detail: dict[str, Any] = {
+                "rule": rule,
+                "reason": first.reason,
+                "score": max(d.score for _m, d in items),
+                "count": len(items),
+                "messages": [m.external_id for m, _d in items[:20]],
+            }
+            t = dd.tickets.get(key)
+            if t is not None and t.possible_duplicate_of_id is not None and rule in (R_ORDER_WEAK, R_SIMILAR):
+                detail["possible_duplicate_of"] = tid(t.possible_duplicate_of_id)
+            if t is not None and t.linked_ticket_id is not None and rule == R_FOLLOWUP:
+                detail["linked_ticket"] = t.linked_ticket_id
+            rows.append({"ticket_id": tid(key), "at": self.now, "actor": ACTOR, "action": "dedup", "detail": detail})
+        if rows:
+            self.conn.execute(sa.insert(_ev), rows)
+
+    def _update_conversations(
+        self, msgs: list[InboundMessage], made: list[Decision], msg_conv: list[int], dd: PageDeduper, tid: Any
+    ) -> None:
+        per: dict[int, dict[str, Any]] = {}
+        for m, conv_id in zip(msgs, msg_conv):
+            row = per.setdefault(conv_id, {"b_id": conv_id, "b_last": None, "b_lc": None, "b_ticket": None})
+            row["b_last"] = max(row["b_last"] or m.sent_at, m.sent_at)
+            if m.direction is Direction.IN:
+                row["b_lc"] = max(row["b_lc"] or m.sent_at, m.sent_at)
+        for conv_id, row in per.items():
+            row["b_ticket"] = tid(dd._resolve(dd.conv_ticket.get(conv_id)))
+        if not per:
+            return
+        self.conn.execute(
+            sa.update(_v)
+            .where(_v.c.id == sa.bindparam("b_id"))
+            .values(
+                last_message_at=_later(_v.c.last_message_at, "b_last"),
+                last_customer_message_at=_later(_v.c.last_customer_message_at, "b_lc"),
+                ticket_id=sa.func.coalesce(sa.bindparam("b_ticket", type_=sa.Integer()), _v.c.ticket_id),
+            ),
+            list(per.values()),
+        )
+
+    def _mark_replies(self, msgs: list[InboundMessage], made: list[Decision]) -> int:
+        rows = [
+            {"b_id": d.reply_id, "b_at": m.sent_at, "b_ext": m.external_id, "b_now": self.now}
+            for m, d in zip(msgs, made)
+            if d.reply_id is not None
+        ]
+        if rows:
+            self.conn.execute(
+                sa.update(_rep)
+                .where(_rep.c.id == sa.bindparam("b_id"), _rep.c.state.in_([ReplyState.UNKNOWN.value, ReplyState.SENDING.value]))
+                .values(
+                    state=ReplyState.SENT.value,
+                    sent_at=sa.func.coalesce(_rep.c.sent_at, sa.bindparam("b_at", type_=UTCDateTime())),
+                    updated_at=sa.bindparam("b_now", type_=UTCDateTime()),
+                ),
+                rows,
+            )
+        return len(rows)
+
+    # ── gaps, quarantine ───────────────────────────────────────────────────────────────────
+
+    def _write_gaps(self, gap_rows: list[tuple[Any, int | None]], tid: Any) -> int:
+        if not gap_rows:
+            return 0
+        self.conn.execute(
+            sa.insert(_gap),
+            [
+                {
+                    "account_id": self.ref.id,
+                    "conversation_external_id": gap.thread_id,
+                    "ticket_id": tid(key),
+                    "detail": gap.detail,
+                    "detected_at": self.now,
+                    "acknowledged_at": None,
+                }
+                for gap, key in gap_rows
+            ],
+        )
+        return len(gap_rows)
+
+    def _write_quarantine(self, page: Page) -> int:
+        if not page.quarantined:
+            return 0
+        existing = {
+            (r.external_id, r.thread_id, r.reason, json.dumps(r.raw, sort_keys=True, default=str))
+            for r in self.conn.execute(
+                sa.select(_q.c.external_id, _q.c.thread_id, _q.c.reason, _q.c.raw).where(
+                    _q.c.account_id == self.ref.id,
+                    _q.c.resolved_at.is_(None),
+                    _q.c.thread_id.in_([q.thread_id for q in page.quarantined if q.thread_id])
+                    | _q.c.external_id.in_([q.external_id for q in page.quarantined if q.external_id])
+                    | _q.c.thread_id.is_(None),
+                )
+            )
+        }
+        rows = []
+        for q in page.quarantined:
+            raw = q.raw if isinstance(q.raw, (dict, list)) else {"text": str(q.raw)}
+            key = (q.external_id, q.thread_id, q.reason, json.dumps(raw, sort_keys=True, default=str))
+            if key in existing:
+                continue  # the same broken item re-delivered
+            existing.add(key)
+            rows.append(
+                {
+                    "account_id": self.ref.id,
+                    "channel": q.channel.value,
+                    "external_id": q.external_id,
+                    "thread_id": q.thread_id,
+                    "reason": q.reason,
+                    "raw": raw,
+                    "received_at": self.now,
+                    "resolved_at": None,
+                }
+            )
+        if rows:
+            self.conn.execute(sa.insert(_q), rows)
+        return len(rows)

@@ -1,0 +1,81 @@
+"""Category, priority and SLA clocks for a new ticket, from the configurable keyword rules.
+
+Matching is case-insensitive and word-ish: a keyword must start at a word boundary, so
+"cancel" matches "cancelled" and "batal" matches "batalkan", but "resi" inside "presiden" does not.
+When several rules match, the most urgent one wins (ties: the earlier rule).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from inbox.models import PRIORITY_RANK, Priority
+
+if TYPE_CHECKING:
+    from inbox.config import Settings, TriageRule
+
+
+@dataclass(frozen=True, slots=True)
+class Triage:
+    category: str | None
+    priority: str
+    priority_rank: int
+    first_response_due_at: datetime
+    escalation_due_at: datetime
+
+
+def _keyword_pattern(keyword: str) -> str:
+    parts = [re.escape(p) for p in keyword.strip().split()]
+    return r"(?<!\w)" + r"\s+".join(parts)
+
+
+@lru_cache(maxsize=16)
+def _compiled(rules: tuple[tuple[str, str, tuple[str, ...]], ...]) -> tuple[tuple[re.Pattern[str], str, str, int], ...]:
+    out = []
+    for order, (category, priority, keywords) in enumerate(rules):
+        kws = [k for k in keywords if k.strip()]
+        if not kws:
+            continue
+        pattern = re.compile("|".join(_keyword_pattern(k) for k in kws), re.IGNORECASE)
+        out.append((pattern, category, priority, order))
+    return tuple(out)
+
+
+def classify(text: str | None, rules: list[TriageRule] | tuple[TriageRule, ...]) -> tuple[str | None, str]:
+    """(category, priority) for a customer's text; (None, "normal") when nothing matches."""
+    if not text:
+        return None, Priority.NORMAL.value
+    best: tuple[int, int, str, str] | None = None
+    key_rules = tuple((r.category, r.priority, tuple(r.keywords)) for r in rules)
+    for pattern, category, priority, order in _compiled(key_rules):
+        if pattern.search(text):
+            key = (PRIORITY_RANK[priority], order, category, priority)
+            if best is None or key < best:
+                best = key
+    if best is None:
+        return None, Priority.NORMAL.value
+    return best[2], best[3]
+
+
+def more_urgent(a: str, b: str) -> str:
+    return a if PRIORITY_RANK.get(a, 2) <= PRIORITY_RANK.get(b, 2) else b
+
+
+def due_times(created_at: datetime, priority: str, settings: Settings) -> tuple[datetime, datetime]:
+    """(first response due, escalation due) for a ticket created at `created_at`."""
+    minutes = settings.sla.first_response_minutes
+    first = minutes.get(priority, minutes.get(Priority.NORMAL.value, 240))
+    return (
+        created_at + timedelta(minutes=first),
+        created_at + timedelta(days=settings.sla.escalation_days),
+    )
+
+
+def triage(text: str | None, created_at: datetime, settings: Settings) -> Triage:
+    category, priority = classify(text, settings.rules)
+    first_due, escalation_due = due_times(created_at, priority, settings)
+    return Triage(category, priority, PRIORITY_RANK[priority], first_due, escalation_due)
