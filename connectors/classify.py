@@ -1,0 +1,273 @@
+"""Reading a platform response once: its error class and its rate-limit headers.
+
+`classify()` is the single mapping from an HTTP response (Graph error body, X RFC 7807 problem,
+v1.1 `errors[]`, or just a status) to the `connectors.errors` hierarchy. `rate_info()` turns
+`x-rate-limit-*`, `X-Business-Use-Case-Usage`, `X-App-Usage` and `X-Page-Usage` into a `RateInfo`.
+Nothing here sends a request or sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import requests
+
+from connectors.base import RateInfo
+from connectors.errors import (
+    ConnectorError,
+    DeliveryUnknownError,
+    NeedsReauthError,
+    PermanentError,
+    RateLimitedError,
+    RecipientUnavailableError,
+    RetryLaterError,
+    ServerError,
+    WindowClosedError,
+)
+from connectors.redact import redact
+
+log = logging.getLogger(__name__)
+
+# Graph codes (reference A.4). Rate limits first: they carry a wait.
+GRAPH_RATE_CODES = frozenset({4, 17, 32, 341, 613}) | frozenset(range(80000, 80015))
+GRAPH_TRANSIENT_CODES = frozenset({1, 2, 1200})
+GRAPH_REAUTH_CODES = frozenset({190, 102})
+GRAPH_WINDOW_CLOSED = frozenset({(10, 2018278), (10, 2534022), (10, 2018065)})
+GRAPH_RECIPIENT_GONE = frozenset({(10, 2018108), (200, 1545041), (551, 1545041), (100, 2018001)})
+
+# When a platform says "rate limited" without saying until when (reference A.5 / B.5: start at 60 s).
+DEFAULT_RATE_WAIT = timedelta(seconds=60)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _json_header(headers: Mapping[str, str], name: str) -> Any:
+    raw = headers.get(name)
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        log.debug("unparsable %s header ignored", name)
+        return None
+
+
+def _int_header(headers: Mapping[str, str], name: str) -> int | None:
+    raw = headers.get(name)
+    if raw is None:
+        return None
+    try:
+        return int(float(raw))
+    except ValueError:
+        return None
+
+
+def _usage_buckets(headers: Mapping[str, str]) -> list[Mapping[str, Any]]:
+    """Every usage bucket of the three Meta headers, flattened."""
+    buckets: list[Mapping[str, Any]] = []
+    buc = _json_header(headers, "X-Business-Use-Case-Usage")
+    if isinstance(buc, dict):
+        for value in buc.values():
+            if isinstance(value, list):
+                buckets.extend(b for b in value if isinstance(b, dict))
+            elif isinstance(value, dict):
+                buckets.append(value)
+    for name in ("X-App-Usage", "X-Page-Usage", "X-Ad-Account-Usage"):
+        value = _json_header(headers, name)
+        if isinstance(value, dict):
+            buckets.append(value)
+    return buckets
+
+
+def _regain_minutes(headers: Mapping[str, str]) -> float | None:
+    """Meta's `estimated_time_to_regain_access` (minutes), the largest across buckets; None when 0/absent."""
+    minutes = [
+        float(b["estimated_time_to_regain_access"])
+        for b in _usage_buckets(headers)
+        if isinstance(b.get("estimated_time_to_regain_access"), (int, float))
+    ]
+    best = max(minutes, default=0.0)
+    return best if best > 0 else None
+
+
+def rate_info(headers: Mapping[str, str], *, now: datetime | None = None) -> RateInfo | None:
+    """The rate headroom a response reports, or None when it reports none."""
+    now = now or _now()
+    limit = _int_header(headers, "x-rate-limit-limit")
+    remaining = _int_header(headers, "x-rate-limit-remaining")
+    reset = _int_header(headers, "x-rate-limit-reset")
+    reset_at = datetime.fromtimestamp(reset, tz=timezone.utc) if reset is not None else None
+    usage: float | None = None
+    for bucket in _usage_buckets(headers):
+        for key in ("call_count", "total_cputime", "total_time", "acc_id_util_pct"):
+            value = bucket.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                usage = max(usage or 0.0, float(value))
+    minutes = _regain_minutes(headers)
+    if minutes is not None:
+        reset_at = now + timedelta(minutes=minutes)
+    if limit is None and remaining is None and reset_at is None and usage is None:
+        return None
+    return RateInfo(limit=limit, remaining=remaining, reset_at=reset_at, usage_pct=usage)
+
+
+def retry_hint(headers: Mapping[str, str], *, now: datetime | None = None) -> datetime | None:
+    """When the platform says to come back: Retry-After, x-rate-limit-reset or Meta's regain estimate."""
+    now = now or _now()
+    candidates: list[datetime] = []
+    retry_after = headers.get("Retry-After")
+    if retry_after:
+        try:
+            candidates.append(now + timedelta(seconds=max(0.0, float(retry_after))))
+        except ValueError:
+            try:
+                candidates.append(parsedate_to_datetime(retry_after).astimezone(timezone.utc))
+            except (TypeError, ValueError):
+                pass
+    reset = _int_header(headers, "x-rate-limit-reset")
+    if reset is not None:
+        candidates.append(datetime.fromtimestamp(reset, tz=timezone.utc))
+    minutes = _regain_minutes(headers)
+    if minutes is not None:
+        candidates.append(now + timedelta(minutes=minutes))
+    return max(candidates) if candidates else None
+
+
+def _body(response: requests.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _where(response: requests.Response) -> str:
+    """METHOD /path for messages: never the query string (it may carry a token)."""
+    request = response.request
+    method = request.method if request is not None else "?"
+    url = (request.url or "") if request is not None else (response.url or "")
+    path = requests.utils.urlparse(url).path
+    return f"{method} {path}"
+
+
+def classify(
+    response: requests.Response,
+    *,
+    sending: bool = False,
+    account: str | None = None,
+    now: datetime | None = None,
+) -> ConnectorError | None:
+    """The error a response stands for, or None when it is a success.
+
+    `sending` marks a Send API / create-DM call: there a 5xx may have been delivered (so it is
+    `DeliveryUnknownError`), and an X 403 means the recipient cannot be messaged.
+    """
+    status = response.status_code
+    if 200 <= status < 300:
+        return None
+    now = now or _now()
+    hint = retry_hint(response.headers, now=now)
+    body = _body(response)
+    where = _where(response)
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        return _graph_error(body["error"], status, hint, where, sending, account, now)
+    return _http_error(body, status, hint, where, sending, account, now)
+
+
+def _as_int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _graph_error(
+    err: Mapping[str, Any],
+    status: int,
+    hint: datetime | None,
+    where: str,
+    sending: bool,
+    account: str | None,
+    now: datetime,
+) -> ConnectorError:
+    code = _as_int(err.get("code"))
+    subcode = _as_int(err.get("error_subcode"))
+    text = f"{where}: {redact(str(err.get('message') or 'Graph API error'))}"
+    if err.get("fbtrace_id"):
+        text += f" [fbtrace_id {err['fbtrace_id']}]"
+    kw: dict[str, Any] = {"status": status, "code": code, "subcode": subcode, "account": account}
+    if code in GRAPH_REAUTH_CODES:
+        return NeedsReauthError(text, **kw)
+    if code in GRAPH_RATE_CODES or status == 429:
+        return RateLimitedError(text, retry_at=hint or now + DEFAULT_RATE_WAIT, **kw)
+    if (code, subcode) in GRAPH_WINDOW_CLOSED:
+        return WindowClosedError(text, **kw)
+    if code == 551 or (code, subcode) in GRAPH_RECIPIENT_GONE:
+        return RecipientUnavailableError(text, **kw)
+    if code in GRAPH_TRANSIENT_CODES or err.get("is_transient") is True:
+        if sending and code == 1 and status >= 500:
+            return DeliveryUnknownError(text, **kw)
+        return ServerError(text, retry_at=hint, **kw)
+    if status >= 500:
+        if sending and status != 503:
+            return DeliveryUnknownError(text, **kw)
+        return ServerError(text, retry_at=hint, **kw)
+    return PermanentError(text, **kw)
+
+
+def _problem_suffix(body: Any) -> str:
+    if isinstance(body, dict) and isinstance(body.get("type"), str):
+        return body["type"].rstrip("/").rsplit("/", 1)[-1]
+    return ""
+
+
+def _http_error(
+    body: Any,
+    status: int,
+    hint: datetime | None,
+    where: str,
+    sending: bool,
+    account: str | None,
+    now: datetime,
+) -> ConnectorError:
+    detail = ""
+    v1_codes: list[int] = []
+    if isinstance(body, dict):
+        detail = str(body.get("detail") or body.get("title") or "")
+        errors = body.get("errors")
+        if isinstance(errors, list):
+            for item in errors:
+                if isinstance(item, dict):
+                    if (c := _as_int(item.get("code"))) is not None:
+                        v1_codes.append(c)
+                    if not detail and item.get("message"):
+                        detail = str(item["message"])
+    text = f"{where}: {redact(detail) if detail else 'HTTP ' + str(status)}"
+    kw: dict[str, Any] = {"status": status, "account": account}
+    if v1_codes:
+        kw["code"] = v1_codes[0]
+    suffix = _problem_suffix(body)
+    if status == 401 or 89 in v1_codes or 32 in v1_codes:
+        return NeedsReauthError(text, **kw)
+    if status == 429 or suffix in ("usage-capped", "rate-limit-exceeded") or 88 in v1_codes:
+        return RateLimitedError(text, retry_at=hint or now + DEFAULT_RATE_WAIT, **kw)
+    if status >= 500:
+        if sending and status != 503:
+            return DeliveryUnknownError(text, **kw)
+        return ServerError(text, retry_at=hint, **kw)
+    if sending and (status == 403 or suffix == "not-authorized-for-resource"):
+        return RecipientUnavailableError(text, **kw)
+    return PermanentError(text, **kw)
+
+
+def is_retryable(error: ConnectorError, *, method: str) -> bool:
+    """Whether `http` may retry by itself. A send is retried only when the platform refused it outright."""
+    if method.upper() in ("GET", "HEAD"):
+        return isinstance(error, RetryLaterError)
+    return isinstance(error, RateLimitedError)

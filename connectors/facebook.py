@@ -1,0 +1,16 @@
+"""Facebook Page conversations (Messenger) over the Graph API, with a Page access token.
+
+Reads `GET /{page-id}/conversations?platform=messenger` and sends with `POST /{page-id}/messages`.
+Replies are limited to 2,000 characters. Everything else lives in `connectors.meta`.
+"""
+
+from __future__ import annotations
+
+from connectors.base import Channel
+from connectors.meta import MetaConnector
+
+
+class FacebookConnector(MetaConnector):
+    channel = Channel.FACEBOOK
+    platform = "messenger"
+    text_limit = 2000

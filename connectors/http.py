@@ -1,0 +1,241 @@
+"""The one place that sends HTTP.
+
+`HttpSession` is a `requests.Session` whose `request()` adds, for every call a connector makes
+(including the ones tweepy makes through it):
+
+- a timeout, and pacing per account (a minimum interval between calls);
+- retries with exponential backoff and jitter, for retryable failures only. A GET is retried on
+  timeouts, dropped connections, 5xx and rate limits. A send (POST) is retried only when it never left
+  (connection refused) or the platform refused it outright (rate limited); a send that timed out or
+  whose connection dropped raises `DeliveryUnknownError`, because it may have been delivered;
+- waits taken from `Retry-After`, `x-rate-limit-reset` and Meta's `estimated_time_to_regain_access`,
+  but never more than `RetryPolicy.max_sleep` in total: a longer wait is left to the caller, which
+  raises `RateLimitedError(retry_at=...)` from `classify()` and lets the scheduler come back;
+- redacted debug logging (Graph `paging.next` URLs and tweepy's debug lines carry tokens).
+
+It returns the final response; callers turn a non-2xx response into an error with
+`connectors.classify.classify` and decode bodies with `decode_json`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import requests
+import urllib3.exceptions
+
+from connectors.classify import classify, is_retryable, retry_hint
+from connectors.errors import DeliveryUnknownError, MalformedResponseError, ServerError
+from connectors.redact import redact
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = "inbox/0.1 (+social-care inbox)"
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How hard `HttpSession` tries before handing a failure back."""
+
+    max_retries: int = 3
+    backoff_base: float = 0.5  # seconds; attempt n waits about base * 2**n
+    backoff_cap: float = 8.0  # one wait is never longer than this (unless the platform asks)
+    max_sleep: float = 10.0  # total sleep per request; a longer platform wait is raised, not slept
+
+    def backoff(self, attempt: int) -> float:
+        """Exponential backoff with "equal jitter": half fixed, half random, so clients spread out."""
+        ceiling = min(self.backoff_cap, self.backoff_base * (2**attempt))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+class _RedactFilter(logging.Filter):
+    """Masks secrets in records of loggers we do not own (urllib3, tweepy) before any handler sees them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken record is not ours to fix
+            return True
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        return True
+
+
+_FILTER = _RedactFilter()
+for _name in ("urllib3.connectionpool", "urllib3.util.retry", "tweepy.client", "requests_oauthlib.oauth1_auth", "oauthlib.oauth1.rfc5849"):
+    logging.getLogger(_name).addFilter(_FILTER)
+
+
+class Pacer:
+    """Minimum spacing between calls of one account, shared by every session of that account."""
+
+    _registry: dict[str, Pacer] = {}
+    _registry_lock = threading.Lock()
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._last = 0.0
+
+    @classmethod
+    def for_account(cls, account: str, interval: float) -> Pacer:
+        with cls._registry_lock:
+            pacer = cls._registry.get(account)
+            if pacer is None:
+                pacer = cls._registry[account] = Pacer(interval)
+            pacer.interval = interval  # the latest spec wins
+            return pacer
+
+    def wait(self, sleep: Callable[[float], None]) -> None:
+        with self._lock:
+            delay = self._last + self.interval - time.monotonic()
+            if delay > 0:
+                sleep(delay)
+            self._last = time.monotonic()
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """True when the connection was never established, so no byte of the request left."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError, ConnectionRefusedError)):
+            return True
+        if isinstance(cur, urllib3.exceptions.MaxRetryError) and cur.reason is not None:
+            cur = cur.reason
+            continue
+        nxt = cur.__cause__ or cur.__context__
+        if nxt is None and cur.args and isinstance(cur.args[0], BaseException):
+            nxt = cur.args[0]
+        cur = nxt
+    return False
+
+
+def _path(url: str) -> str:
+    return requests.utils.urlparse(url).path or "/"
+
+
+class HttpSession(requests.Session):
+    """A `requests.Session` for one account: timeouts, pacing, retries, redacted logging.
+
+    `rewrite` maps URL prefixes to replacements (tweepy hard-codes https://api.twitter.com; this is
+    how its calls reach the configured base URL, e.g. the sandbox).
+    """
+
+    def __init__(
+        self,
+        *,
+        account: str,
+        timeout: float,
+        min_interval: float = 0.0,
+        policy: RetryPolicy | None = None,
+        rewrite: Mapping[str, str] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__()
+        self.account = account
+        self.timeout = timeout
+        self.policy = policy or RetryPolicy()
+        self.rewrite = dict(rewrite or {})
+        self.pacer = Pacer.for_account(account, min_interval)
+        self.sleep = sleep
+        self.headers["User-Agent"] = USER_AGENT
+
+    def _rewritten(self, url: str) -> str:
+        for prefix, target in self.rewrite.items():
+            if url.startswith(prefix):
+                return target.rstrip("/") + url[len(prefix):]
+        return url
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        method = (method.decode() if isinstance(method, bytes) else method).upper()
+        url = self._rewritten(url.decode() if isinstance(url, bytes) else url)
+        kwargs.setdefault("timeout", self.timeout)
+        idempotent = method in _IDEMPOTENT
+        policy = self.policy
+        slept = 0.0
+        attempt = 0
+        while True:
+            self.pacer.wait(self.sleep)
+            started = time.monotonic()
+            try:
+                response = super().request(method, url, *args, **kwargs)
+            except (requests.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as exc:
+                # The status line arrived but the body broke off.
+                if not idempotent:
+                    raise DeliveryUnknownError(
+                        f"{method} {_path(url)}: the response broke off; the send may have been delivered",
+                        account=self.account,
+                    ) from None
+                raise MalformedResponseError(
+                    f"{method} {_path(url)}: response body truncated ({exc.__class__.__name__})", account=self.account
+                ) from None
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                never_sent = _never_sent(exc)
+                kind = "timed out" if isinstance(exc, requests.Timeout) else "connection failed"
+                if not idempotent and not never_sent:
+                    log.warning("%s %s %s after the request left; outcome unknown", method, _path(url), kind)
+                    raise DeliveryUnknownError(
+                        f"{method} {_path(url)}: {kind} after the request was sent; it may have been delivered",
+                        account=self.account,
+                    ) from None
+                delay = policy.backoff(attempt)
+                if attempt >= policy.max_retries or slept + delay > policy.max_sleep:
+                    raise ServerError(
+                        f"{method} {_path(url)}: {kind} ({attempt + 1} attempts)", account=self.account
+                    ) from None
+                log.info("%s %s %s; retry %d in %.2fs", method, _path(url), kind, attempt + 1, delay)
+                self.sleep(delay)
+                slept += delay
+                attempt += 1
+                continue
+            elapsed = (time.monotonic() - started) * 1000
+            log.debug("%s %s -> %s (%.0f ms)", method, redact(response.url or url), response.status_code, elapsed)
+            error = classify(response, sending=not idempotent, account=self.account)
+            if error is None or not is_retryable(error, method=method):
+                return response
+            hint = retry_hint(response.headers)
+            delay = policy.backoff(attempt)
+            if hint is not None:
+                delay = max(delay, (hint - datetime.now(timezone.utc)).total_seconds())
+            if attempt >= policy.max_retries or slept + delay > policy.max_sleep:
+                return response  # the caller raises the classified error, with its retry_at
+            log.info("%s %s -> HTTP %s; retry %d in %.2fs", method, _path(url), response.status_code, attempt + 1, delay)
+            response.close()
+            self.sleep(delay)
+            slept += delay
+            attempt += 1
+
+
+def decode_json(response: requests.Response, *, account: str | None = None) -> Any:
+    """The JSON body, or `MalformedResponseError` naming the call (never quoting the body: it may hold a token)."""
+    try:
+        return response.json()
+    except ValueError:
+        request = response.request
+        where = f"{request.method} {_path(request.url or '')}" if request is not None else _path(response.url or "")
+        ctype = response.headers.get("Content-Type", "unknown type")
+        raise MalformedResponseError(
+            f"{where}: response is not valid JSON ({len(response.content)} bytes, {ctype})",
+            status=response.status_code,
+            account=account,
+        ) from None
+
+
+def raise_for(response: requests.Response, *, sending: bool = False, account: str | None = None) -> None:
+    """Raise the classified error of a non-2xx response."""
+    error = classify(response, sending=sending, account=account)
+    if error is not None:
+        raise error

@@ -1,0 +1,246 @@
+"""Graph API conversation and message objects (Messenger and Instagram) to connector values.
+
+Shapes from reference A.2: Messenger `from` is `{id, name, email}` (the email is a pseudo-address and
+is ignored), Instagram `from` is `{id, username}`. Parsing is strict about what a message cannot
+exist without (id, created_time, from.id) and lenient about everything else; a failure is a
+`ParseError`, which the caller turns into a quarantine record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from connectors.base import Attachment, Channel, Direction, InboundMessage, MessageKind, Participant
+from connectors.times import parse_time
+
+# RestFB: in the EU some attachments come back as a placeholder with this id (content not available).
+EU_PLACEHOLDER_ID = "1234"
+
+
+class ParseError(ValueError):
+    """An item that cannot become a value; the message says which field is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class MetaContext:
+    """Who "we" are on one Graph account: every id that marks a message as ours (an echo)."""
+
+    channel: Channel
+    account_id: str
+    own_ids: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """One row of `/{id}/conversations`."""
+
+    id: str
+    updated_time: datetime
+    participants: tuple[Participant, ...] = ()
+    message_count: int | None = None
+
+
+def _str_id(value: Any, field: str) -> str:
+    if isinstance(value, bool) or value is None or value == "":
+        raise ParseError(f"missing {field}")
+    if isinstance(value, (int, str)):
+        return str(value)
+    raise ParseError(f"{field} is not a string")
+
+
+def _time(value: Any, field: str) -> datetime:
+    try:
+        return parse_time(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ParseError(f"bad {field}: {exc}") from None
+
+
+def _data(edge: Any) -> list[Any]:
+    """The `data` list of a Graph edge (`{data: [...], paging}`), tolerating a bare list."""
+    if isinstance(edge, Mapping):
+        edge = edge.get("data")
+    return list(edge) if isinstance(edge, list) else []
+
+
+def parse_participant(obj: Any) -> Participant:
+    if not isinstance(obj, Mapping):
+        raise ParseError("participant is not an object")
+    name = obj.get("name")
+    handle = obj.get("username")
+    return Participant(
+        id=_str_id(obj.get("id"), "participant id"),
+        handle=handle if isinstance(handle, str) and handle else None,
+        name=name if isinstance(name, str) and name else None,
+    )
+
+
+def parse_conversation(item: Any) -> Conversation:
+    if not isinstance(item, Mapping):
+        raise ParseError("conversation is not an object")
+    participants: list[Participant] = []
+    for p in _data(item.get("participants")):
+        try:
+            participants.append(parse_participant(p))
+        except ParseError:
+            continue  # a broken participant does not hide the thread
+    count = item.get("message_count")
+    return Conversation(
+        id=_str_id(item.get("id"), "conversation id"),
+        updated_time=_time(item.get("updated_time"), "updated_time"),
+        participants=tuple(participants),
+        message_count=count if isinstance(count, int) and not isinstance(count, bool) else None,
+    )
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None and not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_attachment(att: Any) -> Attachment:
+    """One entry of `attachments.data`: image_data, video_data, file_url, or the EU placeholder."""
+    if not isinstance(att, Mapping):
+        raise ParseError("attachment is not an object")
+    mime = att.get("mime_type") if isinstance(att.get("mime_type"), str) else None
+    name = att.get("name") if isinstance(att.get("name"), str) else None
+    size = _int_or_none(att.get("size"))
+    if str(att.get("id", "")) == EU_PLACEHOLDER_ID:
+        return Attachment(type="unavailable", url=None, mime=mime, size=size, name=name or "content not available")
+    image, video = att.get("image_data"), att.get("video_data")
+    if isinstance(image, Mapping):
+        kind = "sticker" if image.get("render_as_sticker") else "image"
+        url = image.get("url") or image.get("animated_gif_url") or image.get("preview_url")
+    elif isinstance(video, Mapping):
+        kind, url = "video", video.get("url") or video.get("preview_url")
+    else:
+        url = att.get("file_url") or att.get("url")
+        major = (mime or "").split("/", 1)[0]
+        kind = {"image": "image", "video": "video", "audio": "audio"}.get(major, "file")
+    if isinstance(att.get("type"), str) and att["type"]:  # webhook-style {type, payload}
+        kind = att["type"]
+        payload = att.get("payload")
+        if isinstance(payload, Mapping) and not url:
+            url = payload.get("url")
+    return Attachment(type=kind, url=url if isinstance(url, str) else None, mime=mime, size=size, name=name)
+
+
+def _shares(item: Mapping[str, Any]) -> list[Attachment]:
+    out: list[Attachment] = []
+    for share in _data(item.get("shares")):
+        if isinstance(share, Mapping):
+            url = share.get("link") or share.get("picture") or share.get("url")
+            name = share.get("name") or share.get("description")
+            out.append(Attachment(type="share", url=url if isinstance(url, str) else None, name=name if isinstance(name, str) else None))
+    return out
+
+
+def _story(item: Mapping[str, Any]) -> tuple[MessageKind, Attachment] | None:
+    story = item.get("story")
+    if not isinstance(story, Mapping):
+        return None
+    for key, kind in (("reply_to", MessageKind.STORY_REPLY), ("mention", MessageKind.STORY_MENTION)):
+        ref = story.get(key)
+        if isinstance(ref, Mapping):
+            url = ref.get("link") or ref.get("url")
+            ref_id = ref.get("id")
+            return kind, Attachment(
+                type=kind.value, url=url if isinstance(url, str) else None, name=str(ref_id) if ref_id else None
+            )
+    return None
+
+
+def parse_message(
+    item: Any,
+    ctx: MetaContext,
+    *,
+    thread_id: str,
+    participants: Sequence[Participant] = (),
+) -> InboundMessage:
+    """One Graph message node. Raises ParseError when it cannot be normalized."""
+    if not isinstance(item, Mapping):
+        raise ParseError("message is not an object")
+    external_id = _str_id(item.get("id"), "message id")
+    sent_at = _time(item.get("created_time"), "created_time")
+    author = parse_participant(item.get("from"))
+    recipients = []
+    for r in _data(item.get("to")):
+        try:
+            recipients.append(parse_participant(r))
+        except ParseError:
+            continue
+    outbound = author.id in ctx.own_ids
+    if outbound:
+        others = [p for p in recipients if p.id not in ctx.own_ids] or [
+            p for p in participants if p.id not in ctx.own_ids
+        ]
+        if not others:
+            raise ParseError("outbound message without a customer recipient")
+        customer = others[0]
+    else:
+        customer = author
+
+    text = item.get("message")
+    text = text if isinstance(text, str) and text != "" else None
+    attachments: list[Attachment] = []
+    for att in _data(item.get("attachments")):
+        attachments.append(parse_attachment(att))
+    sticker = item.get("sticker")
+    if isinstance(sticker, str) and sticker:
+        attachments.append(Attachment(type="sticker", url=sticker))
+    shares = _shares(item)
+    story = _story(item)
+
+    if item.get("is_deleted") is True:
+        kind = MessageKind.DELETED
+    elif item.get("is_unsupported") is True:
+        kind = MessageKind.UNSUPPORTED
+    elif story is not None:
+        kind = story[0]
+        attachments.insert(0, story[1])
+    elif shares:
+        kind = MessageKind.SHARE
+    elif attachments:
+        kind = MessageKind.ATTACHMENT
+    elif text is not None:
+        kind = MessageKind.TEXT
+    else:
+        # Graph keeps unsent messages as empty shells (no text, nothing attached).
+        kind = MessageKind.DELETED
+    attachments.extend(shares)
+    return InboundMessage(
+        channel=ctx.channel,
+        account_id=ctx.account_id,
+        external_id=external_id,
+        thread_id=thread_id,
+        direction=Direction.OUT if outbound else Direction.IN,
+        author=author,
+        customer=customer,
+        text=text,
+        kind=kind,
+        sent_at=sent_at,
+        attachments=tuple(attachments),
+        raw=dict(item),
+    )
+
+
+def message_items(body: Any) -> list[Any]:
+    """Message items of `/{conversation}/messages` or `/{conversation}?fields=messages{...}`."""
+    if isinstance(body, Mapping) and isinstance(body.get("messages"), Mapping):
+        body = body["messages"]
+    if isinstance(body, Mapping) and isinstance(body.get("data"), list):
+        return list(body["data"])
+    raise ParseError("response has no message list")
+
+
+def iter_ids(items: Iterable[Any]) -> list[str]:
+    """The ids of whichever items have one (used to ask which are already stored)."""
+    out: list[str] = []
+    for item in items:
+        if isinstance(item, Mapping) and isinstance(item.get("id"), (str, int)) and not isinstance(item.get("id"), bool):
+            out.append(str(item["id"]))
+    return out

@@ -1,0 +1,176 @@
+"""X API v2 DM events (`/2/dm_events` and the per-conversation lookups) to connector values.
+
+Event shape (reference B.3): `{id, event_type, text?, sender_id?, dm_conversation_id?, created_at?,
+attachments?{media_keys}, participant_ids?}` plus `includes.users` / `includes.media` for expansions.
+Fields not asked for are omitted, so `parse_event` accepts the bare `{id, event_type, text}` form
+(the creation time then comes from the snowflake id), while `to_message` needs a sender.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from connectors.base import Attachment, Channel, Direction, InboundMessage, MessageKind, Participant
+from connectors.meta_parse import ParseError
+from connectors.times import parse_time, snowflake_time
+
+MESSAGE_CREATE = "MessageCreate"
+_MEDIA_TYPES = {"photo": "image", "video": "video", "animated_gif": "gif"}
+
+
+@dataclass(frozen=True, slots=True)
+class DmEvent:
+    id: str
+    event_type: str
+    created_at: datetime
+    text: str | None = None
+    sender_id: str | None = None
+    conversation_id: str | None = None
+    media_keys: tuple[str, ...] = ()
+    participant_ids: tuple[str, ...] = ()
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def snowflake(self) -> int:
+        return int(self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class Includes:
+    users: Mapping[str, Participant] = field(default_factory=dict)
+    media: Mapping[str, Attachment] = field(default_factory=dict)
+
+
+def _opt_str(value: Any) -> str | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (str, int)):
+        return str(value) if str(value) else None
+    return None
+
+
+def parse_event(obj: Any) -> DmEvent:
+    if not isinstance(obj, Mapping):
+        raise ParseError("event is not an object")
+    event_id = _opt_str(obj.get("id"))
+    if event_id is None or not event_id.isdigit():
+        raise ParseError("missing or non-numeric event id")
+    created = obj.get("created_at")
+    try:
+        created_at = parse_time(created) if created is not None else snowflake_time(event_id)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ParseError(f"bad created_at: {exc}") from None
+    attachments = obj.get("attachments")
+    keys: tuple[str, ...] = ()
+    if isinstance(attachments, Mapping) and isinstance(attachments.get("media_keys"), list):
+        keys = tuple(str(k) for k in attachments["media_keys"] if isinstance(k, (str, int)))
+    participants = obj.get("participant_ids")
+    text = obj.get("text")
+    return DmEvent(
+        id=event_id,
+        event_type=str(obj.get("event_type") or MESSAGE_CREATE),
+        created_at=created_at,
+        text=text if isinstance(text, str) else None,
+        sender_id=_opt_str(obj.get("sender_id")),
+        conversation_id=_opt_str(obj.get("dm_conversation_id")),
+        media_keys=keys,
+        participant_ids=tuple(str(p) for p in participants if isinstance(p, (str, int))) if isinstance(participants, list) else (),
+        raw=dict(obj),
+    )
+
+
+def parse_includes(body: Any) -> Includes:
+    inc = body.get("includes") if isinstance(body, Mapping) else None
+    if not isinstance(inc, Mapping):
+        return Includes()
+    users: dict[str, Participant] = {}
+    for u in inc.get("users") or []:
+        if isinstance(u, Mapping) and _opt_str(u.get("id")):
+            users[str(u["id"])] = Participant(id=str(u["id"]), handle=_opt_str(u.get("username")), name=_opt_str(u.get("name")))
+    media: dict[str, Attachment] = {}
+    for m in inc.get("media") or []:
+        if isinstance(m, Mapping) and _opt_str(m.get("media_key")):
+            kind = str(m.get("type") or "file")
+            url = m.get("url") or m.get("preview_image_url")
+            media[str(m["media_key"])] = Attachment(type=_MEDIA_TYPES.get(kind, kind), url=url if isinstance(url, str) else None)
+    return Includes(users=users, media=media)
+
+
+def other_in_pair(conversation_id: str | None, own_id: str) -> str | None:
+    """The other user of a 1:1 conversation id `"{smaller}-{larger}"`; None for a group."""
+    if not conversation_id or "-" not in conversation_id:
+        return None
+    a, _, b = conversation_id.partition("-")
+    if own_id == a:
+        return b
+    if own_id == b:
+        return a
+    return None
+
+
+def pair_id(a: str, b: str) -> str:
+    """The 1:1 conversation id of two users (smaller id first, compared as numbers)."""
+    lo, hi = sorted((a, b), key=int)
+    return f"{lo}-{hi}"
+
+
+def to_message(event: DmEvent, includes: Includes, *, account_id: str) -> InboundMessage:
+    """A MessageCreate event as a message. Raises ParseError when it cannot be placed in a thread."""
+    if event.event_type != MESSAGE_CREATE:
+        raise ParseError(f"{event.event_type} is not a message")
+    if event.sender_id is None:
+        raise ParseError("missing sender_id")
+    outbound = event.sender_id == account_id
+    thread_id = event.conversation_id
+    if thread_id is None:
+        if outbound:
+            raise ParseError("outbound event without dm_conversation_id")
+        thread_id = pair_id(event.sender_id, account_id)
+    if outbound:
+        customer_id = other_in_pair(thread_id, account_id) or next(
+            (p for p in event.participant_ids if p != account_id), None
+        )
+        if customer_id is None:
+            raise ParseError("cannot tell the customer of an outbound group message")
+    else:
+        customer_id = event.sender_id
+
+    def person(user_id: str) -> Participant:
+        return includes.users.get(user_id) or Participant(id=user_id)
+
+    attachments = tuple(includes.media.get(k) or Attachment(type="media", name=k) for k in event.media_keys)
+    return InboundMessage(
+        channel=Channel.X,
+        account_id=account_id,
+        external_id=event.id,
+        thread_id=thread_id,
+        direction=Direction.OUT if outbound else Direction.IN,
+        author=person(event.sender_id),
+        customer=person(customer_id),
+        text=event.text if event.text else None,
+        kind=MessageKind.ATTACHMENT if attachments else MessageKind.TEXT,
+        sent_at=event.created_at,
+        attachments=attachments,
+        raw=dict(event.raw),
+    )
+
+
+def event_items(body: Any) -> list[Any]:
+    """`data` of a lookup page; the empty page `{"meta":{"result_count":0}}` has none."""
+    if not isinstance(body, Mapping):
+        raise ParseError("lookup response is not an object")
+    data = body.get("data")
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        raise ParseError("lookup `data` is not a list")
+    return data
+
+
+def next_token(body: Any) -> str | None:
+    meta = body.get("meta") if isinstance(body, Mapping) else None
+    token = meta.get("next_token") if isinstance(meta, Mapping) else None
+    return token if isinstance(token, str) and token else None
