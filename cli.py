@@ -331,6 +331,486 @@ def db_status(ctx: typer.Context, json_: bool = _JSON_OPT) -> None:
 
 # ─── triage: list, show, claim, assign, status, priority, tag, note, merge, link, search ─────
 
+_TRI_JSON = typer.Option(False, "--json", help="Machine-readable JSON output (same as the global --json).")
+_TRI_AGENT = typer.Option(None, "--agent", help="Act as this agent (else $INBOX_AGENT, settings.agent, the OS user).")
+
+_PRIORITY_STYLE = {"urgent": "bold red", "high": "dark_orange", "normal": "", "low": "dim"}
+_STATUS_STYLE = {"new": "bold cyan", "open": "green", "pending": "yellow", "resolved": "dim", "closed": "dim"}
+
+
+def _tri_agent(ctx: typer.Context, explicit: Optional[str]) -> str:
+    from inbox.tickets import resolve_agent
+
+    return resolve_agent(explicit, state(ctx).settings().agent)
+
+
+def _tri_split(values: Optional[list[str]]) -> tuple[str, ...]:
+    """Repeatable options also accept comma-separated values: --status new,open."""
+    out: list[str] = []
+    for v in values or []:
+        out.extend(p.strip().lower() for p in v.split(",") if p.strip())
+    return tuple(dict.fromkeys(out))
+
+
+def _tri_filter(
+    ctx: typer.Context,
+    *,
+    status: Optional[list[str]],
+    channel: Optional[list[str]],
+    account: Optional[list[str]],
+    assignee: Optional[str],
+    tag: Optional[list[str]],
+    priority: Optional[list[str]],
+    overdue: bool,
+    window_closing: Optional[float],
+    limit: int,
+    agent: Optional[str] = None,
+) -> Any:
+    from inbox.models import ACTIVE_STATUSES
+    from inbox.tickets import TicketFilter
+
+    statuses = _tri_split(status)
+    who = None
+    if assignee:
+        who = _tri_agent(ctx, agent) if assignee == "me" else ("none" if assignee.lower() == "none" else assignee)
+    return TicketFilter(
+        statuses=None if "all" in statuses else (statuses or ACTIVE_STATUSES),
+        channels=_tri_split(channel),
+        accounts=tuple(a for v in account or [] for a in v.split(",") if a),
+        assignee=who,
+        tags=_tri_split(tag),
+        priorities=_tri_split(priority),
+        overdue=overdue,
+        window_closing_hours=window_closing,
+        human_agent_tag=state(ctx).settings().replies.human_agent_tag,
+        limit=limit,
+    ).validate()
+
+
+def _tri_age(delta: Any) -> str:
+    from inbox.policy import format_duration
+
+    return format_duration(delta)
+
+
+def _tri_sla(row: Any, now: Any) -> Any:
+    """The SLA cell: time to the first-response (or escalation) deadline, coloured by urgency."""
+    from datetime import timedelta
+
+    from rich.text import Text
+
+    if row.status not in ("new", "open", "pending"):
+        return Text("")
+    due = row.first_response_due if row.first_response_at is None else row.escalation_due
+    if due is None:
+        return Text("")
+    left = due - now
+    if left <= timedelta(0):
+        return Text(f"-{_tri_age(-left)}", style="bold red")
+    return Text(_tri_age(left), style="yellow" if left < timedelta(hours=1) else "")
+
+
+def _tri_window(row: Any, now: Any, human_agent_tag: bool) -> Any:
+    from datetime import timedelta
+
+    from rich.text import Text
+
+    left = row.window_left(now, human_agent_tag)
+    if left is None:
+        return Text("–", style="dim")
+    if left <= timedelta(0):
+        return Text("closed", style="red")
+    return Text(_tri_age(left), style="red" if left < timedelta(hours=2) else ("yellow" if left < timedelta(hours=6) else ""))
+
+
+def _tri_table(rows: list[Any], *, snippets: Optional[dict[int, Optional[str]]] = None) -> Any:
+    from datetime import datetime, timezone
+
+    from rich.table import Table
+    from rich.text import Text
+
+    from connectors.base import Channel
+    from inbox.text import display_name, one_line
+
+    now = datetime.now(timezone.utc)
+    table = Table(box=None, header_style="bold", pad_edge=False, expand=False)
+    for name, kw in (
+        ("#", {"justify": "right"}), ("prio", {}), ("status", {}), ("channel", {}), ("customer", {"max_width": 22, "no_wrap": True}),
+        ("snippet", {"ratio": 1, "no_wrap": True, "overflow": "ellipsis", "min_width": 20}), ("age", {"justify": "right"}),
+        ("SLA", {"justify": "right"}), ("assignee", {"no_wrap": True}), ("window", {"justify": "right"}),
+    ):
+        table.add_column(name, **kw)
+    for r in rows:
+        snippet_src = snippets.get(r.id) if snippets is not None else (r.snippet or r.subject)
+        table.add_row(
+            Text(str(r.id)),
+            Text(r.priority, style=_PRIORITY_STYLE.get(r.priority, "")),
+            Text(r.status, style=_STATUS_STYLE.get(r.status, "")),
+            Text(Channel(r.channel).label if r.channel in ("instagram", "facebook", "x") else r.channel),
+            Text(display_name(r.customer_handle, r.customer_name)),  # Text(): never parsed as markup
+            Text(one_line(snippet_src, 80) + ("  ⚠gap" if r.has_gap else "")),
+            Text(_tri_age(now - r.created)),
+            _tri_sla(r, now),
+            Text(one_line(r.assignee, 20) if r.assignee else "–", style="" if r.assignee else "dim"),
+            _tri_window(r, now, True),
+        )
+    return table
+
+
+@app.command("list")
+def list_cmd(
+    ctx: typer.Context,
+    status: Optional[list[str]] = typer.Option(None, "--status", "-s", help="new/open/pending/resolved/closed or all (repeat or comma-separate). Default: new, open, pending."),
+    channel: Optional[list[str]] = typer.Option(None, "--channel", help="instagram, facebook, x."),
+    account: Optional[list[str]] = typer.Option(None, "--account", help="Account name(s) from the config."),
+    assignee: Optional[str] = typer.Option(None, "--assignee", "-a", help="'me', 'none' (unassigned) or an agent name."),
+    tag: Optional[list[str]] = typer.Option(None, "--tag", help="Only tickets with this tag (repeat: all of them)."),
+    priority: Optional[list[str]] = typer.Option(None, "--priority", "-p", help="urgent, high, normal, low."),
+    overdue: bool = typer.Option(False, "--overdue", help="Only tickets past their SLA (first response or escalation)."),
+    window_closing: Optional[float] = typer.Option(None, "--window-closing", metavar="HOURS", help="Meta threads whose reply window closes within HOURS."),
+    limit: int = typer.Option(50, "--limit", "-n", help="At most this many tickets."),
+    agent: Optional[str] = _TRI_AGENT,
+    json_: bool = _TRI_JSON,
+) -> None:
+    """The inbox: active tickets by priority, then SLA due time."""
+    from inbox.tickets import list_tickets
+
+    st = state(ctx)
+    flt = _tri_filter(ctx, status=status, channel=channel, account=account, assignee=assignee, tag=tag, priority=priority,
+                      overdue=overdue, window_closing=window_closing, limit=limit, agent=agent)
+    rows = list_tickets(st.engine(), flt)
+    if json_ or st.json:
+        print_json({"tickets": [r.to_json() for r in rows]})
+        return
+    out = console()
+    if not rows:
+        out.print("no tickets match", style="dim")
+        return
+    out.print(_tri_table(rows))
+    if len(rows) == flt.limit:
+        out.print(f"(first {flt.limit}; --limit N for more)", style="dim")
+
+
+def _tri_print_detail(out: Any, detail: Any, *, full: bool) -> None:
+    from datetime import datetime, timezone
+
+    from rich.rule import Rule
+    from rich.text import Text
+
+    from connectors.base import Channel
+    from inbox.policy import reply_window
+    from inbox.text import clean, display_name, fold, one_line
+
+    t = detail.ticket
+    now = datetime.now(timezone.utc)
+    label = Channel(t.channel).label if t.channel in ("instagram", "facebook", "x") else t.channel
+    head = Text.assemble(
+        (f"#{t.id} ", "bold"), (label, "bold"), f" · {t.account} · ", (display_name(t.customer_handle, t.customer_name), "bold"),
+        f" (contact {t.contact_id}" + (f", person {t.person_id})" if t.person_id else ")"),
+    )
+    out.print(head)
+    out.print(Text.assemble(
+        "status ", (t.status, _STATUS_STYLE.get(t.status, "")), " · priority ", (t.priority, _PRIORITY_STYLE.get(t.priority, "")),
+        " · assignee ", (one_line(t.assignee, 40) if t.assignee else "none"),
+        " · tags ", (", ".join(t.tags) or "none"), (f" · category {t.category}" if t.category else ""),
+    ))
+    sla = _tri_sla(t, now)
+    line = Text.assemble("created ", _iso_short(t.created), " · updated ", _iso_short(t.updated), " · SLA ", sla if sla.plain else Text("–"))
+    if t.channel in ("instagram", "facebook"):
+        d = reply_window(t.channel, t.last_customer_message_at, now, human_agent_tag=True)
+        line.append(" · reply window ")
+        line.append(f"{d.policy.value}, " if d.policy else "", style="")
+        line.append_text(_tri_window(t, now, True))
+    out.print(line)
+    related = []
+    for key, ids in detail.related.items():
+        related.append(f"{key.replace('_', ' ')} " + ", ".join(f"#{i}" for i in ids))
+    if detail.merged_ids:
+        related.append("merged here: " + ", ".join(f"#{i}" for i in detail.merged_ids))
+    if t.has_gap:
+        related.append("⚠ some older messages of this thread could not be read (platform history limit)")
+    if related:
+        out.print(Text(" · ".join(related), style="magenta"))
+    out.print(Rule("conversation", style="dim"))
+    for m in detail.messages:
+        who = display_name(m.author_handle, m.author_name, m.author_id) if m.direction == "in" else f"{m.account}"
+        arrow = "←" if m.direction == "in" else "→"
+        head = Text.assemble(
+            (_iso_short(m.sent_at), "dim"), "  ", (arrow + " ", "cyan" if m.direction == "in" else "green"), (who, "bold"),
+            (f"  {m.channel}", "dim"), (f"  [{m.kind}]" if m.kind != "text" else "", "magenta"),
+            (f"  reply #{m.reply_id}" if m.reply_id else "", "green"), (f"  #{m.ticket_id}" if m.ticket_id != t.id else "", "dim"),
+        )
+        out.print(head)
+        body = clean(m.text) if full else fold(m.text)
+        if body:
+            out.print(Text(body), overflow="fold")
+        for a in m.attachments:
+            desc = " ".join(p for p in (clean(str(a.get("type") or "file")), clean(str(a.get("mime") or "")),
+                                        f"{a['size']:,} bytes" if isinstance(a.get("size"), int) else "", one_line(str(a.get("name") or ""), 60),
+                                        one_line(str(a.get("url") or ""), 100)) if p)
+            out.print(Text("   📎 " + desc, style="blue"), overflow="fold")
+        if m.dedup_rule:
+            score = f" ({m.dedup_score:.0f})" if isinstance(m.dedup_score, (int, float)) else ""
+            out.print(Text(f"   dedup: {clean(m.dedup_rule)}{score} — {one_line(m.dedup_reason, 200)}", style="dim"))
+    if not detail.messages:
+        out.print(Text("(no messages)", style="dim"))
+    if detail.notes:
+        out.print(Rule("notes (private)", style="dim"))
+        for n in detail.notes:
+            out.print(Text.assemble((_iso_short(n.at), "dim"), "  ", (one_line(n.actor, 40), "bold"), ": "), end="")
+            out.print(Text(fold((n.detail or {}).get("text"))), overflow="fold")
+    events = [e for e in detail.events if e.action != "note"]
+    if events:
+        out.print(Rule("events", style="dim"))
+        for e in events:
+            detail_text = ", ".join(f"{k}={v}" for k, v in (e.detail or {}).items())
+            out.print(Text.assemble((_iso_short(e.at), "dim"), "  ", (one_line(e.actor, 40), "bold"), f" {e.action} ",
+                                    (one_line(detail_text, 160), "dim")))
+
+
+def _iso_short(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if value else "–"
+
+
+@app.command("show")
+def show_cmd(
+    ctx: typer.Context,
+    ticket_id: int = typer.Argument(..., metavar="ID", help="Ticket id."),
+    full: bool = typer.Option(False, "--full", help="Do not fold long messages."),
+    pager: Optional[bool] = typer.Option(None, "--pager/--no-pager", help="Page long output (default: when stdout is a terminal)."),
+    json_: bool = _TRI_JSON,
+) -> None:
+    """The whole conversation of a ticket across its threads and merged tickets, with notes and events."""
+    from inbox.tickets import show_ticket
+
+    st = state(ctx)
+    detail = show_ticket(st.engine(), ticket_id)
+    if json_ or st.json:
+        print_json(detail.to_json())
+        return
+    out = console()
+    use_pager = pager if pager is not None else (sys.stdout.isatty() and len(detail.messages) + len(detail.events) > out.height - 8)
+    if use_pager:
+        os.environ.setdefault("LESS", "-R")  # let less show the colours
+        with out.pager(styles=True):
+            _tri_print_detail(out, detail, full=full)
+    else:
+        _tri_print_detail(out, detail, full=full)
+
+
+def _tri_done(ctx: typer.Context, row: Any, message: str, json_: bool) -> None:
+    from rich.text import Text
+
+    if json_ or state(ctx).json:
+        print_json({"ticket": row.to_json()})
+    else:
+        console().print(Text(message))
+
+
+@app.command("claim")
+def claim_cmd(
+    ctx: typer.Context,
+    ticket_id: Optional[int] = typer.Argument(None, metavar="[ID]", help="A specific ticket; without it, the next best unassigned one."),
+    force: bool = typer.Option(False, "--force", help="Take the ticket even if another agent holds it."),
+    channel: Optional[list[str]] = typer.Option(None, "--channel", help="Only claim from these channels."),
+    agent: Optional[str] = _TRI_AGENT,
+    json_: bool = _TRI_JSON,
+) -> None:
+    """Take a ticket: atomically, so two agents never get the same one (exit 5 when none is left)."""
+    from inbox import tickets as tk
+    from inbox.errors import NotFoundError
+    from inbox.text import display_name, one_line
+
+    who = _tri_agent(ctx, agent)
+    engine = state(ctx).engine()
+    if ticket_id is None:
+        flt = tk.TicketFilter(statuses=tk.CLAIMABLE_STATUSES, channels=_tri_split(channel)).validate()
+        row = tk.claim_next(engine, who, flt=flt)
+        if row is None:
+            raise NotFoundError("no unassigned new or open ticket to claim")
+    else:
+        row = tk.claim(engine, ticket_id, who, force=force)
+    customer = display_name(row.customer_handle, row.customer_name)
+    _tri_done(ctx, row, f"#{row.id} claimed by {one_line(who, 40)} · {row.priority} · {row.channel} · {customer} · {one_line(row.snippet, 60)}", json_)
+
+
+@app.command("assign")
+def assign_cmd(
+    ctx: typer.Context,
+    ticket_id: int = typer.Argument(..., metavar="ID"),
+    assignee: str = typer.Argument(..., metavar="AGENT|none", help="An agent name, 'me', or 'none' to unassign."),
+    agent: Optional[str] = _TRI_AGENT,
+    json_: bool = _TRI_JSON,
+) -> None:
+    """Give a ticket to an agent (or 'none')."""
+    from inbox.tickets import assign
+
+    who = _tri_agent(ctx, agent)
+    target = who if assignee == "me" else assignee
+    row = assign(state(ctx).engine(), ticket_id, target, who)
+    _tri_done(ctx, row, f"#{row.id} assigned to {row.assignee or 'nobody'}", json_)
+
+
+@app.command("status")
+def status_cmd(
+    ctx: typer.Context,
+    ticket_id: int = typer.Argument(..., metavar="ID"),
+    new_status: str = typer.Argument(..., metavar="STATUS", help="new, open, pending, resolved or closed."),
+    agent: Optional[str] = _TRI_AGENT,
+    json_: bool = _TRI_JSON,
+) -> None:
+    """Set a ticket's status."""
+    from inbox.tickets import set_status
+
+    row = set_status(state(ctx).engine(), ticket_id, new_status.lower(), _tri_agent(ctx, agent))
+    _tri_done(ctx, row, f"#{row.id} is {row.status}", json_)
+
+
+@app.command("priority")
+def priority_cmd(
+    ctx: typer.Context,
+    ticket_id: int = typer.Argument(..., metavar="ID"),
+    new_priority: str = typer.Argument(..., metavar="PRIORITY", help="urgent, high, normal or low."),
+    agent: Optional[str] = _TRI_AGENT,
+    json_: bool = _TRI_JSON,
+) -> None:
+    """Set a ticket's priority (an unanswered ticket's first-response SLA follows it)."""
+    from inbox.tickets import set_priority
+
+    settings = state(ctx).settings()
+    row = set_priority(state(ctx).engine(), ticket_id, new_priority.lower(), _tri_agent(ctx, agent),
+                       first_response_minutes=dict(settings.sla.first_response_minutes))
+    _tri_done(ctx, row, f"#{row.id} priority {row.priority}", json_)
+
+
+@app.command("tag")
+def tag_cmd(
+    ctx: typer.Context,
+    ticket_id: int = typer.Argument(..., metavar="ID"),
+    tag_name: str = typer.Argument(..., metavar="TAG"),
+    remove: bool = typer.Option(False, "--remove", help="Remove the tag instead."),
+    agent: Optional[str] = _TRI_AGENT,
+    json_: bool = _TRI_JSON,
+) -> None:
+    """Add (or --remove) a tag."""
+    from inbox.tickets import tag
+
+    row = tag(state(ctx).engine(), ticket_id, tag_name, _tri_agent(ctx, agent), remove=remove)
+    _tri_done(ctx, row, f"#{row.id} tags: {', '.join(row.tags) or 'none'}", json_)
+
+
+@app.command("note")
+def note_cmd(
+    ctx: typer.Context,
+    ticket_id: int = typer.Argument(..., metavar="ID"),
+    text: str = typer.Argument(..., metavar="TEXT"),
+    agent: Optional[str] = _TRI_AGENT,
+    json_: bool = _TRI_JSON,
+) -> None:
+    """Add a private note (never sent to the customer)."""
+    from inbox.tickets import add_note
+
+    row = add_note(state(ctx).engine(), ticket_id, text, _tri_agent(ctx, agent))
+    _tri_done(ctx, row, f"#{row.id}: note added (private)", json_)
+
+
+@app.command("merge")
+def merge_cmd(
+    ctx: typer.Context,
+    ticket_id: int = typer.Argument(..., metavar="ID", help="The ticket to fold in."),
+    into_id: int = typer.Argument(..., metavar="INTO_ID", help="The ticket that stays."),
+    agent: Optional[str] = _TRI_AGENT,
+    json_: bool = _TRI_JSON,
+) -> None:
+    """Merge ticket ID into INTO_ID (reversible with `inbox unmerge ID`)."""
+    from inbox.tickets import merge
+
+    row = merge(state(ctx).engine(), ticket_id, into_id, _tri_agent(ctx, agent))
+    _tri_done(ctx, row, f"#{ticket_id} merged into #{row.id}; undo with: inbox unmerge {ticket_id}", json_)
+
+
+@app.command("unmerge")
+def unmerge_cmd(
+    ctx: typer.Context,
+    ticket_id: int = typer.Argument(..., metavar="ID"),
+    agent: Optional[str] = _TRI_AGENT,
+    json_: bool = _TRI_JSON,
+) -> None:
+    """Undo a merge: the ticket gets its status and threads back."""
+    from inbox.tickets import unmerge
+
+    row = unmerge(state(ctx).engine(), ticket_id, _tri_agent(ctx, agent))
+    _tri_done(ctx, row, f"#{row.id} unmerged (status {row.status})", json_)
+
+
+@app.command("link")
+def link_cmd(
+    ctx: typer.Context,
+    contact_ids: list[int] = typer.Argument(..., metavar="CONTACT_ID CONTACT_ID...", help="Contacts (see `inbox show`) that are one person."),
+    reason: str = typer.Option(..., "--reason", "-r", help="Why: shared invoice number, customer said so..."),
+    agent: Optional[str] = _TRI_AGENT,
+    json_: bool = _TRI_JSON,
+) -> None:
+    """Link contacts on any channels into one person (reversible with `inbox unlink`)."""
+    from inbox.tickets import link_contacts
+
+    person = link_contacts(state(ctx).engine(), contact_ids, reason, _tri_agent(ctx, agent))
+    if json_ or state(ctx).json:
+        print_json({"person_id": person, "contact_ids": contact_ids})
+    else:
+        console().print(f"contacts {', '.join(map(str, contact_ids))} are person #{person}", markup=False)
+
+
+@app.command("unlink")
+def unlink_cmd(
+    ctx: typer.Context,
+    contact_id: int = typer.Argument(..., metavar="CONTACT_ID"),
+    reason: str = typer.Option("unlinked by an agent", "--reason", "-r"),
+    agent: Optional[str] = _TRI_AGENT,
+    json_: bool = _TRI_JSON,
+) -> None:
+    """Take a contact out of its person."""
+    from inbox.tickets import unlink_contact
+
+    person = unlink_contact(state(ctx).engine(), contact_id, reason, _tri_agent(ctx, agent))
+    if json_ or state(ctx).json:
+        print_json({"person_id": person, "contact_id": contact_id})
+    else:
+        console().print(f"contact {contact_id} unlinked from person #{person}", markup=False)
+
+
+@app.command("search")
+def search_cmd(
+    ctx: typer.Context,
+    query: str = typer.Argument(..., metavar="QUERY", help="Words to find in messages (all must match); an invoice number works too."),
+    status: Optional[list[str]] = typer.Option(None, "--status", "-s", help="As in `inbox list`; default: all statuses."),
+    channel: Optional[list[str]] = typer.Option(None, "--channel"),
+    account: Optional[list[str]] = typer.Option(None, "--account"),
+    assignee: Optional[str] = typer.Option(None, "--assignee", "-a"),
+    tag: Optional[list[str]] = typer.Option(None, "--tag"),
+    priority: Optional[list[str]] = typer.Option(None, "--priority", "-p"),
+    overdue: bool = typer.Option(False, "--overdue"),
+    window_closing: Optional[float] = typer.Option(None, "--window-closing", metavar="HOURS"),
+    limit: int = typer.Option(50, "--limit", "-n"),
+    agent: Optional[str] = _TRI_AGENT,
+    json_: bool = _TRI_JSON,
+) -> None:
+    """Full-text search over messages; lists the matching tickets."""
+    from inbox.search import search
+
+    st = state(ctx)
+    flt = _tri_filter(ctx, status=status or ["all"], channel=channel, account=account, assignee=assignee, tag=tag,
+                      priority=priority, overdue=overdue, window_closing=window_closing, limit=limit, agent=agent)
+    hits = search(st.engine(), query, flt)
+    if json_ or st.json:
+        print_json({"query": query, "tickets": [{**h.ticket.to_json(), "match": {"message_id": h.message_id, "text": h.text}} for h in hits]})
+        return
+    out = console()
+    if not hits:
+        out.print("no matches", style="dim")
+        return
+    out.print(_tri_table([h.ticket for h in hits], snippets={h.ticket.id: h.text for h in hits}))
+
 
 # ─── replies & outbox ────────────────────────────────────────────────────────────────────────
 
@@ -367,7 +847,10 @@ def main(argv: list[str] | None = None) -> int:
         return _fail("interrupted", 130)
     except Exception as exc:  # noqa: BLE001 - the one place errors become exit codes
         if debug:
-            raise
+            # The traceback, but the same documented exit code as without --debug.
+            import traceback
+
+            traceback.print_exc()
         return _fail(*_classify(exc))
 
 
