@@ -1,0 +1,235 @@
+"""Dedup rules 1-5: for each, a case that must match and one that must not (both backends)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from connectors.base import Channel, Direction, InboundMessage, MessageKind, Page, Participant
+from inbox.config import Settings
+from inbox.dedup import order_refs
+from inbox.ingest import ingest_page
+from inbox.models import Account, Contact, Message, Person, PersonEvent, Ticket, TicketEvent
+
+T0 = datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)
+FB, IG = "104920378912345", "17841400000000001"
+INV = "INV/20261120/MPL/3817265540"
+INV2 = "INV/20261118/MPL/1111222233"
+
+
+@pytest.fixture
+def accounts(engine):
+    with Session(engine) as s:
+        fb = Account(name="toko-fb", channel="facebook", platform_id=FB)
+        ig = Account(name="toko-ig", channel="instagram", platform_id=IG)
+        s.add_all([fb, ig])
+        s.commit()
+        return {"fb": fb.id, "ig": ig.id}
+
+
+def m(eid, thread, customer, text, minutes, *, ch="fb", handle=None, name=None, out=False) -> InboundMessage:
+    channel, acc = (Channel.FACEBOOK, FB) if ch == "fb" else (Channel.INSTAGRAM, IG)
+    cust = Participant(customer, handle=handle, name=name)
+    return InboundMessage(
+        channel, acc, eid, thread, Direction.OUT if out else Direction.IN,
+        Participant(acc) if out else cust, cust, text, MessageKind.TEXT, T0 + timedelta(minutes=minutes),
+    )
+
+
+def put(engine, accounts, ch, *msgs, settings=None):
+    return ingest_page(engine, accounts[ch], Page(tuple(msgs), cursor=None), settings or Settings(), explain=True)
+
+
+def ticket_of(engine, eid) -> Ticket:
+    with Session(engine) as s:
+        tid = s.exec(select(Message.ticket_id).where(Message.external_id == eid)).one()
+        return s.get(Ticket, tid)
+
+
+def message(engine, eid) -> Message:
+    with Session(engine) as s:
+        return s.exec(select(Message).where(Message.external_id == eid)).one()
+
+
+def set_status(engine, ticket_id, status, resolved_at=None):
+    with engine.begin() as conn:
+        conn.execute(sa.update(Ticket.__table__).where(Ticket.__table__.c.id == ticket_id).values(status=status, resolved_at=resolved_at))
+
+
+def n_tickets(engine) -> int:
+    with Session(engine) as s:
+        return len(s.exec(select(Ticket.id)).all())
+
+
+def test_order_reference_patterns():
+    s = Settings()
+    text = f"pesanan {INV.lower()} dan {INV2}, lagi {INV}"
+    assert order_refs(text, s.dedup.order_patterns) == [INV, INV2]
+    assert order_refs("INV/2026/MPL/1", s.dedup.order_patterns) == []
+    assert order_refs("ORD-12345", [r"\bORD-\d{5}\b"]) == ["ORD-12345"]
+
+
+# Rule 2 ----------------------------------------------------------------------------------------
+
+
+def test_rule2_echo_goes_to_its_thread_ticket_not_a_new_one(engine, accounts):
+    put(engine, accounts, "fb", m("a1", "t1", "u1", "barang rusak", 0))
+    res = put(engine, accounts, "fb", m("a2", "t1", "u1", "Mohon maaf kak", 1, out=True))
+    assert (res.echoes, res.new_tickets) == (1, 0)
+    assert message(engine, "a2").dedup_rule == "2:echo"
+    assert ticket_of(engine, "a2").id == ticket_of(engine, "a1").id
+    # must not: the customer writing is never taken for an echo
+    res = put(engine, accounts, "fb", m("a3", "t1", "u1", "kapan diganti?", 2))
+    assert res.echoes == 0 and message(engine, "a3").direction == "in"
+    assert ticket_of(engine, "a1").last_customer_message_at == T0 + timedelta(minutes=2)
+
+
+# Rule 3 ----------------------------------------------------------------------------------------
+
+
+def test_rule3_append_to_open_ticket_and_pending_becomes_open(engine, accounts):
+    put(engine, accounts, "fb", m("b1", "t1", "u1", "refund saya mana", 0))
+    t = ticket_of(engine, "b1")
+    set_status(engine, t.id, "pending")
+    res = put(engine, accounts, "fb", m("b2", "t1", "u1", "halo?", 10))
+    assert (res.appended, res.new_tickets) == (1, 0)
+    t2 = ticket_of(engine, "b2")
+    assert t2.id == t.id and t2.status == "open" and t2.message_count == 2
+    # must not: another thread of another customer is not appended
+    put(engine, accounts, "fb", m("b3", "t2", "u2", "halo?", 11))
+    assert ticket_of(engine, "b3").id != t.id
+
+
+def test_rule3_recently_resolved_is_reopened(engine, accounts):
+    put(engine, accounts, "fb", m("c1", "t1", "u1", "paket belum sampai", 0))
+    t = ticket_of(engine, "c1")
+    set_status(engine, t.id, "resolved", resolved_at=T0 + timedelta(hours=1))
+    res = put(engine, accounts, "fb", m("c2", "t1", "u1", "masih belum sampai", 60 * 24 * 2))
+    assert (res.reopened, res.new_tickets) == (1, 0)
+    t2 = ticket_of(engine, "c2")
+    assert (t2.id, t2.status, t2.reopened_count, t2.resolved_at) == (t.id, "open", 1, None)
+    assert message(engine, "c2").dedup_rule == "3:reopen"
+    with Session(engine) as s:
+        events = s.exec(select(TicketEvent).where(TicketEvent.ticket_id == t.id, TicketEvent.action == "status")).all()
+    assert [e.detail["to"] for e in events] == ["open"]
+
+
+def test_rule3_resolved_long_ago_makes_a_linked_ticket(engine, accounts):
+    put(engine, accounts, "fb", m("d1", "t1", "u1", "paket belum sampai", 0))
+    old = ticket_of(engine, "d1")
+    set_status(engine, old.id, "resolved", resolved_at=T0 + timedelta(hours=1))
+    res = put(engine, accounts, "fb", m("d2", "t1", "u1", "pesanan baru bermasalah", 60 * 24 * 10))
+    assert (res.reopened, res.new_tickets) == (0, 1)
+    new = ticket_of(engine, "d2")
+    assert new.id != old.id and new.linked_ticket_id == old.id and new.status == "new"
+    assert message(engine, "d2").dedup_rule == "3:follow-up"
+    with Session(engine) as s:
+        assert s.get(Ticket, old.id).status == "resolved"
+    # and a closed ticket is never reopened either
+    set_status(engine, new.id, "closed", resolved_at=T0 + timedelta(days=10, hours=1))
+    put(engine, accounts, "fb", m("d3", "t1", "u1", "halo lagi", 60 * 24 * 10 + 120))
+    assert ticket_of(engine, "d3").linked_ticket_id == new.id
+
+
+# Rule 4 ----------------------------------------------------------------------------------------
+
+
+def test_rule4_same_invoice_same_person_other_channel_attaches(engine, accounts):
+    put(engine, accounts, "ig", m("e1", "ig-t1", "igsid-1", f"Refund {INV} belum masuk", 0, ch="ig", handle="budi.s", name="Budi S"))
+    res = put(engine, accounts, "fb", m("e2", "fb-t1", "psid-1", f"halo, soal {INV} gimana?", 30, handle="budi.s", name="Budi Santoso"))
+    assert (res.attached, res.new_tickets) == (1, 0)
+    msg = message(engine, "e2")
+    assert (msg.dedup_rule, msg.dedup_score) == ("4:order", 1.0)
+    assert INV in msg.dedup_reason and "@budi.s" in msg.dedup_reason
+    assert msg.ticket_id == ticket_of(engine, "e1").id
+    # the thread now follows that ticket
+    put(engine, accounts, "fb", m("e3", "fb-t1", "psid-1", "ditunggu", 31, handle="budi.s"))
+    assert ticket_of(engine, "e3").id == msg.ticket_id
+    # the contacts are one person now, with an audited reason
+    with Session(engine) as s:
+        persons = {c.person_id for c in s.exec(select(Contact))}
+        events = s.exec(select(PersonEvent)).all()
+    assert len(persons) == 1 and None not in persons
+    assert {e.reason for e in events} == {f"shared invoice {INV}"} and {e.actor for e in events} == {"sync"}
+
+
+def test_rule4_different_invoice_is_not_attached(engine, accounts):
+    put(engine, accounts, "ig", m("f1", "ig-t1", "igsid-1", f"Refund {INV} belum masuk", 0, ch="ig", handle="budi.s"))
+    res = put(engine, accounts, "fb", m("f2", "fb-t1", "psid-1", f"Refund {INV2} belum masuk juga", 30, handle="andi"))
+    assert (res.attached, res.flagged, res.new_tickets) == (0, 0, 1)
+    assert ticket_of(engine, "f2").possible_duplicate_of_id is None
+
+
+def test_rule4_same_invoice_other_customer_is_only_flagged(engine, accounts):
+    put(engine, accounts, "ig", m("g1", "ig-t1", "igsid-1", f"Refund {INV} belum masuk", 0, ch="ig", handle="budi.s", name="Budi"))
+    res = put(engine, accounts, "fb", m("g2", "fb-t1", "psid-9", f"Saya penjual, pesanan {INV} dikomplain", 30, name="Toko Andi"))
+    assert (res.attached, res.flagged, res.new_tickets) == (0, 1, 1)
+    first, second = ticket_of(engine, "g1"), ticket_of(engine, "g2")
+    assert second.id != first.id and second.possible_duplicate_of_id == first.id
+    msg = message(engine, "g2")
+    assert msg.dedup_rule == "4:order-weak" and msg.dedup_score < 1
+
+
+def test_rule4_linked_person_attaches_to_active_ticket_but_not_to_a_resolved_one(engine, accounts):
+    put(engine, accounts, "ig", m("h1", "ig-t1", "igsid-1", "akun saya diblokir", 0, ch="ig"))
+    put(engine, accounts, "fb", m("h0", "fb-t0", "psid-1", "halo", -5))
+    # an agent linked the two contacts earlier
+    with Session(engine) as s:
+        p = Person(display_name="Budi")
+        s.add(p)
+        s.commit()
+        for c in s.exec(select(Contact)):
+            c.person_id = p.id
+            s.add(c)
+        s.commit()
+    ticket_fb = ticket_of(engine, "h0")
+    set_status(engine, ticket_fb.id, "closed", resolved_at=T0)
+    res = put(engine, accounts, "fb", m("h2", "fb-t0", "psid-1", "tolong dibuka akunnya", 10))
+    assert res.attached == 1
+    assert message(engine, "h2").dedup_rule == "4:person"
+    assert ticket_of(engine, "h2").id == ticket_of(engine, "h1").id
+    # must not: once that ticket is resolved long ago, a new message opens a new ticket
+    set_status(engine, ticket_of(engine, "h1").id, "resolved", resolved_at=T0 - timedelta(days=30))
+    before = n_tickets(engine)
+    put(engine, accounts, "ig", m("h3", "ig-t1", "igsid-1", "masih diblokir", 60 * 24 * 40, ch="ig"))
+    assert n_tickets(engine) == before + 1
+
+
+def test_rule4_within_one_page(engine, accounts):
+    res = put(
+        engine, accounts, "fb",
+        m("i1", "t1", "u1", f"Pembayaran {INV} gagal", 0, name="Rina"),
+        m("i2", "t2", "u2", f"{INV} punya teman saya gagal bayar", 1, name="Dewi"),
+    )
+    assert (res.new_tickets, res.flagged) == (2, 1)
+    assert ticket_of(engine, "i2").possible_duplicate_of_id == ticket_of(engine, "i1").id
+
+
+# Rule 5 ----------------------------------------------------------------------------------------
+
+COMPLAINT = "Saya sudah transfer Rp 250.000 tapi pesanan saya dibatalkan otomatis, tolong dibantu!!"
+
+
+def test_rule5_copy_pasted_complaint_across_channels_is_flagged(engine, accounts):
+    put(engine, accounts, "ig", m("j1", "ig-t1", "igsid-1", COMPLAINT, 0, ch="ig", handle="rina.w", name="Rina W"))
+    res = put(engine, accounts, "fb", m("j2", "fb-t1", "psid-1", COMPLAINT.replace("!!", "!") + " ", 45, name="Rina W"))
+    assert (res.flagged, res.new_tickets) == (1, 1)
+    msg = message(engine, "j2")
+    assert msg.dedup_rule == "5:similar" and 0.9 <= msg.dedup_score <= 1.0
+    assert ticket_of(engine, "j2").possible_duplicate_of_id == ticket_of(engine, "j1").id
+
+
+def test_rule5_other_customer_outside_window_or_different_text_is_not_flagged(engine, accounts):
+    put(engine, accounts, "ig", m("k1", "ig-t1", "igsid-1", COMPLAINT, 0, ch="ig", handle="rina.w", name="Rina W"))
+    # another customer, same text
+    put(engine, accounts, "fb", m("k2", "fb-t1", "psid-2", COMPLAINT, 10, name="Joko"))
+    # the same person, outside the 24 h window
+    put(engine, accounts, "fb", m("k3", "fb-t3", "psid-3", COMPLAINT, 60 * 30, name="Rina W"))
+    # the same person, inside the window, a different message
+    put(engine, accounts, "fb", m("k4", "fb-t4", "psid-4", "Kapan barang saya dikirim ya kak? sudah tiga hari", 20, name="Rina W"))
+    for eid in ("k2", "k3", "k4"):
+        assert ticket_of(engine, eid).possible_duplicate_of_id is None, eid
+        assert message(engine, eid).dedup_rule == "new", eid
