@@ -25,7 +25,7 @@ def _exit_code_epilog() -> str:
     from inbox.errors import EXIT_CODES  # tiny module, no dependencies
 
     # "\b" keeps the help formatter from re-flowing the table into one paragraph.
-    return "\b\nExit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items())
+    return "\b\nExit codes:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
 
 
 app = typer.Typer(
@@ -228,7 +228,6 @@ def config_check(ctx: typer.Context, json_: bool = _JSON_OPT) -> None:
     if as_json:
         print_json(report)
     else:
-        out = console()
         where = report["file"] or "no config file (defaults)"
         for line in report.get("warnings", []):
             sys.stderr.write(f"warning: {where}: {line}\n")
@@ -236,7 +235,7 @@ def config_check(ctx: typer.Context, json_: bool = _JSON_OPT) -> None:
             sys.stderr.write(f"error: {where}: {line}\n")
         if report["ok"]:
             n = len(report["accounts"])
-            out.print(f"ok: {where}: {n} account{'s' if n != 1 else ''}, every secret variable set", markup=False)
+            sys.stdout.write(f"ok: {where}: {n} account{'s' if n != 1 else ''}, every secret variable set\n")
     if not report["ok"]:
         raise typer.Exit(3)
 
@@ -296,9 +295,9 @@ def db_upgrade(ctx: typer.Context, json_: bool = _JSON_OPT) -> None:
     if json_ or state(ctx).json:
         print_json({"database": url, "from": before.current, "applied": applied, "current": after.current, "head": after.head})
     elif applied:
-        console().print(f"{url}: upgraded {before.current or 'empty'} → {after.current} ({len(applied)} migration{'s' if len(applied) != 1 else ''})", markup=False)
+        sys.stdout.write(f"{url}: upgraded {before.current or 'empty'} → {after.current} ({len(applied)} migration{'s' if len(applied) != 1 else ''})\n")
     else:
-        console().print(f"{url}: already at {after.current} (head)", markup=False)
+        sys.stdout.write(f"{url}: already at {after.current} (head)\n")
 
 
 @db_app.command("status")
@@ -335,6 +334,7 @@ _TRI_JSON = typer.Option(False, "--json", help="Machine-readable JSON output (sa
 _TRI_AGENT = typer.Option(None, "--agent", help="Act as this agent (else $INBOX_AGENT, settings.agent, the OS user).")
 
 _PRIORITY_STYLE = {"urgent": "bold red", "high": "dark_orange", "normal": "", "low": "dim"}
+_CHANNEL_SHORT = {"instagram": "IG", "facebook": "FB", "x": "X"}
 _STATUS_STYLE = {"new": "bold cyan", "open": "green", "pending": "yellow", "resolved": "dim", "closed": "dim"}
 
 
@@ -388,9 +388,12 @@ def _tri_filter(
 
 
 def _tri_age(delta: Any) -> str:
-    from inbox.policy import format_duration
-
-    return format_duration(delta)
+    """Compact duration for table cells: 45s, 12m, 5h, 3d."""
+    seconds = int(max(0, delta.total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def _tri_sla(row: Any, now: Any) -> Any:
@@ -406,7 +409,7 @@ def _tri_sla(row: Any, now: Any) -> Any:
         return Text("")
     left = due - now
     if left <= timedelta(0):
-        return Text(f"-{_tri_age(-left)}", style="bold red")
+        return Text(f"-{_tri_age(-left)}", style="bold red")  # overdue by
     return Text(_tri_age(left), style="yellow" if left < timedelta(hours=1) else "")
 
 
@@ -423,37 +426,39 @@ def _tri_window(row: Any, now: Any, human_agent_tag: bool) -> Any:
     return Text(_tri_age(left), style="red" if left < timedelta(hours=2) else ("yellow" if left < timedelta(hours=6) else ""))
 
 
-def _tri_table(rows: list[Any], *, snippets: Optional[dict[int, Optional[str]]] = None) -> Any:
+def _tri_table(rows: list[Any], *, width: int, snippets: Optional[dict[int, Optional[str]]] = None) -> Any:
     from datetime import datetime, timezone
 
     from rich.table import Table
     from rich.text import Text
 
-    from connectors.base import Channel
     from inbox.text import display_name, one_line
 
     now = datetime.now(timezone.utc)
-    table = Table(box=None, header_style="bold", pad_edge=False, expand=False)
-    for name, kw in (
-        ("#", {"justify": "right"}), ("prio", {}), ("status", {}), ("channel", {}), ("customer", {"max_width": 22, "no_wrap": True}),
-        ("snippet", {"ratio": 1, "no_wrap": True, "overflow": "ellipsis", "min_width": 20}), ("age", {"justify": "right"}),
-        ("SLA", {"justify": "right"}), ("assignee", {"no_wrap": True}), ("window", {"justify": "right"}),
-    ):
-        table.add_column(name, **kw)
+    headers = ("#", "prio", "status", "ch", "customer", "snippet", "age", "SLA", "assignee", "window")
+    cells: list[list[Any]] = []
     for r in rows:
-        snippet_src = snippets.get(r.id) if snippets is not None else (r.snippet or r.subject)
-        table.add_row(
+        cells.append([
             Text(str(r.id)),
             Text(r.priority, style=_PRIORITY_STYLE.get(r.priority, "")),
             Text(r.status, style=_STATUS_STYLE.get(r.status, "")),
-            Text(Channel(r.channel).label if r.channel in ("instagram", "facebook", "x") else r.channel),
-            Text(display_name(r.customer_handle, r.customer_name)),  # Text(): never parsed as markup
-            Text(one_line(snippet_src, 80) + ("  ⚠gap" if r.has_gap else "")),
+            Text(_CHANNEL_SHORT.get(r.channel, r.channel)),
+            Text(one_line(display_name(r.customer_handle, r.customer_name), 18)),  # Text(): never parsed as markup
+            snippets.get(r.id) if snippets is not None else (r.snippet or r.subject),
             Text(_tri_age(now - r.created)),
             _tri_sla(r, now),
-            Text(one_line(r.assignee, 20) if r.assignee else "–", style="" if r.assignee else "dim"),
+            Text(one_line(r.assignee, 16) if r.assignee else "–", style="" if r.assignee else "dim"),
             _tri_window(r, now, True),
-        )
+        ])
+    # One line per ticket: the snippet gets the width the other columns leave.
+    used = sum(max([len(h)] + [c[i].cell_len for c in cells]) for i, h in enumerate(headers) if h != "snippet")
+    snippet_width = max(12, width - used - (len(headers) - 1))
+    table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 1, 0, 0))
+    for h in headers:
+        table.add_column(h, no_wrap=True, justify="right" if h in ("#", "age", "SLA", "window") else "left")
+    for c in cells:
+        c[5] = Text(one_line(c[5], snippet_width))
+        table.add_row(*c)
     return table
 
 
@@ -486,7 +491,7 @@ def list_cmd(
     if not rows:
         out.print("no tickets match", style="dim")
         return
-    out.print(_tri_table(rows))
+    out.print(_tri_table(rows, width=out.width))
     if len(rows) == flt.limit:
         out.print(f"(first {flt.limit}; --limit N for more)", style="dim")
 
@@ -498,7 +503,7 @@ def _tri_print_detail(out: Any, detail: Any, *, full: bool) -> None:
     from rich.text import Text
 
     from connectors.base import Channel
-    from inbox.policy import reply_window
+    from inbox.policy import format_duration, reply_window
     from inbox.text import clean, display_name, fold, one_line
 
     t = detail.ticket
@@ -514,8 +519,13 @@ def _tri_print_detail(out: Any, detail: Any, *, full: bool) -> None:
         " · assignee ", (one_line(t.assignee, 40) if t.assignee else "none"),
         " · tags ", (", ".join(t.tags) or "none"), (f" · category {t.category}" if t.category else ""),
     ))
-    sla = _tri_sla(t, now)
-    line = Text.assemble("created ", _iso_short(t.created), " · updated ", _iso_short(t.updated), " · SLA ", sla if sla.plain else Text("–"))
+    line = Text.assemble("created ", _iso_short(t.created), " · updated ", _iso_short(t.updated))
+    due = t.first_response_due if t.first_response_at is None else t.escalation_due
+    if due and t.status in ("new", "open", "pending"):
+        what = "first response" if t.first_response_at is None else "escalation"
+        left = due - now
+        line.append(f" · {what} " + (f"overdue by {format_duration(-left)}" if left.total_seconds() < 0 else f"due in {format_duration(left)}"),
+                    style="bold red" if left.total_seconds() < 0 else "")
     if t.channel in ("instagram", "facebook"):
         d = reply_window(t.channel, t.last_customer_message_at, now, human_agent_tag=True)
         line.append(" · reply window ")
@@ -809,7 +819,7 @@ def search_cmd(
     if not hits:
         out.print("no matches", style="dim")
         return
-    out.print(_tri_table([h.ticket for h in hits], snippets={h.ticket.id: h.text for h in hits}))
+    out.print(_tri_table([h.ticket for h in hits], width=out.width, snippets={h.ticket.id: h.text for h in hits}))
 
 
 # ─── replies & outbox ────────────────────────────────────────────────────────────────────────

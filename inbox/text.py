@@ -39,7 +39,7 @@ _BIDI = re.compile(f"[{BIDI_CONTROLS}]")
 _INVISIBLE = re.compile("[\u200b\u200c\u2060-\u2064\ufeff\u180e\u00ad\U000e0000-\U000e007f]")
 _ZWJ = re.compile(r"(?<![^\x00-\x7f])\u200d|\u200d(?![^\x00-\x7f])|^\u200d|\u200d$")
 
-MAX_DISPLAY_CHARS = 4000
+MAX_DISPLAY_CHARS = 2000
 MAX_DISPLAY_LINES = 80
 
 

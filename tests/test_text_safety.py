@@ -62,7 +62,7 @@ def test_fold_bounds_long_text() -> None:
     huge = "A" * 20_000
     out = tx.fold(huge)
     assert len(out) < tx.MAX_DISPLAY_CHARS + 100
-    assert "16,000 more characters" in out
+    assert "18,000 more characters" in out
     many_lines = "\n".join(["baris"] * 1000)
     assert tx.fold(many_lines).count("\n") <= tx.MAX_DISPLAY_LINES + 1
     assert tx.fold("short") == "short"
