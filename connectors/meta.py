@@ -66,6 +66,7 @@ from connectors.meta_parse import (
     message_items,
     parse_conversation,
     parse_message,
+    sent_message_id,
 )
 from connectors.redact import register_secret
 from connectors.times import format_time, parse_time
@@ -313,12 +314,11 @@ class MetaConnector:
         else:
             body["messaging_type"] = "RESPONSE"
         data = self.client.post(f"{self.node}/messages", body)
-        message_id = data.get("message_id") if isinstance(data, Mapping) else None
-        if not message_id:
-            raise DeliveryUnknownError("the Send API answered without a message_id", account=self.spec.name)
-        return SendResult(
-            external_id=str(message_id), thread_id=reply.thread_id, sent_at=datetime.now(timezone.utc), raw=dict(data)
-        )
+        try:
+            message_id = sent_message_id(data)
+        except ParseError:
+            raise DeliveryUnknownError("the Send API answered without a message_id", account=self.spec.name) from None
+        return SendResult(external_id=message_id, thread_id=reply.thread_id, sent_at=datetime.now(timezone.utc), raw=dict(data))
 
     # --- health -------------------------------------------------------------------------------
     def health(self) -> Health:

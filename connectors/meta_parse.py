@@ -244,3 +244,11 @@ def iter_ids(items: Iterable[Any]) -> list[str]:
         if isinstance(item, Mapping) and isinstance(item.get("id"), (str, int)) and not isinstance(item.get("id"), bool):
             out.append(str(item["id"]))
     return out
+
+
+def sent_message_id(body: Any) -> str:
+    """The `message_id` of a Send API answer `{"recipient_id": ..., "message_id": "m_..."}`."""
+    message_id = body.get("message_id") if isinstance(body, Mapping) else None
+    if not isinstance(message_id, str) or not message_id:
+        raise ParseError("Send API answer without message_id")
+    return message_id

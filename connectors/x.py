@@ -48,7 +48,7 @@ from connectors.errors import (
 from connectors.http import HttpSession, RetryPolicy, decode_json
 from connectors.meta_parse import ParseError
 from connectors.redact import redact, register_secret
-from connectors.x_parse import MESSAGE_CREATE, event_items, next_token, parse_event, parse_includes, to_message
+from connectors.x_parse import MESSAGE_CREATE, created_event, event_items, next_token, parse_event, parse_includes, to_message
 
 log = logging.getLogger(__name__)
 
@@ -203,13 +203,13 @@ class XConnector:
             {"dm_conversation_id": reply.thread_id} if reply.thread_id else {"participant_id": reply.recipient_id}
         )
         body = self._call(self.client.create_direct_message, sending=True, text=reply.text, **target)
-        data = body.get("data") if isinstance(body, dict) else None
-        event_id = data.get("dm_event_id") if isinstance(data, dict) else None
-        if not event_id:
-            raise DeliveryUnknownError("the create-DM response has no dm_event_id", account=self.spec.name)
+        try:
+            event_id, conversation_id = created_event(body)
+        except ParseError:
+            raise DeliveryUnknownError("the create-DM answer has no dm_event_id", account=self.spec.name) from None
         return SendResult(
-            external_id=str(event_id),
-            thread_id=str(data.get("dm_conversation_id") or reply.thread_id),  # type: ignore[union-attr]
+            external_id=event_id,
+            thread_id=conversation_id or reply.thread_id or None,
             sent_at=datetime.now(timezone.utc),
             raw=dict(body),
         )

@@ -174,3 +174,12 @@ def next_token(body: Any) -> str | None:
     meta = body.get("meta") if isinstance(body, Mapping) else None
     token = meta.get("next_token") if isinstance(meta, Mapping) else None
     return token if isinstance(token, str) and token else None
+
+
+def created_event(body: Any) -> tuple[str, str | None]:
+    """`(dm_event_id, dm_conversation_id)` of a create-DM answer `{"data": {...}}` (HTTP 201)."""
+    data = body.get("data") if isinstance(body, Mapping) else None
+    event_id = _opt_str(data.get("dm_event_id")) if isinstance(data, Mapping) else None
+    if event_id is None:
+        raise ParseError("create-DM answer without dm_event_id")
+    return event_id, _opt_str(data.get("dm_conversation_id"))  # type: ignore[union-attr]
