@@ -172,7 +172,7 @@ class HttpSession(requests.Session):
             started = time.monotonic()
             try:
                 response = super().request(method, url, *args, **kwargs)
-            except (requests.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as exc:
+            except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as exc:
                 # The status line arrived but the body broke off.
                 if not idempotent:
                     raise DeliveryUnknownError(

@@ -1,0 +1,350 @@
+"""One contract suite for every connector, over real HTTP against the loopback sandbox.
+
+Parametrized over Messenger, Instagram (Facebook Login and Instagram Login) and X. Each test gets a
+fresh sandbox (it starts in milliseconds) so faults, injections and the clock never leak between
+tests. Pacing is off and backoff is tiny so the suite runs in seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from connectors import connect
+from connectors.base import (
+    AccountSpec,
+    Channel,
+    Connector,
+    Cursor,
+    Direction,
+    InboundMessage,
+    OutboundReply,
+    Page,
+    ReplyPolicy,
+)
+from connectors.errors import (
+    ConnectorError,
+    DeliveryUnknownError,
+    MalformedResponseError,
+    NeedsReauthError,
+    RateLimitedError,
+    ServerError,
+    TextTooLongError,
+    WindowClosedError,
+)
+from connectors.http import RetryPolicy
+
+sandbox_mod = pytest.importorskip("sandbox", reason="the sandbox package is not importable")
+Sandbox = getattr(sandbox_mod, "Sandbox", None)
+if Sandbox is None:  # pragma: no cover - only while the sandbox is being built
+    pytest.skip("sandbox.Sandbox is not available yet", allow_module_level=True)
+
+ACCOUNTS = ["tokoshop-fb", "tokoshop-ig", "tokoshop-ig-direct", "tokoshop-x"]
+META = ACCOUNTS[:3]
+FAST = RetryPolicy(max_retries=3, backoff_base=0.02, backoff_cap=0.1, max_sleep=2.0)
+SEND_PATH = {"tokoshop-fb": "/messages", "tokoshop-ig": "/messages", "tokoshop-ig-direct": "/messages", "tokoshop-x": "/messages"}
+READ_PATH = {"tokoshop-fb": "/conversations", "tokoshop-ig": "/conversations", "tokoshop-ig-direct": "/conversations", "tokoshop-x": "/2/dm_events"}
+
+
+@pytest.fixture
+def sb() -> Iterator[Any]:
+    # A generous X budget: paging tests would otherwise spend the 15-per-window budget on purpose-less 429s.
+    box = Sandbox(seed=7, x_rate_limit=10_000)
+    box.start(host="127.0.0.1", port=0)
+    try:
+        yield box
+    finally:
+        box.stop()
+
+
+def make_spec(sb: Any, name: str, **overrides: Any) -> AccountSpec:
+    acc = sb.accounts[name]
+    base = acc.base_url if acc.base_url.startswith("http") else sb.base_url + acc.base_url
+    secrets = {"access_token": acc.token}
+    values: dict[str, Any] = dict(
+        name=name,
+        channel=Channel(acc.channel),
+        account_id=acc.platform_id,
+        base_url=base,
+        secrets=secrets,
+        page_id=acc.page_id,
+        flavour=acc.flavour,
+        timeout=5.0,
+        page_size=25,
+        min_interval=0.0,
+        max_retries=3,
+    )
+    values.update(overrides)
+    return AccountSpec(**values)
+
+
+def open_connector(sb: Any, name: str, **overrides: Any) -> Connector:
+    return connect(make_spec(sb, name, **overrides), policy=FAST)
+
+
+class Store:
+    """The smallest stand-in for the message store: ids seen, and the KnownIds callable."""
+
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+        self.asked = 0
+
+    def __call__(self, external_ids: Any) -> set[str]:
+        self.asked += 1
+        return set(external_ids) & self.ids
+
+
+def drain(conn: Connector, cursor: Cursor | None, store: Store) -> tuple[list[InboundMessage], list[Page], Cursor | None]:
+    messages: list[InboundMessage] = []
+    pages: list[Page] = []
+    final_cursor = cursor
+    for page in conn.fetch(cursor, store):
+        pages.append(page)
+        messages.extend(page.messages)
+        store.ids.update(m.external_id for m in page.messages)
+        final_cursor = page.cursor
+    assert pages and pages[-1].final and all(not p.final for p in pages[:-1])
+    return messages, pages, final_cursor
+
+
+def calls_for(sb: Any, name: str) -> list[Any]:
+    return [c for c in sb.calls if c.account == name]
+
+
+def reachable_ids(sb: Any, name: str) -> set[str]:
+    """What a poller can read: Meta the 20 newest per thread, X everything in the last 30 days."""
+    if hasattr(sb, "reachable_ids"):
+        return set(sb.reachable_ids(name))
+    return set(sb.all_message_ids(name))
+
+
+# --- fetch ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ACCOUNTS)
+def test_first_fetch_gets_every_reachable_message(sb: Any, name: str) -> None:
+    conn = open_connector(sb, name)
+    messages, pages, cursor = drain(conn, None, Store())
+    ids = [m.external_id for m in messages]
+    assert len(ids) == len(set(ids)), "a message was delivered twice in one pass"
+    assert set(ids) == reachable_ids(sb, name)
+    assert cursor is not None and all(p.cursor is None for p in pages[:-1])
+    account_id = make_spec(sb, name).account_id
+    assert {m.direction for m in messages} == {Direction.IN, Direction.OUT}, "seed data holds brand replies"
+    for m in messages:
+        assert m.sent_at.tzinfo is not None and m.raw
+        assert (m.author.id == account_id or m.author.id == make_spec(sb, name).page_id) == (m.direction is Direction.OUT)
+        assert m.customer.id != account_id
+    for page in pages:
+        times = [(m.sent_at, m.external_id) for m in page.messages]
+        assert times == sorted(times), "a page's messages are in ascending time order"
+    conn.close()
+
+
+@pytest.mark.parametrize("name", ACCOUNTS)
+def test_nothing_new_costs_one_call_and_injected_messages_are_found(sb: Any, name: str) -> None:
+    conn = open_connector(sb, name)
+    store = Store()
+    _, _, cursor = drain(conn, None, store)
+    sb.clear_calls()
+    again, pages, cursor2 = drain(conn, cursor, store)
+    assert again == [] and len(pages) == 1
+    assert len(calls_for(sb, name)) == 1, [c.path for c in calls_for(sb, name)]
+    new_id = sb.inject(name, text="Halo kak, paket INV/20261124/MPL/4410293381 belum sampai")
+    later, _, cursor3 = drain(conn, cursor2, store)
+    assert [m.external_id for m in later] == [new_id]
+    assert later[0].direction is Direction.IN and "INV/20261124/MPL/4410293381" in (later[0].text or "")
+    assert cursor3 != cursor2
+    conn.close()
+
+
+@pytest.mark.parametrize("name", ACCOUNTS)
+def test_paging_across_many_pages(sb: Any, name: str) -> None:
+    whole, _, _ = drain(open_connector(sb, name), None, Store())
+    sb.clear_calls()
+    small = open_connector(sb, name, page_size=2)
+    paged, pages, _ = drain(small, None, Store())
+    assert {m.external_id for m in paged} == {m.external_id for m in whole}
+    assert len(pages) >= 3
+    list_calls = [c for c in calls_for(sb, name) if c.path.endswith(READ_PATH[name])]
+    assert len(list_calls) == len(pages)
+
+
+# --- faults -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ACCOUNTS)
+def test_rate_limit_is_raised_with_retry_at(sb: Any, name: str) -> None:
+    sb.fault("429", account=name, count=10)
+    before = datetime.now(timezone.utc)
+    with pytest.raises(RateLimitedError) as info:
+        drain(open_connector(sb, name), None, Store())
+    assert info.value.retry_at is not None and info.value.retry_at > before
+
+
+@pytest.mark.parametrize("name", ACCOUNTS)
+def test_server_errors_are_retried_then_reported(sb: Any, name: str) -> None:
+    sb.fault("500", account=name, path=READ_PATH[name], count=2)
+    messages, _, _ = drain(open_connector(sb, name), None, Store())
+    assert messages  # two failures, then success within max_retries
+    failed = [c for c in calls_for(sb, name) if c.status >= 500]
+    assert len(failed) == 2
+    sb.clear_calls()
+    sb.fault("503", account=name, path=READ_PATH[name], count=50)
+    with pytest.raises(ServerError):
+        drain(open_connector(sb, name), None, Store())
+    assert len([c for c in calls_for(sb, name) if c.status >= 500]) == FAST.max_retries + 1
+
+
+@pytest.mark.parametrize("name", ACCOUNTS)
+def test_expired_token_needs_reauth_and_is_not_retried(sb: Any, name: str) -> None:
+    sb.fault("expired_token", account=name, count=5)
+    with pytest.raises(NeedsReauthError):
+        drain(open_connector(sb, name), None, Store())
+    assert len(calls_for(sb, name)) == 1
+    health = open_connector(sb, name).health()
+    assert not health.ok and health.token_valid is False
+    sb.clear_faults()
+    health = open_connector(sb, name).health()
+    assert health.ok and health.token_valid is True
+
+
+@pytest.mark.parametrize("kind", ["malformed", "truncated"])
+@pytest.mark.parametrize("name", ACCOUNTS)
+def test_broken_body_is_a_clear_error(sb: Any, name: str, kind: str) -> None:
+    sb.fault(kind, account=name, path=READ_PATH[name])
+    with pytest.raises(MalformedResponseError) as info:
+        drain(open_connector(sb, name), None, Store())
+    text = str(info.value)
+    assert "GET" in text and READ_PATH[name] in text
+    assert sb.accounts[name].token not in text
+
+
+@pytest.mark.parametrize("name", ACCOUNTS)
+def test_bad_item_is_quarantined_and_the_page_continues(sb: Any, name: str) -> None:
+    whole, _, _ = drain(open_connector(sb, name), None, Store())
+    path = "/messages" if name in META else READ_PATH[name]
+    sb.fault("bad_item", account=name, path=path)
+    messages, pages, cursor = drain(open_connector(sb, name), None, Store())
+    quarantined = [q for p in pages for q in p.quarantined]
+    assert len(quarantined) == 1 and quarantined[0].raw is not None and quarantined[0].reason
+    assert len(messages) == len(whole) - 1
+    assert cursor is not None
+
+
+@pytest.mark.parametrize("name", ACCOUNTS)
+def test_burst_past_the_horizon(sb: Any, name: str) -> None:
+    conn = open_connector(sb, name)
+    store = Store()
+    first, _, cursor = drain(conn, None, store)
+    thread = first[-1].thread_id
+    sb.burst(name, thread, 25)
+    burst, pages, _ = drain(conn, cursor, store)
+    gaps = [g for p in pages for g in p.gaps]
+    if name in META:
+        assert len(burst) == 20 and {m.thread_id for m in burst} == {thread}
+        assert [g.thread_id for g in gaps] == [thread] and gaps[0].oldest_readable_at is not None
+    else:
+        assert len(burst) == 25 and gaps == []
+
+
+# --- send -------------------------------------------------------------------------------------
+def _fresh_thread(sb: Any, conn: Connector, name: str, store: Store, cursor: Cursor | None) -> tuple[InboundMessage, Cursor | None]:
+    mid = sb.inject(name, text="Kak, refund INV/20261124/MPL/5512093384 kapan masuk?")
+    msgs, _, cursor = drain(conn, cursor, store)
+    (msg,) = [m for m in msgs if m.external_id == mid]
+    return msg, cursor
+
+
+def _reply(msg: InboundMessage, text: str, policy: ReplyPolicy) -> OutboundReply:
+    return OutboundReply(thread_id=msg.thread_id, recipient_id=msg.customer.id, text=text, policy=policy, idempotency_key=f"reply-{msg.external_id[-12:]}")
+
+
+@pytest.mark.parametrize("name", ACCOUNTS)
+def test_send_returns_the_id_and_the_echo_comes_back(sb: Any, name: str) -> None:
+    conn = open_connector(sb, name)
+    store = Store()
+    _, _, cursor = drain(conn, None, store)
+    msg, cursor = _fresh_thread(sb, conn, name, store, cursor)
+    policy = ReplyPolicy.DIRECT if name == "tokoshop-x" else ReplyPolicy.RESPONSE
+    result = conn.send(_reply(msg, "Halo Kak, dananya sudah kami proses ya 🙏", policy))
+    assert result.external_id and result.sent_at.tzinfo is not None
+    assert sb.sent(name), "the sandbox recorded the send"
+    echo, _, _ = drain(conn, cursor, store)
+    (mine,) = [m for m in echo if m.external_id == result.external_id]
+    assert mine.direction is Direction.OUT and mine.thread_id == msg.thread_id
+    assert mine.customer.id == msg.customer.id and mine.text == "Halo Kak, dananya sudah kami proses ya 🙏"
+
+
+@pytest.mark.parametrize("name", META)
+def test_window_rules(sb: Any, name: str) -> None:
+    conn = open_connector(sb, name)
+    store = Store()
+    _, _, cursor = drain(conn, None, store)
+    msg, _ = _fresh_thread(sb, conn, name, store, cursor)
+    sb.advance(25 * 3600)
+    with pytest.raises(WindowClosedError) as info:
+        conn.send(_reply(msg, "Mohon maaf menunggu", ReplyPolicy.RESPONSE))
+    assert info.value.code == 10 and info.value.subcode in (2018278, 2534022)
+    assert conn.send(_reply(msg, "Mohon maaf menunggu, Kak", ReplyPolicy.HUMAN_AGENT)).external_id
+    sb.advance(7 * 86400)
+    with pytest.raises(WindowClosedError):
+        conn.send(_reply(msg, "Masih ada yang bisa dibantu?", ReplyPolicy.HUMAN_AGENT))
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("tokoshop-fb", "a" * 2001),
+        ("tokoshop-ig", "é" * 501),  # 501 characters, 1,002 UTF-8 bytes
+        ("tokoshop-ig-direct", "🙏" * 251),  # 251 characters, 1,004 bytes
+        ("tokoshop-x", "a" * 10_001),
+    ],
+)
+def test_too_long_text_is_refused_before_any_call(sb: Any, name: str, text: str) -> None:
+    conn = open_connector(sb, name)
+    sb.clear_calls()
+    with pytest.raises(TextTooLongError):
+        conn.send(OutboundReply(thread_id="t_1", recipient_id="1", text=text, policy=ReplyPolicy.RESPONSE, idempotency_key="k1"))
+    assert calls_for(sb, name) == [] and sb.calls == []
+
+
+@pytest.mark.parametrize("kind", ["timeout", "drop"])
+@pytest.mark.parametrize("name", ACCOUNTS)
+def test_send_that_may_have_left_is_delivery_unknown(sb: Any, name: str, kind: str) -> None:
+    conn = open_connector(sb, name, timeout=0.5)
+    store = Store()
+    _, _, cursor = drain(conn, None, store)
+    msg, _ = _fresh_thread(sb, conn, name, store, cursor)
+    sb.clear_calls()
+    sb.fault(kind, account=name, path=SEND_PATH[name])
+    policy = ReplyPolicy.DIRECT if name == "tokoshop-x" else ReplyPolicy.RESPONSE
+    with pytest.raises(DeliveryUnknownError):
+        conn.send(_reply(msg, "Baik Kak, kami cek dulu ya", policy))
+    posts = [c for c in calls_for(sb, name) if c.method == "POST"]
+    assert len(posts) == 1, "a send that may have left is never retried"
+
+
+# --- secrets ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ACCOUNTS)
+def test_no_token_in_logs_or_errors(sb: Any, name: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    for noisy in ("tweepy.client", "urllib3.connectionpool", "connectors"):
+        caplog.set_level(logging.DEBUG, logger=noisy)
+    token = sb.accounts[name].token
+    conn = open_connector(sb, name, page_size=2)
+    errors: list[str] = []
+    drain(conn, None, Store())
+    for kind in ("500", "expired_token", "malformed", "429"):
+        sb.fault(kind, account=name, count=10)
+        try:
+            drain(conn, None, Store())
+        except ConnectorError as exc:
+            errors.append(str(exc))
+            errors.append(repr(exc))
+        sb.clear_faults()
+    assert len(errors) == 8
+    assert caplog.records, "debug logging was captured"
+    assert token not in caplog.text
+    for text in errors:
+        assert token not in text
