@@ -1,0 +1,227 @@
+"""The outbox state machine on both backends: record before the call, never deliver twice.
+
+These tests drive `inbox.replies` with a connector double that counts deliveries; the same
+rules are exercised over real HTTP against the sandbox in test_cli_e2e.py.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+
+import store_factory as sf
+from connectors.base import OutboundReply, ReplyPolicy, SendResult
+from connectors.errors import DeliveryUnknownError, RateLimitedError, WindowClosedError
+from inbox import replies as rp
+from inbox import templates as tpl
+from inbox import tickets as tk
+from inbox.errors import ConflictError, PlatformError, PolicyError, UsageError
+from inbox.models import Account, Reply, TicketEvent
+
+
+class Platform:
+    """Counts what reached the customer; can fail the next call in a chosen way."""
+
+    def __init__(self) -> None:
+        self.delivered: list[OutboundReply] = []
+        self.next_error: Exception | None = None
+        self.deliver_then_fail = False  # the message arrives but the response is lost
+
+    def factory(self, account_name: str) -> "Platform.Conn":
+        return Platform.Conn(self)
+
+    class Conn:
+        def __init__(self, platform: "Platform") -> None:
+            self.platform = platform
+
+        def send(self, reply: OutboundReply) -> SendResult:
+            p = self.platform
+            if p.next_error is not None and not p.deliver_then_fail:
+                err, p.next_error = p.next_error, None
+                raise err
+            p.delivered.append(reply)
+            if p.deliver_then_fail:
+                p.deliver_then_fail = False
+                raise DeliveryUnknownError("timed out after the request was sent")
+            return SendResult(f"mid_{len(p.delivered)}", reply.thread_id, datetime.now(timezone.utc))
+
+        def close(self) -> None:
+            pass
+
+
+def reply_row(engine, reply_id: int):
+    with engine.connect() as conn:
+        return conn.execute(sa.select(Reply.__table__).where(Reply.__table__.c.id == reply_id)).first()
+
+
+def mark_synced(engine, account_id: int, started: datetime) -> None:
+    a = Account.__table__
+    with engine.begin() as conn:
+        conn.execute(a.update().where(a.c.id == account_id).values(last_sync_at=started, last_success_at=started + timedelta(seconds=1)))
+
+
+def test_send_records_first_and_moves_ticket_to_pending(engine) -> None:
+    made = sf.ticket(engine, handle="budi")
+    platform = Platform()
+    plan = rp.plan_reply(engine, made.ticket_id, "Halo kak, kami cek dulu ya")
+    assert plan.policy is ReplyPolicy.RESPONSE
+    assert plan.describe().startswith("→ Instagram DM @budi · RESPONSE · 22 h")
+    out = rp.send_reply(engine, plan, platform.factory, "ana")
+    assert out.state == "sent" and out.external_id == "mid_1"
+    assert len(platform.delivered) == 1
+    sent = platform.delivered[0]
+    assert sent.recipient_id.startswith("user") and sent.thread_id.startswith("t_")
+    row = reply_row(engine, out.reply_id)
+    assert row.state == "sent" and row.external_id == "mid_1" and row.error is None and len(row.idempotency_key) == 32
+    assert sent.idempotency_key == row.idempotency_key
+    t = tk.get_ticket(engine, made.ticket_id)
+    assert t.status == "pending" and t.first_response_at is not None
+    te = TicketEvent.__table__
+    with engine.connect() as conn:
+        actions = [r[0] for r in conn.execute(sa.select(te.c.action).where(te.c.ticket_id == made.ticket_id).order_by(te.c.id))]
+    assert actions == ["reply_queued", "reply"]
+
+
+@pytest.mark.parametrize(
+    ("ago", "human_tag", "ok"),
+    [(timedelta(hours=30), True, True), (timedelta(hours=30), False, False), (timedelta(days=8), True, False)],
+)
+def test_policy_refusals_send_nothing(engine, ago: timedelta, human_tag: bool, ok: bool) -> None:
+    made = sf.ticket(engine, last_customer_ago=ago)
+    platform = Platform()
+    if ok:
+        plan = rp.plan_reply(engine, made.ticket_id, "halo", human_agent_tag=human_tag)
+        assert plan.policy is ReplyPolicy.HUMAN_AGENT
+        return
+    with pytest.raises(PolicyError):
+        rp.plan_reply(engine, made.ticket_id, "halo", human_agent_tag=human_tag)
+    assert platform.delivered == []
+    assert rp.outbox(engine) == []
+
+
+def test_window_counts_from_customer_messages_not_echoes(engine) -> None:
+    made = sf.ticket(engine, last_customer_ago=timedelta(days=8))
+    sf.outbound(engine, made, "our earlier answer", "m_echo_x")  # an echo an hour ago
+    with pytest.raises(PolicyError, match="7 days"):
+        rp.plan_reply(engine, made.ticket_id, "halo")
+
+
+def test_length_limits_refused_before_recording(engine) -> None:
+    made = sf.ticket(engine)
+    with pytest.raises(PolicyError, match="1,000 bytes"):
+        rp.plan_reply(engine, made.ticket_id, "é" * 501)
+    x = sf.ticket(engine, channel="x", account_name="tokoshop-x", last_customer_ago=timedelta(days=20))
+    assert rp.plan_reply(engine, x.ticket_id, "a" * 10000).policy is ReplyPolicy.DIRECT
+    with pytest.raises(PolicyError):
+        rp.plan_reply(engine, x.ticket_id, "a" * 10001)
+
+
+def test_timeout_is_unknown_then_reconciled_by_echo_never_resent(engine) -> None:
+    made = sf.ticket(engine)
+    platform = Platform()
+    platform.deliver_then_fail = True
+    plan = rp.plan_reply(engine, made.ticket_id, "Dana sudah kami kembalikan")
+    with pytest.raises(PlatformError, match="outcome unknown"):
+        rp.send_reply(engine, plan, platform.factory, "ana")
+    rid = rp.outbox(engine)[0].id
+    assert reply_row(engine, rid).state == "unknown"
+    # Not retried, and the same text is not accepted as a new reply either.
+    with pytest.raises(ConflictError):
+        rp.retry(engine, rid, platform.factory, "ana")
+    with pytest.raises(ConflictError):
+        rp.plan_reply(engine, made.ticket_id, "Dana sudah kami kembalikan")
+    # The next sync stores the echo: reconciliation matches it.
+    sf.outbound(engine, made, "Dana sudah kami kembalikan", "m_echo_1")
+    assert rp.reconcile_unknown(engine, made.account_id) == 1
+    row = reply_row(engine, rid)
+    assert row.state == "sent" and row.external_id == "m_echo_1"
+    assert tk.get_ticket(engine, made.ticket_id).status == "pending"
+    with pytest.raises(ConflictError, match="already delivered"):
+        rp.retry(engine, rid, platform.factory, "ana")
+    assert len(platform.delivered) == 1
+
+
+def test_unknown_without_echo_after_full_sync_may_be_retried_once(engine) -> None:
+    made = sf.ticket(engine)
+    platform = Platform()
+    platform.next_error = DeliveryUnknownError("connection dropped")
+    plan = rp.plan_reply(engine, made.ticket_id, "Mohon ditunggu")
+    with pytest.raises(PlatformError):
+        rp.send_reply(engine, plan, platform.factory, "ana")
+    rid = rp.outbox(engine)[0].id
+    # A sync that started before the attempt proves nothing.
+    mark_synced(engine, made.account_id, datetime.now(timezone.utc) - timedelta(minutes=5))
+    assert rp.reconcile_unknown(engine, made.account_id) == 0
+    with pytest.raises(ConflictError):
+        rp.retry(engine, rid, platform.factory, "ana")
+    # An echo from before the reply was recorded (an older identical answer) is not ours.
+    sf.outbound(engine, made, "Mohon ditunggu", "m_old", sent_at=datetime.now(timezone.utc) - timedelta(hours=1))
+    mark_synced(engine, made.account_id, datetime.now(timezone.utc) + timedelta(seconds=1))
+    out = rp.retry(engine, rid, platform.factory, "ana")
+    assert out.state == "sent"
+    assert len(platform.delivered) == 1
+    assert reply_row(engine, rid).attempts == 2
+
+
+def test_failures_are_recorded(engine) -> None:
+    made = sf.ticket(engine)
+    platform = Platform()
+    platform.next_error = RateLimitedError("slow down")
+    with pytest.raises(PlatformError):
+        rp.send_reply(engine, rp.plan_reply(engine, made.ticket_id, "satu"), platform.factory, "ana")
+    failed = rp.outbox(engine)[0]
+    assert failed.state == "failed" and "slow down" in (failed.error or "")
+    assert tk.get_ticket(engine, made.ticket_id).status == "new"  # nothing was sent
+    platform.next_error = WindowClosedError("window closed", code=10, subcode=2534022)
+    with pytest.raises(PolicyError):
+        rp.send_reply(engine, rp.plan_reply(engine, made.ticket_id, "dua"), platform.factory, "ana")
+    # A failed reply is retried on request: it certainly did not arrive.
+    assert rp.retry(engine, failed.id, platform.factory, "ana").state == "sent"
+    assert [r.text for r in platform.delivered] == ["satu"]
+
+
+def test_killed_before_the_call_is_settled_without_sending(engine, tmp_path) -> None:
+    made = sf.ticket(engine)
+    plan = rp.plan_reply(engine, made.ticket_id, "halo")
+    rid = rp.record_reply(engine, plan, "ana")
+    # Pretend the recording process was another one that has since died.
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    r = Reply.__table__
+    with engine.begin() as conn:
+        marker = reply_row(engine, rid).error.replace(f"pid {os.getpid()}", f"pid {dead}")
+        conn.execute(r.update().where(r.c.id == rid).values(error=marker))
+    assert reply_row(engine, rid).state == "sending"
+    platform = Platform()
+    assert rp.retry(engine, rid, platform.factory, "ana").state == "sent"
+    assert len(platform.delivered) == 1
+
+
+def test_live_sender_is_left_alone(engine) -> None:
+    made = sf.ticket(engine)
+    rid = rp.record_reply(engine, rp.plan_reply(engine, made.ticket_id, "halo"), "ana")  # this process: alive
+    assert rp.reconcile_unknown(engine, made.account_id) == 0
+    with pytest.raises(ConflictError):
+        rp.retry(engine, rid, Platform().factory, "ana")
+
+
+def test_templates(engine) -> None:
+    made = sf.ticket(engine, handle="budi", texts=["refund INV/20261120/MPL/3817265540 please"])
+    pattern = [r"\bINV/\d{8}/[A-Z]{2,5}/\d{6,12}\b"]
+    vars_ = tpl.ticket_variables(engine, made.ticket_id, "ana", pattern)
+    assert vars_["invoice"] == "INV/20261120/MPL/3817265540" and vars_["ticket"] == str(made.ticket_id)
+    text = tpl.render("Halo {customer}, refund {invoice} (tiket #{ticket}) — {agent}", vars_)
+    assert text.startswith("Halo Customer") and "INV/20261120/MPL/3817265540" in text and text.endswith("— ana")
+    with pytest.raises(UsageError, match="allowed variables"):
+        tpl.render("{customer.__class__}", vars_)
+    with pytest.raises(UsageError, match="allowed variables"):
+        tpl.render("{password}", vars_)
+    other = sf.ticket(engine, texts=["halo"])
+    with pytest.raises(UsageError, match="invoice"):
+        tpl.render("refund {invoice}", tpl.ticket_variables(engine, other.ticket_id, "ana", pattern))
+    with pytest.raises(UsageError):
+        tpl.get_template({"a": "x"}, "b")
