@@ -185,6 +185,7 @@ class AccountSpec:
     page_size: int = 25
     min_interval: float = 0.5  # client-side pacing between calls (Meta: 2 calls/s per account)
     max_retries: int = 3
+    overlap_seconds: float = 600.0  # Meta: re-check threads updated this close to the high-water mark
 
 
 class KnownIds(Protocol):

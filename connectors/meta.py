@@ -76,7 +76,6 @@ log = logging.getLogger(__name__)
 HORIZON = 20  # only the 20 newest messages of a thread are readable
 MESSAGE_FIELDS = "id,created_time,from,to,message,attachments,story,shares,sticker,is_unsupported"
 CONVERSATION_FIELDS = "id,updated_time,participants,message_count"
-DEFAULT_OVERLAP = timedelta(minutes=10)
 MAX_EMPTY_PAGES = 3  # Graph may send `next` on an empty page; do not walk an endless empty tail
 
 
@@ -144,9 +143,9 @@ class MetaConnector:
     text_limit: ClassVar[int]
     text_limit_bytes: ClassVar[bool] = False  # Instagram counts UTF-8 bytes
 
-    def __init__(self, spec: AccountSpec, *, policy: RetryPolicy | None = None, overlap: timedelta = DEFAULT_OVERLAP) -> None:
+    def __init__(self, spec: AccountSpec, *, policy: RetryPolicy | None = None) -> None:
         self.spec = spec
-        self.overlap = overlap
+        self.overlap = timedelta(seconds=spec.overlap_seconds)
         self.client = GraphClient(spec, policy=policy)
         self.ctx = MetaContext(
             channel=self.channel,
