@@ -824,6 +824,136 @@ def search_cmd(
 
 # ─── replies & outbox ────────────────────────────────────────────────────────────────────────
 
+def _rep_text(ctx: typer.Context, ticket_id: int, text: Optional[str], editor: bool, template: Optional[str], agent: str) -> str:
+    from inbox.errors import UsageError
+
+    settings = state(ctx).settings()
+    chosen = sum(bool(x) for x in (text, editor, template))
+    if chosen != 1:
+        raise UsageError("give the reply as TEXT, or --editor, or --template NAME (exactly one)")
+    if template:
+        from inbox.templates import get_template, render, ticket_variables
+
+        variables = ticket_variables(state(ctx).engine(), ticket_id, agent, list(settings.dedup.order_patterns))
+        return render(get_template(dict(settings.templates), template), variables)
+    if editor:
+        import click
+
+        edited = click.edit(f"\n# Reply to ticket #{ticket_id}. Lines starting with # are dropped; an empty reply cancels.\n", require_save=True)
+        body = "\n".join(line for line in (edited or "").splitlines() if not line.startswith("#")).strip()
+        if not body:
+            raise UsageError("empty reply: nothing sent")
+        return body
+    return text or ""
+
+
+@app.command("reply")
+def reply_cmd(
+    ctx: typer.Context,
+    ticket_id: int = typer.Argument(..., metavar="ID"),
+    text: Optional[str] = typer.Argument(None, metavar="[TEXT]", help="The reply (or use --editor / --template)."),
+    editor: bool = typer.Option(False, "--editor", "-e", help="Write the reply in $EDITOR."),
+    template: Optional[str] = typer.Option(None, "--template", "-t", help="A canned reply from settings.templates ({customer}, {handle}, {invoice}, {ticket}, {agent})."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Send without asking (required when there is no terminal to ask on)."),
+    agent: Optional[str] = _TRI_AGENT,
+    json_: bool = _TRI_JSON,
+) -> None:
+    """Reply through the channel the customer wrote on; shows the route and asks first. Refusals send nothing (exit 8)."""
+    from rich.text import Text
+
+    from inbox import replies
+    from inbox.errors import UsageError
+    from inbox.text import clean
+
+    st = state(ctx)
+    settings = st.settings()
+    who = _tri_agent(ctx, agent)
+    body = _rep_text(ctx, ticket_id, text, editor, template, who)
+    engine = st.engine()
+    plan = replies.plan_reply(engine, ticket_id, body, human_agent_tag=settings.replies.human_agent_tag)
+    as_json = json_ or st.json
+    err = console(stderr=True)
+    err.print(Text(plan.describe(), style="bold"))
+    if not yes and settings.replies.confirm:
+        if not sys.stdin.isatty():
+            raise UsageError("not sent: confirmation needed but there is no terminal to ask on", hint="pass --yes to send without asking")
+        err.print(Text(clean(body)), overflow="fold")
+        if not typer.confirm("Send this reply?", default=False, err=True):
+            raise UsageError("cancelled: nothing sent")
+    outcome = replies.send_reply(engine, plan, replies.connector_factory(settings), who)
+    if as_json:
+        print_json({"reply": {"id": outcome.reply_id, "state": outcome.state, "platform_id": outcome.external_id,
+                              "ticket_id": ticket_id, "policy": plan.policy.value, "channel": plan.route.channel}})
+    else:
+        console().print(Text(f"sent: reply #{outcome.reply_id} on ticket #{ticket_id} (platform id {outcome.external_id}); ticket is pending"))
+
+
+outbox_app = typer.Typer(help="Replies not (yet) known to be delivered: queued, sending, failed, unknown.", invoke_without_command=True)
+app.add_typer(outbox_app, name="outbox")
+
+
+@outbox_app.callback()
+def outbox_list(
+    ctx: typer.Context,
+    all_: bool = typer.Option(False, "--all", help="Include sent replies."),
+    limit: int = typer.Option(100, "--limit", "-n"),
+    json_: bool = _TRI_JSON,
+) -> None:
+    """List the outbox (after matching in-doubt replies against the echoes synced so far)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    from inbox import replies
+    from inbox.models import ReplyState
+    from inbox.text import one_line
+
+    st = state(ctx)
+    engine = st.engine()
+    replies.reconcile_all(engine)
+    states = tuple(s.value for s in ReplyState) if all_ else replies.OPEN_STATES
+    rows = replies.outbox(engine, states=states, limit=limit)
+    if json_ or st.json:
+        print_json({"replies": [r.to_json() for r in rows]})
+        return
+    out = console()
+    if not rows:
+        out.print("outbox is empty: every reply was delivered", style="dim")
+        return
+    style = {"sent": "green", "failed": "red", "unknown": "bold yellow", "sending": "yellow", "queued": ""}
+    table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 1, 0, 0))
+    for h in ("#", "ticket", "state", "ch", "policy", "tries", "text", "error"):
+        table.add_column(h, no_wrap=True)
+    for r in rows:
+        table.add_row(Text(str(r.id)), Text(f"#{r.ticket_id}"), Text(r.state, style=style.get(r.state, "")), Text(_CHANNEL_SHORT.get(r.channel, r.channel)),
+                      Text(r.policy), Text(str(r.attempts)), Text(one_line(r.text, 40)), Text(one_line(r.error, 60), style="dim"))
+    out.print(table)
+    if any(r.state in ("unknown", "sending") for r in rows):
+        out.print("unknown/sending: may have been delivered; `inbox sync` settles them (never resent blindly)", style="dim")
+
+
+@outbox_app.command("retry")
+def outbox_retry(
+    ctx: typer.Context,
+    reply_id: int = typer.Argument(..., metavar="ID", help="Reply id (see `inbox outbox`)."),
+    agent: Optional[str] = _TRI_AGENT,
+    json_: bool = _TRI_JSON,
+) -> None:
+    """Send a failed reply again; refuses one that may have been delivered (exit 6) until a sync settles it."""
+    from rich.text import Text
+
+    from inbox import replies
+
+    st = state(ctx)
+    settings = st.settings()
+    outcome = replies.retry(st.engine(), reply_id, replies.connector_factory(settings), _tri_agent(ctx, agent),
+                            human_agent_tag=settings.replies.human_agent_tag)
+    if json_ or st.json:
+        print_json({"reply": {"id": outcome.reply_id, "state": outcome.state, "platform_id": outcome.external_id}})
+    else:
+        console().print(Text(f"sent: reply #{outcome.reply_id} (platform id {outcome.external_id})"))
+
 
 # ─── stats & export ──────────────────────────────────────────────────────────────────────────
 

@@ -460,7 +460,7 @@ def reconcile_unknown(engine: Engine, account_id: int, *, synced_after: datetime
 
 def reconcile_all(engine: Engine) -> int:
     with engine.connect() as conn:
-        accounts = [r[0] for r in conn.execute(sa.select(sa.distinct(R.c.account_id)).where(R.c.state.in_(IN_DOUBT)))]
+        accounts = [r[0] for r in conn.execute(sa.select(R.c.account_id).where(R.c.state.in_(IN_DOUBT)).distinct())]
     return sum(reconcile_unknown(engine, a) for a in accounts)
 
 
