@@ -114,6 +114,23 @@ class ContactInfo:
     person_id: int | None
     handle: str | None
     name: str | None
+    handle_key: str | None = field(default=None, init=False)
+    name_key: str | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.handle_key = _norm_handle(self.handle)
+        self.name_key = _norm_name(self.name)
+
+    def keys(self) -> list[tuple[str, Any]]:
+        """Index keys under which the same human may be found (rule 5)."""
+        out: list[tuple[str, Any]] = [("c", self.id)]
+        if self.person_id is not None:
+            out.append(("p", self.person_id))
+        if self.handle_key:
+            out.append(("h", self.handle_key))
+        if self.name_key:
+            out.append(("n", self.name_key))
+        return out
 
     def same_person(self, other: ContactInfo) -> str | None:
         """Why two contacts are the same human, or None."""
@@ -121,11 +138,9 @@ class ContactInfo:
             return "same contact"
         if self.person_id is not None and self.person_id == other.person_id:
             return "linked contacts (same person)"
-        h1, h2 = _norm_handle(self.handle), _norm_handle(other.handle)
-        if h1 and h1 == h2:
-            return f"same handle @{h1} on {self.channel} and {other.channel}"
-        n1, n2 = _norm_name(self.name), _norm_name(other.name)
-        if n1 and n1 == n2 and self.channel != other.channel:
+        if self.handle_key and self.handle_key == other.handle_key:
+            return f"same handle @{self.handle_key} on {self.channel} and {other.channel}"
+        if self.name_key and self.name_key == other.name_key and self.channel != other.channel:
             return f"same name on {self.channel} and {other.channel}"
         return None
 
@@ -227,7 +242,7 @@ class PageDeduper:
         self.by_ref: dict[str, list[int]] = defaultdict(list)  # order ref -> active ticket keys
         self.by_person: dict[int, list[int]] = defaultdict(list)  # person id -> active ticket keys
         self.ref_contact: dict[int, ContactInfo] = {}  # ticket key -> its contact (for rule 4/5)
-        self.recent: list[_Recent] = []
+        self.recent: dict[tuple[str, Any], list[_Recent]] = defaultdict(list)  # ContactInfo.keys() -> texts
         self.replies: dict[str, tuple[int, int, str]] = {}  # external id -> (reply id, ticket id, state)
         self._next_new = -1
         self.reopen_window = timedelta(days=settings.dedup.reopen_days)
@@ -270,7 +285,22 @@ class PageDeduper:
         want |= {t for (_r, t, _s) in self.replies.values() if t is not None}
         self._load_tickets(want)
 
-        inbound = [i for i, m in enumerate(messages) if m.direction is Direction.IN]
+        # Rules 4 and 5 only matter where a message could open a new ticket: threads without an
+        # active ticket. A thread with no ticket at all opens (or attaches) with its first
+        # customer message; after that the thread has a ticket for the rest of the page.
+        inbound = []
+        first_seen: set[int] = set()
+        for i, m in enumerate(messages):
+            if m.direction is not Direction.IN:
+                continue
+            conv_id = msg_conv[i]
+            key = self._resolve(self.conv_ticket.get(conv_id))
+            if key is None:
+                if conv_id not in first_seen:
+                    first_seen.add(conv_id)
+                    inbound.append(i)
+            elif not self.tickets[key].active:
+                inbound.append(i)
         if not inbound:
             return
         # Rule 4: active tickets quoting the page's order references, and of the page's persons.
@@ -345,7 +375,7 @@ class PageDeduper:
                     continue
                 info = self.contacts.get(row.cid) or ContactInfo(row.cid, row.channel, row.person_id, row.handle, row.name)
                 self.contacts.setdefault(row.cid, info)
-                self.recent.append(_Recent(row.ticket_id, info, text, row.sent_at))
+                self._add_recent(_Recent(row.ticket_id, info, text, row.sent_at))
 
     def _remember_tickets(self, rows: list[Any]) -> None:
         for row in rows:
@@ -458,7 +488,11 @@ class PageDeduper:
         if len(text) >= MIN_SIMILAR_CHARS:
             contact = self._current_contact
             if contact is not None:
-                self.recent.append(_Recent(key, contact, text, msg.sent_at))
+                self._add_recent(_Recent(key, contact, text, msg.sent_at))
+
+    def _add_recent(self, item: _Recent) -> None:
+        for k in item.contact.keys():
+            self.recent[k].append(item)
 
     _current_contact: ContactInfo | None = None
 
@@ -519,15 +553,20 @@ class PageDeduper:
             return None
         threshold = self.settings.dedup.similarity_threshold
         best: tuple[int, float, str] | None = None
-        for cand in self.recent:
-            if cand.ticket_key == own_key or abs(cand.sent_at - msg.sent_at) > self.sim_window:
-                continue
-            why = contact.same_person(cand.contact)
-            if not why:
-                continue
-            score = fuzz.ratio(text, cand.text, score_cutoff=threshold)
-            if score and (best is None or score > best[1]):
-                best = (self._resolve(cand.ticket_key) or cand.ticket_key, score, why)
+        seen: set[int] = set()
+        for k in contact.keys():
+            for cand in self.recent.get(k, ()):
+                if id(cand) in seen:
+                    continue
+                seen.add(id(cand))
+                if cand.ticket_key == own_key or abs(cand.sent_at - msg.sent_at) > self.sim_window:
+                    continue
+                why = contact.same_person(cand.contact)
+                if not why:
+                    continue
+                score = fuzz.ratio(text, cand.text, score_cutoff=threshold)
+                if score and (best is None or score > best[1]):
+                    best = (self._resolve(cand.ticket_key) or cand.ticket_key, score, why)
         return best
 
     def _new_ticket(self, msg: InboundMessage, contact: ContactInfo, previous: int | None) -> TicketState:

@@ -34,14 +34,14 @@ def _keyword_pattern(keyword: str) -> str:
 
 
 @lru_cache(maxsize=16)
-def _compiled(rules: tuple[tuple[str, str, tuple[str, ...]], ...]) -> tuple[tuple[re.Pattern[str], str, str, int], ...]:
+def _compiled(rules: tuple[tuple[str, str, tuple[str, ...]], ...]) -> tuple[tuple[str, re.Pattern[str], str, str, int], ...]:
+    """Per keyword: a cheap substring probe (its first word) and the exact word-ish pattern."""
     out = []
     for order, (category, priority, keywords) in enumerate(rules):
-        kws = [k for k in keywords if k.strip()]
-        if not kws:
-            continue
-        pattern = re.compile("|".join(_keyword_pattern(k) for k in kws), re.IGNORECASE)
-        out.append((pattern, category, priority, order))
+        for keyword in keywords:
+            words = keyword.lower().split()
+            if words:
+                out.append((words[0], re.compile(_keyword_pattern(keyword.lower())), category, priority, order))
     return tuple(out)
 
 
@@ -49,10 +49,11 @@ def classify(text: str | None, rules: list[TriageRule] | tuple[TriageRule, ...])
     """(category, priority) for a customer's text; (None, "normal") when nothing matches."""
     if not text:
         return None, Priority.NORMAL.value
+    lowered = text.lower()
     best: tuple[int, int, str, str] | None = None
-    key_rules = tuple((r.category, r.priority, tuple(r.keywords)) for r in rules)
-    for pattern, category, priority, order in _compiled(key_rules):
-        if pattern.search(text):
+    for probe, pattern, category, priority, order in _compiled(tuple((r.category, r.priority, tuple(r.keywords)) for r in rules)):
+        # most keywords are absent: the substring probe (C speed) skips the regex for them
+        if probe in lowered and pattern.search(lowered):
             key = (PRIORITY_RANK[priority], order, category, priority)
             if best is None or key < best:
                 best = key

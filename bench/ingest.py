@@ -1,0 +1,199 @@
+"""Ingest benchmark: `ingest_page` vs a raw `sqlite3.executemany` of the same rows.
+
+Generates N normalized messages (default 200k) over three accounts (Messenger, Instagram, X) with
+realistic structure: customers with threads of 1-20 messages, brand replies (echoes) in between,
+invoice numbers, a few customers on two channels; pages of `--page-size` messages per account in
+time order, 10% of every page re-delivered from the page before (overlap, as polling does).
+
+Both sides store the same delivered rows (duplicates included) into SQLite files with the same
+pragmas (WAL, synchronous=NORMAL) and the same unique key, one transaction per page, in the same
+process. The baseline does nothing but `INSERT OR IGNORE` of flat tuples; `ingest_page` also
+upserts contacts and conversations, runs dedup, creates tickets with triage and SLA clocks,
+counters, events and the cursor.
+
+    .venv/bin/python bench/ingest.py [--messages 200000] [--page-size 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sqlite3
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from connectors.base import Channel, Direction, InboundMessage, MessageKind, Page, Participant  # noqa: E402
+
+T0 = datetime(2026, 10, 27, tzinfo=timezone.utc)
+NAMES = ("Rina", "Budi", "Siti", "Agus", "Dewi", "Eko", "Putri", "Fajar", "Nur", "Yusuf", "Maya", "Hendra", "Lina", "Ayu")
+LAST = ("Santoso", "Wulandari", "Pratama", "Lestari", "Saputra", "Hidayat", "Kusuma", "Wijaya", "Nugroho", "Halim")
+CUSTOMER = (
+    "Halo kak, pesanan {inv} belum sampai, sudah {d} hari",
+    "Min, refund untuk {inv} kapan masuk ya?",
+    "Pembayaran gagal tapi saldo terpotong Rp {amt}. {inv}",
+    "Kak tolong batalkan pesanan {inv}",
+    "Barang yang datang tidak sesuai foto, seller tidak respon. {inv}",
+    "Akun saya diblokir, tidak bisa login sejak kemarin",
+    "Hi, my order {inv} is late. Any update?",
+    "Ada yang ngaku CS minta kode OTP, ini penipuan ya?",
+    "kak??",
+    "tolong dibalas ya min",
+)
+BRAND = (
+    "Halo Kak, terima kasih sudah menghubungi TokoShop, kami cek dulu ya.",
+    "Mohon maaf atas ketidaknyamanannya Kak. Pesanan sedang kami eskalasi.",
+    "Dana akan kembali maksimal 3x24 jam kerja ya Kak.",
+)
+ACCOUNTS = (("bench-fb", Channel.FACEBOOK, "104920378912345"), ("bench-ig", Channel.INSTAGRAM, "17841400000000001"), ("bench-x", Channel.X, "1500000000000000001"))
+
+
+def generate(n: int, seed: int = 7) -> dict[str, list[InboundMessage]]:
+    """n messages over the three accounts, per account in time order."""
+    rng = random.Random(seed)
+    out: dict[str, list[InboundMessage]] = {name: [] for name, _c, _p in ACCOUNTS}
+    span = 29 * 86400
+    made = 0
+    serial = 0
+    while made < n:
+        name, channel, acc_id = ACCOUNTS[rng.randrange(3)]
+        serial += 1
+        first = f"{NAMES[rng.randrange(len(NAMES))]} {LAST[rng.randrange(len(LAST))]}"
+        cust = Participant(f"u{serial}", handle=f"{first.split()[0].lower()}{serial}", name=first)
+        brand = Participant(acc_id, name="TokoShop")
+        thread = f"{channel.value[:2]}-t{serial}"
+        inv = f"INV/202611{rng.randrange(1, 26):02d}/MPL/{rng.randrange(10**9, 10**10)}"
+        t = rng.uniform(0, span)
+        for _ in range(min(n - made, rng.randint(1, 20))):
+            t += rng.uniform(30, 3600)
+            out_dir = rng.random() < 0.3
+            tpl = (BRAND if out_dir else CUSTOMER)[rng.randrange(3 if out_dir else len(CUSTOMER))]
+            text = tpl.format(inv=inv, d=rng.randrange(2, 15), amt=f"{rng.randrange(20, 3000)}.000")
+            made += 1
+            eid = f"{'m_' if channel is not Channel.X else ''}{made:09d}{rng.randrange(10**6):06d}"
+            out[name].append(
+                InboundMessage(
+                    channel=channel,
+                    account_id=acc_id,
+                    external_id=eid,
+                    thread_id=thread,
+                    direction=Direction.OUT if out_dir else Direction.IN,
+                    author=brand if out_dir else cust,
+                    customer=cust,
+                    text=text,
+                    kind=MessageKind.TEXT,
+                    sent_at=T0 + timedelta(seconds=t),
+                    raw={"id": eid, "created_time": (T0 + timedelta(seconds=t)).isoformat(), "message": text, "from": {"id": (brand if out_dir else cust).id}},
+                )
+            )
+    for msgs in out.values():
+        msgs.sort(key=lambda m: m.sent_at)
+    return out
+
+
+def pages(msgs: list[InboundMessage], size: int, redeliver: float = 0.10) -> list[list[InboundMessage]]:
+    """Pages of `size` new messages plus `redeliver` x size re-delivered from the page before."""
+    out = []
+    prev: list[InboundMessage] = []
+    for i in range(0, len(msgs), size):
+        chunk = msgs[i : i + size]
+        again = prev[-int(len(chunk) * redeliver) :] if prev and redeliver else []
+        out.append(again + chunk)
+        prev = chunk
+    return out
+
+
+def flat(m: InboundMessage, account_db_id: int) -> tuple:
+    return (
+        m.channel.value, account_db_id, m.external_id, m.thread_id, m.direction.value, m.author.id, m.author.handle,
+        m.author.name, m.text, m.kind.value, m.sent_at.isoformat(), json.dumps(dict(m.raw)),
+    )
+
+
+def bench_raw(path: str, all_pages: dict[str, list[list[InboundMessage]]]) -> tuple[float, int]:
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute(
+        "CREATE TABLE message (id INTEGER PRIMARY KEY, channel TEXT, account_id INTEGER, external_id TEXT, thread TEXT,"
+        " direction TEXT, author_id TEXT, author_handle TEXT, author_name TEXT, text TEXT, kind TEXT, sent_at TEXT, raw TEXT,"
+        " UNIQUE (channel, account_id, external_id))"
+    )
+    sql = "INSERT OR IGNORE INTO message (channel, account_id, external_id, thread, direction, author_id, author_handle, author_name, text, kind, sent_at, raw) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+    start = time.perf_counter()
+    delivered = 0
+    for acc_no, (_name, pgs) in enumerate(all_pages.items(), 1):
+        for page in pgs:
+            db.execute("BEGIN")
+            db.executemany(sql, [flat(m, acc_no) for m in page])
+            db.execute("COMMIT")
+            delivered += len(page)
+    elapsed = time.perf_counter() - start
+    stored = db.execute("SELECT count(*) FROM message").fetchone()[0]
+    db.close()
+    return elapsed, stored
+
+
+def bench_ingest(url: str, all_pages: dict[str, list[list[InboundMessage]]]) -> tuple[float, dict[str, int]]:
+    from sqlmodel import Session
+
+    from inbox.config import Settings
+    from inbox.db import open_store
+    from inbox.ingest import IngestResult, account_ref, ingest_page
+    from inbox.models import Account
+
+    engine = open_store(url)
+    settings = Settings()
+    refs = {}
+    with Session(engine) as s:
+        for name, channel, pid in ACCOUNTS:
+            acc = Account(name=name, channel=channel.value, platform_id=pid)
+            s.add(acc)
+            s.commit()
+            s.refresh(acc)
+            refs[name] = account_ref(engine, acc)
+    total = IngestResult()
+    start = time.perf_counter()
+    for name, pgs in all_pages.items():
+        for i, page in enumerate(pgs):
+            total = total + ingest_page(engine, refs[name], Page(tuple(page), cursor={"page": i}), settings)
+    elapsed = time.perf_counter() - start
+    engine.dispose()
+    return elapsed, total.counts()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--messages", type=int, default=200_000)
+    ap.add_argument("--page-size", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=7)
+    args = ap.parse_args()
+
+    t = time.perf_counter()
+    data = generate(args.messages, args.seed)
+    all_pages = {name: pages(msgs, args.page_size) for name, msgs in data.items()}
+    delivered = sum(len(p) for pgs in all_pages.values() for p in pgs)
+    print(f"generated {args.messages:,} messages, {delivered:,} delivered in {sum(len(p) for p in all_pages.values()):,} pages "
+          f"of {args.page_size} (+10% re-delivered) in {time.perf_counter() - t:.1f}s")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        raw_s, raw_stored = bench_raw(os.path.join(tmp, "raw.db"), all_pages)
+        ing_s, counts = bench_ingest(f"sqlite:///{os.path.join(tmp, 'inbox.db')}", all_pages)
+    raw_rate, ing_rate = delivered / raw_s, delivered / ing_s
+    print(f"raw sqlite3.executemany : {raw_rate:10,.0f} rows/s  ({raw_s:.2f}s, {raw_stored:,} stored)")
+    print(f"inbox ingest_page       : {ing_rate:10,.0f} rows/s  ({ing_s:.2f}s, {counts['new_messages']:,} stored, "
+          f"{counts['duplicates']:,} duplicates skipped, {counts['new_tickets']:,} tickets, {counts['echoes']:,} echoes, "
+          f"{counts['attached']:,} attached, {counts['flagged']:,} flagged)")
+    assert raw_stored == counts["new_messages"] == args.messages, "both sides must store every message exactly once"
+    ratio = ing_rate / raw_rate
+    print(f"ratio ingest/raw        : {ratio:.3f}x  (goal >= 0.25x) {'OK' if ratio >= 0.25 else 'BELOW GOAL'}")
+
+
+if __name__ == "__main__":
+    main()
