@@ -957,6 +957,76 @@ def outbox_retry(
 
 # ─── stats & export ──────────────────────────────────────────────────────────────────────────
 
+@app.command("stats")
+def stats_cmd(
+    ctx: typer.Context,
+    days: float = typer.Option(7, "--days", help="Period for first-response times and late answers."),
+    channel: Optional[list[str]] = typer.Option(None, "--channel"),
+    json_: bool = _TRI_JSON,
+) -> None:
+    """Backlog by channel and status, SLA breaches, first-response times (median, p90), escalations."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from inbox.models import TicketStatus
+    from inbox.policy import format_duration
+    from inbox.stats import compute
+
+    st = state(ctx)
+    s = compute(st.engine(), period_days=days, channels=_tri_split(channel))
+    if json_ or st.json:
+        print_json(s.to_json())
+        return
+    from datetime import timedelta
+
+    out = console()
+    statuses = [x.value for x in TicketStatus]
+    table = Table(title="backlog", box=None, header_style="bold", pad_edge=False, title_justify="left")
+    table.add_column("channel")
+    for x in statuses:
+        table.add_column(x, justify="right")
+    for ch in sorted(s.backlog):
+        table.add_row(ch, *[str(s.backlog[ch].get(x, 0)) for x in statuses])
+    out.print(table)
+
+    def mins(v: Optional[float]) -> str:
+        return "–" if v is None else format_duration(timedelta(minutes=v))
+
+    out.print(Text.assemble(
+        "SLA: ", (f"{s.first_response_overdue} unanswered past due", "bold red" if s.first_response_overdue else ""),
+        f" · {s.answered_late} answered late (last {days:g} d) · ",
+        (f"{s.escalated} escalated (open past the escalation time)", "red" if s.escalated else ""),
+    ))
+    out.print(f"first response (last {days:g} d, {s.first_response_count} tickets): median {mins(s.first_response_median_minutes)}, "
+              f"p90 {mins(s.first_response_p90_minutes)}", markup=False)
+
+
+@app.command("export")
+def export_cmd(
+    ctx: typer.Context,
+    fmt: str = typer.Option("jsonl", "--format", "-f", help="jsonl (one ticket with its messages per line) or csv (one message per row)."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="File to write (default: stdout)."),
+    status: Optional[list[str]] = typer.Option(None, "--status", "-s", help="As in `inbox list`; default: all statuses."),
+    channel: Optional[list[str]] = typer.Option(None, "--channel"),
+    account: Optional[list[str]] = typer.Option(None, "--account"),
+    tag: Optional[list[str]] = typer.Option(None, "--tag"),
+) -> None:
+    """Export tickets with their messages as JSON Lines or CSV."""
+    from inbox import export
+    from inbox.errors import UsageError
+
+    if fmt not in ("jsonl", "csv"):
+        raise UsageError(f"unknown format '{fmt}' (jsonl or csv)")
+    flt = _tri_filter(ctx, status=status or ["all"], channel=channel, account=account, assignee=None, tag=tag,
+                      priority=None, overdue=False, window_closing=None, limit=1)
+    writer = export.write_jsonl if fmt == "jsonl" else export.write_csv
+    if output:
+        with open(output, "w", encoding="utf-8", newline="") as fh:
+            n = writer(state(ctx).engine(), flt, fh)
+        sys.stderr.write(f"exported {n} tickets to {output}\n")
+    else:
+        writer(state(ctx).engine(), flt, sys.stdout)
+
 
 # ─── demo ────────────────────────────────────────────────────────────────────────────────────
 
