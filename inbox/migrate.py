@@ -251,7 +251,7 @@ def _main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     rev = sub.add_parser("revision", help="autogenerate a new revision from inbox/models.py")
     rev.add_argument("-m", "--message", required=True)
-    rev.add_argument("--url", help="database to compare against (default: a scratch SQLite database at head)")
+    rev.add_argument("--url", help="database to compare against, upgraded to head first (default: a scratch SQLite database)")
     for name in ("upgrade", "status"):
         p = sub.add_parser(name)
         p.add_argument("--url", required=True, help="SQLAlchemy database URL")
