@@ -324,6 +324,60 @@ def db_status(ctx: typer.Context, json_: bool = _JSON_OPT) -> None:
 
 # ─── sandbox ─────────────────────────────────────────────────────────────────────────────────
 
+sandbox_app = typer.Typer(help="A loopback emulator of the Graph (Messenger, Instagram) and X DM APIs.", no_args_is_help=True)
+app.add_typer(sandbox_app, name="sandbox")
+
+
+@sandbox_app.command("serve")
+def sandbox_serve(
+    ctx: typer.Context,
+    host: str = typer.Option("127.0.0.1", "--host", help="Loopback address to bind (127.0.0.1, localhost or ::1)."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port (0 picks a free one)."),
+    large: int = typer.Option(0, "--large", min=0, help="Add a generated dataset of about N messages."),
+    seed: int = typer.Option(7, "--seed", help="Seed for ids, timings and the generated dataset."),
+    write_config: str = typer.Option("./inbox-sandbox.toml", "--write-config", help="Where to write an inbox config pointing at the sandbox."),
+    database: str = typer.Option("sqlite:///inbox-sandbox.db", "--database", help="Database URL written into that config."),
+    ig_login: bool = typer.Option(False, "--ig-login", help="Also configure the Instagram-Login account."),
+) -> None:
+    """Serve the sandbox in the foreground until Ctrl-C; write a config that points at it."""
+    import threading
+    from pathlib import Path
+
+    from sandbox import Sandbox
+
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        raise typer.BadParameter("the sandbox binds to loopback only", param_hint="--host")
+    sb = Sandbox(seed=seed, large=large)
+    try:
+        sb.start(host, port)
+    except OSError as exc:
+        from inbox.errors import UsageError
+
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        config_path = Path(write_config).expanduser()
+        config_path.write_text(sb.config_toml(database=database, include_ig_login=ig_login), encoding="utf-8")
+        env = sb.env()
+        if state(ctx).json:
+            print_json({"base_url": sb.base_url, "config": str(config_path), "env": env,
+                        "accounts": {name: acc.base_url for name, acc in sb.accounts.items()}})
+        else:
+            # These are the sandbox's fixed, public test tokens, not real secrets.
+            out = sys.stdout
+            out.write(f"sandbox serving on {sb.base_url}\n")
+            for name, acc in sb.accounts.items():
+                out.write(f"  {name:<20} {acc.base_url}\n")
+            out.write(f"config written to {config_path}\n\nexport these, then run e.g. `inbox --config {config_path} sync`:\n")
+            for key, value in env.items():
+                out.write(f"export {key}={value}\n")
+            out.write("\nCtrl-C stops the sandbox.\n")
+            out.flush()
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        sys.stderr.write("sandbox stopped\n")
+    finally:
+        sb.stop()
+
 
 # ─── sync, run, accounts ─────────────────────────────────────────────────────────────────────
 

@@ -80,3 +80,14 @@ def sqlite_engine(tmp_path):  # type: ignore[no-untyped-def]
     eng = open_store(f"sqlite:///{tmp_path / 'inbox.db'}")
     yield eng
     eng.dispose()
+
+
+@pytest.fixture
+def sandbox(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """A seeded sandbox on 127.0.0.1 for one test, with its token env vars set."""
+    from sandbox import Sandbox
+
+    with Sandbox(seed=7).start() as sb:
+        for key, value in sb.env().items():
+            monkeypatch.setenv(key, value)
+        yield sb

@@ -1,0 +1,86 @@
+"""The HTTP layer: a threading loopback server whose handler hands every request to the sandbox app.
+
+The app answers with an `Outcome`: bytes to write, optionally after a delay (timeouts), or an order to
+drop the connection without a response.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Protocol
+from urllib.parse import parse_qsl, urlsplit
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    drop: bool = False  # close the socket without answering
+    delay: float = 0.0  # seconds to wait before answering (stopped early when the server stops)
+
+
+class App(Protocol):
+    stopping: threading.Event
+
+    def dispatch(self, method: str, path: str, query: dict[str, str], headers: dict[str, str], body: bytes) -> Outcome: ...
+
+
+class SandboxServer(ThreadingHTTPServer):
+    daemon_threads = True  # a sleeping "timeout" handler must never keep the process alive
+    allow_reuse_address = True
+    app: App
+
+    def handle_error(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+        # Clients that time out and go away are expected here; keep stderr quiet.
+        log.debug("connection from %s ended abnormally", client_address, exc_info=True)
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, like the real APIs
+    server: SandboxServer
+    server_version = "sandbox"
+    sys_version = ""
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - signature from the base class
+        log.debug("%s " + format, self.address_string(), *args)
+
+    def _serve(self) -> None:
+        parts = urlsplit(self.path)
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length > 0 else b""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        outcome = self.server.app.dispatch(self.command, parts.path, query, headers, body)
+        if outcome.delay > 0:
+            self.server.app.stopping.wait(outcome.delay)
+        if outcome.drop:
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
+        try:
+            self.send_response(outcome.status)
+            for name, value in outcome.headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(outcome.body)))
+            self.end_headers()
+            self.wfile.write(outcome.body)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client gave up (e.g. its timeout fired)
+
+    do_GET = do_POST = do_DELETE = do_PUT = _serve
+
+
+def make_server(app: App, host: str, port: int) -> SandboxServer:
+    server = SandboxServer((host, port), Handler)
+    server.app = app
+    return server
