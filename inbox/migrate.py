@@ -221,8 +221,22 @@ def _apply(conn: Connection, target: str) -> list[str]:
     return pending
 
 
-def new_revision(message: str, url: str | None = None) -> str:
-    """Autogenerate a revision from the models against a database at head (a scratch SQLite file by default)."""
+def drift(conn: Connection, metadata: sa.MetaData | None = None) -> list[Any]:
+    """What autogenerate would change: the models (or `metadata`) against the database; empty when they agree."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+    from sqlmodel import SQLModel
+
+    import inbox.models  # noqa: F401  (registers the tables)
+
+    ctx = MigrationContext.configure(conn, opts={"compare_type": True, "include_name": include_name})
+    return list(compare_metadata(ctx, metadata if metadata is not None else SQLModel.metadata))
+
+
+def new_revision(message: str, url: str | None = None, *, empty: bool = False) -> str | None:
+    """Autogenerate a revision from the models against a database at head (a scratch SQLite file by
+    default). Returns None when the models and migrations already agree (unless `empty`: a blank
+    revision for hand-written SQL)."""
     import tempfile
 
     from alembic import command
@@ -235,8 +249,10 @@ def new_revision(message: str, url: str | None = None) -> str:
             upgrade(engine)
             number = len(list(_script().walk_revisions())) + 1
             with engine.begin() as conn:
+                if not empty and not drift(conn):
+                    return None
                 script = command.revision(
-                    alembic_config(conn), message=message, autogenerate=True, rev_id=f"{number:04d}"
+                    alembic_config(conn), message=message, autogenerate=not empty, rev_id=f"{number:04d}"
                 )
         finally:
             engine.dispose()
@@ -251,6 +267,7 @@ def _main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     rev = sub.add_parser("revision", help="autogenerate a new revision from inbox/models.py")
     rev.add_argument("-m", "--message", required=True)
+    rev.add_argument("--empty", action="store_true", help="a blank revision, for SQL the models cannot express")
     rev.add_argument("--url", help="database to compare against, upgraded to head first (default: a scratch SQLite database)")
     for name in ("upgrade", "status"):
         p = sub.add_parser(name)
@@ -258,8 +275,12 @@ def _main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.cmd == "revision":
-        print(f"wrote {new_revision(args.message, args.url)}")
-        print("review it, then run the drift test: pytest tests/test_db.py -k drift")
+        written = new_revision(args.message, args.url, empty=args.empty)
+        if written is None:
+            print("the models and the migrations agree: nothing to generate (--empty for a blank revision)")
+            return 1
+        print(f"wrote {written}")
+        print("review it, then run the drift test: ./run test tests/test_db.py -k drift")
         return 0
     from inbox.db import make_engine
 
