@@ -237,6 +237,13 @@ class Settings(_Strict):
     accounts: list[AccountSettings] = []
     source: str | None = Field(default=None, exclude=True)  # the file it came from
 
+    @field_validator("database")
+    @classmethod
+    def _supported_database(cls, value: str) -> str:
+        if "://" in value and not re.match(r"^(sqlite|postgresql)(\+\w+)?://", value):
+            raise ValueError("expected a SQLite file path, sqlite:///PATH or postgresql+psycopg://USER@HOST/DB")
+        return value
+
     @field_validator("accounts")
     @classmethod
     def _unique_names(cls, accounts: list[AccountSettings]) -> list[AccountSettings]:

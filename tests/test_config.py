@@ -59,6 +59,7 @@ CASES = [
     ("invalid TOML", 'database = "x.db"\nlog_level = \n', ["invalid TOML", "line 2"]),
     ("literal token", FB.replace('access_token_env = "INBOX_T_FB"', f'access_token = "{GRAPH_TOKEN}"'), ["accounts[0] (fb-main)", "'access_token' must not be written", "access_token_env"]),
     ("token in an _env key", FB.replace('"INBOX_T_FB"', f'"{GRAPH_TOKEN}"'), ["accounts[0] (fb-main).access_token_env", "name of an environment variable"]),
+    ("unsupported database", 'database = "mysql://care@db/inbox"\n', ["database", "expected a SQLite file path"]),
     ("bad regex", '[dedup]\norder_patterns = ["INV/(["]\n', ["dedup.order_patterns", "invalid regular expression"]),
 ]
 
