@@ -368,7 +368,8 @@ def parse_settings(data: dict[str, Any], source: str) -> Settings:
         given = err.get("input")
         detail = _message(err)
         last = err.get("loc", ("",))[-1] if err.get("loc") else ""
-        secretish = isinstance(last, str) and (last.endswith("_env") or last in SECRET_KEYS)
+        # Never echo what may be a secret: tokens, or a database URL with its password.
+        secretish = isinstance(last, str) and (last.endswith("_env") or last in SECRET_KEYS or last == "database")
         if err.get("type") not in ("missing", "extra_forbidden") and not secretish and not isinstance(given, (dict, list)) and given is not None:
             detail += f" (got {given!r})"
         more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""

@@ -59,7 +59,7 @@ CASES = [
     ("invalid TOML", 'database = "x.db"\nlog_level = \n', ["invalid TOML", "line 2"]),
     ("literal token", FB.replace('access_token_env = "INBOX_T_FB"', f'access_token = "{GRAPH_TOKEN}"'), ["accounts[0] (fb-main)", "'access_token' must not be written", "access_token_env"]),
     ("token in an _env key", FB.replace('"INBOX_T_FB"', f'"{GRAPH_TOKEN}"'), ["accounts[0] (fb-main).access_token_env", "name of an environment variable"]),
-    ("unsupported database", 'database = "mysql://care@db/inbox"\n', ["database", "expected a SQLite file path"]),
+    ("unsupported database", 'database = "mysql://care:EAAdbpass1234567890@db/inbox"\n', ["database", "expected a SQLite file path"]),
     ("bad regex", '[dedup]\norder_patterns = ["INV/(["]\n', ["dedup.order_patterns", "invalid regular expression"]),
 ]
 
@@ -74,7 +74,7 @@ def test_bad_config_is_one_precise_error(tmp_path: Path, text: str, expected: li
     for part in expected:
         assert part in message
     assert "\n" not in message
-    assert GRAPH_TOKEN not in message  # a token is never echoed back
+    assert GRAPH_TOKEN not in message and "EAAdbpass" not in message  # secrets are never echoed back
 
 
 @pytest.mark.parametrize("text,expected", [(c[1], c[2]) for c in CASES], ids=[c[0] for c in CASES])
