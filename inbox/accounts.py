@@ -1,0 +1,249 @@
+"""Account rows from the settings, their health, and clearing a re-auth stop.
+
+Accounts are configured in the TOML file; the store keeps one `Account` row per configured account
+(matched by name, or by channel + platform id when renamed) with its sync health: last sync, last
+success, last error (redacted), needs re-auth, rate headroom and a pause until the platform's reset.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from connectors.base import RateInfo
+from connectors.redact import redact
+from inbox.errors import NotFoundError
+from inbox.ingest import AccountRef, begin_write
+from inbox.models import Account, Quarantine, SyncGap, utcnow
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from inbox.config import AccountSettings, Settings
+
+_a = Account.__table__
+_gap = SyncGap.__table__
+_q = Quarantine.__table__
+
+MAX_ERROR_CHARS = 500
+
+
+def ensure_accounts(engine: Engine, accounts: list[AccountSettings]) -> dict[str, AccountRef]:
+    """Upsert an Account row per configured account; name -> AccountRef.
+
+    A changed channel / platform id is a reconnect: the re-auth stop and pause are cleared.
+    """
+    out: dict[str, AccountRef] = {}
+    if not accounts:
+        return out
+    with begin_write(engine) as conn, conn.begin():
+        rows = conn.execute(sa.select(_a.c.id, _a.c.name, _a.c.channel, _a.c.platform_id)).all()
+        by_name = {r.name: r for r in rows}
+        by_platform = {(r.channel, r.platform_id): r for r in rows}
+        for acc in accounts:
+            channel, pid = acc.channel.value, acc.platform_id
+            row = by_name.get(acc.name) or by_platform.get((channel, pid))
+            if row is None:
+                new_id = conn.execute(
+                    sa.insert(_a)
+                    .values(name=acc.name, channel=channel, platform_id=pid, created_at=utcnow(), needs_reauth=False)
+                    .returning(_a.c.id)
+                ).scalar_one()
+                out[acc.name] = AccountRef(new_id, acc.name, channel, pid)
+                continue
+            if (row.name, row.channel, row.platform_id) != (acc.name, channel, pid):
+                conn.execute(
+                    sa.update(_a)
+                    .where(_a.c.id == row.id)
+                    .values(name=acc.name, channel=channel, platform_id=pid, needs_reauth=False, paused_until=None)
+                )
+            out[acc.name] = AccountRef(row.id, acc.name, channel, pid)
+    return out
+
+
+def ensure_account(engine: Engine, account: AccountSettings) -> AccountRef:
+    return ensure_accounts(engine, [account])[account.name]
+
+
+# ── health writes ─────────────────────────────────────────────────────────────────────────────
+
+
+def _rate_values(rate: RateInfo | None) -> dict[str, Any]:
+    if rate is None:
+        return {}
+    return {
+        "rate_limit": rate.limit,
+        "rate_remaining": rate.remaining,
+        "rate_reset_at": rate.reset_at,
+        "rate_usage_pct": rate.usage_pct,
+    }
+
+
+def record_start(engine: Engine, account_id: int, at: datetime) -> None:
+    with begin_write(engine) as conn, conn.begin():
+        conn.execute(sa.update(_a).where(_a.c.id == account_id).values(last_sync_at=at))
+
+
+def record_success(engine: Engine, account_id: int, *, at: datetime, rate: RateInfo | None) -> None:
+    with begin_write(engine) as conn, conn.begin():
+        conn.execute(
+            sa.update(_a)
+            .where(_a.c.id == account_id)
+            .values(last_success_at=at, needs_reauth=False, paused_until=None, **_rate_values(rate))
+        )
+
+
+def record_error(
+    engine: Engine,
+    account_id: int,
+    error: str,
+    *,
+    at: datetime,
+    needs_reauth: bool = False,
+    paused_until: datetime | None = None,
+    rate: RateInfo | None = None,
+) -> None:
+    text = redact(error)
+    if len(text) > MAX_ERROR_CHARS:
+        text = text[: MAX_ERROR_CHARS - 1] + "…"
+    values: dict[str, Any] = {"last_error": text, "last_error_at": at, "paused_until": paused_until, **_rate_values(rate)}
+    if needs_reauth:
+        values["needs_reauth"] = True
+    with begin_write(engine) as conn, conn.begin():
+        conn.execute(sa.update(_a).where(_a.c.id == account_id).values(**values))
+
+
+def record_rate(engine: Engine, account_id: int, rate: RateInfo | None) -> None:
+    if rate is None:
+        return
+    with begin_write(engine) as conn, conn.begin():
+        conn.execute(sa.update(_a).where(_a.c.id == account_id).values(**_rate_values(rate)))
+
+
+def reset(engine: Engine, settings: Settings, name: str) -> AccountRef:
+    """Clear needs-re-auth and any pause after the account was reconnected."""
+    ref = ensure_account(engine, settings.account(name))
+    with begin_write(engine) as conn, conn.begin():
+        conn.execute(sa.update(_a).where(_a.c.id == ref.id).values(needs_reauth=False, paused_until=None))
+    return ref
+
+
+def config_changed_since(settings: Settings, when: datetime | None) -> bool:
+    """True when the config file was modified after `when` (a reconnect clears a re-auth stop)."""
+    if when is None or not settings.source:
+        return False
+    try:
+        mtime = os.stat(settings.source).st_mtime
+    except OSError:
+        return False
+    return datetime.fromtimestamp(mtime, timezone.utc) > when
+
+
+# ── health reads ──────────────────────────────────────────────────────────────────────────────
+
+
+@dataclass(frozen=True, slots=True)
+class AccountHealth:
+    name: str
+    channel: str
+    enabled: bool
+    last_sync_at: datetime | None
+    last_success_at: datetime | None
+    last_error: str | None
+    last_error_at: datetime | None
+    needs_reauth: bool
+    paused_until: datetime | None
+    rate_limit: int | None
+    rate_remaining: int | None
+    rate_reset_at: datetime | None
+    rate_usage_pct: float | None
+    headroom: float | None  # 0..1, None when unknown
+    open_gaps: int
+    quarantined: int
+    problems: tuple[str, ...]
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["problems"] = list(self.problems)
+        d["healthy"] = self.healthy
+        for k, v in d.items():
+            if isinstance(v, datetime):
+                d[k] = v.isoformat()
+        return d
+
+
+def health(engine: Engine, settings: Settings, *, now: datetime | None = None) -> list[AccountHealth]:
+    """Health of every configured account, in config order."""
+    now = now or utcnow()
+    refs = ensure_accounts(engine, settings.accounts)
+    ids = [r.id for r in refs.values()]
+    with engine.connect() as conn:
+        rows = {r.id: r for r in conn.execute(sa.select(_a).where(_a.c.id.in_(ids)))} if ids else {}
+        gaps = dict(
+            conn.execute(
+                sa.select(_gap.c.account_id, sa.func.count()).where(_gap.c.acknowledged_at.is_(None)).group_by(_gap.c.account_id)
+            ).all()
+        )
+        quarantined = dict(
+            conn.execute(sa.select(_q.c.account_id, sa.func.count()).where(_q.c.resolved_at.is_(None)).group_by(_q.c.account_id)).all()
+        )
+    out = []
+    for acc in settings.accounts:
+        ref = refs[acc.name]
+        row = rows[ref.id]
+        rate = RateInfo(row.rate_limit, row.rate_remaining, row.rate_reset_at, row.rate_usage_pct)
+        interval = acc.interval_seconds or settings.sync.interval_seconds
+        problems: list[str] = []
+        if not acc.enabled:
+            pass
+        elif row.needs_reauth:
+            problems.append("needs re-auth: reconnect the account, then `inbox accounts reset " + acc.name + "`")
+        elif row.last_success_at is None:
+            problems.append("failing: " + (row.last_error or "") if row.last_error else "never synced")
+        elif row.last_error_at is not None and row.last_error_at > row.last_success_at:
+            paused = row.paused_until is not None and row.paused_until > now
+            if not paused:
+                problems.append("failing since " + row.last_error_at.strftime("%Y-%m-%d %H:%M UTC"))
+        if acc.enabled and row.last_success_at is not None and not problems:
+            stale_after = max(timedelta(seconds=interval * 6), timedelta(minutes=30))
+            if now - row.last_success_at > stale_after and not (row.paused_until and row.paused_until > now):
+                problems.append(f"stale: no successful sync for {_ago(now - row.last_success_at)}")
+        out.append(
+            AccountHealth(
+                name=acc.name,
+                channel=acc.channel.value,
+                enabled=acc.enabled,
+                last_sync_at=row.last_sync_at,
+                last_success_at=row.last_success_at,
+                last_error=row.last_error,
+                last_error_at=row.last_error_at,
+                needs_reauth=bool(row.needs_reauth),
+                paused_until=row.paused_until if row.paused_until and row.paused_until > now else None,
+                rate_limit=row.rate_limit,
+                rate_remaining=row.rate_remaining,
+                rate_reset_at=row.rate_reset_at,
+                rate_usage_pct=row.rate_usage_pct,
+                headroom=rate.headroom,
+                open_gaps=int(gaps.get(ref.id, 0)),
+                quarantined=int(quarantined.get(ref.id, 0)),
+                problems=tuple(problems),
+            )
+        )
+    return out
+
+
+def _ago(delta: timedelta) -> str:
+    s = int(delta.total_seconds())
+    if s < 3600:
+        return f"{s // 60} min"
+    if s < 86400:
+        return f"{s // 3600} h"
+    return f"{s // 86400} d"

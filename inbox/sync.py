@@ -1,0 +1,361 @@
+"""One sync pass: for each account, fetch everything newer than its cursor and ingest page by page.
+
+The same `sync_account` runs for `inbox sync` and for every scheduler job. Per account:
+take the lease, read the cursor, stream pages from the connector, store each page (and the cursor
+it carries) in one transaction, record health. Errors are classified by the connectors:
+
+- retry later (429, 5xx, timeouts, malformed responses): keep what was stored, note the error,
+  pause the account until the platform's reset when it said one;
+- needs re-auth (expired token): stop the account until it is reconnected (`inbox accounts reset`,
+  or the config file changes);
+- anything else: recorded on the account. One account failing never stops the others.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from connectors.base import RateInfo
+from connectors.errors import ConnectorError, NeedsReauthError, RateLimitedError, RetryLaterError
+from connectors.redact import redact
+from inbox import accounts as accounts_mod
+from inbox import leases
+from inbox.errors import ConflictError, InboxError
+from inbox.ingest import AccountRef, IngestResult, MessageDecision, ingest_page
+from inbox.models import Account, Message, SyncState, utcnow
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from connectors.base import Connector
+    from inbox.config import AccountSettings, Settings
+
+log = logging.getLogger(__name__)
+
+# Statuses of an account's pass.
+OK = "ok"
+DRY_RUN = "dry-run"
+STOPPED = "stopped"  # a stop was requested; the pages so far are stored
+SKIPPED = "skipped"  # paused until the platform's reset, or disabled
+RETRY_LATER = "retry-later"
+NEEDS_REAUTH = "needs-reauth"
+CONFLICT = "conflict"  # another worker holds the account
+FAILED = "failed"
+ERROR_STATUSES = (RETRY_LATER, NEEDS_REAUTH, CONFLICT, FAILED)
+MAX_DECISIONS = 500  # kept per account for a dry run's report; counts are always complete
+DEFAULT_RETRY_SECONDS = 60
+
+
+@dataclass(frozen=True, slots=True)
+class SyncProgress:
+    """Reported after every stored page (and once at the start and end of an account)."""
+
+    account: str
+    pages: int
+    counts: IngestResult
+    done: bool = False
+    status: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSyncResult:
+    account: str
+    channel: str
+    status: str
+    counts: IngestResult = field(default_factory=IngestResult)
+    pages: int = 0
+    complete: bool = False  # the pass reached the connector's final page
+    error: str | None = None
+    retry_at: datetime | None = None
+    rate: RateInfo | None = None
+    started_at: datetime | None = None
+    seconds: float = 0.0
+    reconciled: int = 0
+    decisions: tuple[MessageDecision, ...] = ()
+
+    @property
+    def failed(self) -> bool:
+        return self.status in ERROR_STATUSES
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "account": self.account,
+            "channel": self.channel,
+            "status": self.status,
+            "complete": self.complete,
+            "pages": self.pages,
+            **self.counts.counts(),
+            "errors": 1 if self.failed else 0,
+            "error": self.error,
+            "retry_at": self.retry_at.isoformat() if self.retry_at else None,
+            "rate": None
+            if self.rate is None
+            else {
+                "limit": self.rate.limit,
+                "remaining": self.rate.remaining,
+                "reset_at": self.rate.reset_at.isoformat() if self.rate.reset_at else None,
+                "usage_pct": self.rate.usage_pct,
+            },
+            "reconciled_replies": self.reconciled,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+ProgressFn = Callable[[SyncProgress], None]
+
+
+def make_known(engine: Engine, ref: AccountRef) -> Callable[[Sequence[str]], set[str]]:
+    """`KnownIds` for a connector: which of these platform ids are stored for the account."""
+    m = Message.__table__
+
+    def known(external_ids: Sequence[str], /) -> set[str]:
+        ids = list(dict.fromkeys(external_ids))
+        if not ids:
+            return set()
+        out: set[str] = set()
+        with engine.connect() as conn:
+            for i in range(0, len(ids), 500):
+                out.update(
+                    conn.execute(
+                        sa.select(m.c.external_id).where(
+                            m.c.channel == ref.channel, m.c.account_id == ref.id, m.c.external_id.in_(ids[i : i + 500])
+                        )
+                    ).scalars()
+                )
+        return out
+
+    return known
+
+
+def read_cursor(engine: Engine, account_id: int) -> dict[str, Any] | None:
+    st = SyncState.__table__
+    with engine.connect() as conn:
+        return conn.execute(sa.select(st.c.cursor).where(st.c.account_id == account_id)).scalar()
+
+
+def _account_row(engine: Engine, account_id: int) -> Any:
+    a = Account.__table__
+    with engine.connect() as conn:
+        return conn.execute(sa.select(a).where(a.c.id == account_id)).one()
+
+
+def sync_account(
+    engine: Engine,
+    settings: Settings,
+    account_settings: AccountSettings,
+    *,
+    connector: Connector | None = None,
+    dry_run: bool = False,
+    progress: ProgressFn | None = None,
+    stop_event: threading.Event | None = None,
+    owner: str | None = None,
+    ref: AccountRef | None = None,
+) -> AccountSyncResult:
+    """One pass over one account. Never raises for platform or lease problems: see `status`."""
+    name = account_settings.name
+    channel = account_settings.channel.value
+    started = utcnow()
+    clock = time.monotonic()
+    ref = ref or accounts_mod.ensure_account(engine, account_settings)
+
+    def result(status: str, **kw: Any) -> AccountSyncResult:
+        res = AccountSyncResult(name, channel, status, started_at=started, seconds=time.monotonic() - clock, **kw)
+        if progress is not None:
+            progress(SyncProgress(name, res.pages, res.counts, done=True, status=status))
+        _log_result(res)
+        return res
+
+    row = _account_row(engine, ref.id)
+    if row.needs_reauth and not accounts_mod.config_changed_since(settings, row.last_error_at):
+        return result(NEEDS_REAUTH, error=f"needs re-auth since {row.last_error_at:%Y-%m-%d %H:%M} UTC ({row.last_error}); "
+                      f"reconnect, then `inbox accounts reset {name}`")
+    if row.paused_until is not None and row.paused_until > started:
+        return result(SKIPPED, error=f"paused until {row.paused_until:%H:%M:%S} UTC (rate limit)", retry_at=row.paused_until)
+
+    lease = None
+    if not dry_run:
+        try:
+            lease = leases.acquire(engine, ref.id, name, seconds=settings.sync.lease_seconds, owner=owner)
+        except ConflictError as exc:
+            return result(CONFLICT, error=exc.message)
+        accounts_mod.record_start(engine, ref.id, started)
+
+    own_connector = connector is None
+    counts = IngestResult()
+    decisions: list[MessageDecision] = []
+    pages = 0
+    rate: RateInfo | None = None
+    complete = False
+    try:
+        if connector is None:
+            from connectors import connect
+
+            connector = connect(account_settings.to_spec())
+        if progress is not None:
+            progress(SyncProgress(name, 0, counts))
+        cursor = read_cursor(engine, ref.id)
+        for page in connector.fetch(cursor, make_known(engine, ref)):
+            got = ingest_page(
+                engine,
+                ref,
+                page,
+                settings,
+                dry_run=dry_run,
+                lease_owner=lease.owner if lease else None,
+                lease_seconds=settings.sync.lease_seconds,
+            )
+            pages += 1
+            counts = counts + IngestResult(**got.counts())
+            if dry_run and len(decisions) < MAX_DECISIONS:
+                decisions.extend(got.decisions[: MAX_DECISIONS - len(decisions)])
+            rate = page.rate or rate
+            complete = page.final
+            if progress is not None:
+                progress(SyncProgress(name, pages, counts))
+            if stop_event is not None and stop_event.is_set() and not page.final:
+                break
+        else:
+            complete = True
+        status = OK if complete else STOPPED
+        if dry_run:
+            status = DRY_RUN
+        reconciled = 0
+        if not dry_run:
+            accounts_mod.record_success(engine, ref.id, at=started, rate=rate) if complete else accounts_mod.record_rate(engine, ref.id, rate)
+            if complete:
+                reconciled = _reconcile(engine, ref.id, started)
+        return result(status, counts=counts, pages=pages, complete=complete, rate=rate, reconciled=reconciled, decisions=tuple(decisions))
+    except NeedsReauthError as exc:
+        if not dry_run:
+            accounts_mod.record_error(engine, ref.id, str(exc), at=utcnow(), needs_reauth=True, rate=rate)
+        return result(NEEDS_REAUTH, counts=counts, pages=pages, rate=rate, error=str(exc), decisions=tuple(decisions))
+    except RetryLaterError as exc:
+        retry_at = exc.retry_at
+        if retry_at is None and isinstance(exc, RateLimitedError):
+            retry_at = utcnow() + timedelta(seconds=DEFAULT_RETRY_SECONDS)
+        if not dry_run:
+            accounts_mod.record_error(engine, ref.id, str(exc), at=utcnow(), paused_until=retry_at, rate=rate)
+        return result(RETRY_LATER, counts=counts, pages=pages, rate=rate, error=str(exc), retry_at=retry_at, decisions=tuple(decisions))
+    except ConflictError as exc:  # the lease was taken over (we stalled past its expiry)
+        return result(CONFLICT, counts=counts, pages=pages, rate=rate, error=exc.message)
+    except (ConnectorError, InboxError) as exc:
+        if not dry_run:
+            accounts_mod.record_error(engine, ref.id, str(exc), at=utcnow(), rate=rate)
+        return result(FAILED, counts=counts, pages=pages, rate=rate, error=str(exc), decisions=tuple(decisions))
+    except Exception as exc:  # noqa: BLE001 - one account's bug must not stop the others
+        log.exception("account %s: sync failed", name)
+        message = redact(f"{exc.__class__.__name__}: {exc}")
+        if not dry_run:
+            try:
+                accounts_mod.record_error(engine, ref.id, message, at=utcnow(), rate=rate)
+            except Exception:  # noqa: BLE001 - the store itself may be what failed
+                log.exception("account %s: could not record the error", name)
+        return result(FAILED, counts=counts, pages=pages, rate=rate, error=message, decisions=tuple(decisions))
+    finally:
+        if own_connector and connector is not None:
+            try:
+                connector.close()
+            except Exception:  # noqa: BLE001
+                log.debug("closing connector of %s failed", name, exc_info=True)
+        if lease is not None:
+            try:
+                leases.release(engine, lease)
+            except Exception:  # noqa: BLE001 - it expires anyway
+                log.warning("account %s: could not release the sync lease", name, exc_info=True)
+
+
+def _reconcile(engine: Engine, account_id: int, started: datetime) -> int:
+    """Settle replies whose delivery was unknown against the echoes this pass stored."""
+    try:
+        from inbox import replies
+    except ImportError:
+        return 0
+    fn = getattr(replies, "reconcile_unknown", None)
+    if fn is None:
+        return 0
+    try:
+        params = inspect.signature(fn).parameters
+        if "synced_after" in params:
+            return int(fn(engine, account_id, synced_after=started) or 0)
+        return int(fn(engine, account_id) or 0)
+    except Exception:  # noqa: BLE001 - the outbox must not break the sync
+        log.exception("reconciling replies of account %s failed", account_id)
+        return 0
+
+
+def _log_result(res: AccountSyncResult) -> None:
+    c = res.counts
+    line = (
+        f"sync {res.account}: {res.status}, {res.pages} page(s), {c.new_messages} new message(s), "
+        f"{c.new_tickets} new ticket(s), {c.attached} attached, {c.reopened} reopened, {c.flagged} flagged, "
+        f"{c.gaps} gap(s), {c.quarantined} quarantined in {res.seconds:.1f}s"
+    )
+    if res.error:
+        line += f" — {redact(res.error)}"
+    if res.retry_at:
+        line += f" (retry at {res.retry_at:%H:%M:%S} UTC)"
+    (log.warning if res.failed else log.info)(line)
+
+
+def selected_accounts(settings: Settings, names: Sequence[str] | None = None) -> list[AccountSettings]:
+    """The accounts to sync: the named ones (even if disabled), else every enabled one."""
+    if names:
+        return [settings.account(n) for n in names]
+    return [a for a in settings.accounts if a.enabled]
+
+
+def sync_all(
+    engine: Engine,
+    settings: Settings,
+    *,
+    accounts: Sequence[str] | None = None,
+    dry_run: bool = False,
+    progress: ProgressFn | None = None,
+    stop_event: threading.Event | None = None,
+    connectors: dict[str, Connector] | None = None,
+) -> list[AccountSyncResult]:
+    """One pass over the accounts, polled concurrently (`sync.concurrency`); results in config order."""
+    chosen = selected_accounts(settings, accounts)
+    if not chosen:
+        return []
+    refs = accounts_mod.ensure_accounts(engine, chosen)
+    workers = max(1, min(settings.sync.concurrency, len(chosen)))
+
+    def one(acc: AccountSettings) -> AccountSyncResult:
+        return sync_account(
+            engine,
+            settings,
+            acc,
+            connector=(connectors or {}).get(acc.name),
+            dry_run=dry_run,
+            progress=progress,
+            stop_event=stop_event,
+            ref=refs[acc.name],
+        )
+
+    if workers == 1:
+        return [one(acc) for acc in chosen]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sync") as pool:
+        return list(pool.map(one, chosen))
+
+
+def exit_code(results: Sequence[AccountSyncResult]) -> int:
+    """0 when every account synced; 4 when one needs re-auth; 7 when one failed; 6 on a lease conflict."""
+    statuses = {r.status for r in results}
+    if NEEDS_REAUTH in statuses:
+        return 4
+    if FAILED in statuses or RETRY_LATER in statuses:
+        return 7
+    if CONFLICT in statuses:
+        return 6
+    return 0
