@@ -381,6 +381,237 @@ def sandbox_serve(
 
 # ─── sync, run, accounts ─────────────────────────────────────────────────────────────────────
 
+_SYNC_JSON = typer.Option(False, "--json", help="Machine-readable JSON output (same as the global --json).")
+_SYNC_COLUMNS = (
+    ("new msgs", "new_messages"), ("new tickets", "new_tickets"), ("attached", "attached"), ("reopened", "reopened"),
+    ("flagged", "flagged"), ("gaps", "gaps"), ("quarantined", "quarantined"),
+)
+
+
+def _sync_progress_display(names: list[str]) -> tuple[Any, Any]:
+    """A transient rich progress on stderr, one line per account, and the callback that feeds it."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    progress = Progress(SpinnerColumn(), TextColumn("{task.fields[account]}", markup=False), TextColumn("{task.fields[detail]}", markup=False),
+                        TimeElapsedColumn(), transient=True, console=console(stderr=True))
+    tasks = {n: progress.add_task("", total=None, account=n, detail="waiting") for n in names}
+
+    def update(event: Any) -> None:
+        c = event.counts
+        detail = f"page {event.pages}: {c.new_messages} new, {c.new_tickets} tickets"
+        if event.done:
+            detail = f"{event.status}: " + detail
+        progress.update(tasks[event.account], detail=detail)
+
+    return progress, update
+
+
+def _sync_table(results: list[Any], *, dry_run: bool) -> Any:
+    from rich.table import Table
+    from rich.text import Text
+
+    title = "sync (dry run: nothing written)" if dry_run else None
+    table = Table(title=title, box=None, header_style="bold", pad_edge=False, padding=(0, 2, 0, 0))
+    table.add_column("account", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    for head, _key in _SYNC_COLUMNS:
+        table.add_column(head, justify="right", no_wrap=True)
+    table.add_column("errors", justify="right", no_wrap=True)
+    styles = {"ok": "green", "dry-run": "cyan", "stopped": "yellow", "skipped": "dim", "retry-later": "yellow",
+              "needs-reauth": "bold red", "conflict": "yellow", "failed": "bold red"}
+    for r in results:
+        counts = r.counts.counts()
+        table.add_row(Text(r.account), Text(r.status, style=styles.get(r.status, "")), *(Text(str(counts[k])) for _h, k in _SYNC_COLUMNS),
+                      Text("1" if r.failed else "0", style="red" if r.failed else ""))
+    return table
+
+
+@app.command("sync")
+def sync_cmd(
+    ctx: typer.Context,
+    account: Optional[list[str]] = typer.Option(None, "--account", "-a", help="Only this account (repeatable); default: every enabled account."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Fetch and show what would happen, without writing anything or moving cursors."),
+    json_: bool = _SYNC_JSON,
+) -> None:
+    """One sync pass over the accounts (concurrently), then a summary. Exit 4 re-auth, 6 busy, 7 failed."""
+    import threading
+
+    from rich.text import Text
+
+    from inbox.errors import ConfigError
+    from inbox.sync import exit_code, selected_accounts, sync_all
+    from inbox.text import one_line
+
+    st = state(ctx)
+    settings = st.settings()
+    as_json = json_ or st.json
+    chosen = selected_accounts(settings, account)
+    if not chosen:
+        raise ConfigError(f"{settings.source or 'config'}: no enabled accounts to sync", hint="add [[accounts]] to the config")
+    engine = st.engine()
+    show = not as_json and sys.stderr.isatty()
+    progress, update = _sync_progress_display([a.name for a in chosen]) if show else (None, None)
+    stop = threading.Event()
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["results"] = sync_all(engine, settings, accounts=[a.name for a in chosen], dry_run=dry_run, progress=update, stop_event=stop)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=work, name="sync-main", daemon=True)
+    if progress is not None:
+        progress.start()
+    try:
+        worker.start()
+        try:
+            while worker.is_alive():
+                worker.join(0.2)
+        except KeyboardInterrupt:
+            # Finish the page in flight and commit it, then stop.
+            stop.set()
+            sys.stderr.write("interrupted: finishing the current page...\n")
+            worker.join()
+    finally:
+        if progress is not None:
+            progress.stop()
+    if "error" in box:
+        raise box["error"]
+    results = box["results"]
+    code = exit_code(results)
+    if as_json:
+        totals: dict[str, int] = {}
+        for r in results:
+            for k, v in r.as_dict().items():
+                if isinstance(v, int) and not isinstance(v, bool) and k != "pages":
+                    totals[k] = totals.get(k, 0) + v
+        data: dict[str, Any] = {"dry_run": dry_run, "exit_code": code, "accounts": [r.as_dict() for r in results], "totals": totals}
+        if dry_run:
+            data["decisions"] = {r.account: [_decision_json(d) for d in r.decisions] for r in results}
+        print_json(data)
+        raise typer.Exit(code)
+    out = console()
+    if not out.is_terminal:
+        out.width = max(out.width, 140)  # piped to a file or a mail: no need to squeeze the table
+    out.print(_sync_table(results, dry_run=dry_run))
+    for r in results:
+        if r.error:
+            out.print(Text(f"{r.account}: {one_line(r.error, 200)}", style="red" if r.failed else "dim"))
+    if dry_run:
+        notable = [(r.account, d) for r in results for d in r.decisions if d.rule not in ("3:thread", "2:echo")]
+        for acc, d in notable[:40]:
+            target = "new ticket" if d.new_ticket else f"ticket #{d.ticket_id}"
+            out.print(Text(f"{acc}: {d.external_id} -> {target} [{d.rule}] {one_line(d.reason, 120)}"))
+        if len(notable) > 40:
+            out.print(f"... and {len(notable) - 40} more decisions (--json for all)", style="dim")
+    raise typer.Exit(code)
+
+
+def _decision_json(d: Any) -> dict[str, Any]:
+    return {"external_id": d.external_id, "thread_id": d.thread_id, "direction": d.direction, "rule": d.rule,
+            "reason": d.reason, "score": d.score, "ticket_id": d.ticket_id, "new_ticket": d.new_ticket}
+
+
+@app.command("run")
+def run_cmd(ctx: typer.Context) -> None:
+    """The scheduled sync: one job per account until SIGTERM/SIGINT (finishes the current page, exit 0)."""
+    from inbox.errors import ConfigError
+    from inbox.scheduler import run
+
+    st = state(ctx)
+    settings = st.settings()
+    if not any(a.enabled for a in settings.accounts):
+        raise ConfigError(f"{settings.source or 'config'}: no enabled accounts to sync", hint="add [[accounts]] to the config")
+    raise typer.Exit(run(settings, st.engine()))
+
+
+accounts_app = typer.Typer(help="Accounts and their sync health (exit 1 when any is unhealthy).", invoke_without_command=True)
+app.add_typer(accounts_app, name="accounts")
+
+
+def _acc_age(now: Any, when: Any) -> str:
+    if when is None:
+        return "never"
+    s = int((now - when).total_seconds())
+    if s < 120:
+        return f"{s}s ago"
+    if s < 7200:
+        return f"{s // 60}m ago"
+    if s < 172800:
+        return f"{s // 3600}h ago"
+    return f"{s // 86400}d ago"
+
+
+def _acc_rate(h: Any, now: Any) -> str:
+    if h.rate_limit and h.rate_remaining is not None:
+        text = f"{h.rate_remaining}/{h.rate_limit}"
+        if h.rate_reset_at is not None and h.rate_reset_at > now:
+            text += f" (reset {h.rate_reset_at:%H:%M})"
+        return text
+    if h.rate_usage_pct is not None:
+        return f"{100 - h.rate_usage_pct:.0f}% left"
+    return "-"
+
+
+@accounts_app.callback()
+def accounts_list(ctx: typer.Context, json_: bool = _SYNC_JSON) -> None:
+    """Each account's health: last successful sync, last error, re-auth, rate headroom, gaps, quarantine."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    from inbox.accounts import health
+    from inbox.models import utcnow
+    from inbox.text import one_line
+
+    st = state(ctx)
+    settings = st.settings()
+    rows = health(st.engine(), settings)
+    unhealthy = any(not h.healthy for h in rows)
+    if json_ or st.json:
+        print_json({"healthy": not unhealthy, "accounts": [h.as_dict() for h in rows]})
+        raise typer.Exit(1 if unhealthy else 0)
+    out = console()
+    if not rows:
+        out.print("no accounts configured", style="dim")
+        return
+    if not out.is_terminal:
+        out.width = max(out.width, 160)
+    now = utcnow()
+    table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 2, 0, 0))
+    for head in ("account", "ch", "health", "last success", "re-auth", "rate left", "gaps", "quarantined", "last error"):
+        table.add_column(head, no_wrap=head != "last error", overflow="fold")
+    for h in rows:
+        status = Text("ok", style="green") if h.healthy else Text(one_line("; ".join(h.problems), 60), style="bold red")
+        if not h.enabled:
+            status = Text("disabled", style="dim")
+        elif h.healthy and h.paused_until is not None:
+            status = Text(f"paused until {h.paused_until:%H:%M:%S}", style="yellow")
+        table.add_row(
+            Text(h.name), Text({"instagram": "IG", "facebook": "FB", "x": "X"}.get(h.channel, h.channel)), status,
+            Text(_acc_age(now, h.last_success_at)), Text("YES", style="bold red") if h.needs_reauth else Text("no"),
+            Text(_acc_rate(h, now)), Text(str(h.open_gaps), style="yellow" if h.open_gaps else ""),
+            Text(str(h.quarantined), style="yellow" if h.quarantined else ""),
+            Text(one_line(h.last_error, 80) if h.last_error else "-", style="dim"),
+        )
+    out.print(table)
+    raise typer.Exit(1 if unhealthy else 0)
+
+
+@accounts_app.command("reset")
+def accounts_reset(ctx: typer.Context, name: str = typer.Argument(..., help="Account name from the config."), json_: bool = _SYNC_JSON) -> None:
+    """After reconnecting an account (new token): clear its re-auth stop and rate-limit pause."""
+    from inbox.accounts import reset
+
+    st = state(ctx)
+    ref = reset(st.engine(), st.settings(), name)
+    if json_ or st.json:
+        print_json({"account": ref.name, "needs_reauth": False, "paused_until": None})
+    else:
+        console().print(f"{ref.name}: re-auth stop and pause cleared; the next sync will try again", markup=False)
+
 
 # ─── triage: list, show, claim, assign, status, priority, tag, note, merge, link, search ─────
 
@@ -420,7 +651,7 @@ def _tri_filter(
     limit: int,
     agent: Optional[str] = None,
 ) -> Any:
-    from inbox.models import ACTIVE_STATUSES
+    from inbox.tables import ACTIVE_STATUSES
     from inbox.tickets import TicketFilter
 
     statuses = _tri_split(status)
@@ -960,13 +1191,13 @@ def outbox_list(
     from rich.text import Text
 
     from inbox import replies
-    from inbox.models import ReplyState
+    from inbox.tables import REPLY_STATES
     from inbox.text import one_line
 
     st = state(ctx)
     engine = st.engine()
     replies.reconcile_all(engine)
-    states = tuple(s.value for s in ReplyState) if all_ else replies.OPEN_STATES
+    states = REPLY_STATES if all_ else replies.OPEN_STATES
     rows = replies.outbox(engine, states=states, limit=limit)
     if json_ or st.json:
         print_json({"replies": [r.to_json() for r in rows]})
@@ -1022,9 +1253,9 @@ def stats_cmd(
     from rich.table import Table
     from rich.text import Text
 
-    from inbox.models import TicketStatus
     from inbox.policy import format_duration
     from inbox.stats import compute
+    from inbox.tables import STATUSES
 
     st = state(ctx)
     s = compute(st.engine(), period_days=days, channels=_tri_split(channel))
@@ -1034,7 +1265,7 @@ def stats_cmd(
     from datetime import timedelta
 
     out = console()
-    statuses = [x.value for x in TicketStatus]
+    statuses = list(STATUSES)
     table = Table(title="backlog", box=None, header_style="bold", pad_edge=False, title_justify="left")
     table.add_column("channel")
     for x in statuses:

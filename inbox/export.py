@@ -17,15 +17,15 @@ from typing import IO, TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from inbox.models import Account, Message
+from inbox import tables as tb
 from inbox.text import clean
 from inbox.tickets import T, TicketFilter, TicketRow, _base_select, _row, _tags_for, filter_conditions
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-M = Message.__table__
-A = Account.__table__
+M = tb.message
+A = tb.account
 BATCH = 500
 CSV_COLUMNS = (
     "ticket_id", "status", "priority", "channel", "account", "customer_handle", "customer_name", "assignee", "tags",

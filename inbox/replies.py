@@ -34,7 +34,7 @@ import sqlalchemy as sa
 
 from connectors.base import OutboundReply, ReplyPolicy
 from inbox.errors import AuthError, ConflictError, NotFoundError, PlatformError, PolicyError
-from inbox.models import Account, Contact, Conversation, Message, Reply, ReplyState, Ticket, TicketStatus
+from inbox import tables as tb
 from inbox.policy import describe_route, length_problem, reply_window
 from inbox.tickets import record_event, write_tx
 
@@ -46,16 +46,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-R = Reply.__table__
-T = Ticket.__table__
-CV = Conversation.__table__
-C = Contact.__table__
-M = Message.__table__
-A = Account.__table__
+R = tb.reply
+T = tb.ticket
+CV = tb.conversation
+C = tb.contact
+M = tb.message
+A = tb.account
 
 PAUSE_ENV = "INBOX_TEST_PAUSE_BEFORE_SEND"
-IN_DOUBT = (ReplyState.UNKNOWN.value, ReplyState.SENDING.value)
-OPEN_STATES = (ReplyState.QUEUED.value, ReplyState.SENDING.value, ReplyState.FAILED.value, ReplyState.UNKNOWN.value)
+IN_DOUBT = ("unknown", "sending")
+OPEN_STATES = ("queued", "sending", "failed", "unknown")
 # How far an echo's platform timestamp may precede our record of the reply (clock differences).
 ECHO_TOLERANCE = timedelta(minutes=2)
 # A `sending` row from another machine is only judged after this long (its process may be alive).
@@ -239,7 +239,7 @@ def record_reply(engine: Engine, plan: ReplyPlan, author: str) -> int:
                 recipient_id=plan.route.recipient_id,
                 text=plan.text,
                 policy=plan.policy.value,
-                state=ReplyState.SENDING.value,
+                state="sending",
                 attempts=1,
                 error=_marker("recorded"),
                 author=author[:100],
@@ -265,7 +265,7 @@ def _mark_sent(conn: Connection, reply: Any, external_id: str, sent_at: datetime
     conn.execute(
         R.update()
         .where(R.c.id == reply.id)
-        .values(state=ReplyState.SENT.value, external_id=external_id, sent_at=sent_at, error=None, updated_at=now)
+        .values(state="sent", external_id=external_id, sent_at=sent_at, error=None, updated_at=now)
     )
     # The echo may already be stored (a sync ran while we waited for the response).
     conn.execute(
@@ -277,8 +277,8 @@ def _mark_sent(conn: Connection, reply: Any, external_id: str, sent_at: datetime
     values: dict[str, Any] = {"updated_at": now}
     if ticket is not None and ticket.first_response_at is None:
         values["first_response_at"] = sent_at
-    if ticket is not None and ticket.status in (TicketStatus.NEW.value, TicketStatus.OPEN.value):
-        values["status"] = TicketStatus.PENDING.value
+    if ticket is not None and ticket.status in ("new", "open"):
+        values["status"] = "pending"
     conn.execute(T.update().where(T.c.id == reply.ticket_id).values(**values))
     detail: dict[str, Any] = {"reply_id": reply.id, "external_id": external_id, "policy": reply.policy, "channel": reply.channel, "how": how}
     if "status" in values:
@@ -323,24 +323,24 @@ def deliver(engine: Engine, reply_id: int, make_connector: ConnectorFactory, act
         connector = make_connector(reply.account_name)
         result = connector.send(outbound)
     except DeliveryUnknownError as exc:
-        _finish(engine, reply_id, ReplyState.UNKNOWN.value, str(exc))
+        _finish(engine, reply_id, "unknown", str(exc))
         raise PlatformError(
             f"reply #{reply_id}: outcome unknown ({exc}); it is NOT retried automatically",
             hint="the next `inbox sync` shows whether it arrived; then see `inbox outbox`",
         ) from None
     except (WindowClosedError, TextTooLongError) as exc:
-        _finish(engine, reply_id, ReplyState.FAILED.value, str(exc))
+        _finish(engine, reply_id, "failed", str(exc))
         raise PolicyError(f"reply #{reply_id} refused by the platform: {exc}") from None
     except NeedsReauthError as exc:
-        _finish(engine, reply_id, ReplyState.FAILED.value, str(exc))
+        _finish(engine, reply_id, "failed", str(exc))
         raise AuthError(f"reply #{reply_id} not sent: {exc}", hint="reconnect the account, then `inbox outbox retry`") from None
     except (PermanentError, RetryLaterError) as exc:
-        _finish(engine, reply_id, ReplyState.FAILED.value, str(exc))
+        _finish(engine, reply_id, "failed", str(exc))
         hint = "try again later: inbox outbox retry " + str(reply_id) if isinstance(exc, RetryLaterError) else None
         raise PlatformError(f"reply #{reply_id} not sent: {exc}", hint=hint) from None
     except BaseException as exc:
         # Anything else (a bug, Ctrl-C mid-call): we cannot know whether it left. In doubt.
-        _finish(engine, reply_id, ReplyState.UNKNOWN.value, f"interrupted during the send: {exc.__class__.__name__}")
+        _finish(engine, reply_id, "unknown", f"interrupted during the send: {exc.__class__.__name__}")
         raise
     finally:
         if connector is not None:
@@ -351,7 +351,7 @@ def deliver(engine: Engine, reply_id: int, make_connector: ConnectorFactory, act
     with write_tx(engine) as conn:
         row = conn.execute(sa.select(R).where(R.c.id == reply_id)).first()
         _mark_sent(conn, row, result.external_id, result.sent_at, actor, "sent")
-    return SendOutcome(reply_id, ReplyState.SENT.value, result.external_id)
+    return SendOutcome(reply_id, "sent", result.external_id)
 
 
 def send_reply(engine: Engine, plan: ReplyPlan, make_connector: ConnectorFactory, author: str) -> SendOutcome:
@@ -410,7 +410,7 @@ def reconcile_unknown(engine: Engine, account_id: int, *, synced_after: datetime
         for reply in doubtful:
             # How late the request may have left: the attempt's start, plus pacing and reconnects.
             left_by = reply.updated_at
-            if reply.state == ReplyState.SENDING.value:
+            if reply.state == "sending":
                 phase, gone = _sender(reply.error)
                 if not gone and now - reply.updated_at < IN_FLIGHT_GRACE:
                     continue  # a live process (or one we cannot see) is still sending it
@@ -419,7 +419,7 @@ def reconcile_unknown(engine: Engine, account_id: int, *, synced_after: datetime
                     conn.execute(
                         R.update()
                         .where(R.c.id == reply.id)
-                        .values(state=ReplyState.FAILED.value, error="not sent: the process stopped before calling the platform", updated_at=now)
+                        .values(state="failed", error="not sent: the process stopped before calling the platform", updated_at=now)
                     )
                     record_event(conn, reply.ticket_id, "outbox", "reply_not_delivered", {"reply_id": reply.id, "why": "stopped before the call"})
                     settled += 1
@@ -447,7 +447,7 @@ def reconcile_unknown(engine: Engine, account_id: int, *, synced_after: datetime
                     R.update()
                     .where(R.c.id == reply.id)
                     .values(
-                        state=ReplyState.FAILED.value,
+                        state="failed",
                         error=f"not delivered: no echo in the sync that started {sync_started.isoformat(timespec='seconds')}",
                         updated_at=now,
                     )
@@ -475,7 +475,7 @@ def retry(
     reconcile_unknown(engine, account_id)
     with write_tx(engine) as conn:
         reply = conn.execute(sa.select(R).where(R.c.id == reply_id)).first()
-        if reply.state == ReplyState.SENT.value:
+        if reply.state == "sent":
             raise ConflictError(f"reply #{reply_id} was already delivered (platform id {reply.external_id}); not sending it again")
         if reply.state in IN_DOUBT:
             raise ConflictError(
@@ -491,8 +491,8 @@ def retry(
             raise
         conn.execute(
             R.update()
-            .where(R.c.id == reply_id, R.c.state.in_((ReplyState.FAILED.value, ReplyState.QUEUED.value)))
-            .values(state=ReplyState.SENDING.value, attempts=reply.attempts + 1, policy=policy.value, error=_marker("recorded"), updated_at=utcnow())
+            .where(R.c.id == reply_id, R.c.state.in_(("failed", "queued")))
+            .values(state="sending", attempts=reply.attempts + 1, policy=policy.value, error=_marker("recorded"), updated_at=utcnow())
         )
         record_event(conn, reply.ticket_id, actor, "reply_retry", {"reply_id": reply_id, "attempt": reply.attempts + 1})
     return deliver(engine, reply_id, make_connector, actor)

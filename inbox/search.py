@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from inbox.errors import UsageError
-from inbox.models import Message, Ticket
+from inbox import tables as tb
 from inbox.tickets import TicketFilter, TicketRow, list_tickets, utcnow
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
-M = Message.__table__
+M = tb.message
 
 # Must be the exact expression of ix_message_text_fts (migration 0002) for the index to be used.
 PG_TSVECTOR = "to_tsvector('simple'::regconfig, regexp_replace(coalesce(message.text, ''), '[^[:alnum:]]+', ' ', 'g'))"
@@ -105,7 +105,7 @@ def search(
             newest.setdefault(tid, mid)
         # A match in a merged ticket counts for the ticket it was merged into.
         if newest:
-            tt = Ticket.__table__
+            tt = tb.ticket
             for tid, into in conn.execute(
                 sa.select(tt.c.id, tt.c.merged_into_id).where(tt.c.id.in_(list(newest)), tt.c.merged_into_id.is_not(None))
             ):

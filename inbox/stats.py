@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from inbox.models import ACTIVE_STATUSES, Ticket
+from inbox import tables as tb
+from inbox.tables import ACTIVE_STATUSES
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-T = Ticket.__table__
+T = tb.ticket
 
 
 def percentile(values: list[float], q: float) -> float | None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from inbox.errors import UsageError
-from inbox.models import Contact, Message, Ticket, TicketRef
+from inbox import tables as tb
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -38,7 +38,7 @@ def fields(template: str) -> list[str]:
 
 
 def ticket_variables(engine: Engine, ticket_id: int, agent: str, order_patterns: list[str] | None = None) -> dict[str, str]:
-    t, c, r, m = Ticket.__table__, Contact.__table__, TicketRef.__table__, Message.__table__
+    t, c, r, m = tb.ticket, tb.contact, tb.ticket_ref, tb.message
     with engine.connect() as conn:
         row = conn.execute(
             sa.select(t.c.id, c.c.name, c.c.handle).select_from(t.outerjoin(c, c.c.id == t.c.contact_id)).where(t.c.id == ticket_id)

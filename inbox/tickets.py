@@ -20,20 +20,8 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from inbox.errors import ConflictError, NotFoundError, UsageError
-from inbox.models import (
-    ACTIVE_STATUSES,
-    PRIORITY_RANK,
-    Account,
-    Contact,
-    Conversation,
-    Message,
-    Person,
-    PersonEvent,
-    Ticket,
-    TicketEvent,
-    TicketStatus,
-    TicketTag,
-)
+from inbox import tables as tb
+from inbox.tables import ACTIVE_STATUSES, PRIORITY_RANK, STATUSES
 from inbox.policy import HUMAN_AGENT_WINDOW, META_CHANNELS, RESPONSE_WINDOW, window_left
 
 if TYPE_CHECKING:
@@ -41,19 +29,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-T = Ticket.__table__
-C = Contact.__table__
-A = Account.__table__
-M = Message.__table__
-CV = Conversation.__table__
-TT = TicketTag.__table__
-TE = TicketEvent.__table__
-P = Person.__table__
-PE = PersonEvent.__table__
+T = tb.ticket
+C = tb.contact
+A = tb.account
+M = tb.message
+CV = tb.conversation
+TT = tb.ticket_tag
+TE = tb.ticket_event
+P = tb.person
+PE = tb.person_event
 
-STATUSES = tuple(s.value for s in TicketStatus)
 PRIORITIES = tuple(PRIORITY_RANK)
-CLAIMABLE_STATUSES = (TicketStatus.NEW.value, TicketStatus.OPEN.value)
+CLAIMABLE_STATUSES = ("new", "open")
 
 
 def utcnow() -> datetime:
@@ -515,8 +502,8 @@ def claim_next(engine: Engine, agent: str, *, flt: TicketFilter | None = None, n
 def _take(conn: Connection, ticket_id: int, agent: str, *, previous: str | None, now: datetime, forced: bool = False) -> None:
     values: dict[str, Any] = {"assignee": agent, "updated_at": now}
     status = conn.execute(sa.select(T.c.status).where(T.c.id == ticket_id)).scalar()
-    if status == TicketStatus.NEW.value:
-        values["status"] = TicketStatus.OPEN.value
+    if status == "new":
+        values["status"] = "open"
     conn.execute(T.update().where(T.c.id == ticket_id).values(**values))
     detail: dict[str, Any] = {"from": previous, "to": agent}
     if forced:
@@ -580,11 +567,11 @@ def set_status(engine: Engine, ticket_id: int, status: str, actor: str) -> Ticke
             raise ConflictError(f"ticket #{ticket_id} is merged into #{row.merged_into_id}", hint=f"unmerge it first: inbox unmerge {ticket_id}")
         if row.status != status:
             values: dict[str, Any] = {"status": status, "updated_at": now}
-            if status in (TicketStatus.RESOLVED.value, TicketStatus.CLOSED.value):
+            if status in ("resolved", "closed"):
                 values["resolved_at"] = row.resolved_at or now
             else:
                 values["resolved_at"] = None
-                if row.status in (TicketStatus.RESOLVED.value, TicketStatus.CLOSED.value):
+                if row.status in ("resolved", "closed"):
                     values["reopened_count"] = (row.reopened_count or 0) + 1
             conn.execute(T.update().where(T.c.id == ticket_id).values(**values))
             record_event(conn, ticket_id, actor, "status", {"from": row.status, "to": status})
@@ -660,7 +647,7 @@ def merge(engine: Engine, ticket_id: int, into_id: int, actor: str) -> TicketRow
         conn.execute(
             T.update()
             .where(T.c.id == ticket_id)
-            .values(merged_into_id=into_id, status=TicketStatus.CLOSED.value, updated_at=now)
+            .values(merged_into_id=into_id, status="closed", updated_at=now)
         )
         if convs:
             conn.execute(CV.update().where(CV.c.id.in_(convs)).values(ticket_id=into_id))
@@ -689,7 +676,7 @@ def unmerge(engine: Engine, ticket_id: int, actor: str) -> TicketRow:
             .order_by(TE.c.at.desc(), TE.c.id.desc())
             .limit(1)
         ).scalar() or {}
-        previous_status = last.get("previous_status") or TicketStatus.OPEN.value
+        previous_status = last.get("previous_status") or "open"
         convs = [int(c) for c in last.get("conversations") or []]
         count = int(last.get("messages") or 0)
         now = utcnow()

@@ -209,3 +209,26 @@ def test_agent_identity_order(monkeypatch) -> None:
     monkeypatch.delenv("INBOX_AGENT")
     assert tk.resolve_agent(None, "cfg") == "cfg"
     assert tk.resolve_agent(None, None)  # the OS user name
+
+
+def test_core_tables_match_the_models() -> None:
+    """inbox.tables (the CLI's light tables) must mirror inbox.models column for column."""
+    from sqlalchemy.dialects import postgresql, sqlite
+    from sqlmodel import SQLModel
+
+    import inbox.models as models
+    from inbox import tables
+
+    for name, light in tables.metadata.tables.items():
+        full = SQLModel.metadata.tables[name]
+        assert [c.name for c in light.columns] == [c.name for c in full.columns], name
+        for lc in light.columns:
+            fc = full.columns[lc.name]
+            assert lc.primary_key == fc.primary_key, (name, lc.name)
+            assert isinstance(lc.type, tables.UTCDateTime) == isinstance(fc.type, models.UTCDateTime), (name, lc.name)
+            for dialect in (sqlite.dialect(), postgresql.dialect()):
+                assert str(lc.type.compile(dialect=dialect)) == str(fc.type.compile(dialect=dialect)), (name, lc.name)
+    assert tables.ACTIVE_STATUSES == models.ACTIVE_STATUSES
+    assert tables.STATUSES == tuple(s.value for s in models.TicketStatus)
+    assert tables.PRIORITY_RANK == models.PRIORITY_RANK
+    assert tables.REPLY_STATES == tuple(s.value for s in models.ReplyState)
