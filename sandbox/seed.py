@@ -22,7 +22,7 @@ class Line:
     hours_ago: float
     text: str | None
     brand: bool = False
-    extra: tuple[str, ...] = ()  # image, video, file, story_reply, story_mention, ig_share, share, sticker, unsupported
+    extra: tuple[str, ...] = ()  # image, video, file, story_reply, story_mention, ig_share, share, sticker, unsupported, reply_to_prev, reaction
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,21 @@ SCRIPTS: tuple[Script, ...] = (
     Script("tokoshop-fb", "Andi Saputra", None, (
         c(1.0 * D + 3, "Kak mau tanya ini link promo resmi dari TokoShop bukan?", "share"),
     )),
+    Script("tokoshop-fb", "Ketut Ardana", None, (
+        c(40.0, "Om Swastyastu. Kak, kenapa ongkir ke Gianyar Rp 87.000 padahal ke Denpasar cuma Rp 18.000? Beratnya sama 1 kg"),
+        b(39.5, "Halo Pak Ketut, ongkir dihitung kurir berdasarkan kecamatan tujuan. Bapak bisa pilih kurir lain di halaman checkout yang mungkin lebih hemat ya."),
+        c(39.0, "Sudah saya cek semua kurir, paling murah tetap Rp 71.000", "reply_to_prev"),
+    )),
+    Script("tokoshop-fb", "Maria Gonzales", None, (
+        c(16.0, "Hi! The seller sent me a used phone case, there are scratches all over. Order INV/20261122/MPL/8801927364"),
+        b(15.5, "Hi Maria, we're sorry! Could you upload photos in the complaint form on the order page? The seller has 2x24 hours to respond."),
+        c(15.0, "Done, uploaded 3 photos. Udah ya kak, tolong dipantau 🙏", "reply_to_prev"),
+    )),
+    Script("tokoshop-fb", "Toko Berkah Jaya", None, (
+        c(5 * D, "Selamat sore, kami seller Toko Berkah Jaya. Dana penjualan Rp 12.450.000 ditahan karena \"indikasi transaksi tidak wajar\". Itu pesanan asli dari pelanggan korporat, INV/20261118/MPL/6601928374 s.d. 6601928390"),
+        b(5 * D - 1, "Selamat sore Toko Berkah Jaya. Penahanan dana adalah prosedur keamanan standar. Tim Risk kami meninjau maksimal 5 hari kerja; mohon siapkan faktur dan PO dari pembeli ya."),
+        c(5 * D - 2, "Faktur dan PO sudah kami kirim lewat email ke seller-care@tokoshop.co.id tadi siang", "file"),
+    )),
     # ── Instagram through the Facebook Page ──────────────────────────────────────────────────
     Script("tokoshop-ig", None, "nadia.putri_", (
         c(3.0, "Kak yang di story ini masih ready ukuran M? 😍", "story_reply"),
@@ -157,6 +172,18 @@ SCRIPTS: tuple[Script, ...] = (
     Script("tokoshop-ig", None, "gita.ramadhani", (
         c(12 * D, "Kak VA BNI saya expired padahal saya sudah transfer 5 menit sebelum jam habis. INV/20261112/MPL/6029384711"),
         b(12 * D - 1, "Halo Kak Gita, dana yang masuk setelah VA kedaluwarsa akan otomatis dikembalikan ke rekening asal maksimal 3x24 jam ya Kak."),
+    )),
+    Script("tokoshop-ig", None, "fikri_hidayat", (
+        c(22.0, "Min bayar pakai QRIS gagal terus dari tadi pagi, muncul \"transaksi tidak dapat diproses\". Padahal saldo e-wallet cukup"),
+        b(21.8, "Halo Kak Fikri, sedang ada gangguan di salah satu penyedia QRIS. Sementara bisa pakai metode pembayaran lain dulu ya Kak 🙏"),
+        c(21.5, "Oke min, sudah bisa pakai VA. Makasih ya", "reaction"),
+    )),
+    Script("tokoshop-ig", None, "cici.lestari", (
+        c(2.0, "Kak aku di-DM akun @tokoshop.official.promo katanya menang undian, disuruh transfer biaya admin Rp 250.000 dulu. Itu akun resmi bukan?"),
+        c(1.95, "Ini screenshot DM-nya", "image"),
+    )),
+    Script("tokoshop-ig", None, "hana.kimura.jkt", (
+        c(60.0, "Halo, saya orang Jepang tinggal di Jakarta 🇯🇵 Paket saya INV/20261120/MPL/2210938475 statusnya 'gagal kirim', alamat apartemen di Kuningan. ありがとう"),
     )),
     Script("tokoshop-ig", None, "rizky.firmansyah", (
         c(8.0, "Min kardusnya penyok parah, isinya (gelas kaca 6 pcs) pecah 4. INV/20261123/MPL/7740019283", "image"),
@@ -204,6 +231,13 @@ SCRIPTS: tuple[Script, ...] = (
     Script("tokoshop-x", "Anton Wibowo", "anton_wbw", (
         c(35 * D, "Min, kapan flash sale 12.12 mulai?"),
         b(35 * D - 2, "Halo Kak Anton, flash sale 12.12 mulai tanggal 12 Desember jam 00.00 WIB ya!"),
+    )),
+    Script("tokoshop-x", "Putu Eka", "putueka_bali", (
+        c(9.0, "@TokoShopCare paket saya nyangkut 9 hari di hub Denpasar #TokoShopLambat INV/20261116/MPL/4412093857"),
+        b(8.5, "Halo Kak Putu, mohon maaf atas keterlambatannya 🙏 Kami sudah eskalasi ke tim logistik, update paling lambat besok siang ya."),
+    )),
+    Script("tokoshop-x", "Bima Sakti", "bimasakti", (
+        c(26.0, "My account was locked after I tried to log in from Singapore. I'm travelling for work, please unlock it"),
     )),
     Script("tokoshop-x", "Ratna Kusuma", "ratnaksm", (
         c(10 * D, "Refund INV/20261109/MPL/7788990011 sudah masuk. Terima kasih TokoShop 👍"),
@@ -271,6 +305,14 @@ def _meta_script(state: State, script: Script, now: float) -> None:
                                                    "image_type": 1, "max_width": 240, "max_height": 240}}]
             elif extra == "unsupported":
                 msg.unsupported = True
+            elif extra == "reply_to_prev":
+                earlier = [m for m in thread.messages if m is not msg]
+                if earlier:
+                    msg.reply_to = {"mid": earlier[-1].id, "is_self_reply": not earlier[-1].outbound}
+            elif extra == "reaction":
+                brand = acc.brand
+                who = {"username": brand.username, "id": brand.id} if acc.platform == "instagram" else {"name": brand.name, "id": brand.id}
+                msg.reactions = [{"reaction": "love", "users": [who]}]
 
 
 def _x_script(state: State, script: Script, now: float, people: dict[str, Person]) -> None:
