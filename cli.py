@@ -714,7 +714,6 @@ def _tri_window(row: Any, now: Any, human_agent_tag: bool) -> Any:
 def _tri_table(rows: list[Any], *, width: int, snippets: Optional[dict[int, Optional[str]]] = None) -> Any:
     from datetime import datetime, timezone
 
-    from rich.table import Table
     from rich.text import Text
 
     from inbox.text import display_name, one_line
@@ -735,16 +734,33 @@ def _tri_table(rows: list[Any], *, width: int, snippets: Optional[dict[int, Opti
             Text(one_line(r.assignee, 16) if r.assignee else "–", style="" if r.assignee else "dim"),
             _tri_window(r, now, True),
         ])
-    # One line per ticket: the snippet gets the width the other columns leave.
-    used = sum(max([len(h)] + [c[i].cell_len for c in cells]) for i, h in enumerate(headers) if h != "snippet")
-    snippet_width = max(12, width - used - (len(headers) - 1))
-    table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 1, 0, 0))
-    for h in headers:
-        table.add_column(h, no_wrap=True, justify="right" if h in ("#", "age", "SLA", "window") else "left")
+    # One line per ticket: the snippet gets the width the other columns leave. Laid out by hand
+    # (a rich Table measures every cell twice, which costs more than the query on a long list).
+    right = {0, 6, 7, 9}
+    widths = [max([len(h)] + [c[i].cell_len for c in cells]) if i != 5 else 0 for i, h in enumerate(headers)]
+    widths[5] = max(12, width - sum(widths) - (len(headers) - 1))
     for c in cells:
-        c[5] = Text(one_line(c[5], snippet_width))
-        table.add_row(*c)
-    return table
+        c[5] = Text(one_line(c[5], widths[5]))
+
+    def line(parts: list[Any], style: str = "") -> Any:
+        out = Text(style=style)
+        for i, part in enumerate(parts):
+            part = part.copy()
+            if part.cell_len > widths[i]:
+                part.truncate(widths[i], overflow="ellipsis")
+            pad = " " * (widths[i] - part.cell_len)
+            if i:
+                out.append(" ")
+            if i in right:
+                out.append(pad)
+                out.append_text(part)
+            else:
+                out.append_text(part)
+                if i != len(parts) - 1:
+                    out.append(pad)
+        return out
+
+    return Text("\n").join([line([Text(h) for h in headers], "bold")] + [line(c) for c in cells])
 
 
 @app.command("list")
@@ -776,7 +792,7 @@ def list_cmd(
     if not rows:
         out.print("no tickets match", style="dim")
         return
-    out.print(_tri_table(rows, width=out.width))
+    out.print(_tri_table(rows, width=out.width), no_wrap=True, overflow="ellipsis")
     if len(rows) == flt.limit:
         out.print(f"(first {flt.limit}; --limit N for more)", style="dim")
 
@@ -1104,7 +1120,7 @@ def search_cmd(
     if not hits:
         out.print("no matches", style="dim")
         return
-    out.print(_tri_table([h.ticket for h in hits], width=out.width, snippets={h.ticket.id: h.text for h in hits}))
+    out.print(_tri_table([h.ticket for h in hits], width=out.width, snippets={h.ticket.id: h.text for h in hits}), no_wrap=True, overflow="ellipsis")
 
 
 # ─── replies & outbox ────────────────────────────────────────────────────────────────────────
