@@ -118,8 +118,12 @@ def rate_info(headers: Mapping[str, str], *, now: datetime | None = None) -> Rat
     return RateInfo(limit=limit, remaining=remaining, reset_at=reset_at, usage_pct=usage)
 
 
-def retry_hint(headers: Mapping[str, str], *, now: datetime | None = None) -> datetime | None:
-    """When the platform says to come back: Retry-After, x-rate-limit-reset or Meta's regain estimate."""
+def retry_hint(headers: Mapping[str, str], *, now: datetime | None = None, rate_limited: bool = True) -> datetime | None:
+    """When the platform says to come back: Retry-After, x-rate-limit-reset or Meta's regain estimate.
+
+    The last two describe the rate window, which X reports on every answer; for a failure that is not
+    a rate limit (`rate_limited=False`) only Retry-After counts.
+    """
     now = now or _now()
     candidates: list[datetime] = []
     retry_after = headers.get("Retry-After")
@@ -131,12 +135,13 @@ def retry_hint(headers: Mapping[str, str], *, now: datetime | None = None) -> da
                 candidates.append(parsedate_to_datetime(retry_after).astimezone(timezone.utc))
             except (TypeError, ValueError):
                 pass
-    reset = _int_header(headers, "x-rate-limit-reset")
-    if reset is not None:
-        candidates.append(datetime.fromtimestamp(reset, tz=timezone.utc))
-    minutes = _regain_minutes(headers)
-    if minutes is not None:
-        candidates.append(now + timedelta(minutes=minutes))
+    if rate_limited:
+        reset = _int_header(headers, "x-rate-limit-reset")
+        if reset is not None:
+            candidates.append(datetime.fromtimestamp(reset, tz=timezone.utc))
+        minutes = _regain_minutes(headers)
+        if minutes is not None:
+            candidates.append(now + timedelta(minutes=minutes))
     return max(candidates) if candidates else None
 
 
@@ -172,12 +177,11 @@ def classify(
     if 200 <= status < 300:
         return None
     now = now or _now()
-    hint = retry_hint(response.headers, now=now)
     body = _body(response)
     where = _where(response)
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        return _graph_error(body["error"], status, hint, where, sending, account, now)
-    return _http_error(body, status, hint, where, sending, account, now)
+        return _graph_error(body["error"], status, response.headers, where, sending, account, now)
+    return _http_error(body, status, response.headers, where, sending, account, now)
 
 
 def _as_int(value: Any) -> int | None:
@@ -190,7 +194,7 @@ def _as_int(value: Any) -> int | None:
 def _graph_error(
     err: Mapping[str, Any],
     status: int,
-    hint: datetime | None,
+    headers: Mapping[str, str],
     where: str,
     sending: bool,
     account: str | None,
@@ -205,7 +209,8 @@ def _graph_error(
     if code in GRAPH_REAUTH_CODES:
         return NeedsReauthError(text, **kw)
     if code in GRAPH_RATE_CODES or status == 429:
-        return RateLimitedError(text, retry_at=hint or now + DEFAULT_RATE_WAIT, **kw)
+        return RateLimitedError(text, retry_at=retry_hint(headers, now=now) or now + DEFAULT_RATE_WAIT, **kw)
+    hint = retry_hint(headers, now=now, rate_limited=False)
     if (code, subcode) in GRAPH_WINDOW_CLOSED:
         return WindowClosedError(text, **kw)
     if code == 551 or (code, subcode) in GRAPH_RECIPIENT_GONE:
@@ -230,7 +235,7 @@ def _problem_suffix(body: Any) -> str:
 def _http_error(
     body: Any,
     status: int,
-    hint: datetime | None,
+    headers: Mapping[str, str],
     where: str,
     sending: bool,
     account: str | None,
@@ -256,7 +261,8 @@ def _http_error(
     if status == 401 or 89 in v1_codes or 32 in v1_codes:
         return NeedsReauthError(text, **kw)
     if status == 429 or suffix in ("usage-capped", "rate-limit-exceeded") or 88 in v1_codes:
-        return RateLimitedError(text, retry_at=hint or now + DEFAULT_RATE_WAIT, **kw)
+        return RateLimitedError(text, retry_at=retry_hint(headers, now=now) or now + DEFAULT_RATE_WAIT, **kw)
+    hint = retry_hint(headers, now=now, rate_limited=False)
     if status >= 500:
         if sending and status != 503:
             return DeliveryUnknownError(text, **kw)

@@ -32,7 +32,7 @@ import requests
 import urllib3.exceptions
 
 from connectors.classify import classify, is_retryable, retry_hint
-from connectors.errors import DeliveryUnknownError, MalformedResponseError, ServerError
+from connectors.errors import DeliveryUnknownError, MalformedResponseError, RateLimitedError, ServerError
 from connectors.redact import redact
 
 log = logging.getLogger(__name__)
@@ -206,7 +206,7 @@ class HttpSession(requests.Session):
             error = classify(response, sending=not idempotent, account=self.account)
             if error is None or not is_retryable(error, method=method):
                 return response
-            hint = retry_hint(response.headers)
+            hint = retry_hint(response.headers, rate_limited=isinstance(error, RateLimitedError))
             delay = policy.backoff(attempt)
             if hint is not None:
                 delay = max(delay, (hint - datetime.now(timezone.utc)).total_seconds())
