@@ -139,8 +139,11 @@ class Usage:
             return False
         if self.blocked_until.get(obj, 0) > now:
             return True
-        q = self.calls.get(obj, deque())
-        recent = sum(1 for t in reversed(q) if t > now - 1.0) if len(q) else 0
+        recent = 0
+        for t in reversed(self.calls.get(obj, ())):  # newest first: stop at the first call over a second old
+            if t <= now - 1.0:
+                break
+            recent += 1
         if recent >= self.calls_per_second:
             self.blocked_until[obj] = now + 1.0
             return True
@@ -448,6 +451,8 @@ def _route(state: State, ctx: Ctx) -> Reply:
     if not parts:
         raise GraphError(100, "(#100) Unsupported request", type_="GraphMethodException")
     head = parts[0]
+    if parts == ["debug_token"] and method == "GET":
+        return Reply(200, debug_token(state, ctx))
     if len(parts) == 2 and parts[1] == "conversations" and method == "GET":
         return Reply(200, list_conversations(state, ctx, _owner_for_listing(state, ctx, head)))
     if len(parts) == 2 and parts[1] == "messages" and method == "POST":
@@ -547,6 +552,24 @@ def get_node(state: State, ctx: Ctx, head: str) -> dict[str, Any]:
                              type_="GraphMethodException")
         return render_message(acc, msg, parse_fields(q.get("fields") or DEFAULT_MESSAGE_FIELDS))
     return _profile(state, ctx, head)
+
+
+def debug_token(state: State, ctx: Ctx) -> dict[str, Any]:
+    """Token introspection, as health checks use it: validity, type and granted scopes."""
+    expected = FB_TOKEN if ctx.host == "facebook" else IG_TOKEN
+    valid = ctx.req.query.get("input_token", ctx.token) == expected
+    scopes = (["pages_show_list", "pages_manage_metadata", "pages_read_engagement", "pages_messaging", "instagram_basic",
+               "instagram_manage_messages", "business_management"] if ctx.host == "facebook"
+              else ["instagram_business_basic", "instagram_business_manage_messages"])
+    data: dict[str, Any] = {"app_id": "1517776481860111", "type": "PAGE" if ctx.host == "facebook" else "USER",
+                            "application": "TokoShop Inbox", "is_valid": valid, "expires_at": 0,
+                            "data_access_expires_at": int(state.now()) + 90 * 86400}
+    if valid:
+        data["scopes"] = scopes
+        data["profile_id" if ctx.host == "facebook" else "user_id"] = PAGE_ID if ctx.host == "facebook" else IG_DIRECT_ID
+    else:
+        data["error"] = {"code": 190, "message": "Invalid OAuth access token.", "subcode": 0}
+    return {"data": data}
 
 
 def _profile(state: State, ctx: Ctx, head: str) -> dict[str, Any]:

@@ -243,6 +243,19 @@ def test_message_detail_matches_listing(sandbox: Sandbox) -> None:
     assert set(g.get(listed["id"]).json()) == {"id", "created_time"}
 
 
+def test_profile_nodes_and_token_introspection(sandbox: Sandbox) -> None:
+    g = Graph(sandbox)
+    assert g.get("me", fields="id,name").json() == {"id": PAGE_ID, "name": "TokoShop Indonesia"}
+    assert g.get(PAGE_ID, fields="instagram_business_account").json()["instagram_business_account"] == {"id": IG_FB_ID}
+    info = g.get("debug_token", input_token=g.token).json()["data"]
+    assert info["is_valid"] is True and "pages_messaging" in info["scopes"]
+    assert g.get("debug_token", input_token="EAAother").json()["data"]["is_valid"] is False
+    direct = Graph(sandbox, host="instagram")
+    assert direct.get("me", fields="user_id,username").json() == {"user_id": IG_DIRECT_ID, "username": "tokoshop.id", "id": IG_DIRECT_ID}
+    me = X(sandbox).get("2/users/me").json()["data"]
+    assert me == {"id": X_ME, "name": "TokoShop Care", "username": "TokoShopCare"}
+
+
 def test_usage_header_on_every_graph_answer(sandbox: Sandbox) -> None:
     g = Graph(sandbox)
     counts = []
