@@ -356,3 +356,46 @@ def test_no_token_in_logs_or_errors(sb: Any, name: str, caplog: pytest.LogCaptur
     assert token not in caplog.text
     for text in errors:
         assert token not in text
+
+
+# --- auth flavours and the config path --------------------------------------------------------
+def test_x_oauth1_user_context_fetches_and_sends(sb: Any) -> None:
+    env = sb.env()
+    secrets = {
+        "consumer_key": env["INBOX_SANDBOX_X_CONSUMER_KEY"],
+        "consumer_secret": env["INBOX_SANDBOX_X_CONSUMER_SECRET"],
+        "access_token": env["INBOX_SANDBOX_X_ACCESS_TOKEN"],
+        "access_token_secret": env["INBOX_SANDBOX_X_ACCESS_TOKEN_SECRET"],
+    }
+    conn = open_connector(sb, "tokoshop-x", flavour="oauth1", secrets=secrets)
+    store = Store()
+    messages, _, cursor = drain(conn, None, store)
+    assert {m.external_id for m in messages} == reachable_ids(sb, "tokoshop-x")
+    msg, _ = _fresh_thread(sb, conn, "tokoshop-x", store, cursor)
+    assert conn.send(_reply(msg, "Halo, kami bantu cek ya", ReplyPolicy.DIRECT)).external_id
+    wrong = open_connector(sb, "tokoshop-x", flavour="oauth1", secrets={**secrets, "access_token_secret": "not-the-secret"})
+    assert wrong.health().ok  # the sandbox does not verify signatures, as documented
+    bad = open_connector(sb, "tokoshop-x", flavour="oauth1", secrets={**secrets, "consumer_key": "SomeOtherConsumerKey"})
+    with pytest.raises(NeedsReauthError):
+        drain(bad, None, Store())
+
+
+def test_specs_from_the_generated_config(sb: Any, tmp_path: Any) -> None:
+    """The path the sync job takes: TOML config -> AccountSettings.to_spec() -> connect()."""
+    from inbox.config import load_settings
+
+    path = tmp_path / "inbox.toml"
+    path.write_text(sb.config_toml(database=f"sqlite:///{tmp_path / 'inbox.db'}", include_ig_login=True), encoding="utf-8")
+    settings = load_settings(path)
+    env = sb.env()
+    names = []
+    for account in settings.accounts:
+        spec = account.to_spec(env)
+        spec = AccountSpec(**{**{f: getattr(spec, f) for f in spec.__dataclass_fields__}, "min_interval": 0.0})
+        conn = connect(spec, policy=FAST)
+        messages, _, cursor = drain(conn, None, Store())
+        assert messages and cursor is not None
+        assert {m.channel for m in messages} == {spec.channel}
+        names.append(spec.name)
+        conn.close()
+    assert sorted(names) == sorted(ACCOUNTS)
