@@ -64,6 +64,8 @@ R_SIMILAR = "5:similar"
 R_NEW = "new"
 
 MIN_SIMILAR_CHARS = 15  # greetings ("halo kak") are alike by nature; not evidence of a duplicate
+MIN_IDENT_CHARS = 5
+_NON_ALNUM = re.compile(r"[\W_]+")
 
 _t = Ticket.__table__
 _c = Contact.__table__
@@ -97,14 +99,11 @@ def normalize_text(text: str | None) -> str:
     return " ".join((text or "").lower().split())
 
 
-def _norm_handle(handle: str | None) -> str | None:
-    h = (handle or "").strip().lstrip("@").lower()
-    return h or None
-
-
-def _norm_name(name: str | None) -> str | None:
-    n = " ".join((name or "").lower().split())
-    return n or None
+def _ident(text: str | None) -> str | None:
+    """A handle or name reduced to lower-case letters and digits: "@Melati.Sari_" and "Melati Sari"
+    both become "melatisari". Short results are ignored: too many people are "budi"."""
+    key = _NON_ALNUM.sub("", (text or "").lower())
+    return key if len(key) >= MIN_IDENT_CHARS else None
 
 
 @dataclass(slots=True)
@@ -114,35 +113,38 @@ class ContactInfo:
     person_id: int | None
     handle: str | None
     name: str | None
-    handle_key: str | None = field(default=None, init=False)
-    name_key: str | None = field(default=None, init=False)
+    idents: frozenset[str] = field(default=frozenset(), init=False)
 
     def __post_init__(self) -> None:
-        self.handle_key = _norm_handle(self.handle)
-        self.name_key = _norm_name(self.name)
+        self.idents = frozenset(k for k in (_ident(self.handle), _ident(self.name)) if k)
 
     def keys(self) -> list[tuple[str, Any]]:
         """Index keys under which the same human may be found (rule 5)."""
         out: list[tuple[str, Any]] = [("c", self.id)]
         if self.person_id is not None:
             out.append(("p", self.person_id))
-        if self.handle_key:
-            out.append(("h", self.handle_key))
-        if self.name_key:
-            out.append(("n", self.name_key))
+        out.extend(("i", k) for k in sorted(self.idents))
         return out
 
     def same_person(self, other: ContactInfo) -> str | None:
-        """Why two contacts are the same human, or None."""
+        """Why two contacts are the same human, or None.
+
+        Handles and names only count across channels: on one channel two contacts are two
+        platform accounts, and two customers may well share a name.
+        """
         if self.id == other.id:
             return "same contact"
         if self.person_id is not None and self.person_id == other.person_id:
             return "linked contacts (same person)"
-        if self.handle_key and self.handle_key == other.handle_key:
-            return f"same handle @{self.handle_key} on {self.channel} and {other.channel}"
-        if self.name_key and self.name_key == other.name_key and self.channel != other.channel:
-            return f"same name on {self.channel} and {other.channel}"
+        if self.channel != other.channel:
+            shared = self.idents & other.idents
+            if shared:
+                key = min(shared)
+                return f"same customer by handle/name: '{self._source(key)}' on {self.channel}, '{other._source(key)}' on {other.channel}"
         return None
+
+    def _source(self, ident: str) -> str:
+        return (self.handle if _ident(self.handle) == ident else self.name) or ident
 
 
 @dataclass(slots=True)

@@ -143,7 +143,7 @@ def test_rule4_same_invoice_same_person_other_channel_attaches(engine, accounts)
     assert (res.attached, res.new_tickets) == (1, 0)
     msg = message(engine, "e2")
     assert (msg.dedup_rule, msg.dedup_score) == ("4:order", 1.0)
-    assert INV in msg.dedup_reason and "@budi.s" in msg.dedup_reason
+    assert INV in msg.dedup_reason and "'budi.s' on facebook" in msg.dedup_reason
     assert msg.ticket_id == ticket_of(engine, "e1").id
     # the thread now follows that ticket
     put(engine, accounts, "fb", m("e3", "fb-t1", "psid-1", "ditunggu", 31, handle="budi.s"))
@@ -233,3 +233,15 @@ def test_rule5_other_customer_outside_window_or_different_text_is_not_flagged(en
     for eid in ("k2", "k3", "k4"):
         assert ticket_of(engine, eid).possible_duplicate_of_id is None, eid
         assert message(engine, eid).dedup_rule == "new", eid
+
+
+def test_rule4_handle_on_one_channel_matches_name_on_another(engine, accounts):
+    put(engine, accounts, "ig", m("l1", "ig-t1", "igsid-1", f"Blender {INV} pecah, mohon refund", 0, ch="ig", handle="melati.sari"))
+    res = put(engine, accounts, "fb", m("l2", "fb-t1", "psid-1", f"Sudah DM di IG juga, {INV} datang pecah", 20, name="Melati Sari"))
+    assert res.attached == 1
+    assert ticket_of(engine, "l2").id == ticket_of(engine, "l1").id
+    # must not: on one channel, two contacts with the same name are two customers
+    put(engine, accounts, "fb", m("l3", "fb-t3", "psid-3", f"Pesanan {INV2} belum sampai", 40, name="Rudi Hartono"))
+    res = put(engine, accounts, "fb", m("l4", "fb-t4", "psid-4", f"Pesanan {INV2} saya juga", 50, name="Rudi Hartono"))
+    assert (res.attached, res.flagged) == (0, 1)
+    assert ticket_of(engine, "l4").possible_duplicate_of_id == ticket_of(engine, "l3").id
