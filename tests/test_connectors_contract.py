@@ -399,3 +399,16 @@ def test_specs_from_the_generated_config(sb: Any, tmp_path: Any) -> None:
         names.append(spec.name)
         conn.close()
     assert sorted(names) == sorted(ACCOUNTS)
+
+
+def test_pacing_keeps_a_meta_account_under_its_call_rate() -> None:
+    """Unpaced, a full pass trips the per-second limit; paced, the same pass goes through."""
+    with Sandbox(seed=7, meta_calls_per_second=10).start() as box:
+        with pytest.raises(RateLimitedError) as info:
+            drain(open_connector(box, "tokoshop-fb", min_interval=0.0), None, Store())
+        assert info.value.code == 80006 and info.value.retry_at is not None
+    with Sandbox(seed=7, meta_calls_per_second=10).start() as box:
+        messages, _, _ = drain(open_connector(box, "tokoshop-fb", min_interval=0.12), None, Store())
+        assert messages
+        times = [c.at for c in box.calls]
+        assert len(times) >= 10 and all(b - a >= 0.1 for a, b in zip(times, times[1:]))
