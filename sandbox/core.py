@@ -360,6 +360,7 @@ class Sandbox:
     def dispatch(self, method: str, path: str, query: dict[str, str], headers: dict[str, str], body: bytes) -> Outcome:
         if path.startswith("/_sandbox/"):
             return self._control(method, path, query, body)
+        arrived = self.state.now()  # the call log records when the call arrived, not when it was answered
         req = Request(method, path, query, headers, body, self._base_url)
         api, account = self._classify(req)
         fault = self.faults.take(method, path, account)
@@ -367,7 +368,7 @@ class Sandbox:
         if fault is None or fault.after_effect or fault.kind not in (*ERROR_KINDS, "drop"):
             reply = self._answer(api, req)
         outcome = self._apply(api, req, account, fault, reply)
-        self._log(method, path, query, account, 0 if outcome.drop else outcome.status)
+        self._log(method, path, query, account, 0 if outcome.drop else outcome.status, arrived)
         return outcome
 
     def _classify(self, req: Request) -> tuple[str, str | None]:
@@ -442,9 +443,9 @@ class Sandbox:
         reply.headers["content-type"] = JSON_GRAPH
         return reply
 
-    def _log(self, method: str, path: str, query: dict[str, str], account: str | None, status: int) -> None:
+    def _log(self, method: str, path: str, query: dict[str, str], account: str | None, status: int, at: float) -> None:
         with self._calls_lock:
-            self._calls.append(Call(method, path, dict(query), account, status, self.state.now()))
+            self._calls.append(Call(method, path, dict(query), account, status, at))
 
     # ── control API ─────────────────────────────────────────────────────────────────────────
     def _control(self, method: str, path: str, query: dict[str, str], body: bytes) -> Outcome:
