@@ -79,6 +79,7 @@ _q = Quarantine.__table__
 _ss = SyncState.__table__
 
 ACTOR = "sync"
+INGEST_LOCK_KEY = 0x1B0C5_0001  # pg_advisory_xact_lock key of the page ingest
 
 
 class LeaseLostError(ConflictError):
@@ -183,6 +184,10 @@ def ingest_page(
     with begin_write(engine) as conn:
         tx = conn.begin()
         try:
+            if conn.dialect.name == "postgresql":
+                # Page ingests are serialized, as SQLite's write lock does: dedup of one account's
+                # page must see the tickets another account's page just created (cross-channel rules).
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": INGEST_LOCK_KEY})
             result = _PageWriter(conn, ref, settings, explain=explain).write(page)
             _write_cursor(conn, ref, page, lease_owner, lease_seconds or settings.sync.lease_seconds)
         except BaseException:

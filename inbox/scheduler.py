@@ -99,6 +99,7 @@ class SyncScheduler:
         *,
         stop_event: threading.Event | None = None,
         connectors: dict[str, Connector] | None = None,
+        connector_factory: Any = None,
         first_run_delay: float = 0.0,
     ) -> None:
         from apscheduler.executors.pool import ThreadPoolExecutor
@@ -108,6 +109,7 @@ class SyncScheduler:
         self.engine = engine
         self.stop_event = stop_event or threading.Event()
         self.connectors = connectors or {}
+        self.connector_factory = connector_factory
         self.first_run_delay = first_run_delay
         self.results: dict[str, list[AccountSyncResult]] = {}
         self._lock = threading.Lock()
@@ -149,6 +151,7 @@ class SyncScheduler:
             self.settings,
             acc,
             connector=self.connectors.get(name),
+            connector_factory=self.connector_factory,
             stop_event=self.stop_event,
             ref=self.refs.get(name),
         )
@@ -191,10 +194,11 @@ def run(
     stop_event: threading.Event | None = None,
     install_signals: bool = True,
     connectors: dict[str, Connector] | None = None,
+    connector_factory: Any = None,
 ) -> int:
     """Run the scheduler until SIGTERM / SIGINT (or `stop_event`); returns the exit code (0)."""
     stop = stop_event or threading.Event()
-    sched = SyncScheduler(settings, engine, stop_event=stop, connectors=connectors)
+    sched = SyncScheduler(settings, engine, stop_event=stop, connectors=connectors, connector_factory=connector_factory)
     previous: dict[int, Any] = {}
     if install_signals and threading.current_thread() is threading.main_thread():
 

@@ -137,6 +137,19 @@ def make_known(engine: Engine, ref: AccountRef) -> Callable[[Sequence[str]], set
     return known
 
 
+ConnectorFactory = Callable[["AccountSettings"], "Connector"]
+
+
+def make_connector(settings: Settings, account_settings: AccountSettings, **spec_overrides: Any) -> Connector:
+    """The account's connector, with the sync settings that concern it (high-water-mark overlap)."""
+    from dataclasses import replace
+
+    from connectors import connect
+
+    spec = replace(account_settings.to_spec(), overlap_seconds=float(settings.sync.overlap_seconds), **spec_overrides)
+    return connect(spec)
+
+
 def read_cursor(engine: Engine, account_id: int) -> dict[str, Any] | None:
     st = SyncState.__table__
     with engine.connect() as conn:
@@ -160,6 +173,7 @@ def sync_account(
     stop_event: threading.Event | None = None,
     owner: str | None = None,
     ref: AccountRef | None = None,
+    connector_factory: ConnectorFactory | None = None,
 ) -> AccountSyncResult:
     """One pass over one account. Never raises for platform or lease problems: see `status`."""
     name = account_settings.name
@@ -198,9 +212,7 @@ def sync_account(
     complete = False
     try:
         if connector is None:
-            from connectors import connect
-
-            connector = connect(account_settings.to_spec())
+            connector = connector_factory(account_settings) if connector_factory else make_connector(settings, account_settings)
         if progress is not None:
             progress(SyncProgress(name, 0, counts))
         cursor = read_cursor(engine, ref.id)
@@ -323,6 +335,7 @@ def sync_all(
     progress: ProgressFn | None = None,
     stop_event: threading.Event | None = None,
     connectors: dict[str, Connector] | None = None,
+    connector_factory: ConnectorFactory | None = None,
 ) -> list[AccountSyncResult]:
     """One pass over the accounts, polled concurrently (`sync.concurrency`); results in config order."""
     chosen = selected_accounts(settings, accounts)
@@ -341,6 +354,7 @@ def sync_all(
             progress=progress,
             stop_event=stop_event,
             ref=refs[acc.name],
+            connector_factory=connector_factory,
         )
 
     if workers == 1:
