@@ -327,10 +327,23 @@ def test_send_that_may_have_left_is_delivery_unknown(sb: Any, name: str, kind: s
     sb.clear_calls()
     sb.fault(kind, account=name, path=SEND_PATH[name])
     policy = ReplyPolicy.DIRECT if name == "tokoshop-x" else ReplyPolicy.RESPONSE
+    before = len(sb.sent(name))
     with pytest.raises(DeliveryUnknownError):
         conn.send(_reply(msg, "Baik Kak, kami cek dulu ya", policy))
     posts = [c for c in calls_for(sb, name) if c.method == "POST"]
     assert len(posts) == 1, "a send that may have left is never retried"
+    if kind == "timeout":  # the platform carried it out; the next poll shows the echo to reconcile with
+        assert len(sb.sent(name)) == before + 1
+        echo, _, _ = drain(conn, cursor, store)
+        assert any(m.direction is Direction.OUT and m.text == "Baik Kak, kami cek dulu ya" for m in echo)
+
+
+@pytest.mark.parametrize("kind", ["timeout", "drop"])
+@pytest.mark.parametrize("name", ACCOUNTS)
+def test_reads_that_time_out_or_drop_are_retried(sb: Any, name: str, kind: str) -> None:
+    sb.fault(kind, account=name, path=READ_PATH[name], count=1)
+    messages, _, _ = drain(open_connector(sb, name, timeout=0.3), None, Store())
+    assert {m.external_id for m in messages} == reachable_ids(sb, name)
 
 
 # --- secrets ----------------------------------------------------------------------------------
@@ -412,3 +425,105 @@ def test_pacing_keeps_a_meta_account_under_its_call_rate() -> None:
         assert messages
         times = [c.at for c in box.calls]
         assert len(times) >= 10 and all(b - a >= 0.1 for a, b in zip(times, times[1:]))
+
+
+# --- the HTTP layer on a scripted loopback server -----------------------------------------------
+# Waits the sandbox never asks for (a short Retry-After) and transport edges (refused, short body).
+class _Script:
+    def __init__(self) -> None:
+        self.replies: list[tuple[int, dict[str, str], bytes, int | None]] = []
+        self.seen: list[str] = []
+
+
+@pytest.fixture
+def wire() -> Iterator[tuple[str, _Script]]:
+    import json as _json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    script = _Script()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def _serve(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            script.seen.append(f"{self.command} {self.path}")
+            status, headers, body, length = script.replies.pop(0) if script.replies else (200, {}, _json.dumps({"ok": True}).encode(), None)
+            self.send_response(status)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(length if length is not None else len(body)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _serve
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", script
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _session(**kw: Any) -> Any:
+    from connectors.http import HttpSession
+
+    return HttpSession(account="wire-test", timeout=2.0, policy=kw.pop("policy", FAST), **kw)
+
+
+def test_short_retry_after_is_slept_then_retried(wire: tuple[str, _Script]) -> None:
+    import time
+
+    base, script = wire
+    script.replies.append((429, {"Retry-After": "0.3"}, b'{"title":"Too Many Requests"}', None))
+    started = time.monotonic()
+    response = _session().get(base + "/2/dm_events")
+    assert response.status_code == 200 and time.monotonic() - started >= 0.3
+    assert len(script.seen) == 2
+
+
+def test_long_waits_are_raised_not_slept(wire: tuple[str, _Script]) -> None:
+    import json as _json
+    import time
+
+    from connectors.http import raise_for
+
+    base, script = wire
+    buc = _json.dumps({"104920378912345": [{"type": "messenger", "call_count": 100, "estimated_time_to_regain_access": 2}]})
+    body = _json.dumps({"error": {"message": "(#80006) too many calls", "code": 80006, "type": "OAuthException"}}).encode()
+    script.replies.append((400, {"X-Business-Use-Case-Usage": buc}, body, None))
+    started = time.monotonic()
+    response = _session().get(base + "/v23.0/104920378912345/conversations")
+    with pytest.raises(RateLimitedError) as info:
+        raise_for(response)
+    assert time.monotonic() - started < 1.0 and len(script.seen) == 1
+    wait = info.value.retry_after
+    assert wait is not None and 110 < wait <= 120  # two minutes, from the usage header
+
+
+def test_a_rejected_send_is_retried_but_a_refused_connection_never_becomes_unknown(wire: tuple[str, _Script]) -> None:
+    import socket
+
+    base, script = wire
+    script.replies.append((429, {"Retry-After": "0.05"}, b'{"title":"Too Many Requests"}', None))
+    assert _session().post(base + "/me/messages", json={"x": 1}).status_code == 200
+    assert script.seen == ["POST /me/messages", "POST /me/messages"]
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    closed_port = probe.getsockname()[1]
+    probe.close()
+    with pytest.raises(ServerError, match="connection failed"):
+        _session().post(f"http://127.0.0.1:{closed_port}/me/messages", json={"x": 1})
+
+
+def test_a_body_shorter_than_its_length_is_malformed(wire: tuple[str, _Script]) -> None:
+    base, script = wire
+    script.replies.append((200, {"Content-Type": "application/json"}, b'{"data": [{"id": "1"', 400))
+    with pytest.raises(MalformedResponseError, match="truncated"):
+        _session().get(base + "/v23.0/t_1/messages")
