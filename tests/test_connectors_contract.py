@@ -372,7 +372,10 @@ def test_no_token_in_logs_or_errors(sb: Any, name: str, caplog: pytest.LogCaptur
 
 
 # --- auth flavours and the config path --------------------------------------------------------
-def test_x_oauth1_user_context_fetches_and_sends(sb: Any) -> None:
+def test_x_oauth1_user_context_fetches_and_sends(sb: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    for noisy in ("tweepy.client", "urllib3.connectionpool", "requests_oauthlib.oauth1_auth", "oauthlib.oauth1.rfc5849"):
+        caplog.set_level(logging.DEBUG, logger=noisy)
     env = sb.env()
     secrets = {
         "consumer_key": env["INBOX_SANDBOX_X_CONSUMER_KEY"],
@@ -389,8 +392,10 @@ def test_x_oauth1_user_context_fetches_and_sends(sb: Any) -> None:
     wrong = open_connector(sb, "tokoshop-x", flavour="oauth1", secrets={**secrets, "access_token_secret": "not-the-secret"})
     assert wrong.health().ok  # the sandbox does not verify signatures, as documented
     bad = open_connector(sb, "tokoshop-x", flavour="oauth1", secrets={**secrets, "consumer_key": "SomeOtherConsumerKey"})
-    with pytest.raises(NeedsReauthError):
+    with pytest.raises(NeedsReauthError) as info:
         drain(bad, None, Store())
+    for secret in secrets.values():
+        assert secret not in caplog.text and secret not in str(info.value)
 
 
 def test_specs_from_the_generated_config(sb: Any, tmp_path: Any) -> None:
