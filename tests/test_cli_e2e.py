@@ -1,0 +1,381 @@
+"""End to end through the real CLI (subprocesses) against the sandbox served by this test process.
+
+The store of every test starts from one synced copy (synced once per module, unpaced, in
+process); everything after that — list, show, claim, reply, sync, outbox — runs as `inbox ...`
+subprocesses over real HTTP on 127.0.0.1, and deliveries are counted on the sandbox.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from sandbox import Sandbox
+
+INBOX = str(Path(sys.executable).parent / "inbox")
+HOSTILE = (
+    "[bold red]BAYAR SEKARANG[/] [link=http://evil.example]klik[/link] \x1b[31mred\x1b[0m\x1b[2J "
+    "\x1b]8;;http://evil.example\x07tautan\x1b]8;;\x07 \x1b]52;c;ZXZpbA==\x07 "
+    "INV/20261120/MPL/\u202e0455627183\u202c ad\u200bmin\u2060 \x07\x08 selesai"
+)
+
+
+@dataclass
+class Env:
+    sb: Sandbox
+    dir: Path
+    config: Path
+    env: dict[str, str]
+
+    @property
+    def db(self) -> Path:
+        return self.dir / "inbox.db"
+
+    def run(self, *args: str, check: int | None = 0, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([INBOX, "-c", str(self.config), *args], env={**self.env, **(env or {})}, capture_output=True,
+                              text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        if check is not None:
+            assert proc.returncode == check, f"inbox {' '.join(args)} -> {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+        return proc
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.run(*args, "--json").stdout)
+
+    def query(self, sql: str, **params: Any) -> list[Any]:
+        eng = sa.create_engine(f"sqlite:///{self.db}")
+        try:
+            with eng.connect() as conn:
+                return list(conn.execute(sa.text(sql), params).all())
+        finally:
+            eng.dispose()
+
+    def sent_total(self) -> int:
+        return sum(len(self.sb.sent(name)) for name in ("tokoshop-fb", "tokoshop-ig", "tokoshop-x"))
+
+
+def _config_text(sb: Sandbox, db: Path, extra: str = "") -> str:
+    text = sb.config_toml(database=f"sqlite:///{db}")
+    # Short client timeouts so a send that never gets an answer fails fast in tests.
+    text = text.replace('access_token_env = "INBOX_SANDBOX_FB_TOKEN"', 'access_token_env = "INBOX_SANDBOX_FB_TOKEN"\ntimeout_seconds = 2')
+    return text + "\n" + extra
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Any:
+    sb = Sandbox(seed=7, timeout_sleep=4).start()
+    yield sb
+    sb.stop()
+
+
+@pytest.fixture(scope="module")
+def synced(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store synced once from the seeded sandbox, with hostile messages in it."""
+    from connectors import connect
+    from inbox.config import load_settings
+    from inbox.db import open_store
+    from inbox.sync import sync_all
+
+    sandbox.inject("tokoshop-ig", text=HOSTILE, customer="hostile[/]\x1b[31muser")
+    sandbox.inject("tokoshop-fb", text="A" * 20_000, customer="Panjang Sekali")
+    d = tmp_path_factory.mktemp("base")
+    cfg = d / "inbox.toml"
+    cfg.write_text(_config_text(sandbox, d / "inbox.db"), encoding="utf-8")
+    saved = dict(os.environ)
+    os.environ.update(sandbox.env())
+    try:
+        settings = load_settings(cfg)
+        engine = open_store(settings.database_url())
+        conns = {a.name: connect(replace(a.to_spec(), min_interval=0.0)) for a in settings.accounts}
+        results = sync_all(engine, settings, connectors=conns)
+        assert all(r.status == "ok" for r in results), results
+        for c in conns.values():
+            c.close()
+        engine.dispose()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return d / "inbox.db"
+
+
+@pytest.fixture
+def e2e(sandbox: Sandbox, synced: Path, tmp_path: Path) -> Env:
+    shutil.copy(synced, tmp_path / "inbox.db")
+    cfg = tmp_path / "inbox.toml"
+    cfg.write_text(_config_text(sandbox, tmp_path / "inbox.db"), encoding="utf-8")
+    env = {**os.environ, **sandbox.env(), "INBOX_AGENT": "ana", "NO_COLOR": "1", "COLUMNS": "200"}
+    env.pop("INBOX_CONFIG", None)
+    env.pop("INBOX_TEST_PAUSE_BEFORE_SEND", None)
+    return Env(sandbox, tmp_path, cfg, env)
+
+
+def _ticket_where(e: Env, predicate: Any) -> dict[str, Any]:
+    for t in e.json("list", "--status", "all", "--limit", "500")["tickets"]:
+        if predicate(t):
+            return t
+    raise AssertionError("no ticket matches")
+
+
+def _age_hours(t: dict[str, Any]) -> float:
+    from datetime import datetime, timezone
+
+    last = datetime.fromisoformat(t["last_customer_message_at"].replace("Z", "+00:00"))
+    return (datetime.now(timezone.utc) - last).total_seconds() / 3600
+
+
+# ─── triage ─────────────────────────────────────────────────────────────────────────────────
+
+
+def test_list_show_claim_through_the_cli(e2e: Env) -> None:
+    tickets = e2e.json("list")["tickets"]
+    assert len(tickets) > 10
+    assert {t["channel"] for t in tickets} == {"instagram", "facebook", "x"}
+    assert all(t["status"] in ("new", "open", "pending") for t in tickets)
+    ranks = [{"urgent": 0, "high": 1, "normal": 2, "low": 3}[t["priority"]] for t in tickets]
+    assert ranks == sorted(ranks)
+    ig_open = e2e.json("list", "--channel", "instagram", "--status", "new")["tickets"]
+    assert ig_open and all(t["channel"] == "instagram" and t["status"] == "new" for t in ig_open)
+
+    claimed = e2e.json("claim")["ticket"]
+    assert claimed["id"] == tickets[0]["id"] and claimed["assignee"] == "ana" and claimed["status"] == "open"
+    mine = e2e.json("list", "--assignee", "me")["tickets"]
+    assert [t["id"] for t in mine] == [claimed["id"]]
+    other = e2e.run("claim", str(claimed["id"]), "--agent", "budi", check=6)
+    assert "already claimed by ana" in other.stderr
+
+    thread = e2e.json("show", str(claimed["id"]))
+    assert thread["ticket"]["id"] == claimed["id"]
+    msgs = thread["messages"]
+    assert msgs and all({"direction", "channel", "text", "time", "platform_id", "kind", "attachments"} <= set(m) for m in msgs)
+    assert [m["time"] for m in msgs] == sorted(m["time"] for m in msgs)
+    human = e2e.run("show", str(claimed["id"]))
+    assert f"#{claimed['id']}" in human.stdout and "conversation" in human.stdout
+
+    e2e.run("tag", str(claimed["id"]), "vip")
+    e2e.run("note", str(claimed["id"]), "called the customer")
+    e2e.run("priority", str(claimed["id"]), "low")
+    again = e2e.json("show", str(claimed["id"]))
+    assert again["ticket"]["tags"] == ["vip"] and again["ticket"]["priority"] == "low"
+    assert [n["text"] for n in again["notes"]] == ["called the customer"]
+    assert e2e.run("show", "999999", check=5).stderr.startswith("error: no ticket #999999")
+    hits = e2e.json("search", "INV/20261118/MPL/5560193827")["tickets"]
+    assert hits and all("5560193827" in (h["match"]["text"] or "") for h in hits)
+
+
+def test_concurrent_claims_through_the_cli(e2e: Env) -> None:
+    procs = [
+        subprocess.Popen([INBOX, "-c", str(e2e.config), "claim", "--json", "--agent", f"agent{i}"], env=e2e.env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(6)
+    ]
+    ids = []
+    for p in procs:
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        ids.append(json.loads(out)["ticket"]["id"])
+    assert len(set(ids)) == 6
+
+
+# ─── replies ────────────────────────────────────────────────────────────────────────────────
+
+
+def test_reply_goes_out_once_and_comes_back_as_echo(e2e: Env) -> None:
+    t = _ticket_where(e2e, lambda t: t["channel"] == "instagram" and t["status"] == "new" and _age_hours(t) < 20)
+    before = len(e2e.sb.sent("tokoshop-ig"))
+    text = f"Halo kak, pesanan #{t['id']} sedang kami cek ya 🙏"
+    # No terminal and no --yes: refused before anything is recorded or sent.
+    refused = e2e.run("reply", str(t["id"]), text, check=2)
+    assert "--yes" in refused.stderr and "→ Instagram DM" in refused.stderr
+    assert len(e2e.sb.sent("tokoshop-ig")) == before and e2e.query("SELECT id FROM reply") == []
+
+    ok = e2e.run("reply", str(t["id"]), text, "--yes")
+    assert re.search(r"→ Instagram DM \S+ · RESPONSE · \d+ h", ok.stderr)
+    sent = e2e.sb.sent("tokoshop-ig")
+    assert len(sent) == before + 1 and sent[-1]["text"] == text and sent[-1]["messaging_type"] == "RESPONSE"
+    shown = e2e.json("show", str(t["id"]))
+    assert shown["ticket"]["status"] == "pending" and shown["ticket"]["first_response_at"]
+    assert any(ev["action"] == "reply" for ev in shown["events"])
+
+    e2e.run("sync")
+    echo = [m for m in e2e.json("show", str(t["id"]))["messages"] if m["direction"] == "out" and m["text"] == text]
+    assert len(echo) == 1 and echo[0]["reply_id"] is not None
+    assert echo[0]["platform_id"] == sent[-1]["message_id"]
+    assert e2e.json("outbox")["replies"] == []
+    assert [r["state"] for r in e2e.json("outbox", "--all")["replies"]] == ["sent"]
+    assert len(e2e.sb.sent("tokoshop-ig")) == before + 1
+
+
+def test_window_and_length_policy_through_the_cli(e2e: Env) -> None:
+    total = e2e.sent_total()
+    closed = _ticket_where(e2e, lambda t: t["channel"] in ("instagram", "facebook") and _age_hours(t) > 7 * 24)
+    r = e2e.run("reply", str(closed["id"]), "halo", "--yes", check=8)
+    assert "7 days" in r.stderr
+    human = _ticket_where(e2e, lambda t: t["channel"] in ("instagram", "facebook") and 25 < _age_hours(t) < 6 * 24)
+    too_long = "é" * 600 if human["channel"] == "instagram" else "a" * 2001
+    assert e2e.run("reply", str(human["id"]), too_long, "--yes", check=8).stderr.count("allows") == 1
+    assert e2e.sent_total() == total and e2e.query("SELECT id FROM reply") == []
+
+    # Without the Human Agent feature the 24 h–7 d window is closed too.
+    no_tag = e2e.dir / "no-tag.toml"
+    no_tag.write_text(e2e.config.read_text() + "\n[replies]\nhuman_agent_tag = false\n", encoding="utf-8")
+    p = subprocess.run([INBOX, "-c", str(no_tag), "reply", str(human["id"]), "halo kak", "--yes"], env=e2e.env, capture_output=True, text=True)
+    assert p.returncode == 8 and "human_agent_tag" in p.stderr
+
+    ok = e2e.run("reply", str(human["id"]), "Mohon maaf menunggu kak", "--yes")
+    assert "HUMAN_AGENT" in ok.stderr
+    account = human["account"]
+    last = e2e.sb.sent(account)[-1]
+    assert last["messaging_type"] == "MESSAGE_TAG" and last["tag"] == "HUMAN_AGENT"
+    assert e2e.sent_total() == total + 1
+
+
+def _wait_for(e: Env, sql: str, timeout: float = 20) -> list[Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            rows = e.query(sql)
+        except sa.exc.OperationalError:
+            rows = []
+        if rows:
+            return rows
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for: {sql}")
+
+
+def test_reply_killed_before_the_call_reaches_the_customer_once(e2e: Env) -> None:
+    t = _ticket_where(e2e, lambda t: t["channel"] == "x" and t["status"] == "new")
+    text = "Baik kak, kami proses refund-nya hari ini"
+    before = len(e2e.sb.sent("tokoshop-x"))
+    proc = subprocess.Popen([INBOX, "-c", str(e2e.config), "reply", str(t["id"]), text, "--yes"],
+                            env={**e2e.env, "INBOX_TEST_PAUSE_BEFORE_SEND": "30"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    rid = _wait_for(e2e, "SELECT id FROM reply WHERE state = 'sending'")[0][0]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert len(e2e.sb.sent("tokoshop-x")) == before
+    # The same reply again is refused while the first one is in doubt ...
+    assert e2e.run("reply", str(t["id"]), text, "--yes", check=6).returncode == 6
+    # ... and retry settles it first: the process died before calling the platform.
+    e2e.run("outbox", "retry", str(rid))
+    assert len(e2e.sb.sent("tokoshop-x")) == before + 1
+    assert "already delivered" in e2e.run("outbox", "retry", str(rid), check=6).stderr
+    e2e.run("sync")
+    assert [s["text"] for s in e2e.sb.sent("tokoshop-x")].count(text) == 1
+    assert e2e.query("SELECT state, attempts FROM reply") == [("sent", 2)]
+
+
+def test_reply_killed_during_the_call_is_settled_by_the_echo(e2e: Env) -> None:
+    t = _ticket_where(e2e, lambda t: t["channel"] == "x" and t["status"] == "new")
+    text = "Kami sudah teruskan ke tim terkait ya kak"
+    before = len(e2e.sb.sent("tokoshop-x"))
+    e2e.sb.fault("timeout", path="/messages", account="tokoshop-x")  # delivered, the answer comes late
+    proc = subprocess.Popen([INBOX, "-c", str(e2e.config), "reply", str(t["id"]), text, "--yes"], env=e2e.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    rid = _wait_for(e2e, "SELECT id FROM reply WHERE error LIKE 'calling:%'")[0][0]
+    deadline = time.monotonic() + 10
+    while len(e2e.sb.sent("tokoshop-x")) == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    e2e.sb.clear_faults()
+    assert len(e2e.sb.sent("tokoshop-x")) == before + 1
+    refused = e2e.run("outbox", "retry", str(rid), check=6)
+    assert "may have been delivered" in refused.stderr
+    e2e.run("sync")
+    assert e2e.query("SELECT state FROM reply WHERE id = :i", i=rid) == [("sent",)]
+    e2e.run("outbox", "retry", str(rid), check=6)
+    assert [s["text"] for s in e2e.sb.sent("tokoshop-x")].count(text) == 1
+
+
+def test_timed_out_send_is_unknown_until_the_echo(e2e: Env) -> None:
+    t = _ticket_where(e2e, lambda t: t["channel"] == "facebook" and t["status"] == "new" and _age_hours(t) < 20)
+    text = "Dana akan kembali dalam 1x24 jam kak"
+    before = len(e2e.sb.sent("tokoshop-fb"))
+    e2e.sb.fault("timeout", path="/messages", account="tokoshop-fb")
+    r = e2e.run("reply", str(t["id"]), text, "--yes", check=7)
+    assert "outcome unknown" in r.stderr
+    assert len(e2e.sb.sent("tokoshop-fb")) == before + 1  # it did arrive
+    rid = e2e.query("SELECT id FROM reply WHERE state = 'unknown'")[0][0]
+    listed = e2e.json("outbox")["replies"]
+    assert [(x["id"], x["state"]) for x in listed] == [(rid, "unknown")]
+    e2e.run("outbox", "retry", str(rid), check=6)
+    e2e.run("reply", str(t["id"]), text, "--yes", check=6)
+    e2e.run("sync")
+    assert e2e.query("SELECT state FROM reply WHERE id = :i", i=rid) == [("sent",)]
+    e2e.run("outbox", "retry", str(rid), check=6)
+    assert [s["text"] for s in e2e.sb.sent("tokoshop-fb")].count(text) == 1
+
+
+# ─── safety and help ────────────────────────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize("color", [False, True])
+def test_hostile_text_is_rendered_inertly(e2e: Env, color: bool) -> None:
+    env = {"FORCE_COLOR": "1", "TERM": "xterm-256color"} if color else {}
+    if color:
+        env["NO_COLOR"] = ""
+    hostile = _ticket_where(e2e, lambda t: "BAYAR SEKARANG" in (t["snippet"] or ""))
+    long_one = _ticket_where(e2e, lambda t: (t["snippet"] or "").startswith("AAAA"))
+    for args in (["list", "--limit", "500"], ["show", str(hostile["id"])], ["search", "BAYAR"], ["show", str(long_one["id"])]):
+        out = e2e.run(*args, env=env).stdout
+        assert "\x1b]" not in out and "\x07" not in out and "\x9d" not in out  # no OSC 8 links, no OSC 52
+        assert "\u202e" not in out and "\u200b" not in out and "\u2060" not in out
+        if not color:
+            assert "\x1b" not in out
+        if args[0] != "show" or args[1] == str(hostile["id"]):
+            assert "[bold red]BAYAR SEKARANG[/]" in out  # shown as text, never as markup
+    shown = e2e.run("show", str(hostile["id"])).stdout
+    assert "<U+202E>" in shown and "admin" in shown
+    long_out = e2e.run("show", str(long_one["id"])).stdout
+    assert len(long_out) < 6000 and "more characters not shown" in long_out
+    listed = e2e.run("list", "--limit", "500").stdout
+    assert all(len(line) <= 200 for line in listed.splitlines())
+
+
+def test_every_command_has_help(e2e: Env) -> None:
+    from typer.main import get_command
+
+    import cli
+
+    root = get_command(cli.app)
+    paths: list[list[str]] = []
+
+    def walk(cmd: Any, prefix: list[str]) -> None:
+        for name, sub in getattr(cmd, "commands", {}).items():
+            paths.append([*prefix, name])
+            walk(sub, [*prefix, name])
+
+    walk(root, [])
+    mine = {"list", "show", "claim", "assign", "status", "priority", "tag", "note", "merge", "unmerge", "link", "unlink",
+            "search", "reply", "outbox", "stats", "export", "demo"}
+    assert mine <= {p[0] for p in paths}
+    from typer.testing import CliRunner
+
+    runner = CliRunner()
+    for path in paths:
+        result = runner.invoke(cli.app, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output)
+        assert "Usage:" in result.output
+    assert "Usage:" in e2e.run("reply", "--help").stdout  # and once through a real process
+
+
+def test_stats_and_export(e2e: Env) -> None:
+    stats = e2e.json("stats")
+    assert set(stats["backlog"]) == {"instagram", "facebook", "x"}
+    assert stats["sla"]["first_response_overdue"] >= 1
+    out = e2e.dir / "export.jsonl"
+    e2e.run("export", "--format", "jsonl", "--output", str(out))
+    lines = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    assert lines and sum(len(x["messages"]) for x in lines) > 50
+    csv_out = e2e.run("export", "--format", "csv").stdout
+    assert csv_out.startswith("ticket_id,status") and "\x1b" not in csv_out
