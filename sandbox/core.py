@@ -12,7 +12,7 @@ from typing import Any
 from sandbox import graph, media, xapi
 from sandbox import large as large_data
 from sandbox import seed as seed_data
-from sandbox.faults import ERROR_KINDS, Fault, FaultBook
+from sandbox.faults import ERROR_KINDS, Fault, FaultBook, break_one_item, error_reply
 from sandbox.server import Outcome, SandboxServer, make_server
 from sandbox.state import (
     FB_TOKEN,
@@ -38,7 +38,7 @@ from sandbox.state import (
     State,
     XAccount,
 )
-from sandbox.wire import Reply, Request
+from sandbox.wire import JSON_GRAPH, JSON_X, Reply, Request
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,6 @@ ACCOUNT_TABLE = (
     ("tokoshop-x", "x", X_USER_ID, None, "oauth2", "/x", "INBOX_SANDBOX_X_TOKEN", X_TOKEN),
     ("tokoshop-ig-direct", "instagram", IG_DIRECT_ID, None, "instagram_login", f"/instagram/{GRAPH_VERSION}", "INBOX_SANDBOX_IG_TOKEN", IG_TOKEN),
 )
-JSON_GRAPH = "application/json; charset=UTF-8"
-JSON_X = "application/json; charset=utf-8"
 
 
 class Sandbox:
@@ -404,7 +402,8 @@ class Sandbox:
         if kind == "drop":
             return Outcome(0, drop=True)
         if kind in ERROR_KINDS:
-            err = self._fault_reply(api, req, account, kind)
+            with self.state.lock:
+                err = error_reply(kind, api, req, self.state.meta.get(account or ""), self.state.now(), self.usage, self.rates)
             return Outcome(err.status, err.body(), err.headers)
         assert reply is not None
         if kind == "timeout":
@@ -415,33 +414,9 @@ class Sandbox:
             body = reply.body()
             return Outcome(reply.status, body[: len(body) // 2], reply.headers)
         if kind == "bad_item":
-            _break_one_item(api, reply.payload)
+            break_one_item(api, reply.payload)
             return Outcome(reply.status, reply.body(), reply.headers)
         raise AssertionError(kind)
-
-    def _fault_reply(self, api: str, req: Request, account: str | None, kind: str) -> Reply:
-        now = self.state.now()
-        if api == "x":
-            key = (X_USER_ID, (xapi.route(req.method, [p for p in req.path.split("/") if p][1:]) or xapi.Route(req.path, {})).name)
-            with self.state.lock:
-                headers = self.rates.peek(key, now, exhausted=kind == "429")
-            reply = {"429": xapi.too_many, "expired_token": xapi.unauthorized}.get(kind, lambda: xapi.server_error(int(kind)))()
-            reply.headers.update(headers)
-            reply.headers["content-type"] = JSON_X
-            return reply
-        acc = self.state.meta.get(account or "")
-        obj, bucket = graph.business_object(acc)
-        if kind == "429":
-            err = graph.rate_error(acc.platform if acc else None)
-        elif kind == "expired_token":
-            err = graph.expired_token_error(now)
-        else:
-            err = graph.server_error(int(kind))
-        reply = graph.error_reply(err)
-        with self.state.lock:
-            reply.headers["X-Business-Use-Case-Usage"] = self.usage.header(obj, bucket, now, throttled=kind == "429")
-        reply.headers["content-type"] = JSON_GRAPH
-        return reply
 
     def _log(self, method: str, path: str, query: dict[str, str], account: str | None, status: int, at: float) -> None:
         with self._calls_lock:
@@ -459,36 +434,6 @@ class Sandbox:
 
 def _ctype(api: str, headers: dict[str, str]) -> dict[str, str]:
     return {**headers, "content-type": JSON_X if api == "x" else JSON_GRAPH}
-
-
-def _break_one_item(api: str, payload: Any) -> None:
-    """Give one item of the page a broken shape (timestamp gone, author unusable), keeping its id."""
-    if not isinstance(payload, dict):
-        return
-    items = payload.get("data")
-    if isinstance(payload.get("messages"), dict):
-        items = payload["messages"].get("data")
-    if isinstance(items, dict):  # X single-event lookup
-        items = [items]
-    if items is None and "id" in payload:
-        items = [payload]  # a single Graph node
-    if not items:
-        return
-    item = items[len(items) // 2]
-    if api == "x":
-        broke = item.pop("created_at", None) is not None
-        if "sender_id" in item:
-            item["sender_id"] = None
-            broke = True
-        if not broke:
-            item["event_type"] = None
-        return
-    broke = item.pop("created_time", None) is not None or item.pop("updated_time", None) is not None
-    if "from" in item:
-        item["from"] = None
-        broke = True
-    if not broke:
-        item["id"] = None
 
 
 def _to_ms(at: Any) -> int:

@@ -1,9 +1,17 @@
-"""Scheduled failures: the next `count` matching requests fail in a chosen way."""
+"""Scheduled failures: the next `count` matching requests fail in a chosen way, and what that looks like."""
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sandbox import graph, xapi
+from sandbox.state import X_USER_ID
+from sandbox.wire import JSON_GRAPH, JSON_X, Reply, Request
+
+if TYPE_CHECKING:
+    from sandbox.state import MetaAccount
 
 KINDS = ("429", "500", "503", "timeout", "drop", "expired_token", "malformed", "truncated", "bad_item")
 ERROR_KINDS = ("429", "500", "503", "expired_token")
@@ -60,3 +68,56 @@ class FaultBook:
                     self._faults.remove(fault)
                 return Fault(fault.kind, fault.path, fault.account, 1, fault.after_effect, fault.method)
         return None
+
+
+def error_reply(kind: str, api: str, req: Request, acc: MetaAccount | None, now: float,
+                usage: graph.Usage, rates: xapi.RateLimits) -> Reply:
+    """The answer for an error-kind fault, with the headers the platform would send along."""
+    if api == "x":
+        route = xapi.route(req.method, [p for p in req.path.split("/") if p][1:])
+        key = (X_USER_ID, route.name if route else req.path)
+        reply = {"429": xapi.too_many, "expired_token": xapi.unauthorized}.get(kind, lambda: xapi.server_error(int(kind)))()
+        reply.headers.update(rates.peek(key, now, exhausted=kind == "429"))
+        reply.headers["content-type"] = JSON_X
+        return reply
+    obj, bucket = graph.business_object(acc)
+    if kind == "429":
+        err = graph.rate_error(acc.platform if acc else None)
+    elif kind == "expired_token":
+        err = graph.expired_token_error(now)
+    else:
+        err = graph.server_error(int(kind))
+    reply = graph.error_reply(err)
+    reply.headers["X-Business-Use-Case-Usage"] = usage.header(obj, bucket, now, throttled=kind == "429")
+    reply.headers["content-type"] = JSON_GRAPH
+    return reply
+
+
+def break_one_item(api: str, payload: Any) -> None:
+    """Give one item of the page a broken shape (timestamp gone, author unusable), keeping its id."""
+    if not isinstance(payload, dict):
+        return
+    items = payload.get("data")
+    if isinstance(payload.get("messages"), dict):
+        items = payload["messages"].get("data")
+    if isinstance(items, dict):  # X single-event lookup
+        items = [items]
+    if items is None and "id" in payload:
+        items = [payload]  # a single Graph node
+    if not items:
+        return
+    item = items[len(items) // 2]
+    if api == "x":
+        broke = item.pop("created_at", None) is not None
+        if "sender_id" in item:
+            item["sender_id"] = None
+            broke = True
+        if not broke:
+            item["event_type"] = None
+        return
+    broke = item.pop("created_time", None) is not None or item.pop("updated_time", None) is not None
+    if "from" in item:
+        item["from"] = None
+        broke = True
+    if not broke:
+        item["id"] = None

@@ -195,10 +195,6 @@ def split(req: Request) -> Ctx | None:
     return Ctx(req, parts[0], parts[1], parts[2:], token)
 
 
-def meta_accounts(state: State, host: str) -> list[MetaAccount]:
-    return [a for a in state.meta.values() if a.host == host]
-
-
 def attribute(state: State, ctx: Ctx) -> MetaAccount | None:
     """Which account a request concerns (for faults, the call log and usage), without side effects."""
     if ctx.host == "instagram":

@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
+JSON_GRAPH = "application/json; charset=UTF-8"
+JSON_X = "application/json; charset=utf-8"
+
 
 @dataclass
 class Request:

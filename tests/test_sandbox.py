@@ -632,8 +632,13 @@ def test_cli_serve_writes_config_and_stops_on_ctrl_c(tmp_path) -> None:  # type:
     config = tmp_path / "sandbox.toml"
     proc = subprocess.Popen([sys.executable, "-c", "import cli, sys; sys.exit(cli.main())", "sandbox", "serve", "--port", "0",
                              "--write-config", str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
     try:
-        first = proc.stdout.readline()  # type: ignore[union-attr]
+        while not lines or "Ctrl-C" not in lines[-1]:  # read the banner line by line (communicate() would lose buffered text)
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            assert line, "serve exited early"
+            lines.append(line)
+        first = "".join(lines)
         match = re.search(r"(http://127\.0\.0\.1:\d+)", first)
         assert match, first
         base = match.group(1)
@@ -642,9 +647,10 @@ def test_cli_serve_writes_config_and_stops_on_ctrl_c(tmp_path) -> None:  # type:
         assert f'base_url = "{base}/x"' in config.read_text()
     finally:
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=10)
+        rest, err = proc.communicate(timeout=10)
+    out = first + rest
     assert proc.returncode == 0, err
-    assert "export INBOX_SANDBOX_FB_TOKEN=" in out and str(config) in out
+    assert "export INBOX_SANDBOX_FB_TOKEN=" in out and str(config) in out and "sandbox stopped" in err
 
 
 # ── seed data ──────────────────────────────────────────────────────────────────────────────
