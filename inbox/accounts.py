@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from connectors.base import RateInfo
 from connectors.redact import redact
 from inbox.errors import NotFoundError
-from inbox.ingest import AccountRef, begin_write
+from inbox.ingest import AccountRef, begin_write, upsert
 from inbox.models import Account, Quarantine, SyncGap, utcnow
 
 if TYPE_CHECKING:
@@ -48,12 +48,20 @@ def ensure_accounts(engine: Engine, accounts: list[AccountSettings]) -> dict[str
             channel, pid = acc.channel.value, acc.platform_id
             row = by_name.get(acc.name) or by_platform.get((channel, pid))
             if row is None:
-                new_id = conn.execute(
-                    sa.insert(_a)
+                # Another worker may be creating it right now: let the unique keys decide.
+                conn.execute(
+                    upsert(conn, _a)
                     .values(name=acc.name, channel=channel, platform_id=pid, created_at=utcnow(), needs_reauth=False)
-                    .returning(_a.c.id)
-                ).scalar_one()
-                out[acc.name] = AccountRef(new_id, acc.name, channel, pid)
+                    .on_conflict_do_nothing()
+                )
+                row = conn.execute(
+                    sa.select(_a.c.id, _a.c.name, _a.c.channel, _a.c.platform_id).where(
+                        sa.or_(_a.c.name == acc.name, sa.and_(_a.c.channel == channel, _a.c.platform_id == pid))
+                    )
+                ).first()
+                if row is None:  # pragma: no cover - the insert either happened or conflicted
+                    raise RuntimeError(f"account {acc.name} could not be created")
+                out[acc.name] = AccountRef(row.id, acc.name, channel, pid)
                 continue
             if (row.name, row.channel, row.platform_id) != (acc.name, channel, pid):
                 conn.execute(
