@@ -97,7 +97,7 @@ class Sandbox:
         self._server = make_server(self, host, port)
         bound_host, bound_port = self._server.server_address[:2]
         self._base_url = f"http://{bound_host}:{bound_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
                                         name="sandbox-http", daemon=True)
         self._thread.start()
         return self

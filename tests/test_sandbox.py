@@ -6,6 +6,7 @@ import json
 import re
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -22,6 +23,7 @@ GRAPH_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\+0000$")
 X_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 INVOICE = re.compile(r"INV/\d{8}/MPL/\d{10}")
 DAY = 86400
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "payloads"
 
 
 # ── helpers ─────────────────────────────────────────────────────────────────────────────────
@@ -651,6 +653,80 @@ def test_cli_serve_writes_config_and_stops_on_ctrl_c(tmp_path) -> None:  # type:
     out = first + rest
     assert proc.returncode == 0, err
     assert "export INBOX_SANDBOX_FB_TOKEN=" in out and str(config) in out and "sandbox stopped" in err
+
+
+# ── conformance with the reference payloads ────────────────────────────────────────────────
+def _reference(name: str) -> Any:
+    path = REFERENCE / name
+    if not path.is_file():
+        pytest.skip(f"reference payload {path} not present")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _keys_at_least(reference: Any, ours: Any, where: str = "$") -> None:
+    """Every key the reference shows is present in ours, with the same JSON type, recursively."""
+    if isinstance(reference, dict):
+        assert isinstance(ours, dict), f"{where}: expected an object, got {ours!r}"
+        for key, value in reference.items():
+            assert key in ours, f"{where}: missing {key!r}"
+            _keys_at_least(value, ours[key], f"{where}.{key}")
+    elif isinstance(reference, list):
+        assert isinstance(ours, list) and ours, f"{where}: expected a non-empty list"
+        _keys_at_least(reference[0], ours[0], f"{where}[0]")
+    else:
+        assert type(ours) is type(reference) or {type(ours), type(reference)} <= {int, float}, f"{where}: {ours!r} vs {reference!r}"
+
+
+def test_graph_shapes_match_reference_payloads(sandbox: Sandbox) -> None:
+    g = Graph(sandbox)
+    listing = g.get(f"{PAGE_ID}/conversations", platform="instagram", fields="id,updated_time,participants", limit=2).json()
+    _keys_at_least(_reference("meta_conversations_list_paginated.json"), listing)
+    reference = _reference("meta_conversation_messages_messenger.json")
+    fields = "messages.limit(20){id,created_time,from,to,message,attachments}"
+    messages = [m for t in sandbox.threads("tokoshop-fb") for m in g.get(t, fields=fields).json()["messages"]["data"]]
+    text_ref, image_ref = reference["messages"]["data"]
+    _keys_at_least(text_ref, next(m for m in messages if "message" in m))
+    _keys_at_least(image_ref, next(m for m in messages if "message" in m and "image_data" in m.get("attachments", {}).get("data", [{}])[0]))
+    tid = sandbox.threads("tokoshop-fb")[0]
+    node = g.get(tid, fields="messages.limit(1){id}").json()
+    _keys_at_least({"id": reference["id"], "messages": {"paging": reference["messages"]["paging"]}}, node)
+    story = next(m["id"] for t in sandbox.threads("tokoshop-ig") for m in sandbox.thread_messages("tokoshop-ig", t)
+                 if m["story"] and "reply_to" in m["story"])
+    detail = g.get(story, fields="id,created_time,from,to,message,story,reactions,is_unsupported").json()
+    detail_ref = _reference("meta_message_detail_instagram_story_reply.json")
+    _keys_at_least({k: v for k, v in detail_ref.items() if k != "reactions"}, detail)
+    psid = customer_of(sandbox, "tokoshop-fb", thread_by_age(sandbox, "tokoshop-fb", 0, 24))
+    sent = g.send(psid, "Halo Kak").json()
+    assert set(sent) == set(_reference("meta_send_api_response.json"))
+    closed = g.send(customer_of(sandbox, "tokoshop-fb", thread_by_age(sandbox, "tokoshop-fb", 24, 7 * 24)), "Halo")
+    ref_err = _reference("meta_error_outside_window.json")
+    _keys_at_least(ref_err, closed.json())
+    assert closed.json()["error"]["message"] == ref_err["error"]["message"]
+    sandbox.fault("expired_token")
+    _keys_at_least(_reference("meta_error_token_expired.json"), g.get("me").json())
+
+
+def test_x_shapes_match_reference_payloads(sandbox: Sandbox) -> None:
+    x = X(sandbox)
+    params = {"dm_event.fields": "id,text,event_type,created_at,dm_conversation_id,sender_id,attachments",
+              "expansions": "sender_id,attachments.media_keys", "user.fields": "username,name", "media.fields": "url,type"}
+    reference = _reference("x_dm_events_paginated.json")
+    pages = [x.get("2/dm_events", max_results=3, **params).json()]
+    while pages[-1]["meta"].get("next_token"):
+        pages.append(x.get("2/dm_events", max_results=3, pagination_token=pages[-1]["meta"]["next_token"], **params).json())
+    events = [e for p in pages for e in p["data"]]
+    for ref_event in reference["data"]:
+        _keys_at_least(ref_event, next(e for e in events if ("attachments" in e) == ("attachments" in ref_event)))
+    _keys_at_least(reference["includes"]["users"], pages[0]["includes"]["users"])
+    with_media = next(p for p in pages if "media" in p.get("includes", {}))
+    _keys_at_least(reference["includes"]["media"], with_media["includes"]["media"])
+    _keys_at_least(reference["meta"], pages[1]["meta"])  # a middle page has next_token and previous_token
+    conv = sandbox.threads("tokoshop-x")[0]
+    created = x.post(f"2/dm_conversations/{conv}/messages", {"text": "Halo"})
+    assert created.status_code == 201 and set(created.json()["data"]) == set(_reference("x_create_dm_response.json")["data"])
+    assert x.get("2/dm_events", max_results=500).json() == _reference("x_error_400_invalid_request.json")
+    sandbox.fault("429", path="/2/dm_events")
+    assert x.get("2/dm_events").json() == _reference("x_error_429_too_many_requests.json")
 
 
 # ── seed data ──────────────────────────────────────────────────────────────────────────────
