@@ -331,7 +331,7 @@ app.add_typer(sandbox_app, name="sandbox")
 @sandbox_app.command("serve")
 def sandbox_serve(
     ctx: typer.Context,
-    host: str = typer.Option("127.0.0.1", "--host", help="Loopback address to bind (127.0.0.1, localhost or ::1)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind: loopback only (127.0.0.1 or localhost)."),
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port (0 picks a free one)."),
     large: int = typer.Option(0, "--large", min=0, help="Add a generated dataset of about N messages."),
     seed: int = typer.Option(7, "--seed", help="Seed for ids, timings and the generated dataset."),
@@ -345,8 +345,8 @@ def sandbox_serve(
 
     from sandbox import Sandbox
 
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        raise typer.BadParameter("the sandbox binds to loopback only", param_hint="--host")
+    if host not in ("127.0.0.1", "localhost"):
+        raise typer.BadParameter("the sandbox binds to 127.0.0.1 only", param_hint="--host")
     sb = Sandbox(seed=seed, large=large)
     try:
         sb.start(host, port)

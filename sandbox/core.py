@@ -36,6 +36,7 @@ from sandbox.state import (
     Person,
     SandboxAccount,
     State,
+    Thread,
     XAccount,
 )
 from sandbox.wire import JSON_GRAPH, JSON_X, Reply, Request
@@ -89,8 +90,9 @@ class Sandbox:
 
     # ── lifecycle ───────────────────────────────────────────────────────────────────────────
     def start(self, host: str = "127.0.0.1", port: int = 0) -> Sandbox:
-        if host not in ("127.0.0.1", "localhost", "::1"):
-            raise ValueError("the sandbox binds to loopback only")
+        if host not in ("127.0.0.1", "localhost"):
+            raise ValueError("the sandbox binds to 127.0.0.1 only")
+        host = "127.0.0.1"
         if self._server is not None:
             return self
         self.stopping.clear()
@@ -222,7 +224,7 @@ class Sandbox:
         except KeyError:
             raise KeyError(f"no sandbox account named {name!r} (known: {', '.join(self.accounts)})") from None
 
-    def _meta_thread(self, acc: MetaAccount, thread: str | None, customer: Any) -> Any:
+    def _meta_thread(self, acc: MetaAccount, thread: str | None, customer: Any) -> Thread:
         st = self.state
         if thread is not None:
             th = acc.threads.get(thread)

@@ -151,7 +151,9 @@ class Usage:
 
     def header(self, obj: str, bucket: str, now: float, throttled: bool = False) -> str:
         q = self.calls.get(obj, deque())
-        per_minute = (self.calls_per_second or 2) * 60
+        while q and q[0] < now - 60:
+            q.popleft()
+        per_minute = (self.calls_per_second or 2) * 60  # the documented 2 calls/s when no limit is set
         pct = math.ceil(len(q) * 100 / per_minute)
         if throttled:
             pct = max(pct, 100)
@@ -252,7 +254,7 @@ def uncursor(value: str) -> list[str]:
     except (ValueError, UnicodeDecodeError):
         raise GraphError(100, "(#100) Invalid cursor", type_="GraphMethodException") from None
     parts = raw.split("|")
-    if parts[0] != "QVFI" or len(parts) < 3:
+    if parts[0] != "QVFI" or len(parts) != 3 or not parts[1].lstrip("-").isdigit():
         raise GraphError(100, "(#100) Invalid cursor", type_="GraphMethodException")
     return parts[1:]
 
