@@ -155,6 +155,8 @@ class Ticket(SQLModel, table=True):
     __table_args__ = (
         sa.Index("ix_ticket_triage", "status", "priority_rank", "first_response_due_at"),
         sa.Index("ix_ticket_assignee_status", "assignee", "status"),
+        # The triage queue order (priority, SLA due, id): `inbox list` and `claim` read it in order.
+        sa.Index("ix_ticket_queue", "priority_rank", "first_response_due_at", "id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

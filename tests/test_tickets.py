@@ -26,17 +26,19 @@ def test_list_sorts_by_priority_then_sla_and_filters(engine) -> None:
     low = sf.ticket(engine, priority="low", due_in=timedelta(minutes=5))
     late = sf.ticket(engine, priority="high", due_in=timedelta(hours=3))
     soon = sf.ticket(engine, priority="high", due_in=timedelta(minutes=30))
+    undue = sf.ticket(engine, priority="urgent", due_in=None)  # no SLA due time: last among urgent
     urgent = sf.ticket(engine, priority="urgent", channel="x", account_name="tokoshop-x")
     done = sf.ticket(engine, status="resolved", priority="urgent")
     fb = sf.ticket(engine, channel="facebook", account_name="tokoshop-fb", status="open", assignee="ana")
 
     ids = [t.id for t in tk.list_tickets(engine)]
-    assert ids[:3] == [urgent.ticket_id, soon.ticket_id, late.ticket_id]
+    assert ids[:4] == [urgent.ticket_id, undue.ticket_id, soon.ticket_id, late.ticket_id]
     assert ids.index(low.ticket_id) == len(ids) - 1
     assert done.ticket_id not in ids  # default: active statuses only
 
     assert [t.id for t in tk.list_tickets(engine, tk.TicketFilter(statuses=("resolved",)))] == [done.ticket_id]
     assert [t.id for t in tk.list_tickets(engine, tk.TicketFilter(channels=("x",)))] == [urgent.ticket_id]
+    assert [t.id for t in tk.list_tickets(engine, tk.TicketFilter(limit=2))] == [urgent.ticket_id, undue.ticket_id]
     assert [t.id for t in tk.list_tickets(engine, tk.TicketFilter(accounts=("tokoshop-fb",)))] == [fb.ticket_id]
     assert [t.id for t in tk.list_tickets(engine, tk.TicketFilter(assignee="ana"))] == [fb.ticket_id]
     assert fb.ticket_id not in [t.id for t in tk.list_tickets(engine, tk.TicketFilter(assignee="none"))]
