@@ -46,9 +46,8 @@ from connectors.errors import (
     TextTooLongError,
 )
 from connectors.http import HttpSession, RetryPolicy, decode_json
-from connectors.meta_parse import ParseError
 from connectors.redact import redact, register_secret
-from connectors.x_parse import MESSAGE_CREATE, created_event, event_items, next_token, parse_event, parse_includes, to_message
+from connectors.x_parse import MESSAGE_CREATE, ParseError, created_event, event_items, next_token, parse_event, parse_includes, to_message
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
@@ -277,7 +277,13 @@ def test_send_returns_the_id_and_the_echo_comes_back(sb: Any, name: str) -> None
     policy = ReplyPolicy.DIRECT if name == "tokoshop-x" else ReplyPolicy.RESPONSE
     result = conn.send(_reply(msg, "Halo Kak, dananya sudah kami proses ya 🙏", policy))
     assert result.external_id and result.sent_at.tzinfo is not None
-    assert sb.sent(name), "the sandbox recorded the send"
+    (sent,) = sb.sent(name)
+    if name in META:
+        assert sent["message_id"] == result.external_id and sent["recipient_id"] == msg.customer.id
+        assert sent["messaging_type"] == "RESPONSE" and sent["tag"] is None
+        assert sent["metadata"] == f"reply-{msg.external_id[-12:]}"  # the idempotency key
+    else:
+        assert sent["dm_event_id"] == result.external_id and result.thread_id == msg.thread_id
     echo, _, _ = drain(conn, cursor, store)
     (mine,) = [m for m in echo if m.external_id == result.external_id]
     assert mine.direction is Direction.OUT and mine.thread_id == msg.thread_id
@@ -295,6 +301,8 @@ def test_window_rules(sb: Any, name: str) -> None:
         conn.send(_reply(msg, "Mohon maaf menunggu", ReplyPolicy.RESPONSE))
     assert info.value.code == 10 and info.value.subcode in (2018278, 2534022)
     assert conn.send(_reply(msg, "Mohon maaf menunggu, Kak", ReplyPolicy.HUMAN_AGENT)).external_id
+    tagged = sb.sent(name)[-1]
+    assert (tagged["messaging_type"], tagged["tag"]) == ("MESSAGE_TAG", "HUMAN_AGENT")
     sb.advance(7 * 86400)
     with pytest.raises(WindowClosedError):
         conn.send(_reply(msg, "Masih ada yang bisa dibantu?", ReplyPolicy.HUMAN_AGENT))
