@@ -2,6 +2,9 @@
 
 Reads `GET /{page-id}/conversations?platform=messenger` and sends with `POST /{page-id}/messages`.
 Replies are limited to 2,000 characters. Everything else lives in `connectors.meta`.
+
+References: https://developers.facebook.com/docs/messenger-platform/conversations ,
+https://developers.facebook.com/docs/messenger-platform/reference/send-api
 """
 
 from __future__ import annotations

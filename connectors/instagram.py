@@ -6,6 +6,9 @@
   `GET /me/conversations?platform=instagram`, `POST /me/messages` (`/me` is the token's account).
 
 Replies are limited to 1,000 UTF-8 bytes. Everything else lives in `connectors.meta`.
+
+References: https://developers.facebook.com/docs/instagram-platform/instagram-api-with-instagram-login/conversations-api ,
+https://developers.facebook.com/docs/messenger-platform/instagram/features/send-message
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ A polling pass (reference C.2-C.4):
 1. List conversations newest-first (`fields=id,updated_time,participants,message_count`,
    `limit=page_size`), following `paging.next` within the pass only (Graph cursors break when an item
    is deleted, so none is persisted). Listing stops at the first page holding a thread whose
-   `updated_time` is at or below the high-water mark minus the overlap.
+   `updated_time` is at or below the high-water mark minus the overlap (`spec.overlap_seconds`): Graph
+   timestamps have one-second resolution and listings lag, so a thread can surface with an
+   `updated_time` just below the mark after the previous pass ended.
 2. A thread above that line is read unless the cursor remembers it with the same `updated_time` and
    `message_count` (threads inside the overlap window are remembered, so a pass with nothing new costs
    exactly one list call).
@@ -15,8 +17,9 @@ A polling pass (reference C.2-C.4):
    may be lost. A `Gap` is reported when all readable messages are new, the horizon was reached, and
    either Graph says the thread holds more messages than we could read (`message_count`), or -- count
    unknown -- we had synced before and even the oldest readable message is newer than the previous
-   pass (so something between the previous pass and it may be missing). A first sync without a count
-   reports nothing: there was no earlier state to lose.
+   pass (so something between the previous pass and it may be missing). On a first sync the count
+   alone decides: a thread of 26 messages has 6 that can never be read, and that is reported; without
+   a count a first sync reports nothing, since nothing shows that older messages exist.
 
 Each conversation-list page becomes one `Page` with the messages of its changed threads (ascending
 by time). Intermediate pages carry the old cursor; the last page of the pass carries the new one
