@@ -540,3 +540,48 @@ def test_a_body_shorter_than_its_length_is_malformed(wire: tuple[str, _Script]) 
     script.replies.append((200, {"Content-Type": "application/json"}, b'{"data": [{"id": "1"', 400))
     with pytest.raises(MalformedResponseError, match="truncated"):
         _session().get(base + "/v23.0/t_1/messages")
+
+
+def _graph_messages(start: datetime, step_minutes: float, n: int) -> bytes:
+    import json as _json
+    from datetime import timedelta
+
+    data = [
+        {
+            "id": f"m_{i:04d}",
+            "created_time": (start - timedelta(minutes=step_minutes * i)).strftime("%Y-%m-%dT%H:%M:%S+0000"),
+            "from": {"name": "Rina", "id": "6100000000000001"},
+            "to": {"data": [{"name": "TokoShop", "id": "104920378912345"}]},
+            "message": f"pesan {i}",
+        }
+        for i in range(n)
+    ]
+    return _json.dumps({"data": data}).encode()
+
+
+@pytest.mark.parametrize(
+    ("cursor_hwm", "step_minutes", "expect_gap"),
+    [
+        ("2026-11-24T08:00:00+00:00", 1, True),  # 20 new since the last pass, all after it: older ones may be lost
+        ("2026-11-24T08:00:00+00:00", 10, False),  # the readable window reaches back before the last pass
+        (None, 1, False),  # first sync, no message_count: nothing shows older messages exist
+    ],
+)
+def test_gap_rule_without_message_count(wire: tuple[str, _Script], cursor_hwm: str | None, step_minutes: float, expect_gap: bool) -> None:
+    import json as _json
+
+    base, script = wire
+    newest = datetime(2026, 11, 24, 9, 0, tzinfo=timezone.utc)
+    listing = {"data": [{"id": "t_1", "updated_time": "2026-11-24T09:00:00+0000", "participants": {"data": [{"id": "6100000000000001"}, {"id": "104920378912345"}]}}]}
+    script.replies.append((200, {}, _json.dumps(listing).encode(), None))
+    script.replies.append((200, {}, _graph_messages(newest, step_minutes, 20), None))
+    spec = AccountSpec(
+        name="wire-fb", channel=Channel.FACEBOOK, account_id="104920378912345", base_url=base + "/v23.0",
+        secrets={"access_token": "EAAWireTestToken000000"}, page_id="104920378912345", min_interval=0.0,
+    )
+    cursor = {"v": 1, "hwm": cursor_hwm, "recent": {}} if cursor_hwm else None
+    messages, pages, new_cursor = drain(connect(spec, policy=FAST), cursor, Store())
+    gaps = [g for p in pages for g in p.gaps]
+    assert len(messages) == 20 and script.seen[1].startswith("GET /v23.0/t_1/messages?")
+    assert [g.thread_id for g in gaps] == (["t_1"] if expect_gap else [])
+    assert new_cursor is not None and new_cursor["hwm"].startswith("2026-11-24T09:00:00")
