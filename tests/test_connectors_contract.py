@@ -346,6 +346,23 @@ def test_send_that_may_have_left_is_delivery_unknown(sb: Any, name: str, kind: s
         assert any(m.direction is Direction.OUT and m.text == "Baik Kak, kami cek dulu ya" for m in echo)
 
 
+@pytest.mark.parametrize(("kind", "expected"), [("503", ServerError), ("500", DeliveryUnknownError)])
+@pytest.mark.parametrize("name", ACCOUNTS)
+def test_send_server_errors_are_never_retried(sb: Any, name: str, kind: str, expected: type) -> None:
+    """503 means "not processed, come back later"; a 500 on a send may hide a delivery, so it is unknown."""
+    conn = open_connector(sb, name)
+    store = Store()
+    _, _, cursor = drain(conn, None, store)
+    msg, _ = _fresh_thread(sb, conn, name, store, cursor)
+    sb.clear_calls()
+    sb.fault(kind, account=name, path=SEND_PATH[name], count=5)
+    policy = ReplyPolicy.DIRECT if name == "tokoshop-x" else ReplyPolicy.RESPONSE
+    with pytest.raises(expected):
+        conn.send(_reply(msg, "Baik Kak", policy))
+    assert len([c for c in calls_for(sb, name) if c.method == "POST"]) == 1
+    assert sb.sent(name) == []
+
+
 @pytest.mark.parametrize("kind", ["timeout", "drop"])
 @pytest.mark.parametrize("name", ACCOUNTS)
 def test_reads_that_time_out_or_drop_are_retried(sb: Any, name: str, kind: str) -> None:
