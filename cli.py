@@ -1331,6 +1331,93 @@ def export_cmd(
 
 # ─── demo ────────────────────────────────────────────────────────────────────────────────────
 
+@app.command("demo")
+def demo_cmd(
+    ctx: typer.Context,
+    db: Optional[str] = typer.Option(None, "--db", help="Use this new SQLite file (kept) instead of a temporary one."),
+    keep: bool = typer.Option(False, "--keep", help="Keep the temporary store and config to explore afterwards."),
+) -> None:
+    """The whole loop in a few seconds against a local sandbox of the three APIs: sync, triage, claim, reply, echo."""
+    import time
+
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+    from rich.rule import Rule
+    from rich.text import Text
+
+    from inbox.demo import Demo
+    from inbox.text import one_line
+
+    import logging
+
+    out = console()
+    started = time.perf_counter()
+    if not state(ctx).debug:
+        # The seeded sandbox includes a thread past Meta's 20-message horizon on purpose; its
+        # warning belongs in `inbox sync` output, not in the middle of the demo's progress bars.
+        logging.getLogger("connectors").setLevel(logging.ERROR)
+    demo = Demo.create(db, keep)
+    with demo:
+        out.print(Text("inbox demo — the whole loop against a local sandbox of the Instagram, Messenger and X APIs", style="bold"))
+        out.print(Text(f"sandbox {demo.sandbox.base_url} · config {demo.config_path} · store {demo.db_path}", style="dim"))
+
+        out.print(Rule("1. sync the three accounts", style="cyan", align="left"))
+        with Progress(SpinnerColumn(), TextColumn("{task.description:<12}"), TextColumn("{task.fields[info]}"), console=out, transient=False) as bar:
+            tasks = {a.name: bar.add_task(a.name, total=None, info="…") for a in demo.settings.accounts}
+
+            def on_progress(p: Any) -> None:
+                c = p.counts
+                info = f"{p.pages} page(s), {c.new_messages} messages, {c.new_tickets} tickets" + (f" · {p.status}" if p.done else "")
+                bar.update(tasks[p.account], info=info, total=1 if p.done else None, completed=1 if p.done else 0)
+
+            results = demo.sync(on_progress)
+        failed = [r for r in results if r.status != "ok"]
+        if failed:
+            raise RuntimeError("demo sync failed: " + "; ".join(f"{r.account}: {r.error}" for r in failed))
+
+        out.print(Rule("2. the inbox  (inbox list)", style="cyan", align="left"))
+        from inbox.tickets import TicketFilter, list_tickets
+
+        rows = list_tickets(demo.engine, TicketFilter(limit=10))
+        out.print(_tri_table(rows, width=out.width), no_wrap=True, overflow="ellipsis")
+
+        out.print(Rule("3. claim a ticket  (inbox claim)", style="cyan", align="left"))
+        ticket = demo.pick_and_claim()
+        out.print(Text(f"#{ticket.id} claimed by {ticket.assignee} · {ticket.priority} · {ticket.channel} · {one_line(ticket.snippet, 70)}"))
+
+        out.print(Rule(f"4. reply through {ticket.channel}  (inbox reply {ticket.id} ...)", style="cyan", align="left"))
+        plan = demo.plan(ticket.id)
+        out.print(Text(plan.describe(), style="bold"))
+        out.print(Text(one_line(plan.text, 200)))
+        outcome = demo.send(plan)
+        out.print(Text(f"sent: reply #{outcome.reply_id}, platform id {one_line(outcome.external_id, 28)}", style="green"))
+
+        out.print(Rule("5. sync again: the reply comes back as an echo", style="cyan", align="left"))
+        demo.sync()
+        echo = demo.echo_of(ticket.id, outcome.reply_id)
+        if echo is None:
+            raise RuntimeError(f"the echo of reply #{outcome.reply_id} did not arrive")
+        out.print(Text(f"echo {one_line(echo.external_id, 28)} at {echo.sent_at:%H:%M:%S} UTC is matched to reply #{outcome.reply_id}; "
+                       f"ticket #{ticket.id} is now pending", style="green"))
+
+        out.print(Rule("next", style="cyan", align="left"))
+        elapsed = time.perf_counter() - started
+        cfg = demo.config_path
+        if demo.keep:
+            out.print(Text(f"The store and config are kept. These work now (the sandbox has stopped, so sync and reply need it running):"))
+            for cmd in (f"inbox -c {cfg} list", f"inbox -c {cfg} show {ticket.id}", f"inbox -c {cfg} search refund",
+                        f"inbox -c {cfg} list --channel instagram --window-closing 24", f"inbox -c {cfg} stats",
+                        f"inbox -c {cfg} export --format csv --output tickets.csv"):
+                out.print(Text("  " + cmd), soft_wrap=True)
+        else:
+            out.print(Text("The demo store was temporary; `inbox demo --keep` keeps it to explore with list/show/search/stats."))
+        out.print(Text("To keep syncing and replying against the sandbox, serve it in another terminal and use the config it writes:"))
+        out.print(Text("  inbox sandbox serve --write-config inbox-sandbox.toml --database sqlite:///inbox-sandbox.db"), soft_wrap=True)
+        out.print(Text("  export the INBOX_SANDBOX_* token variables it prints, then:"))
+        for cmd in ("inbox -c inbox-sandbox.toml sync", "inbox -c inbox-sandbox.toml list", "inbox -c inbox-sandbox.toml claim",
+                    "inbox -c inbox-sandbox.toml reply ID \"Halo kak ...\""):
+            out.print(Text("  " + cmd), soft_wrap=True)
+        out.print(Text(f"done in {elapsed:.1f} s", style="dim"))
+
 
 # ─── entry point ─────────────────────────────────────────────────────────────────────────────
 
