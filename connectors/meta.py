@@ -71,7 +71,7 @@ from connectors.meta_parse import (
     parse_message,
     sent_message_id,
 )
-from connectors.redact import register_secret
+from connectors.redact import register_secret, scrub
 from connectors.times import format_time, parse_time
 
 log = logging.getLogger(__name__)
@@ -287,7 +287,7 @@ class MetaConnector:
     def _quarantine(self, reason: str, raw: Any, *, thread_id: str | None = None, external_id: str | None = None) -> QuarantinedItem:
         log.warning("%s: quarantined %s", self.spec.name, reason)
         return QuarantinedItem(
-            channel=self.channel, account_id=self.spec.account_id, reason=reason, raw=raw,
+            channel=self.channel, account_id=self.spec.account_id, reason=reason, raw=scrub(raw),
             external_id=external_id, thread_id=thread_id,
         )
 

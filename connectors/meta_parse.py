@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from connectors.base import Attachment, Channel, Direction, InboundMessage, MessageKind, Participant
+from connectors.redact import scrub
 from connectors.times import parse_time
 
 # RestFB: in the EU some attachments come back as a placeholder with this id (content not available).
@@ -224,7 +225,7 @@ def parse_message(
         kind=kind,
         sent_at=sent_at,
         attachments=tuple(attachments),
-        raw=dict(item),
+        raw=scrub(dict(item)),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+from typing import Any
 
 _lock = threading.Lock()
 _known: set[str] = set()
@@ -44,3 +45,21 @@ def redact(text: str) -> str:
         if secret in text:
             text = text.replace(secret, "****")
     return text
+
+
+_URL_SECRET_MARKERS = ("access_token=", "client_secret=", "oauth_token=", "appsecret_proof=")
+
+
+def scrub(value: Any) -> Any:
+    """A copy of a decoded JSON payload with token-bearing strings redacted.
+
+    Graph nests `paging.next` URLs that carry `access_token` inside message payloads (e.g. the
+    attachments edge); payloads are kept as `raw`, so they are scrubbed before they leave a connector.
+    """
+    if isinstance(value, str):
+        return redact(value) if any(marker in value for marker in _URL_SECRET_MARKERS) else value
+    if isinstance(value, dict):
+        return {key: scrub(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [scrub(item) for item in value]
+    return value

@@ -108,6 +108,8 @@ def test_messenger_thread_kinds_directions_and_attachments() -> None:
     assert shell.text is None and shell.attachments == ()
     assert first.sent_at == datetime(2026, 11, 24, 8, 55, tzinfo=timezone.utc)
     assert all(m.raw["id"] == m.external_id for m in msgs)
+    assert "EAAFixtureTokenNeverReal000" in json.dumps(items[1])  # the attachments edge's paging.next
+    assert all("EAAFixtureTokenNeverReal000" not in json.dumps(m.raw) for m in msgs)
 
 
 # --- Instagram --------------------------------------------------------------------------------

@@ -63,6 +63,9 @@ def test_pyfacebook_message_node(rel: str) -> None:
     assert att.url == raw["attachments"]["data"][0]["image_data"]["url"]
     assert msg.kind is MessageKind.ATTACHMENT
     assert msg.raw["id"] == raw["id"]
+    # The attachments edge's paging.next carries access_token: the kept payload must not.
+    assert "access_token=access_token" in json.dumps(raw)
+    assert "access_token=access_token" not in json.dumps(msg.raw) and "access_token=****" in json.dumps(msg.raw)
 
 
 def test_pyfacebook_message_batch_image_and_video() -> None:
