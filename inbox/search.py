@@ -33,7 +33,7 @@ M = tb.message
 PG_TSVECTOR = "to_tsvector('simple'::regconfig, regexp_replace(coalesce(message.text, ''), '[^[:alnum:]]+', ' ', 'g'))"
 MAX_WORDS = 12
 # The newest matching messages considered: keeps a very common word bounded on a large store.
-MAX_MATCHES = 5000
+MAX_MATCHES = 2000
 
 _PART = re.compile(r"\w+", re.UNICODE)
 

@@ -296,7 +296,13 @@ def list_tickets(engine: Engine, flt: TicketFilter | None = None, *, now: dateti
     flt = (flt or TicketFilter()).validate()
     now = now or utcnow()
     with engine.connect() as conn:
-        rows = _queue_rows(conn, _base_select().where(*filter_conditions(flt, now)), flt.limit)
+        query = _base_select().where(*filter_conditions(flt, now))
+        if flt.ids is not None:
+            # A known, bounded set (search results): fetch by primary key and order here; walking
+            # the queue index in order looking for them would read most of it.
+            rows = sorted(conn.execute(query.add_columns(T.c.priority_rank)).all(), key=_queue_key)[: flt.limit]
+        else:
+            rows = _queue_rows(conn, query, flt.limit)
         tags = _tags_for(conn, [r.id for r in rows])
     return [_row(r, tags.get(r.id, ())) for r in rows]
 
