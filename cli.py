@@ -1138,10 +1138,22 @@ def _rep_text(ctx: typer.Context, ticket_id: int, text: Optional[str], editor: b
         variables = ticket_variables(state(ctx).engine(), ticket_id, agent, list(settings.dedup.order_patterns))
         return render(get_template(dict(settings.templates), template), variables)
     if editor:
-        import click
+        import shlex
+        import subprocess
+        import tempfile
 
-        edited = click.edit(f"\n# Reply to ticket #{ticket_id}. Lines starting with # are dropped; an empty reply cancels.\n", require_save=True)
-        body = "\n".join(line for line in (edited or "").splitlines() if not line.startswith("#")).strip()
+        command = shlex.split(os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi")
+        with tempfile.NamedTemporaryFile("w+", suffix=".txt", prefix=f"inbox-reply-{ticket_id}-", encoding="utf-8", delete=False) as fh:
+            fh.write(f"\n# Reply to ticket #{ticket_id}. Lines starting with # are dropped; an empty reply cancels.\n")
+            path = fh.name
+        try:
+            if subprocess.call([*command, path]) != 0:
+                raise UsageError(f"the editor ({command[0]}) failed: nothing sent")
+            with open(path, encoding="utf-8") as fh:
+                edited = fh.read()
+        finally:
+            os.unlink(path)
+        body = "\n".join(line for line in edited.splitlines() if not line.startswith("#")).strip()
         if not body:
             raise UsageError("empty reply: nothing sent")
         return body

@@ -381,3 +381,21 @@ def test_stats_and_export(e2e: Env) -> None:
     assert lines and sum(len(x["messages"]) for x in lines) > 50
     csv_out = e2e.run("export", "--format", "csv").stdout
     assert csv_out.startswith("ticket_id,status") and "\x1b" not in csv_out
+
+
+def test_reply_from_template_and_editor(e2e: Env) -> None:
+    cfg = e2e.dir / "templates.toml"
+    cfg.write_text(e2e.config.read_text() + '\n[templates]\nthanks = "Halo {customer}, tiket #{ticket} kami proses. — {agent}"\n', encoding="utf-8")
+    x = [t for t in e2e.json("list", "--channel", "x", "--status", "new")["tickets"]][:2]
+    base = [INBOX, "-c", str(cfg), "reply"]
+    p = subprocess.run([*base, str(x[0]["id"]), "--template", "thanks", "--yes"], env=e2e.env, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert e2e.sb.sent("tokoshop-x")[-1]["text"].endswith(f"tiket #{x[0]['id']} kami proses. — ana")
+    editor = e2e.dir / "editor.sh"
+    editor.write_text('#!/bin/sh\necho "Ditulis di editor" >> "$1"\n', encoding="utf-8")
+    editor.chmod(0o755)
+    p = subprocess.run([*base, str(x[1]["id"]), "--editor", "--yes"], env={**e2e.env, "EDITOR": str(editor)}, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert e2e.sb.sent("tokoshop-x")[-1]["text"] == "Ditulis di editor"
+    p = subprocess.run([*base, str(x[1]["id"]), "--template", "missing", "--yes"], env=e2e.env, capture_output=True, text=True)
+    assert p.returncode == 2 and "thanks" in p.stderr
