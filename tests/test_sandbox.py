@@ -446,6 +446,22 @@ def test_x_send_and_echo(sandbox: Sandbox) -> None:
     assert x.post(f"2/dm_conversations/with/{other}/messages", {}).status_code == 400
 
 
+def test_x_single_event_and_group_conversation(sandbox: Sandbox) -> None:
+    x = X(sandbox)
+    newest = x.get("2/dm_events", max_results=1, **FULL).json()["data"][0]
+    assert x.get(f"2/dm_events/{newest['id']}", **FULL).json() == {"data": newest}
+    missing = x.get("2/dm_events/123")
+    assert missing.status_code == 404 and missing.json()["type"].endswith("/problems/resource-not-found")
+    created = x.post("2/dm_conversations", {"conversation_type": "Group", "participant_ids": ["944480690", "2244994945"],
+                                            "message": {"text": "Halo semua, ini grup untuk klaim garansi"}})
+    assert created.status_code == 201
+    data = created.json()["data"]
+    assert "-" not in data["dm_conversation_id"] and 15 <= len(data["dm_conversation_id"]) <= 19
+    events = x.get(f"2/dm_conversations/{data['dm_conversation_id']}/dm_events", **FULL).json()["data"]
+    assert [e["id"] for e in events] == [data["dm_event_id"]] and events[0]["sender_id"] == X_ME
+    assert x.post("2/dm_conversations", {"conversation_type": "group", "participant_ids": ["1"]}).status_code == 400
+
+
 def test_x_rate_limit_budget_and_reset() -> None:
     with Sandbox(seed=7, x_rate_limit=3, x_window_seconds=60).start() as sb:
         x = X(sb)
