@@ -20,8 +20,10 @@ so a test can kill it exactly there.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import socket
 import time
 import uuid
@@ -385,6 +387,22 @@ def _sender(marker: str | None) -> tuple[str | None, bool | None]:
     return phase, False
 
 
+_URL = re.compile(r"https?://\S+")
+
+
+def _comparable(text: str | None) -> str:
+    # Platforms may trim, re-space or shorten links (X wraps URLs in t.co): compare what is left.
+    return " ".join(_URL.sub("<url>", text or "").split())
+
+
+def _is_echo_of(message: Any, reply: Any) -> bool:
+    """An outbound message is our reply's echo when it carries our idempotency key (Meta keeps
+    `metadata`) or has the same text."""
+    if message.raw and reply.idempotency_key in json.dumps(message.raw, ensure_ascii=False, default=str):
+        return True
+    return bool(message.text) and _comparable(message.text) == _comparable(reply.text)
+
+
 def reconcile_unknown(engine: Engine, account_id: int, *, synced_after: datetime | None = None, now: datetime | None = None) -> int:
     """Settle replies whose outcome is in doubt; returns how many were settled.
 
@@ -425,18 +443,18 @@ def reconcile_unknown(engine: Engine, account_id: int, *, synced_after: datetime
                     settled += 1
                     continue
                 left_by = reply.updated_at + CALL_BUDGET
-            echo = conn.execute(
-                sa.select(M.c.id, M.c.external_id, M.c.sent_at)
+            candidates = conn.execute(
+                sa.select(M.c.id, M.c.external_id, M.c.sent_at, M.c.text, M.c.raw)
                 .where(
                     M.c.conversation_id == reply.conversation_id,
                     M.c.direction == "out",
                     M.c.reply_id.is_(None),
-                    M.c.text == reply.text,
                     M.c.sent_at >= reply.created_at - ECHO_TOLERANCE,
                 )
                 .order_by(M.c.sent_at, M.c.id)
-                .limit(1)
-            ).first()
+                .limit(200)
+            ).all()
+            echo = next((c for c in candidates if _is_echo_of(c, reply)), None)
             if echo is not None:
                 _mark_sent(conn, reply, echo.external_id, echo.sent_at, "sync", "matched echo")
                 conn.execute(M.update().where(M.c.id == echo.id).values(reply_id=reply.id))

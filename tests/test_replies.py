@@ -225,3 +225,16 @@ def test_templates(engine) -> None:
         tpl.render("refund {invoice}", tpl.ticket_variables(engine, other.ticket_id, "ana", pattern))
     with pytest.raises(UsageError):
         tpl.get_template({"a": "x"}, "b")
+
+
+def test_echo_matched_despite_platform_rewriting(engine) -> None:
+    made = sf.ticket(engine, channel="x", account_name="tokoshop-x")
+    platform = Platform()
+    platform.deliver_then_fail = True
+    text = "Cek status di https://tokoshop.example/track/123  ya kak\n"
+    with pytest.raises(PlatformError):
+        rp.send_reply(engine, rp.plan_reply(engine, made.ticket_id, text), platform.factory, "ana")
+    # X shortens links and trims: still our reply.
+    sf.outbound(engine, made, "Cek status di https://t.co/AbC123 ya kak", "dm_1", channel="x")
+    assert rp.reconcile_unknown(engine, made.account_id) == 1
+    assert rp.outbox(engine, states=("sent",))[0].external_id == "dm_1"
