@@ -234,3 +234,27 @@ def test_core_tables_match_the_models() -> None:
     assert tables.STATUSES == tuple(s.value for s in models.TicketStatus)
     assert tables.PRIORITY_RANK == models.PRIORITY_RANK
     assert tables.REPLY_STATES == tuple(s.value for s in models.ReplyState)
+
+
+def test_stats_backlog_breaches_and_first_response(engine) -> None:
+    from inbox import stats
+    from inbox.tables import ticket as T
+
+    sf.ticket(engine, due_in=timedelta(minutes=-5))  # unanswered, past due
+    sf.ticket(engine, channel="x", account_name="tokoshop-x", status="open")
+    answered = [sf.ticket(engine, status="pending") for _ in range(4)]
+    old = sf.ticket(engine, last_customer_ago=timedelta(days=4))  # open past the escalation time
+    with engine.begin() as conn:
+        for made, minutes in zip(answered, (10, 20, 30, 100)):
+            created = conn.execute(sa.select(T.c.created_at).where(T.c.id == made.ticket_id)).scalar()
+            conn.execute(T.update().where(T.c.id == made.ticket_id).values(
+                first_response_at=created + timedelta(minutes=minutes),
+                first_response_due_at=created + timedelta(minutes=25)))
+    s = stats.compute(engine)
+    assert s.backlog == {"instagram": {"new": 2, "pending": 4}, "x": {"open": 1}}
+    assert s.first_response_overdue == 1 and s.escalated == 1
+    assert s.first_response_count == 4 and s.answered_late == 2
+    assert s.first_response_median_minutes == pytest.approx(25.0)
+    assert s.first_response_p90_minutes == pytest.approx(79.0)
+    assert old.ticket_id
+    assert stats.percentile([], 0.5) is None
