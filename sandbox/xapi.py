@@ -248,7 +248,6 @@ def lookup(state: State, acc: XAccount, req: Request, conv: str | None) -> Reply
     lo = bisect_left(nums, (state.now_ms() - X_HORIZON_MS - TWEPOCH_MS) << 22)
     hi = len(nums)
     token = req.query.get("pagination_token")
-    first_page = token is None
     types = set(opts["event_types"] or EVENT_TYPES)
     picked: list[XEvent] = []
     more = False
@@ -267,7 +266,7 @@ def lookup(state: State, acc: XAccount, req: Request, conv: str | None) -> Reply
                 i += 1
             picked.reverse()
             more = lo < start
-            return _page(state, acc, picked, opts, more_older=more, first_page=False)
+            return _page(acc, picked, opts, more_older=more)
         hi = bisect_left(nums, num)
     i = hi - 1
     while i >= lo:
@@ -278,10 +277,10 @@ def lookup(state: State, acc: XAccount, req: Request, conv: str | None) -> Reply
                 break
             picked.append(ev)
         i -= 1
-    return _page(state, acc, picked, opts, more_older=more, first_page=first_page)
+    return _page(acc, picked, opts, more_older=more)
 
 
-def _page(state: State, acc: XAccount, events: list[XEvent], opts: dict[str, list[str]], *, more_older: bool, first_page: bool) -> Reply:
+def _page(acc: XAccount, events: list[XEvent], opts: dict[str, list[str]], *, more_older: bool) -> Reply:
     if not events:
         return Reply(200, {"meta": {"result_count": 0}})
     body: dict[str, Any] = {"data": [render_event(ev, opts["dm_event.fields"]) for ev in events]}
@@ -291,8 +290,8 @@ def _page(state: State, acc: XAccount, events: list[XEvent], opts: dict[str, lis
     meta: dict[str, Any] = {"result_count": len(events)}
     if more_older:
         meta["next_token"] = encode_token("n", events[-1].num)
-    if not first_page:
-        meta["previous_token"] = encode_token("p", events[0].num)
+    # X sends previous_token even on the first page (recorded); following it yields newer events, if any.
+    meta["previous_token"] = encode_token("p", events[0].num)
     body["meta"] = meta
     return Reply(200, body)
 

@@ -400,6 +400,10 @@ def test_dm_events_paging_and_thirty_day_window(sandbox: Sandbox) -> None:
     within = {m for m in sandbox.all_message_ids("tokoshop-x") if (int(m) >> 22) + 1288834974657 > cutoff}
     assert set(seen) == within and len(within) < len(sandbox.all_message_ids("tokoshop-x"))
     assert [int(i) for i in seen] == sorted((int(i) for i in seen), reverse=True)
+    newest = x.get("2/dm_events", max_results=4).json()["meta"]["previous_token"]
+    assert x.get("2/dm_events", pagination_token=newest).json() == {"meta": {"result_count": 0}}  # nothing newer yet
+    sandbox.inject("tokoshop-x", text="Halo min, ada update?")
+    assert x.get("2/dm_events", pagination_token=newest).json()["meta"]["result_count"] == 1
 
 
 def test_x_empty_page_and_invalid_requests(sandbox: Sandbox) -> None:
