@@ -197,6 +197,15 @@ SCRIPTS: tuple[Script, ...] = (
         c(2 * D, "Hi, I'd like a refund for the smartwatch, order INV/20261120/MPL/9012384475. The strap broke on day 2."),
         b(2 * D - 1, "Hi Andre, sorry about that! Please submit a return from the order page within 7 days of delivery and choose 'Product defect'. We'll handle the rest."),
     )),
+    Script("tokoshop-ig-direct", None, "vina.rahma", (
+        c(5.0, None, "story_mention"),
+        c(4.9, "Kak makasih ya hampers-nya sampai dengan selamat 😍 sudah aku mention di story"),
+        b(4.5, "Wah terima kasih Kak Vina! Senang sekali hampers-nya sampai dengan baik 🥰"),
+    )),
+    Script("tokoshop-ig-direct", None, "dodi_motor", (
+        c(30.0, "Kak kampas rem yang datang beda tipe, saya pesan untuk Vario 125 yang datang untuk Beat. INV/20261123/MPL/5093847561", "image"),
+        b(29.0, "Halo Kak Dodi, mohon maaf. Silakan ajukan pengembalian dengan alasan 'barang tidak sesuai', ongkir retur kami tanggung ya Kak."),
+    )),
     Script("tokoshop-ig-direct", None, "lulu.kitchen.id", (
         c(9 * D, "Halo min, saya seller. Dana penjualan bulan ini belum cair ke rekening, sudah lewat 3 hari kerja"),
     )),
