@@ -6,6 +6,7 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from datetime import datetime
 from typing import Any
 
@@ -44,6 +45,7 @@ from sandbox.wire import JSON_GRAPH, JSON_X, Reply, Request
 log = logging.getLogger(__name__)
 
 GRAPH_VERSION = "v23.0"
+CALL_LOG_LIMIT = 200_000
 X_OAUTH1_ENV = {
     "INBOX_SANDBOX_X_CONSUMER_KEY": X_CONSUMER_KEY,
     "INBOX_SANDBOX_X_CONSUMER_SECRET": X_CONSUMER_SECRET,
@@ -76,7 +78,7 @@ class Sandbox:
         self.usage = graph.Usage(meta_calls_per_second)
         self.rates = xapi.RateLimits(x_rate_limit, x_window_seconds)
         self.stopping = threading.Event()
-        self._calls: list[Call] = []
+        self._calls: deque[Call] = deque(maxlen=CALL_LOG_LIMIT)  # bounded: `inbox sandbox serve` may run for hours
         self._calls_lock = threading.Lock()
         self._server: SandboxServer | None = None
         self._thread: threading.Thread | None = None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 
-from sandbox.state import META_HORIZON, Msg, Person, State, Thread, XEvent, b64
+from sandbox.state import META_HORIZON, MetaAccount, Msg, Person, State, Thread, XEvent, b64
 
 FIRST = ("Rina", "Budi", "Siti", "Agus", "Dewi", "Eko", "Putri", "Fajar", "Nur", "Yusuf", "Maya", "Hendra", "Lina",
          "Rizky", "Ayu", "Dimas", "Sarah", "Kevin", "Wulan", "Andi", "Bayu", "Citra", "Indah", "Joko", "Mega", "Tono")
@@ -70,7 +70,7 @@ def build(state: State, n: int, seed: int) -> None:
     _x(state, n - fb_n - ig_n, rng, now, span)
 
 
-def _meta(state: State, acc, budget: int, rng: random.Random, now: float, span: int, platform: str) -> None:  # type: ignore[no-untyped-def]
+def _meta(state: State, acc: MetaAccount, budget: int, rng: random.Random, now: float, span: int, platform: str) -> None:
     brand = acc.brand
     rand = rng.random
     getbits = rng.getrandbits

@@ -11,7 +11,7 @@ import socket
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ class SandboxServer(ThreadingHTTPServer):
     allow_reuse_address = True
     app: App
 
-    def handle_error(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+    def handle_error(self, request: Any, client_address: Any) -> None:
         # Clients that time out and go away are expected here; keep stderr quiet.
         log.debug("connection from %s ended abnormally", client_address, exc_info=True)
 
