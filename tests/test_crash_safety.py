@@ -1,0 +1,129 @@
+"""kill -9 an `inbox sync` process at random points, over and over, then sync again: every message is
+stored exactly once and no cursor is ever ahead of the stored data (SQLite, the sandbox's large set)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from connectors.times import parse_time
+from test_sync import ACCOUNTS, assert_complete, fast_factory, readable_ids, sandbox_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+TRIALS = 26
+FIRST_PASS_KILLS = 12  # kills during the first (full) pass; then one complete run; then incremental passes
+
+# The `inbox sync` command itself, with client-side pacing off: the loopback sandbox has no
+# 2-calls-per-second limit, and the point is to die in the middle of many pages.
+DRIVER = """
+import sys
+import cli
+from inbox import sync
+real = sync.make_connector
+sync.make_connector = lambda settings, account, **kw: real(settings, account, min_interval=0.0, **kw)
+sys.exit(cli.main(["-c", sys.argv[1], "sync"]))
+"""
+
+
+def check_invariants(engine, sb, overlap: float) -> dict[str, int]:
+    """No duplicates, nothing stored that the platform lacks, counters consistent, cursors not ahead."""
+    stored: dict[str, set[str]] = {}
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT a.name, m.external_id FROM message m JOIN account a ON a.id = m.account_id")).all()
+        cursors = dict(conn.execute(sa.text(
+            "SELECT a.name, s.cursor FROM sync_state s JOIN account a ON a.id = s.account_id")).all())
+        bad_counts = conn.execute(sa.text(
+            "SELECT t.id FROM ticket t WHERE t.message_count <> (SELECT count(*) FROM message m WHERE m.ticket_id = t.id)")).all()
+    for name, eid in rows:
+        stored.setdefault(name, set()).add(eid)
+    assert len(rows) == sum(len(v) for v in stored.values()), "a message stored twice"
+    assert not bad_counts, f"ticket counters disagree with stored messages: {bad_counts[:5]}"
+    for name in ACCOUNTS:
+        mine = stored.get(name, set())
+        assert mine <= sb.all_message_ids(name), f"{name}: stored a message the platform never had"
+        cursor = cursors.get(name)
+        if isinstance(cursor, str):
+            import json
+
+            cursor = json.loads(cursor)
+        if not cursor:
+            continue
+        if sb.accounts[name].channel == "x":
+            newest = int(cursor["newest_id"])
+            behind = {i for i in readable_ids(sb, name) if int(i) <= newest}
+        else:
+            floor = parse_time(cursor["hwm"]) - timedelta(seconds=overlap)
+            behind = set()
+            for thread in sb.threads(name):
+                msgs = sb.thread_messages(name, thread)
+                if msgs and msgs[-1]["created_ms"] / 1000 <= floor.timestamp():
+                    behind |= {m["id"] for m in msgs if m["readable"]}
+        missing = behind - mine
+        assert not missing, f"{name}: cursor {cursor} is ahead of the stored data ({len(missing)} messages behind it missing)"
+    return {n: len(v) for n, v in stored.items()}
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_points_then_sync_again(tmp_path, monkeypatch):
+    from sandbox import Sandbox
+
+    from inbox.db import open_store
+    from inbox.sync import sync_all
+
+    rng = random.Random(int(os.environ.get("CRASH_SEED", "20261125")))
+    with Sandbox(seed=11, large=6000, x_rate_limit=100000).start() as sb:
+        env = {**os.environ, **sb.env()}
+        for k, v in sb.env().items():
+            monkeypatch.setenv(k, v)
+        url = f"sqlite:///{tmp_path / 'inbox.db'}"
+        cfg = tmp_path / "inbox.toml"
+        cfg.write_text(sb.config_toml(database=url))
+        settings = sandbox_settings(sb, url)
+        engine = open_store(url)
+        killed = finished = 0
+        progress = []
+        started = time.monotonic()
+        for trial in range(TRIALS):
+            complete_run = trial == FIRST_PASS_KILLS
+            if trial > FIRST_PASS_KILLS:
+                # New messages between runs (new threads, and bursts into old ones past the
+                # 20-message horizon), so each later run has an incremental pass to die in.
+                for k in range(rng.randrange(20, 60)):
+                    sb.inject(rng.choice(ACCOUNTS), text=f"pesan baru {trial}.{k}: paket belum sampai")
+                name = rng.choice(("tokoshop-fb", "tokoshop-ig"))
+                sb.burst(name, rng.choice(sb.threads(name)[:50]), rng.randrange(3, 25))
+            proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(cfg)], cwd=ROOT, env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if complete_run:
+                # One run completes, so cursors move and the later kills hit incremental passes.
+                assert proc.wait(timeout=60) == 0
+                finished += 1
+            else:
+                # Start-up (imports) takes about a second; then anywhere in the pass.
+                time.sleep(rng.uniform(0.8, 3.0 if trial < FIRST_PASS_KILLS else 2.2))
+                if proc.poll() is None:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    killed += 1
+                else:
+                    finished += 1
+                proc.wait()
+            progress.append(sum(check_invariants(engine, sb, settings.sync.overlap_seconds).values()))
+        # Whatever state the kills left, the next sync completes it.
+        results = sync_all(engine, settings, connector_factory=fast_factory(settings))
+        assert [r.status for r in results] == ["ok", "ok", "ok"]
+        check_invariants(engine, sb, settings.sync.overlap_seconds)
+        assert_complete(engine, sb, exact=False)  # bursts pushed some stored messages past the horizon
+        engine.dispose()
+    assert killed >= 20, f"only {killed} of {TRIALS} runs were killed while running"
+    assert progress[-1] > progress[0] or progress[0] > 0
+    print(f"{TRIALS} trials: {killed} killed, {finished} finished; stored after each: {progress}; {time.monotonic() - started:.0f}s")
