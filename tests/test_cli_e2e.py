@@ -399,3 +399,41 @@ def test_reply_from_template_and_editor(e2e: Env) -> None:
     assert e2e.sb.sent("tokoshop-x")[-1]["text"] == "Ditulis di editor"
     p = subprocess.run([*base, str(x[1]["id"]), "--template", "missing", "--yes"], env=e2e.env, capture_output=True, text=True)
     assert p.returncode == 2 and "thanks" in p.stderr
+
+
+def test_readme_commands_exist() -> None:
+    """Every `inbox ...` command line in the README names a real command and real options."""
+    import shlex
+
+    from typer.main import get_command
+
+    import cli
+
+    root = get_command(cli.app)
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```(?:sh|bash|console)?\n(.*?)```", readme, flags=re.S)
+    checked = 0
+    for block in blocks:
+        for raw in block.splitlines():
+            line = raw.split("  #")[0].strip()
+            for part in line.split(" · "):
+                part = part.strip()
+                if not part.startswith("inbox "):
+                    continue
+                words = shlex.split(part.replace("|", " ").replace("[", "").replace("]", ""))[1:]
+                cmd: Any = root
+                opts = {o for p in root.params for o in p.opts}
+                while words and words[0].startswith("-"):  # global options before the command
+                    assert words[0].split("=")[0] in opts | {"--help", "-h"}, part
+                    words = words[2:] if words[0] in ("-c", "--config") else words[1:]
+                if not words:
+                    continue
+                while words and not words[0].startswith("-") and hasattr(cmd, "commands") and words[0] in cmd.commands:
+                    cmd = cmd.commands[words.pop(0)]
+                    opts |= {o for p in cmd.params for o in [*p.opts, *p.secondary_opts]}
+                assert cmd is not root, part
+                for w in words:
+                    if w.startswith("-"):
+                        assert w.split("=")[0] in opts | {"--help", "-h"}, (part, w)
+                checked += 1
+    assert checked >= 20
