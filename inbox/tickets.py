@@ -323,9 +323,16 @@ def _queue_key(r: Any) -> tuple[Any, ...]:
 
 
 def _queue_rows(conn: Connection, query: sa.Select[Any], limit: int) -> list[Any]:
-    due, undue = queue_order(query.add_columns(T.c.priority_rank), limit)
+    query = query.add_columns(T.c.priority_rank)
+    if conn.dialect.name == "postgresql":
+        # PostgreSQL indexes sort NULLs last by default: one query walks ix_ticket_queue in order.
+        return conn.execute(query.order_by(*_PG_QUEUE_ORDER).limit(limit)).all()
+    due, undue = queue_order(query, limit)
     rows = conn.execute(due).all() + conn.execute(undue).all()
     return sorted(rows, key=_queue_key)[:limit]
+
+
+_PG_QUEUE_ORDER = (T.c.priority_rank, T.c.first_response_due_at.asc().nulls_last(), T.c.id)
 
 
 def get_row(conn: Connection, ticket_id: int) -> TicketRow:
@@ -504,10 +511,11 @@ def claim_next(engine: Engine, agent: str, *, flt: TicketFilter | None = None, n
     flt = flt or TicketFilter(statuses=CLAIMABLE_STATUSES)
     conds = [*filter_conditions(flt, now), T.c.assignee.is_(None)]
     base = sa.select(T.c.id, T.c.priority_rank, T.c.first_response_due_at).select_from(T.join(A, A.c.id == T.c.account_id)).where(*conds)
-    picks = queue_order(base, 1)
     if engine.dialect.name == "postgresql":
         # Rows another agent is claiming right now are skipped, not waited for.
-        picks = tuple(p.with_for_update(skip_locked=True, of=T) for p in picks)
+        picks: tuple[sa.Select[Any], ...] = (base.order_by(*_PG_QUEUE_ORDER).limit(1).with_for_update(skip_locked=True, of=T),)
+    else:
+        picks = queue_order(base, 1)  # inside BEGIN IMMEDIATE: no other writer runs meanwhile
     with write_tx(engine) as conn:
         candidates = sorted((r for p in picks for r in conn.execute(p).all()), key=_queue_key)
         if not candidates:
