@@ -32,8 +32,9 @@ M = tb.message
 # Must be the exact expression of ix_message_text_fts (migration 0002) for the index to be used.
 PG_TSVECTOR = "to_tsvector('simple'::regconfig, regexp_replace(coalesce(message.text, ''), '[^[:alnum:]]+', ' ', 'g'))"
 MAX_WORDS = 12
-# The newest matching messages considered: keeps a very common word bounded on a large store.
-MAX_MATCHES = 2000
+# The newest matching messages considered: keeps a very common word bounded on a large store
+# (results list the best tickets among the tickets of these messages).
+MAX_MATCHES = 1000
 
 _PART = re.compile(r"\w+", re.UNICODE)
 

@@ -296,11 +296,16 @@ def list_tickets(engine: Engine, flt: TicketFilter | None = None, *, now: dateti
     flt = (flt or TicketFilter()).validate()
     now = now or utcnow()
     with engine.connect() as conn:
-        query = _base_select().where(*filter_conditions(flt, now))
+        conds = filter_conditions(flt, now)
+        query = _base_select().where(*conds)
         if flt.ids is not None:
-            # A known, bounded set (search results): fetch by primary key and order here; walking
-            # the queue index in order looking for them would read most of it.
-            rows = sorted(conn.execute(query.add_columns(T.c.priority_rank)).all(), key=_queue_key)[: flt.limit]
+            # A known, bounded set (search results): order their sort keys here, then fetch the
+            # page by primary key; walking the queue index looking for them would read most of it.
+            keys = conn.execute(
+                sa.select(T.c.id, T.c.priority_rank, T.c.first_response_due_at).select_from(T.join(A, A.c.id == T.c.account_id)).where(*conds)
+            ).all()
+            page = [k.id for k in sorted(keys, key=_queue_key)[: flt.limit]]
+            rows = sorted(conn.execute(_base_select().add_columns(T.c.priority_rank).where(T.c.id.in_(page))).all(), key=_queue_key)
         else:
             rows = _queue_rows(conn, query, flt.limit)
         tags = _tags_for(conn, [r.id for r in rows])
