@@ -515,7 +515,7 @@ def claim_next(engine: Engine, agent: str, *, flt: TicketFilter | None = None, n
     now = now or utcnow()
     flt = flt or TicketFilter(statuses=CLAIMABLE_STATUSES)
     conds = [*filter_conditions(flt, now), T.c.assignee.is_(None)]
-    base = sa.select(T.c.id, T.c.priority_rank, T.c.first_response_due_at).select_from(T.join(A, A.c.id == T.c.account_id)).where(*conds)
+    base = sa.select(T.c.id, T.c.status, T.c.priority_rank, T.c.first_response_due_at).select_from(T.join(A, A.c.id == T.c.account_id)).where(*conds)
     if engine.dialect.name == "postgresql":
         # Rows another agent is claiming right now are skipped, not waited for.
         picks: tuple[sa.Select[Any], ...] = (base.order_by(*_PG_QUEUE_ORDER).limit(1).with_for_update(skip_locked=True, of=T),)
@@ -526,13 +526,16 @@ def claim_next(engine: Engine, agent: str, *, flt: TicketFilter | None = None, n
         if not candidates:
             return None
         ticket_id = candidates[0].id
-        _take(conn, ticket_id, agent, previous=None, now=now)
+        _take(conn, ticket_id, agent, previous=None, now=now, status=candidates[0].status)
         return get_row(conn, ticket_id)
 
 
-def _take(conn: Connection, ticket_id: int, agent: str, *, previous: str | None, now: datetime, forced: bool = False) -> None:
+def _take(
+    conn: Connection, ticket_id: int, agent: str, *, previous: str | None, now: datetime, forced: bool = False, status: str | None = None
+) -> None:
     values: dict[str, Any] = {"assignee": agent, "updated_at": now}
-    status = conn.execute(sa.select(T.c.status).where(T.c.id == ticket_id)).scalar()
+    if status is None:
+        status = conn.execute(sa.select(T.c.status).where(T.c.id == ticket_id)).scalar()
     if status == "new":
         values["status"] = "open"
     conn.execute(T.update().where(T.c.id == ticket_id).values(**values))
