@@ -140,7 +140,7 @@ def bench_raw(path: str, all_pages: dict[str, list[list[InboundMessage]]]) -> tu
     return elapsed, stored
 
 
-def bench_ingest(url: str, all_pages: dict[str, list[list[InboundMessage]]]) -> tuple[float, dict[str, int]]:
+def bench_ingest(url: str, all_pages: dict[str, list[list[InboundMessage]]], *, without_fts: bool = False) -> tuple[float, dict[str, int]]:
     from sqlmodel import Session
 
     from inbox.config import Settings
@@ -149,6 +149,11 @@ def bench_ingest(url: str, all_pages: dict[str, list[list[InboundMessage]]]) -> 
     from inbox.models import Account
 
     engine = open_store(url)
+    if without_fts:
+        # Attribution only: how much of the cost is the search index's triggers (inbox/search.py).
+        with engine.begin() as conn:
+            for name in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'message_fts%'").scalars().all():
+                conn.exec_driver_sql(f'DROP TRIGGER "{name}"')
     settings = Settings()
     refs = {}
     with Session(engine) as s:

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -162,6 +165,28 @@ def begin_write(engine: Engine) -> Connection:
     return conn
 
 
+_write_locks: dict[str, threading.Lock] = {}
+_write_locks_guard = threading.Lock()
+
+
+@contextmanager
+def _sqlite_writer(engine: Engine) -> Iterator[None]:
+    """Serialize this process's page writes to one SQLite file in Python.
+
+    SQLite allows one writer; threads of one process (accounts synced concurrently) waiting in
+    SQLite's busy handler sleep in coarse steps, so they queue here instead. Other processes still
+    meet at SQLite's lock (busy_timeout).
+    """
+    if engine.dialect.name != "sqlite":
+        yield
+        return
+    key = str(engine.url)
+    with _write_locks_guard:
+        lock = _write_locks.setdefault(key, threading.Lock())
+    with lock:
+        yield
+
+
 def ingest_page(
     engine: Engine,
     account: Any,
@@ -181,7 +206,7 @@ def ingest_page(
     """
     ref = account_ref(engine, account)
     explain = dry_run if explain is None else explain
-    with begin_write(engine) as conn:
+    with _sqlite_writer(engine), begin_write(engine) as conn:
         tx = conn.begin()
         try:
             if conn.dialect.name == "postgresql":
@@ -227,6 +252,30 @@ def _later(col: sa.Column[Any], name: str) -> Any:
     """`col = max(col, :name)` on both backends (NULLs lose)."""
     p = sa.bindparam(name, type_=UTCDateTime())
     return sa.case((sa.or_(col.is_(None), col < p), p), else_=col)
+
+
+_MESSAGE_COLUMNS = (
+    "channel", "account_id", "external_id", "conversation_id", "ticket_id", "contact_id", "direction", "author_id",
+    "author_handle", "author_name", "text", "kind", "sent_at", "received_at", "attachments", "raw", "reply_id",
+    "dedup_rule", "dedup_reason", "dedup_score",
+)
+_sqlite_insert_cache: dict[int, tuple[str, tuple[str, ...], tuple[Any, ...]]] = {}
+
+
+def _sqlite_message_insert(conn: Connection, stmt: Any) -> tuple[str, tuple[str, ...], tuple[Any, ...]]:
+    """The compiled positional INSERT and each column's own bind processor (UTC datetimes, JSON),
+    so rows go to the driver as plain tuples, converted exactly as SQLAlchemy would."""
+    key = id(conn.dialect)
+    cached = _sqlite_insert_cache.get(key)
+    if cached is None:
+        dialect = conn.dialect
+        compiled = stmt.values({c: sa.bindparam(c) for c in _MESSAGE_COLUMNS}).compile(dialect=dialect)
+        order = tuple(compiled.positiontup or ())
+        if order != _MESSAGE_COLUMNS:
+            raise RuntimeError(f"unexpected parameter order {order}")
+        procs = tuple(_m.c[c].type._cached_bind_processor(dialect) for c in _MESSAGE_COLUMNS)
+        cached = _sqlite_insert_cache[key] = (str(compiled), _MESSAGE_COLUMNS, procs)
+    return cached
 
 
 class _PageWriter:
@@ -565,8 +614,11 @@ class _PageWriter:
         stmt = upsert(self.conn, _m).on_conflict_do_nothing(index_elements=["channel", "account_id", "external_id"])
         if self.conn.dialect.name == "sqlite":
             # BEGIN IMMEDIATE holds the write lock since the key lookup, so nobody stored any of
-            # these in between: a plain executemany (SQLite's fast path) is exact.
-            self.conn.execute(stmt, rows)
+            # these in between: one executemany of prepared tuples (SQLite's fast path) is exact.
+            sql, columns, procs = _sqlite_message_insert(self.conn, stmt)
+            self.conn.exec_driver_sql(
+                sql, [tuple(p(r[c]) if p else r[c] for c, p in zip(columns, procs)) for r in rows]
+            )
             return {r["external_id"] for r in rows}
         return set(self.conn.execute(stmt.returning(_m.c.external_id), rows).scalars())
 

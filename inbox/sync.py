@@ -54,6 +54,7 @@ FAILED = "failed"
 ERROR_STATUSES = (RETRY_LATER, NEEDS_REAUTH, CONFLICT, FAILED)
 MAX_DECISIONS = 500  # kept per account for a dry run's report; counts are always complete
 DEFAULT_RETRY_SECONDS = 60
+X_PAGE_SIZE = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +147,14 @@ def make_connector(settings: Settings, account_settings: AccountSettings, **spec
 
     from connectors import connect
 
-    spec = replace(account_settings.to_spec(), overlap_seconds=float(settings.sync.overlap_seconds), **spec_overrides)
-    return connect(spec)
+    spec = account_settings.to_spec()
+    # X counts requests, not events: 100 events per lookup (the API's maximum) makes the
+    # 15-requests-per-15-minutes budget go four times as far as the default 25.
+    overrides: dict[str, Any] = {"overlap_seconds": float(settings.sync.overlap_seconds)}
+    if spec.channel.value == "x":
+        overrides["page_size"] = X_PAGE_SIZE
+    overrides.update(spec_overrides)
+    return connect(replace(spec, **overrides))
 
 
 def read_cursor(engine: Engine, account_id: int) -> dict[str, Any] | None:

@@ -1,0 +1,149 @@
+"""Sync benchmark: `sync_all` (what `inbox sync` runs) against the sandbox vs a bare `requests` crawl
+of the same pages, in the same run; peak memory at two dataset sizes.
+
+For each size, a fresh child process:
+1. starts the sandbox in its own process (its dataset must not count towards our memory) with
+   the large generated dataset over the three default accounts and no X budget limit;
+2. runs `sync_all` into a new SQLite file (accounts polled concurrently, client-side pacing off:
+   the loopback sandbox has no 2 calls/s limit), and records peak RSS (`ru_maxrss`) right after;
+3. replays exactly the requests the sync made (the sandbox's call log), with one keep-alive
+   `requests.Session` per account, the accounts concurrently, reading each body and nothing more.
+
+    .venv/bin/python bench/sync.py [--sizes 50000,100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SANDBOX = """
+import json, sys, threading
+from sandbox import Sandbox
+sb = Sandbox(seed=int(sys.argv[2]), large=int(sys.argv[1]), x_rate_limit=10**9).start()
+print(json.dumps({"base_url": sb.base_url, "env": sb.env(), "config": sb.config_toml(database="sqlite:///unused.db"),
+                  "tokens": {n: a.token for n, a in sb.accounts.items()}}), flush=True)
+threading.Event().wait()
+"""
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
+
+
+def child(size: int, seed: int) -> dict[str, object]:
+    import requests
+
+    from inbox.config import parse_settings
+    from inbox.db import open_store
+    from inbox.sync import make_connector, sync_all
+
+    proc = subprocess.Popen([sys.executable, "-c", SANDBOX, str(size), str(seed)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        info = json.loads(proc.stdout.readline())
+        os.environ.update(info["env"])
+        base = info["base_url"]
+        with tempfile.TemporaryDirectory() as tmp:
+            data = tomllib.loads(info["config"])
+            data["database"] = f"sqlite:///{tmp}/inbox.db"
+            settings = parse_settings(data, "bench.toml")
+            engine = open_store(settings.database_url())
+
+            def factory(acc):  # type: ignore[no-untyped-def]
+                return make_connector(settings, acc, min_interval=0.0)  # what `inbox sync` uses, pacing off
+
+            requests.post(f"{base}/_sandbox/clear_calls", json={}, timeout=10)
+            rss_before = rss_mb()
+            t0 = time.perf_counter()
+            results = sync_all(engine, settings, connector_factory=factory)
+            sync_s = time.perf_counter() - t0
+            rss_after_sync = rss_mb()
+            engine.dispose()
+            stored = sum(r.counts.new_messages for r in results)
+            assert all(r.status == "ok" for r in results), [(r.account, r.status, r.error) for r in results]
+
+            calls = requests.get(f"{base}/_sandbox/calls", timeout=60).json()
+            calls = calls.get("calls", calls) if isinstance(calls, dict) else calls
+            per_account: dict[str, list[tuple[str, dict[str, str]]]] = {}
+            for c in calls:
+                if c["method"] == "GET" and not c["path"].startswith("/_sandbox"):
+                    per_account.setdefault(c.get("account") or "?", []).append((c["path"], c.get("query") or {}))
+            tokens = info["tokens"]
+
+            def crawl(item: tuple[str, list[tuple[str, dict[str, str]]]]) -> int:
+                account, reqs = item
+                token = tokens.get(account) or next(iter(tokens.values()))
+                session = requests.Session()
+                session.headers["Authorization"] = f"Bearer {token}"
+                n = 0
+                for path, query in reqs:
+                    resp = session.get(base + path, params=query, timeout=30)
+                    n += len(resp.content)
+                session.close()
+                return n
+
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(max_workers=max(1, len(per_account))) as pool:
+                body_bytes = sum(pool.map(crawl, per_account.items()))
+            crawl_s = time.perf_counter() - t0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    return {
+        "size": size,
+        "stored": stored,
+        "requests": sum(len(v) for v in per_account.values()),
+        "body_mb": round(body_bytes / 2**20, 1),
+        "sync_s": round(sync_s, 2),
+        "crawl_s": round(crawl_s, 2),
+        "ratio": round(sync_s / crawl_s, 2),
+        "rss_before_mb": round(rss_before, 1),
+        "rss_peak_mb": round(rss_after_sync, 1),
+        "per_account": {r.account: {"pages": r.pages, "new": r.counts.new_messages, "seconds": round(r.seconds, 2)} for r in results},
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="50000,100000", help="dataset sizes (messages over the three accounts)")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.seed)))
+        return
+    rows = []
+    for size in [int(s) for s in args.sizes.split(",")]:
+        out = subprocess.run([sys.executable, __file__, "--child", str(size), "--seed", str(args.seed)], cwd=ROOT,
+                             capture_output=True, text=True, check=False)
+        if out.returncode != 0:
+            sys.stderr.write(out.stderr)
+            raise SystemExit(f"child for size {size} failed")
+        row = json.loads(out.stdout.strip().splitlines()[-1])
+        rows.append(row)
+        print(f"{row['size']:>7,} messages: {row['stored']:,} stored via {row['requests']:,} requests ({row['body_mb']} MB); "
+              f"sync {row['sync_s']}s vs bare crawl {row['crawl_s']}s -> ratio {row['ratio']}x (goal <= 1.5x); "
+              f"peak RSS {row['rss_peak_mb']} MB (goal <= 300 MB)")
+        for name, acc in row["per_account"].items():
+            print(f"          {name}: {acc['pages']} pages, {acc['new']:,} new, {acc['seconds']}s")
+    if len(rows) > 1:
+        small, big = rows[0], rows[-1]
+        growth = big["rss_peak_mb"] - small["rss_peak_mb"]
+        print(f"memory: {small['rss_peak_mb']} MB at {small['size']:,} -> {big['rss_peak_mb']} MB at {big['size']:,} "
+              f"({growth:+.1f} MB for {big['size'] / small['size']:.1f}x the messages)")
+
+
+if __name__ == "__main__":
+    main()
