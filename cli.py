@@ -711,7 +711,7 @@ def _tri_window(row: Any, now: Any, human_agent_tag: bool) -> Any:
     return Text(_tri_age(left), style="red" if left < timedelta(hours=2) else ("yellow" if left < timedelta(hours=6) else ""))
 
 
-def _tri_table(rows: list[Any], *, width: int, snippets: Optional[dict[int, Optional[str]]] = None) -> Any:
+def _tri_table(rows: list[Any], *, width: int, snippets: Optional[dict[int, Optional[str]]] = None, human_agent_tag: bool = True) -> Any:
     from datetime import datetime, timezone
 
     from rich.text import Text
@@ -732,7 +732,7 @@ def _tri_table(rows: list[Any], *, width: int, snippets: Optional[dict[int, Opti
             Text(_tri_age(now - r.created)),
             _tri_sla(r, now),
             Text(one_line(r.assignee, 16) if r.assignee else "–", style="" if r.assignee else "dim"),
-            _tri_window(r, now, True),
+            _tri_window(r, now, human_agent_tag),
         ])
     # One line per ticket: the snippet gets the width the other columns leave. Laid out by hand
     # (a rich Table measures every cell twice, which costs more than the query on a long list).
@@ -792,12 +792,12 @@ def list_cmd(
     if not rows:
         out.print("no tickets match", style="dim")
         return
-    out.print(_tri_table(rows, width=out.width), no_wrap=True, overflow="ellipsis")
+    out.print(_tri_table(rows, width=out.width, human_agent_tag=flt.human_agent_tag), no_wrap=True, overflow="ellipsis")
     if len(rows) == flt.limit:
         out.print(f"(first {flt.limit}; --limit N for more)", style="dim")
 
 
-def _tri_print_detail(out: Any, detail: Any, *, full: bool) -> None:
+def _tri_print_detail(out: Any, detail: Any, *, full: bool, human_agent_tag: bool = True) -> None:
     from datetime import datetime, timezone
 
     from rich.rule import Rule
@@ -828,10 +828,10 @@ def _tri_print_detail(out: Any, detail: Any, *, full: bool) -> None:
         line.append(f" · {what} " + (f"overdue by {format_duration(-left)}" if left.total_seconds() < 0 else f"due in {format_duration(left)}"),
                     style="bold red" if left.total_seconds() < 0 else "")
     if t.channel in ("instagram", "facebook"):
-        d = reply_window(t.channel, t.last_customer_message_at, now, human_agent_tag=True)
+        d = reply_window(t.channel, t.last_customer_message_at, now, human_agent_tag=human_agent_tag)
         line.append(" · reply window ")
         line.append(f"{d.policy.value}, " if d.policy else "", style="")
-        line.append_text(_tri_window(t, now, True))
+        line.append_text(_tri_window(t, now, human_agent_tag))
     out.print(line)
     related = []
     for key, ids in detail.related.items():
@@ -900,13 +900,14 @@ def show_cmd(
         print_json(detail.to_json())
         return
     out = console()
+    tag = st.settings().replies.human_agent_tag
     use_pager = pager if pager is not None else (sys.stdout.isatty() and len(detail.messages) + len(detail.events) > out.height - 8)
     if use_pager:
         os.environ.setdefault("LESS", "-R")  # let less show the colours
         with out.pager(styles=True):
-            _tri_print_detail(out, detail, full=full)
+            _tri_print_detail(out, detail, full=full, human_agent_tag=tag)
     else:
-        _tri_print_detail(out, detail, full=full)
+        _tri_print_detail(out, detail, full=full, human_agent_tag=tag)
 
 
 def _tri_done(ctx: typer.Context, row: Any, message: str, json_: bool) -> None:
@@ -1120,7 +1121,7 @@ def search_cmd(
     if not hits:
         out.print("no matches", style="dim")
         return
-    out.print(_tri_table([h.ticket for h in hits], width=out.width, snippets={h.ticket.id: h.text for h in hits}), no_wrap=True, overflow="ellipsis")
+    out.print(_tri_table([h.ticket for h in hits], width=out.width, snippets={h.ticket.id: h.text for h in hits}, human_agent_tag=flt.human_agent_tag), no_wrap=True, overflow="ellipsis")
 
 
 # ─── replies & outbox ────────────────────────────────────────────────────────────────────────
