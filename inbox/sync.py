@@ -115,27 +115,44 @@ class AccountSyncResult:
 ProgressFn = Callable[[SyncProgress], None]
 
 
-def make_known(engine: Engine, ref: AccountRef) -> Callable[[Sequence[str]], set[str]]:
-    """`KnownIds` for a connector: which of these platform ids are stored for the account."""
-    m = Message.__table__
+class KnownIds:
+    """`KnownIds` for a connector: which of these platform ids are stored for the account.
 
-    def known(external_ids: Sequence[str], /) -> set[str]:
+    Meta connectors ask once per changed thread, so this keeps one connection for the pass and
+    ends its read transaction after every question (a SQLite reader must not pin the WAL).
+    """
+
+    def __init__(self, engine: Engine, ref: AccountRef) -> None:
+        m = Message.__table__
+        self.ref = ref
+        self.engine = engine
+        self.conn: Any = None
+        self.query = sa.select(m.c.external_id).where(
+            m.c.channel == ref.channel, m.c.account_id == ref.id, m.c.external_id.in_(sa.bindparam("ids", expanding=True))
+        )
+
+    def __call__(self, external_ids: Sequence[str], /) -> set[str]:
         ids = list(dict.fromkeys(external_ids))
         if not ids:
             return set()
+        if self.conn is None:
+            self.conn = self.engine.connect()
         out: set[str] = set()
-        with engine.connect() as conn:
+        try:
             for i in range(0, len(ids), 500):
-                out.update(
-                    conn.execute(
-                        sa.select(m.c.external_id).where(
-                            m.c.channel == ref.channel, m.c.account_id == ref.id, m.c.external_id.in_(ids[i : i + 500])
-                        )
-                    ).scalars()
-                )
+                out.update(self.conn.execute(self.query, {"ids": ids[i : i + 500]}).scalars())
+        finally:
+            self.conn.rollback()
         return out
 
-    return known
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+def make_known(engine: Engine, ref: AccountRef) -> KnownIds:
+    return KnownIds(engine, ref)
 
 
 ConnectorFactory = Callable[["AccountSettings"], "Connector"]
@@ -212,6 +229,7 @@ def sync_account(
         accounts_mod.record_start(engine, ref.id, started)
 
     own_connector = connector is None
+    known: KnownIds | None = None
     counts = IngestResult()
     decisions: list[MessageDecision] = []
     pages = 0
@@ -223,7 +241,8 @@ def sync_account(
         if progress is not None:
             progress(SyncProgress(name, 0, counts))
         cursor = read_cursor(engine, ref.id)
-        for page in connector.fetch(cursor, make_known(engine, ref)):
+        known = make_known(engine, ref)
+        for page in connector.fetch(cursor, known):
             got = ingest_page(
                 engine,
                 ref,
@@ -281,6 +300,8 @@ def sync_account(
                 log.exception("account %s: could not record the error", name)
         return result(FAILED, counts=counts, pages=pages, rate=rate, error=message, decisions=tuple(decisions))
     finally:
+        if known is not None:
+            known.close()
         if own_connector and connector is not None:
             try:
                 connector.close()
