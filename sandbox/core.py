@@ -417,6 +417,8 @@ class Sandbox:
         if kind == "truncated":
             body = reply.body()
             return Outcome(reply.status, body[: len(body) // 2], reply.headers)
+        if kind == "cut":
+            return Outcome(reply.status, reply.body(), reply.headers, cut=True)
         if kind == "bad_item":
             break_one_item(api, reply.payload)
             return Outcome(reply.status, reply.body(), reply.headers)

@@ -13,7 +13,7 @@ from sandbox.wire import JSON_GRAPH, JSON_X, Reply, Request
 if TYPE_CHECKING:
     from sandbox.state import MetaAccount
 
-KINDS = ("429", "500", "503", "timeout", "drop", "expired_token", "malformed", "truncated", "bad_item")
+KINDS = ("429", "500", "503", "timeout", "drop", "expired_token", "malformed", "truncated", "cut", "bad_item")
 ERROR_KINDS = ("429", "500", "503", "expired_token")
 
 

@@ -23,6 +23,7 @@ class Outcome:
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     drop: bool = False  # close the socket without answering
+    cut: bool = False  # announce the full Content-Length, send half the body, close the socket
     delay: float = 0.0  # seconds to wait before answering (stopped early when the server stops)
 
 
@@ -78,8 +79,14 @@ class Handler(BaseHTTPRequestHandler):
                 self.send_header(name, value)
             self.send_header("Content-Length", str(len(outcome.body)))
             self.end_headers()
+            if outcome.cut:
+                self.wfile.write(outcome.body[: len(outcome.body) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
             self.wfile.write(outcome.body)
-        except (BrokenPipeError, ConnectionResetError):
+        except OSError:
             self.close_connection = True  # the client gave up (e.g. its timeout fired)
 
     do_GET = do_POST = do_DELETE = do_PUT = _serve

@@ -530,6 +530,10 @@ def test_body_faults(sandbox: Sandbox) -> None:
         assert resp.status_code == 200
         with pytest.raises(ValueError):
             resp.json()
+    sandbox.fault("cut", path="/2/dm_events")
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        x.get("2/dm_events")
+    assert x.get("2/dm_events").status_code == 200
     sandbox.fault("bad_item", path="/messages")
     tid = sandbox.threads("tokoshop-fb")[0]
     data = g.get(f"{tid}/messages", fields="id,created_time,from,message").json()["data"]
