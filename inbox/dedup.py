@@ -309,26 +309,30 @@ class PageDeduper:
         patterns = self.settings.dedup.order_patterns
         refs = sorted({r for i in inbound for r in order_refs(messages[i].text, patterns)})
         if refs:
-            rows = conn.execute(
-                sa.select(_r.c.ref, *_TICKET_COLS)
-                .join(_t, _t.c.id == _r.c.ticket_id)
-                .where(_r.c.ref.in_(refs), _t.c.status.in_(ACTIVE_STATUSES), _t.c.merged_into_id.is_(None))
-                .order_by(_t.c.id)
-            ).all()
-            self._remember_tickets(rows)
-            for row in rows:
-                self.by_ref[row.ref].append(row.id)
+            # Two indexed lookups (ref -> ticket ids, then those tickets): a join lets the planner
+            # walk every active ticket by status instead, which grows with the store.
+            quoted = conn.execute(sa.select(_r.c.ref, _r.c.ticket_id).where(_r.c.ref.in_(refs))).all()
+            if quoted:
+                rows = conn.execute(
+                    sa.select(*_TICKET_COLS)
+                    .where(_t.c.id.in_(sorted({q.ticket_id for q in quoted})))
+                    .order_by(_t.c.id)
+                ).all()
+                live = {r.id for r in rows if r.status in ACTIVE_STATUSES and r.merged_into_id is None}
+                self._remember_tickets([r for r in rows if r.id in live])
+                for q in sorted(quoted, key=lambda q: q.ticket_id):
+                    if q.ticket_id in live:
+                        self.by_ref[q.ref].append(q.ticket_id)
         persons = sorted({c.person_id for c in contacts.values() if c.person_id is not None})
         if persons:
+            linked = dict(conn.execute(sa.select(_c.c.id, _c.c.person_id).where(_c.c.person_id.in_(persons))).all())
             rows = conn.execute(
-                sa.select(_c.c.person_id.label("p"), *_TICKET_COLS)
-                .join(_c, _c.c.id == _t.c.contact_id)
-                .where(_c.c.person_id.in_(persons), _t.c.status.in_(ACTIVE_STATUSES), _t.c.merged_into_id.is_(None))
-                .order_by(_t.c.id)
-            ).all()
+                sa.select(*_TICKET_COLS).where(_t.c.contact_id.in_(sorted(linked))).order_by(_t.c.id)
+            ).all() if linked else []
+            rows = [r for r in rows if r.status in ACTIVE_STATUSES and r.merged_into_id is None]
             self._remember_tickets(rows)
             for row in rows:
-                self.by_person[row.p].append(row.id)
+                self.by_person[linked[row.contact_id]].append(row.id)
 
         # Rule 5: recent customer messages of the same person / handle / name, any channel.
         texts = [i for i in inbound if len(normalize_text(messages[i].text)) >= MIN_SIMILAR_CHARS]
@@ -340,10 +344,11 @@ class PageDeduper:
             lo = min(messages[i].sent_at for i in texts) - self.sim_window
             hi = max(messages[i].sent_at for i in texts) + self.sim_window
             who = []
+            # Handles and names only identify a customer across channels (ContactInfo.same_person).
             if handles:
-                who.append(_c.c.handle.in_(handles))
+                who.append(sa.and_(_c.c.handle.in_(handles), _c.c.channel != self.channel))
             if names:
-                who.append(_c.c.name.in_(names))
+                who.append(sa.and_(_c.c.name.in_(names), _c.c.channel != self.channel))
             if pids:
                 who.append(_c.c.person_id.in_(pids))
             who.append(_c.c.id.in_(sorted({c.id for c in page_contacts})))
@@ -359,7 +364,8 @@ class PageDeduper:
                     _c.c.name,
                 )
                 .select_from(_c)
-                .join(_v, _v.c.contact_id == _c.c.id)
+                # A thread quiet since before the window cannot hold a candidate: skip its messages.
+                .join(_v, sa.and_(_v.c.contact_id == _c.c.id, _v.c.last_customer_message_at >= lo))
                 .join(_m, _m.c.conversation_id == _v.c.id)
                 .where(
                     sa.or_(*who),
