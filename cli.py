@@ -1169,10 +1169,11 @@ def reply_cmd(
     editor: bool = typer.Option(False, "--editor", "-e", help="Write the reply in $EDITOR."),
     template: Optional[str] = typer.Option(None, "--template", "-t", help="A canned reply from settings.templates ({customer}, {handle}, {invoice}, {ticket}, {agent})."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Send without asking (required when there is no terminal to ask on)."),
+    via: Optional[str] = typer.Option(None, "--via", help="Reply in the ticket's thread on this channel (instagram, facebook, x) instead of its own channel."),
     agent: Optional[str] = _TRI_AGENT,
     json_: bool = _TRI_JSON,
 ) -> None:
-    """Reply through the channel the customer wrote on; shows the route and asks first. Refusals send nothing (exit 8)."""
+    """Reply on the ticket's own channel (or --via another of its threads); shows the route and asks first. Refusals send nothing (exit 8)."""
     from rich.text import Text
 
     from inbox import replies
@@ -1184,7 +1185,9 @@ def reply_cmd(
     who = _tri_agent(ctx, agent)
     body = _rep_text(ctx, ticket_id, text, editor, template, who)
     engine = st.engine()
-    plan = replies.plan_reply(engine, ticket_id, body, human_agent_tag=settings.replies.human_agent_tag)
+    if via and via not in ("instagram", "facebook", "x"):
+        raise UsageError(f"unknown channel '{via}' for --via (instagram, facebook or x)")
+    plan = replies.plan_reply(engine, ticket_id, body, human_agent_tag=settings.replies.human_agent_tag, via=via)
     as_json = json_ or st.json
     err = console(stderr=True)
     err.print(Text(plan.describe(), style="bold"))
@@ -1394,11 +1397,10 @@ def demo_cmd(
         out.print(_tri_table(rows, width=out.width), no_wrap=True, overflow="ellipsis")
 
         out.print(Rule("3. claim a ticket  (inbox claim)", style="cyan", align="left"))
-        ticket = demo.pick_and_claim()
+        ticket, plan = demo.pick_and_claim()
         out.print(Text(f"#{ticket.id} claimed by {ticket.assignee} · {ticket.priority} · {ticket.channel} · {one_line(ticket.snippet, 70)}"))
 
-        out.print(Rule(f"4. reply through {ticket.channel}  (inbox reply {ticket.id} ...)", style="cyan", align="left"))
-        plan = demo.plan(ticket.id)
+        out.print(Rule(f"4. reply through {plan.route.channel}  (inbox reply {ticket.id} ...)", style="cyan", align="left"))
         out.print(Text(plan.describe(), style="bold"))
         out.print(Text(one_line(plan.text, 200)))
         outcome = demo.send(plan)

@@ -15,7 +15,6 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -119,17 +118,20 @@ class Demo:
             for c in conns.values():
                 c.close()
 
-    def pick_and_claim(self) -> TicketRow:
-        """The best unassigned ticket a reply can reach right now (its window is open), claimed."""
+    def pick_and_claim(self) -> tuple[TicketRow, ReplyPlan]:
+        """The best unassigned ticket a reply can reach right now (policy allows it), claimed,
+        with the reply planned for it."""
         from inbox import tickets as tk
-        from inbox.policy import reply_window
+        from inbox.errors import PolicyError
 
         assert self.engine is not None
-        now = datetime.now(timezone.utc)
         for row in tk.list_tickets(self.engine, tk.TicketFilter(statuses=tk.CLAIMABLE_STATUSES, assignee="none", limit=200)):
-            if reply_window(row.channel, row.last_customer_message_at, now).allowed:
-                return tk.claim(self.engine, row.id, AGENT)
-        raise RuntimeError("the sandbox has no ticket with an open reply window")
+            try:
+                plan = self.plan(row.id)
+            except PolicyError:
+                continue  # e.g. Meta's window closed: the demo shows a reply that can go out
+            return tk.claim(self.engine, row.id, AGENT), plan
+        raise RuntimeError("the sandbox has no ticket a reply can reach")
 
     def plan(self, ticket_id: int) -> ReplyPlan:
         from inbox import replies, templates

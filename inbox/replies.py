@@ -119,9 +119,11 @@ def platform_now(conn: Connection, account_id: int, now: datetime | None = None)
     return now + max(skew, timedelta(0))
 
 
-def resolve_route(conn: Connection, ticket_id: int, conversation_id: int | None = None) -> Route:
-    """Where a reply to this ticket goes: the thread the customer last wrote in. Never another channel."""
-    ticket = conn.execute(sa.select(T.c.id, T.c.merged_into_id).where(T.c.id == ticket_id)).first()
+def resolve_route(conn: Connection, ticket_id: int, conversation_id: int | None = None, *, via: str | None = None) -> Route:
+    """Where a reply to this ticket goes: by default its originating channel and account (the thread
+    there the customer last wrote in). Another of the ticket's threads only when asked (`via`, or
+    `conversation_id`) — never as a silent fallback."""
+    ticket = conn.execute(sa.select(T.c.id, T.c.merged_into_id, T.c.channel, T.c.account_id).where(T.c.id == ticket_id)).first()
     if ticket is None:
         raise NotFoundError(f"no ticket #{ticket_id}")
     if ticket.merged_into_id:
@@ -137,9 +139,18 @@ def resolve_route(conn: Connection, ticket_id: int, conversation_id: int | None 
     )
     if conversation_id is not None:
         q = q.where(CV.c.id == conversation_id)
+    elif via:
+        q = q.where(CV.c.channel == via)
+    else:
+        q = q.where(CV.c.channel == ticket.channel, CV.c.account_id == ticket.account_id)
     conv = conn.execute(q.limit(1)).first()
     if conv is None:
-        raise PolicyError(f"ticket #{ticket_id} has no conversation to reply in")
+        others = sorted({r[0] for r in conn.execute(sa.select(CV.c.channel).where(CV.c.ticket_id == ticket_id))})
+        where = f"on {via}" if via else f"on its own channel ({ticket.channel})"
+        raise PolicyError(
+            f"ticket #{ticket_id} has no conversation {where} to reply in",
+            hint=("its threads are on: " + ", ".join(others) + "; choose one with --via CHANNEL") if others else None,
+        )
     # The window counts from the customer's last message: taken from the messages themselves
     # (inbound only — our echoes never reopen it).
     last_in = conn.execute(
@@ -180,11 +191,17 @@ def check_policy(route: Route, text: str, now: datetime, *, human_agent_tag: boo
 
 
 def plan_reply(
-    engine: Engine, ticket_id: int, text: str, *, human_agent_tag: bool = True, now: datetime | None = None
+    engine: Engine,
+    ticket_id: int,
+    text: str,
+    *,
+    human_agent_tag: bool = True,
+    now: datetime | None = None,
+    via: str | None = None,
 ) -> ReplyPlan:
     """Route and policy for a reply; raises PolicyError (nothing sent) or ConflictError."""
     with engine.connect() as conn:
-        route = resolve_route(conn, ticket_id)
+        route = resolve_route(conn, ticket_id, via=via)
         pnow = now or platform_now(conn, route.account_id)
         policy, remaining = check_policy(route, text, pnow, human_agent_tag=human_agent_tag)
         doubt = conn.execute(

@@ -238,3 +238,16 @@ def test_echo_matched_despite_platform_rewriting(engine) -> None:
     sf.outbound(engine, made, "Cek status di https://t.co/AbC123 ya kak", "dm_1", channel="x")
     assert rp.reconcile_unknown(engine, made.account_id) == 1
     assert rp.outbox(engine, states=("sent",))[0].external_id == "dm_1"
+
+
+def test_route_is_the_tickets_own_channel_unless_asked(engine) -> None:
+    ig = sf.ticket(engine, last_customer_ago=timedelta(hours=3))
+    x = sf.ticket(engine, channel="x", account_name="tokoshop-x", last_customer_ago=timedelta(minutes=5))
+    tk.merge(engine, x.ticket_id, ig.ticket_id, "ana")  # the customer wrote on X more recently
+    plan = rp.plan_reply(engine, ig.ticket_id, "halo")
+    assert plan.route.channel == "instagram" and plan.policy is ReplyPolicy.RESPONSE
+    assert rp.plan_reply(engine, ig.ticket_id, "halo", via="x").route.channel == "x"
+    with pytest.raises(PolicyError, match="no conversation on facebook"):
+        rp.plan_reply(engine, ig.ticket_id, "halo", via="facebook")
+    with pytest.raises(PolicyError, match="merged into"):
+        rp.plan_reply(engine, x.ticket_id, "halo")
