@@ -181,6 +181,11 @@ def test_example_config_loads_and_documents_every_key(monkeypatch: pytest.Monkey
             assert re.search(pattern, text, re.MULTILINE), f"{model.__name__}.{name} is not documented"
     for section in ("[sync]", "[dedup]", "[sla]", "[[rules]]", "[replies]", "[templates]", "[[accounts]]"):
         assert re.search(rf"^#?\s*{re.escape(section)}", text, re.MULTILINE), section
+    from inbox.templates import fields
+
+    assert settings.templates
+    for template in settings.templates.values():
+        fields(template)  # only the variables `inbox reply --template` fills in
     # Only names of variables in it, no secret values.
     for acc in settings.accounts:
         for key in acc.secret_env_keys():
