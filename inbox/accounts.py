@@ -16,7 +16,6 @@ import sqlalchemy as sa
 
 from connectors.base import RateInfo
 from connectors.redact import redact
-from inbox.errors import NotFoundError
 from inbox.ingest import AccountRef, begin_write, upsert
 from inbox.models import Account, Quarantine, SyncGap, utcnow
 

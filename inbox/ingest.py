@@ -20,8 +20,8 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
-from datetime import datetime
+from dataclasses import dataclass, fields
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -40,7 +40,6 @@ from inbox.dedup import (
     ContactInfo,
     Decision,
     PageDeduper,
-    TicketState,
 )
 from inbox.errors import ConflictError, NotFoundError
 from inbox.models import (
@@ -228,8 +227,6 @@ def ingest_page(
 def _write_cursor(conn: Connection, ref: AccountRef, page: Page, lease_owner: str | None, lease_seconds: float) -> None:
     now = utcnow()
     if lease_owner is not None:
-        from datetime import timedelta
-
         values: dict[str, Any] = {"lease_expires_at": now + timedelta(seconds=lease_seconds)}
         if page.cursor is not None:
             values.update(cursor=dict(page.cursor), updated_at=now)

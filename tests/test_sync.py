@@ -7,7 +7,6 @@ import threading
 import tomllib
 from dataclasses import replace
 
-import pytest
 import sqlalchemy as sa
 
 from inbox.config import Settings, parse_settings
