@@ -383,8 +383,8 @@ def sandbox_serve(
 
 _SYNC_JSON = typer.Option(False, "--json", help="Machine-readable JSON output (same as the global --json).")
 _SYNC_COLUMNS = (
-    ("new msgs", "new_messages"), ("new tickets", "new_tickets"), ("attached", "attached"), ("reopened", "reopened"),
-    ("flagged", "flagged"), ("gaps", "gaps"), ("quarantined", "quarantined"),
+    ("new\nmsgs", "new_messages"), ("new\ntickets", "new_tickets"), ("attached", "attached"), ("reopened", "reopened"),
+    ("flagged", "flagged"), ("gaps", "gaps"), ("quaran-\ntined", "quarantined"),
 )
 
 
@@ -411,11 +411,12 @@ def _sync_table(results: list[Any], *, dry_run: bool) -> Any:
     from rich.text import Text
 
     title = "sync (dry run: nothing written)" if dry_run else None
-    table = Table(title=title, box=None, header_style="bold", pad_edge=False, padding=(0, 2, 0, 0))
-    table.add_column("account", no_wrap=True)
-    table.add_column("status", no_wrap=True)
+    # Fits 80 columns: two-line headers, and names and statuses never shrink.
+    table = Table(title=title, box=None, header_style="bold", pad_edge=False, padding=(0, 1, 0, 0))
+    table.add_column("account", no_wrap=True, min_width=max([len("account"), *(len(r.account) for r in results)]))
+    table.add_column("status", no_wrap=True, min_width=max([len("status"), *(len(r.status) for r in results)]))
     for head, _key in _SYNC_COLUMNS:
-        table.add_column(head, justify="right", no_wrap=True)
+        table.add_column(head, justify="right", no_wrap=True, min_width=max(len(w) for w in head.split("\n")))
     table.add_column("errors", justify="right", no_wrap=True)
     styles = {"ok": "green", "dry-run": "cyan", "stopped": "yellow", "skipped": "dim", "retry-later": "yellow",
               "needs-reauth": "bold red", "conflict": "yellow", "failed": "bold red"}
@@ -451,6 +452,11 @@ def sync_cmd(
     engine = st.engine()
     show = not as_json and sys.stderr.isatty()
     progress, update = _sync_progress_display([a.name for a in chosen]) if show else (None, None)
+    if show:
+        import logging
+
+        # The live display and the summary say what the per-account log lines would.
+        logging.getLogger("inbox.sync").setLevel(logging.WARNING)
     stop = threading.Event()
     box: dict[str, Any] = {}
 
