@@ -583,26 +583,33 @@ def accounts_list(ctx: typer.Context, json_: bool = _SYNC_JSON) -> None:
     if not rows:
         out.print("no accounts configured", style="dim")
         return
-    if not out.is_terminal:
-        out.width = max(out.width, 160)
     now = utcnow()
-    table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 2, 0, 0))
-    for head in ("account", "ch", "health", "last success", "re-auth", "rate left", "gaps", "quarantined", "last error"):
-        table.add_column(head, no_wrap=head != "last error", overflow="fold")
+    table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 1, 0, 0))
+    table.add_column("account", no_wrap=True, min_width=max(len(h.name) for h in rows))
+    for head in ("ch", "health", "last ok", "re-auth", "rate left", "gaps", "quarantined"):
+        table.add_column(head, no_wrap=True, justify="right" if head in ("gaps", "quarantined") else "left")
+    notes = []
     for h in rows:
-        status = Text("ok", style="green") if h.healthy else Text(one_line("; ".join(h.problems), 60), style="bold red")
         if not h.enabled:
             status = Text("disabled", style="dim")
-        elif h.healthy and h.paused_until is not None:
-            status = Text(f"paused until {h.paused_until:%H:%M:%S}", style="yellow")
+        elif not h.healthy:
+            status = Text("UNHEALTHY", style="bold red")
+            notes.append(Text(f"{h.name}: {one_line('; '.join(h.problems), 300)}", style="red"))
+        elif h.paused_until is not None:
+            status = Text(f"paused to {h.paused_until:%H:%M}", style="yellow")
+        else:
+            status = Text("ok", style="green")
+        if h.last_error and (not h.healthy or (h.last_error_at and h.last_success_at and h.last_error_at > h.last_success_at)):
+            notes.append(Text(f"{h.name}: last error {_acc_age(now, h.last_error_at)}: {one_line(h.last_error, 300)}", style="dim"))
         table.add_row(
             Text(h.name), Text({"instagram": "IG", "facebook": "FB", "x": "X"}.get(h.channel, h.channel)), status,
             Text(_acc_age(now, h.last_success_at)), Text("YES", style="bold red") if h.needs_reauth else Text("no"),
             Text(_acc_rate(h, now)), Text(str(h.open_gaps), style="yellow" if h.open_gaps else ""),
             Text(str(h.quarantined), style="yellow" if h.quarantined else ""),
-            Text(one_line(h.last_error, 80) if h.last_error else "-", style="dim"),
         )
     out.print(table)
+    for note in notes:
+        out.print(note)
     raise typer.Exit(1 if unhealthy else 0)
 
 
@@ -880,7 +887,12 @@ def _tri_print_detail(out: Any, detail: Any, *, full: bool, human_agent_tag: boo
     if events:
         out.print(Rule("events", style="dim"))
         for e in events:
-            detail_text = ", ".join(f"{k}={v}" for k, v in (e.detail or {}).items())
+            d = e.detail or {}
+            if e.action == "dedup" and "rule" in d:
+                # The message ids are in --json; here the decision and its reason are what matter.
+                detail_text = f"{d.get('rule')}: {d.get('reason')}" + (f" ({d['count']} messages)" if d.get("count", 1) != 1 else "")
+            else:
+                detail_text = ", ".join(f"{k}={v}" for k, v in d.items())
             out.print(Text.assemble((_iso_short(e.at), "dim"), "  ", (one_line(e.actor, 40), "bold"), f" {e.action} ",
                                     (one_line(detail_text, 160), "dim")))
 
