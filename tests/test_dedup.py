@@ -148,6 +148,11 @@ def test_rule4_same_invoice_same_person_other_channel_attaches(engine, accounts)
     # the thread now follows that ticket
     put(engine, accounts, "fb", m("e3", "fb-t1", "psid-1", "ditunggu", 31, handle="budi.s"))
     assert ticket_of(engine, "e3").id == msg.ticket_id
+    # the decision is in the ticket's audit log with its rule, reason and score
+    with Session(engine) as s:
+        events = s.exec(select(TicketEvent).where(TicketEvent.ticket_id == msg.ticket_id, TicketEvent.action == "dedup")).all()
+    attach = [e.detail for e in events if e.detail["rule"] == "4:order"]
+    assert attach and attach[0]["score"] == 1.0 and INV in attach[0]["reason"] and attach[0]["messages"] == ["e2"]
     # the contacts are one person now, with an audited reason
     with Session(engine) as s:
         persons = {c.person_id for c in s.exec(select(Contact))}
