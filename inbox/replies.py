@@ -327,9 +327,6 @@ def deliver(engine: Engine, reply_id: int, make_connector: ConnectorFactory, act
     if reply is None:
         raise NotFoundError(f"no reply #{reply_id}")
     _pause_for_tests()
-    # From here on the request may leave: a crash after this commit leaves the reply in doubt.
-    with write_tx(engine) as conn:
-        conn.execute(R.update().where(R.c.id == reply_id).values(error=_marker("calling"), updated_at=utcnow()))
     outbound = OutboundReply(
         thread_id=thread or "",
         recipient_id=reply.recipient_id,
@@ -337,9 +334,16 @@ def deliver(engine: Engine, reply_id: int, make_connector: ConnectorFactory, act
         policy=ReplyPolicy(reply.policy),
         idempotency_key=reply.idempotency_key,
     )
-    connector = None
     try:
         connector = make_connector(reply.account_name)
+    except BaseException as exc:
+        # No request can have left (a missing token variable, an unknown account): not sent.
+        _finish(engine, reply_id, "failed", f"not sent: {exc.__class__.__name__}: {exc}")
+        raise
+    # From here on the request may leave: a crash after this commit leaves the reply in doubt.
+    with write_tx(engine) as conn:
+        conn.execute(R.update().where(R.c.id == reply_id).values(error=_marker("calling"), updated_at=utcnow()))
+    try:
         result = connector.send(outbound)
     except DeliveryUnknownError as exc:
         _finish(engine, reply_id, "unknown", str(exc))
@@ -362,11 +366,10 @@ def deliver(engine: Engine, reply_id: int, make_connector: ConnectorFactory, act
         _finish(engine, reply_id, "unknown", f"interrupted during the send: {exc.__class__.__name__}")
         raise
     finally:
-        if connector is not None:
-            try:
-                connector.close()
-            except Exception:  # noqa: BLE001 - closing must not hide the outcome
-                log.debug("closing the connector failed", exc_info=True)
+        try:
+            connector.close()
+        except Exception:  # noqa: BLE001 - closing must not hide the outcome
+            log.debug("closing the connector failed", exc_info=True)
     with write_tx(engine) as conn:
         row = conn.execute(sa.select(R).where(R.c.id == reply_id)).first()
         _mark_sent(conn, row, result.external_id, result.sent_at, actor, "sent")

@@ -251,3 +251,20 @@ def test_route_is_the_tickets_own_channel_unless_asked(engine) -> None:
         rp.plan_reply(engine, ig.ticket_id, "halo", via="facebook")
     with pytest.raises(PolicyError, match="merged into"):
         rp.plan_reply(engine, x.ticket_id, "halo")
+
+
+def test_connector_that_cannot_be_made_leaves_a_failed_reply(engine) -> None:
+    from inbox.errors import ConfigError
+
+    made = sf.ticket(engine)
+
+    def broken(name: str):
+        raise ConfigError("account 'tokoshop-ig': environment variable X is not set")
+
+    with pytest.raises(ConfigError):
+        rp.send_reply(engine, rp.plan_reply(engine, made.ticket_id, "halo"), broken, "ana")
+    row = rp.outbox(engine)[0]
+    assert row.state == "failed" and "not sent" in (row.error or "")
+    platform = Platform()
+    assert rp.retry(engine, row.id, platform.factory, "ana").state == "sent"  # no sync needed: it never left
+    assert len(platform.delivered) == 1
