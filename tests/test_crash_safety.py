@@ -19,7 +19,7 @@ from connectors.times import parse_time
 from test_sync import ACCOUNTS, assert_complete, fast_factory, readable_ids, sandbox_settings
 
 ROOT = Path(__file__).resolve().parent.parent
-TRIALS = 26
+TRIALS = 30
 FIRST_PASS_KILLS = 12  # kills during the first (full) pass; then one complete run; then incremental passes
 
 # The `inbox sync` command itself, with client-side pacing off: the loopback sandbox has no
@@ -73,6 +73,18 @@ def check_invariants(engine, sb, overlap: float) -> dict[str, int]:
     return {n: len(v) for n, v in stored.items()}
 
 
+def wait_until_syncing(engine, proc: subprocess.Popen, timeout: float = 20.0) -> bool:
+    """True once the process holds an account's lease (owner "host:pid:nonce:since")."""
+    deadline = time.monotonic() + timeout
+    pattern = f"%:{proc.pid}:%"
+    while time.monotonic() < deadline and proc.poll() is None:
+        with engine.connect() as conn:
+            if conn.execute(sa.text("SELECT 1 FROM sync_state WHERE lease_owner LIKE :p"), {"p": pattern}).first():
+                return True
+        time.sleep(0.01)
+    return False
+
+
 @pytest.mark.slow
 def test_kill_9_at_random_points_then_sync_again(tmp_path, monkeypatch):
     from sandbox import Sandbox
@@ -109,8 +121,9 @@ def test_kill_9_at_random_points_then_sync_again(tmp_path, monkeypatch):
                 assert proc.wait(timeout=60) == 0
                 finished += 1
             else:
-                # Start-up (imports) takes about a second; then anywhere in the pass.
-                time.sleep(rng.uniform(0.8, 3.0 if trial < FIRST_PASS_KILLS else 2.2))
+                # Once the run holds its first lease (start-up done, syncing), anywhere in the pass.
+                if wait_until_syncing(engine, proc):
+                    time.sleep(rng.uniform(0.0, 1.5 if trial < FIRST_PASS_KILLS else 0.25))
                 if proc.poll() is None:
                     os.kill(proc.pid, signal.SIGKILL)
                     killed += 1
