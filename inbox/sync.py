@@ -268,10 +268,11 @@ def sync_account(
         if dry_run:
             status = DRY_RUN
         reconciled = 0
-        if not dry_run:
-            accounts_mod.record_success(engine, ref.id, at=started, rate=rate) if complete else accounts_mod.record_rate(engine, ref.id, rate)
-            if complete:
-                reconciled = _reconcile(engine, ref.id, started)
+        if not dry_run and complete:
+            accounts_mod.record_success(engine, ref.id, at=started, rate=rate)
+            reconciled = _reconcile(engine, ref.id, started)
+        elif not dry_run:
+            accounts_mod.record_rate(engine, ref.id, rate)
         return result(status, counts=counts, pages=pages, complete=complete, rate=rate, reconciled=reconciled, decisions=tuple(decisions))
     except NeedsReauthError as exc:
         if not dry_run:
