@@ -93,45 +93,50 @@ def new_owner() -> str:
 def acquire(engine: Engine, account_id: int, account_name: str, *, seconds: float, owner: str | None = None) -> Lease:
     """Take the account's lease or raise `ConflictError` naming who holds it."""
     owner = owner or new_owner()
-    now = utcnow()
-    expires = now + timedelta(seconds=seconds)
-    with begin_write(engine) as conn, conn.begin():
-        conn.execute(
-            upsert(conn, _ss)
-            .values(account_id=account_id, cursor=None, updated_at=now, lease_owner=None, lease_expires_at=None)
-            .on_conflict_do_nothing(index_elements=["account_id"])
-        )
-        taken = conn.execute(
-            sa.update(_ss)
-            .where(
-                _ss.c.account_id == account_id,
-                sa.or_(
-                    _ss.c.lease_owner.is_(None),
-                    _ss.c.lease_owner == owner,
-                    _ss.c.lease_expires_at.is_(None),
-                    _ss.c.lease_expires_at < now,
-                ),
+    for _attempt in range(3):
+        now = utcnow()
+        expires = now + timedelta(seconds=seconds)
+        with begin_write(engine) as conn, conn.begin():
+            conn.execute(
+                upsert(conn, _ss)
+                .values(account_id=account_id, cursor=None, updated_at=now, lease_owner=None, lease_expires_at=None)
+                .on_conflict_do_nothing(index_elements=["account_id"])
             )
-            .values(lease_owner=owner, lease_expires_at=expires)
-        ).rowcount
-        if taken == 1:
-            return Lease(account_id, account_name, owner, expires)
-        row = conn.execute(sa.select(_ss.c.lease_owner, _ss.c.lease_expires_at).where(_ss.c.account_id == account_id)).one()
-        holder = Holder.parse(row.lease_owner or "")
-        if holder.is_dead_local_process():
-            # Compare-and-swap on the dead owner, so two workers cannot both take it over.
             taken = conn.execute(
                 sa.update(_ss)
-                .where(_ss.c.account_id == account_id, _ss.c.lease_owner == row.lease_owner)
+                .where(
+                    _ss.c.account_id == account_id,
+                    sa.or_(
+                        _ss.c.lease_owner.is_(None),
+                        _ss.c.lease_owner == owner,
+                        _ss.c.lease_expires_at.is_(None),
+                        _ss.c.lease_expires_at < now,
+                    ),
+                )
                 .values(lease_owner=owner, lease_expires_at=expires)
             ).rowcount
             if taken == 1:
-                log.warning("account %s: took over the sync lease of %s (process gone)", account_name, holder.describe())
                 return Lease(account_id, account_name, owner, expires)
-    raise ConflictError(
-        f"another sync is running for account {account_name} ({holder.describe()})",
-        hint=f"its lease expires at {row.lease_expires_at:%H:%M:%S} UTC unless renewed",
-    )
+            row = conn.execute(sa.select(_ss.c.lease_owner, _ss.c.lease_expires_at).where(_ss.c.account_id == account_id)).one()
+            if row.lease_owner is None or row.lease_expires_at is None or row.lease_expires_at < now:
+                continue  # released between the two statements (PostgreSQL, read committed): try again
+            holder = Holder.parse(row.lease_owner)
+            if holder.is_dead_local_process():
+                # Compare-and-swap on the dead owner, so two workers cannot both take it over.
+                taken = conn.execute(
+                    sa.update(_ss)
+                    .where(_ss.c.account_id == account_id, _ss.c.lease_owner == row.lease_owner)
+                    .values(lease_owner=owner, lease_expires_at=expires)
+                ).rowcount
+                if taken == 1:
+                    log.warning("account %s: took over the sync lease of %s (process gone)", account_name, holder.describe())
+                    return Lease(account_id, account_name, owner, expires)
+                continue
+        raise ConflictError(
+            f"another sync is running for account {account_name} ({holder.describe()})",
+            hint=f"its lease expires at {row.lease_expires_at:%H:%M:%S} UTC unless renewed",
+        )
+    raise ConflictError(f"another sync is running for account {account_name} (the lease keeps changing hands)")
 
 
 def renew(engine: Engine, lease: Lease, *, seconds: float) -> Lease:

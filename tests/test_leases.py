@@ -70,12 +70,16 @@ def test_two_workers_never_poll_the_same_account_at_once(db_url):
     statuses: dict[str, list[str]] = {"a": [], "b": []}
     deadline = time.monotonic() + 2.5
 
+    errors: list[BaseException] = []
+
     def worker(name: str) -> None:
         engine = open_store(db_url)
         try:
             while time.monotonic() < deadline:
                 res = sync_account(engine, settings, acc, connector=SlowConnector(name, busy))
                 statuses[name].append(res.status)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test below
+            errors.append(exc)
         finally:
             engine.dispose()
 
@@ -85,6 +89,7 @@ def test_two_workers_never_poll_the_same_account_at_once(db_url):
     for t in threads:
         t.join()
 
+    assert not errors, errors
     assert {s for v in statuses.values() for s in v} <= {"ok", "conflict"}
     assert "conflict" in statuses["a"] + statuses["b"]  # they did collide ...
     assert statuses["a"].count("ok") > 0 and statuses["b"].count("ok") > 0  # ... and both got turns
