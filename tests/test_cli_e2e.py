@@ -75,7 +75,7 @@ def _config_text(sb: Sandbox, db: Path, extra: str = "") -> str:
 
 @pytest.fixture(scope="module")
 def sandbox() -> Any:
-    sb = Sandbox(seed=7, timeout_sleep=4).start()
+    sb = Sandbox(seed=7, timeout_sleep=8).start()  # longer than the 2 s client timeout; room to kill mid-call
     yield sb
     sb.stop()
 
