@@ -21,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -256,23 +256,98 @@ _MESSAGE_COLUMNS = (
     "author_handle", "author_name", "text", "kind", "sent_at", "received_at", "attachments", "raw", "reply_id",
     "dedup_rule", "dedup_reason", "dedup_score",
 )
-_sqlite_insert_cache: dict[int, tuple[str, tuple[str, ...], tuple[Any, ...]]] = {}
+
+_TICKET_INSERT = (
+    "status", "priority", "priority_rank", "category", "assignee", "channel", "account_id", "contact_id", "person_id",
+    "subject", "snippet", "message_count", "created_at", "updated_at", "last_customer_message_at",
+    "first_response_due_at", "first_response_at", "escalation_due_at", "resolved_at", "reopened_count", "has_gap",
+    "linked_ticket_id", "possible_duplicate_of_id", "merged_into_id",
+)
+
+_SQLITE_DT_FORMAT = "%04d-%02d-%02d %02d:%02d:%02d.%06d"
 
 
-def _sqlite_message_insert(conn: Connection, stmt: Any) -> tuple[str, tuple[str, ...], tuple[Any, ...]]:
-    """The compiled positional INSERT and each column's own bind processor (UTC datetimes, JSON),
-    so rows go to the driver as plain tuples, converted exactly as SQLAlchemy would."""
-    key = id(conn.dialect)
-    cached = _sqlite_insert_cache.get(key)
-    if cached is None:
+def _sqlite_utc(value: datetime | None) -> str | None:
+    """UTCDateTime's bind value on SQLite (naive UTC in SQLAlchemy's storage format), in one step."""
+    if value is None:
+        return None
+    tz = value.tzinfo
+    if tz is not timezone.utc:
+        if tz is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(timezone.utc)
+    return _SQLITE_DT_FORMAT % (value.year, value.month, value.day, value.hour, value.minute, value.second, value.microsecond)
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    sql: str
+    index: tuple[int, ...]  # per positional parameter: its position in the caller's row tuple, -1: a constant
+    consts: tuple[Any, ...]  # per positional parameter: the statement's own value (literals in .values())
+    procs: tuple[tuple[int, Any], ...]  # (position, bind processor) where one applies
+    identity: bool  # parameters are exactly the row tuple, in order
+
+
+_compiled_cache: dict[tuple[int, str], _Compiled] = {}
+
+
+def _compile_many(conn: Connection, key: str, stmt: Any, names: tuple[str, ...]) -> _Compiled:
+    """`stmt` compiled once for SQLite's positional paramstyle, with each parameter's own bind
+    processor (UTC datetimes, JSON, booleans), so rows go to the driver converted exactly as
+    SQLAlchemy would convert them."""
+    cache_key = (id(conn.dialect), key)
+    done = _compiled_cache.get(cache_key)
+    if done is None:
         dialect = conn.dialect
-        compiled = stmt.values({c: sa.bindparam(c) for c in _MESSAGE_COLUMNS}).compile(dialect=dialect)
+        compiled = stmt.compile(dialect=dialect)
         order = tuple(compiled.positiontup or ())
-        if order != _MESSAGE_COLUMNS:
-            raise RuntimeError(f"unexpected parameter order {order}")
-        procs = tuple(_m.c[c].type._cached_bind_processor(dialect) for c in _MESSAGE_COLUMNS)
-        cached = _sqlite_insert_cache[key] = (str(compiled), _MESSAGE_COLUMNS, procs)
-    return cached
+        index = tuple(names.index(n) if n in names else -1 for n in order)
+        consts = tuple(None if i >= 0 else compiled.binds[n].effective_value for n, i in zip(order, index))
+        procs = []
+        for pos, name in enumerate(order):
+            type_ = compiled.binds[name].type
+            proc = _sqlite_utc if isinstance(type_, UTCDateTime) else type_._cached_bind_processor(dialect)
+            if proc is not None:
+                procs.append((pos, proc))
+        done = _compiled_cache[cache_key] = _Compiled(str(compiled), index, consts, tuple(procs), index == tuple(range(len(names))))
+    return done
+
+
+def _many(conn: Connection, key: str, stmt: Any, names: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    """Run `stmt` once per row (`rows` hold the values of `names`, in that order).
+
+    SQLite: one `executemany` of prepared tuples on the DBAPI cursor (SQLite's fast path, no
+    per-row statement handling in Python). Other backends: SQLAlchemy's executemany of dicts.
+    """
+    if not rows:
+        return
+    if conn.dialect.name != "sqlite":
+        conn.execute(stmt, [dict(zip(names, r)) for r in rows])
+        return
+    c = _compile_many(conn, key, stmt, names)
+    if c.identity and not c.procs:
+        params: list[Any] = rows
+    else:
+        params = []
+        index, consts, procs = c.index, c.consts, c.procs
+        for r in rows:
+            v = list(r) if c.identity else [r[i] if i >= 0 else k for i, k in zip(index, consts)]
+            for pos, proc in procs:
+                v[pos] = proc(v[pos])
+            params.append(v)
+    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cur.executemany(c.sql, params)
+    finally:
+        cur.close()
+
+
+def _insert_values(conn: Connection, table: sa.Table, names: tuple[str, ...], *, ignore: list[str] | None = None) -> Any:
+    """INSERT of `names` (bound by column name), `ON CONFLICT (ignore) DO NOTHING` when given."""
+    stmt = upsert(conn, table) if ignore else sa.insert(table)
+    if ignore:
+        stmt = stmt.on_conflict_do_nothing(index_elements=ignore)
+    return stmt.values({n: sa.bindparam(n, type_=table.c[n].type) for n in names})
 
 
 class _PageWriter:
@@ -402,9 +477,13 @@ class _PageWriter:
                 row["handle"] = cust.handle[:255]
             if cust.name:
                 row["name"] = cust.name[:255]
-        conn.execute(
-            upsert(conn, _c).on_conflict_do_nothing(index_elements=["channel", "account_id", "platform_user_id"]),
-            list(wanted.values()),
+        names = ("channel", "account_id", "platform_user_id", "handle", "name", "person_id", "created_at")
+        _many(
+            conn,
+            "contact+",
+            _insert_values(conn, _c, names, ignore=["channel", "account_id", "platform_user_id"]),
+            names,
+            [tuple(w[n] for n in names) for w in wanted.values()],
         )
         out: dict[str, ContactInfo] = {}
         fix = []
@@ -417,13 +496,15 @@ class _PageWriter:
             handle = w["handle"] or row.handle
             name = w["name"] or row.name
             if (handle, name) != (row.handle, row.name):
-                fix.append({"b_id": row.id, "b_handle": handle, "b_name": name})
+                fix.append((row.id, handle, name))
             out[row.platform_user_id] = ContactInfo(row.id, ref.channel, row.person_id, handle, name)
-        if fix:
-            conn.execute(
-                sa.update(_c).where(_c.c.id == sa.bindparam("b_id")).values(handle=sa.bindparam("b_handle"), name=sa.bindparam("b_name")),
-                fix,
-            )
+        _many(
+            conn,
+            "contact~",
+            sa.update(_c).where(_c.c.id == sa.bindparam("b_id")).values(handle=sa.bindparam("b_handle"), name=sa.bindparam("b_name")),
+            ("b_id", "b_handle", "b_name"),
+            fix,
+        )
         return out
 
     def _upsert_conversations(
@@ -431,26 +512,18 @@ class _PageWriter:
     ) -> dict[str, tuple[int, int | None, int | None]]:
         """thread id -> (conversation id, contact id, current ticket id)."""
         conn, ref = self.conn, self.ref
-        rows: dict[str, dict[str, Any]] = {}
+        rows: dict[str, tuple[Any, ...]] = {}
         for m in msgs:
-            rows.setdefault(
-                m.thread_id,
-                {
-                    "channel": ref.channel,
-                    "account_id": ref.id,
-                    "external_id": m.thread_id,
-                    "contact_id": contacts[m.customer.id].id,
-                    "ticket_id": None,
-                    "last_message_at": None,
-                    "last_customer_message_at": None,
-                    "created_at": self.now,
-                },
-            )
-        if rows:
-            conn.execute(
-                upsert(conn, _v).on_conflict_do_nothing(index_elements=["channel", "account_id", "external_id"]),
-                list(rows.values()),
-            )
+            if m.thread_id not in rows:
+                rows[m.thread_id] = (ref.channel, ref.id, m.thread_id, contacts[m.customer.id].id, self.now)
+        names = ("channel", "account_id", "external_id", "contact_id", "created_at")
+        _many(
+            conn,
+            "conversation+",
+            _insert_values(conn, _v, names, ignore=["channel", "account_id", "external_id"]),
+            names,
+            list(rows.values()),
+        )
         threads = list(rows) + [t for t in extra_threads if t not in rows]
         if not threads:
             return {}
@@ -501,25 +574,37 @@ class _PageWriter:
                 }
             )
             t.events.append({"action": "created", "detail": {"category": tri.category, "priority": tri.priority}})
-        returned = self.conn.execute(
-            sa.insert(_t).returning(_t.c.id, sort_by_parameter_order=True), rows
-        ).scalars().all()
+        conn = self.conn
+        if conn.dialect.name == "sqlite":
+            # BEGIN IMMEDIATE holds the write lock since the key lookup: nobody else inserts tickets
+            # until the commit, so this page's tickets take the next ids, given explicitly, and
+            # one executemany stores them (RETURNING would cost one statement per ticket).
+            top = conn.execute(sa.select(sa.func.max(_t.c.id))).scalar() or 0
+            returned = list(range(top + 1, top + 1 + len(rows)))
+            names = ("id", *_TICKET_INSERT)
+            _many(conn, "ticket+", _insert_values(conn, _t, names), names,
+                  [(i, *(r[n] for n in _TICKET_INSERT)) for i, r in zip(returned, rows)])
+        else:
+            returned = conn.execute(sa.insert(_t).returning(_t.c.id, sort_by_parameter_order=True), rows).scalars().all()
         ids = {t.key: real for t, real in zip(new, returned)}
         dup = [
-            {"b_id": ids[t.key], "b_dup": ids.get(t.possible_duplicate_of_id, t.possible_duplicate_of_id)}
+            (ids[t.key], ids.get(t.possible_duplicate_of_id, t.possible_duplicate_of_id))
             for t in new
             if t.possible_duplicate_of_id is not None
         ]
-        if dup:
-            self.conn.execute(
-                sa.update(_t).where(_t.c.id == sa.bindparam("b_id")).values(possible_duplicate_of_id=sa.bindparam("b_dup")), dup
-            )
+        _many(
+            conn,
+            "ticket~dup",
+            sa.update(_t).where(_t.c.id == sa.bindparam("b_id")).values(possible_duplicate_of_id=sa.bindparam("b_dup")),
+            ("b_id", "b_dup"),
+            dup,
+        )
         return ids
 
     def _insert_refs(self, dd: PageDeduper, tid: Any) -> None:
-        rows = [{"ticket_id": tid(t.key), "ref": ref[:100]} for t in dd.tickets.values() for ref in sorted(t.new_refs)]
-        if rows:
-            self.conn.execute(upsert(self.conn, _tr).on_conflict_do_nothing(index_elements=["ticket_id", "ref"]), rows)
+        rows = [(tid(t.key), ref[:100]) for t in dd.tickets.values() for ref in sorted(t.new_refs)]
+        names = ("ticket_id", "ref")
+        _many(self.conn, "ref+", _insert_values(self.conn, _tr, names, ignore=["ticket_id", "ref"]), names, rows)
 
     def _update_tickets(self, dd: PageDeduper) -> None:
         conn = self.conn
@@ -527,21 +612,12 @@ class _PageWriter:
         for t in dd.tickets.values():
             if t.is_new or not (t.added or t.has_gap or t.set_first_response or t.set_person_id):
                 continue
-            rows.append(
-                {
-                    "b_id": t.key,
-                    "b_added": t.added,
-                    "b_last": t.last_at,
-                    "b_lc": t.last_customer_at,
-                    "b_snippet": t.snippet,
-                    "b_fr": t.set_first_response,
-                    "b_gap": t.has_gap,
-                    "b_person": t.set_person_id,
-                }
-            )
+            rows.append((t.key, t.added, t.last_at, t.last_customer_at, t.snippet, t.set_first_response, t.has_gap, t.set_person_id))
         if rows:
             lc = sa.bindparam("b_lc", type_=UTCDateTime())
-            conn.execute(
+            _many(
+                conn,
+                "ticket~counters",
                 sa.update(_t)
                 .where(_t.c.id == sa.bindparam("b_id"))
                 .values(
@@ -556,19 +632,27 @@ class _PageWriter:
                     has_gap=sa.or_(_t.c.has_gap, sa.bindparam("b_gap", type_=sa.Boolean())),
                     person_id=sa.func.coalesce(_t.c.person_id, sa.bindparam("b_person", type_=sa.Integer())),
                 ),
+                ("b_id", "b_added", "b_last", "b_lc", "b_snippet", "b_fr", "b_gap", "b_person"),
                 rows,
             )
-        reopened = [{"b_id": t.key, "b_now": self.now} for t in dd.tickets.values() if t.reopened and not t.is_new]
-        if reopened:
-            conn.execute(
-                sa.update(_t)
-                .where(_t.c.id == sa.bindparam("b_id"), _t.c.status == "resolved")
-                .values(status="open", reopened_count=_t.c.reopened_count + 1, resolved_at=None),
-                reopened,
-            )
-        unpended = [{"b_id": t.key} for t in dd.tickets.values() if t.unpended and not t.is_new]
-        if unpended:
-            conn.execute(sa.update(_t).where(_t.c.id == sa.bindparam("b_id"), _t.c.status == "pending").values(status="open"), unpended)
+        reopened = [(t.key,) for t in dd.tickets.values() if t.reopened and not t.is_new]
+        _many(
+            conn,
+            "ticket~reopen",
+            sa.update(_t)
+            .where(_t.c.id == sa.bindparam("b_id"), _t.c.status == "resolved")
+            .values(status="open", reopened_count=_t.c.reopened_count + 1, resolved_at=None),
+            ("b_id",),
+            reopened,
+        )
+        unpended = [(t.key,) for t in dd.tickets.values() if t.unpended and not t.is_new]
+        _many(
+            conn,
+            "ticket~unpend",
+            sa.update(_t).where(_t.c.id == sa.bindparam("b_id"), _t.c.status == "pending").values(status="open"),
+            ("b_id",),
+            unpended,
+        )
 
     # ── messages ───────────────────────────────────────────────────────────────────────────
 
@@ -578,46 +662,45 @@ class _PageWriter:
         if not msgs:
             return set()
         ref, now = self.ref, self.now
+        channel, account_id = ref.channel, ref.id
         rows = []
         for m, d, conv_id, contact_id in zip(msgs, made, msg_conv, msg_contact):
             author = m.author
+            key = d.ticket_key
             rows.append(
-                {
-                    "channel": ref.channel,
-                    "account_id": ref.id,
-                    "external_id": m.external_id,
-                    "conversation_id": conv_id,
-                    "ticket_id": tid(d.ticket_key),
-                    "contact_id": contact_id,
-                    "direction": m.direction.value,
-                    "author_id": author.id[:100],
-                    "author_handle": author.handle,
-                    "author_name": author.name,
-                    "text": m.text,
-                    "kind": m.kind.value,
-                    "sent_at": m.sent_at,
-                    "received_at": now,
-                    "attachments": [
-                        {"type": a.type, "url": a.url, "mime": a.mime, "size": a.size, "name": a.name} for a in m.attachments
-                    ]
+                (
+                    channel,
+                    account_id,
+                    m.external_id,
+                    conv_id,
+                    None if key is None else tid(key),
+                    contact_id,
+                    m.direction.value,
+                    author.id[:100],
+                    author.handle,
+                    author.name,
+                    m.text,
+                    m.kind.value,
+                    m.sent_at,
+                    now,
+                    [{"type": a.type, "url": a.url, "mime": a.mime, "size": a.size, "name": a.name} for a in m.attachments]
                     or None,
-                    "raw": dict(m.raw) if m.raw else None,
-                    "reply_id": d.reply_id,
-                    "dedup_rule": d.rule,
-                    "dedup_reason": d.reason,
-                    "dedup_score": d.score,
-                }
+                    dict(m.raw) if m.raw else None,
+                    d.reply_id,
+                    d.rule,
+                    d.reason,
+                    d.score,
+                )
             )
-        stmt = upsert(self.conn, _m).on_conflict_do_nothing(index_elements=["channel", "account_id", "external_id"])
+        stmt = _insert_values(self.conn, _m, _MESSAGE_COLUMNS, ignore=["channel", "account_id", "external_id"])
         if self.conn.dialect.name == "sqlite":
             # BEGIN IMMEDIATE holds the write lock since the key lookup, so nobody stored any of
             # these in between: one executemany of prepared tuples (SQLite's fast path) is exact.
-            sql, columns, procs = _sqlite_message_insert(self.conn, stmt)
-            self.conn.exec_driver_sql(
-                sql, [tuple(p(r[c]) if p else r[c] for c, p in zip(columns, procs)) for r in rows]
-            )
-            return {r["external_id"] for r in rows}
-        return set(self.conn.execute(stmt.returning(_m.c.external_id), rows).scalars())
+            _many(self.conn, "message+", stmt, _MESSAGE_COLUMNS, rows)
+            return {r[2] for r in rows}
+        return set(
+            self.conn.execute(stmt.returning(_m.c.external_id), [dict(zip(_MESSAGE_COLUMNS, r)) for r in rows]).scalars()
+        )
 
     def _write_events(self, dd: PageDeduper, msgs: list[InboundMessage], made: list[Decision], tid: Any) -> None:
         """One `dedup` event per (ticket, rule) of the page, plus created / status events."""
@@ -628,11 +711,11 @@ class _PageWriter:
         rows = []
         for t in dd.tickets.values():
             for ev in t.events:
-                rows.append({"ticket_id": tid(t.key), "at": self.now, "actor": ACTOR, "action": ev["action"], "detail": ev["detail"]})
+                rows.append((tid(t.key), self.now, ACTOR, ev["action"], ev["detail"]))
             if t.reopened and not t.is_new:
-                rows.append({"ticket_id": t.key, "at": self.now, "actor": ACTOR, "action": "status", "detail": {"from": t.reopened_from, "to": "open", "reason": "customer wrote again"}})
+                rows.append((t.key, self.now, ACTOR, "status", {"from": t.reopened_from, "to": "open", "reason": "customer wrote again"}))
             if t.unpended and not t.is_new:
-                rows.append({"ticket_id": t.key, "at": self.now, "actor": ACTOR, "action": "status", "detail": {"from": "pending", "to": "open", "reason": "customer answered"}})
+                rows.append((t.key, self.now, ACTOR, "status", {"from": "pending", "to": "open", "reason": "customer answered"}))
         for (key, rule), items in groups.items():
             first = items[0][1]
             detail: dict[str, Any] = {
@@ -647,24 +730,26 @@ class _PageWriter:
                 detail["possible_duplicate_of"] = tid(t.possible_duplicate_of_id)
             if t is not None and t.linked_ticket_id is not None and rule == R_FOLLOWUP:
                 detail["linked_ticket"] = t.linked_ticket_id
-            rows.append({"ticket_id": tid(key), "at": self.now, "actor": ACTOR, "action": "dedup", "detail": detail})
-        if rows:
-            self.conn.execute(sa.insert(_ev), rows)
+            rows.append((tid(key), self.now, ACTOR, "dedup", detail))
+        names = ("ticket_id", "at", "actor", "action", "detail")
+        _many(self.conn, "event+", _insert_values(self.conn, _ev, names), names, rows)
 
     def _update_conversations(
         self, msgs: list[InboundMessage], made: list[Decision], msg_conv: list[int], dd: PageDeduper, tid: Any
     ) -> None:
-        per: dict[int, dict[str, Any]] = {}
+        per: dict[int, list[Any]] = {}  # conversation id -> [last, last customer]
         for m, conv_id in zip(msgs, msg_conv):
-            row = per.setdefault(conv_id, {"b_id": conv_id, "b_last": None, "b_lc": None, "b_ticket": None})
-            row["b_last"] = max(row["b_last"] or m.sent_at, m.sent_at)
-            if m.direction is Direction.IN:
-                row["b_lc"] = max(row["b_lc"] or m.sent_at, m.sent_at)
-        for conv_id, row in per.items():
-            row["b_ticket"] = tid(dd._resolve(dd.conv_ticket.get(conv_id)))
-        if not per:
-            return
-        self.conn.execute(
+            row = per.get(conv_id)
+            if row is None:
+                row = per[conv_id] = [m.sent_at, None]
+            elif m.sent_at > row[0]:
+                row[0] = m.sent_at
+            if m.direction is Direction.IN and (row[1] is None or m.sent_at > row[1]):
+                row[1] = m.sent_at
+        rows = [(conv_id, last, lc, tid(dd._resolve(dd.conv_ticket.get(conv_id)))) for conv_id, (last, lc) in per.items()]
+        _many(
+            self.conn,
+            "conversation~",
             sa.update(_v)
             .where(_v.c.id == sa.bindparam("b_id"))
             .values(
@@ -672,7 +757,8 @@ class _PageWriter:
                 last_customer_message_at=_later(_v.c.last_customer_message_at, "b_lc"),
                 ticket_id=sa.func.coalesce(sa.bindparam("b_ticket", type_=sa.Integer()), _v.c.ticket_id),
             ),
-            list(per.values()),
+            ("b_id", "b_last", "b_lc", "b_ticket"),
+            rows,
         )
 
     def _mark_replies(self, msgs: list[InboundMessage], made: list[Decision]) -> int:
