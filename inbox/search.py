@@ -1,7 +1,8 @@
 """Full-text search over messages, returning tickets.
 
 SQLite: the FTS5 table `message_fts` (external content over message.text, kept by triggers;
-migration 0002). PostgreSQL: a GIN index on a `simple`-config tsvector of the text with
+migration 0002; the page ingest indexes its messages in one statement instead, `deferred_index`,
+migration 0004). PostgreSQL: a GIN index on a `simple`-config tsvector of the text with
 punctuation turned into spaces, so an invoice number matches whole or by its parts. The `simple`
 configuration does no stemming: right for mixed Indonesian and English, where an English stemmer
 would mangle Indonesian words.
@@ -14,6 +15,8 @@ like `INV/20261120/MPL/3817265540`, becomes a phrase). All words must match.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -44,6 +47,26 @@ class SearchHit:
     ticket: TicketRow
     message_id: int
     text: str | None  # the newest matching message of the ticket (display through inbox.text)
+
+
+@contextmanager
+def deferred_index(conn: Connection) -> Iterator[None]:
+    """Index the messages inserted inside the block with one statement instead of one per row.
+
+    For a writer holding SQLite's write lock (BEGIN IMMEDIATE): the per-row trigger skips rows
+    while `message_fts_deferred` is non-empty, and the block's new messages (ids above the
+    highest before it; the lock means they are all ours) go into `message_fts` in one
+    `INSERT ... SELECT`. The flag row is written and removed inside the caller's transaction, so
+    no other connection ever sees it. Other backends: nothing to do.
+    """
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    top = conn.exec_driver_sql("SELECT coalesce(max(id), 0) FROM message").scalar()
+    conn.exec_driver_sql("INSERT INTO message_fts_deferred (id) VALUES (1)")
+    yield
+    conn.exec_driver_sql("INSERT INTO message_fts (rowid, text) SELECT id, text FROM message WHERE id > ?", (top,))
+    conn.exec_driver_sql("DELETE FROM message_fts_deferred")
 
 
 def parse_query(query: str) -> list[list[str]]:
