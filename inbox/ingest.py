@@ -18,7 +18,7 @@ import json
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
@@ -59,6 +59,7 @@ from inbox.models import (
     UTCDateTime,
     utcnow,
 )
+from inbox.search import deferred_index
 from inbox.triage_rules import triage
 
 if TYPE_CHECKING:
@@ -291,7 +292,7 @@ class _Compiled:
 _compiled_cache: dict[tuple[int, str], _Compiled] = {}
 
 
-def _compile_many(conn: Connection, key: str, stmt: Any, names: tuple[str, ...]) -> _Compiled:
+def _compile_many(conn: Connection, key: str, build: Callable[[], Any], names: tuple[str, ...]) -> _Compiled:
     """`stmt` compiled once for SQLite's positional paramstyle, with each parameter's own bind
     processor (UTC datetimes, JSON, booleans), so rows go to the driver converted exactly as
     SQLAlchemy would convert them."""
@@ -299,7 +300,7 @@ def _compile_many(conn: Connection, key: str, stmt: Any, names: tuple[str, ...])
     done = _compiled_cache.get(cache_key)
     if done is None:
         dialect = conn.dialect
-        compiled = stmt.compile(dialect=dialect)
+        compiled = build().compile(dialect=dialect)
         order = tuple(compiled.positiontup or ())
         index = tuple(names.index(n) if n in names else -1 for n in order)
         consts = tuple(None if i >= 0 else compiled.binds[n].effective_value for n, i in zip(order, index))
@@ -313,7 +314,7 @@ def _compile_many(conn: Connection, key: str, stmt: Any, names: tuple[str, ...])
     return done
 
 
-def _many(conn: Connection, key: str, stmt: Any, names: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+def _many(conn: Connection, key: str, build: Callable[[], Any], names: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
     """Run `stmt` once per row (`rows` hold the values of `names`, in that order).
 
     SQLite: one `executemany` of prepared tuples on the DBAPI cursor (SQLite's fast path, no
@@ -322,9 +323,9 @@ def _many(conn: Connection, key: str, stmt: Any, names: tuple[str, ...], rows: l
     if not rows:
         return
     if conn.dialect.name != "sqlite":
-        conn.execute(stmt, [dict(zip(names, r)) for r in rows])
+        conn.execute(build(), [dict(zip(names, r)) for r in rows])
         return
-    c = _compile_many(conn, key, stmt, names)
+    c = _compile_many(conn, key, build, names)
     if c.identity and not c.procs:
         params: list[Any] = rows
     else:
@@ -412,7 +413,8 @@ class _PageWriter:
         ids = self._insert_tickets(dd)
         tid = lambda key: None if key is None else (ids.get(key, key) if key < 0 else key)  # noqa: E731
         self._insert_refs(dd, tid)
-        inserted = self._insert_messages(new, made, msg_conv, msg_contact, tid)
+        with deferred_index(conn):  # the page's search index in one statement, not a trigger per row
+            inserted = self._insert_messages(new, made, msg_conv, msg_contact, tid)
         counts["new_messages"] = len(inserted)
         counts["duplicates"] += len(new) - len(inserted)  # lost a race: someone stored them first
         self._update_tickets(dd)
@@ -481,7 +483,7 @@ class _PageWriter:
         _many(
             conn,
             "contact+",
-            _insert_values(conn, _c, names, ignore=["channel", "account_id", "platform_user_id"]),
+            lambda: _insert_values(conn, _c, names, ignore=["channel", "account_id", "platform_user_id"]),
             names,
             [tuple(w[n] for n in names) for w in wanted.values()],
         )
@@ -501,7 +503,7 @@ class _PageWriter:
         _many(
             conn,
             "contact~",
-            sa.update(_c).where(_c.c.id == sa.bindparam("b_id")).values(handle=sa.bindparam("b_handle"), name=sa.bindparam("b_name")),
+            lambda: sa.update(_c).where(_c.c.id == sa.bindparam("b_id")).values(handle=sa.bindparam("b_handle"), name=sa.bindparam("b_name")),
             ("b_id", "b_handle", "b_name"),
             fix,
         )
@@ -520,7 +522,7 @@ class _PageWriter:
         _many(
             conn,
             "conversation+",
-            _insert_values(conn, _v, names, ignore=["channel", "account_id", "external_id"]),
+            lambda: _insert_values(conn, _v, names, ignore=["channel", "account_id", "external_id"]),
             names,
             list(rows.values()),
         )
@@ -582,7 +584,7 @@ class _PageWriter:
             top = conn.execute(sa.select(sa.func.max(_t.c.id))).scalar() or 0
             returned = list(range(top + 1, top + 1 + len(rows)))
             names = ("id", *_TICKET_INSERT)
-            _many(conn, "ticket+", _insert_values(conn, _t, names), names,
+            _many(conn, "ticket+", lambda: _insert_values(conn, _t, names), names,
                   [(i, *(r[n] for n in _TICKET_INSERT)) for i, r in zip(returned, rows)])
         else:
             returned = conn.execute(sa.insert(_t).returning(_t.c.id, sort_by_parameter_order=True), rows).scalars().all()
@@ -595,7 +597,7 @@ class _PageWriter:
         _many(
             conn,
             "ticket~dup",
-            sa.update(_t).where(_t.c.id == sa.bindparam("b_id")).values(possible_duplicate_of_id=sa.bindparam("b_dup")),
+            lambda: sa.update(_t).where(_t.c.id == sa.bindparam("b_id")).values(possible_duplicate_of_id=sa.bindparam("b_dup")),
             ("b_id", "b_dup"),
             dup,
         )
@@ -604,7 +606,7 @@ class _PageWriter:
     def _insert_refs(self, dd: PageDeduper, tid: Any) -> None:
         rows = [(tid(t.key), ref[:100]) for t in dd.tickets.values() for ref in sorted(t.new_refs)]
         names = ("ticket_id", "ref")
-        _many(self.conn, "ref+", _insert_values(self.conn, _tr, names, ignore=["ticket_id", "ref"]), names, rows)
+        _many(self.conn, "ref+", lambda: _insert_values(self.conn, _tr, names, ignore=["ticket_id", "ref"]), names, rows)
 
     def _update_tickets(self, dd: PageDeduper) -> None:
         conn = self.conn
@@ -618,7 +620,7 @@ class _PageWriter:
             _many(
                 conn,
                 "ticket~counters",
-                sa.update(_t)
+                lambda: sa.update(_t)
                 .where(_t.c.id == sa.bindparam("b_id"))
                 .values(
                     message_count=_t.c.message_count + sa.bindparam("b_added", type_=sa.Integer()),
@@ -639,7 +641,7 @@ class _PageWriter:
         _many(
             conn,
             "ticket~reopen",
-            sa.update(_t)
+            lambda: sa.update(_t)
             .where(_t.c.id == sa.bindparam("b_id"), _t.c.status == "resolved")
             .values(status="open", reopened_count=_t.c.reopened_count + 1, resolved_at=None),
             ("b_id",),
@@ -649,7 +651,7 @@ class _PageWriter:
         _many(
             conn,
             "ticket~unpend",
-            sa.update(_t).where(_t.c.id == sa.bindparam("b_id"), _t.c.status == "pending").values(status="open"),
+            lambda: sa.update(_t).where(_t.c.id == sa.bindparam("b_id"), _t.c.status == "pending").values(status="open"),
             ("b_id",),
             unpended,
         )
@@ -692,12 +694,13 @@ class _PageWriter:
                     d.score,
                 )
             )
-        stmt = _insert_values(self.conn, _m, _MESSAGE_COLUMNS, ignore=["channel", "account_id", "external_id"])
+        build = lambda: _insert_values(self.conn, _m, _MESSAGE_COLUMNS, ignore=["channel", "account_id", "external_id"])  # noqa: E731
         if self.conn.dialect.name == "sqlite":
             # BEGIN IMMEDIATE holds the write lock since the key lookup, so nobody stored any of
             # these in between: one executemany of prepared tuples (SQLite's fast path) is exact.
-            _many(self.conn, "message+", stmt, _MESSAGE_COLUMNS, rows)
+            _many(self.conn, "message+", build, _MESSAGE_COLUMNS, rows)
             return {r[2] for r in rows}
+        stmt = build()
         return set(
             self.conn.execute(stmt.returning(_m.c.external_id), [dict(zip(_MESSAGE_COLUMNS, r)) for r in rows]).scalars()
         )
@@ -732,7 +735,7 @@ class _PageWriter:
                 detail["linked_ticket"] = t.linked_ticket_id
             rows.append((tid(key), self.now, ACTOR, "dedup", detail))
         names = ("ticket_id", "at", "actor", "action", "detail")
-        _many(self.conn, "event+", _insert_values(self.conn, _ev, names), names, rows)
+        _many(self.conn, "event+", lambda: _insert_values(self.conn, _ev, names), names, rows)
 
     def _update_conversations(
         self, msgs: list[InboundMessage], made: list[Decision], msg_conv: list[int], dd: PageDeduper, tid: Any
@@ -750,7 +753,7 @@ class _PageWriter:
         _many(
             self.conn,
             "conversation~",
-            sa.update(_v)
+            lambda: sa.update(_v)
             .where(_v.c.id == sa.bindparam("b_id"))
             .values(
                 last_message_at=_later(_v.c.last_message_at, "b_last"),
