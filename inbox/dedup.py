@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -93,6 +93,13 @@ def order_refs(text: str | None, patterns: list[str] | tuple[str, ...]) -> list[
     for m in rx.finditer(text):
         seen.setdefault(m.group(0).upper(), None)
     return list(seen)
+
+
+def _utc(value: Any) -> datetime:
+    """A timestamp as the driver returns it -> aware UTC (SQLite: naive UTC text; PostgreSQL: aware)."""
+    if isinstance(value, str):
+        return datetime.fromisoformat(value).replace(tzinfo=timezone.utc)
+    return value if value.tzinfo is timezone.utc else value.astimezone(timezone.utc)
 
 
 def normalize_text(text: str | None) -> str:
@@ -356,7 +363,9 @@ class PageDeduper:
                 sa.select(
                     _m.c.ticket_id,
                     _m.c.text,
-                    _m.c.sent_at,
+                    # The driver's value: SQLite's text is parsed below in one C call per row,
+                    # not through the generic result processors (this query returns thousands).
+                    sa.type_coerce(_m.c.sent_at, sa.String()),
                     _c.c.id.label("cid"),
                     _c.c.channel,
                     _c.c.person_id,
@@ -377,13 +386,21 @@ class PageDeduper:
                 .order_by(_m.c.sent_at)
                 .limit(2000)  # bounded: a pathological handle must not load the world
             ).all()
-            for row in rows:
-                text = normalize_text(row.text)
+            keys_of: dict[int, list[tuple[str, Any]]] = {}
+            recent = self.recent
+            for ticket_id, raw_text, sent_at, cid, channel, person_id, handle, name in rows:
+                text = normalize_text(raw_text)
                 if len(text) < MIN_SIMILAR_CHARS:
                     continue
-                info = self.contacts.get(row.cid) or ContactInfo(row.cid, row.channel, row.person_id, row.handle, row.name)
-                self.contacts.setdefault(row.cid, info)
-                self._add_recent(_Recent(row.ticket_id, info, text, row.sent_at))
+                keys = keys_of.get(cid)
+                if keys is None:
+                    info = self.contacts.get(cid)
+                    if info is None:
+                        info = self.contacts[cid] = ContactInfo(cid, channel, person_id, handle, name)
+                    keys = keys_of[cid] = info.keys()
+                item = _Recent(ticket_id, self.contacts[cid], text, _utc(sent_at))
+                for k in keys:
+                    recent[k].append(item)
 
     def _remember_tickets(self, rows: list[Any]) -> None:
         for row in rows:
