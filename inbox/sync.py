@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import inspect
 import logging
+import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from connectors.base import RateInfo
+from connectors.base import Page, RateInfo
 from connectors.errors import ConnectorError, NeedsReauthError, RateLimitedError, RetryLaterError
 from connectors.redact import redact
 from inbox import accounts as accounts_mod
@@ -119,7 +120,12 @@ class KnownIds:
     """`KnownIds` for a connector: which of these platform ids are stored for the account.
 
     Meta connectors ask once per changed thread, so this keeps one connection for the pass and
-    ends its read transaction after every question (a SQLite reader must not pin the WAL).
+    ends its read transaction after every question (a SQLite reader must not pin the WAL). On
+    SQLite the question goes straight to the driver in autocommit mode (each SELECT is its own
+    read transaction, ended when its rows are read).
+
+    Ids of pages fetched but still waiting to be stored (`pending`) count as known: the answer
+    is the one the connector would get if every page before it were already stored.
     """
 
     def __init__(self, engine: Engine, ref: AccountRef) -> None:
@@ -127,17 +133,47 @@ class KnownIds:
         self.ref = ref
         self.engine = engine
         self.conn: Any = None
+        self.raw: Any = None
+        self.sqlite = engine.dialect.name == "sqlite"
         self.query = sa.select(m.c.external_id).where(
             m.c.channel == ref.channel, m.c.account_id == ref.id, m.c.external_id.in_(sa.bindparam("ids", expanding=True))
         )
+        self._pending: dict[str, int] = {}  # id -> number of queued pages holding it
+        self._lock = threading.Lock()
+
+    def add_pending(self, ids: Sequence[str]) -> None:
+        with self._lock:
+            for i in ids:
+                self._pending[i] = self._pending.get(i, 0) + 1
+
+    def drop_pending(self, ids: Sequence[str]) -> None:
+        with self._lock:
+            for i in ids:
+                left = self._pending.get(i, 0) - 1
+                if left > 0:
+                    self._pending[i] = left
+                else:
+                    self._pending.pop(i, None)
 
     def __call__(self, external_ids: Sequence[str], /) -> set[str]:
         ids = list(dict.fromkeys(external_ids))
         if not ids:
             return set()
+        # Pending ids first: a page is dropped from `pending` only after its commit, so an id
+        # missed here is in the store by the time the query below reads it.
+        with self._lock:
+            out = {i for i in ids if i in self._pending}
+        if self.sqlite:
+            if self.raw is None:
+                self.raw = self.engine.raw_connection()
+            driver = self.raw.driver_connection
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                sql = _KNOWN_SQL + ", ".join("?" * len(chunk)) + ")"
+                out.update(r[0] for r in driver.execute(sql, (self.ref.channel, self.ref.id, *chunk)).fetchall())
+            return out
         if self.conn is None:
             self.conn = self.engine.connect()
-        out: set[str] = set()
         try:
             for i in range(0, len(ids), 500):
                 out.update(self.conn.execute(self.query, {"ids": ids[i : i + 500]}).scalars())
@@ -149,6 +185,88 @@ class KnownIds:
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+        if self.raw is not None:
+            self.raw.close()
+            self.raw = None
+
+
+# Placeholders only; every value is bound. The store's isolation_level=None (inbox/db.py) keeps
+# the driver in autocommit, so no read transaction outlives the fetch.
+_KNOWN_SQL = "SELECT external_id FROM message WHERE channel = ? AND account_id = ? AND external_id IN ("
+
+
+class _Prefetch:
+    """Iterate a connector's pages in a thread of their own, `depth` pages ahead of the consumer.
+
+    The network (and parsing) of the next pages overlaps the storing of the current one; the
+    bounded queue keeps memory flat. Pages come out in order and an error of the connector comes
+    out where it happened, after the pages before it. Nothing here stores anything: each page
+    and its cursor are still stored together, in order, by the consumer.
+    """
+
+    _DONE = object()
+
+    def __init__(self, pages: Iterator[Page], known: KnownIds | None, *, depth: int = 2) -> None:
+        self._pages = pages
+        self._known = known if hasattr(known, "add_pending") else None
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._cancel = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"{threading.current_thread().name}-fetch", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: Any) -> bool:
+        while not self._cancel.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            for page in self._pages:
+                if self._known is not None:
+                    self._known.add_pending([m.external_id for m in page.messages])
+                if not self._put(page):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            self._put(_Raised(exc))
+            return
+        finally:
+            close = getattr(self._pages, "close", None)
+            if close is not None:
+                close()
+        self._put(self._DONE)
+
+    def __iter__(self) -> Iterator[Page]:
+        while True:
+            item = self._queue.get()
+            if item is self._DONE:
+                return
+            if isinstance(item, _Raised):
+                raise item.exc
+            yield item
+
+    def stored(self, page: Page) -> None:
+        """The page is committed: its ids are in the store now."""
+        if self._known is not None:
+            self._known.drop_pending([m.external_id for m in page.messages])
+
+    def close(self) -> None:
+        """Stop fetching (pages not consumed are dropped: not stored, their cursor not written)."""
+        self._cancel.set()
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._thread.join()
+
+
+@dataclass(frozen=True, slots=True)
+class _Raised:
+    exc: BaseException
 
 
 def make_known(engine: Engine, ref: AccountRef) -> KnownIds:
@@ -230,6 +348,7 @@ def sync_account(
 
     own_connector = connector is None
     known: KnownIds | None = None
+    prefetch: _Prefetch | None = None
     counts = IngestResult()
     decisions: list[MessageDecision] = []
     pages = 0
@@ -242,7 +361,9 @@ def sync_account(
             progress(SyncProgress(name, 0, counts))
         cursor = read_cursor(engine, ref.id)
         known = make_known(engine, ref)
-        for page in connector.fetch(cursor, known):
+        # A dry run stores nothing, so nothing is pending: the connector sees the store as it is.
+        prefetch = _Prefetch(connector.fetch(cursor, known), None if dry_run else known)
+        for page in prefetch:
             got = ingest_page(
                 engine,
                 ref,
@@ -252,6 +373,7 @@ def sync_account(
                 lease_owner=lease.owner if lease else None,
                 lease_seconds=settings.sync.lease_seconds,
             )
+            prefetch.stored(page)
             pages += 1
             counts = counts + IngestResult(**got.counts())
             if dry_run and len(decisions) < MAX_DECISIONS:
@@ -301,6 +423,8 @@ def sync_account(
                 log.exception("account %s: could not record the error", name)
         return result(FAILED, counts=counts, pages=pages, rate=rate, error=message, decisions=tuple(decisions))
     finally:
+        if prefetch is not None:
+            prefetch.close()  # before the connector and the known-id connection it uses
         if known is not None:
             known.close()
         if own_connector and connector is not None:
