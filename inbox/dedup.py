@@ -106,6 +106,7 @@ def normalize_text(text: str | None) -> str:
     return " ".join((text or "").lower().split())
 
 
+@lru_cache(maxsize=1 << 16)  # names and handles repeat across every page; bounded
 def _ident(text: str | None) -> str | None:
     """A handle or name reduced to lower-case letters and digits: "@Melati.Sari_" and "Melati Sari"
     both become "melatisari". Short results are ignored: too many people are "budi"."""

@@ -258,11 +258,14 @@ def _write_cursor(conn: Connection, ref: AccountRef, page: Page, lease_owner: st
         return
     if page.cursor is None:
         return
-    stmt = upsert(conn, _ss).values(account_id=ref.id, cursor=dict(page.cursor), updated_at=now)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[_ss.c.account_id], set_={"cursor": stmt.excluded.cursor, "updated_at": stmt.excluded.updated_at}
-    )
-    conn.execute(stmt)
+
+    def build() -> Any:
+        stmt = _insert_values(conn, _ss, ("account_id", "cursor", "updated_at"))
+        return stmt.on_conflict_do_update(
+            index_elements=[_ss.c.account_id], set_={"cursor": stmt.excluded.cursor, "updated_at": stmt.excluded.updated_at}
+        )
+
+    _many(conn, "cursor", build, ("account_id", "cursor", "updated_at"), [(ref.id, dict(page.cursor), now)])
 
 
 def _later(col: sa.Column[Any], name: str) -> Any:
@@ -299,12 +302,21 @@ def _sqlite_utc(value: datetime | None) -> str | None:
     return _SQLITE_DT_FORMAT % (value.year, value.month, value.day, value.hour, value.minute, value.second, value.microsecond)
 
 
+def _none_is_json_null(proc: Any) -> Any:
+    """SQLAlchemy's JSON bind processor, with its answer for None ('null', JSON null) given directly."""
+
+    def process(value: Any) -> Any:
+        return "null" if value is None else proc(value)
+
+    return process
+
+
 @dataclass(frozen=True, slots=True)
 class _Compiled:
     sql: str
     index: tuple[int, ...]  # per positional parameter: its position in the caller's row tuple, -1: a constant
-    consts: tuple[Any, ...]  # per positional parameter: the statement's own value (literals in .values())
-    procs: tuple[tuple[int, Any], ...]  # (position, bind processor) where one applies
+    consts: tuple[Any, ...]  # per positional parameter: the statement's own value, converted (literals in .values())
+    procs: tuple[tuple[int, Any], ...]  # (row position, bind processor): each value converted once
     identity: bool  # parameters are exactly the row tuple, in order
 
 
@@ -322,14 +334,19 @@ def _compile_many(conn: Connection, key: str, build: Callable[[], Any], names: t
         compiled = build().compile(dialect=dialect)
         order = tuple(compiled.positiontup or ())
         index = tuple(names.index(n) if n in names else -1 for n in order)
-        consts = tuple(None if i >= 0 else compiled.binds[n].effective_value for n, i in zip(order, index))
-        procs = []
-        for pos, name in enumerate(order):
+        processors: dict[str, Any] = {}
+        for name in dict.fromkeys(order):
             type_ = compiled.binds[name].type
-            proc = _sqlite_utc if isinstance(type_, UTCDateTime) else type_._cached_bind_processor(dialect)
-            if proc is not None:
-                procs.append((pos, proc))
-        done = _compiled_cache[cache_key] = _Compiled(str(compiled), index, consts, tuple(procs), index == tuple(range(len(names))))
+            if isinstance(type_, UTCDateTime):
+                processors[name] = _sqlite_utc
+            elif (proc := type_._cached_bind_processor(dialect)) is not None:
+                processors[name] = _none_is_json_null(proc) if isinstance(type_, sa.JSON) else proc
+        consts = []
+        for name, i in zip(order, index):
+            value = None if i >= 0 else compiled.binds[name].effective_value
+            consts.append(processors[name](value) if i < 0 and name in processors else value)
+        procs = [(names.index(n), p) for n, p in processors.items() if n in names]
+        done = _compiled_cache[cache_key] = _Compiled(str(compiled), index, tuple(consts), tuple(procs), index == tuple(range(len(names))))
     return done
 
 
@@ -351,10 +368,10 @@ def _many(conn: Connection, key: str, build: Callable[[], Any], names: tuple[str
         params = []
         index, consts, procs = c.index, c.consts, c.procs
         for r in rows:
-            v = list(r) if c.identity else [r[i] if i >= 0 else k for i, k in zip(index, consts)]
+            v = list(r)
             for pos, proc in procs:
                 v[pos] = proc(v[pos])
-            params.append(v)
+            params.append(v if c.identity else [v[i] if i >= 0 else k for i, k in zip(index, consts)])
     cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         cur.executemany(c.sql, params)
@@ -364,7 +381,7 @@ def _many(conn: Connection, key: str, build: Callable[[], Any], names: tuple[str
 
 def _insert_values(conn: Connection, table: sa.Table, names: tuple[str, ...], *, ignore: list[str] | None = None) -> Any:
     """INSERT of `names` (bound by column name), `ON CONFLICT (ignore) DO NOTHING` when given."""
-    stmt = upsert(conn, table) if ignore else sa.insert(table)
+    stmt = upsert(conn, table)
     if ignore:
         stmt = stmt.on_conflict_do_nothing(index_elements=ignore)
     return stmt.values({n: sa.bindparam(n, type_=table.c[n].type) for n in names})
