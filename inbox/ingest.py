@@ -362,16 +362,21 @@ def _many(conn: Connection, key: str, build: Callable[[], Any], names: tuple[str
         conn.execute(build(), [dict(zip(names, r)) for r in rows])
         return
     c = _compile_many(conn, key, build, names)
-    if c.identity and not c.procs:
-        params: list[Any] = rows
-    else:
-        params = []
-        index, consts, procs = c.index, c.consts, c.procs
-        for r in rows:
-            v = list(r)
-            for pos, proc in procs:
-                v[pos] = proc(v[pos])
-            params.append(v if c.identity else [v[i] if i >= 0 else k for i, k in zip(index, consts)])
+    params: Any = rows
+    if c.procs or not c.identity:
+        # Column by column: zip/map iterate in C, and a page's repeated values (its timestamp,
+        # JSON null) are converted once per distinct value.
+        cols: list[Any] = list(zip(*rows))
+        for pos, proc in c.procs:
+            col = cols[pos]
+            try:
+                converted = {v: proc(v) for v in set(col)}
+                cols[pos] = list(map(converted.__getitem__, col))
+            except TypeError:  # unhashable values (JSON documents): one call each
+                cols[pos] = list(map(proc, col))
+        if not c.identity:
+            cols = [cols[i] if i >= 0 else (k,) * len(rows) for i, k in zip(c.index, c.consts)]
+        params = list(zip(*cols))
     cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         cur.executemany(c.sql, params)
