@@ -11,34 +11,13 @@ from enum import Enum
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
+
+from inbox.schema_types import ACTIVE_STATUSES, PRIORITY_RANK, UTCDateTime  # noqa: F401  (re-exported)
 
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Aware UTC datetimes on every backend (SQLite drops the offset; this puts it back)."""
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        value = value.astimezone(timezone.utc)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
 
 
 def _ts(*, nullable: bool = True, index: bool = False) -> Any:
@@ -59,7 +38,6 @@ class TicketStatus(str, Enum):
     CLOSED = "closed"
 
 
-ACTIVE_STATUSES = (TicketStatus.NEW.value, TicketStatus.OPEN.value, TicketStatus.PENDING.value)
 
 
 class Priority(str, Enum):
@@ -69,7 +47,6 @@ class Priority(str, Enum):
     LOW = "low"
 
 
-PRIORITY_RANK = {"urgent": 0, "high": 1, "normal": 2, "low": 3}
 
 
 class ReplyState(str, Enum):

@@ -8,38 +8,11 @@ checks that these definitions match the models column for column.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 import sqlalchemy as sa
-from sqlalchemy.types import TypeDecorator
 
-ACTIVE_STATUSES = ("new", "open", "pending")
-STATUSES = ("new", "open", "pending", "resolved", "closed")
-PRIORITY_RANK = {"urgent": 0, "high": 1, "normal": 2, "low": 3}
-REPLY_STATES = ("queued", "sending", "sent", "failed", "unknown")
+from inbox.schema_types import ACTIVE_STATUSES, PRIORITY_RANK, REPLY_STATES, STATUSES, UTCDateTime
 
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Aware UTC datetimes on every backend (the same conversion as inbox.models.UTCDateTime)."""
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        value = value.astimezone(timezone.utc)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
-
+__all__ = ["ACTIVE_STATUSES", "PRIORITY_RANK", "REPLY_STATES", "STATUSES", "UTCDateTime", "metadata"]
 
 metadata = sa.MetaData()
 
