@@ -206,8 +206,11 @@ class _Prefetch:
 
     _DONE = object()
 
-    def __init__(self, pages: Iterator[Page], known: KnownIds | None, *, depth: int = 2) -> None:
+    def __init__(
+        self, pages: Iterator[Page], known: KnownIds | None, *, stop_event: threading.Event | None = None, depth: int = 2
+    ) -> None:
         self._pages = pages
+        self._stop = stop_event
         self._known = known if hasattr(known, "add_pending") else None
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
         self._cancel = threading.Event()
@@ -226,6 +229,12 @@ class _Prefetch:
     def _run(self) -> None:
         try:
             for page in self._pages:
+                if self._stop is not None and self._stop.is_set() and not page.final:
+                    # The consumer stops after the page it is storing (it sees the same event),
+                    # so it takes at most this one: fetching more would spend platform calls
+                    # (X: 15 per 15 minutes) on pages never stored.
+                    self._put(page)
+                    return
                 if self._known is not None:
                     self._known.add_pending([m.external_id for m in page.messages])
                 if not self._put(page):
@@ -362,7 +371,7 @@ def sync_account(
         cursor = read_cursor(engine, ref.id)
         known = make_known(engine, ref)
         # A dry run stores nothing, so nothing is pending: the connector sees the store as it is.
-        prefetch = _Prefetch(connector.fetch(cursor, known), None if dry_run else known)
+        prefetch = _Prefetch(connector.fetch(cursor, known), None if dry_run else known, stop_event=stop_event)
         for page in prefetch:
             got = ingest_page(
                 engine,
