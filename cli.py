@@ -44,6 +44,7 @@ class State:
     config_path: str | None = None
     json: bool = False
     debug: bool = False
+    daemon: bool = False  # `inbox run`: logs at the config's log_level; other commands show warnings only
     _settings: Any = None
     _engine: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -56,7 +57,10 @@ class State:
             if not self.debug:
                 from inbox.logging_setup import configure
 
-                configure(self._settings.log_level, json=self.json)
+                level = self._settings.log_level
+                if not self.daemon and level in ("DEBUG", "INFO"):
+                    level = "WARNING"  # interactive output is the tables; logs would repeat them
+                configure(level, json=self.json)
         return self._settings
 
     def engine(self) -> Engine:
@@ -526,6 +530,7 @@ def run_cmd(ctx: typer.Context) -> None:
     from inbox.scheduler import run
 
     st = state(ctx)
+    st.daemon = True
     settings = st.settings()
     if not any(a.enabled for a in settings.accounts):
         raise ConfigError(f"{settings.source or 'config'}: no enabled accounts to sync", hint="add [[accounts]] to the config")

@@ -64,6 +64,9 @@ class AccountSettings(_Strict):
     interval_seconds: Annotated[int, Field(ge=10)] | None = None
     enabled: bool = True
     timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 15.0
+    # Client-side pacing. Meta allows 2 conversation calls/s per Page or IG account, so that is the
+    # default there; X budgets are read from its headers instead. Raise it only for the sandbox.
+    calls_per_second: Annotated[float, Field(gt=0, le=1000)] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -128,6 +131,11 @@ class AccountSettings(_Strict):
             return ["consumer_key_env", "consumer_secret_env", "access_token_env", "access_token_secret_env"]
         return ["access_token_env"]
 
+    def resolved_calls_per_second(self) -> float | None:
+        if self.calls_per_second is not None:
+            return self.calls_per_second
+        return 2.0 if self.channel in (Channel.FACEBOOK, Channel.INSTAGRAM) else None
+
     def resolved_base_url(self) -> str:
         if self.base_url:
             return self.base_url.rstrip("/")
@@ -164,6 +172,7 @@ class AccountSettings(_Strict):
             page_id=self.page_id,
             flavour=flavour,
             timeout=self.timeout_seconds,
+            min_interval=1.0 / self.resolved_calls_per_second() if self.resolved_calls_per_second() else 0.0,
         )
 
 

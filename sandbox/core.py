@@ -178,7 +178,10 @@ class Sandbox:
                 lines.append(f"user_id = {q(acc.platform_id)}")
             if acc.flavour:
                 lines.append(f"flavour = {q(acc.flavour)}")
-            lines += [f"base_url = {q(acc.base_url)}", f"access_token_env = {q(acc.token_env)}", ""]
+            lines += [f"base_url = {q(acc.base_url)}", f"access_token_env = {q(acc.token_env)}"]
+            if acc.channel in ("facebook", "instagram"):
+                lines.append("calls_per_second = 50  # the sandbox is not held to Meta's 2 calls/s")
+            lines.append("")
         if include_x_oauth1:
             x = self.accounts["tokoshop-x"]
             lines += [
