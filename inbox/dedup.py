@@ -168,6 +168,7 @@ class TicketState:
     resolved_at: datetime | None = None
     first_response_at: datetime | None = None
     merged_into_id: int | None = None
+    loaded_last_customer_at: datetime | None = None
     is_new: bool = False
     # what this page does to it
     added: int = 0
@@ -175,6 +176,7 @@ class TicketState:
     last_customer_at: datetime | None = None
     snippet: str | None = None
     set_first_response: datetime | None = None
+    last_out_at: datetime | None = None  # the brand's newest message on this page
     reopened: bool = False
     reopened_from: str | None = None
     unpended: bool = False
@@ -192,6 +194,15 @@ class TicketState:
     @property
     def active(self) -> bool:
         return self.status in ACTIVE_STATUSES
+
+    @property
+    def brand_answered(self) -> bool:
+        """The brand wrote after the customer (e.g. from the native app): the ticket now waits on
+        the customer, so a new or open ticket becomes pending."""
+        if self.last_out_at is None or self.status not in (TicketStatus.NEW.value, TicketStatus.OPEN.value):
+            return False
+        last_in = max((t for t in (self.loaded_last_customer_at, self.last_customer_at) if t), default=None)
+        return last_in is not None and self.last_out_at >= last_in
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +233,7 @@ def _ticket_state(row: Any) -> TicketState:
         resolved_at=row.resolved_at,
         first_response_at=row.first_response_at,
         merged_into_id=row.merged_into_id,
+        loaded_last_customer_at=row.last_customer_message_at,
     )
 
 
@@ -235,6 +247,7 @@ _TICKET_COLS = (
     _t.c.resolved_at,
     _t.c.first_response_at,
     _t.c.merged_into_id,
+    _t.c.last_customer_message_at,
 )
 
 
@@ -486,6 +499,7 @@ class PageDeduper:
         if ticket is not None:
             ticket.added += 1
             ticket.last_at = max(ticket.last_at or msg.sent_at, msg.sent_at)
+            ticket.last_out_at = max(ticket.last_out_at or msg.sent_at, msg.sent_at)
             if ticket.first_response_at is None and ticket.set_first_response is None and msg.sent_at >= ticket.created_at:
                 ticket.set_first_response = msg.sent_at
         return Decision(R_ECHO, reason, 1.0, key, reply[0] if reply else None)

@@ -56,6 +56,7 @@ from inbox.models import (
     Ticket,
     TicketEvent,
     TicketRef,
+    TicketStatus,
     UTCDateTime,
     utcnow,
 )
@@ -590,7 +591,7 @@ class _PageWriter:
             tri = triage("\n".join(t.text_for_triage), t.created_at, self.settings)
             rows.append(
                 {
-                    "status": t.status,
+                    "status": TicketStatus.PENDING.value if t.brand_answered else t.status,
                     "priority": tri.priority,
                     "priority_rank": PRIORITY_RANK[tri.priority],
                     "category": tri.category,
@@ -696,6 +697,16 @@ class _PageWriter:
             ("b_id",),
             unpended,
         )
+        answered = [(t.key,) for t in dd.tickets.values() if t.brand_answered and not t.is_new]
+        _many(
+            conn,
+            "ticket~answered",
+            lambda: sa.update(_t)
+            .where(_t.c.id == sa.bindparam("b_id"), sa.or_(_t.c.status == "new", _t.c.status == "open"))
+            .values(status="pending"),
+            ("b_id",),
+            answered,
+        )
 
     # ── messages ───────────────────────────────────────────────────────────────────────────
 
@@ -760,6 +771,8 @@ class _PageWriter:
                 rows.append((t.key, self.now, ACTOR, "status", {"from": t.reopened_from, "to": "open", "reason": "customer wrote again"}))
             if t.unpended and not t.is_new:
                 rows.append((t.key, self.now, ACTOR, "status", {"from": "pending", "to": "open", "reason": "customer answered"}))
+            if t.brand_answered:
+                rows.append((tid(t.key), self.now, ACTOR, "status", {"from": t.status, "to": "pending", "reason": "the brand answered after the customer"}))
         for (key, rule), items in groups.items():
             first = items[0][1]
             detail: dict[str, Any] = {

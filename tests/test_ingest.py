@@ -21,7 +21,7 @@ from connectors.base import (
 )
 from inbox.config import Settings
 from inbox.ingest import LeaseLostError, ingest_page
-from inbox.models import Account, Reply, SyncState, Ticket
+from inbox.models import Account, Reply, SyncState, Ticket, TicketEvent
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)
 PAGE_ID = "104920378912345"
@@ -241,3 +241,30 @@ def test_lease_fencing_refuses_a_page_from_a_worker_without_the_lease(engine, se
     assert count(engine, "message") == 0 and cursor_of(engine, acc.id) == {"n": 0}
     ingest_page(engine, acc, Page((msg("m1", "t1", "u1", "halo", 0),), cursor={"n": 1}), settings, lease_owner="host-a:1:abc")
     assert count(engine, "message") == 1 and cursor_of(engine, acc.id) == {"n": 1}
+
+
+def test_brand_answering_after_the_customer_makes_the_ticket_pending(engine, settings):
+    acc = make_account(engine)
+    # backfill: customer, then the brand from the native app -> waiting on the customer
+    ingest_page(engine, acc, Page((msg("m1", "t1", "u1", "Paket saya belum sampai", 0),
+                                   msg("m2", "t1", "u1", "Sudah kami cek kak", 3, out=True)), cursor=None), settings)
+    # a customer whose last word came after the brand's stays new
+    ingest_page(engine, acc, Page((msg("n1", "t2", "u2", "Refund kapan?", 0),
+                                   msg("n2", "t2", "u2", "Sedang diproses", 1, out=True),
+                                   msg("n3", "t2", "u2", "Sudah 3 hari lho", 2)), cursor=None), settings)
+    with Session(engine) as s:
+        t1, t2 = s.exec(select(Ticket).order_by(Ticket.id)).all()
+    assert (t1.status, t2.status) == ("pending", "new")
+    # the customer answers: open again; the brand answers on a later page: pending again
+    ingest_page(engine, acc, Page((msg("m3", "t1", "u1", "Belum ada update?", 10),), cursor=None), settings)
+    with Session(engine) as s:
+        assert s.get(Ticket, t1.id).status == "open"
+    ingest_page(engine, acc, Page((msg("m4", "t1", "u1", "Besok sampai kak", 12, out=True),), cursor=None), settings)
+    # a late re-delivered brand message older than the customer's last does not flip it
+    ingest_page(engine, acc, Page((msg("n0", "t2", "u2", "Halo", 1.5, out=True),), cursor=None), settings)
+    with Session(engine) as s:
+        assert s.get(Ticket, t1.id).status == "pending"
+        assert s.get(Ticket, t2.id).status == "new"
+        reasons = [e.detail.get("reason") for e in s.exec(select(TicketEvent).where(TicketEvent.ticket_id == t1.id, TicketEvent.action == "status"))]
+    assert reasons.count("the brand answered after the customer") == 2
+    assert "customer answered" in reasons
