@@ -84,31 +84,34 @@ def _fts5_query(words: list[list[str]]) -> str:
     return " ".join('"' + " ".join(parts) + '"' for parts in words)
 
 
-def _matching_message_ids(conn: Connection, words: list[list[str]], limit: int) -> list[tuple[int, int]]:
-    """(message id, ticket id) of the newest matching messages."""
+def _matching_message_ids(conn: Connection, words: list[list[str]], limit: int) -> list[tuple[int, int, int | None]]:
+    """(message id, ticket id, the ticket's merged_into_id) of the newest matching messages, newest first."""
+    tt = tb.ticket
     if conn.dialect.name == "sqlite":
         fts = sa.text(
-            "SELECT m.id, m.ticket_id FROM message AS m WHERE m.id IN ("
+            "SELECT m.id, m.ticket_id, t.merged_into_id FROM message AS m JOIN ticket AS t ON t.id = m.ticket_id"
+            " WHERE m.id IN ("
             " SELECT rowid FROM message_fts WHERE message_fts MATCH :q ORDER BY rowid DESC LIMIT :n"
-            ") AND m.ticket_id IS NOT NULL"
+            ") ORDER BY m.id DESC"
         )
         rows = conn.execute(fts, {"q": _fts5_query(words), "n": limit}).all()
-    elif conn.dialect.name == "postgresql":
-        query = None
-        for parts in words:
-            part = sa.func.phraseto_tsquery(sa.literal_column("'simple'::regconfig"), sa.bindparam(None, " ".join(parts)))
-            query = part if query is None else query.op("&&")(part)
-        match = sa.literal_column(PG_TSVECTOR).op("@@")(query)
+    else:
+        if conn.dialect.name == "postgresql":
+            query = None
+            for parts in words:
+                part = sa.func.phraseto_tsquery(sa.literal_column("'simple'::regconfig"), sa.bindparam(None, " ".join(parts)))
+                query = part if query is None else query.op("&&")(part)
+            conds = [sa.literal_column(PG_TSVECTOR).op("@@")(query)]
+        else:  # pragma: no cover - other backends: a plain scan, still parameterized
+            conds = [M.c.text.ilike(f"%{' '.join(parts)}%") for parts in words]
         rows = conn.execute(
-            sa.select(M.c.id, M.c.ticket_id)
-            .where(match, M.c.ticket_id.is_not(None))
+            sa.select(M.c.id, M.c.ticket_id, tt.c.merged_into_id)
+            .select_from(M.join(tt, tt.c.id == M.c.ticket_id))
+            .where(*conds)
             .order_by(M.c.id.desc())
             .limit(limit)
         ).all()
-    else:  # pragma: no cover - other backends: a plain scan, still parameterized
-        conds = [M.c.text.ilike(f"%{' '.join(parts)}%") for parts in words]
-        rows = conn.execute(sa.select(M.c.id, M.c.ticket_id).where(*conds).order_by(M.c.id.desc()).limit(limit)).all()
-    return [(int(r[0]), int(r[1])) for r in rows]
+    return [(int(r[0]), int(r[1]), r[2]) for r in rows]
 
 
 def search(
@@ -124,16 +127,13 @@ def search(
     flt = flt or TicketFilter()
     with engine.connect() as conn:
         matches = _matching_message_ids(conn, words, max_matches)
-        newest: dict[int, int] = {}
-        for mid, tid in matches:  # newest first: the first match per ticket is its newest
-            newest.setdefault(tid, mid)
-        # A match in a merged ticket counts for the ticket it was merged into.
-        if newest:
-            tt = tb.ticket
-            for tid, into in conn.execute(
-                sa.select(tt.c.id, tt.c.merged_into_id).where(tt.c.id.in_(list(newest)), tt.c.merged_into_id.is_not(None))
-            ):
-                newest.setdefault(into, newest[tid])
+    newest: dict[int, int] = {}
+    for mid, tid, _into in matches:  # newest first: the first match per ticket is its newest
+        newest.setdefault(tid, mid)
+    # A match in a merged ticket counts for the ticket it was merged into.
+    for _mid, tid, into in matches:
+        if into is not None:
+            newest.setdefault(into, newest[tid])
     if not newest:
         return []
     rows = list_tickets(engine, replace(flt, ids=tuple(newest)), now=now or utcnow())

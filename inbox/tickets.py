@@ -253,7 +253,7 @@ def _tags_for(conn: Connection, ids: Sequence[int]) -> dict[int, list[str]]:
     return tags
 
 
-def filter_conditions(flt: TicketFilter, now: datetime) -> list[Any]:
+def filter_conditions(flt: TicketFilter, now: datetime, dialect: str | None = None) -> list[Any]:
     """WHERE clauses for a filter (shared by list, search, stats and export)."""
     conds: list[Any] = [T.c.merged_into_id.is_(None)]
     if flt.statuses:
@@ -287,7 +287,13 @@ def filter_conditions(flt: TicketFilter, now: datetime) -> list[Any]:
         conds.append(T.c.channel.in_(sorted(META_CHANNELS)))
         conds.append(sa.or_(*windows))
     if flt.ids is not None:
-        conds.append(T.c.id.in_(list(flt.ids)))
+        if dialect == "postgresql":
+            # One array parameter instead of up to a thousand (search results): cheaper to bind.
+            from sqlalchemy.dialects.postgresql import ARRAY
+
+            conds.append(T.c.id == sa.any_(sa.bindparam("ticket_ids", list(flt.ids), type_=ARRAY(sa.Integer()))))
+        else:
+            conds.append(T.c.id.in_(list(flt.ids)))
     return conds
 
 
@@ -296,7 +302,7 @@ def list_tickets(engine: Engine, flt: TicketFilter | None = None, *, now: dateti
     flt = (flt or TicketFilter()).validate()
     now = now or utcnow()
     with engine.connect() as conn:
-        conds = filter_conditions(flt, now)
+        conds = filter_conditions(flt, now, conn.dialect.name)
         query = _base_select().where(*conds)
         if flt.ids is not None:
             # A known, bounded set (search results): order their sort keys here, then fetch the
