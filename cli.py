@@ -8,7 +8,7 @@ and real annotation objects spare it evaluating hundreds of strings.
 
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
 import typer
@@ -52,7 +52,6 @@ class State:
     daemon: bool = False  # `inbox run`: logs at the config's log_level; other commands show warnings only
     _settings: Any = None
     _engine: Any = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def settings(self) -> "Settings":
         if self._settings is None:
