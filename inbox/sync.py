@@ -34,6 +34,7 @@ from inbox import leases
 from inbox.errors import ConflictError, InboxError
 from inbox.ingest import AccountRef, IngestResult, MessageDecision, ingest_page
 from inbox.models import Account, Message, SyncState, utcnow
+from inbox.text import one_line
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -334,6 +335,8 @@ def sync_account(
     ref = ref or accounts_mod.ensure_account(engine, account_settings)
 
     def result(status: str, **kw: Any) -> AccountSyncResult:
+        if kw.get("error"):
+            kw["error"] = redact(kw["error"])  # shown by `inbox sync` and its --json, not only logged
         res = AccountSyncResult(name, channel, status, started_at=started, seconds=time.monotonic() - clock, **kw)
         if progress is not None:
             progress(SyncProgress(name, res.pages, res.counts, done=True, status=status))
@@ -475,7 +478,7 @@ def _log_result(res: AccountSyncResult) -> None:
         f"{c.gaps} gap(s), {c.quarantined} quarantined in {res.seconds:.1f}s"
     )
     if res.error:
-        line += f" — {redact(res.error)}"
+        line += f" — {one_line(res.error, 500)}"  # platform text: no escapes or extra lines in the log
     if res.retry_at:
         line += f" (retry at {res.retry_at:%H:%M:%S} UTC)"
     (log.warning if res.failed else log.info)(line)

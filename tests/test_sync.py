@@ -232,3 +232,27 @@ def test_cli_sync_json_and_accounts(tmp_path, sandbox, monkeypatch, capsys):
     assert cli.main(["-c", str(settings_path), "sync", "-a", "tokoshop-x"]) == 0
     capsys.readouterr()
     assert cli.main(["-c", str(settings_path), "accounts"]) == 0
+
+
+def test_platform_error_text_is_redacted_in_the_result_and_one_line_in_the_log(engine, db_url, sandbox, caplog):
+    import logging
+
+    from connectors.errors import ServerError
+    from inbox.sync import sync_account
+
+    settings = sandbox_settings(sandbox, db_url)
+
+    class Broken:
+        def fetch(self, cursor, known):
+            raise ServerError("bad gateway access_token=EAAsecret123\x1b[2J\nFAKE: sync ok")
+            yield  # pragma: no cover
+
+        def close(self):
+            pass
+
+    with caplog.at_level(logging.INFO, logger="inbox.sync"):
+        res = sync_account(engine, settings, settings.accounts[0], connector=Broken())
+    assert res.status == "retry-later"
+    assert "EAAsecret123" not in res.error and "EAAsecret123" not in str(res.as_dict())
+    line = next(r.getMessage() for r in caplog.records if r.name == "inbox.sync" and "bad gateway" in r.getMessage())
+    assert "EAAsecret123" not in line and "\x1b" not in line and "\n" not in line
