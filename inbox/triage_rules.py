@@ -62,10 +62,6 @@ def classify(text: str | None, rules: list[TriageRule] | tuple[TriageRule, ...])
     return best[2], best[3]
 
 
-def more_urgent(a: str, b: str) -> str:
-    return a if PRIORITY_RANK.get(a, 2) <= PRIORITY_RANK.get(b, 2) else b
-
-
 def due_times(created_at: datetime, priority: str, settings: Settings) -> tuple[datetime, datetime]:
     """(first response due, escalation due) for a ticket created at `created_at`."""
     minutes = settings.sla.first_response_minutes
