@@ -43,7 +43,6 @@ from inbox.dedup import (
 )
 from inbox.errors import ConflictError, NotFoundError
 from inbox.models import (
-    PRIORITY_RANK,
     Account,
     Contact,
     Conversation,
@@ -593,7 +592,7 @@ class _PageWriter:
                 {
                     "status": TicketStatus.PENDING.value if t.brand_answered else t.status,
                     "priority": tri.priority,
-                    "priority_rank": PRIORITY_RANK[tri.priority],
+                    "priority_rank": tri.priority_rank,
                     "category": tri.category,
                     "assignee": None,
                     "channel": t.channel,
