@@ -37,11 +37,7 @@ from connectors.errors import (
     WindowClosedError,
 )
 from connectors.http import RetryPolicy
-
-sandbox_mod = pytest.importorskip("sandbox", reason="the sandbox package is not importable")
-Sandbox = getattr(sandbox_mod, "Sandbox", None)
-if Sandbox is None:  # pragma: no cover - only while the sandbox is being built
-    pytest.skip("sandbox.Sandbox is not available yet", allow_module_level=True)
+from sandbox import Sandbox
 
 ACCOUNTS = ["tokoshop-fb", "tokoshop-ig", "tokoshop-ig-direct", "tokoshop-x"]
 META = ACCOUNTS[:3]
