@@ -9,9 +9,12 @@ from typing import Any
 _lock = threading.Lock()
 _known: set[str] = set()
 
+# Query/form parameters that carry a secret; `scrub()` looks for the same names.
+_SECRET_PARAMS = ("access_token", "client_secret", "fb_exchange_token", "refresh_token", "oauth_token", "oauth_signature", "appsecret_proof")
+
 _PATTERNS = [
     # access_token=..., client_secret=..., in URLs, bodies and messages
-    re.compile(r"(?i)((?:access_token|client_secret|fb_exchange_token|refresh_token|oauth_token|oauth_signature|appsecret_proof)=)[^&\s\"']+"),
+    re.compile(r"(?i)((?:" + "|".join(_SECRET_PARAMS) + r")=)[^&\s\"']+"),
     re.compile(r"(?i)(\bBearer\s+)[A-Za-z0-9._~+/=%-]+"),
     re.compile(r"(?i)(\"(?:access_token|token|secret)\"\s*:\s*\")[^\"]+"),
 ]
@@ -47,7 +50,7 @@ def redact(text: str) -> str:
     return text
 
 
-_URL_SECRET_MARKERS = ("access_token=", "client_secret=", "oauth_token=", "appsecret_proof=")
+_URL_SECRET_MARKERS = tuple(f"{name}=" for name in _SECRET_PARAMS)
 
 
 def scrub(value: Any) -> Any:

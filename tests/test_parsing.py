@@ -274,3 +274,25 @@ def test_rate_info_from_headers() -> None:
     assert page is not None and page.usage_pct == 92
     assert rate_info({"Content-Type": "application/json"}) is None
     assert rate_info({"X-Business-Use-Case-Usage": "not json"}) is None
+
+
+# --- raw payloads -----------------------------------------------------------------------------
+def test_scrub_masks_every_secret_parameter_in_nested_payloads() -> None:
+    from connectors.redact import scrub
+
+    payload = {
+        "id": "m_1",
+        "message": "token=abc is plain text",
+        "attachments": {
+            "data": [{"image_data": {"url": "https://cdn.example/a.jpg?oh=1&oe=2"}}],
+            "paging": {"next": "https://graph.facebook.com/v23.0/m_1/attachments?access_token=EAAGsecret123&after=QQ"},
+        },
+        "links": ["https://example.com/cb?refresh_token=r3fr3shsecret&x=1", "https://example.com/?fb_exchange_token=fbx5ecret"],
+    }
+    clean = scrub(payload)
+    text = json.dumps(clean)
+    for secret in ("EAAGsecret123", "r3fr3shsecret", "fbx5ecret"):
+        assert secret not in text
+    assert clean["attachments"]["paging"]["next"].endswith("access_token=****&after=QQ")
+    assert clean["message"] == payload["message"] and clean["attachments"]["data"] == payload["attachments"]["data"]
+    assert "EAAGsecret123" in payload["attachments"]["paging"]["next"], "the input is not modified"
