@@ -1466,10 +1466,12 @@ def demo_cmd(
 
 def _fail(message: str, code: int, hint: str | None = None) -> int:
     from connectors.redact import redact
+    from inbox.text import one_line
 
-    line = redact(message)
+    # Messages may quote platform or customer text (ids, API error bodies): one clean line, no escapes.
+    line = one_line(redact(message), 2000)
     if hint:
-        line += f" — {redact(hint)}"
+        line += f" — {one_line(redact(hint), 2000)}"
     sys.stderr.write(f"error: {line}\n")
     return code
 

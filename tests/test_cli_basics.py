@@ -117,3 +117,25 @@ def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
     assert res.returncode == 1
     assert res.stderr.startswith("error: database unavailable:") and res.stderr.count("\n") == 1
     assert "pw-Secret-1" not in res.stderr
+
+
+def test_error_line_is_cleaned_and_redacted(capsys: pytest.CaptureFixture[str]) -> None:
+    import cli
+    from connectors.errors import PermanentError
+    from connectors.redact import register_secret
+
+    register_secret("tok-Err-Secret-9")
+    err = PermanentError("platform said: \x1b]52;c;ZXZpbA==\x07\x1b[31mred\x1b[0m\nsecond line tok-Err-Secret-9")
+
+    def boom() -> None:
+        raise err
+
+    cli.app.command("boom-test")(boom)
+    try:
+        assert cli.main(["boom-test"]) == 7
+    finally:
+        cli.app.registered_commands.pop()
+    out = capsys.readouterr().err
+    assert out.startswith("error: platform said: red second line ") and out.count("\n") == 1
+    assert "\x1b" not in out and "\x07" not in out
+    assert "tok-Err-Secret-9" not in out
