@@ -527,11 +527,14 @@ def retry(
         except PolicyError:
             conn.execute(R.update().where(R.c.id == reply_id).values(error="refused on retry: window closed or text too long", updated_at=utcnow()))
             raise
-        conn.execute(
+        taken = conn.execute(
             R.update()
             .where(R.c.id == reply_id, R.c.state.in_(("failed", "queued")))
             .values(state="sending", attempts=reply.attempts + 1, policy=policy.value, error=_marker("recorded"), updated_at=utcnow())
-        )
+        ).rowcount
+        if taken != 1:
+            # Another process changed it since we read it (PostgreSQL does not lock the read): theirs to send.
+            raise ConflictError(f"reply #{reply_id} is being sent by another process; not sending it again")
         record_event(conn, reply.ticket_id, actor, "reply_retry", {"reply_id": reply_id, "attempt": reply.attempts + 1})
     return deliver(engine, reply_id, make_connector, actor)
 

@@ -268,3 +268,34 @@ def test_connector_that_cannot_be_made_leaves_a_failed_reply(engine) -> None:
     platform = Platform()
     assert rp.retry(engine, row.id, platform.factory, "ana").state == "sent"  # no sync needed: it never left
     assert len(platform.delivered) == 1
+
+
+def test_concurrent_retry_sends_once(engine) -> None:
+    """Another process takes the failed reply between our read and our update: we must not send it too."""
+    import threading
+    import time
+
+    made = sf.ticket(engine)
+    platform = Platform()
+    platform.next_error = RateLimitedError("slow down")
+    with pytest.raises(PlatformError):
+        rp.send_reply(engine, rp.plan_reply(engine, made.ticket_id, "satu"), platform.factory, "ana")
+    rid = rp.outbox(engine)[0].id
+    r = Reply.__table__
+    outcome: list[BaseException | rp.SendOutcome] = []
+
+    def racer() -> None:
+        try:
+            outcome.append(rp.retry(engine, rid, platform.factory, "budi"))
+        except BaseException as exc:  # noqa: BLE001 - inspected below
+            outcome.append(exc)
+
+    with tk.write_tx(engine) as conn:  # the other process: holds the row while it marks it `sending`
+        conn.execute(r.update().where(r.c.id == rid).values(state="sending", error=rp._marker("calling")))
+        thread = threading.Thread(target=racer)
+        thread.start()
+        time.sleep(0.5)  # the racer reads `failed` (PostgreSQL) or waits for the lock (SQLite)
+    thread.join(30)
+    assert len(outcome) == 1 and isinstance(outcome[0], ConflictError), outcome
+    assert platform.delivered == []
+    assert reply_row(engine, rid).attempts == 1
