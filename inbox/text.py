@@ -99,9 +99,9 @@ def fold(text: str | None, *, max_chars: int = MAX_DISPLAY_CHARS, max_lines: int
 
 
 def display_name(handle: str | None, name: str | None, fallback: str = "?") -> str:
-    """`@handle` or the name, cleaned and bounded, for customer columns."""
+    """`@handle` or the name (else the fallback, often a platform id), cleaned and bounded, for customer columns."""
     if handle:
         return one_line("@" + handle.lstrip("@"), 40)
     if name:
         return one_line(name, 40)
-    return fallback
+    return one_line(fallback, 40)

@@ -73,3 +73,4 @@ def test_display_name() -> None:
     assert tx.display_name("budi\x1b[31m", None) == "@budi"
     assert tx.display_name(None, "Sari [b]x[/b]") == "Sari [b]x[/b]"
     assert tx.display_name(None, None) == "?"
+    assert tx.display_name(None, None, "17841\x1b]8;;http://evil\x07id") == "17841id"  # a platform id as fallback
