@@ -225,9 +225,6 @@ class State:
         return ((ms - TWEPOCH_MS) << 22) | (self.rng.getrandbits(10) << 12) | self._x_seq
 
     # ── Meta mutations ──────────────────────────────────────────────────────────────────────
-    def meta_for_thread(self, thread: Thread) -> MetaAccount:
-        return self.meta[thread.account]
-
     def new_thread(self, acc: MetaAccount, customer: Person, tid: str | None = None) -> Thread:
         if tid is None:
             tid = self.messenger_tid() if acc.platform == "messenger" else self.ig_tid(acc.spec.platform_id)
