@@ -307,6 +307,7 @@ class PageDeduper:
         want = {t for t in self.conv_ticket.values() if t is not None}
         want |= {t for (_r, t, _s) in self.replies.values() if t is not None}
         self._load_tickets(want)
+        # The tickets' contacts are read once, after rule 4 has added its candidates.
 
         # Rules 4 and 5 only matter where a message could open a new ticket: threads without an
         # active ticket. A thread with no ticket at all opens (or attaches) with its first
@@ -325,6 +326,7 @@ class PageDeduper:
             elif not self.tickets[key].active:
                 inbound.append(i)
         if not inbound:
+            self._load_ticket_contacts()
             return
         # Rule 4: active tickets quoting the page's order references, and of the page's persons.
         patterns = self.settings.dedup.order_patterns
@@ -354,6 +356,7 @@ class PageDeduper:
             self._remember_tickets(rows)
             for row in rows:
                 self.by_person[linked[row.contact_id]].append(row.id)
+        self._load_ticket_contacts()
 
         # Rule 5: recent customer messages of the same person / handle / name, any channel.
         texts = [i for i in inbound if len(normalize_text(messages[i].text)) >= MIN_SIMILAR_CHARS]
@@ -420,6 +423,9 @@ class PageDeduper:
         for row in rows:
             if row.id not in self.tickets:
                 self.tickets[row.id] = _ticket_state(row)
+
+    def _load_ticket_contacts(self) -> None:
+        """The contacts of the loaded tickets not known yet, in one query (rules 4 and 5 compare them)."""
         missing = {t.contact_id for t in self.tickets.values() if t.contact_id and t.contact_id not in self.contacts}
         if missing:
             for row in self.conn.execute(
