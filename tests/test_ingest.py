@@ -268,3 +268,30 @@ def test_brand_answering_after_the_customer_makes_the_ticket_pending(engine, set
         reasons = [e.detail.get("reason") for e in s.exec(select(TicketEvent).where(TicketEvent.ticket_id == t1.id, TicketEvent.action == "status"))]
     assert reasons.count("the brand answered after the customer") == 2
     assert "customer answered" in reasons
+
+
+def test_statements_per_page_do_not_grow_with_the_page(engine, settings):
+    """The module's contract: a fixed handful of statements per page, whatever its size (here:
+    follow-ups on existing tickets, and new customers). Linking two customers into one Person
+    (rule 4, rare) still costs a few statements per link."""
+    acc = make_account(engine)
+
+    def inv(i: int) -> str:
+        return f"INV/20261120/MPL/{3817265500 + i}"
+
+    def statements(n: int, base: int) -> int:
+        seed = [msg(f"s{base + i}", f"t{base + i}", f"u{base + i}", f"pesanan {inv(base + i)} belum sampai", i) for i in range(n)]
+        ingest_page(engine, acc, Page(tuple(seed), cursor=None), settings)
+        page = [msg(f"f{base + i}", f"t{base + i}", f"u{base + i}", "tolong dicek ya kak", 100 + i) for i in range(n)]
+        page += [msg(f"o{base + i}", f"x{base + i}", f"v{base + i}", f"mau tanya ongkir ke kota {i}", 200 + i) for i in range(n)]
+        seen: list[str] = []
+        listener = lambda *args: seen.append(args[2])  # noqa: E731
+        sa.event.listen(engine, "before_cursor_execute", listener)
+        try:
+            got = ingest_page(engine, acc, Page(tuple(page), cursor=None), settings)
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", listener)
+        assert (got.new_messages, got.appended, got.new_tickets) == (2 * n, n, n)
+        return len(seen)
+
+    assert statements(2, 0) == statements(20, 100)
