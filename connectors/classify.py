@@ -191,6 +191,13 @@ def _as_int(value: Any) -> int | None:
         return None
 
 
+def _server_error(text: str, status: int, sending: bool, hint: datetime | None, kw: dict[str, Any]) -> ConnectorError:
+    # A 5xx on a send may hide a delivery; only 503 says "not processed".
+    if sending and status != 503:
+        return DeliveryUnknownError(text, **kw)
+    return ServerError(text, retry_at=hint, **kw)
+
+
 def _graph_error(
     err: Mapping[str, Any],
     status: int,
@@ -220,9 +227,7 @@ def _graph_error(
             return DeliveryUnknownError(text, **kw)
         return ServerError(text, retry_at=hint, **kw)
     if status >= 500:
-        if sending and status != 503:
-            return DeliveryUnknownError(text, **kw)
-        return ServerError(text, retry_at=hint, **kw)
+        return _server_error(text, status, sending, hint, kw)
     return PermanentError(text, **kw)
 
 
@@ -264,9 +269,7 @@ def _http_error(
         return RateLimitedError(text, retry_at=retry_hint(headers, now=now) or now + DEFAULT_RATE_WAIT, **kw)
     hint = retry_hint(headers, now=now, rate_limited=False)
     if status >= 500:
-        if sending and status != 503:
-            return DeliveryUnknownError(text, **kw)
-        return ServerError(text, retry_at=hint, **kw)
+        return _server_error(text, status, sending, hint, kw)
     if sending and (status == 403 or suffix == "not-authorized-for-resource"):
         return RecipientUnavailableError(text, **kw)
     return PermanentError(text, **kw)
