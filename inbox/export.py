@@ -3,7 +3,7 @@
 Streams in batches (keyset on ticket id), so a large store exports in constant memory. CSV cells
 that a spreadsheet would run as a formula (=, +, -, @ at the start) are prefixed with a quote and
 terminal control sequences are removed: customer text is hostile, and exports get opened in
-spreadsheets. JSON Lines keep the text exactly (JSON escapes control characters).
+spreadsheets. JSON Lines keep the text exactly (control, C1 and bidi characters as JSON escapes).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import IO, TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from inbox import tables as tb
-from inbox.text import clean
+from inbox.text import clean, json_safe
 from inbox.tickets import T, TicketFilter, TicketRow, _base_select, _row, _tags_for, filter_conditions
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ def _cell(value: Any) -> str:
 def write_jsonl(engine: Engine, flt: TicketFilter, out: IO[str]) -> int:
     n = 0
     for ticket, messages in iter_tickets(engine, flt):
-        out.write(json.dumps({**ticket.to_json(), "messages": messages}, ensure_ascii=False) + "\n")
+        out.write(json_safe(json.dumps({**ticket.to_json(), "messages": messages}, ensure_ascii=False)) + "\n")
         n += 1
     return n
 

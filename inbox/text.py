@@ -63,6 +63,17 @@ def clean(text: str | None, *, visible_bidi: bool = True) -> str:
     return text
 
 
+# Characters JSON leaves raw with ensure_ascii=False that a terminal may still act on or that
+# reorder what is read: DEL and C1 controls (U+009B is CSI), bidi controls, line/paragraph separators.
+_JSON_UNSAFE = re.compile(f"[\x7f-\x9f\u2028\u2029{BIDI_CONTROLS}]")
+
+
+def json_safe(encoded: str) -> str:
+    """JSON text (from json.dumps(..., ensure_ascii=False)) with terminal-active characters as \\u escapes:
+    the same JSON value, safe to write to a terminal."""
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", encoded)
+
+
 def escape(text: str) -> str:
     """Escape Rich markup so `[bold red]x[/]` prints literally inside a markup string."""
     from rich.markup import escape as rich_escape

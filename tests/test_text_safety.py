@@ -74,3 +74,21 @@ def test_display_name() -> None:
     assert tx.display_name(None, "Sari [b]x[/b]") == "Sari [b]x[/b]"
     assert tx.display_name(None, None) == "?"
     assert tx.display_name(None, None, "17841\x1b]8;;http://evil\x07id") == "17841id"  # a platform id as fallback
+
+
+def test_json_output_escapes_terminal_active_characters(engine) -> None:
+    """JSON keeps the text exactly, but C1 controls (U+009B is CSI) and bidi controls go out as \\u escapes."""
+    import json
+
+    import store_factory as sf
+    from inbox import export
+    from inbox.tickets import TicketFilter
+
+    hostile = "pesanan \x9b2J\x9d52;c;ZXZpbA==\x07 \u202eabc\u2028x"
+    assert json.loads(tx.json_safe(json.dumps(hostile, ensure_ascii=False))) == hostile
+    sf.ticket(engine, texts=[hostile])
+    out = io.StringIO()
+    assert export.write_jsonl(engine, TicketFilter(statuses=None), out) == 1
+    written = out.getvalue()
+    assert not any(ch in written for ch in "\x9b\x9d\u202e\u2028")
+    assert json.loads(written)["messages"][-1]["text"] == hostile
