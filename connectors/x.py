@@ -42,7 +42,6 @@ from connectors.errors import (
     MalformedResponseError,
     NeedsReauthError,
     PermanentError,
-    RateLimitedError,
     TextTooLongError,
 )
 from connectors.http import HttpSession, RetryPolicy, decode_json
@@ -103,8 +102,6 @@ class XConnector:
         except tweepy.HTTPException as exc:
             self.rate = rate_info(exc.response.headers) or self.rate
             error = classify(exc.response, sending=sending, account=self.spec.name)
-            if isinstance(error, RateLimitedError) and getattr(exc, "reset_time", None):
-                error.retry_at = datetime.fromtimestamp(int(exc.reset_time), tz=timezone.utc)  # type: ignore[attr-defined]
             raise (error or PermanentError(redact(str(exc)), account=self.spec.name)) from None
         except tweepy.TweepyException as exc:
             raise PermanentError(redact(str(exc)), account=self.spec.name) from None
