@@ -39,3 +39,12 @@ def test_the_check_would_catch_a_heavy_import(tmp_path: Path) -> None:
     """`inbox db status` legitimately needs SQLAlchemy: the same measurement sees it."""
     (tmp_path / "inbox.toml").write_text('database = "x.db"\n')
     assert "sqlalchemy" in imported_modules("db", "status", cwd=tmp_path)
+
+
+def test_triage_commands_do_not_import_sqlmodel(tmp_path: Path) -> None:
+    """Store commands use SQLAlchemy Core tables (inbox.tables); the ORM models are for migrations only."""
+    (tmp_path / "inbox.toml").write_text('database = "sqlite:///x.db"\n')
+    assert "sqlmodel" in imported_modules("db", "upgrade", cwd=tmp_path)  # the measurement sees it when it happens
+    for args in (("list",), ("search", "paket"), ("outbox",), ("stats",)):
+        modules = imported_modules(*args, cwd=tmp_path)
+        assert "sqlalchemy" in modules and "sqlmodel" not in modules, args
