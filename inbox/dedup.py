@@ -164,7 +164,6 @@ class TicketState:
     contact_id: int | None
     person_id: int | None
     created_at: datetime
-    updated_at: datetime | None = None
     resolved_at: datetime | None = None
     first_response_at: datetime | None = None
     merged_into_id: int | None = None
@@ -229,7 +228,6 @@ def _ticket_state(row: Any) -> TicketState:
         contact_id=row.contact_id,
         person_id=row.person_id,
         created_at=row.created_at,
-        updated_at=row.updated_at,
         resolved_at=row.resolved_at,
         first_response_at=row.first_response_at,
         merged_into_id=row.merged_into_id,
@@ -243,7 +241,6 @@ _TICKET_COLS = (
     _t.c.contact_id,
     _t.c.person_id,
     _t.c.created_at,
-    _t.c.updated_at,
     _t.c.resolved_at,
     _t.c.first_response_at,
     _t.c.merged_into_id,
@@ -264,7 +261,6 @@ class PageDeduper:
         self.conv_ticket: dict[int, int | None] = {}  # conversation id -> current ticket key
         self.by_ref: dict[str, list[int]] = defaultdict(list)  # order ref -> active ticket keys
         self.by_person: dict[int, list[int]] = defaultdict(list)  # person id -> active ticket keys
-        self.ref_contact: dict[int, ContactInfo] = {}  # ticket key -> its contact (for rule 4/5)
         self.recent: dict[tuple[str, Any], list[_Recent]] = defaultdict(list)  # ContactInfo.keys() -> texts
         self.replies: dict[str, tuple[int, int, str]] = {}  # external id -> (reply id, ticket id, state)
         self._next_new = -1
