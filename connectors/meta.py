@@ -98,7 +98,6 @@ class GraphClient:
         )
         self.session.headers["Authorization"] = f"Bearer {token}"
         self.rate: RateInfo | None = None
-        self.calls = 0
 
     def url(self, path_or_url: str) -> str:
         """An absolute URL on our base. `paging.next` links lose their `access_token` and keep our origin."""
@@ -110,7 +109,6 @@ class GraphClient:
         return urlunparse((base.scheme, base.netloc, parts.path, "", query, ""))
 
     def _handle(self, response: requests.Response, *, sending: bool) -> Any:
-        self.calls += 1
         self.rate = rate_info(response.headers) or self.rate
         raise_for(response, sending=sending, account=self.account)
         return decode_json(response, account=self.account)
