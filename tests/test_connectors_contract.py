@@ -42,7 +42,7 @@ from sandbox import Sandbox
 ACCOUNTS = ["tokoshop-fb", "tokoshop-ig", "tokoshop-ig-direct", "tokoshop-x"]
 META = ACCOUNTS[:3]
 FAST = RetryPolicy(max_retries=3, backoff_base=0.02, backoff_cap=0.1, max_sleep=2.0)
-SEND_PATH = {"tokoshop-fb": "/messages", "tokoshop-ig": "/messages", "tokoshop-ig-direct": "/messages", "tokoshop-x": "/messages"}
+SEND_PATH = "/messages"  # Graph /{node}/messages and X /2/dm_conversations/.../messages
 READ_PATH = {"tokoshop-fb": "/conversations", "tokoshop-ig": "/conversations", "tokoshop-ig-direct": "/conversations", "tokoshop-x": "/2/dm_events"}
 
 
@@ -329,7 +329,7 @@ def test_send_that_may_have_left_is_delivery_unknown(sb: Any, name: str, kind: s
     _, _, cursor = drain(conn, None, store)
     msg, _ = _fresh_thread(sb, conn, name, store, cursor)
     sb.clear_calls()
-    sb.fault(kind, account=name, path=SEND_PATH[name])
+    sb.fault(kind, account=name, path=SEND_PATH)
     policy = ReplyPolicy.DIRECT if name == "tokoshop-x" else ReplyPolicy.RESPONSE
     before = len(sb.sent(name))
     with pytest.raises(DeliveryUnknownError):
@@ -351,7 +351,7 @@ def test_send_server_errors_are_never_retried(sb: Any, name: str, kind: str, exp
     _, _, cursor = drain(conn, None, store)
     msg, _ = _fresh_thread(sb, conn, name, store, cursor)
     sb.clear_calls()
-    sb.fault(kind, account=name, path=SEND_PATH[name], count=5)
+    sb.fault(kind, account=name, path=SEND_PATH, count=5)
     policy = ReplyPolicy.DIRECT if name == "tokoshop-x" else ReplyPolicy.RESPONSE
     with pytest.raises(expected):
         conn.send(_reply(msg, "Baik Kak", policy))
