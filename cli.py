@@ -1207,7 +1207,7 @@ def reply_cmd(
 
     from inbox import replies
     from inbox.errors import UsageError
-    from inbox.text import clean
+    from inbox.text import clean, one_line
 
     st = state(ctx)
     settings = st.settings()
@@ -1231,7 +1231,7 @@ def reply_cmd(
         print_json({"reply": {"id": outcome.reply_id, "state": outcome.state, "platform_id": outcome.external_id,
                               "ticket_id": ticket_id, "policy": plan.policy.value, "channel": plan.route.channel}})
     else:
-        console().print(Text(f"sent: reply #{outcome.reply_id} on ticket #{ticket_id} (platform id {outcome.external_id}); ticket is pending"))
+        console().print(Text(f"sent: reply #{outcome.reply_id} on ticket #{ticket_id} (platform id {one_line(outcome.external_id, 80)}); ticket is pending"))
 
 
 outbox_app = typer.Typer(help="Replies not (yet) known to be delivered: queued, sending, failed, unknown.", invoke_without_command=True)
@@ -1290,6 +1290,7 @@ def outbox_retry(
     from rich.text import Text
 
     from inbox import replies
+    from inbox.text import one_line
 
     st = state(ctx)
     settings = st.settings()
@@ -1298,7 +1299,7 @@ def outbox_retry(
     if json_ or st.json:
         print_json({"reply": {"id": outcome.reply_id, "state": outcome.state, "platform_id": outcome.external_id}})
     else:
-        console().print(Text(f"sent: reply #{outcome.reply_id} (platform id {outcome.external_id})"))
+        console().print(Text(f"sent: reply #{outcome.reply_id} (platform id {one_line(outcome.external_id, 80)})"))
 
 
 # ─── stats & export ──────────────────────────────────────────────────────────────────────────
