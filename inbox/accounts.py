@@ -18,6 +18,7 @@ from connectors.base import RateInfo
 from connectors.redact import redact
 from inbox.ingest import AccountRef, begin_write, upsert
 from inbox.models import Account, Quarantine, SyncGap, utcnow
+from inbox.scheduler import interval_of
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -207,7 +208,7 @@ def health(engine: Engine, settings: Settings, *, now: datetime | None = None) -
         ref = refs[acc.name]
         row = rows[ref.id]
         rate = RateInfo(row.rate_limit, row.rate_remaining, row.rate_reset_at, row.rate_usage_pct)
-        interval = acc.interval_seconds or settings.sync.interval_seconds
+        interval = interval_of(settings, acc)
         problems: list[str] = []
         if not acc.enabled:
             pass
