@@ -256,3 +256,25 @@ def test_platform_error_text_is_redacted_in_the_result_and_one_line_in_the_log(e
     assert "EAAsecret123" not in res.error and "EAAsecret123" not in str(res.as_dict())
     line = next(r.getMessage() for r in caplog.records if r.name == "inbox.sync" and "bad gateway" in r.getMessage())
     assert "EAAsecret123" not in line and "\x1b" not in line and "\n" not in line
+
+
+def test_health_calls_an_account_stale_after_six_of_its_own_intervals(engine, db_url, sandbox):
+    from datetime import timedelta
+
+    from inbox.accounts import ensure_accounts, health
+    from inbox.models import utcnow
+
+    settings = sandbox_settings(sandbox, db_url)
+    now = utcnow()
+    refs = ensure_accounts(engine, settings.accounts)
+    a = Account.__table__
+    with engine.begin() as conn:
+        conn.execute(sa.update(a).where(a.c.id.in_([r.id for r in refs.values()])).values(last_success_at=now - timedelta(hours=1)))
+    slow = settings.accounts[0].name
+    accounts = [acc.model_copy(update={"interval_seconds": 3600}) if acc.name == slow else acc for acc in settings.accounts]
+    settings = settings.model_copy(update={"accounts": accounts})
+    problems = {h.name: h.problems for h in health(engine, settings, now=now)}
+    assert problems[slow] == ()  # polled hourly: an hour without a sync is normal
+    for name in ACCOUNTS:
+        if name != slow:
+            assert problems[name] == ("stale: no successful sync for 1 h",), name
