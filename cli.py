@@ -518,7 +518,7 @@ def sync_cmd(
         notable = [(r.account, d) for r in results for d in r.decisions if d.rule not in ("3:thread", "2:echo")]
         for acc, d in notable[:40]:
             target = "new ticket" if d.new_ticket else f"ticket #{d.ticket_id}"
-            out.print(Text(f"{acc}: {d.external_id} -> {target} [{d.rule}] {one_line(d.reason, 120)}"))
+            out.print(Text(f"{acc}: {one_line(d.external_id, 80)} -> {target} [{d.rule}] {one_line(d.reason, 120)}"))
         if len(notable) > 40:
             out.print(f"... and {len(notable) - 40} more decisions (--json for all)", style="dim")
     raise typer.Exit(code)
