@@ -481,7 +481,7 @@ class PageDeduper:
                     ticket.key,
                 )
         previous = ticket.key if ticket is not None else None
-        decision = self._cross_channel(msg, conv_id, contact, previous)
+        decision = self._cross_channel(msg, contact, previous)
         self.conv_ticket[conv_id] = decision.ticket_key
         return decision
 
@@ -538,7 +538,7 @@ class PageDeduper:
 
     _current_contact: ContactInfo | None = None
 
-    def _cross_channel(self, msg: InboundMessage, conv_id: int, contact: ContactInfo, previous: int | None) -> Decision:
+    def _cross_channel(self, msg: InboundMessage, contact: ContactInfo, previous: int | None) -> Decision:
         refs = order_refs(msg.text, self.settings.dedup.order_patterns)
         weak: tuple[int, str] | None = None
         # Rule 4a: same order reference in an active ticket.
@@ -564,7 +564,7 @@ class PageDeduper:
                 self._append(cand, msg)
                 return Decision(R_PERSON, f"same person has active ticket {self._label(cand)} on another thread", 0.9, key)
         # A new ticket, maybe flagged.
-        ticket = self._new_ticket(msg, contact, previous)
+        ticket = self._new_ticket(msg, contact)
         if previous is not None:
             ticket.linked_ticket_id = previous
         if weak is not None:
@@ -611,7 +611,7 @@ class PageDeduper:
                     best = (self._resolve(cand.ticket_key) or cand.ticket_key, score, why)
         return best
 
-    def _new_ticket(self, msg: InboundMessage, contact: ContactInfo, previous: int | None) -> TicketState:
+    def _new_ticket(self, msg: InboundMessage, contact: ContactInfo) -> TicketState:
         key = self._next_new
         self._next_new -= 1
         ticket = TicketState(
