@@ -460,7 +460,7 @@ class _PageWriter:
         counts["duplicates"] += len(new) - len(inserted)  # lost a race: someone stored them first
         self._update_tickets(dd)
         self._write_events(dd, new, made, tid)
-        self._update_conversations(new, made, msg_conv, dd, tid)
+        self._update_conversations(new, msg_conv, dd, tid)
         counts["echoes_matched"] = self._mark_replies(new, made)
         counts["gaps"] = self._write_gaps(gap_rows, tid)
         counts["quarantined"] = self._write_quarantine(page)
@@ -791,7 +791,7 @@ class _PageWriter:
         _many(self.conn, "event+", lambda: _insert_values(self.conn, _ev, names), names, rows)
 
     def _update_conversations(
-        self, msgs: list[InboundMessage], made: list[Decision], msg_conv: list[int], dd: PageDeduper, tid: Any
+        self, msgs: list[InboundMessage], msg_conv: list[int], dd: PageDeduper, tid: Any
     ) -> None:
         per: dict[int, list[Any]] = {}  # conversation id -> [last, last customer]
         for m, conv_id in zip(msgs, msg_conv):
