@@ -13,7 +13,6 @@ it carries) in one transaction, record health. Errors are classified by the conn
 
 from __future__ import annotations
 
-import inspect
 import logging
 import queue
 import threading
@@ -453,18 +452,10 @@ def sync_account(
 
 def _reconcile(engine: Engine, account_id: int, started: datetime) -> int:
     """Settle replies whose delivery was unknown against the echoes this pass stored."""
+    from inbox import replies
+
     try:
-        from inbox import replies
-    except ImportError:
-        return 0
-    fn = getattr(replies, "reconcile_unknown", None)
-    if fn is None:
-        return 0
-    try:
-        params = inspect.signature(fn).parameters
-        if "synced_after" in params:
-            return int(fn(engine, account_id, synced_after=started) or 0)
-        return int(fn(engine, account_id) or 0)
+        return replies.reconcile_unknown(engine, account_id, synced_after=started)
     except Exception:  # noqa: BLE001 - the outbox must not break the sync
         log.exception("reconciling replies of account %s failed", account_id)
         return 0
