@@ -278,3 +278,23 @@ def test_health_calls_an_account_stale_after_six_of_its_own_intervals(engine, db
     for name in ACCOUNTS:
         if name != slow:
             assert problems[name] == ("stale: no successful sync for 1 h",), name
+
+
+def test_a_complete_pass_settles_replies_in_doubt_against_its_echoes(engine, db_url, sandbox, monkeypatch):
+    from inbox import replies
+    from inbox.sync import sync_all
+
+    settings = sandbox_settings(sandbox, db_url)
+    calls = []
+
+    def reconcile(engine_, account_id, *, synced_after=None, now=None):
+        calls.append((account_id, synced_after))
+        return 2
+
+    monkeypatch.setattr(replies, "reconcile_unknown", reconcile)
+    results = sync_all(engine, settings, connector_factory=fast_factory(settings))
+    assert sorted(r.reconciled for r in results) == [2, 2, 2]
+    from inbox.accounts import ensure_accounts
+
+    ids = {name: ref.id for name, ref in ensure_accounts(engine, settings.accounts).items()}
+    assert sorted(calls) == sorted((ids[r.account], r.started_at) for r in results)  # each account, since its own pass began
