@@ -211,7 +211,7 @@ class _Prefetch:
     ) -> None:
         self._pages = pages
         self._stop = stop_event
-        self._known = known if hasattr(known, "add_pending") else None
+        self._known = known
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
         self._cancel = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"{threading.current_thread().name}-fetch", daemon=True)
