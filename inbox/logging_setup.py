@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from connectors.redact import redact
+from inbox.text import clean
 
 # Chatty third-party loggers: at DEBUG they print request lines and headers, which we only want
 # when the user asked for --debug.
@@ -22,20 +23,21 @@ _HANDLER_FLAG = "_inbox_handler"
 
 
 class RedactFilter(logging.Filter):
-    """Masks secrets in a record's message and arguments before any handler formats it."""
+    """Masks secrets in a record's message and arguments before any handler formats it, and strips
+    terminal escapes and control characters (messages may quote customer or platform text)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - a bad format string must not lose the line
             message = f"{record.msg!r} % {record.args!r}"
-        record.msg = redact(message)
+        record.msg = clean(redact(message))
         record.args = None
         if record.exc_info and not record.exc_text:
             # Tracebacks quote URLs and headers too: format once here and redact the text.
-            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_text = clean(redact(logging.Formatter().formatException(record.exc_info)))
         elif record.exc_text:
-            record.exc_text = redact(record.exc_text)
+            record.exc_text = clean(redact(record.exc_text))
         return True
 
 

@@ -248,6 +248,7 @@ def test_log_lines_are_redacted() -> None:
         log = logging.getLogger("inbox.test_config")
         log.info("GET %s", "https://graph.facebook.com/v23.0/me?access_token=EAAsecret999999")
         log.warning("header Bearer %s", "AAAAtokenvalue")
+        log.warning("customer said %s", "hi\x1b]52;c;ZXZpbA==\x07\x1b[2J\x9b31m there")
         try:
             raise RuntimeError("failed https://x/y?access_token=EAAinexc12345")
         except RuntimeError:
@@ -262,6 +263,7 @@ def test_log_lines_are_redacted() -> None:
     for secret in ("EAAsecret999999", "AAAAtokenvalue", "EAAinexc12345", "EAAjson123456"):
         assert secret not in out
     assert "access_token=****" in out and "Bearer ****" in out
+    assert "customer said hi" in out and "\x1b" not in out and "\x07" not in out and "\x9b" not in out  # log lines are inert too
     assert json.loads(out.strip().splitlines()[-1])["message"] == "json access_token=****"
 
 
