@@ -99,13 +99,17 @@ class Demo:
         self.stop()
 
     # ── steps ──────────────────────────────────────────────────────────────────────────────
-    def connectors(self) -> dict[str, Connector]:
-        """Connectors for the sandbox accounts. The sandbox enforces no per-second limit, so the
+    def connector(self, account_name: str) -> Connector:
+        """A connector for a sandbox account. The sandbox enforces no per-second limit, so the
         client-side pacing that protects real Meta accounts (2 calls/s) is switched off."""
         from connectors import connect
 
         assert self.settings is not None
-        return {a.name: connect(replace(a.to_spec(), min_interval=0.0)) for a in self.settings.accounts}
+        return connect(replace(self.settings.account(account_name).to_spec(), min_interval=0.0))
+
+    def connectors(self) -> dict[str, Connector]:
+        assert self.settings is not None
+        return {a.name: self.connector(a.name) for a in self.settings.accounts}
 
     def sync(self, progress: Callable[[Any], None] | None = None) -> list[Any]:
         from inbox.sync import sync_all
@@ -144,16 +148,10 @@ class Demo:
         return replies.plan_reply(self.engine, ticket_id, text, human_agent_tag=self.settings.replies.human_agent_tag)
 
     def send(self, plan: ReplyPlan) -> SendOutcome:
-        from connectors import connect
         from inbox import replies
 
-        assert self.engine is not None and self.settings is not None
-        settings = self.settings
-
-        def unpaced(name: str) -> Connector:
-            return connect(replace(settings.account(name).to_spec(), min_interval=0.0))
-
-        return replies.send_reply(self.engine, plan, unpaced, AGENT)
+        assert self.engine is not None
+        return replies.send_reply(self.engine, plan, self.connector, AGENT)
 
     def echo_of(self, ticket_id: int, reply_id: int) -> ThreadMessage | None:
         from inbox.tickets import show_ticket
