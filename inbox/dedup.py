@@ -11,9 +11,11 @@ The rules of DESIGN.md, in order, each decision carrying its rule, reason and sc
    (score 1.0); an active ticket of the same linked person -> attach (0.9); the same order
    reference from someone else -> new ticket flagged "possible duplicate" (weak evidence). A
    shared order reference links the two contacts into one Person (audited, reversible);
-5. near-identical text (RapidFuzz) from the same person, or the same handle / name on another
-   channel, within `similarity_window_hours` -> new ticket flagged as possible duplicate.
-   Never dropped.
+5. near-identical text (RapidFuzz) from the same person (the same contact, linked contacts, or
+   the same handle on another channel) within `similarity_window_hours` -> new ticket flagged as
+   possible duplicate. Never dropped. A display name alone is not enough here: care complaints
+   are alike by nature ("akun saya diblokir") and so are names, so two different "Budi Santoso"s
+   with the same complaint would be flagged. With an order reference (rule 4) a name does count.
 
 Work is batched per page: `PageDeduper.load` reads every candidate ticket for the page's threads,
 order references, persons and handles in a few queries; `decide` then runs in memory, message by
@@ -127,28 +129,37 @@ class ContactInfo:
         self.idents = frozenset(k for k in (_ident(self.handle), _ident(self.name)) if k)
 
     def keys(self) -> list[tuple[str, Any]]:
-        """Index keys under which the same human may be found (rule 5)."""
+        """Index keys under which the same human may be found by rule 5 (no names: see above)."""
         out: list[tuple[str, Any]] = [("c", self.id)]
         if self.person_id is not None:
             out.append(("p", self.person_id))
-        out.extend(("i", k) for k in sorted(self.idents))
+        handle = _ident(self.handle)
+        if handle is not None:
+            out.append(("h", handle))
         return out
 
-    def same_person(self, other: ContactInfo) -> str | None:
+    def same_person(self, other: ContactInfo, *, names: bool = True) -> str | None:
         """Why two contacts are the same human, or None.
 
         Handles and names only count across channels: on one channel two contacts are two
-        platform accounts, and two customers may well share a name.
+        platform accounts, and two customers may well share a name. `names=False` (rule 5):
+        only the same contact, linked contacts, or the same handle on another channel.
         """
         if self.id == other.id:
             return "same contact"
         if self.person_id is not None and self.person_id == other.person_id:
             return "linked contacts (same person)"
         if self.channel != other.channel:
-            shared = self.idents & other.idents
+            if names:
+                shared = self.idents & other.idents
+                what = "handle/name"
+            else:
+                mine, theirs = _ident(self.handle), _ident(other.handle)
+                shared = frozenset((mine,)) if mine is not None and mine == theirs else frozenset()
+                what = "handle"
             if shared:
                 key = min(shared)
-                return f"same customer by handle/name: '{self._source(key)}' on {self.channel}, '{other._source(key)}' on {other.channel}"
+                return f"same customer by {what}: '{self._source(key)}' on {self.channel}, '{other._source(key)}' on {other.channel}"
         return None
 
     def _source(self, ident: str) -> str:
@@ -354,21 +365,18 @@ class PageDeduper:
                 self.by_person[linked[row.contact_id]].append(row.id)
         self._load_ticket_contacts()
 
-        # Rule 5: recent customer messages of the same person / handle / name, any channel.
+        # Rule 5: recent customer messages of the same contact / person / handle, any channel.
         texts = [i for i in inbound if len(normalize_text(messages[i].text)) >= MIN_SIMILAR_CHARS]
         if texts:
             page_contacts = [contacts[msg_contact[i]] for i in texts]
             handles = sorted({c.handle for c in page_contacts if c.handle})
-            names = sorted({c.name for c in page_contacts if c.name})
             pids = sorted({c.person_id for c in page_contacts if c.person_id is not None})
             lo = min(messages[i].sent_at for i in texts) - self.sim_window
             hi = max(messages[i].sent_at for i in texts) + self.sim_window
             who = []
-            # Handles and names only identify a customer across channels (ContactInfo.same_person).
+            # A handle only identifies a customer across channels (ContactInfo.same_person).
             if handles:
                 who.append(sa.and_(_c.c.handle.in_(handles), _c.c.channel != self.channel))
-            if names:
-                who.append(sa.and_(_c.c.name.in_(names), _c.c.channel != self.channel))
             if pids:
                 who.append(_c.c.person_id.in_(pids))
             who.append(_c.c.id.in_(sorted({c.id for c in page_contacts})))
@@ -603,7 +611,7 @@ class PageDeduper:
                 seen.add(id(cand))
                 if cand.ticket_key == own_key or abs(cand.sent_at - msg.sent_at) > self.sim_window:
                     continue
-                why = contact.same_person(cand.contact)
+                why = contact.same_person(cand.contact, names=False)
                 if not why:
                     continue
                 score = fuzz.ratio(text, cand.text, score_cutoff=threshold)

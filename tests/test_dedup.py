@@ -15,7 +15,7 @@ from inbox.ingest import ingest_page
 from inbox.models import Account, Contact, Message, Person, PersonEvent, Ticket, TicketEvent
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)
-FB, IG = "104920378912345", "17841400000000001"
+FB, IG, X = "104920378912345", "17841400000000001", "1500000000000000001"
 INV = "INV/20261120/MPL/3817265540"
 INV2 = "INV/20261118/MPL/1111222233"
 
@@ -25,13 +25,14 @@ def accounts(engine):
     with Session(engine) as s:
         fb = Account(name="toko-fb", channel="facebook", platform_id=FB)
         ig = Account(name="toko-ig", channel="instagram", platform_id=IG)
-        s.add_all([fb, ig])
+        x = Account(name="toko-x", channel="x", platform_id=X)
+        s.add_all([fb, ig, x])
         s.commit()
-        return {"fb": fb.id, "ig": ig.id}
+        return {"fb": fb.id, "ig": ig.id, "x": x.id}
 
 
 def m(eid, thread, customer, text, minutes, *, ch="fb", handle=None, name=None, out=False) -> InboundMessage:
-    channel, acc = (Channel.FACEBOOK, FB) if ch == "fb" else (Channel.INSTAGRAM, IG)
+    channel, acc = {"fb": (Channel.FACEBOOK, FB), "ig": (Channel.INSTAGRAM, IG), "x": (Channel.X, X)}[ch]
     cust = Participant(customer, handle=handle, name=name)
     return InboundMessage(
         channel, acc, eid, thread, Direction.OUT if out else Direction.IN,
@@ -220,11 +221,39 @@ COMPLAINT = "Saya sudah transfer Rp 250.000 tapi pesanan saya dibatalkan otomati
 
 def test_rule5_copy_pasted_complaint_across_channels_is_flagged(engine, accounts):
     put(engine, accounts, "ig", m("j1", "ig-t1", "igsid-1", COMPLAINT, 0, ch="ig", handle="rina.w", name="Rina W"))
-    res = put(engine, accounts, "fb", m("j2", "fb-t1", "psid-1", COMPLAINT.replace("!!", "!") + " ", 45, name="Rina W"))
+    res = put(engine, accounts, "x", m("j2", "x-t1", "9001", COMPLAINT.replace("!!", "!") + " ", 45, ch="x", handle="rina.w", name="rina"))
     assert (res.flagged, res.new_tickets) == (1, 1)
     msg = message(engine, "j2")
     assert msg.dedup_rule == "5:similar" and 0.9 <= msg.dedup_score <= 1.0
+    assert "same customer by handle: 'rina.w' on x, 'rina.w' on instagram" in msg.dedup_reason
     assert ticket_of(engine, "j2").possible_duplicate_of_id == ticket_of(engine, "j1").id
+
+
+def test_rule5_linked_contacts_without_a_handle_are_the_same_person(engine, accounts):
+    put(engine, accounts, "ig", m("q1", "ig-t1", "igsid-1", COMPLAINT, 0, ch="ig", handle="rina.w", name="Rina W"))
+    put(engine, accounts, "fb", m("q0", "fb-t0", "psid-1", "halo", -60 * 48, name="Rina W"))
+    with Session(engine) as s:  # an agent linked the Messenger contact to the Instagram one
+        p = Person(display_name="Rina")
+        s.add(p)
+        s.commit()
+        for c in s.exec(select(Contact)):
+            c.person_id = p.id
+            s.add(c)
+        s.commit()
+    set_status(engine, ticket_of(engine, "q1").id, "resolved", resolved_at=T0 + timedelta(minutes=1))
+    set_status(engine, ticket_of(engine, "q0").id, "resolved", resolved_at=T0 - timedelta(days=30))
+    res = put(engine, accounts, "fb", m("q2", "fb-t0", "psid-1", COMPLAINT, 45, name="Rina W"))
+    assert res.flagged == 1
+    assert "linked contacts (same person)" in message(engine, "q2").dedup_reason
+    assert ticket_of(engine, "q2").possible_duplicate_of_id == ticket_of(engine, "q1").id
+
+
+def test_rule5_a_shared_display_name_alone_is_not_the_same_person(engine, accounts):
+    # Complaints are alike and so are names: two "Rina W"s with the same text are not flagged.
+    put(engine, accounts, "ig", m("p1", "ig-t1", "igsid-1", COMPLAINT, 0, ch="ig", handle="rina.w", name="Rina W"))
+    res = put(engine, accounts, "fb", m("p2", "fb-t1", "psid-1", COMPLAINT, 45, name="Rina W"))
+    assert (res.flagged, res.new_tickets) == (0, 1)
+    assert message(engine, "p2").dedup_rule == "new"
 
 
 def test_rule5_other_customer_outside_window_or_different_text_is_not_flagged(engine, accounts):
@@ -232,9 +261,9 @@ def test_rule5_other_customer_outside_window_or_different_text_is_not_flagged(en
     # another customer, same text
     put(engine, accounts, "fb", m("k2", "fb-t1", "psid-2", COMPLAINT, 10, name="Joko"))
     # the same person, outside the 24 h window
-    put(engine, accounts, "fb", m("k3", "fb-t3", "psid-3", COMPLAINT, 60 * 30, name="Rina W"))
+    put(engine, accounts, "x", m("k3", "x-t3", "9003", COMPLAINT, 60 * 30, ch="x", handle="rina.w"))
     # the same person, inside the window, a different message
-    put(engine, accounts, "fb", m("k4", "fb-t4", "psid-4", "Kapan barang saya dikirim ya kak? sudah tiga hari", 20, name="Rina W"))
+    put(engine, accounts, "x", m("k4", "x-t4", "9004", "Kapan barang saya dikirim ya kak? sudah tiga hari", 20, ch="x", handle="rina.w"))
     for eid in ("k2", "k3", "k4"):
         assert ticket_of(engine, eid).possible_duplicate_of_id is None, eid
         assert message(engine, eid).dedup_rule == "new", eid
