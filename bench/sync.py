@@ -43,6 +43,17 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
 
 
+def cpu_self() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def cpu_of(pid: int) -> float:
+    """CPU seconds (user + system) of another process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def child(size: int, seed: int) -> dict[str, object]:
     import requests
 
@@ -66,9 +77,11 @@ def child(size: int, seed: int) -> dict[str, object]:
 
             requests.post(f"{base}/_sandbox/clear_calls", json={}, timeout=10)
             rss_before = rss_mb()
+            c0, s0 = cpu_self(), cpu_of(proc.pid)
             t0 = time.perf_counter()
             results = sync_all(engine, settings, connector_factory=factory)
             sync_s = time.perf_counter() - t0
+            sync_cpu, sync_sandbox_cpu = cpu_self() - c0, cpu_of(proc.pid) - s0
             rss_after_sync = rss_mb()
             engine.dispose()
             stored = sum(r.counts.new_messages for r in results)
@@ -94,10 +107,12 @@ def child(size: int, seed: int) -> dict[str, object]:
                 session.close()
                 return n
 
+            c0, s0 = cpu_self(), cpu_of(proc.pid)
             t0 = time.perf_counter()
             with ThreadPoolExecutor(max_workers=max(1, len(per_account))) as pool:
                 body_bytes = sum(pool.map(crawl, per_account.items()))
             crawl_s = time.perf_counter() - t0
+            crawl_cpu, crawl_sandbox_cpu = cpu_self() - c0, cpu_of(proc.pid) - s0
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -109,6 +124,12 @@ def child(size: int, seed: int) -> dict[str, object]:
         "sync_s": round(sync_s, 2),
         "crawl_s": round(crawl_s, 2),
         "ratio": round(sync_s / crawl_s, 2),
+        # CPU seconds (user + system): ours and the sandbox's, during each phase. On a machine with
+        # fewer cores than busy processes, the wall time cannot drop below their sum / cores.
+        "sync_cpu_s": round(sync_cpu, 2),
+        "sync_sandbox_cpu_s": round(sync_sandbox_cpu, 2),
+        "crawl_cpu_s": round(crawl_cpu, 2),
+        "crawl_sandbox_cpu_s": round(crawl_sandbox_cpu, 2),
         "rss_before_mb": round(rss_before, 1),
         "rss_peak_mb": round(rss_after_sync, 1),
         "per_account": {r.account: {"pages": r.pages, "new": r.counts.new_messages, "seconds": round(r.seconds, 2)} for r in results},
@@ -136,6 +157,8 @@ def main() -> None:
         print(f"{row['size']:>7,} messages: {row['stored']:,} stored via {row['requests']:,} requests ({row['body_mb']} MB); "
               f"sync {row['sync_s']}s vs bare crawl {row['crawl_s']}s -> ratio {row['ratio']}x (goal <= 1.5x); "
               f"peak RSS {row['rss_peak_mb']} MB (goal <= 300 MB)")
+        print(f"          CPU s (ours + sandbox's): sync {row['sync_cpu_s']} + {row['sync_sandbox_cpu_s']}, "
+              f"crawl {row['crawl_cpu_s']} + {row['crawl_sandbox_cpu_s']}; {os.cpu_count()} cores")
         for name, acc in row["per_account"].items():
             print(f"          {name}: {acc['pages']} pages, {acc['new']:,} new, {acc['seconds']}s")
     if len(rows) > 1:

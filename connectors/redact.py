@@ -54,13 +54,19 @@ _URL_SECRET_MARKERS = tuple(f"{name}=" for name in _SECRET_PARAMS)
 
 
 def scrub(value: Any) -> Any:
-    """A copy of a decoded JSON payload with token-bearing strings redacted.
+    """A decoded JSON payload with token-bearing strings redacted (a copy; the same object if clean).
 
     Graph nests `paging.next` URLs that carry `access_token` inside message payloads (e.g. the
     attachments edge); payloads are kept as `raw`, so they are scrubbed before they leave a connector.
     """
     if isinstance(value, str):
         return redact(value) if any(marker in value for marker in _URL_SECRET_MARKERS) else value
+    if isinstance(value, (dict, list)):
+        # Almost every payload holds no token: one look at its repr (built in C) settles that,
+        # instead of copying it string by string.
+        text = repr(value)
+        if not any(marker in text for marker in _URL_SECRET_MARKERS):
+            return value
     if isinstance(value, dict):
         return {key: scrub(item) for key, item in value.items()}
     if isinstance(value, list):

@@ -16,7 +16,8 @@ import sqlalchemy as sa
 
 from connectors.base import RateInfo
 from connectors.redact import redact
-from inbox.ingest import AccountRef, begin_write, upsert
+from inbox.bulk import upsert
+from inbox.ingest import AccountRef, begin_write
 from inbox.models import Account, Quarantine, SyncGap, utcnow
 from inbox.scheduler import interval_of
 

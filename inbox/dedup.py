@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +35,8 @@ import sqlalchemy as sa
 from rapidfuzz import fuzz
 
 from connectors.base import Direction, InboundMessage
+from inbox.bulk import in_values, select
+from inbox.schema_types import UTCDateTime
 from inbox.models import (
     ACTIVE_STATUSES,
     Contact,
@@ -86,22 +88,16 @@ def _order_regex(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
 
 def order_refs(text: str | None, patterns: list[str] | tuple[str, ...]) -> list[str]:
     """Order references quoted in `text`, upper-cased, in order of appearance, without repeats."""
-    if not text:
-        return []
-    rx = _order_regex(tuple(patterns))
-    if rx is None:
+    return _refs_in(text, _order_regex(tuple(patterns)))
+
+
+def _refs_in(text: str | None, rx: re.Pattern[str] | None) -> list[str]:
+    if not text or rx is None:
         return []
     seen: dict[str, None] = {}
     for m in rx.finditer(text):
         seen.setdefault(m.group(0).upper(), None)
     return list(seen)
-
-
-def _utc(value: Any) -> datetime:
-    """A timestamp as the driver returns it -> aware UTC (SQLite: naive UTC text; PostgreSQL: aware)."""
-    if isinstance(value, str):
-        return datetime.fromisoformat(value).replace(tzinfo=timezone.utc)
-    return value if value.tzinfo is timezone.utc else value.astimezone(timezone.utc)
 
 
 def normalize_text(text: str | None) -> str:
@@ -278,6 +274,15 @@ class PageDeduper:
         self.reopen_window = timedelta(days=settings.dedup.reopen_days)
         self.sim_window = timedelta(hours=settings.dedup.similarity_window_hours)
         self.person_links: list[tuple[int, int, str]] = []  # (contact id, person id, reason) done this page
+        self._order_rx = _order_regex(tuple(settings.dedup.order_patterns))
+        self._refs_of: dict[str, list[str]] = {}  # external id -> order references in its text
+
+    def refs(self, msg: InboundMessage) -> list[str]:
+        """`order_refs` of a message, found once per page (rules 4 and the ticket's refs ask again)."""
+        found = self._refs_of.get(msg.external_id)
+        if found is None:
+            found = self._refs_of[msg.external_id] = _refs_in(msg.text, self._order_rx)
+        return found
 
     # ── loading ────────────────────────────────────────────────────────────────────────────
 
@@ -302,10 +307,14 @@ class PageDeduper:
         # Rule 2: replies we sent, by platform id.
         echo_ids = [m.external_id for m in messages if m.direction is Direction.OUT]
         if echo_ids:
-            rows = conn.execute(
-                sa.select(_reply.c.id, _reply.c.external_id, _reply.c.ticket_id, _reply.c.state).where(
-                    _reply.c.account_id == self.account_id, _reply.c.external_id.in_(echo_ids)
-                )
+            rows = select(
+                conn,
+                "reply?echoes",
+                lambda: sa.select(_reply.c.id, _reply.c.external_id, _reply.c.ticket_id, _reply.c.state).where(
+                    _reply.c.account_id == sa.bindparam("account"), in_values(conn, _reply.c.external_id, "ids")
+                ),
+                account=self.account_id,
+                ids=echo_ids,
             )
             for row in rows:
                 self.replies[row.external_id] = (row.id, row.ticket_id, row.state)
@@ -336,18 +345,13 @@ class PageDeduper:
             self._load_ticket_contacts()
             return
         # Rule 4: active tickets quoting the page's order references, and of the page's persons.
-        patterns = self.settings.dedup.order_patterns
-        refs = sorted({r for i in inbound for r in order_refs(messages[i].text, patterns)})
+        refs = sorted({r for i in inbound for r in self.refs(messages[i])})
         if refs:
             # Two indexed lookups (ref -> ticket ids, then those tickets): a join lets the planner
             # walk every active ticket by status instead, which grows with the store.
-            quoted = conn.execute(sa.select(_r.c.ref, _r.c.ticket_id).where(_r.c.ref.in_(refs))).all()
+            quoted = select(conn, "ref?page", lambda: sa.select(_r.c.ref, _r.c.ticket_id).where(in_values(conn, _r.c.ref, "refs")), refs=refs)
             if quoted:
-                rows = conn.execute(
-                    sa.select(*_TICKET_COLS)
-                    .where(_t.c.id.in_(sorted({q.ticket_id for q in quoted})))
-                    .order_by(_t.c.id)
-                ).all()
+                rows = self._ticket_rows(sorted({q.ticket_id for q in quoted}))
                 live = {r.id for r in rows if r.status in ACTIVE_STATUSES and r.merged_into_id is None}
                 self._remember_tickets([r for r in rows if r.id in live])
                 for q in sorted(quoted, key=lambda q: q.ticket_id):
@@ -355,10 +359,15 @@ class PageDeduper:
                         self.by_ref[q.ref].append(q.ticket_id)
         persons = sorted({c.person_id for c in contacts.values() if c.person_id is not None})
         if persons:
-            linked = dict(conn.execute(sa.select(_c.c.id, _c.c.person_id).where(_c.c.person_id.in_(persons))).all())
-            rows = conn.execute(
-                sa.select(*_TICKET_COLS).where(_t.c.contact_id.in_(sorted(linked))).order_by(_t.c.id)
-            ).all() if linked else []
+            linked = dict(
+                select(conn, "contact?persons", lambda: sa.select(_c.c.id, _c.c.person_id).where(in_values(conn, _c.c.person_id, "ids")), ids=persons)
+            )
+            rows = select(
+                conn,
+                "ticket?contacts",
+                lambda: sa.select(*_TICKET_COLS).where(in_values(conn, _t.c.contact_id, "ids")).order_by(_t.c.id),
+                ids=sorted(linked),
+            ) if linked else []
             rows = [r for r in rows if r.status in ACTIVE_STATUSES and r.merged_into_id is None]
             self._remember_tickets(rows)
             for row in rows:
@@ -373,40 +382,35 @@ class PageDeduper:
             pids = sorted({c.person_id for c in page_contacts if c.person_id is not None})
             lo = min(messages[i].sent_at for i in texts) - self.sim_window
             hi = max(messages[i].sent_at for i in texts) + self.sim_window
-            who = []
-            # A handle only identifies a customer across channels (ContactInfo.same_person).
-            if handles:
-                who.append(sa.and_(_c.c.handle.in_(handles), _c.c.channel != self.channel))
-            if pids:
-                who.append(_c.c.person_id.in_(pids))
-            who.append(_c.c.id.in_(sorted({c.id for c in page_contacts})))
-            rows = conn.execute(
-                sa.select(
-                    _m.c.ticket_id,
-                    _m.c.text,
-                    # The driver's value: SQLite's text is parsed below in one C call per row,
-                    # not through the generic result processors (this query returns thousands).
-                    sa.type_coerce(_m.c.sent_at, sa.String()),
-                    _c.c.id.label("cid"),
-                    _c.c.channel,
-                    _c.c.person_id,
-                    _c.c.handle,
-                    _c.c.name,
+            channel = self.channel
+
+            def build() -> Any:
+                return (
+                    sa.select(_m.c.ticket_id, _m.c.text, _m.c.sent_at, _c.c.id.label("cid"), _c.c.channel, _c.c.person_id, _c.c.handle, _c.c.name)
+                    .select_from(_c)
+                    # A thread quiet since before the window cannot hold a candidate: skip its messages.
+                    .join(_v, sa.and_(_v.c.contact_id == _c.c.id, _v.c.last_customer_message_at >= sa.bindparam("lo", type_=UTCDateTime())))
+                    .join(_m, _m.c.conversation_id == _v.c.id)
+                    .where(
+                        sa.or_(
+                            # A handle only identifies a customer across channels (ContactInfo.same_person).
+                            sa.and_(in_values(conn, _c.c.handle, "handles"), _c.c.channel != sa.bindparam("channel")),
+                            in_values(conn, _c.c.person_id, "persons"),
+                            in_values(conn, _c.c.id, "contacts"),
+                        ),
+                        _m.c.direction == Direction.IN.value,
+                        _m.c.sent_at >= sa.bindparam("lo", type_=UTCDateTime()),
+                        _m.c.sent_at <= sa.bindparam("hi", type_=UTCDateTime()),
+                        _m.c.ticket_id.is_not(None),
+                    )
+                    .order_by(_m.c.sent_at)
+                    .limit(2000)  # bounded: a pathological handle must not load the world
                 )
-                .select_from(_c)
-                # A thread quiet since before the window cannot hold a candidate: skip its messages.
-                .join(_v, sa.and_(_v.c.contact_id == _c.c.id, _v.c.last_customer_message_at >= lo))
-                .join(_m, _m.c.conversation_id == _v.c.id)
-                .where(
-                    sa.or_(*who),
-                    _m.c.direction == Direction.IN.value,
-                    _m.c.sent_at >= lo,
-                    _m.c.sent_at <= hi,
-                    _m.c.ticket_id.is_not(None),
-                )
-                .order_by(_m.c.sent_at)
-                .limit(2000)  # bounded: a pathological handle must not load the world
-            ).all()
+
+            rows = select(
+                conn, "message?similar", build,
+                handles=handles, channel=channel, persons=pids, contacts=sorted({c.id for c in page_contacts}), lo=lo, hi=hi,
+            )
             keys_of: dict[int, list[tuple[str, Any]]] = {}
             recent = self.recent
             for ticket_id, raw_text, sent_at, cid, channel, person_id, handle, name in rows:
@@ -419,7 +423,7 @@ class PageDeduper:
                     if info is None:
                         info = self.contacts[cid] = ContactInfo(cid, channel, person_id, handle, name)
                     keys = keys_of[cid] = info.keys()
-                item = _Recent(ticket_id, self.contacts[cid], text, _utc(sent_at))
+                item = _Recent(ticket_id, self.contacts[cid], text, sent_at)
                 for k in keys:
                     recent[k].append(item)
 
@@ -432,8 +436,12 @@ class PageDeduper:
         """The contacts of the loaded tickets not known yet, in one query (rules 4 and 5 compare them)."""
         missing = {t.contact_id for t in self.tickets.values() if t.contact_id and t.contact_id not in self.contacts}
         if missing:
-            for row in self.conn.execute(
-                sa.select(_c.c.id, _c.c.channel, _c.c.person_id, _c.c.handle, _c.c.name).where(_c.c.id.in_(sorted(missing)))
+            conn = self.conn
+            for row in select(
+                conn,
+                "contact?tickets",
+                lambda: sa.select(_c.c.id, _c.c.channel, _c.c.person_id, _c.c.handle, _c.c.name).where(in_values(conn, _c.c.id, "ids")),
+                ids=sorted(missing),
             ):
                 self.contacts[row.id] = ContactInfo(row.id, row.channel, row.person_id, row.handle, row.name)
 
@@ -442,9 +450,13 @@ class PageDeduper:
         for _ in range(8):  # merge chains are short; bounded anyway
             if not todo:
                 break
-            rows = self.conn.execute(sa.select(*_TICKET_COLS).where(_t.c.id.in_(sorted(todo)))).all()
+            rows = self._ticket_rows(sorted(todo))
             self._remember_tickets(rows)
             todo = {r.merged_into_id for r in rows if r.merged_into_id and r.merged_into_id not in self.tickets}
+
+    def _ticket_rows(self, ids: list[int]) -> list[Any]:
+        conn = self.conn
+        return select(conn, "ticket?ids", lambda: sa.select(*_TICKET_COLS).where(in_values(conn, _t.c.id, "ids")).order_by(_t.c.id), ids=ids)
 
     def _resolve(self, key: int | None) -> int | None:
         """Follow `merged_into_id` to the surviving ticket."""
@@ -524,7 +536,7 @@ class PageDeduper:
             # waiting on the customer, and the customer answered
             ticket.status = TicketStatus.OPEN.value
             ticket.unpended = True
-        refs = order_refs(msg.text, self.settings.dedup.order_patterns)
+        refs = self.refs(msg)
         for ref in refs:
             if ticket.key not in self.by_ref[ref]:
                 self.by_ref[ref].append(ticket.key)
@@ -547,7 +559,7 @@ class PageDeduper:
     _current_contact: ContactInfo | None = None
 
     def _cross_channel(self, msg: InboundMessage, contact: ContactInfo, previous: int | None) -> Decision:
-        refs = order_refs(msg.text, self.settings.dedup.order_patterns)
+        refs = self.refs(msg)
         weak: tuple[int, str] | None = None
         # Rule 4a: same order reference in an active ticket.
         for ref in refs:

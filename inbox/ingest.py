@@ -18,14 +18,13 @@ import json
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from connectors.base import Direction, InboundMessage, Page
 from inbox.dedup import (
@@ -41,6 +40,7 @@ from inbox.dedup import (
     Decision,
     PageDeduper,
 )
+from inbox.bulk import in_values, insert_values, many, select
 from inbox.errors import ConflictError, NotFoundError
 from inbox.models import (
     Account,
@@ -152,11 +152,6 @@ def account_ref(engine_or_conn: Engine | Connection, account: Any) -> AccountRef
     return AccountRef(row.id, row.name, row.channel, row.platform_id)
 
 
-def upsert(conn: Connection, table: sa.Table) -> Any:
-    """The dialect's INSERT, which has `on_conflict_do_nothing` / `on_conflict_do_update`."""
-    return (sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert)(table)
-
-
 def begin_write(engine: Engine) -> Connection:
     """A connection whose transactions take SQLite's write lock up front (no upgrade deadlocks)."""
     conn = engine.connect()
@@ -260,12 +255,12 @@ def _write_cursor(conn: Connection, ref: AccountRef, page: Page, lease_owner: st
         return
 
     def build() -> Any:
-        stmt = _insert_values(conn, _ss, ("account_id", "cursor", "updated_at"))
+        stmt = insert_values(conn, _ss, ("account_id", "cursor", "updated_at"))
         return stmt.on_conflict_do_update(
             index_elements=[_ss.c.account_id], set_={"cursor": stmt.excluded.cursor, "updated_at": stmt.excluded.updated_at}
         )
 
-    _many(conn, "cursor", build, ("account_id", "cursor", "updated_at"), [(ref.id, dict(page.cursor), now)])
+    many(conn, "cursor", build, ("account_id", "cursor", "updated_at"), [(ref.id, dict(page.cursor), now)])
 
 
 def _later(col: sa.Column[Any], name: str) -> Any:
@@ -287,111 +282,6 @@ _TICKET_INSERT = (
     "linked_ticket_id", "possible_duplicate_of_id", "merged_into_id",
 )
 
-_SQLITE_DT_FORMAT = "%04d-%02d-%02d %02d:%02d:%02d.%06d"
-
-
-def _sqlite_utc(value: datetime | None) -> str | None:
-    """UTCDateTime's bind value on SQLite (naive UTC in SQLAlchemy's storage format), in one step."""
-    if value is None:
-        return None
-    tz = value.tzinfo
-    if tz is not timezone.utc:
-        if tz is None:
-            raise ValueError("naive datetime given to a UTC column")
-        value = value.astimezone(timezone.utc)
-    return _SQLITE_DT_FORMAT % (value.year, value.month, value.day, value.hour, value.minute, value.second, value.microsecond)
-
-
-def _none_is_json_null(proc: Any) -> Any:
-    """SQLAlchemy's JSON bind processor, with its answer for None ('null', JSON null) given directly."""
-
-    def process(value: Any) -> Any:
-        return "null" if value is None else proc(value)
-
-    return process
-
-
-@dataclass(frozen=True, slots=True)
-class _Compiled:
-    sql: str
-    index: tuple[int, ...]  # per positional parameter: its position in the caller's row tuple, -1: a constant
-    consts: tuple[Any, ...]  # per positional parameter: the statement's own value, converted (literals in .values())
-    procs: tuple[tuple[int, Any], ...]  # (row position, bind processor): each value converted once
-    identity: bool  # parameters are exactly the row tuple, in order
-
-
-_compiled_cache: dict[tuple[int, str], _Compiled] = {}
-
-
-def _compile_many(conn: Connection, key: str, build: Callable[[], Any], names: tuple[str, ...]) -> _Compiled:
-    """`stmt` compiled once for SQLite's positional paramstyle, with each parameter's own bind
-    processor (UTC datetimes, JSON, booleans), so rows go to the driver converted exactly as
-    SQLAlchemy would convert them."""
-    cache_key = (id(conn.dialect), key)
-    done = _compiled_cache.get(cache_key)
-    if done is None:
-        dialect = conn.dialect
-        compiled = build().compile(dialect=dialect)
-        order = tuple(compiled.positiontup or ())
-        index = tuple(names.index(n) if n in names else -1 for n in order)
-        processors: dict[str, Any] = {}
-        for name in dict.fromkeys(order):
-            type_ = compiled.binds[name].type
-            if isinstance(type_, UTCDateTime):
-                processors[name] = _sqlite_utc
-            elif (proc := type_._cached_bind_processor(dialect)) is not None:
-                processors[name] = _none_is_json_null(proc) if isinstance(type_, sa.JSON) else proc
-        consts = []
-        for name, i in zip(order, index):
-            value = None if i >= 0 else compiled.binds[name].effective_value
-            consts.append(processors[name](value) if i < 0 and name in processors else value)
-        procs = [(names.index(n), p) for n, p in processors.items() if n in names]
-        done = _compiled_cache[cache_key] = _Compiled(str(compiled), index, tuple(consts), tuple(procs), index == tuple(range(len(names))))
-    return done
-
-
-def _many(conn: Connection, key: str, build: Callable[[], Any], names: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
-    """Run `stmt` once per row (`rows` hold the values of `names`, in that order).
-
-    SQLite: one `executemany` of prepared tuples on the DBAPI cursor (SQLite's fast path, no
-    per-row statement handling in Python). Other backends: SQLAlchemy's executemany of dicts.
-    """
-    if not rows:
-        return
-    if conn.dialect.name != "sqlite":
-        conn.execute(build(), [dict(zip(names, r)) for r in rows])
-        return
-    c = _compile_many(conn, key, build, names)
-    params: Any = rows
-    if c.procs or not c.identity:
-        # Column by column: zip/map iterate in C, and a page's repeated values (its timestamp,
-        # JSON null) are converted once per distinct value.
-        cols: list[Any] = list(zip(*rows))
-        for pos, proc in c.procs:
-            col = cols[pos]
-            try:
-                converted = {v: proc(v) for v in set(col)}
-                cols[pos] = list(map(converted.__getitem__, col))
-            except TypeError:  # unhashable values (JSON documents): one call each
-                cols[pos] = list(map(proc, col))
-        if not c.identity:
-            cols = [cols[i] if i >= 0 else (k,) * len(rows) for i, k in zip(c.index, c.consts)]
-        params = list(zip(*cols))
-    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cur.executemany(c.sql, params)
-    finally:
-        cur.close()
-
-
-def _insert_values(conn: Connection, table: sa.Table, names: tuple[str, ...], *, ignore: list[str] | None = None) -> Any:
-    """INSERT of `names` (bound by column name), `ON CONFLICT (ignore) DO NOTHING` when given."""
-    stmt = upsert(conn, table)
-    if ignore:
-        stmt = stmt.on_conflict_do_nothing(index_elements=ignore)
-    return stmt.values({n: sa.bindparam(n, type_=table.c[n].type) for n in names})
-
-
 class _PageWriter:
     def __init__(self, conn: Connection, ref: AccountRef, settings: Settings, *, explain: bool) -> None:
         self.conn = conn
@@ -410,13 +300,21 @@ class _PageWriter:
         repeats = len(page.messages) - len(seen)
         stored: set[str] = set()
         if seen:
-            stored = set(
-                conn.execute(
-                    sa.select(_m.c.external_id).where(
-                        _m.c.channel == ref.channel, _m.c.account_id == ref.id, _m.c.external_id.in_(list(seen))
-                    )
-                ).scalars()
-            )
+            stored = {
+                r.external_id
+                for r in select(
+                    conn,
+                    "message?stored",
+                    lambda: sa.select(_m.c.external_id).where(
+                        _m.c.channel == sa.bindparam("channel"),
+                        _m.c.account_id == sa.bindparam("account"),
+                        in_values(conn, _m.c.external_id, "ids"),
+                    ),
+                    channel=ref.channel,
+                    account=ref.id,
+                    ids=list(seen),
+                )
+            }
         # Rule 1: same platform id -> already stored, nothing to do.
         new = sorted((m for k, m in seen.items() if k not in stored), key=lambda m: (m.sent_at, m.external_id))
         counts: dict[str, int] = defaultdict(int)
@@ -521,19 +419,26 @@ class _PageWriter:
             if cust.name:
                 row["name"] = cust.name[:255]
         names = ("channel", "account_id", "platform_user_id", "handle", "name", "person_id", "created_at")
-        _many(
+        many(
             conn,
             "contact+",
-            lambda: _insert_values(conn, _c, names, ignore=["channel", "account_id", "platform_user_id"]),
+            lambda: insert_values(conn, _c, names, ignore=["channel", "account_id", "platform_user_id"]),
             names,
             [tuple(w[n] for n in names) for w in wanted.values()],
         )
         out: dict[str, ContactInfo] = {}
         fix = []
-        for row in conn.execute(
-            sa.select(_c.c.id, _c.c.platform_user_id, _c.c.person_id, _c.c.handle, _c.c.name).where(
-                _c.c.channel == ref.channel, _c.c.account_id == ref.id, _c.c.platform_user_id.in_(list(wanted))
-            )
+        for row in select(
+            conn,
+            "contact?page",
+            lambda: sa.select(_c.c.id, _c.c.platform_user_id, _c.c.person_id, _c.c.handle, _c.c.name).where(
+                _c.c.channel == sa.bindparam("channel"),
+                _c.c.account_id == sa.bindparam("account"),
+                in_values(conn, _c.c.platform_user_id, "ids"),
+            ),
+            channel=ref.channel,
+            account=ref.id,
+            ids=list(wanted),
         ):
             w = wanted[row.platform_user_id]
             handle = w["handle"] or row.handle
@@ -541,7 +446,7 @@ class _PageWriter:
             if (handle, name) != (row.handle, row.name):
                 fix.append((row.id, handle, name))
             out[row.platform_user_id] = ContactInfo(row.id, ref.channel, row.person_id, handle, name)
-        _many(
+        many(
             conn,
             "contact~",
             lambda: sa.update(_c).where(_c.c.id == sa.bindparam("b_id")).values(handle=sa.bindparam("b_handle"), name=sa.bindparam("b_name")),
@@ -560,10 +465,10 @@ class _PageWriter:
             if m.thread_id not in rows:
                 rows[m.thread_id] = (ref.channel, ref.id, m.thread_id, contacts[m.customer.id].id, self.now)
         names = ("channel", "account_id", "external_id", "contact_id", "created_at")
-        _many(
+        many(
             conn,
             "conversation+",
-            lambda: _insert_values(conn, _v, names, ignore=["channel", "account_id", "external_id"]),
+            lambda: insert_values(conn, _v, names, ignore=["channel", "account_id", "external_id"]),
             names,
             list(rows.values()),
         )
@@ -572,10 +477,17 @@ class _PageWriter:
             return {}
         return {
             r.external_id: (r.id, r.contact_id, r.ticket_id)
-            for r in conn.execute(
-                sa.select(_v.c.id, _v.c.external_id, _v.c.contact_id, _v.c.ticket_id).where(
-                    _v.c.channel == ref.channel, _v.c.account_id == ref.id, _v.c.external_id.in_(threads)
-                )
+            for r in select(
+                conn,
+                "conversation?page",
+                lambda: sa.select(_v.c.id, _v.c.external_id, _v.c.contact_id, _v.c.ticket_id).where(
+                    _v.c.channel == sa.bindparam("channel"),
+                    _v.c.account_id == sa.bindparam("account"),
+                    in_values(conn, _v.c.external_id, "ids"),
+                ),
+                channel=ref.channel,
+                account=ref.id,
+                ids=threads,
             )
         }
 
@@ -622,10 +534,10 @@ class _PageWriter:
             # BEGIN IMMEDIATE holds the write lock since the key lookup: nobody else inserts tickets
             # until the commit, so this page's tickets take the next ids, given explicitly, and
             # one executemany stores them (RETURNING would cost one statement per ticket).
-            top = conn.execute(sa.select(sa.func.max(_t.c.id))).scalar() or 0
+            top = select(conn, "ticket?top", lambda: sa.select(sa.func.max(_t.c.id).label("top")))[0].top or 0
             returned = list(range(top + 1, top + 1 + len(rows)))
             names = ("id", *_TICKET_INSERT)
-            _many(conn, "ticket+", lambda: _insert_values(conn, _t, names), names,
+            many(conn, "ticket+", lambda: insert_values(conn, _t, names), names,
                   [(i, *(r[n] for n in _TICKET_INSERT)) for i, r in zip(returned, rows)])
         else:
             returned = conn.execute(sa.insert(_t).returning(_t.c.id, sort_by_parameter_order=True), rows).scalars().all()
@@ -635,7 +547,7 @@ class _PageWriter:
             for t in new
             if t.possible_duplicate_of_id is not None
         ]
-        _many(
+        many(
             conn,
             "ticket~dup",
             lambda: sa.update(_t).where(_t.c.id == sa.bindparam("b_id")).values(possible_duplicate_of_id=sa.bindparam("b_dup")),
@@ -647,7 +559,7 @@ class _PageWriter:
     def _insert_refs(self, dd: PageDeduper, tid: Any) -> None:
         rows = [(tid(t.key), ref[:100]) for t in dd.tickets.values() for ref in sorted(t.new_refs)]
         names = ("ticket_id", "ref")
-        _many(self.conn, "ref+", lambda: _insert_values(self.conn, _tr, names, ignore=["ticket_id", "ref"]), names, rows)
+        many(self.conn, "ref+", lambda: insert_values(self.conn, _tr, names, ignore=["ticket_id", "ref"]), names, rows)
 
     def _update_tickets(self, dd: PageDeduper) -> None:
         conn = self.conn
@@ -658,7 +570,7 @@ class _PageWriter:
             rows.append((t.key, t.added, t.last_at, t.last_customer_at, t.snippet, t.set_first_response, t.has_gap, t.set_person_id))
         if rows:
             lc = sa.bindparam("b_lc", type_=UTCDateTime())
-            _many(
+            many(
                 conn,
                 "ticket~counters",
                 lambda: sa.update(_t)
@@ -679,7 +591,7 @@ class _PageWriter:
                 rows,
             )
         reopened = [(t.key,) for t in dd.tickets.values() if t.reopened and not t.is_new]
-        _many(
+        many(
             conn,
             "ticket~reopen",
             lambda: sa.update(_t)
@@ -689,7 +601,7 @@ class _PageWriter:
             reopened,
         )
         unpended = [(t.key,) for t in dd.tickets.values() if t.unpended and not t.is_new]
-        _many(
+        many(
             conn,
             "ticket~unpend",
             lambda: sa.update(_t).where(_t.c.id == sa.bindparam("b_id"), _t.c.status == "pending").values(status="open"),
@@ -697,7 +609,7 @@ class _PageWriter:
             unpended,
         )
         answered = [(t.key,) for t in dd.tickets.values() if t.brand_answered and not t.is_new]
-        _many(
+        many(
             conn,
             "ticket~answered",
             lambda: sa.update(_t)
@@ -745,11 +657,11 @@ class _PageWriter:
                     d.score,
                 )
             )
-        build = lambda: _insert_values(self.conn, _m, _MESSAGE_COLUMNS, ignore=["channel", "account_id", "external_id"])  # noqa: E731
+        build = lambda: insert_values(self.conn, _m, _MESSAGE_COLUMNS, ignore=["channel", "account_id", "external_id"])  # noqa: E731
         if self.conn.dialect.name == "sqlite":
             # BEGIN IMMEDIATE holds the write lock since the key lookup, so nobody stored any of
             # these in between: one executemany of prepared tuples (SQLite's fast path) is exact.
-            _many(self.conn, "message+", build, _MESSAGE_COLUMNS, rows)
+            many(self.conn, "message+", build, _MESSAGE_COLUMNS, rows)
             return {r[2] for r in rows}
         stmt = build()
         return set(
@@ -788,7 +700,7 @@ class _PageWriter:
                 detail["linked_ticket"] = t.linked_ticket_id
             rows.append((tid(key), self.now, ACTOR, "dedup", detail))
         names = ("ticket_id", "at", "actor", "action", "detail")
-        _many(self.conn, "event+", lambda: _insert_values(self.conn, _ev, names), names, rows)
+        many(self.conn, "event+", lambda: insert_values(self.conn, _ev, names), names, rows)
 
     def _update_conversations(
         self, msgs: list[InboundMessage], msg_conv: list[int], dd: PageDeduper, tid: Any
@@ -803,7 +715,7 @@ class _PageWriter:
             if m.direction is Direction.IN and (row[1] is None or m.sent_at > row[1]):
                 row[1] = m.sent_at
         rows = [(conv_id, last, lc, tid(dd._resolve(dd.conv_ticket.get(conv_id)))) for conv_id, (last, lc) in per.items()]
-        _many(
+        many(
             self.conn,
             "conversation~",
             lambda: sa.update(_v)

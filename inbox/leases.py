@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
+from inbox.bulk import upsert
 from inbox.errors import ConflictError
-from inbox.ingest import LeaseLostError, begin_write, upsert
+from inbox.ingest import LeaseLostError, begin_write
 from inbox.models import SyncState, utcnow
 
 if TYPE_CHECKING:
