@@ -10,33 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Enum
 from typing import Any, Protocol, runtime_checkable
 
-
-class Channel(str, Enum):
-    INSTAGRAM = "instagram"
-    FACEBOOK = "facebook"
-    X = "x"
-
-    @property
-    def label(self) -> str:
-        return {"instagram": "Instagram", "facebook": "Messenger", "x": "X"}[self.value]
-
-
-class Direction(str, Enum):
-    IN = "in"  # written by the customer
-    OUT = "out"  # written by the brand account (our replies, or replies typed in the native app)
-
-
-class MessageKind(str, Enum):
-    TEXT = "text"
-    ATTACHMENT = "attachment"
-    STORY_REPLY = "story_reply"
-    STORY_MENTION = "story_mention"
-    SHARE = "share"
-    UNSUPPORTED = "unsupported"
-    DELETED = "deleted"
+# The enums are part of this contract; they live in connectors.enums so that config and the reply
+# policy (every CLI start) can use them without building the value classes below.
+from connectors.enums import Channel, Direction, MessageKind, ReplyPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,14 +113,6 @@ class Page:
     gaps: tuple[Gap, ...] = ()
     rate: RateInfo | None = None
     final: bool = False  # True on the last page of a pass
-
-
-class ReplyPolicy(str, Enum):
-    """How a reply is sent (Meta `messaging_type` / `tag`)."""
-
-    RESPONSE = "RESPONSE"  # inside the 24 h window
-    HUMAN_AGENT = "HUMAN_AGENT"  # MESSAGE_TAG + HUMAN_AGENT, 24 h to 7 d, a human only
-    DIRECT = "DIRECT"  # X: no window
 
 
 @dataclass(frozen=True, slots=True)

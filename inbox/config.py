@@ -11,12 +11,15 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from connectors.base import AccountSpec, Channel
+from connectors.enums import Channel
 from inbox.errors import ConfigError
+
+if TYPE_CHECKING:
+    from connectors.base import AccountSpec
 
 GRAPH_VERSION = "v23.0"
 DEFAULT_BASE_URLS = {
@@ -144,6 +147,7 @@ class AccountSettings(_Strict):
 
     def to_spec(self, environ: dict[str, str] | None = None) -> AccountSpec:
         """Resolve secrets from the environment. A missing variable is a ConfigError naming it."""
+        from connectors.base import AccountSpec
         from connectors.redact import register_secret
 
         env = os.environ if environ is None else environ
