@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +23,8 @@ def _use_wal(cur: Any, wait_seconds: float = 30.0) -> None:
     at once instead of waiting (no busy handler), e.g. while another process builds a new
     database. So: skip when already WAL, else retry for a while.
     """
+    import sqlite3  # here, not at the top: PostgreSQL commands never need the module
+
     deadline = time.monotonic() + wait_seconds
     while True:
         try:

@@ -8,7 +8,6 @@ transaction, so two agents never get the same ticket.
 
 from __future__ import annotations
 
-import getpass
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -52,6 +51,8 @@ def resolve_agent(explicit: str | None = None, configured: str | None = None) ->
     for candidate in (explicit, os.environ.get("INBOX_AGENT"), configured):
         if candidate and candidate.strip():
             return candidate.strip()[:100]
+    import getpass  # only when no name was given (it loads pwd/termios)
+
     try:
         return getpass.getuser()[:100] or "agent"
     except Exception:  # noqa: BLE001 - no user database (containers): still need a name
