@@ -705,86 +705,104 @@ def _tri_age(delta: Any) -> str:
     return f"{seconds}s"
 
 
-def _tri_sla(row: Any, now: Any) -> Any:
-    """The SLA cell: time to the first-response (or escalation) deadline, coloured by urgency."""
+def _tri_sla(row: Any, now: Any) -> tuple[str, str]:
+    """The SLA cell as (text, style): time to the first-response (or escalation) deadline, coloured by urgency."""
     from datetime import timedelta
-
-    from rich.text import Text
 
     if row.status not in ("new", "open", "pending"):
-        return Text("")
+        return "", ""
     due = row.first_response_due if row.first_response_at is None else row.escalation_due
     if due is None:
-        return Text("")
+        return "", ""
     left = due - now
     if left <= timedelta(0):
-        return Text(f"-{_tri_age(-left)}", style="bold red")  # overdue by
-    return Text(_tri_age(left), style="yellow" if left < timedelta(hours=1) else "")
+        return f"-{_tri_age(-left)}", "bold red"  # overdue by
+    return _tri_age(left), "yellow" if left < timedelta(hours=1) else ""
 
 
-def _tri_window(row: Any, now: Any, human_agent_tag: bool) -> Any:
+def _tri_window(row: Any, now: Any, human_agent_tag: bool) -> tuple[str, str]:
+    """The reply-window cell as (text, style)."""
     from datetime import timedelta
-
-    from rich.text import Text
 
     left = row.window_left(now, human_agent_tag)
     if left is None:
-        return Text("–", style="dim")
+        return "–", "dim"
     if left <= timedelta(0):
-        return Text("closed", style="red")
-    return Text(_tri_age(left), style="red" if left < timedelta(hours=2) else ("yellow" if left < timedelta(hours=6) else ""))
+        return "closed", "red"
+    return _tri_age(left), "red" if left < timedelta(hours=2) else ("yellow" if left < timedelta(hours=6) else "")
 
 
 def _tri_table(rows: list[Any], *, width: int, snippets: Optional[dict[int, Optional[str]]] = None, human_agent_tag: bool = True) -> Any:
     from datetime import datetime, timezone
 
-    from rich.text import Text
+    from rich.cells import cell_len, set_cell_size
+    from rich.control import strip_control_codes
+    from rich.text import Span, Text
 
     from inbox.text import display_name, one_line
 
     now = datetime.now(timezone.utc)
     headers = ("#", "prio", "status", "ch", "customer", "snippet", "age", "SLA", "assignee", "window")
+    # Cells as (text, style) pairs, control codes stripped as rich.Text would; the snippet (index 5)
+    # stays raw until the other columns have their widths. Customer text goes in as plain text,
+    # never parsed as markup.
     cells: list[list[Any]] = []
     for r in rows:
         cells.append([
-            Text(str(r.id)),
-            Text(r.priority, style=_PRIORITY_STYLE.get(r.priority, "")),
-            Text(r.status, style=_STATUS_STYLE.get(r.status, "")),
-            Text(_CHANNEL_SHORT.get(r.channel, r.channel)),
-            Text(one_line(display_name(r.customer_handle, r.customer_name), 18)),  # Text(): never parsed as markup
+            (str(r.id), ""),
+            (strip_control_codes(r.priority), _PRIORITY_STYLE.get(r.priority, "")),
+            (strip_control_codes(r.status), _STATUS_STYLE.get(r.status, "")),
+            (strip_control_codes(_CHANNEL_SHORT.get(r.channel, r.channel)), ""),
+            (strip_control_codes(one_line(display_name(r.customer_handle, r.customer_name), 18)), ""),
             snippets.get(r.id) if snippets is not None else (r.snippet or r.subject),
-            Text(_tri_age(now - r.created)),
+            (_tri_age(now - r.created), ""),
             _tri_sla(r, now),
-            Text(one_line(r.assignee, 16) if r.assignee else "–", style="" if r.assignee else "dim"),
+            (strip_control_codes(one_line(r.assignee, 16)), "") if r.assignee else ("–", "dim"),
             _tri_window(r, now, human_agent_tag),
         ])
     # One line per ticket: the snippet gets the width the other columns leave. Laid out by hand
-    # (a rich Table measures every cell twice, which costs more than the query on a long list).
+    # (a rich Table measures every cell twice, which costs more than the query on a long list),
+    # as one Text with a span per styled cell (a Text per cell costs more than the query too).
     right = {0, 6, 7, 9}
-    widths = [max([len(h)] + [c[i].cell_len for c in cells]) if i != 5 else 0 for i, h in enumerate(headers)]
-    widths[5] = max(12, width - sum(widths) - (len(headers) - 1))
+    last = len(headers) - 1
+    widths = [max([len(h)] + [cell_len(c[i][0]) for c in cells]) if i != 5 else 0 for i, h in enumerate(headers)]
+    widths[5] = max(12, width - sum(widths) - last)
     for c in cells:
-        c[5] = Text(one_line(c[5], widths[5]))
+        c[5] = (strip_control_codes(one_line(c[5], widths[5])), "")
 
-    def line(parts: list[Any], style: str = "") -> Any:
-        out = Text(style=style)
-        for i, part in enumerate(parts):
-            part = part.copy()
-            if part.cell_len > widths[i]:
-                part.truncate(widths[i], overflow="ellipsis")
-            pad = " " * (widths[i] - part.cell_len)
+    chunks: list[str] = []
+    spans: list[Any] = []
+    offset = 0
+
+    def line(parts: list[Any]) -> None:
+        nonlocal offset
+        for i, (text, style) in enumerate(parts):
+            size = cell_len(text)
+            if size > widths[i]:
+                text = set_cell_size(text, widths[i] - 1) + "…"
+                size = cell_len(text)
+            pad = " " * (widths[i] - size)
             if i:
-                out.append(" ")
+                chunks.append(" ")
+                offset += 1
             if i in right:
-                out.append(pad)
-                out.append_text(part)
-            else:
-                out.append_text(part)
-                if i != len(parts) - 1:
-                    out.append(pad)
-        return out
+                chunks.append(pad)
+                offset += len(pad)
+            if style:
+                spans.append(Span(offset, offset + len(text), style))
+            chunks.append(text)
+            offset += len(text)
+            if i not in right and i != last:
+                chunks.append(pad)
+                offset += len(pad)
 
-    return Text("\n").join([line([Text(h) for h in headers], "bold")] + [line(c) for c in cells])
+    line([(h, "") for h in headers])
+    spans.insert(0, Span(0, offset, "bold"))  # the header line
+    for c in cells:
+        chunks.append("\n")
+        offset += 1
+        line(c)
+    return Text("".join(chunks), spans=spans)
 
 
 @app.command("list")
@@ -812,13 +830,17 @@ def list_cmd(
     if json_ or st.json:
         print_json({"tickets": [r.to_json() for r in rows]})
         return
+    from rich.text import Text
+
     out = console()
+    # Fixed messages as Text, not str: a str goes through markup and emoji parsing, and the emoji
+    # table alone is a noticeable import for a command that never shows one.
     if not rows:
-        out.print("no tickets match", style="dim")
+        out.print(Text("no tickets match"), style="dim")
         return
     out.print(_tri_table(rows, width=out.width, human_agent_tag=flt.human_agent_tag), no_wrap=True, overflow="ellipsis")
     if len(rows) == flt.limit:
-        out.print(f"(first {flt.limit}; --limit N for more)", style="dim")
+        out.print(Text(f"(first {flt.limit}; --limit N for more)"), style="dim")
 
 
 def _tri_print_detail(out: Any, detail: Any, *, full: bool, human_agent_tag: bool = True) -> None:
@@ -827,7 +849,7 @@ def _tri_print_detail(out: Any, detail: Any, *, full: bool, human_agent_tag: boo
     from rich.rule import Rule
     from rich.text import Text
 
-    from connectors.base import Channel
+    from connectors.enums import Channel
     from inbox.policy import format_duration, reply_window
     from inbox.text import clean, display_name, fold, one_line
 
@@ -855,7 +877,7 @@ def _tri_print_detail(out: Any, detail: Any, *, full: bool, human_agent_tag: boo
         d = reply_window(t.channel, t.last_customer_message_at, now, human_agent_tag=human_agent_tag)
         line.append(" · reply window ")
         line.append(f"{d.policy.value}, " if d.policy else "", style="")
-        line.append_text(_tri_window(t, now, human_agent_tag))
+        line.append(*_tri_window(t, now, human_agent_tag))
     out.print(line)
     related = []
     for key, ids in detail.related.items():
@@ -866,7 +888,8 @@ def _tri_print_detail(out: Any, detail: Any, *, full: bool, human_agent_tag: boo
         related.append("⚠ some older messages of this thread could not be read (platform history limit)")
     if related:
         out.print(Text(" · ".join(related), style="magenta"))
-    out.print(Rule("conversation", style="dim"))
+    # Titles as Text (what a str title becomes, without the markup and emoji parsing).
+    out.print(Rule(Text("conversation", style="rule.text"), style="dim"))
     for m in detail.messages:
         who = display_name(m.author_handle, m.author_name, m.author_id) if m.direction == "in" else f"{m.account}"
         arrow = "←" if m.direction == "in" else "→"
@@ -890,13 +913,13 @@ def _tri_print_detail(out: Any, detail: Any, *, full: bool, human_agent_tag: boo
     if not detail.messages:
         out.print(Text("(no messages)", style="dim"))
     if detail.notes:
-        out.print(Rule("notes (private)", style="dim"))
+        out.print(Rule(Text("notes (private)", style="rule.text"), style="dim"))
         for n in detail.notes:
             out.print(Text.assemble((_iso_short(n.at), "dim"), "  ", (one_line(n.actor, 40), "bold"), ": "), end="")
             out.print(Text(fold((n.detail or {}).get("text"))), overflow="fold")
     events = [e for e in detail.events if e.action != "note"]
     if events:
-        out.print(Rule("events", style="dim"))
+        out.print(Rule(Text("events", style="rule.text"), style="dim"))
         for e in events:
             d = e.detail or {}
             if e.action == "dedup" and "rule" in d:
@@ -1146,9 +1169,11 @@ def search_cmd(
     if json_ or st.json:
         print_json({"query": query, "tickets": [{**h.ticket.to_json(), "match": {"message_id": h.message_id, "text": h.text}} for h in hits]})
         return
+    from rich.text import Text
+
     out = console()
     if not hits:
-        out.print("no matches", style="dim")
+        out.print(Text("no matches"), style="dim")  # Text: see list_cmd
         return
     out.print(_tri_table([h.ticket for h in hits], width=out.width, snippets={h.ticket.id: h.text for h in hits}, human_agent_tag=flt.human_agent_tag), no_wrap=True, overflow="ellipsis")
 
