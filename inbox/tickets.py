@@ -290,9 +290,12 @@ def filter_conditions(flt: TicketFilter, now: datetime, dialect: str | None = No
     if flt.ids is not None:
         if dialect == "postgresql":
             # One array parameter instead of up to a thousand (search results): cheaper to bind.
+            # Sent as the array's text form and cast by the server: psycopg adapts a list of
+            # ints element by element in Python (~1.5 ms for a thousand ids).
             from sqlalchemy.dialects.postgresql import ARRAY
 
-            conds.append(T.c.id == sa.any_(sa.bindparam("ticket_ids", list(flt.ids), type_=ARRAY(sa.Integer()))))
+            literal = "{" + ",".join(str(int(i)) for i in flt.ids) + "}"
+            conds.append(T.c.id == sa.any_(sa.cast(sa.bindparam("ticket_ids", literal, type_=sa.String()), ARRAY(sa.Integer()))))
         else:
             conds.append(T.c.id.in_(list(flt.ids)))
     return conds
