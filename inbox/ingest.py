@@ -36,6 +36,7 @@ from inbox.dedup import (
     R_FOLLOWUP,
     R_REOPEN,
     R_SIMILAR,
+    R_THREAD,
     ContactInfo,
     Decision,
     PageDeduper,
@@ -219,6 +220,10 @@ def ingest_page(
             tx.rollback()
         else:
             tx.commit()
+    if not dry_run and engine.dialect.name == "sqlite":
+        from inbox import checkpoint
+
+        checkpoint.committed(engine.url)
     return result
 
 
@@ -669,11 +674,18 @@ class _PageWriter:
         )
 
     def _write_events(self, dd: PageDeduper, msgs: list[InboundMessage], made: list[Decision], tid: Any) -> None:
-        """One `dedup` event per (ticket, rule) of the page, plus created / status events."""
+        """One `dedup` event per (ticket, rule) of the page, plus created / status events.
+
+        A message simply added to its own thread's ticket (rule 3, or the brand's own message, rule
+        2) is routine: its decision is on the message row, and an event per page per thread would
+        bury the decisions an agent needs to see (attached, reopened, flagged, follow-up, our reply
+        confirmed by its echo) under "appended" lines.
+        """
         groups: dict[tuple[int, str], list[tuple[InboundMessage, Decision]]] = defaultdict(list)
         for m, d in zip(msgs, made):
-            if d.ticket_key is not None:
-                groups[(d.ticket_key, d.rule)].append((m, d))
+            if d.ticket_key is None or d.rule == R_THREAD or (d.rule == R_ECHO and d.reply_id is None):
+                continue
+            groups[(d.ticket_key, d.rule)].append((m, d))
         rows = []
         for t in dd.tickets.values():
             for ev in t.events:

@@ -295,3 +295,26 @@ def test_statements_per_page_do_not_grow_with_the_page(engine, settings):
         return len(seen)
 
     assert statements(2, 0) == statements(20, 100)
+
+
+def test_sqlite_wal_is_checkpointed_off_the_ingest_path(sqlite_engine, settings):
+    import time
+
+    from inbox import checkpoint
+
+    acc = make_account(sqlite_engine)
+    for i in range(checkpoint.EVERY_COMMITS):
+        ingest_page(sqlite_engine, acc, Page((msg(f"w{i}", f"t{i}", f"u{i}", "pesanan belum sampai", i),), cursor={"n": i}), settings)
+    cp = checkpoint._by_path[sqlite_engine.url.database]
+    deadline = time.monotonic() + 10
+    while cp.done == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert cp.done >= 1
+    # the checkpointer's own connection sees every page, and nothing was written twice
+    import sqlite3
+
+    with sqlite3.connect(sqlite_engine.url.database) as db:
+        assert db.execute("SELECT count(*) FROM message").fetchone()[0] == checkpoint.EVERY_COMMITS
+        busy, log_frames, done_frames = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    assert busy == 0 and done_frames == log_frames
+    assert cursor_of(sqlite_engine, acc.id) == {"n": checkpoint.EVERY_COMMITS - 1}
