@@ -67,7 +67,7 @@ def sqlite_utc(value: datetime | None) -> str | None:
         if tz is None:
             raise ValueError("naive datetime given to a UTC column")
         value = value.astimezone(timezone.utc)
-    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+    return value.isoformat(" ", "microseconds")[:26]  # without the "+00:00"
 
 
 def _sqlite_utc_result(value: str | None) -> datetime | None:

@@ -180,7 +180,7 @@ class TicketState:
     added: int = 0
     last_at: datetime | None = None
     last_customer_at: datetime | None = None
-    snippet: str | None = None
+    snippet_from: InboundMessage | None = None  # the customer's newest message on this page
     set_first_response: datetime | None = None
     last_out_at: datetime | None = None  # the brand's newest message on this page
     reopened: bool = False
@@ -196,6 +196,10 @@ class TicketState:
     linked_ticket_id: int | None = None
     possible_duplicate_of_id: int | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def snippet(self) -> str | None:
+        return None if self.snippet_from is None else snippet_of(self.snippet_from)
 
     @property
     def active(self) -> bool:
@@ -224,8 +228,16 @@ class Decision:
 class _Recent:
     ticket_key: int
     contact: ContactInfo
-    text: str
+    raw_text: str
     sent_at: datetime
+    _text: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The normalized text, computed when first compared (most candidates never are)."""
+        if self._text is None:
+            self._text = normalize_text(self.raw_text)
+        return self._text
 
 
 def _ticket_state(row: Any) -> TicketState:
@@ -276,6 +288,7 @@ class PageDeduper:
         self.person_links: list[tuple[int, int, str]] = []  # (contact id, person id, reason) done this page
         self._order_rx = _order_regex(tuple(settings.dedup.order_patterns))
         self._refs_of: dict[str, list[str]] = {}  # external id -> order references in its text
+        self._keys_of: dict[int, tuple[int | None, list[tuple[str, Any]]]] = {}  # contact id -> (person, keys)
 
     def refs(self, msg: InboundMessage) -> list[str]:
         """`order_refs` of a message, found once per page (rules 4 and the ticket's refs ask again)."""
@@ -414,8 +427,7 @@ class PageDeduper:
             keys_of: dict[int, list[tuple[str, Any]]] = {}
             recent = self.recent
             for ticket_id, raw_text, sent_at, cid, channel, person_id, handle, name in rows:
-                text = normalize_text(raw_text)
-                if len(text) < MIN_SIMILAR_CHARS:
+                if raw_text is None or len(raw_text) < MIN_SIMILAR_CHARS:  # normalizing only shortens
                     continue
                 keys = keys_of.get(cid)
                 if keys is None:
@@ -423,7 +435,7 @@ class PageDeduper:
                     if info is None:
                         info = self.contacts[cid] = ContactInfo(cid, channel, person_id, handle, name)
                     keys = keys_of[cid] = info.keys()
-                item = _Recent(ticket_id, self.contacts[cid], text, sent_at)
+                item = _Recent(ticket_id, self.contacts[cid], raw_text, sent_at)
                 for k in keys:
                     recent[k].append(item)
 
@@ -531,7 +543,7 @@ class PageDeduper:
         ticket.last_at = max(ticket.last_at or msg.sent_at, msg.sent_at)
         if ticket.last_customer_at is None or msg.sent_at >= ticket.last_customer_at:
             ticket.last_customer_at = msg.sent_at
-            ticket.snippet = snippet_of(msg)
+            ticket.snippet_from = msg
         if ticket.status == TicketStatus.PENDING.value:
             # waiting on the customer, and the customer answered
             ticket.status = TicketStatus.OPEN.value
@@ -546,15 +558,20 @@ class PageDeduper:
         self._remember_recent(ticket.key, msg)
 
     def _remember_recent(self, key: int, msg: InboundMessage) -> None:
-        text = normalize_text(msg.text)
-        if len(text) >= MIN_SIMILAR_CHARS:
+        text = msg.text
+        if text is not None and len(text) >= MIN_SIMILAR_CHARS:  # normalizing only shortens
             contact = self._current_contact
             if contact is not None:
                 self._add_recent(_Recent(key, contact, text, msg.sent_at))
 
     def _add_recent(self, item: _Recent) -> None:
-        for k in item.contact.keys():
-            self.recent[k].append(item)
+        contact = item.contact
+        cached = self._keys_of.get(contact.id)
+        if cached is None or cached[0] != contact.person_id:  # linking a person adds a key
+            cached = self._keys_of[contact.id] = (contact.person_id, contact.keys())
+        recent = self.recent
+        for k in cached[1]:
+            recent[k].append(item)
 
     _current_contact: ContactInfo | None = None
 
@@ -626,7 +643,10 @@ class PageDeduper:
                 why = contact.same_person(cand.contact, names=False)
                 if not why:
                     continue
-                score = fuzz.ratio(text, cand.text, score_cutoff=threshold)
+                cand_text = cand.text
+                if len(cand_text) < MIN_SIMILAR_CHARS:
+                    continue
+                score = fuzz.ratio(text, cand_text, score_cutoff=threshold)
                 if score and (best is None or score > best[1]):
                     best = (self._resolve(cand.ticket_key) or cand.ticket_key, score, why)
         return best
