@@ -209,10 +209,12 @@ class TicketState:
     def brand_answered(self) -> bool:
         """The brand wrote after the customer (e.g. from the native app): the ticket now waits on
         the customer, so a new or open ticket becomes pending."""
-        if self.last_out_at is None or self.status not in (TicketStatus.NEW.value, TicketStatus.OPEN.value):
+        out = self.last_out_at
+        if out is None or self.status not in ("new", "open"):
             return False
-        last_in = max((t for t in (self.loaded_last_customer_at, self.last_customer_at) if t), default=None)
-        return last_in is not None and self.last_out_at >= last_in
+        loaded, now = self.loaded_last_customer_at, self.last_customer_at
+        last_in = now if loaded is None else (loaded if now is None or loaded > now else now)
+        return last_in is not None and out >= last_in
 
 
 @dataclass(frozen=True, slots=True)

@@ -574,27 +574,27 @@ class _PageWriter:
                 continue
             rows.append((t.key, t.added, t.last_at, t.last_customer_at, t.snippet, t.set_first_response, t.has_gap, t.set_person_id))
         if rows:
-            lc = sa.bindparam("b_lc", type_=UTCDateTime())
-            many(
-                conn,
-                "ticket~counters",
-                lambda: sa.update(_t)
-                .where(_t.c.id == sa.bindparam("b_id"))
-                .values(
-                    message_count=_t.c.message_count + sa.bindparam("b_added", type_=sa.Integer()),
-                    updated_at=_later(_t.c.updated_at, "b_last"),
-                    snippet=sa.case(
-                        (sa.and_(lc.is_not(None), sa.or_(_t.c.last_customer_message_at.is_(None), _t.c.last_customer_message_at <= lc)), sa.bindparam("b_snippet", type_=sa.String())),
-                        else_=_t.c.snippet,
-                    ),
-                    last_customer_message_at=_later(_t.c.last_customer_message_at, "b_lc"),
-                    first_response_at=sa.func.coalesce(_t.c.first_response_at, sa.bindparam("b_fr", type_=UTCDateTime())),
-                    has_gap=sa.or_(_t.c.has_gap, sa.bindparam("b_gap", type_=sa.Boolean())),
-                    person_id=sa.func.coalesce(_t.c.person_id, sa.bindparam("b_person", type_=sa.Integer())),
-                ),
-                ("b_id", "b_added", "b_last", "b_lc", "b_snippet", "b_fr", "b_gap", "b_person"),
-                rows,
-            )
+
+            def build() -> Any:
+                lc = sa.bindparam("b_lc", type_=UTCDateTime())
+                return (
+                    sa.update(_t)
+                    .where(_t.c.id == sa.bindparam("b_id"))
+                    .values(
+                        message_count=_t.c.message_count + sa.bindparam("b_added", type_=sa.Integer()),
+                        updated_at=_later(_t.c.updated_at, "b_last"),
+                        snippet=sa.case(
+                            (sa.and_(lc.is_not(None), sa.or_(_t.c.last_customer_message_at.is_(None), _t.c.last_customer_message_at <= lc)), sa.bindparam("b_snippet", type_=sa.String())),
+                            else_=_t.c.snippet,
+                        ),
+                        last_customer_message_at=_later(_t.c.last_customer_message_at, "b_lc"),
+                        first_response_at=sa.func.coalesce(_t.c.first_response_at, sa.bindparam("b_fr", type_=UTCDateTime())),
+                        has_gap=sa.or_(_t.c.has_gap, sa.bindparam("b_gap", type_=sa.Boolean())),
+                        person_id=sa.func.coalesce(_t.c.person_id, sa.bindparam("b_person", type_=sa.Integer())),
+                    )
+                )
+
+            many(conn, "ticket~counters", build, ("b_id", "b_added", "b_last", "b_lc", "b_snippet", "b_fr", "b_gap", "b_person"), rows)
         reopened = [(t.key,) for t in dd.tickets.values() if t.reopened and not t.is_new]
         many(
             conn,
@@ -654,8 +654,9 @@ class _PageWriter:
                     m.sent_at,
                     now,
                     [{"type": a.type, "url": a.url, "mime": a.mime, "size": a.size, "name": a.name} for a in m.attachments]
-                    or None,
-                    dict(m.raw) if m.raw else None,
+                    if m.attachments
+                    else None,
+                    (raw if type(raw := m.raw) is dict else dict(raw)) if m.raw else None,
                     d.reply_id,
                     d.rule,
                     d.reason,

@@ -45,13 +45,28 @@ def _compiled(rules: tuple[tuple[str, str, tuple[str, ...]], ...]) -> tuple[tupl
     return tuple(out)
 
 
+_last: tuple[object, tuple[tuple[str, re.Pattern[str], str, str, int], ...]] | None = None
+
+
+def _compiled_rules(rules: list[TriageRule] | tuple[TriageRule, ...]) -> tuple[tuple[str, re.Pattern[str], str, str, int], ...]:
+    """`_compiled` for the settings' rules; the same rules object as last time (every new ticket of
+    a sync) skips rebuilding the cache key from the rule models. Settings are never mutated."""
+    global _last
+    last = _last
+    if last is not None and last[0] is rules:
+        return last[1]
+    compiled = _compiled(tuple((r.category, r.priority, tuple(r.keywords)) for r in rules))
+    _last = (rules, compiled)
+    return compiled
+
+
 def classify(text: str | None, rules: list[TriageRule] | tuple[TriageRule, ...]) -> tuple[str | None, str]:
     """(category, priority) for a customer's text; (None, "normal") when nothing matches."""
     if not text:
         return None, Priority.NORMAL.value
     lowered = text.lower()
     best: tuple[int, int, str, str] | None = None
-    for probe, pattern, category, priority, order in _compiled(tuple((r.category, r.priority, tuple(r.keywords)) for r in rules)):
+    for probe, pattern, category, priority, order in _compiled_rules(rules):
         # most keywords are absent: the substring probe (C speed) skips the regex for them
         if probe in lowered and pattern.search(lowered):
             key = (PRIORITY_RANK[priority], order, category, priority)
