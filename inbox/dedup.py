@@ -119,10 +119,14 @@ class ContactInfo:
     person_id: int | None
     handle: str | None
     name: str | None
-    idents: frozenset[str] = field(default=frozenset(), init=False)
+    _idents: frozenset[str] | None = field(default=None, init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        self.idents = frozenset(k for k in (_ident(self.handle), _ident(self.name)) if k)
+    @property
+    def idents(self) -> frozenset[str]:
+        """Handle and name reduced to letters and digits (computed when first asked: rule 4 only)."""
+        if self._idents is None:
+            self._idents = frozenset(k for k in (_ident(self.handle), _ident(self.name)) if k)
+        return self._idents
 
     def keys(self) -> list[tuple[str, Any]]:
         """Index keys under which the same human may be found by rule 5 (no names: see above)."""

@@ -403,33 +403,24 @@ class _PageWriter:
         if not msgs:
             return {}
         conn, ref = self.conn, self.ref
-        wanted: dict[str, dict[str, Any]] = {}
+        wanted: dict[str, list[str | None]] = {}  # platform user id -> [handle, name]
         for m in msgs:
             cust = m.customer
-            row = wanted.setdefault(
-                cust.id,
-                {
-                    "channel": ref.channel,
-                    "account_id": ref.id,
-                    "platform_user_id": cust.id,
-                    "handle": None,
-                    "name": None,
-                    "person_id": None,
-                    "created_at": self.now,
-                },
-            )
+            known = wanted.get(cust.id)
+            if known is None:
+                known = wanted[cust.id] = [None, None]
             # best effort: the latest non-empty handle / name wins
             if cust.handle:
-                row["handle"] = cust.handle[:255]
+                known[0] = cust.handle[:255]
             if cust.name:
-                row["name"] = cust.name[:255]
+                known[1] = cust.name[:255]
         names = ("channel", "account_id", "platform_user_id", "handle", "name", "person_id", "created_at")
         many(
             conn,
             "contact+",
             lambda: insert_values(conn, _c, names, ignore=["channel", "account_id", "platform_user_id"]),
             names,
-            [tuple(w[n] for n in names) for w in wanted.values()],
+            [(ref.channel, ref.id, uid, handle, name, None, self.now) for uid, (handle, name) in wanted.items()],
         )
         out: dict[str, ContactInfo] = {}
         fix = []
@@ -446,8 +437,8 @@ class _PageWriter:
             ids=list(wanted),
         ):
             w = wanted[row.platform_user_id]
-            handle = w["handle"] or row.handle
-            name = w["name"] or row.name
+            handle = w[0] or row.handle
+            name = w[1] or row.name
             if (handle, name) != (row.handle, row.name):
                 fix.append((row.id, handle, name))
             out[row.platform_user_id] = ContactInfo(row.id, ref.channel, row.person_id, handle, name)
