@@ -15,6 +15,7 @@ import json
 from collections import namedtuple
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +58,7 @@ class _JSONList(sa.types.TypeDecorator[list[Any]]):
         return json.dumps(list(value))
 
 
+@lru_cache(maxsize=8192)  # a page's timestamps recur across its statements (message, ticket, thread)
 def sqlite_utc(value: datetime | None) -> str | None:
     """UTCDateTime's bind value on SQLite: naive UTC in SQLAlchemy's storage format
     ("2026-11-20 09:00:00.000000"; stored values are compared as text), in one C call."""
@@ -196,3 +198,17 @@ def select(conn: Connection, key: str, build: Callable[[], Any], **params: Any) 
             cols[pos] = map(proc, cols[pos])
         rows = zip(*cols)
     return list(map(c.row._make, rows))
+
+
+def execute(conn: Connection, key: str, build: Callable[[], Any], **params: Any) -> int:
+    """Run one INSERT / UPDATE / DELETE; its row count."""
+    if conn.dialect.name != "sqlite":
+        return int(conn.execute(build(), params).rowcount)
+    names = tuple(params)
+    c = _compile(conn, key, build, names)
+    (args,) = _params(c, [tuple(params.values())]) if names or c.consts else [()]
+    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        return int(cur.execute(c.sql, args).rowcount)
+    finally:
+        cur.close()

@@ -41,7 +41,7 @@ from inbox.dedup import (
     Decision,
     PageDeduper,
 )
-from inbox.bulk import in_values, insert_values, many, select
+from inbox.bulk import execute, in_values, insert_values, many, select
 from inbox.errors import ConflictError, NotFoundError
 from inbox.models import (
     Account,
@@ -247,12 +247,19 @@ def _tune_sqlite_writer(conn: Connection) -> None:
 def _write_cursor(conn: Connection, ref: AccountRef, page: Page, lease_owner: str | None, lease_seconds: float) -> None:
     now = utcnow()
     if lease_owner is not None:
-        values: dict[str, Any] = {"lease_expires_at": now + timedelta(seconds=lease_seconds)}
-        if page.cursor is not None:
-            values.update(cursor=dict(page.cursor), updated_at=now)
-        done = conn.execute(
-            sa.update(_ss).where(_ss.c.account_id == ref.id, _ss.c.lease_owner == lease_owner).values(**values)
-        ).rowcount
+        expires = now + timedelta(seconds=lease_seconds)
+        with_cursor = page.cursor is not None
+
+        def fenced() -> Any:
+            values: dict[str, Any] = {"lease_expires_at": sa.bindparam("expires", type_=UTCDateTime())}
+            if with_cursor:
+                values.update(cursor=sa.bindparam("cursor", type_=_ss.c.cursor.type), updated_at=sa.bindparam("now", type_=UTCDateTime()))
+            return sa.update(_ss).where(_ss.c.account_id == sa.bindparam("account"), _ss.c.lease_owner == sa.bindparam("owner")).values(**values)
+
+        if with_cursor:
+            done = execute(conn, "cursor~lease", fenced, expires=expires, cursor=dict(page.cursor or {}), now=now, account=ref.id, owner=lease_owner)
+        else:
+            done = execute(conn, "lease~renew", fenced, expires=expires, account=ref.id, owner=lease_owner)
         if done != 1:
             raise LeaseLostError(f"lost the sync lease for account {ref.name}: another worker holds it; page not stored")
         return

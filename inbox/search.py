@@ -62,11 +62,16 @@ def deferred_index(conn: Connection) -> Iterator[None]:
     if conn.dialect.name != "sqlite":
         yield
         return
-    top = conn.exec_driver_sql("SELECT coalesce(max(id), 0) FROM message").scalar()
-    conn.exec_driver_sql("INSERT INTO message_fts_deferred (id) VALUES (1)")
-    yield
-    conn.exec_driver_sql("INSERT INTO message_fts (rowid, text) SELECT id, text FROM message WHERE id > ?", (top,))
-    conn.exec_driver_sql("DELETE FROM message_fts_deferred")
+    # On the DBAPI cursor: four small statements per page, not worth SQLAlchemy's per-call work.
+    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        top = cur.execute("SELECT coalesce(max(id), 0) FROM message").fetchone()[0]
+        cur.execute("INSERT INTO message_fts_deferred (id) VALUES (1)")
+        yield
+        cur.execute("INSERT INTO message_fts (rowid, text) SELECT id, text FROM message WHERE id > ?", (top,))
+        cur.execute("DELETE FROM message_fts_deferred")
+    finally:
+        cur.close()
 
 
 def parse_query(query: str) -> list[list[str]]:
