@@ -29,7 +29,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import sqlalchemy as sa
 from rapidfuzz import fuzz
@@ -66,6 +66,8 @@ R_PERSON = "4:person"
 R_ORDER_WEAK = "4:order-weak"
 R_SIMILAR = "5:similar"
 R_NEW = "new"
+
+_PENDING, _OPEN = TicketStatus.PENDING.value, TicketStatus.OPEN.value
 
 MIN_SIMILAR_CHARS = 15  # greetings ("halo kak") are alike by nature; not evidence of a duplicate
 MIN_IDENT_CHARS = 5
@@ -221,8 +223,9 @@ class TicketState:
         return last_in is not None and out >= last_in
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
+    """What rule placed a message where (an immutable value; one per new message, so a tuple)."""
+
     rule: str
     reason: str
     score: float
@@ -545,19 +548,21 @@ class PageDeduper:
         return Decision(R_ECHO, reason, 1.0, key, reply[0] if reply else None)
 
     def _append(self, ticket: TicketState, msg: InboundMessage) -> None:
+        sent_at = msg.sent_at
         ticket.added += 1
-        ticket.last_at = max(ticket.last_at or msg.sent_at, msg.sent_at)
-        if ticket.last_customer_at is None or msg.sent_at >= ticket.last_customer_at:
-            ticket.last_customer_at = msg.sent_at
+        if ticket.last_at is None or sent_at > ticket.last_at:
+            ticket.last_at = sent_at
+        if ticket.last_customer_at is None or sent_at >= ticket.last_customer_at:
+            ticket.last_customer_at = sent_at
             ticket.snippet_from = msg
-        if ticket.status == TicketStatus.PENDING.value:
+        if ticket.status == _PENDING:
             # waiting on the customer, and the customer answered
-            ticket.status = TicketStatus.OPEN.value
+            ticket.status = _OPEN
             ticket.unpended = True
-        refs = self.refs(msg)
-        for ref in refs:
-            if ticket.key not in self.by_ref[ref]:
-                self.by_ref[ref].append(ticket.key)
+        for ref in self.refs(msg):
+            keys = self.by_ref[ref]
+            if ticket.key not in keys:
+                keys.append(ticket.key)
                 ticket.new_refs.add(ref)
         if ticket.is_new:
             ticket.text_for_triage.append(msg.text or "")

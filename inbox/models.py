@@ -137,7 +137,7 @@ class Ticket(SQLModel, table=True):
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    status: str = Field(default=TicketStatus.NEW.value, max_length=20, index=True)
+    status: str = Field(default=TicketStatus.NEW.value, max_length=20)  # indexed by ix_ticket_triage
     priority: str = Field(default=Priority.NORMAL.value, max_length=20)
     priority_rank: int = Field(default=PRIORITY_RANK["normal"])  # for sorting: 0 urgent .. 3 low
     category: str | None = Field(default=None, max_length=50, index=True)
@@ -150,7 +150,7 @@ class Ticket(SQLModel, table=True):
     snippet: str | None = None  # latest customer message
     message_count: int = 0
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     last_customer_message_at: datetime | None = _ts()
     first_response_due_at: datetime | None = _ts()
     first_response_at: datetime | None = _ts()
