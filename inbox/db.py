@@ -62,6 +62,10 @@ def make_engine(url: str, **kw: Any) -> Engine:
             conn.exec_driver_sql(mode)
 
         return engine
+    if url.startswith(("postgresql+psycopg:", "postgresql+psycopg2:")):
+        # No hstore columns here: skip the dialect's type lookup on every new connection (a query
+        # and a round trip that every PostgreSQL command would pay at start).
+        kw.setdefault("use_native_hstore", False)
     return sa.create_engine(url, pool_pre_ping=True, **kw)
 
 
