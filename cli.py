@@ -72,6 +72,9 @@ class State:
             from inbox.db import open_store
 
             self._engine = open_store(self.settings().database_url())
+            import atexit
+
+            atexit.register(self._engine.dispose)  # connections closed politely, also on a fast exit
         return self._engine
 
 
@@ -1506,6 +1509,36 @@ def _fail(message: str, code: int, hint: str | None = None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: one clear line and a documented exit code for every failure."""
+    code = _run(argv)
+    if argv is None:  # the `inbox` command itself, not a caller in the same process (tests)
+        _exit_without_teardown(code)
+    return code
+
+
+def _exit_without_teardown(code: int) -> None:
+    """End the process now that the command is done, skipping the interpreter's teardown.
+
+    Tearing down the modules a store command has loaded (SQLAlchemy, pydantic, rich, the driver)
+    costs 70-90 ms, a fifth of the command's time, and does nothing for a process that is about
+    to exit. Exit handlers still run (engines disposed, logs flushed, temporary files removed) and
+    the output is flushed; with a non-daemon thread still running, the normal exit joins it.
+    """
+    import atexit
+    import threading
+
+    main_thread = threading.main_thread()
+    if any(t.is_alive() and not t.daemon and t is not main_thread for t in threading.enumerate()):
+        return
+    atexit._run_exitfuncs()  # what Py_Finalize would run first; stable since Python 2
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`inbox list | head`) or stream
+            pass
+    os._exit(code)
+
+
+def _run(argv: list[str] | None) -> int:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         # Standalone mode turns usage errors into exit 2 with a message; anything else reaches us.

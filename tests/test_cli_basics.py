@@ -139,3 +139,17 @@ def test_error_line_is_cleaned_and_redacted(capsys: pytest.CaptureFixture[str]) 
     assert out.startswith("error: platform said: red second line ") and out.count("\n") == 1
     assert "\x1b" not in out and "\x07" not in out
     assert "tok-Err-Secret-9" not in out
+
+
+def test_the_command_exits_without_teardown_but_after_its_exit_handlers(tmp_path: Path) -> None:
+    # `inbox` ends with os._exit once done (inbox/cli.py): output flushed, exit code kept, exit
+    # handlers run. Observable on SQLite: disposing the engine at exit closes the last connection,
+    # which checkpoints and removes the -wal file; a process killed without them leaves it behind.
+    db = tmp_path / "fresh.db"
+    env = {"INBOX_DATABASE_URL": f"sqlite:///{db}"}
+    out = inbox("--json", "list", env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["tickets"] == []
+    assert db.exists() and not Path(f"{db}-wal").exists()
+    missing = inbox("show", "4242", env=env, cwd=tmp_path)
+    assert missing.returncode == 5 and "no ticket #4242" in missing.stderr
