@@ -1476,7 +1476,7 @@ def demo_cmd(
         elapsed = time.perf_counter() - started
         cfg = demo.config_path
         if demo.keep:
-            out.print(Text(f"The store and config are kept. These work now (the sandbox has stopped, so sync and reply need it running):"))
+            out.print(Text("The store and config are kept. These work now (the sandbox has stopped, so sync and reply need it running):"))
             for cmd in (f"inbox -c {cfg} list", f"inbox -c {cfg} show {ticket.id}", f"inbox -c {cfg} search refund",
                         f"inbox -c {cfg} list --channel instagram --window-closing 24", f"inbox -c {cfg} stats",
                         f"inbox -c {cfg} export --format csv --output tickets.csv"):
