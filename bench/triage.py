@@ -184,7 +184,6 @@ def measure(url: str, show_id: int, runs: int, workdir: Path) -> dict[str, float
     cfg.write_text(f'database = "{url}"\n', encoding="utf-8")
     env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "160"}
     inbox = [str(Path(sys.executable).parent / "inbox"), "-c", str(cfg)]
-    results: dict[str, float] = {}
     cases = {
         "import sqlmodel (floor)": [sys.executable, "-c", "import sqlmodel"],
         "inbox list": [*inbox, "list"],

@@ -473,7 +473,7 @@ def _owner_for_listing(state: State, ctx: Ctx, head: str) -> MetaAccount:
     if head in ("me", PAGE_ID):
         platform = ctx.req.query.get("platform", "messenger").lower()
         if platform not in ("messenger", "instagram"):
-            raise GraphError(100, f"(#100) platform must be one of the following values: messenger, instagram", type_="GraphMethodException")
+            raise GraphError(100, "(#100) platform must be one of the following values: messenger, instagram", type_="GraphMethodException")
         return state.meta["tokoshop-ig" if platform == "instagram" else "tokoshop-fb"]
     if head == IG_FB_ID:
         return state.meta["tokoshop-ig"]

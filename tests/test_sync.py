@@ -180,7 +180,6 @@ def test_stop_event_finishes_the_page_and_the_next_pass_completes(tmp_path, monk
         engine = open_store(url)
         settings = sandbox_settings(sb, url)
         stop = threading.Event()
-        pages = {"n": 0}
 
         def progress(ev):
             if not ev.done and ev.pages >= 1:
