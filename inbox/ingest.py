@@ -312,21 +312,7 @@ class _PageWriter:
         repeats = len(page.messages) - len(seen)
         stored: set[str] = set()
         if seen:
-            stored = {
-                r.external_id
-                for r in select(
-                    conn,
-                    "message?stored",
-                    lambda: sa.select(_m.c.external_id).where(
-                        _m.c.channel == sa.bindparam("channel"),
-                        _m.c.account_id == sa.bindparam("account"),
-                        in_values(conn, _m.c.external_id, "ids"),
-                    ),
-                    channel=ref.channel,
-                    account=ref.id,
-                    ids=list(seen),
-                )
-            }
+            stored = {r.external_id for r in self._of_account("message?stored", _m, (_m.c.external_id,), "external_id", list(seen))}
         # Rule 1: same platform id -> already stored, nothing to do.
         new = sorted((m for k, m in seen.items() if k not in stored), key=lambda m: (m.sent_at, m.external_id))
         counts: dict[str, int] = defaultdict(int)
@@ -404,6 +390,22 @@ class _PageWriter:
                 )
         return IngestResult(**counts, decisions=tuple(decisions))
 
+    def _of_account(self, key: str, table: sa.Table, columns: tuple[Any, ...], id_column: str, ids: list[str]) -> list[Any]:
+        """Rows of this account's `table` whose platform id (`id_column`) is in `ids`."""
+        conn = self.conn
+        return select(
+            conn,
+            key,
+            lambda: sa.select(*columns).where(
+                table.c.channel == sa.bindparam("channel"),
+                table.c.account_id == sa.bindparam("account"),
+                in_values(conn, table.c[id_column], "ids"),
+            ),
+            channel=self.ref.channel,
+            account=self.ref.id,
+            ids=ids,
+        )
+
     # ── contacts and conversations ─────────────────────────────────────────────────────────
 
     def _upsert_contacts(self, msgs: list[InboundMessage]) -> dict[str, ContactInfo]:
@@ -431,18 +433,8 @@ class _PageWriter:
         )
         out: dict[str, ContactInfo] = {}
         fix = []
-        for row in select(
-            conn,
-            "contact?page",
-            lambda: sa.select(_c.c.id, _c.c.platform_user_id, _c.c.person_id, _c.c.handle, _c.c.name).where(
-                _c.c.channel == sa.bindparam("channel"),
-                _c.c.account_id == sa.bindparam("account"),
-                in_values(conn, _c.c.platform_user_id, "ids"),
-            ),
-            channel=ref.channel,
-            account=ref.id,
-            ids=list(wanted),
-        ):
+        columns = (_c.c.id, _c.c.platform_user_id, _c.c.person_id, _c.c.handle, _c.c.name)
+        for row in self._of_account("contact?page", _c, columns, "platform_user_id", list(wanted)):
             w = wanted[row.platform_user_id]
             handle = w[0] or row.handle
             name = w[1] or row.name
@@ -478,20 +470,10 @@ class _PageWriter:
         threads = list(rows) + [t for t in extra_threads if t not in rows]
         if not threads:
             return {}
+        columns = (_v.c.id, _v.c.external_id, _v.c.contact_id, _v.c.ticket_id)
         return {
             r.external_id: (r.id, r.contact_id, r.ticket_id)
-            for r in select(
-                conn,
-                "conversation?page",
-                lambda: sa.select(_v.c.id, _v.c.external_id, _v.c.contact_id, _v.c.ticket_id).where(
-                    _v.c.channel == sa.bindparam("channel"),
-                    _v.c.account_id == sa.bindparam("account"),
-                    in_values(conn, _v.c.external_id, "ids"),
-                ),
-                channel=ref.channel,
-                account=ref.id,
-                ids=threads,
-            )
+            for r in self._of_account("conversation?page", _v, columns, "external_id", threads)
         }
 
     # ── tickets ────────────────────────────────────────────────────────────────────────────

@@ -60,6 +60,17 @@ def set_status(engine, ticket_id, status, resolved_at=None):
         conn.execute(sa.update(Ticket.__table__).where(Ticket.__table__.c.id == ticket_id).values(status=status, resolved_at=resolved_at))
 
 
+def link_every_contact(engine, name: str) -> None:
+    with Session(engine) as s:
+        p = Person(display_name=name)
+        s.add(p)
+        s.commit()
+        for c in s.exec(select(Contact)):
+            c.person_id = p.id
+            s.add(c)
+        s.commit()
+
+
 def n_tickets(engine) -> int:
     with Session(engine) as s:
         return len(s.exec(select(Ticket.id)).all())
@@ -182,15 +193,7 @@ def test_rule4_same_invoice_other_customer_is_only_flagged(engine, accounts):
 def test_rule4_linked_person_attaches_to_active_ticket_but_not_to_a_resolved_one(engine, accounts):
     put(engine, accounts, "ig", m("h1", "ig-t1", "igsid-1", "akun saya diblokir", 0, ch="ig"))
     put(engine, accounts, "fb", m("h0", "fb-t0", "psid-1", "halo", -5))
-    # an agent linked the two contacts earlier
-    with Session(engine) as s:
-        p = Person(display_name="Budi")
-        s.add(p)
-        s.commit()
-        for c in s.exec(select(Contact)):
-            c.person_id = p.id
-            s.add(c)
-        s.commit()
+    link_every_contact(engine, "Budi")  # an agent linked the two contacts earlier
     ticket_fb = ticket_of(engine, "h0")
     set_status(engine, ticket_fb.id, "closed", resolved_at=T0)
     res = put(engine, accounts, "fb", m("h2", "fb-t0", "psid-1", "tolong dibuka akunnya", 10))
@@ -232,14 +235,7 @@ def test_rule5_copy_pasted_complaint_across_channels_is_flagged(engine, accounts
 def test_rule5_linked_contacts_without_a_handle_are_the_same_person(engine, accounts):
     put(engine, accounts, "ig", m("q1", "ig-t1", "igsid-1", COMPLAINT, 0, ch="ig", handle="rina.w", name="Rina W"))
     put(engine, accounts, "fb", m("q0", "fb-t0", "psid-1", "halo", -60 * 48, name="Rina W"))
-    with Session(engine) as s:  # an agent linked the Messenger contact to the Instagram one
-        p = Person(display_name="Rina")
-        s.add(p)
-        s.commit()
-        for c in s.exec(select(Contact)):
-            c.person_id = p.id
-            s.add(c)
-        s.commit()
+    link_every_contact(engine, "Rina")  # an agent linked the Messenger contact to the Instagram one
     set_status(engine, ticket_of(engine, "q1").id, "resolved", resolved_at=T0 + timedelta(minutes=1))
     set_status(engine, ticket_of(engine, "q0").id, "resolved", resolved_at=T0 - timedelta(days=30))
     res = put(engine, accounts, "fb", m("q2", "fb-t0", "psid-1", COMPLAINT, 45, name="Rina W"))
