@@ -613,6 +613,9 @@ def accounts_list(ctx: typer.Context, json_: bool = _SYNC_JSON) -> None:
             status = Text(f"paused to {h.paused_until:%H:%M}", style="yellow")
         else:
             status = Text("ok", style="green")
+        if h.syncing:
+            until = f", lease until {h.lease_expires_at:%H:%M:%S} UTC" if h.lease_expires_at else ""
+            notes.append(Text(f"{h.name}: syncing now: {one_line(h.syncing, 200)}{until}", style="cyan"))
         if h.last_error and (not h.healthy or (h.last_error_at and h.last_success_at and h.last_error_at > h.last_success_at)):
             notes.append(Text(f"{h.name}: last error {_acc_age(now, h.last_error_at)}: {one_line(h.last_error, 300)}", style="dim"))
         table.add_row(

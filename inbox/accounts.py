@@ -18,7 +18,8 @@ from connectors.base import RateInfo
 from connectors.redact import redact
 from inbox.bulk import upsert
 from inbox.ingest import AccountRef, begin_write
-from inbox.models import Account, Quarantine, SyncGap, utcnow
+from inbox.leases import Holder
+from inbox.models import Account, Quarantine, SyncGap, SyncState, utcnow
 from inbox.scheduler import interval_of
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 _a = Account.__table__
 _gap = SyncGap.__table__
 _q = Quarantine.__table__
+_ss = SyncState.__table__
 
 MAX_ERROR_CHARS = 500
 
@@ -174,6 +176,8 @@ class AccountHealth:
     open_gaps: int
     quarantined: int
     problems: tuple[str, ...]
+    syncing: str | None = None  # the worker holding the account's sync lease now ("pid 7 on host a since ...")
+    lease_expires_at: datetime | None = None
 
     @property
     def healthy(self) -> bool:
@@ -204,6 +208,14 @@ def health(engine: Engine, settings: Settings, *, now: datetime | None = None) -
         quarantined = dict(
             conn.execute(sa.select(_q.c.account_id, sa.func.count()).where(_q.c.resolved_at.is_(None)).group_by(_q.c.account_id)).all()
         )
+        leases = {
+            r.account_id: (r.lease_owner, r.lease_expires_at)
+            for r in conn.execute(
+                sa.select(_ss.c.account_id, _ss.c.lease_owner, _ss.c.lease_expires_at).where(
+                    _ss.c.account_id.in_(ids), _ss.c.lease_owner.is_not(None), _ss.c.lease_expires_at > now
+                )
+            )
+        } if ids else {}
     out = []
     for acc in settings.accounts:
         ref = refs[acc.name]
@@ -225,6 +237,7 @@ def health(engine: Engine, settings: Settings, *, now: datetime | None = None) -
             stale_after = max(timedelta(seconds=interval * 6), timedelta(minutes=30))
             if now - row.last_success_at > stale_after and not (row.paused_until and row.paused_until > now):
                 problems.append(f"stale: no successful sync for {_ago(now - row.last_success_at)}")
+        owner, lease_expires_at = leases.get(ref.id, (None, None))
         out.append(
             AccountHealth(
                 name=acc.name,
@@ -244,6 +257,8 @@ def health(engine: Engine, settings: Settings, *, now: datetime | None = None) -
                 open_gaps=int(gaps.get(ref.id, 0)),
                 quarantined=int(quarantined.get(ref.id, 0)),
                 problems=tuple(problems),
+                syncing=redact(Holder.parse(owner).describe()) if owner else None,
+                lease_expires_at=lease_expires_at,
             )
         )
     return out

@@ -166,3 +166,29 @@ def test_second_sync_process_on_sqlite_is_told_clearly(tmp_path, sqlite_engine):
     assert proc.returncode == 6, proc.stderr
     assert f"another sync is running for account toko-x (pid {os.getpid()} on host {socket.gethostname()} since" in proc.stdout + proc.stderr
     engine.dispose()
+
+
+def test_accounts_health_shows_who_is_syncing(engine, tmp_path):
+    from inbox.accounts import ensure_accounts, health
+
+    url = str(engine.url.render_as_string(hide_password=False))
+    settings = settings_for(url)
+    ref = ensure_accounts(engine, settings.accounts)["toko-x"]
+    assert health(engine, settings)[0].syncing is None
+    lease = acquire(engine, ref.id, "toko-x", seconds=30, owner="worker-b:4242:abcd1234:1700000000")
+    h = health(engine, settings)[0]
+    assert h.syncing == "pid 4242 on host worker-b since 2023-11-14 22:13:20 UTC"
+    assert h.lease_expires_at is not None and h.as_dict()["syncing"] == h.syncing
+    # and on the command line, as a note under the table
+    cfg = tmp_path / "inbox.toml"
+    cfg.write_text(
+        f'database = "{url}"\n[[accounts]]\nname = "toko-x"\nchannel = "x"\nuser_id = "1500"\naccess_token_env = "UNUSED_TOKEN"\n',
+        encoding="utf-8",
+    )
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "inbox"), "-c", str(cfg), "accounts"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "NO_COLOR": "1", "COLUMNS": "200", "UNUSED_TOKEN": "t0ken-value"},
+    )
+    assert "toko-x: syncing now: pid 4242 on host worker-b" in out.stdout, out.stdout + out.stderr
+    release(engine, lease)
+    assert health(engine, settings)[0].syncing is None
