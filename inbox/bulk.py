@@ -93,6 +93,7 @@ class _Compiled:
     consts: tuple[Any, ...]  # per positional parameter: the statement's own value, converted (literals)
     procs: tuple[tuple[int, Any], ...]  # (value position, bind processor): each value converted once
     identity: bool  # parameters are exactly the caller's values, in order
+    names: tuple[str, ...] = ()  # the caller's value names, in order
     row: Any = None  # SELECT: a namedtuple of the result columns
     results: tuple[tuple[int, Any], ...] = ()  # SELECT: (column position, result processor)
 
@@ -107,6 +108,8 @@ def _compile(conn: Connection, key: str, build: Callable[[], Any], names: Sequen
     cache_key = (id(conn.dialect), key)
     done = _cache.get(cache_key)
     if done is not None:
+        if done.names != tuple(names):  # one key, one statement, one parameter order
+            raise ValueError(f"statement {key!r} compiled for parameters {done.names}, given {tuple(names)}")
         return done
     dialect = conn.dialect
     compiled = build().compile(dialect=dialect)
@@ -137,7 +140,7 @@ def _compile(conn: Connection, key: str, build: Callable[[], Any], names: Sequen
                 found.append((pos, proc))
         results = tuple(found)
     done = _cache[cache_key] = _Compiled(
-        str(compiled), index, tuple(consts), procs, index == tuple(range(len(names))), row, results
+        str(compiled), index, tuple(consts), procs, index == tuple(range(len(names))), tuple(names), row, results
     )
     return done
 

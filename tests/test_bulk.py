@@ -1,0 +1,43 @@
+"""inbox/bulk.py: the page path's statements give the same answers on both backends."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+import sqlalchemy as sa
+
+from inbox.bulk import execute, in_values, insert_values, many, select
+from inbox.models import Person
+
+_p = Person.__table__
+T0 = datetime(2026, 11, 20, 9, 0, 0, 123456, tzinfo=timezone.utc)
+
+
+def test_many_select_execute_and_lists_as_one_parameter(engine):
+    names = ("display_name", "created_at")
+    with engine.begin() as conn:
+        many(conn, "t:person+", lambda: insert_values(conn, _p, names), names, [("Rina", T0), ("Budi", T0), ("Dewi", T0)])
+
+        def by_name():
+            return sa.select(_p.c.id, _p.c.display_name, _p.c.created_at).where(in_values(conn, _p.c.display_name, "names")).order_by(_p.c.id)
+
+        rows = select(conn, "t:person?names", by_name, names=["Dewi", "Rina", "nobody"])
+        assert [r.display_name for r in rows] == ["Rina", "Dewi"]
+        assert rows[0].created_at == T0 and rows[0].created_at.tzinfo is not None  # aware UTC back
+        assert select(conn, "t:person?names", by_name, names=[]) == []  # an empty list matches nothing
+        done = execute(
+            conn, "t:person~rename",
+            lambda: sa.update(_p).where(_p.c.id == sa.bindparam("pid")).values(display_name=sa.bindparam("new")),
+            pid=rows[0].id, new="Rina W",
+        )
+        assert done == 1
+        assert [r.display_name for r in select(conn, "t:person?names", by_name, names=["Rina W"])] == ["Rina W"]
+
+
+def test_one_key_is_one_statement_with_one_parameter_order(sqlite_engine):
+    with sqlite_engine.connect() as conn:
+        build = lambda: sa.select(_p.c.id).where(_p.c.id == sa.bindparam("a"), _p.c.display_name == sa.bindparam("b"))  # noqa: E731
+        assert select(conn, "t:order", build, a=1, b="x") == []
+        with pytest.raises(ValueError, match="compiled for parameters"):
+            select(conn, "t:order", build, b="x", a=1)
