@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -100,27 +100,20 @@ class Demo:
 
     # ── steps ──────────────────────────────────────────────────────────────────────────────
     def connector(self, account_name: str) -> Connector:
-        """A connector for a sandbox account. The sandbox enforces no per-second limit, so the
-        client-side pacing that protects real Meta accounts (2 calls/s) is switched off."""
-        from connectors import connect
+        """A connector for a sandbox account, built as `inbox sync` builds it. The sandbox enforces
+        no per-second limit, so the client-side pacing that protects real Meta accounts (2 calls/s)
+        is switched off."""
+        from inbox.sync import make_connector
 
         assert self.settings is not None
-        return connect(replace(self.settings.account(account_name).to_spec(), min_interval=0.0))
-
-    def connectors(self) -> dict[str, Connector]:
-        assert self.settings is not None
-        return {a.name: self.connector(a.name) for a in self.settings.accounts}
+        return make_connector(self.settings, self.settings.account(account_name), min_interval=0.0)
 
     def sync(self, progress: Callable[[Any], None] | None = None) -> list[Any]:
         from inbox.sync import sync_all
 
         assert self.engine is not None and self.settings is not None
-        conns = self.connectors()
-        try:
-            return sync_all(self.engine, self.settings, progress=progress, connectors=conns)
-        finally:
-            for c in conns.values():
-                c.close()
+        # Each account's connector is made, and closed, by its sync.
+        return sync_all(self.engine, self.settings, progress=progress, connector_factory=lambda acc: self.connector(acc.name))
 
     def pick_and_claim(self) -> tuple[TicketRow, ReplyPlan]:
         """The best unassigned ticket a reply can reach right now (policy allows it), claimed,
