@@ -213,7 +213,7 @@ def test_expired_token_needs_reauth_and_is_not_retried(sb: Any, name: str) -> No
     assert health.ok and health.token_valid is True
 
 
-@pytest.mark.parametrize("kind", ["malformed", "truncated"])
+@pytest.mark.parametrize("kind", ["malformed", "truncated", "cut"])
 @pytest.mark.parametrize("name", ACCOUNTS)
 def test_broken_body_is_a_clear_error(sb: Any, name: str, kind: str) -> None:
     sb.fault(kind, account=name, path=READ_PATH[name])
@@ -321,7 +321,7 @@ def test_too_long_text_is_refused_before_any_call(sb: Any, name: str, text: str)
     assert calls_for(sb, name) == [] and sb.calls == []
 
 
-@pytest.mark.parametrize("kind", ["timeout", "drop"])
+@pytest.mark.parametrize("kind", ["timeout", "drop", "cut"])
 @pytest.mark.parametrize("name", ACCOUNTS)
 def test_send_that_may_have_left_is_delivery_unknown(sb: Any, name: str, kind: str) -> None:
     conn = open_connector(sb, name, timeout=0.5)
@@ -336,7 +336,7 @@ def test_send_that_may_have_left_is_delivery_unknown(sb: Any, name: str, kind: s
         conn.send(_reply(msg, "Baik Kak, kami cek dulu ya", policy))
     posts = [c for c in calls_for(sb, name) if c.method == "POST"]
     assert len(posts) == 1, "a send that may have left is never retried"
-    if kind == "timeout":  # the platform carried it out; the next poll shows the echo to reconcile with
+    if kind in ("timeout", "cut"):  # the platform carried it out; the next poll shows the echo to reconcile with
         assert len(sb.sent(name)) == before + 1
         echo, _, _ = drain(conn, cursor, store)
         assert any(m.direction is Direction.OUT and m.text == "Baik Kak, kami cek dulu ya" for m in echo)
