@@ -167,6 +167,7 @@ class AccountSettings(_Strict):
             flavour = self.instagram_flavour
         elif self.channel is Channel.X:
             flavour = self.x_flavour
+        calls_per_second = self.resolved_calls_per_second()
         return AccountSpec(
             name=self.name,
             channel=self.channel,
@@ -176,7 +177,7 @@ class AccountSettings(_Strict):
             page_id=self.page_id,
             flavour=flavour,
             timeout=self.timeout_seconds,
-            min_interval=1.0 / self.resolved_calls_per_second() if self.resolved_calls_per_second() else 0.0,
+            min_interval=1.0 / calls_per_second if calls_per_second else 0.0,
         )
 
 

@@ -124,6 +124,15 @@ def test_missing_env_var_is_reported_by_name(tmp_path: Path, monkeypatch: pytest
     assert code == 0 and json.loads(out)["ok"] is True and GRAPH_TOKEN not in out
 
 
+def test_client_side_pacing_defaults_to_metas_two_calls_per_second() -> None:
+    env = {"INBOX_T_FB": GRAPH_TOKEN, "INBOX_T_X": "x-token"}
+    fb = parse_settings(tomllib.loads(FB), "inbox.toml").accounts[0]
+    assert fb.to_spec(env).min_interval == pytest.approx(0.5)
+    assert fb.model_copy(update={"calls_per_second": 50}).to_spec(env).min_interval == pytest.approx(0.02)
+    x = AccountSettings(name="x-main", channel="x", user_id="7", access_token_env="INBOX_T_X")
+    assert x.to_spec(env).min_interval == 0.0  # X budgets come from its headers, not a fixed pace
+
+
 def test_disabled_account_with_unset_variable_only_warns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.delenv("INBOX_T_FB", raising=False)
     path = _write(tmp_path, FB + "enabled = false\n")
