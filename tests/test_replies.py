@@ -65,6 +65,16 @@ def mark_synced(engine, account_id: int, started: datetime) -> None:
         conn.execute(a.update().where(a.c.id == account_id).values(last_sync_at=started, last_success_at=started + timedelta(seconds=1)))
 
 
+def rate_limited_reply(engine):
+    """A reply the platform refused with a rate limit (state `failed`): the ticket, the platform, the outbox row."""
+    made = sf.ticket(engine)
+    platform = Platform()
+    platform.next_error = RateLimitedError("slow down")
+    with pytest.raises(PlatformError):
+        rp.send_reply(engine, rp.plan_reply(engine, made.ticket_id, "satu"), platform.factory, "ana")
+    return made, platform, rp.outbox(engine)[0]
+
+
 def test_send_records_first_and_moves_ticket_to_pending(engine) -> None:
     made = sf.ticket(engine, handle="budi")
     platform = Platform()
@@ -169,12 +179,7 @@ def test_unknown_without_echo_after_full_sync_may_be_retried_once(engine) -> Non
 
 
 def test_failures_are_recorded(engine) -> None:
-    made = sf.ticket(engine)
-    platform = Platform()
-    platform.next_error = RateLimitedError("slow down")
-    with pytest.raises(PlatformError):
-        rp.send_reply(engine, rp.plan_reply(engine, made.ticket_id, "satu"), platform.factory, "ana")
-    failed = rp.outbox(engine)[0]
+    made, platform, failed = rate_limited_reply(engine)
     assert failed.state == "failed" and "slow down" in (failed.error or "")
     assert tk.get_ticket(engine, made.ticket_id).status == "new"  # nothing was sent
     platform.next_error = WindowClosedError("window closed", code=10, subcode=2534022)
@@ -275,12 +280,8 @@ def test_concurrent_retry_sends_once(engine) -> None:
     import threading
     import time
 
-    made = sf.ticket(engine)
-    platform = Platform()
-    platform.next_error = RateLimitedError("slow down")
-    with pytest.raises(PlatformError):
-        rp.send_reply(engine, rp.plan_reply(engine, made.ticket_id, "satu"), platform.factory, "ana")
-    rid = rp.outbox(engine)[0].id
+    _made, platform, failed = rate_limited_reply(engine)
+    rid = failed.id
     r = Reply.__table__
     outcome: list[BaseException | rp.SendOutcome] = []
 
