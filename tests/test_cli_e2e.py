@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -83,10 +83,9 @@ def sandbox() -> Any:
 @pytest.fixture(scope="module")
 def synced(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A store synced once from the seeded sandbox, with hostile messages in it."""
-    from connectors import connect
     from inbox.config import load_settings
     from inbox.db import open_store
-    from inbox.sync import sync_all
+    from inbox.sync import make_connector, sync_all
 
     sandbox.inject("tokoshop-ig", text=HOSTILE, customer="hostile[/]\x1b[31muser")
     sandbox.inject("tokoshop-fb", text="A" * 20_000, customer="Panjang Sekali")
@@ -98,11 +97,9 @@ def synced(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Path:
     try:
         settings = load_settings(cfg)
         engine = open_store(settings.database_url())
-        conns = {a.name: connect(replace(a.to_spec(), min_interval=0.0)) for a in settings.accounts}
-        results = sync_all(engine, settings, connectors=conns)
+        # As `inbox sync` makes connectors, without the client-side pacing the sandbox does not need.
+        results = sync_all(engine, settings, connector_factory=lambda a: make_connector(settings, a, min_interval=0.0))
         assert all(r.status == "ok" for r in results), results
-        for c in conns.values():
-            c.close()
         engine.dispose()
     finally:
         os.environ.clear()
