@@ -459,6 +459,7 @@ class _Script:
     def __init__(self) -> None:
         self.replies: list[tuple[int, dict[str, str], bytes, int | None]] = []
         self.seen: list[str] = []
+        self.auth: list[str | None] = []  # the Authorization header of each request
 
 
 @pytest.fixture
@@ -476,6 +477,7 @@ def wire() -> Iterator[tuple[str, _Script]]:
         def _serve(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
             script.seen.append(f"{self.command} {self.path}")
+            script.auth.append(self.headers.get("Authorization"))
             status, headers, body, length = script.replies.pop(0) if script.replies else (200, {}, _json.dumps({"ok": True}).encode(), None)
             self.send_response(status)
             for key, value in headers.items():
@@ -546,6 +548,32 @@ def test_a_rejected_send_is_retried_but_a_refused_connection_never_becomes_unkno
     probe.close()
     with pytest.raises(ServerError, match="connection failed"):
         _session().post(f"http://127.0.0.1:{closed_port}/me/messages", json={"x": 1})
+
+
+def test_environment_settings_are_still_honoured(wire: tuple[str, _Script], tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """HttpSession turns requests' trust_env off and merges proxies, CA bundle and .netrc itself."""
+    base, script = wire
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("http_proxy", base)  # the wire server plays the proxy: it sees the absolute URL
+    assert _session().get("http://inbox-proxy-test.invalid/v23.0/me", params={"fields": "id"}).status_code == 200
+    assert script.seen[-1] == "GET http://inbox-proxy-test.invalid/v23.0/me?fields=id"
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    assert _session().request("GET", base + "/direct", {"a": "1"}).status_code == 200  # positional params too
+    assert script.seen[-1] == "GET /direct?a=1"
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login wire password s3cret\n", encoding="utf-8")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    _session().get(base + "/with-netrc")
+    assert script.auth[-1] is not None and script.auth[-1].startswith("Basic ")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "ca.pem"))
+    kwargs: dict[str, Any] = {}
+    _session()._apply_environment("https://graph.example/v23.0/me", kwargs)
+    assert kwargs["verify"] == str(tmp_path / "ca.pem")
+    kwargs = {"verify": False}
+    _session()._apply_environment("https://graph.example/v23.0/me", kwargs)
+    assert kwargs["verify"] is False
 
 
 def test_a_body_shorter_than_its_length_is_malformed(wire: tuple[str, _Script]) -> None:
