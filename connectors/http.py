@@ -201,7 +201,6 @@ class HttpSession(requests.Session):
         url = self._rewritten(url.decode() if isinstance(url, bytes) else url)
         if args:  # positional parameters of Session.request, by name (so the environment merge sees them)
             kwargs.update(zip(_REQUEST_PARAMS, args))
-            args = ()
         kwargs.setdefault("timeout", self.timeout)
         self._apply_environment(url, kwargs)
         idempotent = method in _IDEMPOTENT
@@ -212,7 +211,7 @@ class HttpSession(requests.Session):
             self.pacer.wait(self.sleep)
             started = time.monotonic()
             try:
-                response = super().request(method, url, *args, **kwargs)
+                response = super().request(method, url, **kwargs)
             except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as exc:
                 # The status line arrived but the body broke off.
                 if not idempotent:
