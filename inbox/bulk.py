@@ -147,7 +147,7 @@ def _compile(conn: Connection, key: str, build: Callable[[], Any], names: Sequen
 
 def _params(c: _Compiled, rows: list[tuple[Any, ...]]) -> Any:
     """The driver's parameter tuples for `rows` (values in the caller's order)."""
-    if not (c.procs or not c.identity):
+    if c.identity and not c.procs:
         return rows
     # Column by column: zip/map iterate in C, and a page's repeated values (its timestamp,
     # JSON null) are converted once per distinct value.
@@ -162,6 +162,13 @@ def _params(c: _Compiled, rows: list[tuple[Any, ...]]) -> Any:
     if not c.identity:
         cols = [cols[i] if i >= 0 else (k,) * len(rows) for i, k in zip(c.index, c.consts)]
     return list(zip(*cols))
+
+
+def _one(conn: Connection, key: str, build: Callable[[], Any], params: dict[str, Any]) -> tuple[_Compiled, Any]:
+    """The compiled statement and the driver's parameter tuple for one call (SQLite)."""
+    c = _compile(conn, key, build, tuple(params))
+    (args,) = _params(c, [tuple(params.values())])  # no values and no constants: ()
+    return c, args
 
 
 def many(conn: Connection, key: str, build: Callable[[], Any], names: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
@@ -187,9 +194,7 @@ def select(conn: Connection, key: str, build: Callable[[], Any], **params: Any) 
     """The rows of a SELECT (attribute access by column name). Lists go in through `in_values`."""
     if conn.dialect.name != "sqlite":
         return conn.execute(build(), params).all()  # type: ignore[no-any-return]
-    names = tuple(params)
-    c = _compile(conn, key, build, names)
-    (args,) = _params(c, [tuple(params.values())]) if names or c.consts else [()]
+    c, args = _one(conn, key, build, params)
     cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         rows = cur.execute(c.sql, args).fetchall()
@@ -207,9 +212,7 @@ def execute(conn: Connection, key: str, build: Callable[[], Any], **params: Any)
     """Run one INSERT / UPDATE / DELETE; its row count."""
     if conn.dialect.name != "sqlite":
         return int(conn.execute(build(), params).rowcount)
-    names = tuple(params)
-    c = _compile(conn, key, build, names)
-    (args,) = _params(c, [tuple(params.values())]) if names or c.consts else [()]
+    c, args = _one(conn, key, build, params)
     cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         return int(cur.execute(c.sql, args).rowcount)
