@@ -433,20 +433,13 @@ class PageDeduper:
                 conn, "message?similar", build,
                 handles=handles, channel=channel, persons=pids, contacts=sorted({c.id for c in page_contacts}), lo=lo, hi=hi,
             )
-            keys_of: dict[int, list[tuple[str, Any]]] = {}
-            recent = self.recent
-            for ticket_id, raw_text, sent_at, cid, channel, person_id, handle, name in rows:
+            for ticket_id, raw_text, sent_at, cid, cand_channel, person_id, handle, name in rows:
                 if raw_text is None or len(raw_text) < MIN_SIMILAR_CHARS:  # normalizing only shortens
                     continue
-                keys = keys_of.get(cid)
-                if keys is None:
-                    info = self.contacts.get(cid)
-                    if info is None:
-                        info = self.contacts[cid] = ContactInfo(cid, channel, person_id, handle, name)
-                    keys = keys_of[cid] = info.keys()
-                item = _Recent(ticket_id, self.contacts[cid], raw_text, sent_at)
-                for k in keys:
-                    recent[k].append(item)
+                info = self.contacts.get(cid)
+                if info is None:
+                    info = self.contacts[cid] = ContactInfo(cid, cand_channel, person_id, handle, name)
+                self._add_recent(_Recent(ticket_id, info, raw_text, sent_at))  # keys cached per contact there
 
     def _remember_tickets(self, rows: list[Any]) -> None:
         for row in rows:
