@@ -318,3 +318,36 @@ def test_sqlite_wal_is_checkpointed_off_the_ingest_path(sqlite_engine, settings)
         busy, log_frames, done_frames = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     assert busy == 0 and done_frames == log_frames
     assert cursor_of(sqlite_engine, acc.id) == {"n": checkpoint.EVERY_COMMITS - 1}
+
+
+def test_a_page_indexes_its_messages_for_search_and_other_writers_still_index_theirs(engine, settings):
+    # SQLite: the page ingest fills the FTS index itself (inbox/search.py `deferred_index`, with the
+    # per-row trigger held off for its transaction); anything else writing messages relies on the trigger.
+    import store_factory as sf
+    from inbox import search as srch
+
+    def found(query: str) -> list[int]:
+        return [h.ticket.id for h in srch.search(engine, query)]
+
+    acc = make_account(engine)
+    ingest_page(engine, acc, Page((msg("s1", "t1", "u1", "paket saya belum sampai", 0),
+                                   msg("s2", "t2", "u2", "minta refund INV/20261120/MPL/3817265540", 1)), cursor=None), settings)
+    ingest_page(engine, acc, Page((msg("s3", "t1", "u1", "tolong dicek kurirnya", 2),), cursor=None), settings)
+    with Session(engine) as s:
+        t1, t2 = s.exec(select(Ticket.id).order_by(Ticket.id)).all()
+    assert found("kurirnya") == [t1] and found("belum sampai") == [t1] and found("3817265540") == [t2]
+    # A page refused after its messages were written (lease lost) leaves nothing in the index.
+    with Session(engine) as s:
+        s.add(SyncState(account_id=acc.id, cursor={"n": 0}, lease_owner="host-a:1:abc"))
+        s.commit()
+    with pytest.raises(LeaseLostError):
+        ingest_page(engine, acc, Page((msg("s4", "t3", "u3", "pesanan hilang entah kemana", 3),), cursor={"n": 1}), settings,
+                    lease_owner="host-b:2:def")
+    assert found("entah") == []
+    # Messages written by anything else are still indexed, message by message.
+    made = sf.ticket(engine, texts=["barang pecah saat diterima"])
+    assert found("pecah") == [made.ticket_id]
+    if engine.dialect.name == "sqlite":
+        with engine.begin() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM message_fts_deferred").scalar() == 0
+            conn.exec_driver_sql("INSERT INTO message_fts(message_fts, rank) VALUES ('integrity-check', 1)")  # raises if the index disagrees
