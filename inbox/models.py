@@ -38,15 +38,11 @@ class TicketStatus(str, Enum):
     CLOSED = "closed"
 
 
-
-
 class Priority(str, Enum):
     URGENT = "urgent"
     HIGH = "high"
     NORMAL = "normal"
     LOW = "low"
-
-
 
 
 class ReplyState(str, Enum):
