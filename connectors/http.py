@@ -193,7 +193,10 @@ class HttpSession(requests.Session):
         kwargs["proxies"] = proxies
         if ca_bundle and kwargs.get("verify") in (True, None):
             kwargs["verify"] = ca_bundle
-        if netrc_auth and not kwargs.get("auth") and not self.auth:
+        # Unlike requests, a request that already carries its own Authorization header (the Graph
+        # token) keeps it: ~/.netrc credentials would replace the token and be sent to the API.
+        given = {str(k).lower() for k in (kwargs.get("headers") or {})} | {k.lower() for k in self.headers}
+        if netrc_auth and not kwargs.get("auth") and not self.auth and "authorization" not in given:
             kwargs["auth"] = netrc_auth
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]

@@ -567,6 +567,9 @@ def test_environment_settings_are_still_honoured(wire: tuple[str, _Script], tmp_
     monkeypatch.setenv("NETRC", str(netrc))
     _session().get(base + "/with-netrc")
     assert script.auth[-1] is not None and script.auth[-1].startswith("Basic ")
+    # a request carrying its own token keeps it: .netrc never replaces it (nor leaks to the API)
+    _session().get(base + "/with-token", headers={"Authorization": "Bearer t0ken-of-the-page"})
+    assert script.auth[-1] == "Bearer t0ken-of-the-page"
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "ca.pem"))
     kwargs: dict[str, Any] = {}
     _session()._apply_environment("https://graph.example/v23.0/me", kwargs)
