@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 import requests
 import urllib3.exceptions
+from requests.structures import CaseInsensitiveDict
 
 from connectors.classify import classify, is_retryable, retry_hint
 from connectors.errors import DeliveryUnknownError, MalformedResponseError, RateLimitedError, ServerError
@@ -99,12 +100,22 @@ class Pacer:
             pacer.interval = interval  # the latest spec wins
             return pacer
 
+    @classmethod
+    def _forget(cls) -> None:
+        # In a forked child, a lock held by another thread at the fork would never be released.
+        cls._registry_lock = threading.Lock()
+        cls._registry = {}
+
     def wait(self, sleep: Callable[[float], None]) -> None:
         with self._lock:
             delay = self._last + self.interval - time.monotonic()
             if delay > 0:
                 sleep(delay)
             self._last = time.monotonic()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=Pacer._forget)
 
 
 def _never_sent(exc: BaseException) -> bool:
@@ -199,11 +210,51 @@ class HttpSession(requests.Session):
         if netrc_auth and not kwargs.get("auth") and not self.auth and "authorization" not in given:
             kwargs["auth"] = netrc_auth
 
+    def _send(self, method: str, url: str, kwargs: dict[str, Any]) -> requests.Response:
+        """One attempt, straight through the transport adapter; the body is read before returning.
+
+        `requests.Session.request` also merges cookies, hooks and settings and looks for redirects
+        on every call, about a third of an API call's CPU here. These APIs need none of it: no
+        cookie is kept, and a redirect comes back as the response it is (never followed with the
+        token). The request itself is prepared by requests (URL and params, JSON body, auth such as
+        tweepy's OAuth 1.0a signature) and sent by its adapter (pools, TLS, proxies, its errors).
+        """
+        prepared = requests.PreparedRequest()
+        prepared.prepare_method(method)
+        prepared.prepare_url(url, kwargs.get("params"))
+        headers = CaseInsensitiveDict(self.headers)
+        for name, value in (kwargs.get("headers") or {}).items():
+            if value is None:  # as in requests: None removes a session header
+                headers.pop(name, None)
+            else:
+                headers[name] = value
+        prepared.prepare_headers(headers)
+        prepared.prepare_body(kwargs.get("data"), kwargs.get("files"), kwargs.get("json"))
+        prepared.prepare_auth(kwargs.get("auth") or self.auth, prepared.url)
+        prepared.prepare_hooks({})
+        proxies = dict(kwargs.get("proxies") or {})
+        for scheme, proxy in self.proxies.items():
+            proxies.setdefault(scheme, proxy)
+        verify = kwargs.get("verify")
+        response = self.get_adapter(prepared.url or url).send(
+            prepared,
+            stream=False,
+            timeout=kwargs.get("timeout"),
+            verify=self.verify if verify is None else verify,
+            cert=kwargs.get("cert") or self.cert,
+            proxies=proxies,
+        )
+        response.content  # noqa: B018 - read now: a body that breaks off raises here, inside the retries
+        return response
+
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         method = (method.decode() if isinstance(method, bytes) else method).upper()
         url = self._rewritten(url.decode() if isinstance(url, bytes) else url)
         if args:  # positional parameters of Session.request, by name (so the environment merge sees them)
             kwargs.update(zip(_REQUEST_PARAMS, args))
+        unsupported = sorted(k for k in ("cookies", "hooks") if kwargs.get(k))
+        if unsupported:
+            raise TypeError(f"HttpSession.request does not take {', '.join(unsupported)}")
         kwargs.setdefault("timeout", self.timeout)
         self._apply_environment(url, kwargs)
         idempotent = method in _IDEMPOTENT
@@ -214,7 +265,7 @@ class HttpSession(requests.Session):
             self.pacer.wait(self.sleep)
             started = time.monotonic()
             try:
-                response = super().request(method, url, **kwargs)
+                response = self._send(method, url, kwargs)
             except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as exc:
                 # The status line arrived but the body broke off.
                 if not idempotent:

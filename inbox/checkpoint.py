@@ -13,6 +13,7 @@ and comes back with the next commit.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 from typing import TYPE_CHECKING
@@ -27,6 +28,17 @@ IDLE_SECONDS = 5.0
 
 _lock = threading.Lock()
 _by_path: dict[str, _Checkpointer] = {}
+
+
+def _forget() -> None:
+    # A forked child (inbox.workers) has none of the parent's threads: start its own checkpointers.
+    global _lock
+    _lock = threading.Lock()
+    _by_path.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget)
 
 
 class _Checkpointer:

@@ -187,6 +187,7 @@ class SyncSettings(_Strict):
     overlap_seconds: Annotated[int, Field(ge=0)] = 600
     concurrency: Annotated[int, Field(ge=1, le=32)] = 3
     lease_seconds: Annotated[int, Field(ge=10)] = 300
+    processes: bool = True
 
 
 class DedupSettings(_Strict):

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +27,11 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+
+try:
+    import fcntl
+except ImportError:  # Windows: SQLite's own lock serializes processes
+    fcntl = None  # type: ignore[assignment]
 
 from connectors.base import Direction, InboundMessage, Page
 from inbox.dedup import (
@@ -163,15 +170,54 @@ def begin_write(engine: Engine) -> Connection:
 
 _write_locks: dict[str, threading.Lock] = {}
 _write_locks_guard = threading.Lock()
+_lock_files: dict[str, int] = {}  # database path -> open descriptor of its writers' lock file
+
+
+def _forget_write_locks() -> None:
+    # In a forked child: locks another thread held at the fork would never be released, and a
+    # lock file descriptor shared with the parent would be the parent's own lock (flock belongs
+    # to the open file, not the process). Start afresh.
+    global _write_locks_guard
+    _write_locks.clear()
+    _write_locks_guard = threading.Lock()
+    for fd in _lock_files.values():
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _lock_files.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_write_locks)
+
+
+def _lock_file(engine: Engine) -> int | None:
+    """The descriptor of `<database>-writer.lock`, or None (in memory, a URI name, no fcntl)."""
+    path = engine.url.database
+    if not path or path == ":memory:" or engine.url.query.get("uri") or fcntl is None:
+        return None
+    fd = _lock_files.get(path)
+    if fd is None:
+        try:
+            fd = os.open(path + "-writer.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return None  # a read-only directory: SQLite's own lock still serializes the writers
+        _lock_files[path] = fd
+    return fd
 
 
 @contextmanager
 def _sqlite_writer(engine: Engine) -> Iterator[None]:
-    """Serialize this process's page writes to one SQLite file in Python.
+    """Queue page writers for one SQLite file, in this process and across processes.
 
-    SQLite allows one writer; threads of one process (accounts synced concurrently) waiting in
-    SQLite's busy handler sleep in coarse steps, so they queue here instead. Other processes still
-    meet at SQLite's lock (busy_timeout).
+    SQLite allows one writer, and a writer that finds the file locked waits in SQLite's busy
+    handler, which sleeps in coarse steps (up to 100 ms) and wakes without any order: with several
+    accounts syncing at once, most of a pass went to those sleeps. Page writers queue here
+    instead: threads of this process on a lock, processes (`inbox.workers`, a second `inbox sync`
+    or `inbox run`) on an advisory lock of a file beside the database, which the kernel hands to
+    the next waiter the moment it is released. Other writers (agents' commands) still meet the
+    page writers at SQLite's lock, with its busy timeout.
     """
     if engine.dialect.name != "sqlite":
         yield
@@ -179,8 +225,42 @@ def _sqlite_writer(engine: Engine) -> Iterator[None]:
     key = str(engine.url)
     with _write_locks_guard:
         lock = _write_locks.setdefault(key, threading.Lock())
+        fd = _lock_file(engine)
     with lock:
-        yield
+        if fd is None:
+            yield
+            return
+        _flock(fd)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+WRITER_WAIT_SECONDS = 30.0  # as SQLite's busy timeout (inbox/db.py)
+
+
+def _flock(fd: int) -> None:
+    """Take the writers' lock file; give up, like SQLite's busy timeout, after `WRITER_WAIT_SECONDS`.
+
+    Polled rather than blocking, because a blocking flock cannot time out: a writer stuck while
+    holding it (a stopped process) must fail the others' pages, not hang them.
+    """
+    deadline = None
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + WRITER_WAIT_SECONDS
+            elif now > deadline:
+                raise ConflictError(
+                    f"another process has been writing to the store for {WRITER_WAIT_SECONDS:.0f}s; page not stored",
+                    hint="check for a stuck `inbox sync` or `inbox run`",
+                ) from None
+            time.sleep(0.0005)
 
 
 def ingest_page(

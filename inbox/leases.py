@@ -75,6 +75,19 @@ class Holder:
             return True
         except PermissionError:
             return False
+        return _is_zombie(self.pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """True for a process that has exited but was not reaped (Linux /proc).
+
+    A worker process killed together with its `inbox sync` is adopted by PID 1, and a container's
+    PID 1 often never reaps it: the pid stays taken, but the holder is gone.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
         return False
 
 

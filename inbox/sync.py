@@ -493,7 +493,11 @@ def sync_all(
     connectors: dict[str, Connector] | None = None,
     connector_factory: ConnectorFactory | None = None,
 ) -> list[AccountSyncResult]:
-    """One pass over the accounts, polled concurrently (`sync.concurrency`); results in config order."""
+    """One pass over the accounts, polled concurrently (`sync.concurrency`); results in config order.
+
+    With `sync.processes` (the default, Linux) each account runs in a worker process of its own
+    (`inbox.workers`), so the pass uses every core; otherwise, or with `connectors` given, in threads.
+    """
     chosen = selected_accounts(settings, accounts)
     if not chosen:
         return []
@@ -515,8 +519,49 @@ def sync_all(
 
     if workers == 1:
         return [one(acc) for acc in chosen]
+    from inbox import workers as worker_processes
+
+    if settings.sync.processes and not connectors and worker_processes.available():
+        jobs = [_process_job(engine, settings, acc, refs[acc.name], dry_run=dry_run, progress=progress is not None,
+                             connector_factory=connector_factory) for acc in chosen]
+        return worker_processes.run_jobs(jobs, workers=workers, progress=progress, stop_event=stop_event)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sync") as pool:
         return list(pool.map(one, chosen))
+
+
+def _process_job(
+    engine: Engine,
+    settings: Settings,
+    acc: AccountSettings,
+    ref: AccountRef,
+    *,
+    dry_run: bool,
+    progress: bool,
+    connector_factory: ConnectorFactory | None,
+) -> Any:
+    """`sync_account` for one account as a job of `inbox.workers` (a forked process of its own)."""
+    from inbox.workers import Job
+
+    def run(report: Callable[[Any], None], stop: Any) -> AccountSyncResult:
+        engine.dispose(close=False)  # the parent's pooled connections are not ours to use or close
+        try:
+            return sync_account(engine, settings, acc, dry_run=dry_run, progress=report if progress else None, stop_event=stop,
+                                ref=ref, connector_factory=connector_factory)
+        finally:
+            engine.dispose()
+
+    def failed(message: str) -> AccountSyncResult:
+        # The child died without a result (killed, out of memory): say so where `inbox accounts` looks.
+        if not dry_run:
+            try:
+                accounts_mod.record_error(engine, ref.id, message, at=utcnow())
+            except Exception:  # noqa: BLE001 - the store itself may be what failed
+                log.exception("account %s: could not record the error", acc.name)
+        res = AccountSyncResult(acc.name, acc.channel.value, FAILED, error=message)
+        _log_result(res)
+        return res
+
+    return Job(acc.name, run, failed)
 
 
 def exit_code(results: Sequence[AccountSyncResult]) -> int:

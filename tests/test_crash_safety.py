@@ -73,14 +73,47 @@ def check_invariants(engine, sb, overlap: float) -> dict[str, int]:
     return {n: len(v) for n, v in stored.items()}
 
 
-def wait_until_syncing(engine, proc: subprocess.Popen, timeout: float = 20.0) -> bool:
-    """True once the process holds an account's lease (owner "host:pid:nonce:since")."""
+def _parent_of(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def lease_holders(engine, proc: subprocess.Popen) -> set[int]:
+    """Pids of `proc` or its worker processes that hold an account's lease (owner "host:pid:nonce:since")."""
+    with engine.connect() as conn:
+        owners = conn.execute(sa.text("SELECT lease_owner FROM sync_state WHERE lease_owner IS NOT NULL")).scalars().all()
+    pids = set()
+    for owner in owners:
+        parts = owner.rsplit(":", 3)
+        if len(parts) == 4 and parts[1].isdigit():
+            pid = int(parts[1])
+            if pid == proc.pid or _parent_of(pid) == proc.pid:
+                pids.add(pid)
+    return pids
+
+
+def wait_until_syncing(engine, proc: subprocess.Popen, timeout: float = 20.0) -> set[int]:
+    """The lease holders once the process (or a worker of it) holds an account's lease."""
     deadline = time.monotonic() + timeout
-    pattern = f"%:{proc.pid}:%"
     while time.monotonic() < deadline and proc.poll() is None:
-        with engine.connect() as conn:
-            if conn.execute(sa.text("SELECT 1 FROM sync_state WHERE lease_owner LIKE :p"), {"p": pattern}).first():
-                return True
+        holders = lease_holders(engine, proc)
+        if holders:
+            return holders
+        time.sleep(0.01)
+    return set()
+
+
+def gone(pid: int, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        if Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return True  # dead, not yet reaped by whoever adopted it
         time.sleep(0.01)
     return False
 
@@ -122,11 +155,16 @@ def test_kill_9_at_random_points_then_sync_again(tmp_path, monkeypatch):
                 finished += 1
             else:
                 # Once the run holds its first lease (start-up done, syncing), anywhere in the pass.
-                if wait_until_syncing(engine, proc):
+                holders = wait_until_syncing(engine, proc)
+                if holders:
                     time.sleep(rng.uniform(0.0, 1.5 if trial < FIRST_PASS_KILLS else 0.25))
+                    holders |= lease_holders(engine, proc)
                 if proc.poll() is None:
                     os.kill(proc.pid, signal.SIGKILL)
                     killed += 1
+                    # The accounts' worker processes die with `inbox sync`, as its threads would.
+                    survivors = [pid for pid in holders if pid != proc.pid and not gone(pid)]
+                    assert not survivors, f"worker processes {survivors} outlived the killed sync"
                 else:
                     finished += 1
                 proc.wait()

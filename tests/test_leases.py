@@ -147,6 +147,27 @@ def test_lease_of_a_dead_local_process_is_taken_at_once(engine):
         acquire(engine, ref.id, "toko-x", seconds=300, owner=new_owner())
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="zombies are read from /proc")
+def test_lease_of_an_exited_but_unreaped_process_is_taken_at_once(engine):
+    """A worker killed with its `inbox sync` may stay a zombie (a container's PID 1 that never reaps)."""
+    from inbox.accounts import ensure_accounts
+
+    settings = settings_for("sqlite://")
+    ref = ensure_accounts(engine, settings.accounts)["toko-x"]
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 10
+    while open(f"/proc/{zombie.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":  # exited, not yet waited for
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    try:
+        owner = f"{socket.gethostname()}:{zombie.pid}:deadbeef:{int(time.time())}"
+        acquire(engine, ref.id, "toko-x", seconds=300, owner=owner)
+        assert Holder.parse(owner).is_dead_local_process()
+        assert acquire(engine, ref.id, "toko-x", seconds=300).owner != owner
+    finally:
+        zombie.wait()
+
+
 def test_second_sync_process_on_sqlite_is_told_clearly(tmp_path, sqlite_engine):
     from inbox.accounts import ensure_accounts
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import tomllib
 from dataclasses import replace
 
+import pytest
 import sqlalchemy as sa
 
 from inbox.config import Settings, parse_settings
@@ -195,6 +197,40 @@ def test_stop_event_finishes_the_page_and_the_next_pass_completes(tmp_path, monk
         engine.dispose()
 
 
+def test_accounts_in_worker_processes_stop_on_the_event_and_the_next_pass_completes(tmp_path, monkeypatch):
+    from sandbox import Sandbox
+
+    from inbox import workers
+    from inbox.db import open_store
+    from inbox.sync import sync_all
+
+    if not workers.available():
+        pytest.skip("worker processes need fork (Linux)")
+    with Sandbox(seed=5, large=3000, x_rate_limit=1000).start() as sb:
+        for k, v in sb.env().items():
+            monkeypatch.setenv(k, v)
+        url = f"sqlite:///{tmp_path / 'stop.db'}"
+        engine = open_store(url)
+        settings = sandbox_settings(sb, url)
+        assert settings.sync.processes
+        stop = threading.Event()
+        seen: list[tuple[str, int]] = []
+
+        def progress(ev):
+            seen.append((ev.account, os.getpid()))
+            if not ev.done and ev.pages >= 1:
+                stop.set()
+
+        first = sync_all(engine, settings, stop_event=stop, progress=progress, connector_factory=fast_factory(settings))
+        assert {pid for _, pid in seen} == {os.getpid()} and {a for a, _ in seen} == set(ACCOUNTS)
+        assert "stopped" in {r.status for r in first} and {r.status for r in first} <= {"stopped", "ok"}
+        assert all(r.pages >= 1 for r in first)
+        second = sync_all(engine, settings, connector_factory=fast_factory(settings))
+        assert [r.status for r in second] == ["ok", "ok", "ok"]
+        assert_complete(engine, sb)
+        engine.dispose()
+
+
 def test_cli_sync_json_and_accounts(tmp_path, sandbox, monkeypatch, capsys):
     import cli
     from inbox import sync as sync_mod
@@ -283,7 +319,7 @@ def test_a_complete_pass_settles_replies_in_doubt_against_its_echoes(engine, db_
     from inbox import replies
     from inbox.sync import sync_all
 
-    settings = sandbox_settings(sandbox, db_url)
+    settings = sandbox_settings(sandbox, db_url, processes=False)  # the fake below counts calls in this process
     calls = []
 
     def reconcile(engine_, account_id, *, synced_after=None, now=None):
