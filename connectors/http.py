@@ -138,6 +138,34 @@ def _never_sent(exc: BaseException) -> bool:
     return False
 
 
+_NO_RETRIES = urllib3.Retry(0, read=False)  # requests' adapter default: retrying is ours (`HttpSession.request`)
+
+
+def _as_requests_error(exc: Exception, request: requests.PreparedRequest) -> Exception:
+    """The requests exception its HTTPAdapter would raise for this urllib3 failure."""
+    e = urllib3.exceptions
+    if isinstance(exc, e.MaxRetryError):
+        reason = exc.reason
+        if isinstance(reason, e.ConnectTimeoutError) and not isinstance(reason, e.NewConnectionError):
+            return requests.exceptions.ConnectTimeout(exc, request=request)
+        if isinstance(reason, e.ResponseError):
+            return requests.exceptions.RetryError(exc, request=request)
+        if isinstance(reason, e.ProxyError):
+            return requests.exceptions.ProxyError(exc, request=request)
+        if isinstance(reason, e.SSLError):
+            return requests.exceptions.SSLError(exc, request=request)
+        return requests.exceptions.ConnectionError(exc, request=request)
+    if isinstance(exc, (e.ProtocolError, OSError, e.ClosedPoolError)):
+        return requests.exceptions.ConnectionError(exc, request=request)
+    if isinstance(exc, e.ProxyError):
+        return requests.exceptions.ProxyError(exc, request=request)
+    if isinstance(exc, e.SSLError):
+        return requests.exceptions.SSLError(exc, request=request)
+    if isinstance(exc, e.ReadTimeoutError):
+        return requests.exceptions.ReadTimeout(exc, request=request)
+    return exc
+
+
 def _path(url: str) -> str:
     return requests.utils.urlparse(url).path or "/"
 
@@ -172,6 +200,7 @@ class HttpSession(requests.Session):
         # hand them over explicitly: the same settings, looked up once per session.
         self.trust_env = False
         self._environment: dict[tuple[str, str], tuple[dict[str, str], str | None, Any]] = {}
+        self._pools: dict[tuple[Any, ...], tuple[Any, bool]] = {}
 
     def _rewritten(self, url: str) -> str:
         for prefix, target in self.rewrite.items():
@@ -211,13 +240,16 @@ class HttpSession(requests.Session):
             kwargs["auth"] = netrc_auth
 
     def _send(self, method: str, url: str, kwargs: dict[str, Any]) -> requests.Response:
-        """One attempt, straight through the transport adapter; the body is read before returning.
+        """One attempt: prepared by requests, sent on the urllib3 pool requests' adapter chose.
 
-        `requests.Session.request` also merges cookies, hooks and settings and looks for redirects
-        on every call, about a third of an API call's CPU here. These APIs need none of it: no
-        cookie is kept, and a redirect comes back as the response it is (never followed with the
-        token). The request itself is prepared by requests (URL and params, JSON body, auth such as
-        tweepy's OAuth 1.0a signature) and sent by its adapter (pools, TLS, proxies, its errors).
+        `requests.Session.request` also merges cookies, hooks and settings, looks for redirects
+        and streams the body in 10 KB chunks on every call; with the adapter's own per-call setup
+        that is about half of an API call's CPU here, and a sync makes thousands of calls. These
+        APIs need none of it: no cookie is kept, and a redirect comes back as the response it is
+        (never followed with the token). What is kept from requests: the request itself (URL and
+        params, JSON body, auth such as tweepy's OAuth 1.0a signature), the adapter's pools with
+        their TLS and proxy settings (looked up once per origin), its exception types, and a
+        `requests.Response` for tweepy and `classify`.
         """
         prepared = requests.PreparedRequest()
         prepared.prepare_method(method)
@@ -236,16 +268,56 @@ class HttpSession(requests.Session):
         for scheme, proxy in self.proxies.items():
             proxies.setdefault(scheme, proxy)
         verify = kwargs.get("verify")
-        response = self.get_adapter(prepared.url or url).send(
-            prepared,
-            stream=False,
-            timeout=kwargs.get("timeout"),
-            verify=self.verify if verify is None else verify,
-            cert=kwargs.get("cert") or self.cert,
-            proxies=proxies,
-        )
-        response.content  # noqa: B018 - read now: a body that breaks off raises here, inside the retries
+        verify = self.verify if verify is None else verify
+        cert = kwargs.get("cert") or self.cert
+        pool, full_url = self._pool(prepared, verify, cert, proxies)
+        target = requests.utils.urldefragauth(prepared.url) if full_url else prepared.path_url
+        timeout = kwargs.get("timeout")
+        connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+        try:
+            raw = pool.urlopen(
+                method=prepared.method, url=target, body=prepared.body, headers=prepared.headers, redirect=False,
+                assert_same_host=False, preload_content=False, decode_content=False, retries=_NO_RETRIES,
+                timeout=urllib3.Timeout(connect=connect, read=read),
+                chunked=not (prepared.body is None or "Content-Length" in prepared.headers),
+            )
+        except Exception as exc:
+            raise _as_requests_error(exc, prepared) from exc
+        try:
+            body = raw.read(decode_content=True)
+        except (urllib3.exceptions.ProtocolError, urllib3.exceptions.DecodeError, OSError) as exc:
+            raw.release_conn()
+            raise requests.exceptions.ChunkedEncodingError(exc, request=prepared) from exc  # the body broke off
+        except urllib3.exceptions.ReadTimeoutError as exc:
+            raw.release_conn()
+            raise requests.exceptions.ReadTimeout(exc, request=prepared) from exc
+        raw.release_conn()
+        response = requests.Response()
+        response.status_code = raw.status
+        response.headers = CaseInsensitiveDict(raw.headers)
+        response.encoding = requests.utils.get_encoding_from_headers(response.headers)
+        response.reason = raw.reason
+        response.url = prepared.url or url
+        response.request = prepared
+        response.raw = raw
+        response._content = body  # read here (above): a body that breaks off raises inside the retries
         return response
+
+    def _pool(self, prepared: requests.PreparedRequest, verify: Any, cert: Any, proxies: dict[str, str]) -> tuple[Any, bool]:
+        """The urllib3 pool requests' adapter uses for this origin and settings, and whether it is an
+        HTTP proxy (which takes the full URL). Chosen once per origin: the adapter's lookup costs."""
+        parts = urlsplit(prepared.url or "")
+        key = (parts.scheme, parts.netloc, repr(verify), repr(cert), tuple(sorted(proxies.items())))
+        found = self._pools.get(key)
+        if found is None:
+            adapter = self.get_adapter(prepared.url or "")
+            try:
+                pool = adapter.get_connection_with_tls_context(prepared, verify, proxies=proxies, cert=cert)
+            except urllib3.exceptions.LocationValueError as exc:
+                raise requests.exceptions.InvalidURL(exc, request=prepared) from exc
+            adapter.cert_verify(pool, prepared.url or "", verify, cert)
+            found = self._pools[key] = (pool, adapter.request_url(prepared, proxies) != prepared.path_url)
+        return found
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         method = (method.decode() if isinstance(method, bytes) else method).upper()

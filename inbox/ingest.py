@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import threading
-import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -230,37 +229,14 @@ def _sqlite_writer(engine: Engine) -> Iterator[None]:
         if fd is None:
             yield
             return
-        _flock(fd)
+        # Blocking: the kernel hands the lock to a waiter the moment it is released, and frees it
+        # when its holder exits or is killed. A holder that is stopped (SIGSTOP) holds up the other
+        # page writers until it resumes; their leases fence any page stored after they expire.
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
-
-
-WRITER_WAIT_SECONDS = 30.0  # as SQLite's busy timeout (inbox/db.py)
-
-
-def _flock(fd: int) -> None:
-    """Take the writers' lock file; give up, like SQLite's busy timeout, after `WRITER_WAIT_SECONDS`.
-
-    Polled rather than blocking, because a blocking flock cannot time out: a writer stuck while
-    holding it (a stopped process) must fail the others' pages, not hang them.
-    """
-    deadline = None
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            now = time.monotonic()
-            if deadline is None:
-                deadline = now + WRITER_WAIT_SECONDS
-            elif now > deadline:
-                raise ConflictError(
-                    f"another process has been writing to the store for {WRITER_WAIT_SECONDS:.0f}s; page not stored",
-                    hint="check for a stuck `inbox sync` or `inbox run`",
-                ) from None
-            time.sleep(0.0005)
 
 
 def ingest_page(

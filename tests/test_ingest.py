@@ -351,3 +351,28 @@ def test_a_page_indexes_its_messages_for_search_and_other_writers_still_index_th
         with engine.begin() as conn:
             assert conn.exec_driver_sql("SELECT count(*) FROM message_fts_deferred").scalar() == 0
             conn.exec_driver_sql("INSERT INTO message_fts(message_fts, rank) VALUES ('integrity-check', 1)")  # raises if the index disagrees
+
+
+def test_page_writers_of_other_processes_queue_on_the_lock_file(sqlite_engine, settings):
+    """A page waits while another process holds `<db>-writer.lock`, then is stored (SQLite)."""
+    import subprocess
+    import sys
+    import time
+
+    acc = make_account(sqlite_engine)
+    lock_path = sqlite_engine.url.database + "-writer.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys, time\n"
+         "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\nfcntl.flock(fd, fcntl.LOCK_EX)\n"
+         "print('held', flush=True)\ntime.sleep(0.6)", lock_path],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        ingest_page(sqlite_engine, acc, Page((msg("q1", "tq", "uq", "pesanan belum sampai", 0),), cursor={"n": 1}), settings)
+        waited = time.monotonic() - started
+    finally:
+        holder.wait(timeout=10)
+    assert waited >= 0.3  # it queued behind the other process instead of writing beside it
+    assert count(sqlite_engine, "message") == 1 and cursor_of(sqlite_engine, acc.id) == {"n": 1}

@@ -333,3 +333,34 @@ def test_a_complete_pass_settles_replies_in_doubt_against_its_echoes(engine, db_
 
     ids = {name: ref.id for name, ref in ensure_accounts(engine, settings.accounts).items()}
     assert sorted(calls) == sorted((ids[r.account], r.started_at) for r in results)  # each account, since its own pass began
+
+
+def test_pages_waiting_behind_one_are_stored_with_it_and_an_error_still_comes_where_it_happened():
+    from connectors.base import Page
+    from connectors.errors import ServerError
+    from inbox.sync import _Prefetch, merge_pages
+
+    gate = threading.Event()
+
+    def pages():
+        yield Page((), cursor={"n": 0})
+        gate.wait(5)  # the first page is taken alone; the next three wait in the queue together
+        yield Page((), cursor=None)
+        yield Page((), cursor={"n": 2})
+        yield Page((), cursor=None)
+        raise ServerError("boom")
+
+    prefetch = _Prefetch(pages(), None, depth=4)
+    batches = prefetch.batches(1000)
+    assert [p.cursor for p in next(batches)] == [{"n": 0}]
+    gate.set()
+    import time
+
+    time.sleep(0.3)
+    second = next(batches)
+    assert [p.cursor for p in second] == [None, {"n": 2}, None]
+    merged = merge_pages(second)
+    assert merged.cursor == {"n": 2} and not merged.final  # the last cursor any of them carries
+    with pytest.raises(ServerError):
+        next(batches)  # after the pages before it, as page by page
+    prefetch.close()
