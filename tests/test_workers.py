@@ -90,3 +90,14 @@ def test_stop_is_relayed_and_ctrl_c_is_left_to_the_parent() -> None:
     results = run_jobs([Job("a", run, _failed), Job("b", run, _failed)], workers=2,
                        progress=lambda _event: stop.set(), stop_event=stop)
     assert results == ["stopped", "stopped"]
+
+
+def test_children_leave_the_inherited_heap_to_the_parent() -> None:
+    import gc
+
+    def run(report, stop):  # type: ignore[no-untyped-def]
+        return (gc.get_freeze_count(), gc.get_threshold())
+
+    [(frozen, thresholds)] = run_jobs([Job("gc", run, _failed)], workers=1)
+    assert frozen > 1000 and thresholds == workers.GC_THRESHOLDS
+    assert gc.get_threshold() != workers.GC_THRESHOLDS  # this process keeps its own settings
