@@ -448,6 +448,7 @@ def sync_cmd(
     json_: bool = _SYNC_JSON,
 ) -> None:
     """One sync pass over the accounts (concurrently), then a summary. Exit 4 re-auth, 6 busy, 7 failed."""
+    import signal
     import threading
 
     from rich.text import Text
@@ -471,33 +472,25 @@ def sync_cmd(
         # The live display and the summary say what the per-account log lines would.
         logging.getLogger("inbox.sync").setLevel(logging.WARNING)
     stop = threading.Event()
-    box: dict[str, Any] = {}
 
-    def work() -> None:
-        try:
-            box["results"] = sync_all(engine, settings, accounts=[a.name for a in chosen], dry_run=dry_run, progress=update, stop_event=stop)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
-            box["error"] = exc
+    def interrupted(_signum: int, _frame: Any) -> None:
+        # The first Ctrl-C: every account finishes and commits the page in flight, then stops
+        # (a KeyboardInterrupt raised in the middle of a page write would be caught as a failure
+        # of that account). The second: stop at once.
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        sys.stderr.write("interrupted: finishing the current page...\n")
 
-    worker = threading.Thread(target=work, name="sync-main", daemon=True)
+    previous = signal.signal(signal.SIGINT, interrupted)
     if progress is not None:
         progress.start()
     try:
-        worker.start()
-        try:
-            while worker.is_alive():
-                worker.join(0.2)
-        except KeyboardInterrupt:
-            # Finish the page in flight and commit it, then stop.
-            stop.set()
-            sys.stderr.write("interrupted: finishing the current page...\n")
-            worker.join()
+        results = sync_all(engine, settings, accounts=[a.name for a in chosen], dry_run=dry_run, progress=update, stop_event=stop)
     finally:
+        signal.signal(signal.SIGINT, previous)
         if progress is not None:
             progress.stop()
-    if "error" in box:
-        raise box["error"]
-    results = box["results"]
     code = exit_code(results)
     if as_json:
         totals: dict[str, int] = {}

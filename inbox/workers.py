@@ -119,14 +119,14 @@ def run_jobs(
                         logger.handle(payload)
                 elif kind == "result":
                     results[index] = payload
-    finally:
-        # Only on an error in this loop (e.g. KeyboardInterrupt): children stop at their next page.
-        stop.set()
+    except BaseException:
+        # The caller gives up (a second Ctrl-C, a bug here): so do the children, at once. A page
+        # cut off mid-write is rolled back by the store; its cursor was not written either.
         for receiver, (_index, proc) in running.items():
-            proc.join(timeout=30)
-            if proc.is_alive():
-                proc.kill()
+            proc.kill()
+            proc.join()
             receiver.close()
+        raise
     return [results[i] for i in range(len(jobs))]
 
 
@@ -169,7 +169,24 @@ def _forward_logs(sender: _Sender) -> None:
     logging.getLogger().addHandler(handler)
 
 
+def _own_stdio() -> None:
+    """Streams of the child's own on the same descriptors.
+
+    Another thread of the parent (a live progress display) may have been writing at the moment
+    of the fork: its stream's lock came along held, and its unflushed bytes are the parent's to
+    write. The old objects are left alone, never flushed here.
+    """
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        old = getattr(sys, name)
+        try:
+            new = os.fdopen(os.dup(fd), "w", buffering=1, encoding=getattr(old, "encoding", None) or "utf-8", errors="backslashreplace")
+        except (OSError, ValueError):
+            continue
+        setattr(sys, name, new)
+
+
 def _child(job: Job[Any], conn: Any, stop: Any, parent: int) -> None:
+    _own_stdio()
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The inherited heap (every module the parent imported) is never garbage here: keep the

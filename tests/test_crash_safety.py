@@ -178,3 +178,43 @@ def test_kill_9_at_random_points_then_sync_again(tmp_path, monkeypatch):
     assert killed >= 20, f"only {killed} of {TRIALS} runs were killed while running"
     assert progress[-1] > progress[0] or progress[0] > 0
     print(f"{TRIALS} trials: {killed} killed, {finished} finished; stored after each: {progress}; {time.monotonic() - started:.0f}s")
+
+
+def test_ctrl_c_stops_every_worker_after_its_page_and_the_next_sync_completes(tmp_path, monkeypatch):
+    """SIGINT to the whole process group, as a terminal's Ctrl-C: `inbox sync` and its worker
+    processes finish the pages in flight, print the summary, exit 0; nothing is left running."""
+    import json
+
+    from sandbox import Sandbox
+
+    from inbox.db import open_store
+    from inbox.sync import sync_all
+
+    with Sandbox(seed=12, large=6000, x_rate_limit=100000).start() as sb:
+        env = {**os.environ, **sb.env()}
+        for k, v in sb.env().items():
+            monkeypatch.setenv(k, v)
+        url = f"sqlite:///{tmp_path / 'inbox.db'}"
+        cfg = tmp_path / "inbox.toml"
+        cfg.write_text(sb.config_toml(database=url))
+        engine = open_store(url)
+        proc = subprocess.Popen([sys.executable, "-c", DRIVER.replace('"sync"]', '"sync", "--json"]'), str(cfg)], cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        holders = wait_until_syncing(engine, proc)
+        assert holders, "the sync never started"
+        time.sleep(0.2)
+        holders |= lease_holders(engine, proc)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        summary = json.loads(out)
+        statuses = {a["account"]: a["status"] for a in summary["accounts"]}
+        assert "stopped" in statuses.values() and set(statuses.values()) <= {"stopped", "ok"}, statuses
+        assert "interrupted: finishing the current page" in err and "Traceback" not in err
+        assert all(gone(pid, timeout=1) for pid in holders if pid != proc.pid)
+        settings = sandbox_settings(sb, url)
+        check_invariants(engine, sb, settings.sync.overlap_seconds)
+        results = sync_all(engine, settings, connector_factory=fast_factory(settings))
+        assert [r.status for r in results] == ["ok", "ok", "ok"]
+        assert_complete(engine, sb)
+        engine.dispose()
