@@ -142,28 +142,22 @@ _NO_RETRIES = urllib3.Retry(0, read=False)  # requests' adapter default: retryin
 
 
 def _as_requests_error(exc: Exception, request: requests.PreparedRequest) -> Exception:
-    """The requests exception its HTTPAdapter would raise for this urllib3 failure."""
-    e = urllib3.exceptions
-    if isinstance(exc, e.MaxRetryError):
-        reason = exc.reason
-        if isinstance(reason, e.ConnectTimeoutError) and not isinstance(reason, e.NewConnectionError):
-            return requests.exceptions.ConnectTimeout(exc, request=request)
-        if isinstance(reason, e.ResponseError):
-            return requests.exceptions.RetryError(exc, request=request)
-        if isinstance(reason, e.ProxyError):
-            return requests.exceptions.ProxyError(exc, request=request)
-        if isinstance(reason, e.SSLError):
-            return requests.exceptions.SSLError(exc, request=request)
-        return requests.exceptions.ConnectionError(exc, request=request)
-    if isinstance(exc, (e.ProtocolError, OSError, e.ClosedPoolError)):
-        return requests.exceptions.ConnectionError(exc, request=request)
-    if isinstance(exc, e.ProxyError):
-        return requests.exceptions.ProxyError(exc, request=request)
-    if isinstance(exc, e.SSLError):
-        return requests.exceptions.SSLError(exc, request=request)
-    if isinstance(exc, e.ReadTimeoutError):
-        return requests.exceptions.ReadTimeout(exc, request=request)
-    return exc
+    """The requests exception its HTTPAdapter raises for this urllib3 failure (or its reason)."""
+    e, r = urllib3.exceptions, requests.exceptions
+    cause = exc.reason if isinstance(exc, e.MaxRetryError) and exc.reason is not None else exc
+    raised_as: tuple[tuple[Any, Any], ...] = (
+        (e.NewConnectionError, r.ConnectionError),  # before its base class, ConnectTimeoutError
+        (e.ConnectTimeoutError, r.ConnectTimeout),
+        (e.ReadTimeoutError, r.ReadTimeout),
+        (e.ResponseError, r.RetryError),
+        (e.ProxyError, r.ProxyError),
+        (e.SSLError, r.SSLError),
+        ((e.ProtocolError, e.ClosedPoolError, OSError), r.ConnectionError),
+    )
+    for kind, error in raised_as:
+        if isinstance(cause, kind):
+            return error(exc, request=request)  # type: ignore[no-any-return]
+    return r.ConnectionError(exc, request=request) if cause is not exc else exc
 
 
 def _path(url: str) -> str:

@@ -73,6 +73,19 @@ def check_invariants(engine, sb, overlap: float) -> dict[str, int]:
     return {n: len(v) for n, v in stored.items()}
 
 
+def cli_store(sb, tmp_path, monkeypatch):
+    """The sandbox's environment (for this process and `inbox` processes), a SQLite store, a config naming both."""
+    from inbox.db import open_store
+
+    env = {**os.environ, **sb.env()}
+    for k, v in sb.env().items():
+        monkeypatch.setenv(k, v)
+    url = f"sqlite:///{tmp_path / 'inbox.db'}"
+    cfg = tmp_path / "inbox.toml"
+    cfg.write_text(sb.config_toml(database=url))
+    return env, url, cfg, open_store(url)
+
+
 def _parent_of(pid: int) -> int | None:
     try:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
@@ -122,19 +135,12 @@ def gone(pid: int, timeout: float = 5.0) -> bool:
 def test_kill_9_at_random_points_then_sync_again(tmp_path, monkeypatch):
     from sandbox import Sandbox
 
-    from inbox.db import open_store
     from inbox.sync import sync_all
 
     rng = random.Random(int(os.environ.get("CRASH_SEED", "20261125")))
     with Sandbox(seed=11, large=6000, x_rate_limit=100000).start() as sb:
-        env = {**os.environ, **sb.env()}
-        for k, v in sb.env().items():
-            monkeypatch.setenv(k, v)
-        url = f"sqlite:///{tmp_path / 'inbox.db'}"
-        cfg = tmp_path / "inbox.toml"
-        cfg.write_text(sb.config_toml(database=url))
+        env, url, cfg, engine = cli_store(sb, tmp_path, monkeypatch)
         settings = sandbox_settings(sb, url)
-        engine = open_store(url)
         killed = finished = 0
         progress = []
         started = time.monotonic()
@@ -187,17 +193,10 @@ def test_ctrl_c_stops_every_worker_after_its_page_and_the_next_sync_completes(tm
 
     from sandbox import Sandbox
 
-    from inbox.db import open_store
     from inbox.sync import sync_all
 
     with Sandbox(seed=12, large=6000, x_rate_limit=100000).start() as sb:
-        env = {**os.environ, **sb.env()}
-        for k, v in sb.env().items():
-            monkeypatch.setenv(k, v)
-        url = f"sqlite:///{tmp_path / 'inbox.db'}"
-        cfg = tmp_path / "inbox.toml"
-        cfg.write_text(sb.config_toml(database=url))
-        engine = open_store(url)
+        env, url, cfg, engine = cli_store(sb, tmp_path, monkeypatch)
         proc = subprocess.Popen([sys.executable, "-c", DRIVER.replace('"sync"]', '"sync", "--json"]'), str(cfg)], cwd=ROOT, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         holders = wait_until_syncing(engine, proc)
