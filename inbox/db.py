@@ -40,6 +40,9 @@ def _use_wal(cur: Any, wait_seconds: float = 30.0) -> None:
 
 def make_engine(url: str, **kw: Any) -> Engine:
     """An engine with the connection settings the store relies on."""
+    from inbox.jsoncodec import dumps
+
+    kw.setdefault("json_serializer", dumps)
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     if url.startswith("sqlite"):

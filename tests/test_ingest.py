@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -21,7 +22,7 @@ from connectors.base import (
 )
 from inbox.config import Settings
 from inbox.ingest import LeaseLostError, ingest_page
-from inbox.models import Account, Reply, SyncState, Ticket, TicketEvent
+from inbox.models import Account, Message, Reply, SyncState, Ticket, TicketEvent
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)
 PAGE_ID = "104920378912345"
@@ -376,3 +377,16 @@ def test_page_writers_of_other_processes_queue_on_the_lock_file(sqlite_engine, s
         holder.wait(timeout=10)
     assert waited >= 0.3  # it queued behind the other process instead of writing beside it
     assert count(sqlite_engine, "message") == 1 and cursor_of(sqlite_engine, acc.id) == {"n": 1}
+
+
+def test_json_columns_keep_what_the_platform_sent(engine, settings):
+    """orjson writes the JSON columns; what it refuses (integers beyond 64 bits) still goes in whole."""
+    acc = make_account(engine)
+    raw = {"id": "m_j1", "message": "Halo kak 🙏 ‮terbalik", "nested": {"list": [1, 2.5, None, True]}, "big": 2**70, "n": -(2**63)}
+    m = msg("j1", "tj", "uj", "pesanan belum sampai", 0)
+    m = InboundMessage(**{**{f.name: getattr(m, f.name) for f in fields(m)}, "raw": raw})
+    ingest_page(engine, acc, Page((m,), cursor={"v": 1, "high_water": "2026-11-20T09:00:00Z", "ids": {"t1": 2**65}}), settings)
+    with engine.connect() as conn:
+        stored = conn.execute(sa.select(Message.__table__.c.raw).where(Message.__table__.c.external_id == "j1")).scalar_one()
+    assert stored == raw
+    assert cursor_of(engine, acc.id) == {"v": 1, "high_water": "2026-11-20T09:00:00Z", "ids": {"t1": 2**65}}
