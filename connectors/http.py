@@ -303,7 +303,7 @@ class HttpSession(requests.Session):
         parts = urlsplit(prepared.url or "")
         key = (parts.scheme, parts.netloc, repr(verify), repr(cert), tuple(sorted(proxies.items())))
         found = self._pools.get(key)
-        if found is None:
+        if found is None or found[0].pool is None:  # never chosen, or closed since (urllib3 1.x closes what it evicts)
             adapter = self.get_adapter(prepared.url or "")
             try:
                 pool = adapter.get_connection_with_tls_context(prepared, verify, proxies=proxies, cert=cert)

@@ -579,6 +579,20 @@ def test_environment_settings_are_still_honoured(wire: tuple[str, _Script], tmp_
     assert kwargs["verify"] is False
 
 
+def test_a_closed_connection_pool_is_chosen_again(wire: tuple[str, _Script]) -> None:
+    """HttpSession keeps the adapter's pool per origin; one the pool manager closed (evicted) is not reused."""
+    base, script = wire
+    session = _session()
+    assert session.get(base + "/one").status_code == 200
+    [(pool, _proxied)] = session._pools.values()
+    session.get_adapter(base).poolmanager.clear()  # as an eviction does: dropped from the manager,
+    pool.close()  # and closed (urllib3 1.x closes what it evicts)
+    assert session.get(base + "/two").status_code == 200
+    assert script.seen[-2:] == ["GET /one", "GET /two"]
+    [(again, _proxied)] = session._pools.values()
+    assert again is not pool
+
+
 def test_a_body_shorter_than_its_length_is_malformed(wire: tuple[str, _Script]) -> None:
     base, script = wire
     script.replies.append((200, {"Content-Type": "application/json"}, b'{"data": [{"id": "1"', 400))
