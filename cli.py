@@ -482,13 +482,15 @@ def sync_cmd(
         stop.set()
         sys.stderr.write("interrupted: finishing the current page...\n")
 
-    previous = signal.signal(signal.SIGINT, interrupted)
+    main_thread = threading.current_thread() is threading.main_thread()  # only there can a handler be set
+    previous = signal.signal(signal.SIGINT, interrupted) if main_thread else None
     if progress is not None:
         progress.start()
     try:
         results = sync_all(engine, settings, accounts=[a.name for a in chosen], dry_run=dry_run, progress=update, stop_event=stop)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        if main_thread:
+            signal.signal(signal.SIGINT, previous)
         if progress is not None:
             progress.stop()
     code = exit_code(results)
