@@ -484,14 +484,21 @@ def sync_cmd(
 
     main_thread = threading.current_thread() is threading.main_thread()  # only there can a handler be set
     previous = signal.signal(signal.SIGINT, interrupted) if main_thread else None
-    if progress is not None:
-        progress.start()
+
+    def report(event: Any) -> None:
+        # The display starts with the first event, i.e. after the worker processes are forked:
+        # its refresh thread is not running yet when they are.
+        if not progress.live.is_started:
+            progress.start()
+        update(event)
+
     try:
-        results = sync_all(engine, settings, accounts=[a.name for a in chosen], dry_run=dry_run, progress=update, stop_event=stop)
+        results = sync_all(engine, settings, accounts=[a.name for a in chosen], dry_run=dry_run,
+                           progress=report if progress is not None else None, stop_event=stop)
     finally:
         if main_thread:
             signal.signal(signal.SIGINT, previous)
-        if progress is not None:
+        if progress is not None and progress.live.is_started:
             progress.stop()
     code = exit_code(results)
     if as_json:
