@@ -53,6 +53,12 @@ def redact(text: str) -> str:
 _URL_SECRET_MARKERS = tuple(f"{name}=" for name in _SECRET_PARAMS)
 
 
+def _has_secret_param(text: str) -> bool:
+    # Any case, as `redact` matches them: ACCESS_TOKEN= in a URL is still a token.
+    lowered = text.lower()
+    return any(marker in lowered for marker in _URL_SECRET_MARKERS)
+
+
 def scrub(value: Any) -> Any:
     """A decoded JSON payload with token-bearing strings redacted (a copy; the same object if clean).
 
@@ -60,13 +66,11 @@ def scrub(value: Any) -> Any:
     attachments edge); payloads are kept as `raw`, so they are scrubbed before they leave a connector.
     """
     if isinstance(value, str):
-        return redact(value) if any(marker in value for marker in _URL_SECRET_MARKERS) else value
-    if isinstance(value, (dict, list)):
-        # Almost every payload holds no token: one look at its repr (built in C) settles that,
-        # instead of copying it string by string.
-        text = repr(value)
-        if not any(marker in text for marker in _URL_SECRET_MARKERS):
-            return value
+        return redact(value) if _has_secret_param(value) else value
+    # Almost every payload holds no token: one look at its repr (built in C) settles that,
+    # instead of copying it string by string.
+    if isinstance(value, (dict, list)) and not _has_secret_param(repr(value)):
+        return value
     if isinstance(value, dict):
         return {key: scrub(item) for key, item in value.items()}
     if isinstance(value, list):

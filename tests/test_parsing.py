@@ -288,10 +288,11 @@ def test_scrub_masks_every_secret_parameter_in_nested_payloads() -> None:
             "paging": {"next": "https://graph.facebook.com/v23.0/m_1/attachments?access_token=EAAGsecret123&after=QQ"},
         },
         "links": ["https://example.com/cb?refresh_token=r3fr3shsecret&x=1", "https://example.com/?fb_exchange_token=fbx5ecret"],
+        "shouted": "https://example.com/cb?ACCESS_TOKEN=UPPERsecret99",
     }
     clean = scrub(payload)
     text = json.dumps(clean)
-    for secret in ("EAAGsecret123", "r3fr3shsecret", "fbx5ecret"):
+    for secret in ("EAAGsecret123", "r3fr3shsecret", "fbx5ecret", "UPPERsecret99"):
         assert secret not in text
     assert clean["attachments"]["paging"]["next"].endswith("access_token=****&after=QQ")
     assert clean["message"] == payload["message"] and clean["attachments"]["data"] == payload["attachments"]["data"]
