@@ -84,8 +84,10 @@ class _Checkpointer:
 
 def committed(url: URL) -> None:
     """Tell the checkpointer of the SQLite file at `url` that a page was committed."""
-    path = url.database
-    if not path or path == ":memory:" or url.query.get("uri"):
+    from inbox.db import sqlite_file
+
+    path = sqlite_file(url)
+    if path is None:
         return  # in memory, or a URI filename this module would not open the same way
     with _lock:
         cp = _by_path.get(path)

@@ -9,11 +9,22 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
+    from sqlalchemy.engine import URL, Engine
 
 
 def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
+
+
+def sqlite_file(url: URL) -> str | None:
+    """The path of the SQLite file a URL names; None in memory, for a URI filename (opened with its
+    own options) or another backend: what helpers that open the file themselves can work with."""
+    if not url.drivername.startswith("sqlite"):
+        return None
+    path = url.database
+    if not path or path == ":memory:" or url.query.get("uri"):
+        return None
+    return path
 
 
 def _use_wal(cur: Any, wait_seconds: float = 30.0) -> None:

@@ -48,6 +48,7 @@ from inbox.dedup import (
     PageDeduper,
 )
 from inbox.bulk import execute, in_values, insert_values, many, select
+from inbox.db import sqlite_file
 from inbox.errors import ConflictError, NotFoundError
 from inbox.models import (
     Account,
@@ -193,8 +194,8 @@ if hasattr(os, "register_at_fork"):
 
 def _lock_file(engine: Engine) -> int | None:
     """The descriptor of `<database>-writer.lock`, or None (in memory, a URI name, no fcntl)."""
-    path = engine.url.database
-    if not path or path == ":memory:" or engine.url.query.get("uri") or fcntl is None:
+    path = sqlite_file(engine.url)
+    if path is None or fcntl is None:
         return None
     fd = _lock_files.get(path)
     if fd is None:

@@ -206,3 +206,13 @@ def test_opening_a_current_database_does_not_load_alembic(tmp_path: Path) -> Non
     code = f"import sys; from inbox.db import open_store; open_store({url!r}); print('alembic' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_sqlite_file_names_only_a_file_the_helpers_can_open_themselves():
+    from sqlalchemy.engine import make_url
+
+    from inbox.db import sqlite_file
+
+    assert sqlite_file(make_url("sqlite:///data/inbox.db")) == "data/inbox.db"
+    for url in ("sqlite://", "sqlite:///:memory:", "sqlite:///file:x.db?mode=ro&uri=true", "postgresql+psycopg://u@h/inbox"):
+        assert sqlite_file(make_url(url)) is None, url
