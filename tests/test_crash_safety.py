@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from connectors.times import parse_time
-from test_sync import ACCOUNTS, assert_complete, fast_factory, readable_ids, sandbox_settings
+from test_sync import ACCOUNTS, assert_complete, fast_factory, readable_ids, sandbox_settings, sandbox_store
 
 ROOT = Path(__file__).resolve().parent.parent
 TRIALS = 30
@@ -75,15 +75,10 @@ def check_invariants(engine, sb, overlap: float) -> dict[str, int]:
 
 def cli_store(sb, tmp_path, monkeypatch):
     """The sandbox's environment (for this process and `inbox` processes), a SQLite store, a config naming both."""
-    from inbox.db import open_store
-
-    env = {**os.environ, **sb.env()}
-    for k, v in sb.env().items():
-        monkeypatch.setenv(k, v)
-    url = f"sqlite:///{tmp_path / 'inbox.db'}"
+    url, engine, _settings = sandbox_store(sb, tmp_path, monkeypatch)
     cfg = tmp_path / "inbox.toml"
     cfg.write_text(sb.config_toml(database=url))
-    return env, url, cfg, open_store(url)
+    return {**os.environ, **sb.env()}, url, cfg, engine
 
 
 def _parent_of(pid: int) -> int | None:

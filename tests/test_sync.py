@@ -24,6 +24,16 @@ def sandbox_settings(sb, db_url: str, **sync: object) -> Settings:
     return parse_settings(data, "sandbox.toml")
 
 
+def sandbox_store(sb, tmp_path, monkeypatch, name: str = "inbox.db"):
+    """The sandbox's environment set for this process, a new SQLite store, and settings naming both."""
+    from inbox.db import open_store
+
+    for k, v in sb.env().items():
+        monkeypatch.setenv(k, v)
+    url = f"sqlite:///{tmp_path / name}"
+    return url, open_store(url), sandbox_settings(sb, url)
+
+
 def fast_factory(settings: Settings, *, retries: int | None = None, timeout: float | None = None):
     """Connectors without client-side pacing (the loopback sandbox has no 2 calls/s limit)."""
     from connectors import connect
@@ -172,15 +182,10 @@ def test_dry_run_fetches_and_decides_but_writes_nothing(engine, db_url, sandbox)
 def test_stop_event_finishes_the_page_and_the_next_pass_completes(tmp_path, monkeypatch):
     from sandbox import Sandbox
 
-    from inbox.db import open_store
     from inbox.sync import sync_all
 
     with Sandbox(seed=3, large=1500, x_rate_limit=1000).start() as sb:
-        for k, v in sb.env().items():
-            monkeypatch.setenv(k, v)
-        url = f"sqlite:///{tmp_path / 'stop.db'}"
-        engine = open_store(url)
-        settings = sandbox_settings(sb, url)
+        _url, engine, settings = sandbox_store(sb, tmp_path, monkeypatch)
         stop = threading.Event()
 
         def progress(ev):
@@ -201,17 +206,12 @@ def test_accounts_in_worker_processes_stop_on_the_event_and_the_next_pass_comple
     from sandbox import Sandbox
 
     from inbox import workers
-    from inbox.db import open_store
     from inbox.sync import sync_all
 
     if not workers.available():
         pytest.skip("worker processes need fork (Linux)")
     with Sandbox(seed=5, large=3000, x_rate_limit=1000).start() as sb:
-        for k, v in sb.env().items():
-            monkeypatch.setenv(k, v)
-        url = f"sqlite:///{tmp_path / 'stop.db'}"
-        engine = open_store(url)
-        settings = sandbox_settings(sb, url)
+        _url, engine, settings = sandbox_store(sb, tmp_path, monkeypatch)
         assert settings.sync.processes
         stop = threading.Event()
         seen: list[tuple[str, int]] = []
