@@ -364,3 +364,50 @@ def test_pages_waiting_behind_one_are_stored_with_it_and_an_error_still_comes_wh
     with pytest.raises(ServerError):
         next(batches)  # after the pages before it, as page by page
     prefetch.close()
+
+
+def test_a_worker_process_that_dies_fails_its_account_only_and_says_so_in_health(engine, db_url, sandbox):
+    import os
+
+    from inbox import workers
+    from inbox.accounts import health
+    from inbox.sync import sync_all
+
+    if not workers.available():
+        pytest.skip("worker processes need fork (Linux)")
+    settings = sandbox_settings(sandbox, db_url)
+    make = fast_factory(settings)
+
+    def factory(acc):  # runs in the account's worker process
+        if acc.name == "tokoshop-ig":
+            os._exit(9)  # as the out-of-memory killer would
+        return make(acc)
+
+    results = {r.account: r for r in sync_all(engine, settings, connector_factory=factory)}
+    assert results["tokoshop-ig"].status == "failed"
+    assert "ended without a result (exit code 9)" in results["tokoshop-ig"].error
+    assert results["tokoshop-fb"].status == results["tokoshop-x"].status == "ok"
+    by_name = {h.name: h for h in health(engine, settings)}
+    assert "exit code 9" in by_name["tokoshop-ig"].last_error and not by_name["tokoshop-ig"].healthy
+    assert_complete(engine, sandbox, ["tokoshop-fb", "tokoshop-x"])
+
+
+def test_the_fetching_thread_runs_at_a_lower_priority_than_the_writer():
+    import os
+
+    from connectors.base import Page
+    from inbox.sync import FETCH_NICENESS, _Prefetch
+
+    if not hasattr(os, "setpriority"):
+        pytest.skip("no per-thread priorities here")
+    seen = []
+
+    def pages():
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        yield Page((), cursor=None, final=True)
+
+    prefetch = _Prefetch(pages(), None)
+    assert [p.final for p in prefetch] == [True]
+    prefetch.close()
+    writer = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert seen == [min(19, writer + FETCH_NICENESS)] and seen[0] > writer
