@@ -199,7 +199,7 @@ _KNOWN_SQL = "SELECT external_id FROM message WHERE channel = ? AND account_id =
 
 
 class _Prefetch:
-    """Iterate a connector's pages in a thread of their own, `depth` pages ahead of the consumer.
+    """Fetch a connector's pages in a thread of their own, up to `depth` pages ahead of the consumer (`batches`).
 
     The network (and parsing) of the next pages overlaps the storing of the current one; the
     bounded queue keeps memory flat. Pages come out in order and an error of the connector comes
@@ -251,10 +251,6 @@ class _Prefetch:
             if close is not None:
                 close()
         self._put(self._DONE)
-
-    def __iter__(self) -> Iterator[Page]:
-        for batch in self.batches(0):
-            yield batch[0]
 
     def batches(self, max_messages: int) -> Iterator[list[Page]]:
         """The pages in order, each time the next one and those already waiting behind it.

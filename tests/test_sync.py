@@ -407,7 +407,7 @@ def test_the_fetching_thread_runs_at_a_lower_priority_than_the_writer():
         yield Page((), cursor=None, final=True)
 
     prefetch = _Prefetch(pages(), None)
-    assert [p.final for p in prefetch] == [True]
+    assert [[p.final for p in batch] for batch in prefetch.batches(1000)] == [[True]]
     prefetch.close()
     writer = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     assert seen == [min(19, writer + FETCH_NICENESS)] and seen[0] > writer
