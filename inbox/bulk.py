@@ -48,6 +48,37 @@ def in_values(conn: Connection, col: sa.ColumnElement[Any], name: str) -> sa.Col
     return col.in_(sa.bindparam(name, expanding=True))
 
 
+def one_of(col: sa.ColumnElement[Any], values: Sequence[Any]) -> sa.ColumnElement[bool]:
+    """`col IN (values)` for constants, written as `col = a OR col = b`: usable in a statement run
+    once per row (`many`), where an IN list (an expanding parameter) is refused."""
+    return sa.or_(*(col == v for v in values))
+
+
+def expanding_params(stmt: Any) -> list[str]:
+    """The statement's expanding (IN-list) or literal-execute parameters.
+
+    SQLAlchemy renders those anew for each execution, so a statement holding one cannot be run
+    with a list of parameter sets (executemany): it fails as soon as two rows are given, and
+    SQLite's prepared fast path cannot render it at all.
+    """
+    from sqlalchemy.sql import visitors
+
+    return [
+        str(getattr(b, "_orig_key", None) or b.key)  # a column name for anonymous parameters
+        for b in visitors.iterate(stmt)
+        if isinstance(b, sa.BindParameter) and (b.expanding or b.literal_execute)
+    ]
+
+
+def _refuse_expanding(key: str, stmt: Any) -> None:
+    found = expanding_params(stmt)
+    if found:
+        raise ValueError(
+            f"statement {key!r} is prepared once and run with bound rows, but has IN-list parameters "
+            f"({', '.join(found)}): use bulk.one_of for constants, bulk.in_values in a single statement"
+        )
+
+
 class _JSONList(sa.types.TypeDecorator[list[Any]]):
     """A Python list bound as one JSON array (SQLite's json_each reads it)."""
 
@@ -99,6 +130,7 @@ class _Compiled:
 
 
 _cache: dict[tuple[int, str], _Compiled] = {}
+_checked: set[tuple[int, str]] = set()  # statements of `many` checked for IN lists (not compiled here)
 
 
 def _compile(conn: Connection, key: str, build: Callable[[], Any], names: Sequence[str]) -> _Compiled:
@@ -112,7 +144,9 @@ def _compile(conn: Connection, key: str, build: Callable[[], Any], names: Sequen
             raise ValueError(f"statement {key!r} compiled for parameters {done.names}, given {tuple(names)}")
         return done
     dialect = conn.dialect
-    compiled = build().compile(dialect=dialect)
+    stmt = build()
+    _refuse_expanding(key, stmt)
+    compiled = stmt.compile(dialect=dialect)
     order = tuple(compiled.positiontup or ())
     index = tuple(names.index(n) if n in names else -1 for n in order)
     processors: dict[str, Any] = {}
@@ -180,7 +214,12 @@ def many(conn: Connection, key: str, build: Callable[[], Any], names: tuple[str,
     if not rows:
         return
     if conn.dialect.name != "sqlite":
-        conn.execute(build(), [dict(zip(names, r)) for r in rows])
+        stmt = build()
+        checked = (id(conn.dialect), key)
+        if checked not in _checked:  # refused on every backend, whatever the number of rows
+            _refuse_expanding(key, stmt)
+            _checked.add(checked)
+        conn.execute(stmt, [dict(zip(names, r)) for r in rows])
         return
     c = _compile(conn, key, build, names)
     cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]

@@ -47,7 +47,7 @@ from inbox.dedup import (
     Decision,
     PageDeduper,
 )
-from inbox.bulk import execute, in_values, insert_values, many, select
+from inbox.bulk import execute, in_values, insert_values, many, one_of, select
 from inbox.db import sqlite_file
 from inbox.errors import ConflictError, NotFoundError
 from inbox.models import (
@@ -780,22 +780,22 @@ class _PageWriter:
         )
 
     def _mark_replies(self, msgs: list[InboundMessage], made: list[Decision]) -> int:
-        rows = [
-            {"b_id": d.reply_id, "b_at": m.sent_at, "b_ext": m.external_id, "b_now": self.now}
-            for m, d in zip(msgs, made)
-            if d.reply_id is not None
-        ]
-        if rows:
-            self.conn.execute(
-                sa.update(_rep)
-                .where(_rep.c.id == sa.bindparam("b_id"), _rep.c.state.in_([ReplyState.UNKNOWN.value, ReplyState.SENDING.value]))
-                .values(
-                    state=ReplyState.SENT.value,
-                    sent_at=sa.func.coalesce(_rep.c.sent_at, sa.bindparam("b_at", type_=UTCDateTime())),
-                    updated_at=sa.bindparam("b_now", type_=UTCDateTime()),
-                ),
-                rows,
-            )
+        """Replies whose echo this page stored: a reply still in doubt is now known `sent`."""
+        rows = [(d.reply_id, m.sent_at, self.now) for m, d in zip(msgs, made) if d.reply_id is not None]
+        many(
+            self.conn,
+            "reply~echoed",
+            # One statement per echo (executemany): the states are constants, never an IN list.
+            lambda: sa.update(_rep)
+            .where(_rep.c.id == sa.bindparam("b_id"), one_of(_rep.c.state, (ReplyState.UNKNOWN.value, ReplyState.SENDING.value)))
+            .values(
+                state=ReplyState.SENT.value,
+                sent_at=sa.func.coalesce(_rep.c.sent_at, sa.bindparam("b_at", type_=UTCDateTime())),
+                updated_at=sa.bindparam("b_now", type_=UTCDateTime()),
+            ),
+            ("b_id", "b_at", "b_now"),
+            rows,
+        )
         return len(rows)
 
     # ── gaps, quarantine ───────────────────────────────────────────────────────────────────

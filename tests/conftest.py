@@ -43,6 +43,32 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
             report.longrepr = f"skipped in CI, where PostgreSQL tests must run: {report.longrepr[2]}"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _no_in_list_in_executemany() -> Iterator[None]:
+    """Every statement run with a list of parameter sets, anywhere in the suite, holds no IN list.
+
+    SQLAlchemy refuses an expanding parameter in an executemany only from the second parameter
+    set on, so code tested with one pending row (one reply, one ticket, one account's page) passes
+    and breaks in production with two. Checked here on every call, whatever the number of rows.
+    """
+    from sqlalchemy.engine import Connection
+
+    from inbox.bulk import expanding_params
+
+    original = Connection.execute
+
+    def execute(self, statement, parameters=None, *, execution_options=None):  # type: ignore[no-untyped-def]
+        if isinstance(parameters, list) and (found := expanding_params(statement)):
+            raise AssertionError(f"executemany of a statement with IN-list parameters {found}: fails with two rows\n{statement}")
+        return original(self, statement, parameters, execution_options=execution_options)
+
+    Connection.execute = execute  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        Connection.execute = original  # type: ignore[method-assign]
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""

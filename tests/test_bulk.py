@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import pytest
 import sqlalchemy as sa
 
-from inbox.bulk import execute, in_values, insert_values, many, select
+from inbox.bulk import execute, in_values, insert_values, many, one_of, select
 from inbox.models import Person
 
 _p = Person.__table__
@@ -41,3 +41,32 @@ def test_one_key_is_one_statement_with_one_parameter_order(sqlite_engine):
         assert select(conn, "t:order", build, a=1, b="x") == []
         with pytest.raises(ValueError, match="compiled for parameters"):
             select(conn, "t:order", build, b="x", a=1)
+
+
+def test_a_statement_run_once_per_row_never_holds_an_in_list(engine):
+    """An IN list (expanding parameter) cannot run with a list of parameter sets: SQLAlchemy refuses it
+    from the second row on, so it passed every test with one pending row. `many` refuses it on every
+    backend from the first row; `one_of` is the per-row spelling of an IN over constants."""
+    names = ("display_name", "created_at")
+    with engine.begin() as conn:
+        many(conn, "t:person+", lambda: insert_values(conn, _p, names), names, [("Rina", T0), ("Budi", T0), ("Dewi", T0)])
+        ids = [r.id for r in select(conn, "t:person?all", lambda: sa.select(_p.c.id).order_by(_p.c.id))]
+
+        def with_in_list():
+            return sa.update(_p).where(_p.c.id == sa.bindparam("b_id"), _p.c.display_name.in_(["Rina", "Budi"])).values(display_name="x")
+
+        def with_in_values():
+            return sa.update(_p).where(in_values(conn, _p.c.id, "b_ids")).values(display_name="x")
+
+        with pytest.raises(ValueError, match="IN-list"):
+            many(conn, "t:person~in-list", with_in_list, ("b_id",), [(ids[0],)])  # one row is enough to be refused
+        if conn.dialect.name != "sqlite":  # on SQLite in_values is one JSON parameter, not a list
+            with pytest.raises(ValueError, match="IN-list"):
+                many(conn, "t:person~in-values", with_in_values, ("b_ids",), [(ids,)])
+        many(
+            conn, "t:person~one-of",
+            lambda: sa.update(_p).where(_p.c.id == sa.bindparam("b_id"), one_of(_p.c.display_name, ("Rina", "Budi"))).values(display_name="x"),
+            ("b_id",), [(i,) for i in ids],
+        )
+        got = [r.display_name for r in select(conn, "t:person?all2", lambda: sa.select(_p.c.display_name).order_by(_p.c.id))]
+        assert got == ["x", "x", "Dewi"]
