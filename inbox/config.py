@@ -188,6 +188,8 @@ class SyncSettings(_Strict):
     concurrency: Annotated[int, Field(ge=1, le=32)] = 3
     lease_seconds: Annotated[int, Field(ge=10)] = 300
     processes: bool = True
+    # SQLite: how long a page writer waits for `<database>-writer.lock` before giving up (exit 6).
+    writer_lock_timeout_seconds: Annotated[float, Field(gt=0)] = 60
 
 
 class DedupSettings(_Strict):

@@ -55,7 +55,7 @@ EXIT_CODES = {
     3: "config: the config file or an environment variable is wrong",
     4: "auth: a token is invalid or expired; reconnect the account",
     5: "not found: no such ticket, reply or account",
-    6: "conflict: already claimed, or another sync holds the account",
+    6: "conflict: already claimed, or another sync holds the account or the database's writer lock",
     7: "platform error: rate limited or the platform failed; try again later",
     8: "refused by policy: reply window closed, text too long, no route",
     130: "interrupted (Ctrl-C)",

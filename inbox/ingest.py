@@ -16,21 +16,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import threading
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-
-try:
-    import fcntl
-except ImportError:  # Windows: SQLite's own lock serializes processes
-    fcntl = None  # type: ignore[assignment]
 
 from connectors.base import Direction, InboundMessage, Page
 from inbox.dedup import (
@@ -47,8 +38,8 @@ from inbox.dedup import (
     Decision,
     PageDeduper,
 )
+from inbox import writer_lock
 from inbox.bulk import execute, in_values, insert_values, many, one_of, select
-from inbox.db import sqlite_file
 from inbox.errors import ConflictError, NotFoundError
 from inbox.models import (
     Account,
@@ -168,78 +159,6 @@ def begin_write(engine: Engine) -> Connection:
     return conn
 
 
-_write_locks: dict[str, threading.Lock] = {}
-_write_locks_guard = threading.Lock()
-_lock_files: dict[str, int] = {}  # database path -> open descriptor of its writers' lock file
-
-
-def _forget_write_locks() -> None:
-    # In a forked child: locks another thread held at the fork would never be released, and a
-    # lock file descriptor shared with the parent would be the parent's own lock (flock belongs
-    # to the open file, not the process). Start afresh.
-    global _write_locks_guard
-    _write_locks.clear()
-    _write_locks_guard = threading.Lock()
-    for fd in _lock_files.values():
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-    _lock_files.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_write_locks)
-
-
-def _lock_file(engine: Engine) -> int | None:
-    """The descriptor of `<database>-writer.lock`, or None (in memory, a URI name, no fcntl)."""
-    path = sqlite_file(engine.url)
-    if path is None or fcntl is None:
-        return None
-    fd = _lock_files.get(path)
-    if fd is None:
-        try:
-            fd = os.open(path + "-writer.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError:
-            return None  # a read-only directory: SQLite's own lock still serializes the writers
-        _lock_files[path] = fd
-    return fd
-
-
-@contextmanager
-def _sqlite_writer(engine: Engine) -> Iterator[None]:
-    """Queue page writers for one SQLite file, in this process and across processes.
-
-    SQLite allows one writer, and a writer that finds the file locked waits in SQLite's busy
-    handler, which sleeps in coarse steps (up to 100 ms) and wakes without any order: with several
-    accounts syncing at once, most of a pass went to those sleeps. Page writers queue here
-    instead: threads of this process on a lock, processes (`inbox.workers`, a second `inbox sync`
-    or `inbox run`) on an advisory lock of a file beside the database, which the kernel hands to
-    the next waiter the moment it is released. Other writers (agents' commands) still meet the
-    page writers at SQLite's lock, with its busy timeout.
-    """
-    if engine.dialect.name != "sqlite":
-        yield
-        return
-    key = str(engine.url)
-    with _write_locks_guard:
-        lock = _write_locks.setdefault(key, threading.Lock())
-        fd = _lock_file(engine)
-    with lock:
-        if fd is None:
-            yield
-            return
-        # Blocking: the kernel hands the lock to a waiter the moment it is released, and frees it
-        # when its holder exits or is killed. A holder that is stopped (SIGSTOP) holds up the other
-        # page writers until it resumes; their leases fence any page stored after they expire.
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-
-
 def ingest_page(
     engine: Engine,
     account: Any,
@@ -259,7 +178,7 @@ def ingest_page(
     """
     ref = account_ref(engine, account)
     explain = dry_run if explain is None else explain
-    with _sqlite_writer(engine), begin_write(engine) as conn:
+    with writer_lock.hold(engine, settings.sync.writer_lock_timeout_seconds), begin_write(engine) as conn:
         if conn.dialect.name == "sqlite":
             _tune_sqlite_writer(conn)
         tx = conn.begin()
