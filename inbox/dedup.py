@@ -533,12 +533,26 @@ class PageDeduper:
             reason = "sent by the brand account (native app or another tool)"
         ticket = self.tickets.get(key) if key is not None else None
         if ticket is not None:
-            ticket.added += 1
-            ticket.last_at = max(ticket.last_at or msg.sent_at, msg.sent_at)
-            ticket.last_out_at = max(ticket.last_out_at or msg.sent_at, msg.sent_at)
-            if ticket.first_response_at is None and ticket.set_first_response is None and msg.sent_at >= ticket.created_at:
-                ticket.set_first_response = msg.sent_at
+            self.add_outbound(ticket, msg.sent_at)
         return Decision(R_ECHO, reason, 1.0, key, reply[0] if reply else None)
+
+    def add_outbound(self, ticket: TicketState, sent_at: datetime) -> None:
+        """One of the brand's messages joins `ticket`: counters, and the first response when it
+        answers the ticket (sent at or after the customer message that opened it)."""
+        ticket.added += 1
+        ticket.last_at = max(ticket.last_at or sent_at, sent_at)
+        ticket.last_out_at = max(ticket.last_out_at or sent_at, sent_at)
+        if ticket.first_response_at is None and sent_at >= ticket.created_at:
+            if ticket.set_first_response is None or sent_at < ticket.set_first_response:
+                ticket.set_first_response = sent_at
+
+    def adopt_echoes(self, messages: list[InboundMessage], made: list[Decision], msg_conv: list[int]) -> None:
+        """Our messages decided before their thread had a ticket (the oldest readable message of a
+        thread, or older than the customer's first message on this page) join the ticket the page
+        gave the thread: every message of a ticketed thread belongs to its ticket."""
+        for i, d in enumerate(made):
+            if d.rule == R_ECHO and d.ticket_key is None and self._resolve(self.conv_ticket.get(msg_conv[i])) is not None:
+                made[i] = self._echo(messages[i], msg_conv[i])
 
     def _append(self, ticket: TicketState, msg: InboundMessage) -> None:
         sent_at = msg.sent_at

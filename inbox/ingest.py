@@ -313,6 +313,8 @@ class _PageWriter:
             dd._load_tickets({t for (_cid, _contact, t) in convs.values() if t is not None})
             dd.conv_ticket.update({cid: t for (cid, _contact, t) in convs.values()})
         made: list[Decision] = [dd.decide(m, msg_conv[i], dd.contacts[msg_contact[i]]) for i, m in enumerate(new)]
+        dd.adopt_echoes(new, made, msg_conv)
+        strays = self._adopt_stored_echoes(convs, dd)
 
         # Gaps: mark the thread's ticket (decided above, so a brand-new ticket gets it too).
         gap_rows = []
@@ -330,6 +332,13 @@ class _PageWriter:
             inserted = self._insert_messages(new, made, msg_conv, msg_contact, tid)
         counts["new_messages"] = len(inserted)
         counts["duplicates"] += len(new) - len(inserted)  # lost a race: someone stored them first
+        many(
+            conn,
+            "message~adopted",
+            lambda: sa.update(_m).where(_m.c.id == sa.bindparam("b_id"), _m.c.ticket_id.is_(None)).values(ticket_id=sa.bindparam("b_ticket")),
+            ("b_id", "b_ticket"),
+            [(mid, tid(key)) for mid, key in strays],
+        )
         self._update_tickets(dd)
         self._write_events(dd, new, made, tid)
         self._update_conversations(new, msg_conv, dd, tid)
@@ -381,6 +390,33 @@ class _PageWriter:
             account=self.ref.id,
             ids=ids,
         )
+
+    def _adopt_stored_echoes(self, convs: dict[str, tuple[int, int | None, int | None]], dd: PageDeduper) -> list[tuple[int, int]]:
+        """Our messages stored earlier in a thread that had no ticket yet, and gets one on this page
+        (the brand wrote first, or an older page of the pass held the customer's first message):
+        (message id, ticket key) for each, counted on that ticket."""
+        ticketed = {
+            conv_id: key
+            for conv_id, _contact, loaded in convs.values()
+            if loaded is None and (key := dd._resolve(dd.conv_ticket.get(conv_id))) is not None and key in dd.tickets
+        }
+        if not ticketed:
+            return []
+        conn = self.conn
+        rows = select(
+            conn,
+            "message?strays",
+            lambda: sa.select(_m.c.id, _m.c.conversation_id, _m.c.sent_at).where(
+                in_values(conn, _m.c.conversation_id, "convs"), _m.c.ticket_id.is_(None), _m.c.direction == Direction.OUT.value
+            ),
+            convs=sorted(ticketed),
+        )
+        out = []
+        for row in rows:
+            key = ticketed[row.conversation_id]
+            dd.add_outbound(dd.tickets[key], row.sent_at)
+            out.append((row.id, key))
+        return out
 
     # ── contacts and conversations ─────────────────────────────────────────────────────────
 

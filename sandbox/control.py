@@ -29,7 +29,7 @@ def _route(sb: Sandbox, method: str, name: str, query: dict[str, str], data: dic
         return 200, {"ids": sb.burst(data["account"], data["thread"], int(data.get("n", 25)))}
     if method == "POST" and name == "fault":
         sb.fault(data["kind"], path=data.get("path"), account=data.get("account"), count=int(data.get("count", 1)),
-                 after_effect=data.get("after_effect"), method=data.get("method"))
+                 after_effect=data.get("after_effect"), method=data.get("method"), skip=int(data.get("skip", 0)))
         return 200, {"ok": True}
     if method == "POST" and name == "clear_faults":
         sb.clear_faults()

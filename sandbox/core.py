@@ -223,6 +223,40 @@ class Sandbox:
                     msg.attachments = (msg.attachments or []) + [media.from_spec(st.rng, now, spec)]
             return msg.id
 
+    def inject_own(self, account_name: str, thread: str | None, text: str, at: Any = None, customer: Any = None) -> str:
+        """A message of the brand itself (typed in the platform's own app): the inbox sees it only as
+        an echo. `thread`: a Meta thread id or an X conversation id; None starts a new thread with a
+        new customer (`customer` as in `inject`), the brand writing first."""
+        st = self.state
+        with st.lock:
+            at_ms = _to_ms(at) if at is not None else st.now_ms()
+            if account_name in st.x:
+                acc = st.x[account_name]
+                if thread is None:
+                    person = self._new_person("x", customer)
+                    acc.users[person.id] = person
+                    thread = st.conv_id(person.id, acc.me.id)
+                elif thread not in acc.by_conv:
+                    raise KeyError(f"no conversation {thread!r} in {acc.spec.name}")
+                return st.add_event(acc, thread, acc.me.id, at_ms, text).id
+            meta = self._meta(account_name)
+            if thread is None:
+                th = st.new_thread(meta, self._new_person(meta.platform, customer))
+            else:
+                th = meta.threads.get(thread)
+                if th is None:
+                    raise KeyError(f"no thread {thread!r} in {account_name}")
+            return st.add_msg(th, at_ms, True, text).id
+
+    def thread_of(self, account_name: str, message_id: str) -> str:
+        """The thread (X: conversation) id of a message or event of the account."""
+        st = self.state
+        with st.lock:
+            if account_name in st.x:
+                acc = st.x[account_name]
+                return next(ev.conv for ev in acc.events.values() if ev.id == message_id)
+            return st.msg_index[message_id].thread.id
+
     def _meta(self, name: str) -> MetaAccount:
         try:
             return self.state.meta[name]
@@ -289,13 +323,14 @@ class Sandbox:
                                 at=(now_ms - (n - 1 - i)) / 1000) for i in range(n)]
 
     def fault(self, kind: str, *, path: str | None = None, account: str | None = None, count: int = 1,
-              after_effect: bool | None = None, method: str | None = None) -> None:
+              after_effect: bool | None = None, method: str | None = None, skip: int = 0) -> None:
         """The next `count` requests matching `path` (substring) and `account` fail as `kind`.
 
         `after_effect`: carry the request out first (a send is recorded), then fail. Default: True for
-        "timeout" (the answer comes too late, the effect happened), False otherwise.
+        "timeout" (the answer comes too late, the effect happened), False otherwise. `skip`: the first
+        `skip` matching requests go through untouched (fail the second page of a pass, not the first).
         """
-        self.faults.add(kind, path=path, account=account, count=count, after_effect=after_effect, method=method)
+        self.faults.add(kind, path=path, account=account, count=count, after_effect=after_effect, method=method, skip=skip)
 
     def clear_faults(self) -> None:
         self.faults.clear()

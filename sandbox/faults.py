@@ -25,6 +25,7 @@ class Fault:
     count: int
     after_effect: bool  # a send is carried out before the failure (the client cannot know it went through)
     method: str | None = None
+    skip: int = 0  # matching requests let through before the fault applies
 
 
 class FaultBook:
@@ -33,14 +34,16 @@ class FaultBook:
         self._faults: list[Fault] = []
 
     def add(self, kind: str, *, path: str | None = None, account: str | None = None, count: int = 1,
-            after_effect: bool | None = None, method: str | None = None) -> Fault:
+            after_effect: bool | None = None, method: str | None = None, skip: int = 0) -> Fault:
         if kind not in KINDS:
             raise ValueError(f"unknown fault kind {kind!r} (known: {', '.join(KINDS)})")
         if count < 1:
             raise ValueError("count must be at least 1")
         # A timeout still carries the request out (a send is recorded; the client never hears back).
         effect = (kind == "timeout") if after_effect is None else bool(after_effect)
-        fault = Fault(kind, path, account, count, effect, method.upper() if method else None)
+        if skip < 0:
+            raise ValueError("skip must not be negative")
+        fault = Fault(kind, path, account, count, effect, method.upper() if method else None, skip)
         with self._lock:
             self._faults.append(fault)
         return fault
@@ -62,6 +65,9 @@ class FaultBook:
                 if fault.account is not None and fault.account != account:
                     continue
                 if fault.method is not None and fault.method != method:
+                    continue
+                if fault.skip > 0:  # this request is not this fault's; it waits for a later one
+                    fault.skip -= 1
                     continue
                 fault.count -= 1
                 if fault.count <= 0:
