@@ -71,11 +71,18 @@ class State:
         if self._engine is None:
             from inbox.db import open_store
 
-            self._engine = open_store(self.settings().database_url())
+            url = self.settings().database_url()
+            _note_sqlite_file(url)
+            self._engine = open_store(url)
             import atexit
 
             atexit.register(self._engine.dispose)  # connections closed politely, also on a fast exit
         return self._engine
+
+
+def _note_sqlite_file(url: str) -> None:
+    if url.startswith("sqlite:///"):
+        _SQLITE_FILE.append(url.removeprefix("sqlite:///"))
 
 
 def state(ctx: typer.Context) -> State:
@@ -89,8 +96,14 @@ def state(ctx: typer.Context) -> State:
 def console(stderr: bool = False) -> "Console":
     from rich.console import Console
 
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            # Rich exits 1 here; a reader that has gone (`| head`) is not a failure: see _run.
+            self.quiet = True
+            raise BrokenPipeError
+
     # Rich honours NO_COLOR itself; highlight=False so customer text is never auto-styled.
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    return _Console(stderr=stderr, highlight=False, soft_wrap=False)
 
 
 def print_json(data: Any) -> None:
@@ -99,6 +112,21 @@ def print_json(data: Any) -> None:
     from inbox.text import json_safe
 
     sys.stdout.write(json_safe(json.dumps(data, ensure_ascii=False, indent=2, default=str)) + "\n")
+
+
+def _prog() -> str:
+    """How to call inbox in the commands we print: as ./run was invoked (it sets $INBOX_PROG), else
+    `inbox` when that is on PATH, else the full path of this program."""
+    import shlex
+    import shutil
+
+    if os.environ.get("INBOX_PROG"):
+        return shlex.quote(os.environ["INBOX_PROG"])
+    me = os.path.realpath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    found = shutil.which("inbox")
+    if found and (not me or os.path.realpath(found) == me or os.path.basename(me) != "inbox"):
+        return "inbox"
+    return shlex.quote(me) if me else "inbox"
 
 
 def _version(value: bool) -> None:
@@ -215,8 +243,8 @@ def config_check(ctx: typer.Context, json_: bool = _JSON_OPT) -> None:
         settings = st.settings()
     except ConfigError as exc:
         if not as_json:
-            raise
-        report.update(ok=False, errors=[exc.message])
+            raise  # every problem, one line each (see _run)
+        report.update(ok=False, errors=list(exc.problems))
         print_json(report)
         raise typer.Exit(3) from None
     for acc in settings.accounts:
@@ -289,7 +317,9 @@ def _plain_engine(ctx: typer.Context) -> "Engine":
     """An engine without the automatic upgrade, so `db` commands can report before acting."""
     from inbox.db import make_engine
 
-    return make_engine(state(ctx).settings().database_url())
+    url = state(ctx).settings().database_url()
+    _note_sqlite_file(url)
+    return make_engine(url)
 
 
 @db_app.command("upgrade")
@@ -353,6 +383,7 @@ def sandbox_serve(
     ig_login: bool = typer.Option(False, "--ig-login", help="Also configure the Instagram-Login account."),
 ) -> None:
     """Serve the sandbox in the foreground until Ctrl-C; write a config that points at it."""
+    import shlex
     import threading
     from pathlib import Path
 
@@ -372,7 +403,7 @@ def sandbox_serve(
         config_path.write_text(sb.config_toml(database=database, include_ig_login=ig_login), encoding="utf-8")
         env = sb.env()
         if state(ctx).json:
-            print_json({"base_url": sb.base_url, "config": str(config_path), "env": env,
+            print_json({"base_url": sb.base_url, "config": str(config_path.resolve()), "env": {"INBOX_CONFIG": str(config_path.resolve()), **env},
                         "accounts": {name: acc.base_url for name, acc in sb.accounts.items()}})
         else:
             # These are the sandbox's fixed, public test tokens, not real secrets.
@@ -380,9 +411,9 @@ def sandbox_serve(
             out.write(f"sandbox serving on {sb.base_url}\n")
             for name, acc in sb.accounts.items():
                 out.write(f"  {name:<20} {acc.base_url}\n")
-            out.write(f"config written to {config_path}\n\nexport these, then run e.g. `inbox --config {config_path} sync`:\n")
-            for key, value in env.items():
-                out.write(f"export {key}={value}\n")
+            out.write(f"config written to {config_path}\n\npaste these lines into your shell (the config and the sandbox's test tokens), then run e.g. `{_prog()} sync`:\n")
+            for key, value in {"INBOX_CONFIG": str(config_path.resolve()), **env}.items():
+                out.write(f"export {key}={shlex.quote(value)}\n")
             out.write("\nCtrl-C stops the sandbox.\n")
             out.flush()
         threading.Event().wait()
@@ -399,6 +430,17 @@ _SYNC_COLUMNS = (
     ("new\nmsgs", "new_messages"), ("new\ntickets", "new_tickets"), ("attached", "attached"), ("reopened", "reopened"),
     ("flagged", "flagged"), ("gaps", "gaps"), ("quaran-\ntined", "quarantined"),
 )
+
+
+def _require_config_file(settings: Any) -> None:
+    """Commands that need accounts say so plainly when no config file was found at all."""
+    from inbox.config import candidate_paths
+    from inbox.errors import ConfigError
+
+    if settings.source is None:
+        looked = ", ".join(str(p) for p in candidate_paths(None))
+        raise ConfigError(f"no config file found; looked in {looked}",
+                          hint="pass --config PATH, set INBOX_CONFIG, or copy config.example.toml to ./inbox.toml")
 
 
 def _sync_progress_display(names: list[str]) -> tuple[Any, Any]:
@@ -432,7 +474,7 @@ def _sync_table(results: list[Any], *, dry_run: bool) -> Any:
         table.add_column(head, justify="right", no_wrap=True, min_width=max(len(w) for w in head.split("\n")))
     table.add_column("errors", justify="right", no_wrap=True)
     styles = {"ok": "green", "dry-run": "cyan", "stopped": "yellow", "skipped": "dim", "retry-later": "yellow",
-              "needs-reauth": "bold red", "conflict": "yellow", "failed": "bold red"}
+              "needs-reauth": "bold red", "conflict": "yellow", "failed": "bold red", "config-error": "bold red"}
     for r in results:
         counts = r.counts.counts()
         table.add_row(Text(r.account), Text(r.status, style=styles.get(r.status, "")), *(Text(str(counts[k])) for _h, k in _SYNC_COLUMNS),
@@ -460,9 +502,10 @@ def sync_cmd(
     st = state(ctx)
     settings = st.settings()
     as_json = json_ or st.json
+    _require_config_file(settings)
     chosen = selected_accounts(settings, account)
     if not chosen:
-        raise ConfigError(f"{settings.source or 'config'}: no enabled accounts to sync", hint="add [[accounts]] to the config")
+        raise ConfigError(f"{settings.source}: no enabled accounts to sync", hint="add [[accounts]] to the config")
     engine = st.engine()
     show = not as_json and sys.stderr.isatty()
     progress, update = _sync_progress_display([a.name for a in chosen]) if show else (None, None)
@@ -500,7 +543,8 @@ def sync_cmd(
             signal.signal(signal.SIGINT, previous)
         if progress is not None and progress.live.is_started:
             progress.stop()
-    code = exit_code(results)
+    # An interrupted run says so in its exit code (the pages in flight are stored, the summary shown).
+    code = 130 if stop.is_set() else exit_code(results)
     if as_json:
         totals: dict[str, int] = {}
         for r in results:
@@ -526,6 +570,8 @@ def sync_cmd(
             out.print(Text(f"{acc}: {one_line(d.external_id, 80)} -> {target} [{d.rule}] {one_line(d.reason, 120)}"))
         if len(notable) > 40:
             out.print(f"... and {len(notable) - 40} more decisions (--json for all)", style="dim")
+    if code == 130:
+        sys.stderr.write("error: interrupted — the pages fetched so far are stored; the next sync continues from there\n")
     raise typer.Exit(code)
 
 
@@ -543,8 +589,9 @@ def run_cmd(ctx: typer.Context) -> None:
     st = state(ctx)
     st.daemon = True
     settings = st.settings()
+    _require_config_file(settings)
     if not any(a.enabled for a in settings.accounts):
-        raise ConfigError(f"{settings.source or 'config'}: no enabled accounts to sync", hint="add [[accounts]] to the config")
+        raise ConfigError(f"{settings.source}: no enabled accounts to sync", hint="add [[accounts]] to the config")
     raise typer.Exit(run(settings, st.engine()))
 
 
@@ -597,6 +644,7 @@ def accounts_list(ctx: typer.Context, json_: bool = _SYNC_JSON) -> None:
         raise typer.Exit(1 if unhealthy else 0)
     out = console()
     if not rows:
+        _require_config_file(settings)
         out.print("no accounts configured", style="dim")
         return
     now = utcnow()
@@ -1192,9 +1240,11 @@ def _rep_text(ctx: typer.Context, ticket_id: int, text: Optional[str], editor: b
     from inbox.errors import UsageError
 
     settings = state(ctx).settings()
-    chosen = sum(bool(x) for x in (text, editor, template))
+    chosen = sum(bool(x) for x in (text is not None, editor, template))
     if chosen != 1:
         raise UsageError("give the reply as TEXT, or --editor, or --template NAME (exactly one)")
+    if text is not None and not text.strip():
+        raise UsageError("empty reply: nothing sent")
     if template:
         from inbox.templates import get_template, render, ticket_variables
 
@@ -1352,6 +1402,10 @@ def stats_cmd(
     from inbox.stats import compute
     from inbox.tables import STATUSES
 
+    from inbox.errors import UsageError
+
+    if not days > 0:  # also refuses nan
+        raise UsageError(f"--days must be a positive number of days (got {days:g})")
     st = state(ctx)
     s = compute(st.engine(), period_days=days, channels=_tri_split(channel))
     if json_ or st.json:
@@ -1479,20 +1533,22 @@ def demo_cmd(
 
         out.print(Rule("next", style="cyan", align="left"))
         elapsed = time.perf_counter() - started
-        cfg = demo.config_path
+        import shlex
+
+        prog = _prog()
+        cfg = shlex.quote(str(demo.config_path))
         if demo.keep:
             out.print(Text("The store and config are kept. These work now (the sandbox has stopped, so sync and reply need it running):"))
-            for cmd in (f"inbox -c {cfg} list", f"inbox -c {cfg} show {ticket.id}", f"inbox -c {cfg} search refund",
-                        f"inbox -c {cfg} list --channel instagram --window-closing 24", f"inbox -c {cfg} stats",
-                        f"inbox -c {cfg} export --format csv --output tickets.csv"):
+            for cmd in (f"{prog} -c {cfg} list", f"{prog} -c {cfg} show {ticket.id}", f"{prog} -c {cfg} search refund",
+                        f"{prog} -c {cfg} list --channel instagram --window-closing 24", f"{prog} -c {cfg} stats",
+                        f"{prog} -c {cfg} export --format csv --output tickets.csv"):
                 out.print(Text("  " + cmd), soft_wrap=True)
         else:
-            out.print(Text("The demo store was temporary; `inbox demo --keep` keeps it to explore with list/show/search/stats."))
-        out.print(Text("To keep syncing and replying against the sandbox, serve it in another terminal and use the config it writes:"))
-        out.print(Text("  inbox sandbox serve --write-config inbox-sandbox.toml --database sqlite:///inbox-sandbox.db"), soft_wrap=True)
-        out.print(Text("  export the INBOX_SANDBOX_* token variables it prints, then:"))
-        for cmd in ("inbox -c inbox-sandbox.toml sync", "inbox -c inbox-sandbox.toml list", "inbox -c inbox-sandbox.toml claim",
-                    "inbox -c inbox-sandbox.toml reply ID \"Halo kak ...\""):
+            out.print(Text(f"The demo store was temporary; `{prog} demo --keep` keeps it to explore with list/show/search/stats."))
+        out.print(Text("To keep syncing and replying against the sandbox, serve it in another terminal:"))
+        out.print(Text(f"  {prog} sandbox serve"), soft_wrap=True)
+        out.print(Text("  then paste the export lines it prints (its config and tokens), and:"))
+        for cmd in (f"{prog} sync", f"{prog} list", f"{prog} claim", f"{prog} reply ID \"Halo kak ...\""):
             out.print(Text("  " + cmd), soft_wrap=True)
         out.print(Text(f"done in {elapsed:.1f} s", style="dim"))
 
@@ -1550,16 +1606,61 @@ def _run(argv: list[str] | None) -> int:
         app(args=argv, prog_name="inbox")
         return 0
     except SystemExit as exc:
+        if exc.code == 1 and type(sys.stdout).__name__ == "PacifyFlushWrapper":
+            # click's answer to a closed pipe (EPIPE) is exit 1; ours is the one below.
+            _drop_stdout()
+            return 0
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
+    except BrokenPipeError:
+        # The reader went away (`inbox show 1 | head -2`): what it wanted was written. Quietly 0,
+        # with stdout pointed at /dev/null so the final flush does not fail again.
+        _drop_stdout()
+        return 0
     except Exception as exc:  # noqa: BLE001 - the one place errors become exit codes
         if debug:
             # The traceback, but the same documented exit code as without --debug.
             import traceback
 
             traceback.print_exc()
+        from inbox.errors import ConfigError
+
+        if isinstance(exc, ConfigError) and len(exc.problems) > 1:
+            for problem in exc.problems[:-1]:  # a config file with several mistakes: every one of them
+                _fail(problem, exc.exit_code)
+            return _fail(exc.problems[-1], exc.exit_code, exc.hint)
         return _fail(*_classify(exc))
+
+
+# The SQLite file in use (set when the store is opened), so its errors can name it.
+_SQLITE_FILE: list[str] = []
+
+_SQLITE_HINTS = (
+    ("readonly", "the file (or its directory, for the -wal and -shm files beside it) is not writable by this user; fix its permissions or owner"),
+    ("unable to open", "the file cannot be opened: check that its directory exists and is writable, or point `database` elsewhere"),
+    ("not a database", "this file is not an inbox database (not SQLite at all); point `database` at another file"),
+    ("malformed", "the file is damaged; restore it from a backup"),
+    ("disk i/o", "the disk failed to read or write the file; check the disk and free space"),
+    ("full", "the disk is full; free some space"),
+    ("locked", "another process holds the database; try again when it is done"),
+)
+
+
+def _sqlite_problem(detail: str) -> tuple[str, int, str | None]:
+    where = f"SQLite file {_SQLITE_FILE[-1]}" if _SQLITE_FILE else "SQLite database"
+    low = detail.lower()
+    hint = next((h for key, h in _SQLITE_HINTS if key in low), "check `database` in the config (or $INBOX_DATABASE_URL)")
+    return f"{where}: {detail}", 1, hint
+
+
+def _drop_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (a test's captured stdout)
+        pass
 
 
 def _classify(exc: BaseException) -> tuple[str, int, str | None]:
@@ -1575,9 +1676,14 @@ def _classify(exc: BaseException) -> tuple[str, int, str | None]:
     if isinstance(exc, ConnectorError):
         return str(exc), 7, "try again later"
     sa_exc = sys.modules.get("sqlalchemy.exc")  # only loaded if a command touched the database
-    if sa_exc is not None and isinstance(exc, sa_exc.OperationalError):
-        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        return f"database unavailable: {detail}", 1, "check `database` in the config (or $INBOX_DATABASE_URL) and that the server is up"
+    if sa_exc is not None and isinstance(exc, sa_exc.DBAPIError):
+        orig = getattr(exc, "orig", None)
+        text = str(orig or exc).strip()
+        detail = text.splitlines()[0] if text else type(orig or exc).__name__
+        if type(orig).__module__.startswith("sqlite3"):
+            return _sqlite_problem(detail)
+        if isinstance(exc, sa_exc.OperationalError):
+            return f"database unavailable: {detail}", 1, "check `database` in the config (or $INBOX_DATABASE_URL) and that the server is up"
     return f"unexpected {exc.__class__.__name__}: {exc}", 1, "run with --debug for details"
 
 

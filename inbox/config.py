@@ -38,6 +38,20 @@ ENV_KEYS = ("access_token_env", "access_token_secret_env", "consumer_key_env", "
 DATABASE_URL_ENV = "INBOX_DATABASE_URL"  # overrides `database`, so a server password can stay out of the file
 
 
+# The database URLs inbox can open: SQLite (built in) and PostgreSQL through psycopg 3.
+_SUPPORTED_DATABASE = re.compile(r"^(sqlite(\+pysqlite)?|postgresql(\+psycopg)?)://")
+
+
+def unsupported_database(value: str) -> str | None:
+    """Why a `database` value cannot be used, or None. The URL itself is never echoed (it may
+    carry a password): only its scheme."""
+    if "://" not in value or _SUPPORTED_DATABASE.match(value):
+        return None
+    scheme = value.split("://", 1)[0]
+    return (f"unsupported database URL scheme '{scheme}': expected a SQLite file path, sqlite:///PATH "
+            "or postgresql+psycopg://USER@HOST/DB")
+
+
 def _looks_like_secret(value: str) -> bool:
     """True for anything that is not plausibly an environment variable name."""
     if not _ENV_NAME.match(value) or _TOKEN_LIKE.match(value):
@@ -257,8 +271,9 @@ class Settings(_Strict):
     @field_validator("database")
     @classmethod
     def _supported_database(cls, value: str) -> str:
-        if "://" in value and not re.match(r"^(sqlite|postgresql)(\+\w+)?://", value):
-            raise ValueError("expected a SQLite file path, sqlite:///PATH or postgresql+psycopg://USER@HOST/DB")
+        problem = unsupported_database(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("accounts")
@@ -275,8 +290,10 @@ class Settings(_Strict):
         for acc in self.accounts:
             if acc.name == name:
                 return acc
+        from inbox.errors import NotFoundError
+
         known = ", ".join(a.name for a in self.accounts) or "none configured"
-        raise ConfigError(f"no account named '{name}' (known: {known})")
+        raise NotFoundError(f"no account named '{name}' in {self.source or 'the config'} (known: {known})")
 
     def database_url(self) -> str:
         """A SQLAlchemy URL; a bare path means a SQLite file, relative to the config file.
@@ -284,6 +301,10 @@ class Settings(_Strict):
         `$INBOX_DATABASE_URL`, when set, wins over the file (keeps a server password out of it).
         """
         db = os.environ.get(DATABASE_URL_ENV) or self.database
+        if os.environ.get(DATABASE_URL_ENV):
+            problem = unsupported_database(db)
+            if problem:
+                raise ConfigError(f"${DATABASE_URL_ENV}: {problem}")
         if "://" in db:
             if db.startswith("sqlite:///") and not db.startswith("sqlite:////") and self.source:
                 rel = db.removeprefix("sqlite:///")
@@ -376,21 +397,26 @@ def _did_you_mean(err: dict[str, Any]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+def _problem(err: Any, data: dict[str, Any]) -> str:
+    """One validation error as `key: what was expected (got ...)`."""
+    where = _loc(tuple(err.get("loc", ())), data)
+    given = err.get("input")
+    detail = _message(err)
+    last = err.get("loc", ("",))[-1] if err.get("loc") else ""
+    # Never echo what may be a secret: tokens, or a database URL with its password.
+    secretish = isinstance(last, str) and (last.endswith("_env") or last in SECRET_KEYS or last == "database")
+    if err.get("type") not in ("missing", "extra_forbidden") and not secretish and not isinstance(given, (dict, list)) and given is not None:
+        detail += f" (got {given!r})"
+    return f"{where + ': ' if where else ''}{detail}"
+
+
 def parse_settings(data: dict[str, Any], source: str) -> Settings:
     try:
         return Settings.model_validate({**data, "source": source})
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = _loc(tuple(err.get("loc", ())), data)
-        given = err.get("input")
-        detail = _message(err)
-        last = err.get("loc", ("",))[-1] if err.get("loc") else ""
-        # Never echo what may be a secret: tokens, or a database URL with its password.
-        secretish = isinstance(last, str) and (last.endswith("_env") or last in SECRET_KEYS or last == "database")
-        if err.get("type") not in ("missing", "extra_forbidden") and not secretish and not isinstance(given, (dict, list)) and given is not None:
-            detail += f" (got {given!r})"
-        more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
-        raise ConfigError(f"{source}: {where + ': ' if where else ''}{detail}{more}") from None
+        problems = tuple(f"{source}: {_problem(err, data)}" for err in exc.errors())
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        raise ConfigError(problems[0] + more, problems=problems) from None
 
 
 def load_settings(explicit: str | os.PathLike[str] | None = None) -> Settings:

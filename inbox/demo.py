@@ -32,6 +32,18 @@ AGENT = "demo-agent"
 REPLY_TEMPLATE = "Halo {customer}, terima kasih sudah menghubungi TokoShop. Kami cek dulu ya, mohon ditunggu 🙏 — {agent}"
 
 
+def _free_config_path(db_path: Path) -> Path:
+    """Where the demo's config goes beside its database: `<name>.toml`, or `<name>-demo.toml` when
+    that is taken (`--db inbox.db` must not replace the user's ./inbox.toml)."""
+    for candidate in (db_path.with_suffix(".toml"), db_path.with_name(db_path.stem + "-demo.toml")):
+        if not candidate.exists():
+            return candidate
+    from inbox.errors import UsageError
+
+    raise UsageError(f"{db_path.with_suffix('.toml')} and {db_path.with_name(db_path.stem + '-demo.toml')} already exist; "
+                     "the demo never overwrites a file: pass another --db")
+
+
 @dataclass
 class Demo:
     """One demo run: the sandbox, the files it wrote, and the store."""
@@ -55,7 +67,7 @@ class Demo:
                 raise UsageError(f"{db_path} already exists; the demo needs a fresh database file")
             db_path.parent.mkdir(parents=True, exist_ok=True)
             directory = db_path.parent
-            config_path = db_path.with_suffix(".toml")
+            config_path = _free_config_path(db_path)
             keep = True
         else:
             directory = Path(tempfile.mkdtemp(prefix="inbox-demo-"))
@@ -70,7 +82,15 @@ class Demo:
         from sandbox import Sandbox
 
         self.sandbox = Sandbox(seed=7).start()
-        self.config_path.write_text(self.sandbox.config_toml(database=f"sqlite:///{self.db_path}"), encoding="utf-8")
+        try:
+            # "x": a file that appeared since create() is the user's, never overwritten.
+            with open(self.config_path, "x", encoding="utf-8") as fh:
+                fh.write(self.sandbox.config_toml(database=f"sqlite:///{self.db_path}"))
+        except FileExistsError:
+            from inbox.errors import UsageError
+
+            self.sandbox.stop()
+            raise UsageError(f"{self.config_path} already exists; the demo never overwrites a file") from None
         # The config names its tokens by environment variable, as a production config does.
         for key, value in self.sandbox.env().items():
             self._saved_env.setdefault(key, os.environ.get(key))

@@ -21,6 +21,12 @@ class UsageError(InboxError):
 class ConfigError(InboxError):
     exit_code = 3
 
+    def __init__(self, message: str, *, hint: str | None = None, problems: tuple[str, ...] = ()) -> None:
+        super().__init__(message, hint=hint)
+        from connectors.redact import redact
+
+        self.problems = tuple(redact(p) for p in problems) or (self.message,)  # every problem found, one line each
+
 
 class AuthError(InboxError):
     exit_code = 4

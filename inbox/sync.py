@@ -31,7 +31,7 @@ from connectors.errors import ConnectorError, NeedsReauthError, RateLimitedError
 from connectors.redact import redact
 from inbox import accounts as accounts_mod
 from inbox import leases
-from inbox.errors import ConflictError, InboxError
+from inbox.errors import ConfigError, ConflictError, InboxError
 from inbox.ingest import AccountRef, IngestResult, MessageDecision, ingest_page
 from inbox.models import Account, Message, SyncState, utcnow
 from inbox.text import one_line
@@ -53,7 +53,8 @@ RETRY_LATER = "retry-later"
 NEEDS_REAUTH = "needs-reauth"
 CONFLICT = "conflict"  # another worker holds the account
 FAILED = "failed"
-ERROR_STATUSES = (RETRY_LATER, NEEDS_REAUTH, CONFLICT, FAILED)
+CONFIG_ERROR = "config-error"  # the account's config or environment is wrong (e.g. its token variable is unset)
+ERROR_STATUSES = (RETRY_LATER, NEEDS_REAUTH, CONFLICT, FAILED, CONFIG_ERROR)
 MAX_DECISIONS = 500  # kept per account for a dry run's report; counts are always complete
 DEFAULT_RETRY_SECONDS = 60
 X_PAGE_SIZE = 100
@@ -477,6 +478,10 @@ def sync_account(
         return result(RETRY_LATER, counts=counts, pages=pages, rate=rate, error=str(exc), retry_at=retry_at, decisions=tuple(decisions))
     except ConflictError as exc:  # the lease was taken over (we stalled past its expiry)
         return result(CONFLICT, counts=counts, pages=pages, rate=rate, error=exc.message)
+    except ConfigError as exc:  # nothing the platform did: trying again later will not help
+        if not dry_run:
+            accounts_mod.record_error(engine, ref.id, exc.message, at=utcnow(), rate=rate)
+        return result(CONFIG_ERROR, counts=counts, pages=pages, rate=rate, error=exc.message, decisions=tuple(decisions))
     except (ConnectorError, InboxError) as exc:
         if not dry_run:
             accounts_mod.record_error(engine, ref.id, str(exc), at=utcnow(), rate=rate)
@@ -622,8 +627,11 @@ def _process_job(
 
 
 def exit_code(results: Sequence[AccountSyncResult]) -> int:
-    """0 when every account synced; 4 when one needs re-auth; 7 when one failed; 6 on a lease conflict."""
+    """0 when every account synced; 3 when one's config is wrong; 4 when one needs re-auth; 7 when one
+    failed; 6 on a lease conflict."""
     statuses = {r.status for r in results}
+    if CONFIG_ERROR in statuses:
+        return 3
     if NEEDS_REAUTH in statuses:
         return 4
     if FAILED in statuses or RETRY_LATER in statuses:

@@ -12,6 +12,19 @@ from hypothesis import HealthCheck, settings
 
 PG_URL = os.environ.get("INBOX_TEST_PG_URL")  # e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test
 IN_CI = os.environ.get("CI") == "true"
+# Slow end-to-end tests (`@pytest.mark.slow`) run in CI; locally only with INBOX_TEST_SLOW=1 or an explicit -m.
+RUN_SLOW = IN_CI or os.environ.get("INBOX_TEST_SLOW") == "1"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not RUN_SLOW and not config.option.markexpr:
+        config.option.markexpr = "not slow"
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    if config.option.markexpr == "not slow" and not RUN_SLOW:
+        return "quick profile: slow tests deselected (INBOX_TEST_SLOW=1, or CI=true, runs them)"
+    return None
 
 # Property and stateful tests: a short profile locally, a long one in CI. No deadline: a loaded
 # machine must not turn a slow example into a failure. The database keeps failing examples, so a

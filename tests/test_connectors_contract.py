@@ -448,9 +448,7 @@ def test_pacing_keeps_a_meta_account_under_its_call_rate() -> None:
         assert info.value.code == 80006 and info.value.retry_at is not None
     with Sandbox(seed=7, meta_calls_per_second=10).start() as box:
         messages, _, _ = drain(open_connector(box, "tokoshop-fb", min_interval=0.12), None, Store())
-        assert messages
-        times = [c.at for c in box.calls]
-        assert len(times) >= 10 and all(b - a >= 0.1 for a, b in zip(times, times[1:]))
+        assert messages and len(box.calls) >= 10  # the sandbox enforced its per-second limit on every call
 
 
 # --- the HTTP layer on a scripted loopback server -----------------------------------------------
@@ -506,19 +504,17 @@ def _session(**kw: Any) -> Any:
 
 
 def test_short_retry_after_is_slept_then_retried(wire: tuple[str, _Script]) -> None:
-    import time
-
     base, script = wire
     script.replies.append((429, {"Retry-After": "0.3"}, b'{"title":"Too Many Requests"}', None))
-    started = time.monotonic()
-    response = _session().get(base + "/2/dm_events")
-    assert response.status_code == 200 and time.monotonic() - started >= 0.3
+    slept: list[float] = []
+    response = _session(sleep=slept.append).get(base + "/2/dm_events")
+    # One wait (until the platform's retry time: 0.3 s from its answer, less what has passed since), then the retry.
+    assert response.status_code == 200 and len(slept) == 1 and 0 < slept[0] <= 0.3
     assert len(script.seen) == 2
 
 
 def test_long_waits_are_raised_not_slept(wire: tuple[str, _Script]) -> None:
     import json as _json
-    import time
 
     from connectors.http import raise_for
 
@@ -526,11 +522,11 @@ def test_long_waits_are_raised_not_slept(wire: tuple[str, _Script]) -> None:
     buc = _json.dumps({"104920378912345": [{"type": "messenger", "call_count": 100, "estimated_time_to_regain_access": 2}]})
     body = _json.dumps({"error": {"message": "(#80006) too many calls", "code": 80006, "type": "OAuthException"}}).encode()
     script.replies.append((400, {"X-Business-Use-Case-Usage": buc}, body, None))
-    started = time.monotonic()
-    response = _session().get(base + "/v23.0/104920378912345/conversations")
+    slept: list[float] = []
+    response = _session(sleep=slept.append).get(base + "/v23.0/104920378912345/conversations")
     with pytest.raises(RateLimitedError) as info:
         raise_for(response)
-    assert time.monotonic() - started < 1.0 and len(script.seen) == 1
+    assert slept == [] and len(script.seen) == 1
     wait = info.value.retry_after
     assert wait is not None and 110 < wait <= 120  # two minutes, from the usage header
 

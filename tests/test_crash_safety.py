@@ -183,7 +183,7 @@ def test_kill_9_at_random_points_then_sync_again(tmp_path, monkeypatch):
 
 def test_ctrl_c_stops_every_worker_after_its_page_and_the_next_sync_completes(tmp_path, monkeypatch):
     """SIGINT to the whole process group, as a terminal's Ctrl-C: `inbox sync` and its worker
-    processes finish the pages in flight, print the summary, exit 0; nothing is left running."""
+    processes finish the pages in flight, print the summary, exit 130 (interrupted); nothing is left running."""
     import json
 
     from sandbox import Sandbox
@@ -200,8 +200,9 @@ def test_ctrl_c_stops_every_worker_after_its_page_and_the_next_sync_completes(tm
         holders |= lease_holders(engine, proc)
         os.killpg(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=60)
-        assert proc.returncode == 0, err
+        assert proc.returncode == 130, err
         summary = json.loads(out)
+        assert summary["exit_code"] == 130
         statuses = {a["account"]: a["status"] for a in summary["accounts"]}
         assert "stopped" in statuses.values() and set(statuses.values()) <= {"stopped", "ok"}, statuses
         assert "interrupted: finishing the current page" in err and "Traceback" not in err

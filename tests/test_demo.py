@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 INBOX = str(Path(sys.executable).parent / "inbox")
@@ -18,10 +17,8 @@ def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([INBOX, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
-def test_demo_runs_the_whole_loop_quickly(tmp_path: Path) -> None:
-    started = time.monotonic()
+def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
     proc = _run("demo", cwd=tmp_path)
-    elapsed = time.monotonic() - started
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     for step in ("1. sync", "2. the inbox", "3. claim", "4. reply", "5. sync again", "next"):
@@ -29,7 +26,6 @@ def test_demo_runs_the_whole_loop_quickly(tmp_path: Path) -> None:
     assert "→ " in out and " DM " in out and "sent: reply #1" in out
     assert "is matched to reply #1" in out and "is now pending" in out
     assert "inbox sandbox serve" in out
-    assert elapsed < 30  # a few seconds on a quiet machine; generous for loaded CI
     assert not list(tmp_path.iterdir())  # nothing written to the working directory
 
 

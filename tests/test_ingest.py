@@ -358,24 +358,27 @@ def test_page_writers_of_other_processes_queue_on_the_lock_file(sqlite_engine, s
     """A page waits while another process holds `<db>-writer.lock`, then is stored (SQLite)."""
     import subprocess
     import sys
-    import time
+    import threading
 
     acc = make_account(sqlite_engine)
     lock_path = sqlite_engine.url.database + "-writer.lock"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, os, sys, time\n"
+        [sys.executable, "-c", "import fcntl, os, sys\n"
          "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\nfcntl.flock(fd, fcntl.LOCK_EX)\n"
-         "print('held', flush=True)\ntime.sleep(0.6)", lock_path],
-        stdout=subprocess.PIPE, text=True,
+         "print('held', flush=True)\nsys.stdin.readline()", lock_path],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
+    writer = threading.Thread(target=ingest_page, args=(sqlite_engine, acc, Page((msg("q1", "tq", "uq", "pesanan belum sampai", 0),), cursor={"n": 1}), settings))
     try:
         assert holder.stdout.readline().strip() == "held"
-        started = time.monotonic()
-        ingest_page(sqlite_engine, acc, Page((msg("q1", "tq", "uq", "pesanan belum sampai", 0),), cursor={"n": 1}), settings)
-        waited = time.monotonic() - started
+        writer.start()
+        writer.join(0.5)
+        # While the other process holds the lock the page is not written beside it.
+        assert writer.is_alive() and count(sqlite_engine, "message") == 0
     finally:
-        holder.wait(timeout=10)
-    assert waited >= 0.3  # it queued behind the other process instead of writing beside it
+        holder.communicate("release\n", timeout=10)
+    writer.join(30)
+    assert not writer.is_alive()
     assert count(sqlite_engine, "message") == 1 and cursor_of(sqlite_engine, acc.id) == {"n": 1}
 
 

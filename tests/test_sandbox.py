@@ -551,10 +551,8 @@ def test_drop_and_timeout(sandbox: Sandbox) -> None:
         x.get("2/dm_events")
     assert sandbox.calls[-1].status == 0
     sandbox.fault("timeout", path="/conversations")
-    started = time.monotonic()
     with pytest.raises(requests.Timeout):
         g.http.get(f"{g.root}/{PAGE_ID}/conversations", params={"access_token": g.token}, timeout=0.3)
-    assert time.monotonic() - started < 2
 
 
 def test_send_outcome_unknown_is_still_recorded(sandbox: Sandbox) -> None:
@@ -620,8 +618,9 @@ def test_control_endpoints(sandbox: Sandbox) -> None:
     assert calls[1]["query"]["limit"] == "2" and calls[1]["path"] == f"/facebook/v23.0/{PAGE_ID}/conversations"
     g.send(customer_of(sandbox, "tokoshop-fb", tid), "Baik Kak")
     assert [s["text"] for s in http.get(f"{base}/sent", params={"account": "tokoshop-fb"}, timeout=5).json()] == ["Baik Kak"]
+    before = time.time()
     now = http.post(f"{base}/advance", json={"seconds": 3600}, timeout=5).json()["now"]
-    assert abs(now - sandbox.now()) < 5 and now > time.time() + 3500
+    assert before + 3600 <= now <= sandbox.now()  # the clock moved an hour ahead, and stays there
     assert http.post(f"{base}/fault", json={"kind": "nope"}, timeout=5).status_code == 400
     assert http.post(f"{base}/inject", json={"account": "nope", "text": "x"}, timeout=5).status_code == 400
 
@@ -787,16 +786,14 @@ def test_seed_scenarios(sandbox: Sandbox) -> None:
 
 
 # ── large dataset ──────────────────────────────────────────────────────────────────────────
-def test_large_dataset_builds_and_pages_fast() -> None:
-    started = time.perf_counter()
+@pytest.mark.slow
+def test_large_dataset_builds_and_pages_completely() -> None:
+    """Every generated message can be paged through (speed: bench/sandbox_large.py)."""
     sb = Sandbox(seed=3, large=100_000, x_rate_limit=10_000)
-    built = time.perf_counter() - started
     total = sum(len(sb.all_message_ids(a)) for a in ("tokoshop-fb", "tokoshop-ig", "tokoshop-x"))
     assert total >= 100_000
-    assert built < 3.0, f"building 100k messages took {built:.2f}s"
     with sb.start():
         g = Graph(sb)
-        started = time.perf_counter()
         items = walk_conversations(g, PAGE_ID, platform="messenger", limit=100)
         assert [c["id"] for c in items] == sb.threads("tokoshop-fb")
         x = X(sb)
@@ -811,7 +808,5 @@ def test_large_dataset_builds_and_pages_fast() -> None:
             token = body["meta"].get("next_token")
             if not token:
                 break
-        paged = time.perf_counter() - started
         assert seen >= 29_000
-        assert paged < 8.0, f"paging took {paged:.2f}s"
     assert Sandbox(seed=3, large=2000).all_message_ids("tokoshop-fb") == Sandbox(seed=3, large=2000).all_message_ids("tokoshop-fb")

@@ -1,0 +1,238 @@
+"""The CLI's contract with the people and scripts calling it: the README's exit codes, one-line
+errors that say what is wrong, closed pipes, the first run from a checkout (`./run`, the demo, the
+sandbox's config). Through the installed command (subprocesses) against a synced sandbox store."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandbox import Sandbox
+from test_sync import fast_factory, sandbox_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+INBOX = str(Path(sys.executable).parent / "inbox")
+
+
+def _env(extra: dict[str, str] | None = None, home: Path | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INBOX_")}
+    env.update({"NO_COLOR": "1", "COLUMNS": "120"})
+    if home is not None:
+        env["HOME"] = str(home)
+    return {**env, **(extra or {})}
+
+
+def run(*args: str, cwd: Path, env: dict[str, str] | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([INBOX, *args], cwd=cwd, env=env or _env(home=cwd), capture_output=True, text=True, timeout=120,
+                          input=stdin)
+
+
+@dataclass
+class Store:
+    sb: Sandbox
+    config: Path
+    dir: Path
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return _env({**self.sb.env(), **extra}, home=self.dir)
+
+    def inbox(self, *args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return run("-c", str(self.config), *args, cwd=self.dir, env=env or self.env(), stdin=stdin)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    """The seeded sandbox, served for the module, synced once into a SQLite store with a config file."""
+    from inbox.db import open_store
+    from inbox.sync import sync_all
+
+    directory = tmp_path_factory.mktemp("contract")
+    with Sandbox(seed=7).start() as sb, pytest.MonkeyPatch.context() as mp:
+        for key, value in sb.env().items():
+            mp.setenv(key, value)
+        url = f"sqlite:///{directory / 'inbox.db'}"
+        config = directory / "inbox-test.toml"
+        config.write_text(sb.config_toml(database=url), encoding="utf-8")
+        settings = sandbox_settings(sb, url)
+        engine = open_store(url)
+        assert {r.status for r in sync_all(engine, settings, connector_factory=fast_factory(settings))} == {"ok"}
+        engine.dispose()
+        yield Store(sb, config, directory)
+
+
+def _one_error(res: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in res.stderr, res.stderr
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    return lines[0]
+
+
+# ── exit codes (README table) ───────────────────────────────────────────────────────────────
+
+def test_an_unset_token_variable_is_a_config_error_not_try_again_later(store: Store) -> None:
+    env = store.env()
+    del env["INBOX_SANDBOX_X_TOKEN"]
+    res = store.inbox("sync", "--account", "tokoshop-x", "--json", env=env)
+    assert res.returncode == 3, res.stderr
+    [account] = json.loads(res.stdout)["accounts"]
+    assert account["status"] == "config-error" and "INBOX_SANDBOX_X_TOKEN is not set" in account["error"]
+    table = store.inbox("sync", "--account", "tokoshop-x", env=env)
+    assert table.returncode == 3 and "config-error" in table.stdout
+
+
+def test_an_unknown_account_is_not_found(store: Store) -> None:
+    for args in (("accounts", "reset", "nosuch"), ("sync", "--account", "nosuch")):
+        res = store.inbox(*args)
+        assert res.returncode == 5, (args, res.stderr)
+        line = _one_error(res)
+        assert "no account named 'nosuch'" in line and "tokoshop-fb" in line  # and which ones there are
+
+
+def test_a_closed_pipe_ends_quietly_with_0(store: Store) -> None:
+    """`inbox show 1 | head -2`, `inbox export | head -c 100`: the reader has gone before the output ends."""
+    for args in (("show", "1", "--no-pager"), ("export",), ("export", "--format", "csv"), ("list",)):
+        read, write = os.pipe()
+        os.close(read)  # the reader is already gone: the first write meets a closed pipe
+        try:
+            proc = subprocess.run([INBOX, "-c", str(store.config), *args], cwd=store.dir, env=store.env(), stdout=write,
+                                  stderr=subprocess.PIPE, text=True, timeout=60)
+        finally:
+            os.close(write)
+        assert (proc.returncode, proc.stderr) == (0, ""), args
+
+
+def test_config_check_shows_every_problem(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('log_level = "LOUD"\n[sync]\nconcurrency = "many"\ninterval_seconds = 1\n[replies]\nconfirm = "maybe"\n')
+    res = run("-c", str(bad), "config", "check", cwd=tmp_path)
+    assert res.returncode == 3 and "Traceback" not in res.stderr
+    lines = res.stderr.splitlines()
+    assert len(lines) == 4 and all(line.startswith(f"error: {bad}: ") for line in lines), res.stderr
+    for key in ("log_level", "sync.concurrency", "sync.interval_seconds", "replies.confirm"):
+        assert sum(key + ":" in line for line in lines) == 1, key
+    assert "more problem" not in res.stderr
+    data = json.loads(run("-c", str(bad), "config", "check", "--json", cwd=tmp_path).stdout)
+    assert data["ok"] is False and len(data["errors"]) == 4
+
+
+def test_sqlite_problems_name_the_file_not_a_server(tmp_path: Path) -> None:
+    missing_dir = tmp_path / "no-such-dir" / "inbox.db"
+    cfg = tmp_path / "inbox.toml"
+    cfg.write_text(f'database = "{missing_dir}"\n')
+    line = _one_error(res := run("list", cwd=tmp_path))
+    assert res.returncode == 1 and str(missing_dir) in line and "directory exists" in line and "server" not in line
+    not_db = tmp_path / "notes.db"
+    not_db.write_text("these are my notes, not a database\n" * 100)
+    cfg.write_text(f'database = "{not_db}"\n')
+    line = _one_error(res := run("list", cwd=tmp_path))
+    assert res.returncode == 1 and str(not_db) in line and "not an inbox database" in line and "unexpected" not in line
+
+
+def test_an_unsupported_database_url_scheme_is_a_config_error(tmp_path: Path) -> None:
+    env = _env({"INBOX_DATABASE_URL": "mysql://care:hunter22@db.internal/inbox"}, home=tmp_path)
+    res = run("list", cwd=tmp_path, env=env)
+    line = _one_error(res)
+    assert res.returncode == 3 and "unsupported database URL scheme 'mysql'" in line and "INBOX_DATABASE_URL" in line
+    assert "hunter22" not in res.stderr and "ModuleNotFoundError" not in res.stderr
+    (tmp_path / "inbox.toml").write_text('database = "mysql+pymysql://care@db.internal/inbox"\n')
+    line = _one_error(res := run("list", cwd=tmp_path))
+    assert res.returncode == 3 and "unsupported database URL scheme 'mysql+pymysql'" in line
+
+
+def test_bad_numbers_and_blank_replies_are_usage_errors(store: Store) -> None:
+    for days in ("-3", "0", "nan"):
+        res = store.inbox("stats", "--days", days)
+        assert res.returncode == 2 and "--days" in _one_error(res), days
+    before = len(store.sb.sent("tokoshop-x"))
+    for text in ("", "   ", " \n\t "):
+        res = store.inbox("reply", "1", text, "--yes")
+        assert res.returncode == 2 and "empty reply" in _one_error(res), repr(text)
+    assert len(store.sb.sent("tokoshop-x")) == before
+
+
+# ── the first run ───────────────────────────────────────────────────────────────────────────
+
+def test_sync_without_any_config_file_says_so(tmp_path: Path) -> None:
+    for args in (("sync",), ("run",), ("accounts",)):
+        res = run(*args, cwd=tmp_path)
+        line = _one_error(res)
+        assert res.returncode == 3 and "no config file found; looked in inbox.toml" in line, args
+        assert str(tmp_path / ".config" / "inbox" / "config.toml") in line and "no enabled accounts" not in line
+
+
+def test_run_script_keeps_the_callers_directory(store: Store, tmp_path: Path) -> None:
+    """`./run -c inbox-sandbox.toml list` and `./run export -o out.csv` mean files where the user is."""
+    (tmp_path / "mine.toml").write_text(store.config.read_text(encoding="utf-8"), encoding="utf-8")
+    env = store.env()
+    res = subprocess.run([str(ROOT / "run"), "-c", "mine.toml", "export", "--format", "csv", "-o", "out.csv"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "out.csv").stat().st_size > 100
+    assert not (ROOT / "out.csv").exists()
+
+
+def test_demo_never_overwrites_a_users_config_and_its_next_steps_work_as_printed(tmp_path: Path) -> None:
+    mine = tmp_path / "inbox.toml"
+    mine.write_text("# my team's config\n", encoding="utf-8")
+    env = _env(home=tmp_path)
+    env["PATH"] = "/usr/bin:/bin"  # `inbox` itself is not on PATH, as after `./run demo` from a checkout
+    res = subprocess.run([INBOX, "demo", "--db", "inbox.db"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert mine.read_text(encoding="utf-8") == "# my team's config\n"
+    written = tmp_path / "inbox-demo.toml"
+    assert 'database = "sqlite:///' in written.read_text(encoding="utf-8")
+    printed = [line.strip() for line in res.stdout.splitlines() if " -c " in line and line.strip().endswith(" list")]
+    assert printed, res.stdout
+    listed = subprocess.run(printed[0], shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and "#" in listed.stdout, listed.stderr
+    serve = next(line.strip() for line in res.stdout.splitlines() if "sandbox serve" in line)
+    assert shlex.split(serve)[0] in (INBOX, "inbox") and os.path.isabs(shlex.split(serve)[0])
+
+
+def test_sandbox_serve_prints_the_one_config_line_discovery_needs(tmp_path: Path) -> None:
+    """Paste the printed export lines, then plain `inbox sync` / `inbox list` (no -c) use the sandbox."""
+    import signal
+
+    workdir = tmp_path / "elsewhere"
+    workdir.mkdir()
+    proc = subprocess.Popen([INBOX, "sandbox", "serve", "--port", "0"], cwd=tmp_path, env=_env(home=tmp_path), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    try:
+        while not lines or "Ctrl-C" not in lines[-1]:
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            assert line, "serve exited early"
+            lines.append(line)
+        exports = [line.strip() for line in lines if line.startswith("export ")]
+        assert any(line.startswith("export INBOX_CONFIG=") for line in exports)
+        script = "\n".join([*exports, f"{shlex.quote(INBOX)} sync --json >/dev/null", f"{shlex.quote(INBOX)} list --json"])
+        res = subprocess.run(["sh", "-c", script], cwd=workdir, env=_env(home=workdir), capture_output=True, text=True, timeout=120)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=10)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["tickets"]
+    assert (tmp_path / "inbox-sandbox.db").exists() and not list(workdir.iterdir())  # the database beside its config
+
+
+def _json_times(data: Any) -> list[str]:
+    found: list[str] = []
+    if isinstance(data, dict):
+        for v in data.values():
+            found += _json_times(v)
+    elif isinstance(data, list):
+        for v in data:
+            found += _json_times(v)
+    elif isinstance(data, str) and re.match(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}", data):
+        found.append(data)
+    return found
