@@ -26,6 +26,7 @@ def pytest_report_header(config: pytest.Config) -> str | None:
         return "quick profile: slow tests deselected (INBOX_TEST_SLOW=1, or CI=true, runs them)"
     return None
 
+
 # Property and stateful tests: a short profile locally, a long one in CI. No deadline: a loaded
 # machine must not turn a slow example into a failure. The database keeps failing examples, so a
 # failure found once is replayed first next time (and printed with its seed).
