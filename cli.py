@@ -940,13 +940,23 @@ def _tri_print_detail(out: Any, detail: Any, *, full: bool, human_agent_tag: boo
         related.append(f"{key.replace('_', ' ')} " + ", ".join(f"#{i}" for i in ids))
     if detail.merged_ids:
         related.append("merged here: " + ", ".join(f"#{i}" for i in detail.merged_ids))
-    if t.has_gap:
-        related.append("⚠ some older messages of this thread could not be read (platform history limit)")
     if related:
         out.print(Text(" · ".join(related), style="magenta"))
+    for g in detail.gaps:
+        out.print(Text("⚠ " + _gap_text(g) + f" (detected {_iso_short(g.detected_at)})", style="bold yellow"))
+    if t.has_gap and not detail.gaps:
+        out.print(Text("⚠ some older messages of this thread could not be read (platform history limit)", style="bold yellow"))
+    # Where the agent reads: in the conversation, just before the oldest message still readable.
+    gap_before: dict[int, Any] = {}  # id() of the message the gap comes just before -> the gap
+    for g in detail.gaps:
+        first = next((m for m in detail.messages if m.conversation_id == g.conversation_id and (g.before is None or m.sent_at >= g.before)), None)
+        if first is not None:
+            gap_before.setdefault(id(first), g)
     # Titles as Text (what a str title becomes, without the markup and emoji parsing).
     out.print(Rule(Text("conversation", style="rule.text"), style="dim"))
     for m in detail.messages:
+        if id(m) in gap_before:
+            out.print(Text("┄┄ " + _gap_text(gap_before[id(m)]) + " ┄┄", style="yellow"))
         who = display_name(m.author_handle, m.author_name, m.author_id) if m.direction == "in" else f"{m.account}"
         arrow = "←" if m.direction == "in" else "→"
         head = Text.assemble(
@@ -985,6 +995,19 @@ def _tri_print_detail(out: Any, detail: Any, *, full: bool, human_agent_tag: boo
                 detail_text = ", ".join(f"{k}={v}" for k, v in d.items())
             out.print(Text.assemble((_iso_short(e.at), "dim"), "  ", (one_line(e.actor, 40), "bold"), f" {e.action} ",
                                     (one_line(detail_text, 160), "dim")))
+
+
+def _gap_text(g: Any) -> str:
+    """`6 messages missing, written after 2026-11-20 08:00 and before 2026-11-21 09:13 …`"""
+    count = "an unknown number of messages" if g.missing is None else f"{g.missing:,} message{'' if g.missing == 1 else 's'}"
+    when = []
+    if g.after is not None:
+        when.append(f"after {_iso_short(g.after)}")
+    elif g.before is not None:
+        when.append("since the thread began")
+    if g.before is not None:
+        when.append(f"before {_iso_short(g.before)}")
+    return f"{count} missing" + (", written " + " and ".join(when) if when else "") + ": past the platform's readable history"
 
 
 def _iso_short(value: Any) -> str:

@@ -74,6 +74,7 @@ class Gap:
     thread_id: str
     detail: str
     oldest_readable_at: datetime | None = None
+    older: int | None = None  # messages the thread holds beyond the readable ones, when the platform says
 
 
 @dataclass(frozen=True, slots=True)

@@ -278,7 +278,8 @@ class MetaConnector:
                 detail = f"all {readable} readable messages are new; older ones are past the {HORIZON}-message horizon"
                 if conv.message_count is not None:
                     detail += f" (the thread holds {conv.message_count})"
-                gap = Gap(thread_id=conv.id, detail=detail, oldest_readable_at=oldest)
+                older = conv.message_count - readable if conv.message_count is not None else None
+                gap = Gap(thread_id=conv.id, detail=detail, oldest_readable_at=oldest, older=older)
                 log.warning("%s: gap in thread %s: %s", self.spec.name, conv.id, detail)
         return messages, quarantined, gap
 

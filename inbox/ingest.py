@@ -18,12 +18,12 @@ import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, fields
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from connectors.base import Direction, InboundMessage, Page
+from connectors.base import Direction, Gap, InboundMessage, Page
 from inbox.dedup import (
     R_ECHO,
     R_NEW,
@@ -270,6 +270,13 @@ _TICKET_INSERT = (
     "linked_ticket_id", "possible_duplicate_of_id", "merged_into_id",
 )
 
+@dataclass(frozen=True, slots=True)
+class _GapSize:
+    missing: int | None  # None: the platform did not say how many the thread holds
+    after: datetime | None  # the thread's newest stored message before the gap; None: since it began
+    before: datetime | None  # its oldest readable message
+
+
 class _PageWriter:
     def __init__(self, conn: Connection, ref: AccountRef, settings: Settings, *, explain: bool) -> None:
         self.conn = conn
@@ -318,12 +325,12 @@ class _PageWriter:
 
         # Gaps: mark the thread's ticket (decided above, so a brand-new ticket gets it too).
         gap_rows = []
-        for gap in page.gaps:
+        for gap, size in self._gap_sizes(page.gaps, convs):
             conv = convs.get(gap.thread_id)
             key = dd._resolve(dd.conv_ticket.get(conv[0])) if conv else None
             if key is not None and key in dd.tickets:
                 dd.tickets[key].has_gap = True
-            gap_rows.append((gap, key))
+            gap_rows.append((gap, size, key))
 
         ids = self._insert_tickets(dd)
         tid = lambda key: None if key is None else (ids.get(key, key) if key < 0 else key)  # noqa: E731
@@ -755,21 +762,49 @@ class _PageWriter:
 
     # ── gaps, quarantine ───────────────────────────────────────────────────────────────────
 
-    def _write_gaps(self, gap_rows: list[tuple[Any, int | None]], tid: Any) -> int:
-        if not gap_rows:
-            return 0
-        self.conn.execute(
-            sa.insert(_gap),
+    def _gap_sizes(self, gaps: tuple[Gap, ...], convs: dict[str, tuple[int, int | None, int | None]]) -> list[tuple[Gap, _GapSize]]:
+        """Each gap with what is known of the messages it lost.
+
+        None of the thread's readable messages is stored (that is what makes it a gap), so what the
+        store holds of the thread is older: its newest message is where the missing ones begin, and
+        the platform's count of the thread, less the readable and the stored, is how many are
+        missing. A thread whose older messages are all stored lost nothing: no gap.
+        """
+        if not gaps:
+            return []
+        conn = self.conn
+        conv_ids = sorted({convs[g.thread_id][0] for g in gaps if g.thread_id in convs})
+        stored: dict[int, tuple[int, Any]] = {}
+        if conv_ids:
+            rows = select(
+                conn,
+                "message?gap",
+                lambda: sa.select(_m.c.conversation_id, sa.func.count().label("n"), sa.func.max(_m.c.sent_at).label("newest"))
+                .where(in_values(conn, _m.c.conversation_id, "convs"))
+                .group_by(_m.c.conversation_id),
+                convs=conv_ids,
+            )
+            stored = {r.conversation_id: (int(r.n), r.newest) for r in rows}
+        out = []
+        for gap in gaps:
+            conv = convs.get(gap.thread_id)
+            count, newest = stored.get(conv[0], (0, None)) if conv else (0, None)
+            missing = None if gap.older is None else gap.older - count
+            if missing is not None and missing <= 0:
+                continue
+            out.append((gap, _GapSize(missing, newest, gap.oldest_readable_at)))
+        return out
+
+    def _write_gaps(self, gap_rows: list[tuple[Gap, _GapSize, int | None]], tid: Any) -> int:
+        names = ("account_id", "conversation_external_id", "ticket_id", "detail", "detected_at", "missing", "missing_after", "missing_before")
+        many(
+            self.conn,
+            "gap+",
+            lambda: insert_values(self.conn, _gap, names),
+            names,
             [
-                {
-                    "account_id": self.ref.id,
-                    "conversation_external_id": gap.thread_id,
-                    "ticket_id": tid(key),
-                    "detail": gap.detail,
-                    "detected_at": self.now,
-                    "acknowledged_at": None,
-                }
-                for gap, key in gap_rows
+                (self.ref.id, gap.thread_id, tid(key), gap.detail, self.now, size.missing, size.after, size.before)
+                for gap, size, key in gap_rows
             ],
         )
         return len(gap_rows)

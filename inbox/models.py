@@ -282,10 +282,17 @@ class SyncGap(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     account_id: int = Field(foreign_key="account.id", index=True)
     conversation_external_id: str = Field(max_length=255)
-    ticket_id: int | None = Field(default=None, foreign_key="ticket.id")
+    ticket_id: int | None = Field(default=None, foreign_key="ticket.id", index=True)
     detail: str
     detected_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     acknowledged_at: datetime | None = _ts()
+    # What `inbox show` tells the agent: how many messages are known to be missing (None: the
+    # platform did not say), written after `missing_after` (the thread's newest message stored
+    # before the gap; None: since the thread began) and before `missing_before` (its oldest
+    # readable message).
+    missing: int | None = None
+    missing_after: datetime | None = _ts()
+    missing_before: datetime | None = _ts()
 
 
 class Quarantine(SQLModel, table=True):

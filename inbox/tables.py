@@ -185,3 +185,18 @@ reply = sa.Table(
     sa.Column("updated_at", UTCDateTime()),
     sa.Column("sent_at", UTCDateTime()),
 )
+
+sync_gap = sa.Table(
+    "sync_gap",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True),
+    sa.Column("account_id", sa.Integer()),
+    sa.Column("conversation_external_id", sa.String(255)),
+    sa.Column("ticket_id", sa.Integer()),
+    sa.Column("detail", sa.String()),
+    sa.Column("detected_at", UTCDateTime()),
+    sa.Column("acknowledged_at", UTCDateTime()),
+    sa.Column("missing", sa.Integer()),
+    sa.Column("missing_after", UTCDateTime()),
+    sa.Column("missing_before", UTCDateTime()),
+)

@@ -37,6 +37,7 @@ TT = tb.ticket_tag
 TE = tb.ticket_event
 P = tb.person
 PE = tb.person_event
+G = tb.sync_gap
 
 PRIORITIES = tuple(PRIORITY_RANK)
 CLAIMABLE_STATUSES = ("new", "open")
@@ -174,6 +175,7 @@ class TicketRow:
             "last_customer_message_at": _iso(self.last_customer_message_at),
             "message_count": self.message_count,
             "snippet": self.snippet,
+            "has_gap": self.has_gap,
         }
 
 
@@ -420,12 +422,33 @@ class EventRow:
 
 
 @dataclass(frozen=True, slots=True)
+class GapRow:
+    """Messages of one of the ticket's threads that the platform no longer shows (Meta keeps 20)."""
+
+    ticket_id: int
+    conversation_id: int | None
+    thread_id: str
+    missing: int | None  # None: the platform did not say how many
+    after: datetime | None  # written after this (the newest message stored before); None: since the thread began
+    before: datetime | None  # and before this (the oldest message still readable)
+    detected_at: datetime
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ticket_id": self.ticket_id, "conversation_id": self.conversation_id, "thread_id": self.thread_id, "missing": self.missing, "after": _iso(self.after),
+            "before": _iso(self.before), "detected": _iso(self.detected_at), "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class TicketDetail:
     ticket: TicketRow
     messages: tuple[ThreadMessage, ...]
     events: tuple[EventRow, ...]
     merged_ids: tuple[int, ...]
     related: dict[str, list[int]] = field(default_factory=dict)
+    gaps: tuple[GapRow, ...] = ()
 
     @property
     def notes(self) -> tuple[EventRow, ...]:
@@ -439,6 +462,7 @@ class TicketDetail:
             "events": [e.to_json() for e in self.events],
             "merged_tickets": list(self.merged_ids),
             "related": self.related,
+            "gaps": [g.to_json() for g in self.gaps],
         }
 
 
@@ -497,6 +521,16 @@ def show_ticket(engine: Engine, ticket_id: int, *, message_limit: int | None = N
                 .order_by(TE.c.at, TE.c.id)
             )
         )
+        gaps = tuple(
+            GapRow(r.ticket_id, r.id, r.conversation_external_id, r.missing, r.missing_after, r.missing_before, r.detected_at, r.detail)
+            for r in conn.execute(
+                sa.select(G.c.ticket_id, CV.c.id, G.c.conversation_external_id, G.c.missing, G.c.missing_after, G.c.missing_before,
+                          G.c.detected_at, G.c.detail)
+                .select_from(G.outerjoin(CV, sa.and_(CV.c.account_id == G.c.account_id, CV.c.external_id == G.c.conversation_external_id)))
+                .where(G.c.ticket_id.in_(group))
+                .order_by(G.c.detected_at, G.c.id)
+            )
+        )
         related: dict[str, list[int]] = {}
         if ticket.linked_ticket_id:
             related["follow_up_of"] = [ticket.linked_ticket_id]
@@ -514,7 +548,7 @@ def show_ticket(engine: Engine, ticket_id: int, *, message_limit: int | None = N
             same_person = [r[0] for r in others]
             if same_person:
                 related["same_person"] = same_person
-    return TicketDetail(ticket, messages, events, tuple(g for g in group if g != ticket_id), related)
+    return TicketDetail(ticket, messages, events, tuple(g for g in group if g != ticket_id), related, gaps)
 
 
 # ─── claims ─────────────────────────────────────────────────────────────────────────────────
