@@ -1,16 +1,57 @@
-"""HTTP control endpoints under /_sandbox/ for tests that drive a sandbox in another process."""
+"""HTTP control endpoints under /_sandbox/ for tests that drive a sandbox in another process.
+
+Only from this machine: a request whose Host is not a loopback address, or that a browser sends from
+another origin, gets 403 (see `refusal`).
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from sandbox.core import Sandbox
 
 
-def handle_control(sb: Sandbox, method: str, name: str, query: dict[str, str], body: bytes) -> tuple[int, Any]:
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def refusal(headers: dict[str, str]) -> str | None:
+    """Why a control request is refused, or None. The control API changes what the sandbox serves, so a
+    web page the tester has open must not drive it: the Host must name a loopback address (no DNS
+    rebinding) and a browser's Origin, when sent, must be a loopback one (no cross-origin POSTs)."""
+    try:
+        host = urlsplit("//" + headers.get("host", "")).hostname
+    except ValueError:
+        host = None
+    if not host or not _loopback(host):
+        return "Host must be a loopback address (127.0.0.1, ::1 or localhost)"
+    origin = headers.get("origin")
+    if origin is not None:
+        try:
+            parts = urlsplit(origin)
+            origin_host = parts.hostname if parts.scheme in ("http", "https") else None
+        except ValueError:
+            origin_host = None
+        if not origin_host or not _loopback(origin_host):
+            return "cross-origin requests are refused"
+    return None
+
+
+def handle_control(sb: Sandbox, method: str, name: str, query: dict[str, str], body: bytes,
+                   headers: dict[str, str]) -> tuple[int, Any]:
+    refused = refusal(headers)
+    if refused is not None:
+        return 403, {"error": f"forbidden: {refused}"}
     try:
         data: dict[str, Any] = json.loads(body) if body else {}
         if not isinstance(data, dict):

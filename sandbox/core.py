@@ -399,7 +399,7 @@ class Sandbox:
     # ── request dispatch (called from server threads) ───────────────────────────────────────
     def dispatch(self, method: str, path: str, query: dict[str, str], headers: dict[str, str], body: bytes) -> Outcome:
         if path.startswith("/_sandbox/"):
-            return self._control(method, path, query, body)
+            return self._control(method, path, query, headers, body)
         arrived = self.state.now()  # the call log records when the call arrived, not when it was answered
         req = Request(method, path, query, headers, body, self._base_url)
         api, account = self._classify(req)
@@ -467,10 +467,10 @@ class Sandbox:
             self._calls.append(Call(method, path, dict(query), account, status, at))
 
     # ── control API ─────────────────────────────────────────────────────────────────────────
-    def _control(self, method: str, path: str, query: dict[str, str], body: bytes) -> Outcome:
+    def _control(self, method: str, path: str, query: dict[str, str], headers: dict[str, str], body: bytes) -> Outcome:
         from sandbox.control import handle_control
 
-        status, payload = handle_control(self, method, path.removeprefix("/_sandbox/"), query, body)
+        status, payload = handle_control(self, method, path.removeprefix("/_sandbox/"), query, body, headers)
         if isinstance(payload, str):
             return Outcome(status, payload.encode(), {"content-type": "text/plain; charset=utf-8"})
         return Outcome(status, json.dumps(payload, ensure_ascii=False, default=str).encode(), {"content-type": JSON_X})

@@ -625,6 +625,26 @@ def test_control_endpoints(sandbox: Sandbox) -> None:
     assert http.post(f"{base}/inject", json={"account": "nope", "text": "x"}, timeout=5).status_code == 400
 
 
+
+@pytest.mark.parametrize("headers", [
+    {"Origin": "http://evil.example"},  # a page in the tester's browser posting cross-origin
+    {"Origin": "null"},  # a sandboxed iframe or a file:// page
+    {"Host": "evil.example"},  # DNS rebinding: evil.example resolved to 127.0.0.1
+    {"Host": "10.0.0.5:8000"},
+])
+def test_control_endpoints_refuse_other_hosts_and_origins(sandbox: Sandbox, headers: dict[str, str]) -> None:
+    base = f"{sandbox.base_url}/_sandbox"
+    before = len(sandbox.threads("tokoshop-fb"))
+    res = requests.post(f"{base}/inject", json={"account": "tokoshop-fb", "text": "dari web"}, headers=headers, timeout=5)
+    assert res.status_code == 403 and "forbidden" in res.json()["error"]
+    assert requests.post(f"{base}/fault", json={"kind": "503"}, headers=headers, timeout=5).status_code == 403
+    assert requests.get(f"{base}/sent", params={"account": "tokoshop-fb"}, headers=headers, timeout=5).status_code == 403
+    assert len(sandbox.threads("tokoshop-fb")) == before and sandbox.faults.take("GET", "/conversations", "tokoshop-fb") is None
+    # The same request from this machine (a loopback Host, a loopback Origin or none) is served.
+    port = sandbox.base_url.rsplit(":", 1)[1]
+    for ok in ({}, {"Origin": f"http://127.0.0.1:{port}"}, {"Host": f"localhost:{port}"}, {"Host": f"[::1]:{port}"}):
+        assert requests.get(f"{base}/sent", params={"account": "tokoshop-fb"}, headers=ok, timeout=5).status_code == 200, ok
+
 def test_call_log(sandbox: Sandbox) -> None:
     g, x = Graph(sandbox), X(sandbox)
     g.get(f"{PAGE_ID}/conversations", platform="instagram")
