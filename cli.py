@@ -94,15 +94,16 @@ def state(ctx: typer.Context) -> State:
 
 
 def console(stderr: bool = False) -> "Console":
-    from rich.console import Console
+    from inbox.text import safe_console_class
 
-    class _Console(Console):
+    class _Console(safe_console_class()):  # type: ignore[misc]
         def on_broken_pipe(self) -> None:
             # Rich exits 1 here; a reader that has gone (`| head`) is not a failure: see _run.
             self.quiet = True
             raise BrokenPipeError
 
-    # Rich honours NO_COLOR itself; highlight=False so customer text is never auto-styled.
+    # Rich honours NO_COLOR itself; highlight=False so customer text is never auto-styled; every
+    # segment printed is cleaned (agents' and customers' text alike).
     return _Console(stderr=stderr, highlight=False, soft_wrap=False)
 
 
@@ -127,6 +128,13 @@ def _prog() -> str:
     if found and (not me or os.path.realpath(found) == me or os.path.basename(me) != "inbox"):
         return "inbox"
     return shlex.quote(me) if me else "inbox"
+
+
+def say(text: str, *, err: bool = False) -> None:
+    """Write plain lines (no rich) cleaned like everything else shown: they quote paths, URLs and names people typed."""
+    from inbox.text import clean
+
+    (sys.stderr if err else sys.stdout).write(clean(text))
 
 
 def _version(value: bool) -> None:
@@ -161,10 +169,10 @@ _JSON_OPT = typer.Option(False, "--json", help="Machine-readable JSON output (sa
 
 
 def _mask_url(url: str) -> str:
-    """A database URL as it may be shown: the password masked."""
-    import re
+    """A database or base URL as it may be shown: every password form masked."""
+    from connectors.redact import mask_url
 
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1****@", url)
+    return mask_url(url)
 
 
 def _secret_view(acc: Any) -> dict[str, dict[str, Any]]:
@@ -174,7 +182,7 @@ def _secret_view(acc: Any) -> dict[str, dict[str, Any]]:
     view: dict[str, dict[str, Any]] = {}
     for key in acc.secret_env_keys():
         var = getattr(acc, key)
-        value = os.environ.get(var) if var else None
+        value = (os.environ.get(var) or "").strip() if var else None
         view[key] = {"env": var, "set": bool(value), "masked": mask(value)}
     return view
 
@@ -184,7 +192,7 @@ def _effective_config(settings: Any) -> dict[str, Any]:
     data["database"] = _mask_url(settings.database_url())
     accounts = []
     for acc, raw in zip(settings.accounts, data.get("accounts", [])):
-        raw["base_url"] = acc.resolved_base_url()
+        raw["base_url"] = _mask_url(acc.resolved_base_url())
         for key, view in _secret_view(acc).items():
             raw[key] = view
         accounts.append(raw)
@@ -201,8 +209,11 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    # JSON string escapes are valid TOML basic-string escapes; control characters come out escaped.
-    return json.dumps(str(value), ensure_ascii=False)
+    from inbox.text import json_safe
+
+    # JSON string escapes are valid TOML basic-string escapes: control characters, C1, bidi controls
+    # and line separators come out escaped.
+    return json_safe(json.dumps(str(value), ensure_ascii=False))
 
 
 def _render_toml(data: dict[str, Any], path: str = "") -> list[str]:
@@ -250,13 +261,16 @@ def config_check(ctx: typer.Context, json_: bool = _JSON_OPT) -> None:
     for acc in settings.accounts:
         missing = [v["env"] for v in _secret_view(acc).values() if not v["set"]]
         entry: dict[str, Any] = {"name": acc.name, "channel": acc.channel.value, "enabled": acc.enabled,
-                                 "base_url": acc.resolved_base_url(), "ok": not missing, "missing_env": missing}
+                                 "base_url": _mask_url(acc.resolved_base_url()), "ok": not missing, "missing_env": missing}
         if not missing:
             try:
                 acc.to_spec()
             except ConfigError as exc:
                 entry.update(ok=False, error=exc.message)
         report["accounts"].append(entry)
+        for var in acc.padded_secrets():
+            report.setdefault("warnings", []).append(
+                f"account '{acc.name}': environment variable {var} has whitespace around its value (a trailing newline?); it is stripped")
         if not entry["ok"] and not acc.enabled:
             # A disabled account is not synced: its unset variables are worth a note, not a failure.
             report.setdefault("warnings", []).extend(f"account '{acc.name}' (disabled): environment variable {v} is not set" for v in missing)
@@ -271,12 +285,12 @@ def config_check(ctx: typer.Context, json_: bool = _JSON_OPT) -> None:
     else:
         where = report["file"] or "no config file (defaults)"
         for line in report.get("warnings", []):
-            sys.stderr.write(f"warning: {where}: {line}\n")
+            say(f"warning: {where}: {line}\n", err=True)
         for line in report["errors"]:
-            sys.stderr.write(f"error: {where}: {line}\n")
+            say(f"error: {where}: {line}\n", err=True)
         if report["ok"]:
             n = len(report["accounts"])
-            sys.stdout.write(f"ok: {where}: {n} account{'s' if n != 1 else ''}, every secret variable set\n")
+            say(f"ok: {where}: {n} account{'s' if n != 1 else ''}, every secret variable set\n")
     if not report["ok"]:
         raise typer.Exit(3)
 
@@ -291,7 +305,7 @@ def config_show(ctx: typer.Context, json_: bool = _JSON_OPT) -> None:
         print_json({"file": settings.source, **data})
         return
     header = f"# effective config from {settings.source}" if settings.source else "# no config file: defaults"
-    sys.stdout.write("\n".join([header, *_render_toml(data)]) + "\n")
+    say("\n".join([header, *_render_toml(data)]) + "\n")
 
 
 @config_app.command("path")
@@ -308,9 +322,9 @@ def config_path(ctx: typer.Context, json_: bool = _JSON_OPT) -> None:
     if json_ or st.json:
         print_json({"path": str(path.resolve()) if path else None, "candidates": looked})
     elif path is not None:
-        sys.stdout.write(f"{path.resolve()}\n")
+        say(f"{path.resolve()}\n")
     else:
-        sys.stderr.write(f"no config file (defaults in use); looked at: {', '.join(looked)}\n")
+        say(f"no config file (defaults in use); looked at: {', '.join(looked)}\n", err=True)
 
 
 def _plain_engine(ctx: typer.Context) -> "Engine":
@@ -338,9 +352,9 @@ def db_upgrade(ctx: typer.Context, json_: bool = _JSON_OPT) -> None:
     if json_ or state(ctx).json:
         print_json({"database": url, "from": before.current, "applied": applied, "current": after.current, "head": after.head})
     elif applied:
-        sys.stdout.write(f"{url}: upgraded {before.current or 'empty'} → {after.current} ({len(applied)} migration{'s' if len(applied) != 1 else ''})\n")
+        say(f"{url}: upgraded {before.current or 'empty'} → {after.current} ({len(applied)} migration{'s' if len(applied) != 1 else ''})\n")
     else:
-        sys.stdout.write(f"{url}: already at {after.current} (head)\n")
+        say(f"{url}: already at {after.current} (head)\n")
 
 
 @db_app.command("status")
@@ -361,7 +375,7 @@ def db_status(ctx: typer.Context, json_: bool = _JSON_OPT) -> None:
              f"pending:  {', '.join(st.pending) if st.pending else 'none'}"]
     if st.pending:
         lines.append("run `inbox db upgrade` (or any command: a new database is upgraded on first use)")
-    sys.stdout.write("\n".join(lines) + "\n")
+    say("\n".join(lines) + "\n")
 
 
 
@@ -411,7 +425,7 @@ def sandbox_serve(
             out.write(f"sandbox serving on {sb.base_url}\n")
             for name, acc in sb.accounts.items():
                 out.write(f"  {name:<20} {acc.base_url}\n")
-            out.write(f"config written to {config_path}\n\npaste these lines into your shell (the config and the sandbox's test tokens), then run e.g. `{_prog()} sync`:\n")
+            say(f"config written to {config_path}\n\npaste these lines into your shell (the config and the sandbox's test tokens), then run e.g. `{_prog()} sync`:\n")
             for key, value in {"INBOX_CONFIG": str(config_path.resolve()), **env}.items():
                 out.write(f"export {key}={shlex.quote(value)}\n")
             out.write("\nCtrl-C stops the sandbox.\n")
@@ -913,14 +927,14 @@ def _tri_print_detail(out: Any, detail: Any, *, full: bool, human_agent_tag: boo
     now = datetime.now(timezone.utc)
     label = Channel(t.channel).label if t.channel in ("instagram", "facebook", "x") else t.channel
     head = Text.assemble(
-        (f"#{t.id} ", "bold"), (label, "bold"), f" · {t.account} · ", (display_name(t.customer_handle, t.customer_name), "bold"),
+        (f"#{t.id} ", "bold"), (label, "bold"), f" · {one_line(t.account, 100)} · ", (display_name(t.customer_handle, t.customer_name), "bold"),
         f" (contact {t.contact_id}" + (f", person {t.person_id})" if t.person_id else ")"),
     )
     out.print(head)
     out.print(Text.assemble(
         "status ", (t.status, _STATUS_STYLE.get(t.status, "")), " · priority ", (t.priority, _PRIORITY_STYLE.get(t.priority, "")),
         " · assignee ", (one_line(t.assignee, 40) if t.assignee else "none"),
-        " · tags ", (", ".join(t.tags) or "none"), (f" · category {t.category}" if t.category else ""),
+        " · tags ", (one_line(", ".join(t.tags), 200) or "none"), (f" · category {one_line(t.category, 60)}" if t.category else ""),
     ))
     line = Text.assemble("created ", _iso_short(t.created), " · updated ", _iso_short(t.updated))
     due = t.first_response_due if t.first_response_at is None else t.escalation_due
@@ -1086,12 +1100,13 @@ def assign_cmd(
     json_: bool = _TRI_JSON,
 ) -> None:
     """Give a ticket to an agent (or 'none')."""
+    from inbox.text import one_line
     from inbox.tickets import assign
 
     who = _tri_agent(ctx, agent)
     target = who if assignee == "me" else assignee
     row = assign(state(ctx).engine(), ticket_id, target, who)
-    _tri_done(ctx, row, f"#{row.id} assigned to {row.assignee or 'nobody'}", json_)
+    _tri_done(ctx, row, f"#{row.id} assigned to {one_line(row.assignee, 100) or 'nobody'}", json_)
 
 
 @app.command("status")
@@ -1136,10 +1151,11 @@ def tag_cmd(
     json_: bool = _TRI_JSON,
 ) -> None:
     """Add (or --remove) a tag."""
+    from inbox.text import one_line
     from inbox.tickets import tag
 
     row = tag(state(ctx).engine(), ticket_id, tag_name, _tri_agent(ctx, agent), remove=remove)
-    _tri_done(ctx, row, f"#{row.id} tags: {', '.join(row.tags) or 'none'}", json_)
+    _tri_done(ctx, row, f"#{row.id} tags: {one_line(', '.join(row.tags), 200) or 'none'}", json_)
 
 
 @app.command("note")
@@ -1480,7 +1496,7 @@ def export_cmd(
     if output:
         with open(output, "w", encoding="utf-8", newline="") as fh:
             n = writer(state(ctx).engine(), flt, fh)
-        sys.stderr.write(f"exported {n} tickets to {output}\n")
+        say(f"exported {n} tickets to {output}\n", err=True)
     else:
         writer(state(ctx).engine(), flt, sys.stdout)
 
@@ -1643,10 +1659,11 @@ def _run(argv: list[str] | None) -> int:
         return 0
     except Exception as exc:  # noqa: BLE001 - the one place errors become exit codes
         if debug:
-            # The traceback, but the same documented exit code as without --debug.
-            import traceback
+            # The traceback, but the same documented exit code as without --debug, and redacted
+            # and cleaned like every other line.
+            from inbox.logging_setup import safe_traceback
 
-            traceback.print_exc()
+            sys.stderr.write(safe_traceback(exc))
         from inbox.errors import ConfigError
 
         if isinstance(exc, ConfigError) and len(exc.problems) > 1:

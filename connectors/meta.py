@@ -319,7 +319,7 @@ class MetaConnector:
             message_id = sent_message_id(data)
         except ParseError:
             raise DeliveryUnknownError("the Send API answered without a message_id", account=self.spec.name) from None
-        return SendResult(external_id=message_id, thread_id=reply.thread_id, sent_at=datetime.now(timezone.utc), raw=dict(data))
+        return SendResult(external_id=message_id, thread_id=reply.thread_id, sent_at=datetime.now(timezone.utc), raw=scrub(dict(data)))
 
     # --- health -------------------------------------------------------------------------------
     def health(self) -> Health:

@@ -45,7 +45,7 @@ from connectors.errors import (
     TextTooLongError,
 )
 from connectors.http import HttpSession, RetryPolicy, decode_json
-from connectors.redact import redact, register_secret
+from connectors.redact import redact, register_secret, scrub
 from connectors.x_parse import MESSAGE_CREATE, ParseError, created_event, event_items, next_token, parse_event, parse_includes, to_message
 
 log = logging.getLogger(__name__)
@@ -182,7 +182,7 @@ class XConnector:
     def _quarantine(self, reason: str, raw: Any, *, external_id: str | None = None, thread_id: str | None = None) -> QuarantinedItem:
         log.warning("%s: quarantined DM event: %s", self.spec.name, reason)
         return QuarantinedItem(
-            channel=Channel.X, account_id=self.spec.account_id, reason=reason, raw=raw,
+            channel=Channel.X, account_id=self.spec.account_id, reason=reason, raw=scrub(raw),
             external_id=external_id, thread_id=thread_id,
         )
 
@@ -207,7 +207,7 @@ class XConnector:
             external_id=event_id,
             thread_id=conversation_id or reply.thread_id or None,
             sent_at=datetime.now(timezone.utc),
-            raw=dict(body),
+            raw=scrub(dict(body)),
         )
 
     # --- health -------------------------------------------------------------------------------

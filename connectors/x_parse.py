@@ -15,6 +15,7 @@ from typing import Any
 
 from connectors.base import Attachment, Channel, Direction, InboundMessage, MessageKind, Participant
 from connectors.meta_parse import ParseError
+from connectors.redact import scrub
 from connectors.times import parse_time, snowflake_time
 
 MESSAGE_CREATE = "MessageCreate"
@@ -78,7 +79,7 @@ def parse_event(obj: Any) -> DmEvent:
         conversation_id=_opt_str(obj.get("dm_conversation_id")),
         media_keys=keys,
         participant_ids=tuple(str(p) for p in participants if isinstance(p, (str, int))) if isinstance(participants, list) else (),
-        raw=dict(obj),
+        raw=scrub(dict(obj)),  # kept as the message's raw payload: no secret may ride along
     )
 
 

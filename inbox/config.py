@@ -33,6 +33,8 @@ SECRET_KEYS = ("access_token", "consumer_key", "consumer_secret", "access_token_
 
 # A token-looking literal (Graph tokens start with EAA / IGQ / IGAA; X app tokens with AAAA).
 _TOKEN_LIKE = re.compile(r"^(EAA|IGQ|IGAA|AAAA)[A-Za-z0-9]{10,}")
+# Inside a token (once the whitespace around it is stripped): whitespace or control characters.
+_INNER_JUNK = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 ENV_KEYS = ("access_token_env", "access_token_secret_env", "consumer_key_env", "consumer_secret_env")
 DATABASE_URL_ENV = "INBOX_DATABASE_URL"  # overrides `database`, so a server password can stay out of the file
@@ -59,6 +61,40 @@ def _looks_like_secret(value: str) -> bool:
     # Variable names are upper case by convention; a long mixed-case run of letters and digits is a token.
     mixed = any(c.islower() for c in value) and any(c.isupper() for c in value) and any(c.isdigit() for c in value)
     return mixed and len(value) >= 24
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """127.0.0.0/8, ::1 or localhost: a name or address that never leaves this machine."""
+    import ipaddress
+
+    if not host:
+        return False
+    host = host.strip("[]").lower().rstrip(".")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_base_url(url: str) -> None:
+    """A platform base URL must be https: tokens travel with every call. Plain http only to loopback
+    (the sandbox, a local proxy)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        raise ValueError("expected an https:// URL") from None
+    if parts.scheme == "https" and host:
+        return
+    if parts.scheme == "http" and is_loopback_host(host):
+        return
+    if parts.scheme == "http":
+        raise ValueError(f"plain http to {host} would send the token unencrypted: use https:// (http is allowed only to 127.0.0.1, ::1 or localhost)")
+    raise ValueError("expected an https:// URL (http:// only to 127.0.0.1, ::1 or localhost)")
 
 
 class _Strict(BaseModel):
@@ -108,6 +144,13 @@ class AccountSettings(_Strict):
             )
         return value
 
+    @field_validator("base_url")
+    @classmethod
+    def _https_unless_loopback(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_base_url(value)
+        return value
+
     @model_validator(mode="after")
     def _check_ids(self) -> AccountSettings:
         needs = {
@@ -148,6 +191,17 @@ class AccountSettings(_Strict):
             return ["consumer_key_env", "consumer_secret_env", "access_token_env", "access_token_secret_env"]
         return ["access_token_env"]
 
+    def padded_secrets(self, environ: dict[str, str] | None = None) -> list[str]:
+        """The secret variables whose value has whitespace around it (a secrets file's trailing newline):
+        `to_spec` strips it, `config check` says so."""
+        env = os.environ if environ is None else environ
+        padded = []
+        for env_key in self.secret_env_keys():
+            value = env.get(getattr(self, env_key)) or ""
+            if value.strip() and value != value.strip():
+                padded.append(getattr(self, env_key))
+        return padded
+
     def resolved_calls_per_second(self) -> float | None:
         if self.calls_per_second is not None:
             return self.calls_per_second
@@ -168,13 +222,19 @@ class AccountSettings(_Strict):
         secrets: dict[str, str] = {}
         for env_key in self.secret_env_keys():
             var = getattr(self, env_key)
-            value = env.get(var)
+            raw = env.get(var)
+            register_secret(raw)  # before any check: no message may quote it
+            value = (raw or "").strip()
             if not value:
                 raise ConfigError(
                     f"account '{self.name}': environment variable {var} is not set "
                     f"(it should hold the {env_key.removesuffix('_env').replace('_', ' ')})"
                 )
-            register_secret(value)
+            if _INNER_JUNK.search(value):
+                raise ConfigError(
+                    f"account '{self.name}': environment variable {var} has whitespace or control characters inside "
+                    "its value, which no token has; export it again with the token alone"
+                )
             secrets[env_key.removesuffix("_env")] = value
         flavour = None
         if self.channel is Channel.INSTAGRAM:

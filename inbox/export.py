@@ -1,7 +1,8 @@
 """Export tickets with their messages as JSON Lines (one ticket per line) or CSV (one message per row).
 
 Streams in batches (keyset on ticket id), so a large store exports in constant memory. CSV cells
-that a spreadsheet would run as a formula (=, +, -, @ at the start) are prefixed with a quote and
+that a spreadsheet would run as a formula (=, +, -, @ at the start, also after leading whitespace or
+control characters, and their full-width forms) are prefixed with a quote and
 terminal control sequences are removed: customer text is hostile, and exports get opened in
 spreadsheets. JSON Lines keep the text exactly (control, C1 and bidi characters as JSON escapes).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -74,10 +76,16 @@ def iter_tickets(engine: Engine, flt: TicketFilter, *, now: datetime | None = No
         after = ids[-1]
 
 
+# Spreadsheets skip leading whitespace and control characters before deciding that a cell is a
+# formula ("\t=cmd|...", "\r=HYPERLINK(...)"): the guard looks past them too.
+_FORMULA = re.compile(r"^[\s\x00-\x1f\x7f-\x9f\u200b\ufeff]*[=+\-@\uff1d\uff0b\uff0d\uff20]")
+
+
 def _cell(value: Any) -> str:
     # Terminal escapes and control characters go (CSV lands in terminals and spreadsheets alike).
-    text = "" if value is None else clean(str(value))
-    if text[:1] in ("=", "+", "-", "@", "\t", "\r"):
+    raw = "" if value is None else str(value)
+    text = clean(raw)
+    if _FORMULA.match(raw) or _FORMULA.match(text):
         return "'" + text
     return text
 

@@ -22,6 +22,14 @@ NOISY_LOGGERS = ("tweepy", "tweepy.client", "urllib3", "urllib3.connectionpool",
 _HANDLER_FLAG = "_inbox_handler"
 
 
+def safe_traceback(exc: BaseException) -> str:
+    """A traceback as it may be printed: every frame, chained cause and note redacted and cleaned
+    like any other line (exception messages quote URLs, headers and customer text)."""
+    import traceback
+
+    return clean(redact("".join(traceback.format_exception(exc))))
+
+
 class RedactFilter(logging.Filter):
     """Masks secrets in a record's message and arguments before any handler formats it, and strips
     terminal escapes and control characters (messages may quote customer or platform text)."""
@@ -33,9 +41,9 @@ class RedactFilter(logging.Filter):
             message = f"{record.msg!r} % {record.args!r}"
         record.msg = clean(redact(message))
         record.args = None
-        if record.exc_info and not record.exc_text:
+        if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
             # Tracebacks quote URLs and headers too: format once here and redact the text.
-            record.exc_text = clean(redact(logging.Formatter().formatException(record.exc_info)))
+            record.exc_text = safe_traceback(record.exc_info[1]).rstrip("\n")
         elif record.exc_text:
             record.exc_text = clean(redact(record.exc_text))
         return True

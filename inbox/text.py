@@ -1,15 +1,19 @@
 """Safe display of hostile customer text.
 
-Everything a customer writes may carry terminal escape sequences (ANSI colours, OSC 8 hyperlinks,
+Everything a customer (or an agent, in a tag, note or name) writes may carry terminal escape sequences (ANSI colours, OSC 8 hyperlinks,
 OSC 52 clipboard writes), control characters, bidi overrides that reverse what an agent reads,
-zero-width characters, Rich markup, or 20,000 characters in one line. Every string that came from
-a platform goes through `clean()` (and `escape()` when it ends up inside Rich markup) before it is
-shown. Raw bytes stay only in the stored raw payload.
+zero-width characters, Rich markup, line separators, or 20,000 characters in one line. Every string
+shown goes through `clean()` (and `escape()` when it ends up inside Rich markup): the console the
+commands print through (`safe_console_class`) cleans every text segment it writes, whoever wrote it. Raw
+bytes stay only in the stored raw payload.
 """
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Iterable
+from typing import Any
 
 # ESC-introduced sequences: CSI (ESC [ ... final), OSC (ESC ] ... BEL or ST), DCS/SOS/PM/APC
 # (ESC P/X/^/_ ... ST), and two-character escapes (ESC + one byte). 8-bit forms (U+009B CSI,
@@ -43,14 +47,20 @@ MAX_DISPLAY_CHARS = 2000
 MAX_DISPLAY_LINES = 80
 
 
+# Every other line break a terminal or a renderer honours (VT, FF, the file/group/record separators,
+# NEL, U+2028 LINE SEPARATOR, U+2029 PARAGRAPH SEPARATOR): what `str.splitlines()` splits on.
+_LINE_BREAKS = re.compile("\r\n|[\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+
+
 def clean(text: str | None, *, visible_bidi: bool = True) -> str:
     """Remove terminal escapes and control characters; expose bidi controls; drop invisibles.
 
-    Newlines and tabs survive (tabs become spaces, CR/CRLF become newlines).
+    For any text shown, whoever wrote it: customers, agents (tags, notes, names), operators (config).
+    Newlines and tabs survive (tabs become spaces; CR, CRLF and the other line breaks become newlines).
     """
     if not text:
         return ""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = _LINE_BREAKS.sub("\n", text)
     text = _ESCAPES.sub("", text)
     text = _CONTROLS.sub("", text)
     text = text.replace("\t", "    ")
@@ -116,3 +126,26 @@ def display_name(handle: str | None, name: str | None, fallback: str = "?") -> s
     if name:
         return one_line(name, 40)
     return one_line(fallback, 40)
+
+
+# Text needing no cleaning: printable ASCII and newlines (most of every table); checked before `clean`.
+_PLAIN = re.compile(r"[\x20-\x7e\n]*")
+
+
+@functools.cache
+def safe_console_class() -> type[Any]:
+    """A rich Console whose every text segment goes through `clean()` on its way out, so a string that
+    missed cleaning at its source (a tag, a note, an agent's name in a new column) still prints inert.
+    Rich's own control segments (cursor moves of live displays) and styles are left alone.
+    (A function, so rich is imported only by the commands that print with it.)"""
+    from rich.console import Console
+    from rich.segment import Segment
+
+    class SafeConsole(Console):
+        def _render_buffer(self, buffer: Iterable[Segment]) -> str:
+            return super()._render_buffer(
+                segment if segment.control or _PLAIN.fullmatch(segment.text) else Segment(clean(segment.text), segment.style, segment.control)
+                for segment in buffer
+            )
+
+    return SafeConsole
