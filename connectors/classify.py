@@ -216,7 +216,8 @@ def _graph_error(
     if code in GRAPH_REAUTH_CODES:
         return NeedsReauthError(text, **kw)
     if code in GRAPH_RATE_CODES or status == 429:
-        return RateLimitedError(text, retry_at=retry_hint(headers, now=now) or now + DEFAULT_RATE_WAIT, **kw)
+        return RateLimitedError(text, retry_at=retry_hint(headers, now=now) or now + DEFAULT_RATE_WAIT,
+                                rate=rate_info(headers, now=now), **kw)
     hint = retry_hint(headers, now=now, rate_limited=False)
     if (code, subcode) in GRAPH_WINDOW_CLOSED:
         return WindowClosedError(text, **kw)
@@ -266,7 +267,8 @@ def _http_error(
     if status == 401 or 89 in v1_codes or 32 in v1_codes:
         return NeedsReauthError(text, **kw)
     if status == 429 or suffix in ("usage-capped", "rate-limit-exceeded") or 88 in v1_codes:
-        return RateLimitedError(text, retry_at=retry_hint(headers, now=now) or now + DEFAULT_RATE_WAIT, **kw)
+        return RateLimitedError(text, retry_at=retry_hint(headers, now=now) or now + DEFAULT_RATE_WAIT,
+                                rate=rate_info(headers, now=now), **kw)
     hint = retry_hint(headers, now=now, rate_limited=False)
     if status >= 500:
         return _server_error(text, status, sending, hint, kw)

@@ -11,6 +11,10 @@ Every message is redacted before it is stored on the exception.
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from connectors.base import RateInfo
 
 
 class ConnectorError(Exception):
@@ -58,7 +62,15 @@ class RetryLaterError(ConnectorError):
 
 
 class RateLimitedError(RetryLaterError):
-    """The platform's rate limit was hit; `retry_at` is the reset time when known."""
+    """The platform's rate limit was hit; `retry_at` is the reset time when known, `rate` what it reported."""
+
+    def __init__(self, message: str, *, retry_at: datetime | None = None, rate: RateInfo | None = None, **kw: object) -> None:
+        super().__init__(message, retry_at=retry_at, **kw)
+        self.rate = rate
+
+
+class BudgetSpentError(RateLimitedError):
+    """Not refused yet: the next call would reach the limit, so the pass stopped itself (`connectors.budget`)."""
 
 
 class ServerError(RetryLaterError):

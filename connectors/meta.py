@@ -22,8 +22,12 @@ A polling pass (reference C.2-C.4):
    a count a first sync reports nothing, since nothing shows that older messages exist.
 
 Each conversation-list page becomes one `Page` with the messages of its changed threads (ascending
-by time). Intermediate pages carry the old cursor; the last page of the pass carries the new one
-`{"hwm": newest updated_time, "recent": {thread: [updated_time, message_count]}}`.
+by time). The last page of the pass carries the new cursor
+`{"hwm": newest updated_time, "recent": {thread: [updated_time, message_count]}}`. Intermediate pages
+keep the old high-water mark and add the threads read so far to `recent`; a pass that stops early
+(the usage budget is spent, `connectors.budget`; throttled; the platform failing) first hands back the
+threads it finished. So the next pass skips what is stored and reads on, while the high-water mark
+never moves past a thread not read yet.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from connectors.base import (
     ReplyPolicy,
     SendResult,
 )
+from connectors.budget import CallBudget
 from connectors.classify import rate_info
 from connectors.errors import (
     ConnectorError,
@@ -98,6 +103,7 @@ class GraphClient:
         )
         self.session.headers["Authorization"] = f"Bearer {token}"
         self.rate: RateInfo | None = None
+        self.budget = CallBudget(spec.name, interval=spec.min_interval, sleep=self.session.sleep)
 
     def url(self, path_or_url: str) -> str:
         """An absolute URL on our base. `paging.next` links lose their `access_token` and keep our origin."""
@@ -109,11 +115,15 @@ class GraphClient:
         return urlunparse((base.scheme, base.netloc, parts.path, "", query, ""))
 
     def _handle(self, response: requests.Response, *, sending: bool) -> Any:
-        self.rate = rate_info(response.headers) or self.rate
+        reported = rate_info(response.headers)
+        self.budget.observe(reported)
+        self.rate = reported or self.rate
         raise_for(response, sending=sending, account=self.account)
         return decode_json(response, account=self.account)
 
     def get(self, path_or_url: str, params: Mapping[str, Any] | None = None) -> Any:
+        """One read; `BudgetSpentError` instead when it would reach the usage limit (`connectors.budget`)."""
+        self.budget.before_call()
         response = self.session.get(self.url(path_or_url), params=dict(params) if params else None)
         return self._handle(response, sending=False)
 
@@ -168,38 +178,54 @@ class MetaConnector:
         threshold = hwm - self.overlap if hwm is not None else None
         new_hwm = hwm
         seen: dict[str, list[Any]] = {}
+        done: dict[str, list[Any]] = {}  # threads this pass has read and handed back, with their signatures
         url: str = f"{self.node}/conversations"
         params: dict[str, Any] | None = {"platform": self.platform, "fields": CONVERSATION_FIELDS, "limit": self.spec.page_size}
         visited: set[str] = set()
         empty_pages = 0
         while True:
-            body = self.client.get(url, params)
-            if not isinstance(body, Mapping) or not isinstance(body.get("data"), list):
-                raise MalformedResponseError(f"GET /{self.node}/conversations: no data list", account=self.spec.name)
             messages: list[InboundMessage] = []
             quarantined: list[QuarantinedItem] = []
             gaps: list[Gap] = []
+            read: dict[str, list[Any]] = {}  # threads of this list page read so far
             reached_old = False
-            for item in body["data"]:
-                try:
-                    conv = parse_conversation(item)
-                except ParseError as exc:
-                    quarantined.append(self._quarantine(f"conversation: {exc}", item))
-                    continue
-                if new_hwm is None or conv.updated_time > new_hwm:
-                    new_hwm = conv.updated_time
-                if threshold is not None and conv.updated_time <= threshold:
-                    reached_old = True
-                    continue
-                signature = [format_time(conv.updated_time), conv.message_count]
-                seen[conv.id] = signature
-                if recent.get(conv.id) == signature:
-                    continue  # inside the overlap window and unchanged since the last pass
-                msgs, quar, gap = self._read_thread(conv, known, threshold)
-                messages.extend(msgs)
-                quarantined.extend(quar)
-                if gap is not None:
-                    gaps.append(gap)
+            try:
+                body = self.client.get(url, params)
+                if not isinstance(body, Mapping) or not isinstance(body.get("data"), list):
+                    raise MalformedResponseError(f"GET /{self.node}/conversations: no data list", account=self.spec.name)
+                for item in body["data"]:
+                    try:
+                        conv = parse_conversation(item)
+                    except ParseError as exc:
+                        quarantined.append(self._quarantine(f"conversation: {exc}", item))
+                        continue
+                    if new_hwm is None or conv.updated_time > new_hwm:
+                        new_hwm = conv.updated_time
+                    if threshold is not None and conv.updated_time <= threshold:
+                        reached_old = True
+                        continue
+                    signature = [format_time(conv.updated_time), conv.message_count]
+                    seen[conv.id] = signature
+                    if recent.get(conv.id) == signature:
+                        continue  # unchanged since a pass (or an unfinished one) read it
+                    msgs, quar, gap = self._read_thread(conv, known, threshold)
+                    messages.extend(msgs)
+                    quarantined.extend(quar)
+                    if gap is not None:
+                        gaps.append(gap)
+                    read[conv.id] = signature
+            except ConnectorError:
+                # The pass stops here (budget spent, throttled, the platform failing): hand back the
+                # threads read so far, with a cursor that skips them next time, so every pass gains
+                # ground however small the budget. The high-water mark stays where it was: threads
+                # below this point are not read yet.
+                if messages or quarantined or gaps or read:
+                    done.update(read)
+                    messages.sort(key=lambda m: (m.sent_at, m.external_id))
+                    yield Page(messages=tuple(messages), cursor=self._progress_cursor(old_cursor, recent, done),
+                               quarantined=tuple(quarantined), gaps=tuple(gaps), rate=self.client.rate, final=False)
+                raise
+            done.update(read)
             link = _next_link(body)
             empty_pages = empty_pages + 1 if not body["data"] else 0
             final = reached_old or link is None or empty_pages >= MAX_EMPTY_PAGES
@@ -211,7 +237,7 @@ class MetaConnector:
             messages.sort(key=lambda m: (m.sent_at, m.external_id))
             yield Page(
                 messages=tuple(messages),
-                cursor=self._new_cursor(new_hwm, recent, seen) if final else old_cursor,
+                cursor=self._new_cursor(new_hwm, recent, seen) if final else self._progress_cursor(old_cursor, recent, done),
                 quarantined=tuple(quarantined),
                 gaps=tuple(gaps),
                 rate=self.client.rate,
@@ -220,6 +246,14 @@ class MetaConnector:
             if final:
                 return
             url, params = link, None  # type: ignore[assignment]
+
+    @staticmethod
+    def _progress_cursor(old: Mapping[str, Any] | None, recent: Mapping[str, list[Any]], done: Mapping[str, list[Any]]) -> dict[str, Any] | None:
+        """The cursor of an unfinished pass: the old high-water mark, and the threads read so far as
+        "recent" (skipped while unchanged), so the next pass resumes instead of reading them again."""
+        if not done:
+            return dict(old) if old else None
+        return {**(old or {}), "v": 1, "recent": {**recent, **done}}
 
     def _new_cursor(self, hwm: datetime | None, recent: Mapping[str, list[Any]], seen: Mapping[str, list[Any]]) -> dict[str, Any] | None:
         if hwm is None:

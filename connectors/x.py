@@ -7,15 +7,19 @@
   `wait_on_rate_limit` stays off and `return_type=requests.Response` keeps the rate headers visible;
   tweepy's status exceptions are mapped with the same `classify()` as every other response.
 - Fetch: `GET /2/dm_events` newest-first until the newest stored event id (snowflakes compared as
-  ints; there is no `since_id`). Cursor `{"newest_id": "..."}`, advanced only on the final page. Events
-  on the stopping page that are older than the cursor but not stored yet (the all-events feed lags
-  after a send) are kept too, at no extra call.
+  ints; there is no `since_id`). Cursor `{"newest_id": "..."}`, advanced only when the walk down
+  reaches it. Events on the stopping page that are older than the cursor but not stored yet (the
+  all-events feed lags after a send) are kept too, at no extra call.
+- Budget: no lookup is made once `x-rate-limit-remaining` says 0 before the reset
+  (`connectors.budget`); the pass stops there. Each page's cursor also says where an unfinished pass
+  goes on (`resume: {token, top}`), so the next pass reads on from the pagination token instead of
+  spending its 15 lookups on pages already stored, then reads what is newer than `top`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -35,6 +39,7 @@ from connectors.base import (
     RateInfo,
     SendResult,
 )
+from connectors.budget import CallBudget
 from connectors.classify import classify, rate_info
 from connectors.errors import (
     ConnectorError,
@@ -93,6 +98,7 @@ class XConnector:
         self.client.session.close()
         self.client.session = self.session
         self.rate: RateInfo | None = None
+        self.budget = CallBudget(spec.name, interval=spec.min_interval, sleep=self.session.sleep)
 
     # --- calls --------------------------------------------------------------------------------
     def _call(self, fn: Callable[..., Any], *, sending: bool = False, **kwargs: Any) -> Any:
@@ -100,12 +106,16 @@ class XConnector:
         try:
             response = fn(user_auth=self.user_auth, **kwargs)
         except tweepy.HTTPException as exc:
-            self.rate = rate_info(exc.response.headers) or self.rate
+            reported = rate_info(exc.response.headers)
+            self.budget.observe(reported)
+            self.rate = reported or self.rate
             error = classify(exc.response, sending=sending, account=self.spec.name)
             raise (error or PermanentError(redact(str(exc)), account=self.spec.name)) from None
         except tweepy.TweepyException as exc:
             raise PermanentError(redact(str(exc)), account=self.spec.name) from None
-        self.rate = rate_info(response.headers) or self.rate
+        reported = rate_info(response.headers)
+        self.budget.observe(reported)
+        self.rate = reported or self.rate
         try:
             return decode_json(response, account=self.spec.name)
         except MalformedResponseError:
@@ -114,6 +124,7 @@ class XConnector:
             raise
 
     def _lookup(self, *, max_results: int, pagination_token: str | None = None, fields: list[str] | None = None) -> Any:
+        self.budget.before_call()  # never the call that would be refused (15 per 15 minutes)
         kwargs: dict[str, Any] = {"dm_event_fields": fields or DM_EVENT_FIELDS, "event_types": MESSAGE_CREATE, "max_results": max_results}
         if fields is None:
             kwargs.update(expansions=EXPANSIONS, user_fields=USER_FIELDS, media_fields=MEDIA_FIELDS)
@@ -125,8 +136,24 @@ class XConnector:
     def fetch(self, cursor: Cursor | None, known: KnownIds) -> Iterator[Page]:
         old_cursor = dict(cursor) if cursor else None
         newest = _cursor_id(old_cursor)
-        best = newest
-        token: str | None = None
+        resume = (old_cursor or {}).get("resume")
+        if isinstance(resume, Mapping) and isinstance(resume.get("token"), str) and resume["token"]:
+            # An unfinished pass stored everything from `top` down to where `token` continues: read
+            # on from there to the cursor first, then the events newer than `top` from the top.
+            try:
+                newest = yield from self._walk(known, newest=newest, token=resume["token"], top=_snowflake(resume.get("top")), last=False)
+            except PermanentError as exc:
+                log.warning("%s: could not resume the unfinished pass (%s); reading from the newest event again", self.spec.name, exc)
+        yield from self._walk(known, newest=newest, token=None, top=None, last=True)
+
+    def _walk(self, known: KnownIds, *, newest: int | None, token: str | None, top: int | None, last: bool) -> Generator[Page, None, int | None]:
+        """Events newest-first from `token` (None: the newest) down to `newest`, one `Page` per lookup.
+
+        Until the walk reaches `newest`, each page's cursor keeps `newest_id` and says where to resume
+        (`resume: {token, top}`): everything from `top` down to that page is stored. The page that
+        reaches it carries the new `newest_id`, which is also returned. `last`: that page ends the pass.
+        """
+        best = max((i for i in (newest, top) if i is not None), default=None)
         used: set[str] = set()
         size = max(1, min(100, self.spec.page_size))
         while True:
@@ -162,22 +189,21 @@ class XConnector:
                 stored = known([m.external_id for m in older])
                 messages.extend(m for m in older if m.external_id not in stored)
             token = next_token(body)
-            final = reached or token is None
-            if not final and token in used:
+            done = reached or token is None
+            if not done and token in used:
                 raise MalformedResponseError("GET /2/dm_events: pagination token repeats", account=self.spec.name)
             if token:
                 used.add(token)
             messages.sort(key=lambda m: (m.sent_at, int(m.external_id)))
-            new_cursor = {"newest_id": str(best)} if best is not None else old_cursor
             yield Page(
                 messages=tuple(messages),
-                cursor=new_cursor if final else old_cursor,
+                cursor=_x_cursor(best if done else newest, None if done else (token, best)),
                 quarantined=tuple(quarantined),
                 rate=self.rate,
-                final=final,
+                final=done and last,
             )
-            if final:
-                return
+            if done:
+                return best
 
     def _quarantine(self, reason: str, raw: Any, *, external_id: str | None = None, thread_id: str | None = None) -> QuarantinedItem:
         log.warning("%s: quarantined DM event: %s", self.spec.name, reason)
@@ -226,6 +252,22 @@ class XConnector:
 
     def close(self) -> None:
         self.session.close()
+
+
+def _x_cursor(newest: int | None, resume: tuple[str | None, int | None] | None) -> dict[str, Any] | None:
+    """`{"newest_id"}`: every event up to it is stored; `resume`: where an unfinished pass goes on."""
+    out: dict[str, Any] = {} if newest is None else {"newest_id": str(newest)}
+    if resume is not None and resume[0]:
+        token, top = resume
+        out["resume"] = {"token": token} if top is None else {"token": token, "top": str(top)}
+    return out or None
+
+
+def _snowflake(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _cursor_id(cursor: Cursor | None) -> int | None:

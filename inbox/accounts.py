@@ -223,14 +223,17 @@ def health(engine: Engine, settings: Settings, *, now: datetime | None = None) -
         rate = RateInfo(row.rate_limit, row.rate_remaining, row.rate_reset_at, row.rate_usage_pct)
         interval = interval_of(settings, acc)
         problems: list[str] = []
+        # Paused until the platform's reset: waiting its turn (a pass stopped for the rate limit keeps
+        # what it read and goes on after the reset), not failing -- even before its first complete pass.
+        paused = row.paused_until is not None and row.paused_until > now
         if not acc.enabled:
             pass
         elif row.needs_reauth:
             problems.append("needs re-auth: reconnect the account, then `inbox accounts reset " + acc.name + "`")
         elif row.last_success_at is None:
-            problems.append("failing: " + (row.last_error or "") if row.last_error else "never synced")
+            if not paused:
+                problems.append("failing: " + (row.last_error or "") if row.last_error else "never synced")
         elif row.last_error_at is not None and row.last_error_at > row.last_success_at:
-            paused = row.paused_until is not None and row.paused_until > now
             if not paused:
                 problems.append("failing since " + row.last_error_at.strftime("%Y-%m-%d %H:%M UTC"))
         if acc.enabled and row.last_success_at is not None and not problems:

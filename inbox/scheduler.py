@@ -7,7 +7,9 @@ then picks its own next run from what the platform said:
   window resets in D seconds and c calls per sync, the interval is at least D / (R // c): a
   15-calls-per-15-minutes account paces itself inside its budget instead of hitting 429;
 - Meta: usage above 80 % stretches the interval, above 95 % pauses until the reset;
-- a `RetryLaterError` with a `retry_at` moves the next run there.
+- a `RetryLaterError` with a `retry_at` moves the next run there -- including a pass that stopped
+  itself before the budget ran out (`connectors.budget`): the job is rescheduled for the reset, never
+  left sleeping in a worker thread.
 
 SIGTERM / SIGINT set the stop event: running syncs finish their current page and commit, the
 scheduler shuts down, and `run` returns 0.
@@ -23,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from connectors.base import RateInfo
+from connectors.budget import META_PAUSE, SLOW_ABOVE
 from inbox.models import utcnow
 
 if TYPE_CHECKING:
@@ -35,9 +38,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-META_STRETCH_ABOVE = 80.0
+META_STRETCH_ABOVE = SLOW_ABOVE  # where a pass starts spacing its calls out, the interval stretches too
 META_PAUSE_ABOVE = 95.0
-META_PAUSE_DEFAULT = timedelta(minutes=10)  # when over 95 % and the platform gave no reset time
+META_PAUSE_DEFAULT = META_PAUSE  # when over 95 % and the platform gave no reset time
 RESET_MARGIN = timedelta(seconds=2)  # clocks differ a little; start just after the window resets
 
 

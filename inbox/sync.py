@@ -470,6 +470,7 @@ def sync_account(
             accounts_mod.record_error(engine, ref.id, str(exc), at=utcnow(), needs_reauth=True, rate=rate)
         return result(NEEDS_REAUTH, counts=counts, pages=pages, rate=rate, error=str(exc), decisions=tuple(decisions))
     except RetryLaterError as exc:
+        rate = getattr(exc, "rate", None) or rate  # a rate limit says how much is left
         retry_at = exc.retry_at
         if retry_at is None and isinstance(exc, RateLimitedError):
             retry_at = utcnow() + timedelta(seconds=DEFAULT_RETRY_SECONDS)

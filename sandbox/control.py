@@ -72,6 +72,11 @@ def _route(sb: Sandbox, method: str, name: str, query: dict[str, str], data: dic
         sb.fault(data["kind"], path=data.get("path"), account=data.get("account"), count=int(data.get("count", 1)),
                  after_effect=data.get("after_effect"), method=data.get("method"), skip=int(data.get("skip", 0)))
         return 200, {"ok": True}
+    if method == "POST" and name == "meta_budget":
+        calls = data.get("calls")
+        sb.meta_budget(None if calls is None else int(calls), window_seconds=float(data.get("window_seconds", 3600)),
+                       used={str(k): int(v) for k, v in (data.get("used") or {}).items()})
+        return 200, {"ok": True}
     if method == "POST" and name == "clear_faults":
         sb.clear_faults()
         return 200, {"ok": True}

@@ -332,6 +332,14 @@ class Sandbox:
         """
         self.faults.add(kind, path=path, account=account, count=count, after_effect=after_effect, method=method, skip=skip)
 
+    def meta_budget(self, calls: int | None, *, window_seconds: float = 3600.0, used: dict[str, int] | None = None) -> None:
+        """Each Page / IG account may make `calls` Graph calls per `window_seconds` (sandbox clock); the
+        usage header reaches 100 % on the last one, then reads are throttled (80006 / 80002) until the
+        window passes. `used`: calls already spent this window, by account name. None: unlimited again."""
+        with self.state.lock:
+            spent = {graph.business_object(self._meta(name))[0]: n for name, n in (used or {}).items()}
+            self.usage.set_budget(calls, window_seconds, spent)
+
     def clear_faults(self) -> None:
         self.faults.clear()
 

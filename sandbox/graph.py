@@ -119,21 +119,55 @@ def iso(ms: int) -> str:
 
 
 # ── usage accounting ────────────────────────────────────────────────────────────────────────
+UNLIMITED_CALLS_PER_SECOND = 50
 class Usage:
-    """Calls per business object in the last minute, for X-Business-Use-Case-Usage and throttling."""
+    """Calls per business object, for X-Business-Use-Case-Usage and throttling.
+
+    Two models. By default, usage is calls in the last minute against `calls_per_second` (which also
+    throttles reads beyond it; unset, a notional 50 calls/s and no throttling). With a call budget
+    (`set_budget`), usage grows by 100/`calls` per call within a fixed window per business object:
+    the call that spends the budget reports 100 %, and every read after it gets 80006 / 80002 with
+    `estimated_time_to_regain_access` until the window passes (on the sandbox clock).
+    """
 
     def __init__(self, calls_per_second: float | None) -> None:
         self.calls_per_second = calls_per_second
         self.calls: dict[str, deque[float]] = {}
         self.blocked_until: dict[str, float] = {}
+        self.budget: int | None = None
+        self.window = 3600.0
+        self.spent: dict[str, list[float]] = {}  # obj -> [window start, calls spent]
+
+    def set_budget(self, calls: int | None, window_seconds: float = 3600.0, used: dict[str, int] | None = None) -> None:
+        """`calls` per `window_seconds` per business object (None: back to the per-minute model);
+        `used` presets calls already spent in the current window (e.g. by another app of the Page)."""
+        self.budget = calls
+        self.window = window_seconds
+        self.spent = {}
+        for obj, n in (used or {}).items():
+            self.spent[obj] = [-math.inf, float(n)]  # started "now" on first use, below
+
+    def _spent(self, obj: str, now: float) -> list[float]:
+        win = self.spent.get(obj)
+        if win is None:
+            win = self.spent[obj] = [now, 0.0]
+        elif win[0] == -math.inf:
+            win[0] = now
+        elif now >= win[0] + self.window:
+            win[0], win[1] = now, 0.0
+        return win
 
     def record(self, obj: str, now: float) -> None:
         q = self.calls.setdefault(obj, deque())
         q.append(now)
         while q and q[0] < now - 60:
             q.popleft()
+        if self.budget is not None:
+            self._spent(obj, now)[1] += 1
 
     def over_limit(self, obj: str, now: float) -> bool:
+        if self.budget is not None:
+            return self._spent(obj, now)[1] >= self.budget
         if self.calls_per_second is None:
             return False
         if self.blocked_until.get(obj, 0) > now:
@@ -149,11 +183,20 @@ class Usage:
         return False
 
     def header(self, obj: str, bucket: str, now: float, throttled: bool = False) -> str:
-        q = self.calls.get(obj, deque())
-        while q and q[0] < now - 60:
-            q.popleft()
-        per_minute = (self.calls_per_second or 2) * 60  # the documented 2 calls/s when no limit is set
-        pct = math.ceil(len(q) * 100 / per_minute)
+        regain = 1 if throttled else 0  # minutes
+        if self.budget is not None:
+            win = self._spent(obj, now)
+            pct = math.ceil(win[1] * 100 / max(1, self.budget))
+            if throttled:
+                regain = max(1, math.ceil((win[0] + self.window - now) / 60))
+        else:
+            q = self.calls.get(obj, deque())
+            while q and q[0] < now - 60:
+                q.popleft()
+            # Without a limit nothing is throttled, so usage is reported against a notional 50 calls/s
+            # (the generated config's pacing): a client that believes the header is not stopped by it.
+            per_minute = (self.calls_per_second or UNLIMITED_CALLS_PER_SECOND) * 60
+            pct = math.ceil(len(q) * 100 / per_minute)
         if throttled:
             pct = max(pct, 100)
         entry = {
@@ -161,7 +204,7 @@ class Usage:
             "call_count": pct,
             "total_cputime": pct // 3,
             "total_time": pct // 2,
-            "estimated_time_to_regain_access": 1 if throttled else 0,  # minutes
+            "estimated_time_to_regain_access": regain,
         }
         return json.dumps({obj: [entry]}, separators=(",", ":"))
 
