@@ -707,6 +707,23 @@ def accounts_reset(ctx: typer.Context, name: str = typer.Argument(..., help="Acc
         console().print(f"{ref.name}: re-auth stop and pause cleared; the next sync will try again", markup=False)
 
 
+@accounts_app.command("repoint")
+def accounts_repoint(ctx: typer.Context, name: str = typer.Argument(..., help="Account name from the config."), json_: bool = _SYNC_JSON) -> None:
+    """Start an account afresh on the platform id now in the config; the old one's history stays under NAME~OLDID."""
+    from inbox.accounts import repoint
+
+    st = state(ctx)
+    done = repoint(st.engine(), st.settings(), name)
+    ref = done.ref
+    if json_ or st.json:
+        print_json({"account": ref.name, "channel": ref.channel, "platform_id": ref.platform_id, "retired_as": done.retired})
+    elif done.retired is None:
+        console().print(f"{ref.name}: already stored as {ref.channel} {ref.platform_id}; nothing to do", markup=False)
+    else:
+        console().print(f"{ref.name}: now {ref.channel} {ref.platform_id}, synced afresh by the next sync; the previous "
+                        f"account's tickets, messages and cursor stay under '{done.retired}' (not synced)", markup=False)
+
+
 # ─── triage: list, show, claim, assign, status, priority, tag, note, merge, link, search ─────
 
 _TRI_JSON = typer.Option(False, "--json", help="Machine-readable JSON output (same as the global --json).")

@@ -1,8 +1,10 @@
 """Account rows from the settings, their health, and clearing a re-auth stop.
 
-Accounts are configured in the TOML file; the store keeps one `Account` row per configured account
-(matched by name, or by channel + platform id when renamed) with its sync health: last sync, last
-success, last error (redacted), needs re-auth, rate headroom and a pause until the platform's reset.
+Accounts are configured in the TOML file; the store keeps one `Account` row per platform account
+(channel + platform id; the configured name is its label, so a rename keeps its history) with its
+sync health: last sync, last success, last error (redacted), needs re-auth, rate headroom and a
+pause until the platform's reset. A name re-pointed at another platform id is refused until
+`repoint` starts it afresh.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sqlalchemy as sa
 from connectors.base import RateInfo
 from connectors.redact import redact
 from inbox.bulk import upsert
+from inbox.errors import ConfigError
 from inbox.ingest import AccountRef, begin_write
 from inbox.leases import Holder
 from inbox.models import Account, Quarantine, SyncGap, SyncState, utcnow
@@ -38,18 +41,33 @@ MAX_ERROR_CHARS = 500
 def ensure_accounts(engine: Engine, accounts: list[AccountSettings]) -> dict[str, AccountRef]:
     """Upsert an Account row per configured account; name -> AccountRef.
 
-    A changed channel / platform id is a reconnect: the re-auth stop and pause are cleared.
+    The stored account is the platform account (channel + platform id): its name is only a label,
+    so a renamed account keeps its history. A name that now gives another platform id is refused
+    (`ConfigError`): its cursor and tickets belong to the old platform account, and reusing them
+    would mix two accounts. `repoint` starts the name afresh on purpose.
     """
     out: dict[str, AccountRef] = {}
     if not accounts:
         return out
+    cols = (_a.c.id, _a.c.name, _a.c.channel, _a.c.platform_id)
     with begin_write(engine) as conn, conn.begin():
-        rows = conn.execute(sa.select(_a.c.id, _a.c.name, _a.c.channel, _a.c.platform_id)).all()
+        rows = conn.execute(sa.select(*cols)).all()
         by_name = {r.name: r for r in rows}
         by_platform = {(r.channel, r.platform_id): r for r in rows}
+        configured = {(a.channel.value, a.platform_id) for a in accounts}
+        for acc in accounts:
+            named = by_name.get(acc.name)
+            if named is not None and (named.channel, named.platform_id) not in configured:
+                raise repointed_error(acc, named)
+        # Renames (names swapped between accounts included): through names no config can hold.
+        renames = [(row, acc.name) for acc in accounts if (row := by_platform.get((acc.channel.value, acc.platform_id))) and row.name != acc.name]
+        for row, _name in renames:
+            conn.execute(sa.update(_a).where(_a.c.id == row.id).values(name=f"~{row.id}"))
+        for row, name in renames:
+            conn.execute(sa.update(_a).where(_a.c.id == row.id).values(name=name))
         for acc in accounts:
             channel, pid = acc.channel.value, acc.platform_id
-            row = by_name.get(acc.name) or by_platform.get((channel, pid))
+            row = by_platform.get((channel, pid))
             if row is None:
                 # Another worker may be creating it right now: let the unique keys decide.
                 conn.execute(
@@ -57,23 +75,58 @@ def ensure_accounts(engine: Engine, accounts: list[AccountSettings]) -> dict[str
                     .values(name=acc.name, channel=channel, platform_id=pid, created_at=utcnow(), needs_reauth=False)
                     .on_conflict_do_nothing()
                 )
-                row = conn.execute(
-                    sa.select(_a.c.id, _a.c.name, _a.c.channel, _a.c.platform_id).where(
-                        sa.or_(_a.c.name == acc.name, sa.and_(_a.c.channel == channel, _a.c.platform_id == pid))
-                    )
-                ).first()
-                if row is None:  # pragma: no cover - the insert either happened or conflicted
-                    raise RuntimeError(f"account {acc.name} could not be created")
-                out[acc.name] = AccountRef(row.id, acc.name, channel, pid)
-                continue
-            if (row.name, row.channel, row.platform_id) != (acc.name, channel, pid):
-                conn.execute(
-                    sa.update(_a)
-                    .where(_a.c.id == row.id)
-                    .values(name=acc.name, channel=channel, platform_id=pid, needs_reauth=False, paused_until=None)
-                )
+                row = conn.execute(sa.select(*cols).where(_a.c.channel == channel, _a.c.platform_id == pid)).first()
+                if row is None or row.name != acc.name:  # the name went to another platform account meanwhile
+                    raise repointed_error(acc, conn.execute(sa.select(*cols).where(_a.c.name == acc.name)).one())
             out[acc.name] = AccountRef(row.id, acc.name, channel, pid)
     return out
+
+
+def _platform_account(channel: str, platform_id: str) -> str:
+    """`Facebook page 104920378912345`: how the platform names the account."""
+    kind = {"facebook": "Facebook page", "instagram": "Instagram account", "x": "X user"}.get(channel, channel)
+    return f"{kind} {platform_id}"
+
+
+def repointed_error(acc: AccountSettings, stored: Any) -> ConfigError:
+    old = _platform_account(stored.channel, stored.platform_id)
+    new = _platform_account(acc.channel.value, acc.platform_id)
+    return ConfigError(
+        f"account '{acc.name}' is stored as {old} (its cursor and tickets), but the config now gives {new}; "
+        "syncing would mix two accounts",
+        hint=f"give {new} a new name, or run `inbox accounts repoint {acc.name}` to start '{acc.name}' afresh on it "
+        f"({old}'s history stays, as '{retired_name(acc.name, stored.platform_id)}')",
+    )
+
+
+def retired_name(name: str, platform_id: str) -> str:
+    """The name a re-pointed account's old platform account keeps: no config can use it ('~')."""
+    return f"{name}~{platform_id}"[:100]
+
+
+@dataclass(frozen=True, slots=True)
+class Repointed:
+    ref: AccountRef
+    retired: str | None  # the old platform account's name now; None: the name already named this one
+
+
+def repoint(engine: Engine, settings: Settings, name: str) -> Repointed:
+    """Start account `name` afresh on the platform id in the config.
+
+    The platform account the name used to give keeps its cursor, tickets and messages under
+    `retired_name` (listed by `inbox list --account`, no longer synced). If the configured platform
+    account was stored before under another name, it continues its own history under this one.
+    """
+    acc = settings.account(name)
+    retired = None
+    with begin_write(engine) as conn, conn.begin():
+        row = conn.execute(sa.select(_a.c.id, _a.c.channel, _a.c.platform_id).where(_a.c.name == name)).first()
+        if row is not None and (row.channel, row.platform_id) != (acc.channel.value, acc.platform_id):
+            retired = retired_name(name, row.platform_id)
+            if conn.execute(sa.select(_a.c.id).where(_a.c.name == retired)).first() is not None:
+                retired = f"{name}~{row.id}"[:100]
+            conn.execute(sa.update(_a).where(_a.c.id == row.id).values(name=retired))
+    return Repointed(ensure_account(engine, acc), retired)
 
 
 def ensure_account(engine: Engine, account: AccountSettings) -> AccountRef:
