@@ -67,6 +67,12 @@ class State:
                 configure(level, json=self.json)
         return self._settings
 
+    def zone(self) -> Any:
+        """The zone of human output: the config's `timezone`, else $TZ, else the machine's."""
+        from inbox.timefmt import resolve_zone
+
+        return resolve_zone(self.settings().timezone)
+
     def engine(self) -> "Engine":
         if self._engine is None:
             from inbox.db import open_store
@@ -626,11 +632,13 @@ def _acc_age(now: Any, when: Any) -> str:
     return f"{s // 86400}d ago"
 
 
-def _acc_rate(h: Any, now: Any) -> str:
+def _acc_rate(h: Any, now: Any, zone: Any) -> str:
+    from inbox.timefmt import local_time
+
     if h.rate_limit and h.rate_remaining is not None:
         text = f"{h.rate_remaining}/{h.rate_limit}"
         if h.rate_reset_at is not None and h.rate_reset_at > now:
-            text += f" (reset {h.rate_reset_at:%H:%M})"
+            text += f" (reset {local_time(h.rate_reset_at, zone, '%H:%M')})"
         return text
     if h.rate_usage_pct is not None:
         return f"{100 - h.rate_usage_pct:.0f}% left"
@@ -661,7 +669,10 @@ def accounts_list(ctx: typer.Context, json_: bool = _SYNC_JSON) -> None:
         _require_config_file(settings)
         out.print("no accounts configured", style="dim")
         return
+    from inbox.timefmt import local_time
+
     now = utcnow()
+    zone = st.zone()
     table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 1, 0, 0))
     table.add_column("account", no_wrap=True, min_width=max(len(h.name) for h in rows))
     for head in ("ch", "health", "last ok", "re-auth", "rate left", "gaps", "quarantined"):
@@ -674,18 +685,18 @@ def accounts_list(ctx: typer.Context, json_: bool = _SYNC_JSON) -> None:
             status = Text("UNHEALTHY", style="bold red")
             notes.append(Text(f"{h.name}: {one_line('; '.join(h.problems), 300)}", style="red"))
         elif h.paused_until is not None:
-            status = Text(f"paused to {h.paused_until:%H:%M}", style="yellow")
+            status = Text(f"paused to {local_time(h.paused_until, zone, '%H:%M')}", style="yellow")
         else:
             status = Text("ok", style="green")
         if h.syncing:
-            until = f", lease until {h.lease_expires_at:%H:%M:%S} UTC" if h.lease_expires_at else ""
+            until = f", lease until {local_time(h.lease_expires_at, zone, '%H:%M:%S')}" if h.lease_expires_at else ""
             notes.append(Text(f"{h.name}: syncing now: {one_line(h.syncing, 200)}{until}", style="cyan"))
         if h.last_error and (not h.healthy or (h.last_error_at and h.last_success_at and h.last_error_at > h.last_success_at)):
             notes.append(Text(f"{h.name}: last error {_acc_age(now, h.last_error_at)}: {one_line(h.last_error, 300)}", style="dim"))
         table.add_row(
             Text(h.name), Text({"instagram": "IG", "facebook": "FB", "x": "X"}.get(h.channel, h.channel)), status,
             Text(_acc_age(now, h.last_success_at)), Text("YES", style="bold red") if h.needs_reauth else Text("no"),
-            Text(_acc_rate(h, now)), Text(str(h.open_gaps), style="yellow" if h.open_gaps else ""),
+            Text(_acc_rate(h, now, zone)), Text(str(h.open_gaps), style="yellow" if h.open_gaps else ""),
             Text(str(h.quarantined), style="yellow" if h.quarantined else ""),
         )
     out.print(table)
@@ -930,7 +941,7 @@ def list_cmd(
         out.print(Text(f"(first {flt.limit}; --limit N for more)"), style="dim")
 
 
-def _tri_print_detail(out: Any, detail: Any, *, full: bool, human_agent_tag: bool = True) -> None:
+def _tri_print_detail(out: Any, detail: Any, *, full: bool, human_agent_tag: bool = True, zone: Any = None) -> None:
     from datetime import datetime, timezone
 
     from rich.rule import Rule
@@ -940,6 +951,9 @@ def _tri_print_detail(out: Any, detail: Any, *, full: bool, human_agent_tag: boo
     from inbox.policy import format_duration, reply_window
     from inbox.text import clean, display_name, fold, one_line
 
+    from inbox.timefmt import local_time, resolve_zone
+
+    zone = zone or resolve_zone()
     t = detail.ticket
     now = datetime.now(timezone.utc)
     label = Channel(t.channel).label if t.channel in ("instagram", "facebook", "x") else t.channel
@@ -953,7 +967,7 @@ def _tri_print_detail(out: Any, detail: Any, *, full: bool, human_agent_tag: boo
         " · assignee ", (one_line(t.assignee, 40) if t.assignee else "none"),
         " · tags ", (one_line(", ".join(t.tags), 200) or "none"), (f" · category {one_line(t.category, 60)}" if t.category else ""),
     ))
-    line = Text.assemble("created ", _iso_short(t.created), " · updated ", _iso_short(t.updated))
+    line = Text.assemble("created ", local_time(t.created, zone), " · updated ", local_time(t.updated, zone))
     due = t.first_response_due if t.first_response_at is None else t.escalation_due
     if due and t.status in ("new", "open", "pending"):
         what = "first response" if t.first_response_at is None else "escalation"
@@ -974,7 +988,7 @@ def _tri_print_detail(out: Any, detail: Any, *, full: bool, human_agent_tag: boo
     if related:
         out.print(Text(" · ".join(related), style="magenta"))
     for g in detail.gaps:
-        out.print(Text("⚠ " + _gap_text(g) + f" (detected {_iso_short(g.detected_at)})", style="bold yellow"))
+        out.print(Text("⚠ " + _gap_text(g, zone) + f" (detected {local_time(g.detected_at, zone)})", style="bold yellow"))
     if t.has_gap and not detail.gaps:
         out.print(Text("⚠ some older messages of this thread could not be read (platform history limit)", style="bold yellow"))
     # Where the agent reads: in the conversation, just before the oldest message still readable.
@@ -987,11 +1001,11 @@ def _tri_print_detail(out: Any, detail: Any, *, full: bool, human_agent_tag: boo
     out.print(Rule(Text("conversation", style="rule.text"), style="dim"))
     for m in detail.messages:
         if id(m) in gap_before:
-            out.print(Text("┄┄ " + _gap_text(gap_before[id(m)]) + " ┄┄", style="yellow"))
+            out.print(Text("┄┄ " + _gap_text(gap_before[id(m)], zone) + " ┄┄", style="yellow"))
         who = display_name(m.author_handle, m.author_name, m.author_id) if m.direction == "in" else f"{m.account}"
         arrow = "←" if m.direction == "in" else "→"
         head = Text.assemble(
-            (_iso_short(m.sent_at), "dim"), "  ", (arrow + " ", "cyan" if m.direction == "in" else "green"), (who, "bold"),
+            (local_time(m.sent_at, zone), "dim"), "  ", (arrow + " ", "cyan" if m.direction == "in" else "green"), (who, "bold"),
             (f"  {m.channel}", "dim"), (f"  [{m.kind}]" if m.kind != "text" else "", "magenta"),
             (f"  reply #{m.reply_id}" if m.reply_id else "", "green"), (f"  #{m.ticket_id}" if m.ticket_id != t.id else "", "dim"),
         )
@@ -1012,7 +1026,7 @@ def _tri_print_detail(out: Any, detail: Any, *, full: bool, human_agent_tag: boo
     if detail.notes:
         out.print(Rule(Text("notes (private)", style="rule.text"), style="dim"))
         for n in detail.notes:
-            out.print(Text.assemble((_iso_short(n.at), "dim"), "  ", (one_line(n.actor, 40), "bold"), ": "), end="")
+            out.print(Text.assemble((local_time(n.at, zone), "dim"), "  ", (one_line(n.actor, 40), "bold"), ": "), end="")
             out.print(Text(fold((n.detail or {}).get("text"))), overflow="fold")
     events = [e for e in detail.events if e.action != "note"]
     if events:
@@ -1024,25 +1038,23 @@ def _tri_print_detail(out: Any, detail: Any, *, full: bool, human_agent_tag: boo
                 detail_text = f"{d.get('rule')}: {d.get('reason')}" + (f" ({d['count']} messages)" if d.get("count", 1) != 1 else "")
             else:
                 detail_text = ", ".join(f"{k}={v}" for k, v in d.items())
-            out.print(Text.assemble((_iso_short(e.at), "dim"), "  ", (one_line(e.actor, 40), "bold"), f" {e.action} ",
+            out.print(Text.assemble((local_time(e.at, zone), "dim"), "  ", (one_line(e.actor, 40), "bold"), f" {e.action} ",
                                     (one_line(detail_text, 160), "dim")))
 
 
-def _gap_text(g: Any) -> str:
-    """`6 messages missing, written after 2026-11-20 08:00 and before 2026-11-21 09:13 …`"""
+def _gap_text(g: Any, zone: Any) -> str:
+    """`6 messages missing, written after 2026-11-20 15:00 WIB and before 2026-11-21 16:13 WIB …`"""
+    from inbox.timefmt import local_time
+
     count = "an unknown number of messages" if g.missing is None else f"{g.missing:,} message{'' if g.missing == 1 else 's'}"
     when = []
     if g.after is not None:
-        when.append(f"after {_iso_short(g.after)}")
+        when.append(f"after {local_time(g.after, zone)}")
     elif g.before is not None:
         when.append("since the thread began")
     if g.before is not None:
-        when.append(f"before {_iso_short(g.before)}")
+        when.append(f"before {local_time(g.before, zone)}")
     return f"{count} missing" + (", written " + " and ".join(when) if when else "") + ": past the platform's readable history"
-
-
-def _iso_short(value: Any) -> str:
-    return value.strftime("%Y-%m-%d %H:%M") if value else "–"
 
 
 @app.command("show")
@@ -1067,9 +1079,9 @@ def show_cmd(
     if use_pager:
         os.environ.setdefault("LESS", "-R")  # let less show the colours
         with out.pager(styles=True):
-            _tri_print_detail(out, detail, full=full, human_agent_tag=tag)
+            _tri_print_detail(out, detail, full=full, human_agent_tag=tag, zone=st.zone())
     else:
-        _tri_print_detail(out, detail, full=full, human_agent_tag=tag)
+        _tri_print_detail(out, detail, full=full, human_agent_tag=tag, zone=st.zone())
 
 
 def _tri_done(ctx: typer.Context, row: Any, message: str, json_: bool) -> None:
@@ -1584,7 +1596,9 @@ def demo_cmd(
         echo = demo.echo_of(ticket.id, outcome.reply_id)
         if echo is None:
             raise RuntimeError(f"the echo of reply #{outcome.reply_id} did not arrive")
-        out.print(Text(f"echo {one_line(echo.external_id, 28)} at {echo.sent_at:%H:%M:%S} UTC is matched to reply #{outcome.reply_id}; "
+        from inbox.timefmt import local_time, resolve_zone
+
+        out.print(Text(f"echo {one_line(echo.external_id, 28)} at {local_time(echo.sent_at, resolve_zone(demo.settings.timezone), '%H:%M:%S')} is matched to reply #{outcome.reply_id}; "
                        f"ticket #{ticket.id} is now pending", style="green"))
 
         out.print(Rule("next", style="cyan", align="left"))

@@ -240,9 +240,11 @@ class AccountHealth:
         d = asdict(self)
         d["problems"] = list(self.problems)
         d["healthy"] = self.healthy
+        from inbox.timefmt import json_time
+
         for k, v in d.items():
             if isinstance(v, datetime):
-                d[k] = v.isoformat()
+                d[k] = json_time(v)
         return d
 
 

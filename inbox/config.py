@@ -319,6 +319,8 @@ class Settings(_Strict):
     database: str = "sqlite:///inbox.db"
     agent: str | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Human output's zone (IANA name); unset: $TZ, else the machine's. JSON output is always UTC.
+    timezone: str | None = None
     sync: SyncSettings = SyncSettings()
     dedup: DedupSettings = DedupSettings()
     sla: SlaSettings = SlaSettings()
@@ -335,6 +337,13 @@ class Settings(_Strict):
         if problem:
             raise ValueError(problem)
         return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        from inbox.timefmt import check_zone
+
+        return None if value is None else check_zone(value)
 
     @field_validator("accounts")
     @classmethod

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from inbox import tables as tb
 from inbox.text import clean, json_safe
+from inbox.timefmt import json_time
 from inbox.tickets import T, TicketFilter, TicketRow, _base_select, _row, _tags_for, filter_conditions
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ def iter_tickets(engine: Engine, flt: TicketFilter, *, now: datetime | None = No
                         "account": m.account,
                         "author": {"id": m.author_id, "handle": m.author_handle},
                         "text": m.text,
-                        "time": m.sent_at.isoformat().replace("+00:00", "Z"),
+                        "time": json_time(m.sent_at),
                         "platform_id": m.external_id,
                         "kind": m.kind,
                         "attachments": m.attachments or [],

@@ -560,8 +560,7 @@ class OutboxRow:
     external_id: str | None
 
     def to_json(self) -> dict[str, Any]:
-        def iso(v: datetime | None) -> str | None:
-            return v.isoformat().replace("+00:00", "Z") if v else None
+        from inbox.timefmt import json_time as iso
 
         return {
             "id": self.id, "ticket_id": self.ticket_id, "state": self.state, "channel": self.channel, "account": self.account,

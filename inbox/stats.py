@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from inbox import tables as tb
 from inbox.tables import ACTIVE_STATUSES
+from inbox.timefmt import json_time
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -54,7 +55,7 @@ class Stats:
                 "p90_minutes": _round(self.first_response_p90_minutes),
             },
             "period_days": self.period_days,
-            "at": self.now.isoformat().replace("+00:00", "Z"),
+            "at": json_time(self.now),
         }
 
 

@@ -35,6 +35,7 @@ from inbox.errors import ConfigError, ConflictError, InboxError
 from inbox.ingest import AccountRef, IngestResult, MessageDecision, ingest_page
 from inbox.models import Account, Message, SyncState, utcnow
 from inbox.text import one_line
+from inbox.timefmt import json_time
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -103,13 +104,13 @@ class AccountSyncResult:
             **self.counts.counts(),
             "errors": 1 if self.failed else 0,
             "error": self.error,
-            "retry_at": self.retry_at.isoformat() if self.retry_at else None,
+            "retry_at": json_time(self.retry_at),
             "rate": None
             if self.rate is None
             else {
                 "limit": self.rate.limit,
                 "remaining": self.rate.remaining,
-                "reset_at": self.rate.reset_at.isoformat() if self.rate.reset_at else None,
+                "reset_at": json_time(self.rate.reset_at),
                 "usage_pct": self.rate.usage_pct,
             },
             "reconciled_replies": self.reconciled,

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from inbox.errors import ConflictError, NotFoundError, UsageError
+from inbox.timefmt import json_time
 from inbox import tables as tb
 from inbox.tables import ACTIVE_STATUSES, PRIORITY_RANK, STATUSES
 from inbox.policy import HUMAN_AGENT_WINDOW, META_CHANNELS, RESPONSE_WINDOW, window_left
@@ -180,7 +181,7 @@ class TicketRow:
 
 
 def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z") if value else None
+    return json_time(value)
 
 
 _ROW_COLUMNS = (

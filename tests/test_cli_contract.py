@@ -236,3 +236,54 @@ def _json_times(data: Any) -> list[str]:
     elif isinstance(data, str) and re.match(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}", data):
         found.append(data)
     return found
+
+
+# ── times ───────────────────────────────────────────────────────────────────────────────────
+JSON_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+
+
+def test_every_json_time_is_utc_in_one_format(store: Store) -> None:
+    x_ticket = json.loads(store.inbox("list", "--json", "--channel", "x", "--status", "all").stdout)["tickets"][0]["id"]
+    assert store.inbox("reply", str(x_ticket), "Halo kak, kami cek dulu ya", "--yes").returncode == 0
+    outputs = {
+        "list": store.inbox("list", "--json", "--status", "all"),
+        "show": store.inbox("show", str(x_ticket), "--json"),
+        "search": store.inbox("search", "refund", "--json"),
+        "stats": store.inbox("stats", "--json"),
+        "accounts": store.inbox("accounts", "--json"),
+        "sync": store.inbox("sync", "--account", "tokoshop-x", "--json"),
+        "outbox": store.inbox("outbox", "--all", "--json"),
+    }
+    for name, res in outputs.items():
+        assert res.returncode in (0, 1), (name, res.stderr)  # accounts: 1 when one is unhealthy
+        times = _json_times(json.loads(res.stdout))
+        assert times, name
+        assert [t for t in times if not JSON_TIME.match(t)] == [], name
+    export = store.inbox("export").stdout.splitlines()
+    times = [t for line in export for t in _json_times(json.loads(line))]
+    assert times and all(JSON_TIME.match(t) for t in times)
+    csv_rows = store.inbox("export", "--format", "csv").stdout.splitlines()[1:]
+    assert all(re.search(r",\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z,", row) for row in csv_rows[:50])
+
+
+def test_human_output_is_in_the_teams_zone_with_the_zone_shown(store: Store, tmp_path: Path) -> None:
+    from datetime import datetime, timedelta
+
+    shown = json.loads(store.inbox("show", "1", "--json").stdout)
+    first = datetime.strptime(shown["messages"][0]["time"], "%Y-%m-%dT%H:%M:%SZ")
+    jakarta = (first + timedelta(hours=7)).strftime("%Y-%m-%d %H:%M") + " WIB"
+    utc = first.strftime("%Y-%m-%d %H:%M")
+    by_tz = store.inbox("show", "1", "--no-pager", env=store.env(TZ="Asia/Jakarta")).stdout
+    assert jakarta in by_tz and f"{utc} UTC" not in by_tz
+    configured = tmp_path / "jakarta.toml"
+    configured.write_text('timezone = "Asia/Jakarta"\n' + store.config.read_text(encoding="utf-8"), encoding="utf-8")
+    res = run("-c", str(configured), "show", "1", "--no-pager", cwd=store.dir, env=store.env(TZ="UTC"))
+    assert jakarta in res.stdout, res.stderr
+    assert f"{utc} UTC" in store.inbox("show", "1", "--no-pager", env=store.env(TZ="UTC")).stdout
+    offset = store.inbox("show", "1", "--no-pager", env=store.env(TZ="Asia/Ho_Chi_Minh")).stdout
+    assert (first + timedelta(hours=7)).strftime("%Y-%m-%d %H:%M") + " +07:00" in offset  # a zone without letters: its offset
+    assert json.loads(run("-c", str(configured), "show", "1", "--json", cwd=store.dir, env=store.env()).stdout) == shown  # JSON stays UTC
+    bad = tmp_path / "bad-zone.toml"
+    bad.write_text('timezone = "Asia/Jakartaa"\n', encoding="utf-8")
+    res = run("-c", str(bad), "config", "check", cwd=tmp_path)
+    assert res.returncode == 3 and "unknown time zone 'Asia/Jakartaa'" in _one_error(res)
