@@ -89,6 +89,8 @@ def _route(sb: Sandbox, method: str, name: str, query: dict[str, str], data: dic
         return 200, sb.sent(query["account"])
     if method == "POST" and name == "advance":
         return 200, {"now": sb.advance(float(data.get("seconds", 0)))}
+    if method == "POST" and name == "rotate_token":
+        return 200, {"env": data["env"], "token": sb.rotate_token(data["env"])}
     if method == "GET" and name == "threads":
         return 200, sb.threads(query["account"])
     if method == "GET" and name == "thread":

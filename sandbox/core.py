@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 
 GRAPH_VERSION = "v23.0"
 CALL_LOG_LIMIT = 200_000
+# Which API host each token variable is for (the Page token serves Messenger and Instagram via the Page).
+TOKEN_HOSTS = {"INBOX_SANDBOX_FB_TOKEN": "facebook", "INBOX_SANDBOX_IG_TOKEN": "instagram", "INBOX_SANDBOX_X_TOKEN": "x"}
 X_OAUTH1_ENV = {
     "INBOX_SANDBOX_X_CONSUMER_KEY": X_CONSUMER_KEY,
     "INBOX_SANDBOX_X_CONSUMER_SECRET": X_CONSUMER_SECRET,
@@ -144,13 +146,16 @@ class Sandbox:
     @property
     def accounts(self) -> dict[str, SandboxAccount]:
         out = {}
-        for name, channel, pid, page_id, flavour, path, env, token in ACCOUNT_TABLE:
-            out[name] = SandboxAccount(name, channel, pid, page_id, flavour, env, token, self._base_url + path)
+        with self.state.lock:
+            tokens = dict(self.state.tokens)
+        for name, channel, pid, page_id, flavour, path, env, _token in ACCOUNT_TABLE:
+            out[name] = SandboxAccount(name, channel, pid, page_id, flavour, env, tokens[TOKEN_HOSTS[env]], self._base_url + path)
         return out
 
     def env(self) -> dict[str, str]:
         """The environment variables the generated config names (tokens), plus the X OAuth 1.0a ones."""
-        out = {"INBOX_SANDBOX_FB_TOKEN": FB_TOKEN, "INBOX_SANDBOX_IG_TOKEN": IG_TOKEN, "INBOX_SANDBOX_X_TOKEN": X_TOKEN}
+        with self.state.lock:
+            out = {env: self.state.tokens[host] for env, host in TOKEN_HOSTS.items()}
         out.update(X_OAUTH1_ENV)
         return out
 
@@ -394,6 +399,20 @@ class Sandbox:
             if account_name in st.x:
                 return {ev.id for ev in st.x[account_name].events.values()}
             return {m.id for th in self._meta(account_name).threads.values() for m in th.messages}
+
+    def rotate_token(self, env_name: str) -> str:
+        """The platform revokes a token and issues a new one (an expiry and its renewal).
+
+        From now on the old value of `env_name` is refused (Graph 190, X 401) and the returned
+        value is accepted; `env()` hands out the new one.
+        """
+        host = TOKEN_HOSTS.get(env_name)
+        if host is None:
+            raise KeyError(f"no sandbox token variable {env_name!r} (known: {', '.join(TOKEN_HOSTS)})")
+        with self.state.lock:
+            token = f"{self.state.tokens[host].split('~', 1)[0]}~{self.state.rng.getrandbits(64):016x}"
+            self.state.tokens[host] = token
+            return token
 
     def advance(self, seconds: float) -> float:
         """Move the sandbox clock forward (reply windows, rate windows); returns the new now (epoch s)."""

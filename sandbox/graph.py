@@ -23,10 +23,8 @@ from urllib.parse import urlencode
 from sandbox import media
 from sandbox.fields import FieldSpec, FieldSyntaxError, parse_fields
 from sandbox.state import (
-    FB_TOKEN,
     IG_DIRECT_ID,
     IG_FB_ID,
-    IG_TOKEN,
     PAGE_ID,
     MetaAccount,
     Msg,
@@ -466,7 +464,7 @@ def handle(state: State, ctx: Ctx, usage: Usage) -> Reply:
     obj, bucket = business_object(acc)
     now = state.now()
     try:
-        expected = FB_TOKEN if ctx.host == "facebook" else IG_TOKEN
+        expected = state.tokens[ctx.host]
         if not ctx.token or ctx.token != expected:
             raise GraphError(190, "Invalid OAuth access token - Cannot parse access token")
         reading = ctx.req.method == "GET"
@@ -596,7 +594,7 @@ def get_node(state: State, ctx: Ctx, head: str) -> dict[str, Any]:
 
 def debug_token(state: State, ctx: Ctx) -> dict[str, Any]:
     """Token introspection, as health checks use it: validity, type and granted scopes."""
-    expected = FB_TOKEN if ctx.host == "facebook" else IG_TOKEN
+    expected = state.tokens[ctx.host]
     valid = ctx.req.query.get("input_token", ctx.token) == expected
     scopes = (["pages_show_list", "pages_manage_metadata", "pages_read_engagement", "pages_messaging", "instagram_basic",
                "instagram_manage_messages", "business_management"] if ctx.host == "facebook"

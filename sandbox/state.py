@@ -188,6 +188,9 @@ class State:
         self.msg_index: dict[str, Msg] = {}
         self.thread_index: dict[str, Thread] = {}
         self._x_seq = 0
+        # The token each API host accepts now; `Sandbox.rotate_token` replaces one (the old one then
+        # fails as an expired token would, until the client is given the new one).
+        self.tokens = {"facebook": FB_TOKEN, "instagram": IG_TOKEN, "x": X_TOKEN}
 
     # ── clock ──────────────────────────────────────────────────────────────────────────────
     def now(self) -> float:

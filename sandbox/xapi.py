@@ -158,10 +158,10 @@ def route(method: str, parts: list[str]) -> Route | None:
     return None
 
 
-def authenticate(req: Request) -> bool:
+def authenticate(req: Request, bearer: str = X_TOKEN) -> bool:
     auth = req.headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
-        return auth[7:].strip() == X_TOKEN
+        return auth[7:].strip() == bearer
     if auth.startswith("OAuth "):
         params = dict(re.findall(r'(\w+)="([^"]*)"', auth))
         return unquote(params.get("oauth_consumer_key", "")) == X_CONSUMER_KEY and unquote(params.get("oauth_token", "")) == X_ACCESS_TOKEN
@@ -176,7 +176,7 @@ def handle(state: State, req: Request, parts: list[str], rates: RateLimits) -> R
         return Reply(404, {"errors": [{"message": "Sorry, that page does not exist", "code": 34}]})
     now = state.now()
     key = (acc.me.id, r.name)
-    if not authenticate(req):
+    if not authenticate(req, state.tokens["x"]):
         reply = unauthorized()
         reply.headers.update(rates.peek(key, now, r.limit))
         return reply
