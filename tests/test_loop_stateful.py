@@ -1,0 +1,54 @@
+"""The stateful randomized test of the whole loop (`loop_machine.LoopMachine`), on both backends.
+
+Locally (the `dev` Hypothesis profile) a short run: a few examples of a dozen steps. In CI (the `ci`
+profile) the long one: thousands of steps per backend, marked slow. A failure is kept in
+Hypothesis's example database (`.hypothesis/`) and replayed first on the next run; the steps it
+prints are what a regression test below replays.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import settings
+from hypothesis.stateful import run_state_machine_as_test
+
+from conftest import PG_URL
+from loop_machine import LoopMachine
+
+PROFILE = settings()  # the loaded profile (tests/conftest.py): dev locally, ci in CI
+LONG = PROFILE.max_examples >= 100
+
+
+class SQLiteLoop(LoopMachine):
+    backend = "sqlite"
+
+
+class PostgresLoop(LoopMachine):
+    backend = "postgres"
+    pg_base = PG_URL
+
+
+def _run(machine: type[LoopMachine], *, examples: int, steps: int) -> None:
+    run_state_machine_as_test(machine, settings=settings(PROFILE, max_examples=examples, stateful_step_count=steps))
+
+
+def test_loop_short_sqlite() -> None:
+    _run(SQLiteLoop, examples=3, steps=12)
+
+
+def test_loop_short_postgres(pg_url: str) -> None:
+    _run(PostgresLoop, examples=3, steps=12)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+@pytest.mark.skipif(not LONG, reason="the long run belongs to the ci Hypothesis profile (INBOX_HYPOTHESIS_PROFILE=ci)")
+def test_loop_long_sqlite() -> None:
+    _run(SQLiteLoop, examples=PROFILE.max_examples // 2, steps=30)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+@pytest.mark.skipif(not LONG, reason="the long run belongs to the ci Hypothesis profile (INBOX_HYPOTHESIS_PROFILE=ci)")
+def test_loop_long_postgres(pg_url: str) -> None:
+    _run(PostgresLoop, examples=PROFILE.max_examples // 2, steps=30)
