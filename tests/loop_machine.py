@@ -35,14 +35,20 @@ from typing import Any
 
 import sqlalchemy as sa
 import time_machine
+from collections import Counter
+
+from hypothesis import event
+from hypothesis.control import currently_in_test_context
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from test_sync import ACCOUNTS, fast_factory, readable_ids, sandbox_settings
 
 ROOT = Path(__file__).resolve().parent.parent
-CLIENT_TIMEOUT = 0.5  # the connectors' read timeout; the sandbox's "timeout" fault answers after twice that
-SANDBOX_SLEEP = 1.0
+# The connectors' read timeout, and how late the sandbox's "timeout" fault answers. Generous: on a
+# loaded machine (CI, shared cores) an ordinary loopback answer can take a good part of a second.
+CLIENT_TIMEOUT = 2.0
+SANDBOX_SLEEP = 2.5
 PRESENT_SKEW = timedelta(seconds=5)  # how far a cursor may run ahead of the platform's clock
 TOKEN_OF = {"tokoshop-fb": "INBOX_SANDBOX_FB_TOKEN", "tokoshop-ig": "INBOX_SANDBOX_FB_TOKEN", "tokoshop-x": "INBOX_SANDBOX_X_TOKEN"}
 PATHS = {"tokoshop-fb": (None, "/conversations", "/messages"), "tokoshop-ig": (None, "/conversations", "/messages"),
@@ -56,6 +62,10 @@ KNOWN_DEFECTS = {
     # confirmation exists, two agents racing on one ticket may both deliver.
     "two_agents_both_deliver": True,
 }
+
+# Choices among things the store or the sandbox holds are drawn as a number taken modulo their
+# count: what Hypothesis draws must not depend on state outside its control (timing, the clock).
+PICK = st.integers(min_value=0, max_value=2**16)
 
 # ── hostile input ──────────────────────────────────────────────────────────────────────────
 NASTY = (
@@ -176,28 +186,30 @@ class LoopMachine(RuleBasedStateMachine):
     def first_sync(self) -> None:
         self.sync(set(ACCOUNTS))
 
-    @rule(data=st.data(), account=st.sampled_from(ACCOUNTS), new_thread=st.booleans(),
+    @rule(data=st.data(), account=st.sampled_from(ACCOUNTS), new_thread=st.booleans(), pick=PICK,
           late=st.integers(min_value=0, max_value=300), kind=st.sampled_from((None, None, None, "image", "share", "story_mention", "unsupported")))
-    def customer_message(self, data: st.DataObject, account: str, new_thread: bool, late: int, kind: str | None) -> None:
+    def customer_message(self, data: st.DataObject, account: str, new_thread: bool, pick: int, late: int, kind: str | None) -> None:
         """A customer writes: hostile text, names and handles; sometimes no text at all; dated up
         to 5 minutes back (within the sync overlap), as a late platform write would be."""
         text = data.draw(st.one_of(st.none(), hostile_text(allow_nul=self.backend == "sqlite")), label="text")
         body: dict[str, Any] = {"account": account, "text": text, "at": self.sb.now() - late}
         if kind:
             body["attachments"] = [{"type": kind}]
+        name = data.draw(hostile_text(allow_nul=False), label="name")
         threads = self.sb.threads(account)
         if new_thread or not threads:
-            name = data.draw(hostile_text(allow_nul=False), label="name")
             body["customer"] = {"name": name or None, "username": (name or "").replace(" ", "_")[:30] or None}
         else:
-            body["thread"] = threads[data.draw(st.integers(0, len(threads) - 1), label="thread")]
+            body["thread"] = threads[pick % len(threads)]
         self.control("inject", body)
+        note("rule: customer message")
 
     @rule(account=st.sampled_from(ACCOUNTS), kind=st.sampled_from(FAULT_KINDS), data=st.data(),
           count=st.integers(min_value=1, max_value=3))
     def platform_fault(self, account: str, kind: str, data: st.DataObject, count: int) -> None:
         path = data.draw(st.sampled_from(PATHS[account]), label="path")
         self.control("fault", {"kind": kind, "account": account, "path": path, "count": count})
+        note("rule: platform fault")
 
     @rule()
     def faults_clear(self) -> None:
@@ -209,19 +221,21 @@ class LoopMachine(RuleBasedStateMachine):
         self.clock.shift(timedelta(seconds=seconds))
         self.control("advance", {"seconds": seconds})
         self.shift += seconds
+        note("rule: clock jump")
 
     @rule(env=st.sampled_from(sorted(set(TOKEN_OF.values()))))
     def token_expires(self, env: str) -> None:
         self.control("rotate_token", {"env": env})
         self.stale.add(env)
+        note("rule: token expires")
 
     @precondition(lambda self: bool(self.stale))
-    @rule(data=st.data())
-    def token_renewed(self, data: st.DataObject) -> None:
+    @rule(pick=PICK)
+    def token_renewed(self, pick: int) -> None:
         """The team reconnects the account: the new token in its variable, then `accounts reset`."""
         from inbox import accounts as accounts_mod
 
-        env = data.draw(st.sampled_from(sorted(self.stale)), label="env")
+        env = sorted(self.stale)[pick % len(self.stale)]
         os.environ[env] = self.sb.env()[env]
         self.stale.discard(env)
         for name, var in TOKEN_OF.items():
@@ -238,6 +252,7 @@ class LoopMachine(RuleBasedStateMachine):
         before = self.health()
         results = sync_all(self.engine, self.settings, accounts=sorted(names), connector_factory=self.factory)
         for r in results:
+            note(f"sync {r.account}: {r.status}")
             row = before.get(r.account)
             paused = row is not None and row.paused_until is not None and _aware(row.paused_until) > now
             reauth = row is not None and bool(row.needs_reauth)
@@ -253,6 +268,7 @@ class LoopMachine(RuleBasedStateMachine):
     def sync_killed(self, delay: float) -> None:
         """`inbox sync` (worker processes and all) killed with SIGKILL somewhere in its pass."""
         self.kills += 1
+        note("rule: sync killed")
         env = {**os.environ, "LOOP_CLOCK_SHIFT": str(self.shift)}
         proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(self.config)], cwd=ROOT, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -263,47 +279,55 @@ class LoopMachine(RuleBasedStateMachine):
                     break
                 time.sleep(0.01)
             time.sleep(delay)
+            workers = _children(proc.pid)
         finally:
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
+        # Its worker processes die with it (they may take a moment: they notice the parent is gone).
+        alive = [pid for pid in workers if not _gone(pid, timeout=10)]
+        assert not alive, f"worker processes {alive} outlived the killed `inbox sync`"
 
     # ── rules: the agents ──────────────────────────────────────────────────────────────────
-    @precondition(lambda self: bool(self.tickets()))
-    @rule(data=st.data(), body=hostile_text(allow_nul=False))
-    def agent_reply(self, data: st.DataObject, body: str) -> None:
+    @rule(pick=PICK, body=hostile_text(allow_nul=False))
+    def agent_reply(self, pick: int, body: str) -> None:
         from inbox import replies
 
         tickets = self.tickets()
-        ticket = tickets[data.draw(st.integers(0, len(tickets) - 1), label="ticket")]
+        if not tickets:
+            return
+        ticket = tickets[pick % len(tickets)]
         text = self.next_text("balasan", body)
         try:
             plan = replies.plan_reply(self.engine, ticket, text, human_agent_tag=self.settings.replies.human_agent_tag)
-            replies.send_reply(self.engine, plan, self.reply_connectors(), "ana")
-        except EXPECTED_REPLY_ERRORS:
-            pass
+            note(f"reply: {replies.send_reply(self.engine, plan, self.reply_connectors(), 'ana').state}")
+        except EXPECTED_REPLY_ERRORS as exc:
+            note(f"reply: {exc.__class__.__name__}")
 
-    @precondition(lambda self: bool(self.rows("SELECT 1 FROM reply WHERE state <> 'sent'")))
-    @rule(data=st.data())
-    def reply_retry(self, data: st.DataObject) -> None:
+    @rule(pick=PICK)
+    def reply_retry(self, pick: int) -> None:
         """`inbox outbox retry` on any reply not known to be delivered (in doubt ones must refuse)."""
         from inbox import replies
 
         open_ids = [r[0] for r in self.rows("SELECT id FROM reply WHERE state <> 'sent' ORDER BY id")]
-        rid = open_ids[data.draw(st.integers(0, len(open_ids) - 1), label="reply")]
+        if not open_ids:
+            return
+        rid = open_ids[pick % len(open_ids)]
         try:
             replies.retry(self.engine, rid, self.reply_connectors(), "budi", human_agent_tag=self.settings.replies.human_agent_tag)
-        except EXPECTED_REPLY_ERRORS:
-            pass
+            note("retry: sent")
+        except EXPECTED_REPLY_ERRORS as exc:
+            note(f"retry: {exc.__class__.__name__}")
 
-    @precondition(lambda self: bool(self.tickets()))
-    @rule(data=st.data(), same_text=st.booleans())
-    def two_agents_reply(self, data: st.DataObject, same_text: bool) -> None:
+    @rule(pick=PICK, same_text=st.booleans())
+    def two_agents_reply(self, pick: int, same_text: bool) -> None:
         """Two terminals reply to one ticket at once: both saw the route and said yes."""
         from inbox import replies
 
         tickets = self.tickets()
-        ticket = tickets[data.draw(st.integers(0, len(tickets) - 1), label="ticket")]
+        if not tickets:
+            return
+        ticket = tickets[pick % len(tickets)]
         base = self.next_text("berdua", "Halo kak, kami bantu cek ya")
         texts = (base, base) if same_text else (base + " (ana)", base + " (budi)")
         self.pairs.append((texts[0], texts[1]))
@@ -329,6 +353,7 @@ class LoopMachine(RuleBasedStateMachine):
             t.join(timeout=60)
         if errors:
             raise errors[0]
+        note("rule: two agents")
 
     # ── invariants ─────────────────────────────────────────────────────────────────────────
     def assert_all_stored(self, account: str) -> None:
@@ -458,6 +483,40 @@ class LoopMachine(RuleBasedStateMachine):
                 else:
                     os.environ[k] = v
             shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+STATS: Counter[str] = Counter()  # what the runs did, for a report (tests/loop_machine.py's callers print it)
+
+
+def note(what: str) -> None:
+    STATS[what] += 1
+    if currently_in_test_context():
+        event(what)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def _gone(pid: int, timeout: float) -> bool:
+    """Dead (or a zombie nobody reaps, as a container's PID 1 leaves them) within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.01)
+    return False
 
 
 def _aware(value: datetime) -> datetime:
