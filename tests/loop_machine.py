@@ -89,6 +89,7 @@ class Delivery:
     message_id: str
     text: str | None
     metadata: str | None
+    thread: str | None  # the platform thread it landed in
 
 
 # ── the machine ────────────────────────────────────────────────────────────────────────────
@@ -154,7 +155,8 @@ class LoopMachine(RuleBasedStateMachine):
         out = []
         for name in ACCOUNTS:
             for s in self.sb.sent(name):
-                out.append(Delivery(name, str(s.get("message_id") or s.get("dm_event_id")), s.get("text"), s.get("metadata")))
+                out.append(Delivery(name, str(s.get("message_id") or s.get("dm_event_id")), s.get("text"), s.get("metadata"),
+                                    s.get("thread_id") or s.get("dm_conversation_id")))
         return out
 
     def health(self) -> dict[str, Any]:
@@ -201,6 +203,12 @@ class LoopMachine(RuleBasedStateMachine):
             body["customer"] = {"name": name or None, "username": (name or "").replace(" ", "_")[:30] or None}
         else:
             body["thread"] = threads[pick % len(threads)]
+            if account != "tokoshop-x":
+                # Meta reads a thread again only when its updated_time moves: a message that shows
+                # up late *behind* a newer one in its thread is not something Graph does (its
+                # updated_time would move), so a late one is still the newest of its thread.
+                newest = self.sb.thread_messages(account, body["thread"])[-1]["created_ms"] / 1000
+                body["at"] = max(body["at"], newest + 0.001)
         self.control("inject", body)
         note("rule: customer message")
 
@@ -406,7 +414,10 @@ class LoopMachine(RuleBasedStateMachine):
             both = [(a, b) for a, b in self.pairs if a != b and a in by_text and b in by_text]
             assert not both, f"two agents both delivered on one ticket: {both}"
         rows_by_text: dict[str, list[Any]] = {}
-        for r in self.rows("SELECT id, state, text, external_id FROM reply"):
+        for r in self.rows("SELECT r.id, r.state, r.text, r.external_id, c.external_id AS thread FROM reply r "
+                           "JOIN conversation c ON c.id = r.conversation_id"):
+            for d in by_text.get(r.text, []):
+                assert d.thread == r.thread, f"reply #{r.id} reached thread {d.thread}, not its own ({r.thread})"
             rows_by_text.setdefault(r.text, []).append(r)
         for text, rows in rows_by_text.items():
             got = by_text.get(text, [])
@@ -460,6 +471,8 @@ class LoopMachine(RuleBasedStateMachine):
         assert [r.status for r in results] == ["ok"] * len(ACCOUNTS), [(r.account, r.status, r.error) for r in results]
         for name in ACCOUNTS:
             self.assert_all_stored(name)
+        sick = [(h.name, h.problems) for h in accounts_mod.health(self.engine, self.settings) if not h.healthy]
+        assert not sick, f"accounts still unhealthy after their causes are gone: {sick}"
         self.stored_once_and_only_what_the_platform_has()
         self.ticketed_threads_keep_every_message_on_a_ticket()
         self.echoes_match_their_replies()
