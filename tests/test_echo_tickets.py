@@ -140,3 +140,38 @@ def test_the_brand_writes_first_and_the_ticket_comes_with_the_answer(
     lines = exported(cfg, tmp_path, capsys)
     assert sum(len(t["messages"]) for t in lines) == ticketed_message_count(engine)
     assert [x["platform_id"] for x in next(t for t in lines if t["id"] == ticket.id)["messages"]] == [ours, answer]
+
+
+def test_the_upgrade_attaches_echoes_stored_without_their_ticket(db_url: str) -> None:
+    """Stores written before the fix hold such echoes: migration 0007 attaches them, counted on their ticket."""
+    from datetime import timedelta
+
+    import store_factory as sf
+    from inbox import migrate
+    from inbox.db import make_engine
+
+    engine = make_engine(db_url)
+    try:
+        migrate.upgrade(engine, "0006")
+        made = sf.ticket(engine, texts=["halo kak, paket saya belum sampai"])
+        other = sf.ticket(engine, texts=["refund belum masuk"])
+        m, t = Message.__table__, Ticket.__table__
+        with engine.connect() as conn:
+            created = conn.execute(sa.select(t.c.created_at).where(t.c.id == made.ticket_id)).scalar_one()
+        before_ask = sf.outbound(engine, made, "Halo kak, ada yang bisa dibantu?", "out-1", sent_at=created - timedelta(minutes=5))
+        answer = sf.outbound(engine, made, "kami cek dulu ya kak", "out-2", sent_at=created + timedelta(minutes=7))
+        kept = sf.outbound(engine, other, "sudah kami proses", "out-3", sent_at=sf.now())
+        with engine.begin() as conn:
+            conn.execute(m.update().where(m.c.id.in_([before_ask, answer])).values(ticket_id=None))  # as the old ingest left them
+
+        assert migrate.upgrade(engine)[0] == "0007"
+
+        with engine.connect() as conn:
+            got = dict(conn.execute(sa.select(m.c.id, m.c.ticket_id).where(m.c.id.in_([before_ask, answer, kept]))).all())
+            assert got == {before_ask: made.ticket_id, answer: made.ticket_id, kept: other.ticket_id}
+            row = conn.execute(sa.select(t.c.message_count, t.c.first_response_at).where(t.c.id == made.ticket_id)).one()
+            answered_at = conn.execute(sa.select(m.c.sent_at).where(m.c.id == answer)).scalar_one()
+            assert (row.message_count, row.first_response_at) == (3, answered_at)  # 1 + the two attached; ours answered
+            assert conn.execute(sa.select(t.c.message_count).where(t.c.id == other.ticket_id)).scalar_one() == 1  # untouched
+    finally:
+        engine.dispose()
