@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from inbox.timefmt import local_time, resolve_zone
 from test_echo_tickets import store, ticket_row  # noqa: F401  (the fixture)
 from test_sync_many import run
 
@@ -28,6 +29,7 @@ def test_show_says_how_many_messages_are_missing_and_since_when(
     sandbox: Any, store: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("TZ", "Asia/Jakarta")
     cfg, engine = store
     first = sandbox.inject("tokoshop-ig", text="kak, refund saya belum masuk", customer="maya.putri", at=sandbox.now() - 7200)
     thread = sandbox.thread_of("tokoshop-ig", first)
@@ -47,8 +49,10 @@ def test_show_says_how_many_messages_are_missing_and_since_when(
     assert sorted(m["platform_id"] for m in shown["messages"][1:]) == sorted(burst[5:])
 
     text = run(cfg, "show", str(ticket.id), "--no-pager", capsys=capsys)
-    after = _at(sandbox, "tokoshop-ig", thread, first).strftime("%Y-%m-%d %H:%M")
-    before = _at(sandbox, "tokoshop-ig", thread, burst[5]).strftime("%Y-%m-%d %H:%M")
+    zone = resolve_zone()  # the team's zone ($TZ, set above)
+    after = local_time(_at(sandbox, "tokoshop-ig", thread, first), zone)
+    before = local_time(_at(sandbox, "tokoshop-ig", thread, burst[5]), zone)
+    assert after.endswith(" WIB")
     line = f"5 messages missing, written after {after} and before {before}"
     assert f"⚠ {line}" in text
     # ... and in the conversation itself, between the message before the gap and the first one after it
