@@ -262,7 +262,7 @@ class SyncSettings(_Strict):
     concurrency: Annotated[int, Field(ge=1, le=32)] = 3
     lease_seconds: Annotated[int, Field(ge=10)] = 300
     processes: bool = True
-    # SQLite: how long a page writer waits for `<database>-writer.lock` before giving up (exit 6).
+    # How long a page writer waits for the writers' lock (SQLite lock file, PostgreSQL advisory lock), then exit 6.
     writer_lock_timeout_seconds: Annotated[float, Field(gt=0)] = 60
 
 

@@ -80,7 +80,17 @@ def make_engine(url: str, **kw: Any) -> Engine:
         # No hstore columns here: skip the dialect's type lookup on every new connection (a query
         # and a round trip that every PostgreSQL command would pay at start).
         kw.setdefault("use_native_hstore", False)
-    return sa.create_engine(url, pool_pre_ping=True, **kw)
+    engine = sa.create_engine(url, pool_pre_ping=True, **kw)
+
+    @event.listens_for(engine, "do_connect")
+    def _name_the_connection(_dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
+        # pg_stat_activity then says which process holds a lock another one waits for (inbox.writer_lock);
+        # computed per connection, as forked workers open their own. A name given in the URL wins.
+        from inbox.writer_lock import application_name
+
+        cparams.setdefault("application_name", application_name())
+
+    return engine
 
 
 def ensure_schema(engine: Engine) -> None:

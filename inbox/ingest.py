@@ -186,7 +186,7 @@ def ingest_page(
             if conn.dialect.name == "postgresql":
                 # Page ingests are serialized, as SQLite's write lock does: dedup of one account's
                 # page must see the tickets another account's page just created (cross-channel rules).
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": INGEST_LOCK_KEY})
+                writer_lock.pg_acquire(conn, INGEST_LOCK_KEY, settings.sync.writer_lock_timeout_seconds)
             result = _PageWriter(conn, ref, settings, explain=explain).write(page)
             _write_cursor(conn, ref, page, lease_owner, lease_seconds or settings.sync.lease_seconds)
         except BaseException:

@@ -11,6 +11,10 @@ A writer never waits forever: after `timeout` seconds it gives up with a `Confli
 holder, which writes who it is (pid, host, command, since when) into the lock file while it holds
 it. The kernel frees the lock when its holder exits or is killed; a holder that is stopped
 (SIGSTOP) or stuck is what the bounded wait is for.
+
+On PostgreSQL the page writers queue on a transaction advisory lock instead (`pg_acquire`), with the
+same bound (`lock_timeout`); the holder is named from `pg_stat_activity`, where every connection of
+inbox says who opened it (`application_name`, `inbox.db`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
+import sqlalchemy as sa
+
 try:
     import fcntl
 except ImportError:  # Windows: SQLite's own lock serializes processes
@@ -38,7 +44,7 @@ from inbox.errors import ConflictError
 from inbox.text import one_line
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
+    from sqlalchemy.engine import Connection, Engine
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +119,58 @@ def _held_by(fd: int) -> str:
         return describe_holder(b"")
 
 
-def _timed_out(path: str, waited: float, holder: str) -> ConflictError:
+def _timed_out(what: str, waited: float, holder: str) -> ConflictError:
     return ConflictError(
-        f"{path} is locked for writing by {holder}; gave up after {waited:.0f} s "
+        f"{what} is locked for writing by {holder}; gave up after {waited:.0f} s "
         f"(sync.writer_lock_timeout_seconds); let it finish or stop it, then sync again"
     )
+
+
+def pg_acquire(conn: Connection, key: int, timeout: float) -> None:
+    """`pg_advisory_xact_lock(key)` in the open transaction, waiting at most `timeout` s.
+
+    `lock_timeout` is set for the rest of the transaction (SET LOCAL), so none of the page's
+    statements waits unbounded on a lock either.
+    """
+    started = time.monotonic()
+    conn.execute(sa.text("SELECT set_config('lock_timeout', :v, true)"), {"v": f"{max(1, int(timeout * 1000))}ms"})
+    try:
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+    except sa.exc.OperationalError as exc:
+        if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_not_available
+            raise
+        holder = _pg_holder(conn.engine, key)
+        raise _timed_out("the database (PostgreSQL)", time.monotonic() - started, holder) from None
+
+
+def _pg_holder(engine: Engine, key: int) -> str:
+    """Who holds advisory lock `key`, from another connection (the waiting transaction is aborted)."""
+    query = sa.text(
+        "SELECT a.pid, a.application_name, host(a.client_addr) AS client, a.xact_start FROM pg_locks l "
+        "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
+        "AND l.classid = :hi AND l.objid = :lo AND l.objsubid = 1"
+    )
+    try:
+        with engine.connect() as other:
+            row = other.execute(query, {"hi": (key >> 32) & 0xFFFFFFFF, "lo": key & 0xFFFFFFFF}).first()
+    except sa.exc.SQLAlchemyError:
+        row = None
+    if row is None:
+        return "another session (gone by now, or not visible to this database user)"
+    who = f"PostgreSQL backend {row.pid}"
+    details = [one_line(str(row.application_name), 100)] if row.application_name else []
+    if row.client:
+        details.append(f"client {row.client}")
+    if details:
+        who += f" ({', '.join(details)})"
+    if row.xact_start is not None:
+        who += f", in a transaction since {row.xact_start.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
+    return who
+
+
+def application_name() -> str:
+    """What a PostgreSQL connection of this process says it is (pg_stat_activity; 63 bytes at most)."""
+    return f"inbox pid {os.getpid()} on {socket.gethostname()}".encode()[:63].decode("utf-8", "ignore")
 
 
 @contextmanager

@@ -114,3 +114,35 @@ def test_the_holder_clears_its_name_when_it_lets_go(sqlite_engine):
         assert info["pid"] == os.getpid() and info["host"] == socket.gethostname()
         assert writer_lock.describe_holder(lock_file.read_bytes()).startswith(f"pid {os.getpid()} on host ")
     assert lock_file.read_text() == ""
+
+
+def test_postgresql_page_writers_wait_a_bounded_time_and_name_the_holder(pg_url, tmp_path, sandbox):
+    """The same bound on PostgreSQL, where page writers queue on a transaction advisory lock."""
+    import sqlalchemy as sa
+
+    from inbox.db import open_store
+    from inbox.ingest import INGEST_LOCK_KEY
+
+    config = tmp_path / "inbox.toml"
+    config.write_text(sandbox.config_toml(database=pg_url) + "\n[sync]\nwriter_lock_timeout_seconds = 0.5\n")
+    env = {**os.environ, **sandbox.env()}
+    engine = open_store(pg_url)
+    try:
+        with engine.connect() as holder:
+            holder.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": INGEST_LOCK_KEY})
+            backend = holder.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+            proc = _sync(config, env, "--json")
+            holder.rollback()
+        assert proc.returncode == 6, proc.stdout + proc.stderr
+        out = json.loads(proc.stdout)
+        for account in out["accounts"]:
+            assert account["status"] == "conflict"
+            assert f"PostgreSQL backend {backend} (inbox pid {os.getpid()} on {socket.gethostname()}" in account["error"]
+            assert "writer_lock_timeout_seconds" in account["error"]
+        # The default bound: the server may be shared, and other stores' page writers queue on the same lock.
+        config.write_text(sandbox.config_toml(database=pg_url))
+        again = _sync(config, env, "--json")
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert_complete(engine, sandbox, ACCOUNTS)
+    finally:
+        engine.dispose()
