@@ -1313,6 +1313,11 @@ def _rep_text(ctx: typer.Context, ticket_id: int, text: Optional[str], editor: b
         raise UsageError("give the reply as TEXT, or --editor, or --template NAME (exactly one)")
     if text is not None and not text.strip():
         raise UsageError("empty reply: nothing sent")
+    if text == "-":  # `echo … | inbox reply 42 - --yes`
+        text = sys.stdin.read().strip()
+        if not text:
+            raise UsageError("empty reply on standard input: nothing sent")
+        return text
     if template:
         from inbox.templates import get_template, render, ticket_variables
 
@@ -1323,9 +1328,14 @@ def _rep_text(ctx: typer.Context, ticket_id: int, text: Optional[str], editor: b
         import subprocess
         import tempfile
 
+        from inbox import drafts
+
         command = shlex.split(os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi")
+        draft = drafts.load(settings.database_url(), ticket_id)  # what was written last time and not sent
         with tempfile.NamedTemporaryFile("w+", suffix=".txt", prefix=f"inbox-reply-{ticket_id}-", encoding="utf-8", delete=False) as fh:
-            fh.write(f"\n# Reply to ticket #{ticket_id}. Lines starting with # are dropped; an empty reply cancels.\n")
+            fh.write((draft.rstrip("\n") + "\n" if draft else "\n")
+                     + f"# Reply to ticket #{ticket_id}{' (your unsent draft)' if draft else ''}. "
+                     "Lines starting with # are dropped; an empty reply cancels.\n")
             path = fh.name
         try:
             if subprocess.call([*command, path]) != 0:
@@ -1345,7 +1355,7 @@ def _rep_text(ctx: typer.Context, ticket_id: int, text: Optional[str], editor: b
 def reply_cmd(
     ctx: typer.Context,
     ticket_id: int = typer.Argument(..., metavar="ID"),
-    text: Optional[str] = typer.Argument(None, metavar="[TEXT]", help="The reply (or use --editor / --template)."),
+    text: Optional[str] = typer.Argument(None, metavar="[TEXT]", help="The reply; - reads it from standard input (or use --editor / --template)."),
     editor: bool = typer.Option(False, "--editor", "-e", help="Write the reply in $EDITOR."),
     template: Optional[str] = typer.Option(None, "--template", "-t", help="A canned reply from settings.templates ({customer}, {handle}, {invoice}, {ticket}, {agent})."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Send without asking (required when there is no terminal to ask on)."),
@@ -1360,23 +1370,40 @@ def reply_cmd(
     from inbox.errors import UsageError
     from inbox.text import clean, one_line
 
+    from inbox import drafts
+    from inbox.errors import InboxError
+
     st = state(ctx)
     settings = st.settings()
     who = _tri_agent(ctx, agent)
     body = _rep_text(ctx, ticket_id, text, editor, template, who)
     engine = st.engine()
-    if via and via not in ("instagram", "facebook", "x"):
-        raise UsageError(f"unknown channel '{via}' for --via (instagram, facebook or x)")
-    plan = replies.plan_reply(engine, ticket_id, body, human_agent_tag=settings.replies.human_agent_tag, via=via)
     as_json = json_ or st.json
-    err = console(stderr=True)
-    err.print(Text(plan.describe(), style="bold"))
-    if not yes and settings.replies.confirm:
-        if not sys.stdin.isatty():
-            raise UsageError("not sent: confirmation needed but there is no terminal to ask on", hint="pass --yes to send without asking")
-        err.print(Text(clean(body)), overflow="fold")
-        if not typer.confirm("Send this reply?", default=False, err=True):
-            raise UsageError("cancelled: nothing sent")
+    try:
+        if via and via not in ("instagram", "facebook", "x"):
+            raise UsageError(f"unknown channel '{via}' for --via (instagram, facebook or x)")
+        plan = replies.plan_reply(engine, ticket_id, body, human_agent_tag=settings.replies.human_agent_tag, via=via)
+        err = console(stderr=True)
+        err.print(Text(plan.describe(), style="bold"))
+        if not yes and settings.replies.confirm:
+            if not sys.stdin.isatty():
+                raise UsageError("not sent: confirmation needed but there is no terminal to ask on", hint="pass --yes to send without asking")
+            err.print(Text(clean(body)), overflow="fold")
+            try:
+                confirmed = typer.confirm("Send this reply?", default=False, err=True)
+            except typer.Abort:  # Ctrl-C or end of input at the question
+                confirmed = False
+            if not confirmed:
+                raise UsageError("cancelled: nothing sent")
+    except InboxError as exc:
+        if not editor:
+            raise
+        # Typed in the editor and not sent (declined, refused): kept, and offered by the next --editor.
+        path = drafts.save(settings.database_url(), ticket_id, body)
+        raise type(exc)(f"{exc.message}; your text is kept in {path} (`{_prog()} reply {ticket_id} --editor` opens it again)",
+                        hint=exc.hint) from None
+    if editor:
+        drafts.discard(settings.database_url(), ticket_id)  # from here on the outbox holds the text
     outcome = replies.send_reply(engine, plan, replies.connector_factory(settings), who)
     if as_json:
         print_json({"reply": {"id": outcome.reply_id, "state": outcome.state, "platform_id": outcome.external_id,

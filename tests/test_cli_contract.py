@@ -287,3 +287,51 @@ def test_human_output_is_in_the_teams_zone_with_the_zone_shown(store: Store, tmp
     bad.write_text('timezone = "Asia/Jakartaa"\n', encoding="utf-8")
     res = run("-c", str(bad), "config", "check", cwd=tmp_path)
     assert res.returncode == 3 and "unknown time zone 'Asia/Jakartaa'" in _one_error(res)
+
+
+# ── reply: standard input, drafts ───────────────────────────────────────────────────────────
+
+def _x_ticket(store: Store, n: int) -> int:
+    return json.loads(store.inbox("list", "--json", "--channel", "x", "--status", "all").stdout)["tickets"][n]["id"]
+
+
+def test_reply_dash_reads_the_text_from_standard_input(store: Store) -> None:
+    ticket = _x_ticket(store, 1)
+    res = store.inbox("reply", str(ticket), "-", "--yes", stdin="Halo kak, paketnya sudah dikirim ulang 🙏\n")
+    assert res.returncode == 0, res.stderr
+    assert store.sb.sent("tokoshop-x")[-1]["text"] == "Halo kak, paketnya sudah dikirim ulang 🙏"
+    blank = store.inbox("reply", str(ticket), "-", "--yes", stdin="  \n")
+    assert blank.returncode == 2 and "empty reply on standard input" in _one_error(blank)
+    assert all(s["text"] != "-" for s in store.sb.sent("tokoshop-x"))
+
+
+def test_declining_after_the_editor_keeps_the_text_as_a_draft_offered_next_time(store: Store, tmp_path: Path) -> None:
+    import pty
+
+    ticket = _x_ticket(store, 2)
+    state = tmp_path / "state"
+    typed = "Halo kak, refund INV/20261120/MPL/3817265540 sedang diproses"
+    writer = f"sh -c 'printf \"%s\\n\" \"{typed}\" > \"$1\"' editor"
+    env = store.env(XDG_STATE_HOME=str(state), EDITOR=writer)
+    before = len(store.sb.sent("tokoshop-x"))
+    master, slave = pty.openpty()  # a terminal to be asked on, answered "n"
+    try:
+        os.write(master, b"n\n")
+        res = subprocess.run([INBOX, "-c", str(store.config), "reply", str(ticket), "--editor"], cwd=store.dir, env=env,
+                             stdin=slave, capture_output=True, text=True, timeout=60)
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert res.returncode == 2 and "cancelled: nothing sent" in res.stderr, res.stderr
+    drafts = list((state / "inbox" / "drafts").glob(f"ticket-{ticket}-*.txt"))
+    assert len(drafts) == 1 and str(drafts[0]) in res.stderr and drafts[0].read_text(encoding="utf-8").strip() == typed
+    assert drafts[0].stat().st_mode & 0o077 == 0
+    assert len(store.sb.sent("tokoshop-x")) == before
+    # Next time the editor opens on the draft; leaving it as it is sends it.
+    seen = tmp_path / "offered.txt"
+    env["EDITOR"] = f"sh -c 'cp \"$1\" {shlex.quote(str(seen))}' editor"
+    res = store.inbox("reply", str(ticket), "--editor", "--yes", env=env)
+    assert res.returncode == 0, res.stderr
+    assert typed in seen.read_text(encoding="utf-8")
+    assert store.sb.sent("tokoshop-x")[-1]["text"] == typed
+    assert not drafts[0].exists()
