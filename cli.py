@@ -1404,7 +1404,7 @@ def reply_cmd(
                         hint=exc.hint) from None
     if editor:
         drafts.discard(settings.database_url(), ticket_id)  # from here on the outbox holds the text
-    outcome = replies.send_reply(engine, plan, replies.connector_factory(settings), who)
+    outcome = replies.send_reply(engine, plan, replies.connector_factory(settings, engine), who)
     if as_json:
         print_json({"reply": {"id": outcome.reply_id, "state": outcome.state, "platform_id": outcome.external_id,
                               "ticket_id": ticket_id, "policy": plan.policy.value, "channel": plan.route.channel}})
@@ -1472,7 +1472,7 @@ def outbox_retry(
 
     st = state(ctx)
     settings = st.settings()
-    outcome = replies.retry(st.engine(), reply_id, replies.connector_factory(settings), _tri_agent(ctx, agent),
+    outcome = replies.retry(st.engine(), reply_id, replies.connector_factory(settings, st.engine()), _tri_agent(ctx, agent),
                             human_agent_tag=settings.replies.human_agent_tag)
     if json_ or st.json:
         print_json({"reply": {"id": outcome.reply_id, "state": outcome.state, "platform_id": outcome.external_id}})

@@ -226,13 +226,23 @@ class SendOutcome:
     error: str | None = None
 
 
-def connector_factory(settings: Settings) -> ConnectorFactory:
-    """Connectors for the configured accounts, by account name."""
+def connector_factory(settings: Settings, engine: Engine | None = None) -> ConnectorFactory:
+    """Connectors for the configured accounts, by account name.
+
+    With `engine`, the stored account must be the configured platform account: a name re-pointed at
+    another platform id is refused (ConfigError) before any call, or the reply would leave from
+    another account than the one the customer wrote to.
+    """
 
     def make(account_name: str) -> Connector:
         from connectors import connect
 
-        return connect(settings.account(account_name).to_spec())
+        acc = settings.account(account_name)
+        if engine is not None:
+            from inbox.accounts import ensure_account
+
+            ensure_account(engine, acc)
+        return connect(acc.to_spec())
 
     return make
 

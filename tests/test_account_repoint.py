@@ -47,6 +47,7 @@ def test_a_changed_platform_id_under_the_same_name_is_refused_until_repointed(
     cfg, engine = store
     run(cfg, "sync", capsys=capsys)
     before = counts(engine)
+    x_ticket = json.loads(run(cfg, "list", "--account", "tokoshop-x", "--json", capsys=capsys))["tickets"][0]["id"]
     old_id = sandbox.accounts["tokoshop-x"].platform_id
     text = Path(cfg).read_text(encoding="utf-8")
     Path(cfg).write_text(text.replace(f'user_id = "{old_id}"', f'user_id = "{OTHER_X_USER}"'), encoding="utf-8")
@@ -57,6 +58,10 @@ def test_a_changed_platform_id_under_the_same_name_is_refused_until_repointed(
         assert err.count("\n") == 1 and err.startswith("error: account 'tokoshop-x' is stored as X user " + old_id), err
         assert f"X user {OTHER_X_USER}" in err and "a new name" in err and "inbox accounts repoint tokoshop-x" in err
     assert counts(engine) == before  # nothing synced, nothing mixed
+    # A reply to the old account's customer would leave from the other account: refused before any call.
+    assert cli.main(["-c", cfg, "reply", str(x_ticket), "halo kak, kami bantu ya", "--yes"]) == 3  # INBOX_AGENT: the fixture
+    assert "inbox accounts repoint tokoshop-x" in capsys.readouterr().err
+    assert sandbox.sent("tokoshop-x") == []
 
     done = json.loads(run(cfg, "accounts", "repoint", "tokoshop-x", "--json", capsys=capsys))
     assert done == {"account": "tokoshop-x", "channel": "x", "platform_id": OTHER_X_USER, "retired_as": f"tokoshop-x~{old_id}"}
