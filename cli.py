@@ -1782,7 +1782,9 @@ def _classify(exc: BaseException) -> tuple[str, int, str | None]:
             return _sqlite_problem(detail)
         if isinstance(exc, sa_exc.OperationalError):
             return f"database unavailable: {detail}", 1, "check `database` in the config (or $INBOX_DATABASE_URL) and that the server is up"
-    return f"unexpected {exc.__class__.__name__}: {exc}", 1, "run with --debug for details"
+    from inbox.errors import describe
+
+    return f"unexpected {describe(exc)}", 1, "run with --debug for details"
 
 
 if __name__ == "__main__":

@@ -54,6 +54,8 @@ def make_engine(url: str, **kw: Any) -> Engine:
     from inbox.jsoncodec import dumps
 
     kw.setdefault("json_serializer", dumps)
+    # Statement parameters are customer text: never in an error's message (logs, last_error, the CLI).
+    kw.setdefault("hide_parameters", True)
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     if url.startswith("sqlite"):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import sys
+
 
 class InboxError(Exception):
     exit_code = 1
@@ -66,3 +69,26 @@ EXIT_CODES = {
     8: "refused by policy: reply window closed, text too long, no route",
     130: "interrupted (Ctrl-C)",
 }
+
+
+# The first words of a statement: its kind and the table it touches, e.g. "INSERT INTO message".
+_STATEMENT_KIND = re.compile(r'^\s*(INSERT\s+(?:OR\s+\w+\s+)?INTO|UPDATE|DELETE\s+FROM|SELECT|WITH|CREATE|ALTER|DROP|PRAGMA)\b\s*("?[\w.]+"?)?', re.I)
+# A value quoted at the end of a driver message ('invalid input syntax for type integer: "…"').
+_QUOTED_VALUE = re.compile(r""":\s*(["']).*\1\s*$""")
+
+
+def describe(exc: BaseException) -> str:
+    """One line for an unexpected exception, safe to print and to keep in `last_error`.
+
+    A database error says what failed and in which kind of statement ("INSERT INTO message"), never
+    the statement's parameters nor the driver's DETAIL lines: both quote customer text.
+    """
+    sa_exc = sys.modules.get("sqlalchemy.exc")  # only loaded if something touched the database
+    if sa_exc is not None and isinstance(exc, sa_exc.StatementError):
+        orig = exc.orig if exc.orig is not None else exc
+        lines = str(orig).strip().splitlines() if exc.orig is not None else []
+        detail = _QUOTED_VALUE.sub(": (value not shown)", lines[0]) if lines else type(orig).__name__
+        kind = _STATEMENT_KIND.match(exc.statement or "")
+        where = f" in {' '.join(kind.group(1).upper().split())}{' ' + kind.group(2).strip(chr(34)) if kind.group(2) else ''}" if kind else ""
+        return f"database error{where}: {type(orig).__name__}: {detail}"
+    return f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__

@@ -31,7 +31,7 @@ from connectors.errors import ConnectorError, NeedsReauthError, RateLimitedError
 from connectors.redact import redact
 from inbox import accounts as accounts_mod
 from inbox import leases
-from inbox.errors import ConfigError, ConflictError, InboxError
+from inbox.errors import ConfigError, ConflictError, InboxError, describe
 from inbox.ingest import AccountRef, IngestResult, MessageDecision, ingest_page
 from inbox.models import Account, Message, SyncState, utcnow
 from inbox.text import one_line
@@ -489,8 +489,10 @@ def sync_account(
             accounts_mod.record_error(engine, ref.id, str(exc), at=utcnow(), rate=rate)
         return result(FAILED, counts=counts, pages=pages, rate=rate, error=str(exc), decisions=tuple(decisions))
     except Exception as exc:  # noqa: BLE001 - one account's bug must not stop the others
-        log.exception("account %s: sync failed", name)
-        message = redact(f"{exc.__class__.__name__}: {exc}")
+        # The result line says what failed, in one line; the traceback (which quotes the driver's
+        # DETAIL lines, i.e. row values) only with --debug.
+        log.debug("account %s: sync failed", name, exc_info=True)
+        message = redact(describe(exc))
         if not dry_run:
             try:
                 accounts_mod.record_error(engine, ref.id, message, at=utcnow(), rate=rate)

@@ -31,12 +31,12 @@ import os
 import signal
 import sys
 import threading
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from connectors.redact import redact
+from inbox.errors import describe
 
 log = logging.getLogger(__name__)
 
@@ -199,8 +199,8 @@ def _child(job: Job[Any], conn: Any, stop: Any, parent: int) -> None:
     try:
         result = job.run(lambda event: sender.send("progress", event), stop)
     except BaseException as exc:  # noqa: BLE001 - reported to the parent as the job's failure
-        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        log.error("worker for %s failed: %s", job.name, redact(detail), exc_info=True)
+        detail = describe(exc)  # a database error without its parameters (customer text)
+        log.error("worker for %s failed: %s", job.name, redact(detail), exc_info=log.isEnabledFor(logging.DEBUG))
         result = job.failed(redact(f"worker process failed: {detail}"))
     try:
         sender.send("result", result)

@@ -239,3 +239,59 @@ def test_base_url_must_be_https_unless_loopback(base_url: str, ok: bool, tmp_pat
     assert "accounts[0] (fb).base_url" in res.stderr and "https://" in res.stderr
     res = _inbox("-c", str(cfg), "sync", env=env)
     assert res.returncode == 3 and "base_url" in res.stderr
+
+
+# ── 24: SQL parameters (customer text) never in error lines or last_error ────────────────────
+
+SECRET_TEXT = "RAHASIA nomor rekening 1234567890 a.n. Budi"
+
+
+def _refuse_text(engine: Any, table: str) -> None:
+    """Make the database itself refuse rows quoting SECRET_TEXT: a real driver error, with real parameters."""
+    column = {"message": "text", "ticket_event": "detail"}[table]
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.execute(sa.text(f"CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} WHEN CAST(NEW.{column} AS TEXT) LIKE '%RAHASIA%' "
+                                 "BEGIN SELECT RAISE(ABORT, 'refused by a test trigger'); END"))
+        else:  # the check's DETAIL line quotes the whole failing row
+            conn.execute(sa.text(f"ALTER TABLE {table} ADD CONSTRAINT refuse_{table} CHECK (CAST({column} AS TEXT) NOT LIKE '%RAHASIA%') NOT VALID"))
+
+
+def test_sync_error_keeps_the_statement_kind_and_drops_its_parameters(engine: Any, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from inbox.accounts import health
+    from inbox.sync import sync_all
+    from test_sync import fast_factory, sandbox_settings
+
+    with Sandbox(seed=7).start() as sb:
+        for k, v in sb.env().items():
+            monkeypatch.setenv(k, v)
+        settings = sandbox_settings(sb, db_url, processes=False)
+        _refuse_text(engine, "message")
+        sb.inject("tokoshop-x", text=SECRET_TEXT)
+        [res] = sync_all(engine, settings, accounts=["tokoshop-x"], connector_factory=fast_factory(settings))
+    assert res.status == "failed"
+    assert "RAHASIA" not in res.error and "1234567890" not in res.error
+    if engine.dialect.name == "postgresql":  # SQLite's ingest writes through the driver: its error names no statement
+        assert "database error in INSERT INTO message" in res.error
+    [h] = [h for h in health(engine, settings) if h.name == "tokoshop-x"]
+    assert h.last_error == res.error
+
+
+def test_cli_error_line_keeps_the_statement_kind_and_drops_its_parameters(db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import store_factory as sf
+    from inbox.db import open_store
+
+    engine = open_store(db_url)
+    tid = sf.ticket(engine).ticket_id
+    _refuse_text(engine, "ticket_event")
+    engine.dispose()
+    cfg = tmp_path / "inbox.toml"
+    cfg.write_text('database = "unused.db"\n', encoding="utf-8")
+    monkeypatch.setenv("INBOX_DATABASE_URL", db_url)
+    assert cli.main(["-c", str(cfg), "note", str(tid), SECRET_TEXT, "--agent", "sari"]) == 1
+    err = capsys.readouterr().err
+    assert "RAHASIA" not in err and "1234567890" not in err, err
+    assert len([line for line in err.splitlines() if line.startswith("error: ")]) == 1, err
+    if db_url.startswith("postgresql"):  # SQLite's errors are explained by the file (see test_cli_basics)
+        assert "database error in INSERT INTO ticket_event" in err, err
