@@ -90,7 +90,7 @@ def test_strings_typed_by_agents_reach_other_agents_terminals_cleaned(store: Any
 
 @pytest.mark.parametrize("text", [
     "=HYPERLINK(\"http://evil.example\",\"klik\")", "\t=cmd|' /C calc'!A0", "\r=1+1", "\n=1+1", " +1+2", "\x1b[31m-2+3",
-    "\u200b@SUM(A1)", "\x00=1", "\uff1d1+1",
+    "\u200b@SUM(A1)", "\x01=1", "\uff1d1+1",
 ])
 def test_csv_export_never_starts_a_formula(text: str, engine: Any) -> None:
     from inbox import export
