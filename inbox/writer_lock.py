@@ -50,7 +50,9 @@ log = logging.getLogger(__name__)
 
 SUFFIX = "-writer.lock"
 WARN_AFTER = 5.0  # seconds of waiting before the wait is logged (once)
-_POLL_FIRST, _POLL_MAX = 0.001, 0.02  # seconds between tries of a busy lock file
+# Seconds between tries of a busy lock file. Short: a page write takes tens of milliseconds, and the
+# next writer should start within a few percent of that (a try is one cheap system call).
+_POLL_FIRST, _POLL_MAX = 0.0005, 0.002
 
 _write_locks: dict[str, threading.Lock] = {}
 _write_locks_guard = threading.Lock()
@@ -210,7 +212,11 @@ def hold(engine: Engine, timeout: float) -> Iterator[None]:
 
 
 def _acquire(fd: int, path: str, started: float, deadline: float) -> None:
-    """flock(LOCK_EX) with a deadline: try, then retry in short steps (a blocking flock cannot time out)."""
+    """flock(LOCK_EX) with a deadline: try, then retry in short steps.
+
+    A blocking flock hands the lock over the moment it is released, but cannot be given a timeout
+    (nor be interrupted from another thread); retrying every 2 ms costs a writer at most that.
+    """
     pause = _POLL_FIRST
     warned = False
     while True:

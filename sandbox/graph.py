@@ -117,12 +117,12 @@ def iso(ms: int) -> str:
 
 
 # ── usage accounting ────────────────────────────────────────────────────────────────────────
-UNLIMITED_CALLS_PER_SECOND = 50
+UNLIMITED_CALLS_PER_SECOND = 1000
 class Usage:
     """Calls per business object, for X-Business-Use-Case-Usage and throttling.
 
     Two models. By default, usage is calls in the last minute against `calls_per_second` (which also
-    throttles reads beyond it; unset, a notional 50 calls/s and no throttling). With a call budget
+    throttles reads beyond it; unset, a notional 1,000 calls/s and no throttling). With a call budget
     (`set_budget`), usage grows by 100/`calls` per call within a fixed window per business object:
     the call that spends the budget reports 100 %, and every read after it gets 80006 / 80002 with
     `estimated_time_to_regain_access` until the window passes (on the sandbox clock).
@@ -191,8 +191,8 @@ class Usage:
             q = self.calls.get(obj, deque())
             while q and q[0] < now - 60:
                 q.popleft()
-            # Without a limit nothing is throttled, so usage is reported against a notional 50 calls/s
-            # (the generated config's pacing): a client that believes the header is not stopped by it.
+            # Without a limit nothing is throttled, so usage is reported against a notional 1,000
+            # calls/s: a client that believes the header is never stopped by it.
             per_minute = (self.calls_per_second or UNLIMITED_CALLS_PER_SECOND) * 60
             pct = math.ceil(len(q) * 100 / per_minute)
         if throttled:
