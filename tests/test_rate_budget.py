@@ -226,3 +226,41 @@ def test_inbox_run_reschedules_an_account_that_stopped_for_its_budget(tmp_path, 
         finally:
             sched.shutdown()
             engine.dispose()
+
+
+def test_calls_are_spaced_out_as_meta_usage_nears_the_limit_and_stop_before_it():
+    from connectors.base import RateInfo
+    from connectors.budget import MAX_PAUSE, CallBudget
+    from connectors.errors import BudgetSpentError
+
+    slept: list[float] = []
+    budget = CallBudget("fb-main", interval=0.5, sleep=slept.append)
+    budget.before_call()  # nothing reported yet: no wait, no stop
+    for pct in (72, 76, 80, 84, 88, 92):  # + 4 % a call
+        budget.observe(RateInfo(usage_pct=pct))
+        budget.before_call()
+    assert len(slept) == 3 and slept == sorted(slept) and 0 < slept[0] and slept[-1] <= MAX_PAUSE  # 84, 88, 92 %
+    budget.observe(None)  # an answer without the header changes nothing
+    budget.observe(RateInfo(usage_pct=96))  # + 4 % a call: the next one would reach 100 %
+    with pytest.raises(BudgetSpentError) as stop:
+        budget.before_call()
+    assert stop.value.retry_at is not None and stop.value.rate.usage_pct == 96
+
+
+def test_x_budget_stops_only_before_the_reset():
+    from datetime import datetime, timedelta, timezone
+
+    from connectors.base import RateInfo
+    from connectors.budget import CallBudget
+    from connectors.errors import BudgetSpentError
+
+    now = datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)
+    budget = CallBudget("x-main", interval=0.0, sleep=lambda s: None, now=lambda: now)
+    budget.observe(RateInfo(limit=15, remaining=1, reset_at=now + timedelta(minutes=9)))
+    budget.before_call()  # the last call of the window is still made
+    budget.observe(RateInfo(limit=15, remaining=0, reset_at=now + timedelta(minutes=9)))
+    with pytest.raises(BudgetSpentError) as stop:
+        budget.before_call()
+    assert stop.value.retry_at == now + timedelta(minutes=9)
+    budget.observe(RateInfo(limit=15, remaining=0, reset_at=now - timedelta(seconds=1)))
+    budget.before_call()  # the window has reset since that answer
