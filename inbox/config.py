@@ -271,6 +271,8 @@ class DedupSettings(_Strict):
     order_patterns: list[str] = [DEFAULT_ORDER_PATTERN]
     similarity_threshold: Annotated[float, Field(ge=0, le=100)] = 90
     similarity_window_hours: Annotated[float, Field(gt=0)] = 24
+    order_window_days: Annotated[float, Field(gt=0)] = 7
+    repeat_raises_priority: bool = True
 
     @field_validator("order_patterns")
     @classmethod

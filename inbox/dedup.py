@@ -1,21 +1,31 @@
 """Dedup against existing tickets: which ticket does each new message of a page belong to?
 
-The rules of DESIGN.md, in order, each decision carrying its rule, reason and score:
+The rules of the README ("Dedup rules"), in order, each decision carrying its rule, reason, score
+and the other tickets it considered:
 
 1. same platform message id  -> already stored, nothing to do (done by the ingest's key lookup);
 2. our own message (echo)    -> outbound message on its ticket (the Reply's, else the thread's);
 3. thread with an active ticket -> append; resolved within `reopen_days` -> reopen;
    resolved longer ago, or closed -> a new ticket linked to the old one;
-4. for a message that would open a new ticket: an active ticket with the same order reference
-   and the same person (linked contact, or the same handle / name on another channel) -> attach
-   (score 1.0); an active ticket of the same linked person -> attach (0.9); the same order
-   reference from someone else -> new ticket flagged "possible duplicate" (weak evidence). A
-   shared order reference links the two contacts into one Person (audited, reversible);
-5. near-identical text (RapidFuzz) from the same person (the same contact, linked contacts, or
-   the same handle on another channel) within `similarity_window_hours` -> new ticket flagged as
-   possible duplicate. Never dropped. A display name alone is not enough here: care complaints
-   are alike by nature ("akun saya diblokir") and so are names, so two different "Budi Santoso"s
-   with the same complaint would be flagged. With an order reference (rule 4) a name does count.
+4. the same order reference quoted within `order_window_days` in another active ticket by a
+   matching customer (the same contact, contacts an agent linked into one person, or the same
+   handle / name on another channel, compared without case, accents, spacing or emoji) -> one
+   ticket: a message that would open a ticket is attached (score 1.0); a thread that already has
+   its ticket has the other ticket merged into the older one (audited, `inbox unmerge` undoes it).
+   An active ticket of the same linked person -> attach (0.9). The same order reference from
+   someone else -> flagged "possible duplicate", both tickets pointing at each other; never
+   attached, never a person link (an order number is not an identity);
+5. near-identical text after Indonesian chat normalization (`inbox.chatnorm`) from the same
+   person (the same contact, linked contacts, or the same handle on another channel) within
+   `similarity_window_hours`: in another thread -> new ticket flagged as possible duplicate; in
+   the same thread -> stored as a repeat of the earlier message (ticket's repeat count; past its
+   first-response due it raises the priority one step). Never dropped. A display name alone is
+   not enough here: complaints are alike ("akun saya diblokir") and so are names.
+
+Rule 4 is what makes the grouping independent of the order in which accounts are polled and pages
+stored: whichever of two matching messages is stored second finds the first (in the store, or
+earlier in the same transaction) and joins it, and a reference that shows up later in a thread
+joins the tickets then.
 
 Work is batched per page: `PageDeduper.load` reads every candidate ticket for the page's threads,
 order references, persons and handles in a few queries; `decide` then runs in memory, message by
@@ -36,19 +46,17 @@ from rapidfuzz import fuzz
 
 from connectors.base import Direction, InboundMessage
 from inbox.bulk import in_values, select
-from inbox.schema_types import UTCDateTime
+from inbox.chatnorm import chat_text, ident
+from inbox.schema_types import PRIORITY_RANK, UTCDateTime
 from inbox.models import (
     ACTIVE_STATUSES,
     Contact,
     Conversation,
     Message,
-    Person,
-    PersonEvent,
     Reply,
     Ticket,
     TicketRef,
     TicketStatus,
-    utcnow,
 )
 
 if TYPE_CHECKING:
@@ -65,13 +73,15 @@ R_ORDER = "4:order"
 R_PERSON = "4:person"
 R_ORDER_WEAK = "4:order-weak"
 R_SIMILAR = "5:similar"
+R_REPEAT = "5:repeat"
 R_NEW = "new"
 
 _PENDING, _OPEN = TicketStatus.PENDING.value, TicketStatus.OPEN.value
 
 MIN_SIMILAR_CHARS = 15  # greetings ("halo kak") are alike by nature; not evidence of a duplicate
-MIN_IDENT_CHARS = 5
-_NON_ALNUM = re.compile(r"[\W_]+")
+MIN_RAW_CHARS = 8  # below this no text normalizes to MIN_SIMILAR_CHARS ("gk" -> "tidak" lengthens)
+MAX_CONSIDERED = 10  # other tickets listed per decision (`inbox show --why`)
+_RANKED = sorted(PRIORITY_RANK, key=PRIORITY_RANK.__getitem__)  # urgent, high, normal, low
 
 _t = Ticket.__table__
 _c = Contact.__table__
@@ -103,15 +113,12 @@ def _refs_in(text: str | None, rx: re.Pattern[str] | None) -> list[str]:
 
 
 def normalize_text(text: str | None) -> str:
-    return " ".join((text or "").lower().split())
+    """Text as rule 5 compares it (Indonesian chat style undone: `inbox.chatnorm.chat_text`)."""
+    return chat_text(text)
 
 
-@lru_cache(maxsize=1 << 16)  # names and handles repeat across every page; bounded
 def _ident(text: str | None) -> str | None:
-    """A handle or name reduced to lower-case letters and digits: "@Melati.Sari_" and "Melati Sari"
-    both become "melatisari". Short results are ignored: too many people are "budi"."""
-    key = _NON_ALNUM.sub("", (text or "").lower())
-    return key if len(key) >= MIN_IDENT_CHARS else None
+    return ident(text)
 
 
 @dataclass(slots=True)
@@ -164,6 +171,10 @@ class ContactInfo:
                 return f"same customer by {what}: '{self._source(key)}' on {self.channel}, '{other._source(key)}' on {other.channel}"
         return None
 
+    def describe(self) -> str:
+        who = self.handle and "@" + self.handle.lstrip("@") or self.name or f"contact {self.id}"
+        return f"{who} on {self.channel}"
+
     def _source(self, ident: str) -> str:
         return (self.handle if _ident(self.handle) == ident else self.name) or ident
 
@@ -181,6 +192,9 @@ class TicketState:
     first_response_at: datetime | None = None
     merged_into_id: int | None = None
     loaded_last_customer_at: datetime | None = None
+    priority: str | None = None
+    first_response_due_at: datetime | None = None
+    possible_duplicate_of_id: int | None = None
     is_new: bool = False
     # what this page does to it
     added: int = 0
@@ -194,13 +208,14 @@ class TicketState:
     unpended: bool = False
     has_gap: bool = False
     new_refs: set[str] = field(default_factory=set)
-    set_person_id: int | None = None
+    set_duplicate_of: int | None = None  # an existing ticket now pointing at a possible duplicate
+    repeats: int = 0
+    priority_changes: list[dict[str, Any]] = field(default_factory=list)
     # only for new tickets
     subject: str | None = None
     channel: str | None = None
     text_for_triage: list[str] = field(default_factory=list)
     linked_ticket_id: int | None = None
-    possible_duplicate_of_id: int | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -209,7 +224,7 @@ class TicketState:
 
     @property
     def active(self) -> bool:
-        return self.status in ACTIVE_STATUSES
+        return self.status in ACTIVE_STATUSES and self.merged_into_id is None
 
     @property
     def brand_answered(self) -> bool:
@@ -231,6 +246,27 @@ class Decision(NamedTuple):
     score: float
     ticket_key: int | None  # None: an echo in a thread without a ticket yet
     reply_id: int | None = None
+    considered: tuple[tuple[int, str], ...] = ()  # (other ticket key, why it was not chosen)
+    repeat_of: int | str | None = None  # rule 5 in its thread: the earlier message's id (or platform id, same page)
+
+
+@dataclass(frozen=True, slots=True)
+class Merge:
+    """Two tickets found to be one (rule 4): `loser` is folded into `survivor` after the page is stored."""
+
+    loser: int
+    survivor: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """`ticket` points at `other` as a possible duplicate (the other ticket points back)."""
+
+    ticket: int
+    other: int
+    rule: str
+    reason: str
 
 
 @dataclass(slots=True)
@@ -249,6 +285,30 @@ class _Recent:
         return self._text
 
 
+@dataclass(slots=True)
+class _Said:
+    """An earlier customer message of a thread (rule 5's repeats): its id, or its platform id on this page."""
+
+    ref: int | str
+    raw_text: str
+    sent_at: datetime
+    _text: str | None = None
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            self._text = normalize_text(self.raw_text)
+        return self._text
+
+
+class _RefHit(NamedTuple):
+    """A customer message quoting an order reference: which ticket, who, when (rule 4)."""
+
+    ticket_key: int
+    contact_id: int
+    sent_at: datetime
+
+
 def _ticket_state(row: Any) -> TicketState:
     return TicketState(
         key=row.id,
@@ -260,6 +320,9 @@ def _ticket_state(row: Any) -> TicketState:
         first_response_at=row.first_response_at,
         merged_into_id=row.merged_into_id,
         loaded_last_customer_at=row.last_customer_message_at,
+        priority=row.priority,
+        first_response_due_at=row.first_response_due_at,
+        possible_duplicate_of_id=row.possible_duplicate_of_id,
     )
 
 
@@ -273,7 +336,16 @@ _TICKET_COLS = (
     _t.c.first_response_at,
     _t.c.merged_into_id,
     _t.c.last_customer_message_at,
+    _t.c.priority,
+    _t.c.first_response_due_at,
+    _t.c.possible_duplicate_of_id,
 )
+
+
+def _canonical(key: int) -> tuple[bool, int]:
+    """Which of several tickets found to be one survives: the oldest stored one, else the first
+    created on this page (keys count down from -1)."""
+    return (key < 0, abs(key))
 
 
 class PageDeduper:
@@ -287,14 +359,19 @@ class PageDeduper:
         self.tickets: dict[int, TicketState] = {}
         self.contacts: dict[int, ContactInfo] = {}
         self.conv_ticket: dict[int, int | None] = {}  # conversation id -> current ticket key
-        self.by_ref: dict[str, list[int]] = defaultdict(list)  # order ref -> active ticket keys
+        self.ref_hits: dict[str, list[_RefHit]] = defaultdict(list)  # order ref -> customer messages quoting it
+        self.ref_tickets: dict[str, set[int]] = defaultdict(set)  # order ref -> every stored ticket quoting it
+        self.known_refs: set[tuple[int, str]] = set()  # (ticket id, ref) already in ticket_ref
         self.by_person: dict[int, list[int]] = defaultdict(list)  # person id -> active ticket keys
         self.recent: dict[tuple[str, Any], list[_Recent]] = defaultdict(list)  # ContactInfo.keys() -> texts
+        self.said: dict[int, list[_Said]] = defaultdict(list)  # conversation id -> recent customer messages
         self.replies: dict[str, tuple[int, int, str]] = {}  # external id -> (reply id, ticket id, state)
+        self.merges: list[Merge] = []
+        self.flags: list[Flag] = []
         self._next_new = -1
         self.reopen_window = timedelta(days=settings.dedup.reopen_days)
         self.sim_window = timedelta(hours=settings.dedup.similarity_window_hours)
-        self.person_links: list[tuple[int, int, str]] = []  # (contact id, person id, reason) done this page
+        self.order_window = timedelta(days=settings.dedup.order_window_days)
         self._order_rx = _order_regex(tuple(settings.dedup.order_patterns))
         self._refs_of: dict[str, list[str]] = {}  # external id -> order references in its text
         self._keys_of: dict[int, tuple[int | None, list[tuple[str, Any]]]] = {}  # contact id -> (person, keys)
@@ -345,40 +422,30 @@ class PageDeduper:
         want = {t for t in self.conv_ticket.values() if t is not None}
         want |= {t for (_r, t, _s) in self.replies.values() if t is not None}
         self._load_tickets(want)
-        # The tickets' contacts are read once, after rule 4 has added its candidates.
 
-        # Rules 4 and 5 only matter where a message could open a new ticket: threads without an
-        # active ticket. A thread with no ticket at all opens (or attaches) with its first
-        # customer message; after that the thread has a ticket for the rest of the page.
-        inbound = []
+        inbound = [i for i, m in enumerate(messages) if m.direction is Direction.IN]
+        # Rule 4 (order references) matters for every customer message: one that opens a ticket
+        # may attach, and one added to its thread's ticket may show that two tickets are one.
+        self._load_refs(messages, inbound, msg_conv)
+        # Rule 4 (linked person) and rule 5 across threads only matter where a message could open a
+        # new ticket: threads without an active ticket. A thread with no ticket at all opens (or
+        # attaches) with its first customer message; after that it has a ticket for the page.
+        opening = []
         first_seen: set[int] = set()
-        for i, m in enumerate(messages):
-            if m.direction is not Direction.IN:
-                continue
+        for i in inbound:
             conv_id = msg_conv[i]
             key = self._resolve(self.conv_ticket.get(conv_id))
             if key is None:
                 if conv_id not in first_seen:
                     first_seen.add(conv_id)
-                    inbound.append(i)
+                    opening.append(i)
             elif not self.tickets[key].active:
-                inbound.append(i)
-        if not inbound:
+                opening.append(i)
+        # Rule 5 in the thread (repeats): the threads' recent customer messages.
+        self._load_said(messages, inbound, msg_conv)
+        if not opening:
             self._load_ticket_contacts()
             return
-        # Rule 4: active tickets quoting the page's order references, and of the page's persons.
-        refs = sorted({r for i in inbound for r in self.refs(messages[i])})
-        if refs:
-            # Two indexed lookups (ref -> ticket ids, then those tickets): a join lets the planner
-            # walk every active ticket by status instead, which grows with the store.
-            quoted = select(conn, "ref?page", lambda: sa.select(_r.c.ref, _r.c.ticket_id).where(in_values(conn, _r.c.ref, "refs")), refs=refs)
-            if quoted:
-                rows = self._ticket_rows(sorted({q.ticket_id for q in quoted}))
-                live = {r.id for r in rows if r.status in ACTIVE_STATUSES and r.merged_into_id is None}
-                self._remember_tickets([r for r in rows if r.id in live])
-                for q in sorted(quoted, key=lambda q: q.ticket_id):
-                    if q.ticket_id in live:
-                        self.by_ref[q.ref].append(q.ticket_id)
         persons = sorted({c.person_id for c in contacts.values() if c.person_id is not None})
         if persons:
             linked = dict(
@@ -397,7 +464,7 @@ class PageDeduper:
         self._load_ticket_contacts()
 
         # Rule 5: recent customer messages of the same contact / person / handle, any channel.
-        texts = [i for i in inbound if len(normalize_text(messages[i].text)) >= MIN_SIMILAR_CHARS]
+        texts = [i for i in opening if len(normalize_text(messages[i].text)) >= MIN_SIMILAR_CHARS]
         if texts:
             page_contacts = [contacts[msg_contact[i]] for i in texts]
             handles = sorted({c.handle for c in page_contacts if c.handle})
@@ -434,12 +501,100 @@ class PageDeduper:
                 handles=handles, channel=channel, persons=pids, contacts=sorted({c.id for c in page_contacts}), lo=lo, hi=hi,
             )
             for ticket_id, raw_text, sent_at, cid, cand_channel, person_id, handle, name in rows:
-                if raw_text is None or len(raw_text) < MIN_SIMILAR_CHARS:  # normalizing only shortens
+                if raw_text is None or len(raw_text) < MIN_RAW_CHARS:
                     continue
                 info = self.contacts.get(cid)
                 if info is None:
                     info = self.contacts[cid] = ContactInfo(cid, cand_channel, person_id, handle, name)
                 self._add_recent(_Recent(ticket_id, info, raw_text, sent_at))  # keys cached per contact there
+
+    def _load_refs(self, messages: list[InboundMessage], inbound: list[int], msg_conv: list[int]) -> None:
+        """Rule 4's candidates: the stored tickets quoting the page's order references, and the
+        customer messages in them that quote them (who, when), for the tickets that are not the
+        quoting thread's own."""
+        conn = self.conn
+        quoting: dict[str, set[int | None]] = defaultdict(set)  # ref -> the quoting threads' tickets
+        for i in inbound:
+            for ref in self.refs(messages[i]):
+                quoting[ref].add(self._resolve(self.conv_ticket.get(msg_conv[i])))
+        if not quoting:
+            return
+        # Two indexed lookups (ref -> ticket ids, then those tickets): a join lets the planner
+        # walk every active ticket by status instead, which grows with the store.
+        quoted = select(conn, "ref?page", lambda: sa.select(_r.c.ref, _r.c.ticket_id).where(in_values(conn, _r.c.ref, "refs")), refs=sorted(quoting))
+        if not quoted:
+            return
+        self._load_tickets({q.ticket_id for q in quoted})
+        wanted: set[int] = set()
+        for q in quoted:
+            self.known_refs.add((q.ticket_id, q.ref))
+            key = self._resolve(q.ticket_id)
+            if key is None or key not in self.tickets:
+                continue
+            self.ref_tickets[q.ref].add(key)
+            # A ticket quoting a reference only its own thread quotes on this page needs nothing more.
+            if self.tickets[key].active and quoting[q.ref] != {key}:
+                wanted.add(q.ticket_id)
+        if not wanted:
+            return
+        refs = set(quoting)
+        sent = [messages[i].sent_at for i in inbound if self.refs(messages[i])]
+        rows = select(
+            conn,
+            "message?refs",
+            lambda: sa.select(_m.c.ticket_id, _m.c.contact_id, _m.c.sent_at, _m.c.text)
+            .where(
+                in_values(conn, _m.c.ticket_id, "tickets"),
+                _m.c.direction == Direction.IN.value,
+                _m.c.sent_at >= sa.bindparam("lo", type_=UTCDateTime()),
+                _m.c.sent_at <= sa.bindparam("hi", type_=UTCDateTime()),
+            )
+            .order_by(_m.c.sent_at, _m.c.id)
+            .limit(5000),  # bounded: a reference quoted in thousands of messages is not one customer's
+            tickets=sorted(wanted),
+            lo=min(sent) - self.order_window,
+            hi=max(sent) + self.order_window,
+        )
+        missing: set[int] = set()
+        for row in rows:
+            if row.contact_id is None:
+                continue
+            for ref in _refs_in(row.text, self._order_rx):
+                if ref in refs:
+                    self.ref_hits[ref].append(_RefHit(row.ticket_id, row.contact_id, row.sent_at))
+                    if row.contact_id not in self.contacts:
+                        missing.add(row.contact_id)
+        self._load_contacts(missing)
+
+    def _load_said(self, messages: list[InboundMessage], inbound: list[int], msg_conv: list[int]) -> None:
+        """The recent customer messages of the page's threads that already have a ticket (repeats)."""
+        convs = sorted({
+            msg_conv[i] for i in inbound
+            if len(messages[i].text or "") >= MIN_RAW_CHARS and self.conv_ticket.get(msg_conv[i]) is not None
+        })
+        if not convs:
+            return
+        sent = [messages[i].sent_at for i in inbound]
+        conn = self.conn
+        rows = select(
+            conn,
+            "message?said",
+            lambda: sa.select(_m.c.id, _m.c.conversation_id, _m.c.text, _m.c.sent_at)
+            .where(
+                in_values(conn, _m.c.conversation_id, "convs"),
+                _m.c.direction == Direction.IN.value,
+                _m.c.sent_at >= sa.bindparam("lo", type_=UTCDateTime()),
+                _m.c.sent_at <= sa.bindparam("hi", type_=UTCDateTime()),
+            )
+            .order_by(_m.c.sent_at, _m.c.id)
+            .limit(5000),
+            convs=convs,
+            lo=min(sent) - self.sim_window,
+            hi=max(sent),
+        )
+        for row in rows:
+            if row.text is not None and len(row.text) >= MIN_RAW_CHARS:
+                self.said[row.conversation_id].append(_Said(row.id, row.text, row.sent_at))
 
     def _remember_tickets(self, rows: list[Any]) -> None:
         for row in rows:
@@ -448,7 +603,9 @@ class PageDeduper:
 
     def _load_ticket_contacts(self) -> None:
         """The contacts of the loaded tickets not known yet, in one query (rules 4 and 5 compare them)."""
-        missing = {t.contact_id for t in self.tickets.values() if t.contact_id and t.contact_id not in self.contacts}
+        self._load_contacts({t.contact_id for t in self.tickets.values() if t.contact_id and t.contact_id not in self.contacts})
+
+    def _load_contacts(self, missing: set[int]) -> None:
         if missing:
             conn = self.conn
             for row in select(
@@ -475,7 +632,7 @@ class PageDeduper:
     def _resolve(self, key: int | None) -> int | None:
         """Follow `merged_into_id` to the surviving ticket."""
         seen = 0
-        while key is not None and key in self.tickets and self.tickets[key].merged_into_id and seen < 8:
+        while key is not None and key in self.tickets and self.tickets[key].merged_into_id and seen < 16:
             key = self.tickets[key].merged_into_id
             seen += 1
         return key
@@ -490,37 +647,45 @@ class PageDeduper:
         if current is not None:
             self.conv_ticket[conv_id] = current
         ticket = self.tickets.get(current) if current is not None else None
+        decision: Decision | None = None
         if ticket is not None:
             if ticket.active:
-                self._append(ticket, msg)
-                return Decision(R_THREAD, f"thread has {ticket.status} ticket {self._label(ticket)}", 1.0, ticket.key)
-            if ticket.resolved_at is not None and msg.sent_at <= ticket.resolved_at:
+                decision = Decision(R_THREAD, f"thread has {ticket.status} ticket {self._label(ticket)}", 1.0, ticket.key)
+            elif ticket.resolved_at is not None and msg.sent_at <= ticket.resolved_at:
                 # Written before the ticket was resolved (late delivery): history, not a reopen.
-                self._append(ticket, msg)
-                return Decision(R_THREAD, f"written before ticket #{ticket.key} was resolved", 1.0, ticket.key)
-            if (
+                decision = Decision(R_THREAD, f"written before ticket #{ticket.key} was resolved", 1.0, ticket.key)
+            elif (
                 ticket.status == TicketStatus.RESOLVED.value
+                and ticket.merged_into_id is None
                 and ticket.resolved_at is not None
                 and msg.sent_at - ticket.resolved_at <= self.reopen_window
             ):
                 ticket.reopened = True
                 ticket.reopened_from = ticket.status
                 ticket.status = TicketStatus.OPEN.value
-                self._append(ticket, msg)
                 days = (msg.sent_at - ticket.resolved_at).total_seconds() / 86400
-                return Decision(
+                decision = Decision(
                     R_REOPEN,
                     f"ticket #{ticket.key} was resolved {days:.1f} days ago (reopen window {self.settings.dedup.reopen_days:g} days)",
                     1.0,
                     ticket.key,
                 )
-        previous = ticket.key if ticket is not None else None
-        decision = self._cross_channel(msg, contact, previous)
-        self.conv_ticket[conv_id] = decision.ticket_key
+        if decision is not None:
+            assert ticket is not None
+            decision = self._same_order_elsewhere(msg, contact, ticket, decision)
+            home = self.tickets[decision.ticket_key]  # type: ignore[index]
+            self._append(home, msg)
+            decision = self._repeat(msg, conv_id, home, decision)
+        else:
+            previous = ticket.key if ticket is not None else None
+            decision = self._cross_channel(msg, contact, previous)
+            self.conv_ticket[conv_id] = decision.ticket_key
+        self._remember_said(conv_id, msg)
         return decision
 
-    def _label(self, t: TicketState) -> str:
-        return f"#{t.key}" if t.key > 0 else "(new in this sync)"
+    def _label(self, t: TicketState | int) -> str:
+        key = t if isinstance(t, int) else t.key
+        return f"#{key}" if key > 0 else "(new in this sync)"
 
     def _echo(self, msg: InboundMessage, conv_id: int) -> Decision:
         reply = self.replies.get(msg.external_id)
@@ -566,10 +731,12 @@ class PageDeduper:
             # waiting on the customer, and the customer answered
             ticket.status = _OPEN
             ticket.unpended = True
+        contact = self._current_contact
         for ref in self.refs(msg):
-            keys = self.by_ref[ref]
-            if ticket.key not in keys:
-                keys.append(ticket.key)
+            if contact is not None:
+                self.ref_hits[ref].append(_RefHit(ticket.key, contact.id, sent_at))
+            if (ticket.key, ref) not in self.known_refs:
+                self.known_refs.add((ticket.key, ref))
                 ticket.new_refs.add(ref)
         if ticket.is_new:
             ticket.text_for_triage.append(msg.text or "")
@@ -577,15 +744,19 @@ class PageDeduper:
 
     def _remember_recent(self, key: int, msg: InboundMessage) -> None:
         text = msg.text
-        if text is not None and len(text) >= MIN_SIMILAR_CHARS:  # normalizing only shortens
+        if text is not None and len(text) >= MIN_RAW_CHARS:
             contact = self._current_contact
             if contact is not None:
                 self._add_recent(_Recent(key, contact, text, msg.sent_at))
 
+    def _remember_said(self, conv_id: int, msg: InboundMessage) -> None:
+        if msg.text is not None and len(msg.text) >= MIN_RAW_CHARS:
+            self.said[conv_id].append(_Said(msg.external_id, msg.text, msg.sent_at))
+
     def _add_recent(self, item: _Recent) -> None:
         contact = item.contact
         cached = self._keys_of.get(contact.id)
-        if cached is None or cached[0] != contact.person_id:  # linking a person adds a key
+        if cached is None or cached[0] != contact.person_id:
             cached = self._keys_of[contact.id] = (contact.person_id, contact.keys())
         recent = self.recent
         for k in cached[1]:
@@ -593,56 +764,151 @@ class PageDeduper:
 
     _current_contact: ContactInfo | None = None
 
-    def _cross_channel(self, msg: InboundMessage, contact: ContactInfo, previous: int | None) -> Decision:
-        refs = self.refs(msg)
-        weak: tuple[int, str] | None = None
-        # Rule 4a: same order reference in an active ticket.
-        for ref in refs:
-            for key in self.by_ref.get(ref, ()):
-                cand = self.tickets.get(key)
-                if cand is None or not cand.active or key == previous:
+    # ── rule 4: order references ───────────────────────────────────────────────────────────
+
+    def _order_matches(
+        self, msg: InboundMessage, contact: ContactInfo, own: int | None
+    ) -> tuple[dict[int, str], dict[int, str], list[tuple[int, str]]]:
+        """Other tickets quoting the message's order references: (same customer: key -> why,
+        another customer: key -> why, considered and not chosen: (key, why not))."""
+        strong: dict[int, str] = {}
+        weak: dict[int, str] = {}
+        considered: dict[int, str] = {}
+        for ref in self.refs(msg):
+            for hit in self.ref_hits.get(ref, ()):
+                key = self._resolve(hit.ticket_key)
+                if key is None or key == own or key in strong:
                     continue
-                other = self.contacts.get(cand.contact_id) if cand.contact_id else None
+                cand = self.tickets.get(key)
+                if cand is None:
+                    continue
+                if not cand.active:
+                    considered.setdefault(key, f"quotes {ref} but is {cand.status}")
+                    continue
+                apart = abs(hit.sent_at - msg.sent_at)
+                if apart > self.order_window:
+                    considered.setdefault(key, f"quotes {ref} {apart.total_seconds() / 86400:.0f} days apart (window {self.settings.dedup.order_window_days:g} days)")
+                    continue
+                other = self.contacts.get(hit.contact_id)
                 why = contact.same_person(other) if other is not None else None
                 if why:
-                    self._link_persons(contact, other, f"shared invoice {ref}")  # type: ignore[arg-type]
-                    self._append(cand, msg)
-                    return Decision(R_ORDER, f"same invoice {ref} and {why}: attached to ticket {self._label(cand)}", 1.0, key)
-                if weak is None:
-                    weak = (key, ref)
+                    strong[key] = f"same invoice {ref} and {why}"
+                    weak.pop(key, None)
+                    considered.pop(key, None)
+                elif key not in weak:
+                    who = other.describe() if other is not None else "another customer"
+                    weak[key] = f"invoice {ref} is also in active ticket {self._label(key)} from another customer ({who})"
+            for key in sorted(self.ref_tickets.get(ref, ())):
+                cand = self.tickets.get(key)
+                if cand is not None and not cand.active and key != own:
+                    considered.setdefault(key, f"quotes {ref} but is {cand.status}")
+        for key in list(considered):
+            if key in strong or key in weak:
+                del considered[key]
+        return strong, weak, sorted(considered.items(), key=lambda kv: _canonical(kv[0]))
+
+    def _merge(self, keys: list[int], reason: str) -> int:
+        """Fold tickets found to be one into the canonical survivor (written after the page)."""
+        roots = sorted({k for k in (self._resolve(k) for k in keys) if k is not None}, key=_canonical)
+        survivor = roots[0]
+        for loser in roots[1:]:
+            t = self.tickets[loser]
+            t.merged_into_id = survivor
+            self.merges.append(Merge(loser, survivor, reason))
+            for conv_id, key in list(self.conv_ticket.items()):
+                if key == loser:
+                    self.conv_ticket[conv_id] = survivor
+        return survivor
+
+    def _flag(self, key: int, other: int, rule: str, reason: str) -> None:
+        """`key` is a possible duplicate of `other`; the other ticket points back unless it already points somewhere."""
+        mine, theirs = self.tickets[key], self.tickets[other]
+        if mine.possible_duplicate_of_id is None:
+            mine.possible_duplicate_of_id = other
+            if not mine.is_new:
+                mine.set_duplicate_of = other
+        if theirs.possible_duplicate_of_id is None:
+            theirs.possible_duplicate_of_id = key
+            if not theirs.is_new:
+                theirs.set_duplicate_of = key
+        self.flags.append(Flag(key, other, rule, reason))
+
+    def _same_order_elsewhere(self, msg: InboundMessage, contact: ContactInfo, home: TicketState, decision: Decision) -> Decision:
+        """A message added to its thread's ticket quoting a reference another active ticket quotes:
+        the same customer -> the two tickets are one (merged); someone else -> both flagged."""
+        if not self.refs(msg) or not home.active:  # a late message of a resolved ticket is its history
+            return decision
+        strong, weak, considered = self._order_matches(msg, contact, home.key)
+        if strong:
+            first = min(strong, key=_canonical)
+            why = strong[first]
+            survivor = self._merge([home.key, *strong], f"{why}: tickets {', '.join(self._label(k) for k in sorted({home.key, *strong}, key=_canonical))} are one")
+            for key, reason in sorted(strong.items(), key=lambda kv: _canonical(kv[0])):
+                considered.append((key, f"merged: {reason}"))
+            # The thread now feeds the surviving ticket, and so does this message.
+            return decision._replace(
+                reason=f"{decision.reason}; {why}: merged with ticket {self._label(first)}",
+                ticket_key=survivor,
+                considered=tuple(considered[:MAX_CONSIDERED]),
+            )
+        if weak:
+            other = min(weak, key=_canonical)
+            self._flag(home.key, other, R_ORDER_WEAK, weak[other])
+            extra = [(k, f"{why}: only flagged") for k, why in sorted(weak.items(), key=lambda kv: _canonical(kv[0]))]
+            return decision._replace(reason=f"{decision.reason}; {weak[other]}: flagged possible duplicate", considered=tuple((extra + considered)[:MAX_CONSIDERED]))
+        return decision._replace(considered=tuple(considered[:MAX_CONSIDERED])) if considered else decision
+
+    def _cross_channel(self, msg: InboundMessage, contact: ContactInfo, previous: int | None) -> Decision:
+        strong, weak, considered = self._order_matches(msg, contact, previous)
+        # Rule 4a: the same order reference from the same customer in an active ticket.
+        if strong:
+            ordered = sorted(strong, key=_canonical)
+            key = self._merge(ordered, f"{strong[ordered[0]]}: tickets {', '.join(self._label(k) for k in ordered)} are one") if len(ordered) > 1 else ordered[0]
+            cand = self.tickets[key]
+            self._append(cand, msg)
+            for k, why in weak.items():
+                considered.append((k, f"{why}: a different customer"))
+            return Decision(R_ORDER, f"{strong[ordered[0]]}: attached to ticket {self._label(cand)}", 1.0, key,
+                            considered=tuple(considered[:MAX_CONSIDERED]))
         # Rule 4b: the same (linked) person has an active ticket on another thread.
         if contact.person_id is not None:
-            for key in self.by_person.get(contact.person_id, ()):
-                cand = self.tickets.get(key)
+            for k in self.by_person.get(contact.person_id, ()):
+                key = self._resolve(k)
+                cand = self.tickets.get(key) if key is not None else None
                 if cand is None or not cand.active or key == previous:
                     continue
                 self._append(cand, msg)
-                return Decision(R_PERSON, f"same person has active ticket {self._label(cand)} on another thread", 0.9, key)
+                return Decision(R_PERSON, f"same person has active ticket {self._label(cand)} on another thread", 0.9, cand.key,
+                                considered=tuple(considered[:MAX_CONSIDERED]))
         # A new ticket, maybe flagged.
         ticket = self._new_ticket(msg, contact)
         if previous is not None:
             ticket.linked_ticket_id = previous
-        if weak is not None:
-            key, ref = weak
-            other = self.contacts.get(self.tickets[key].contact_id or -1)
-            if other is not None:
-                self._link_persons(contact, other, f"shared invoice {ref}")
-            ticket.possible_duplicate_of_id = key
+        if weak:
+            key = min(weak, key=_canonical)
+            self._flag(ticket.key, key, R_ORDER_WEAK, weak[key])
             self._append(ticket, msg)
-            return Decision(
-                R_ORDER_WEAK, f"invoice {ref} is also in active ticket {self._label(self.tickets[key])} from another customer", 0.5, ticket.key
-            )
+            others = [(k, f"{why}: only flagged") for k, why in sorted(weak.items(), key=lambda kv: _canonical(kv[0]))]
+            return Decision(R_ORDER_WEAK, weak[key], 0.5, ticket.key, considered=tuple((others + considered)[:MAX_CONSIDERED]))
         similar = self._similar(msg, contact, ticket.key)
         self._append(ticket, msg)
         if similar is not None:
             key, score, why = similar
-            ticket.possible_duplicate_of_id = key
-            return Decision(R_SIMILAR, f"near-identical text ({score:.0f}%) to ticket {self._label(self.tickets[key]) if key in self.tickets else '#' + str(key)}, {why}", round(score / 100, 3), ticket.key)
+            reason = f"near-identical text ({score:.0f}%) to ticket {self._label(key)}, {why}"
+            if key in self.tickets:
+                self._flag(ticket.key, key, R_SIMILAR, reason)
+            else:
+                ticket.possible_duplicate_of_id = key
+            return Decision(R_SIMILAR, reason, round(score / 100, 3), ticket.key, considered=tuple(considered[:MAX_CONSIDERED]))
         if previous is not None:
             old = self.tickets[previous]
             why = "closed" if old.status == TicketStatus.CLOSED.value else "resolved more than the reopen window ago"
-            return Decision(R_FOLLOWUP, f"thread's ticket #{previous} was {why}: follow-up ticket", 1.0, ticket.key)
-        return Decision(R_NEW, "no open ticket for this thread, order reference or person", 1.0, ticket.key)
+            return Decision(R_FOLLOWUP, f"thread's ticket #{previous} was {why}: follow-up ticket", 1.0, ticket.key,
+                            considered=tuple(considered[:MAX_CONSIDERED]))
+        return Decision(R_NEW, "no open ticket for this thread, order reference or person", 1.0, ticket.key,
+                        considered=tuple(considered[:MAX_CONSIDERED]))
+
+    # ── rule 5 ─────────────────────────────────────────────────────────────────────────────
 
     def _similar(self, msg: InboundMessage, contact: ContactInfo, own_key: int) -> tuple[int, float, str] | None:
         text = normalize_text(msg.text)
@@ -669,6 +935,50 @@ class PageDeduper:
                     best = (self._resolve(cand.ticket_key) or cand.ticket_key, score, why)
         return best
 
+    def _repeat(self, msg: InboundMessage, conv_id: int, ticket: TicketState, decision: Decision) -> Decision:
+        """The customer sent the same thing again in this thread: stored, marked, counted, and past the
+        first-response due the ticket's priority goes up one step."""
+        earlier = self.said.get(conv_id)
+        if not earlier:
+            return decision
+        text = normalize_text(msg.text)
+        if len(text) < MIN_SIMILAR_CHARS:
+            return decision
+        threshold = self.settings.dedup.similarity_threshold
+        best: tuple[_Said, float] | None = None
+        for said in earlier:
+            if said.sent_at > msg.sent_at or msg.sent_at - said.sent_at > self.sim_window:
+                continue
+            cand = said.text
+            if len(cand) < MIN_SIMILAR_CHARS:
+                continue
+            score = fuzz.ratio(text, cand, score_cutoff=threshold)
+            if score and (best is None or score > best[1] or (score == best[1] and said.sent_at < best[0].sent_at)):
+                best = (said, score)
+        if best is None:
+            return decision
+        said, score = best
+        ticket.repeats += 1
+        reason = f"{decision.reason}; {repeat_reason(said.ref, score)}"
+        due = ticket.first_response_due_at
+        if (
+            self.settings.dedup.repeat_raises_priority
+            and due is not None
+            and msg.sent_at > due
+            and ticket.first_response_at is None
+            and ticket.set_first_response is None
+            and ticket.priority in PRIORITY_RANK
+            and PRIORITY_RANK[ticket.priority] > 0
+        ):
+            raised = _RANKED[PRIORITY_RANK[ticket.priority] - 1]
+            ticket.priority_changes.append({
+                "from": ticket.priority, "to": raised, "message": msg.external_id,
+                "reason": "the customer repeated the message after the first-response due time",
+            })
+            ticket.priority = raised
+            reason += f"; past the first-response due: priority raised to {raised}"
+        return decision._replace(rule=R_REPEAT, reason=reason, score=round(score / 100, 3), repeat_of=said.ref)
+
     def _new_ticket(self, msg: InboundMessage, contact: ContactInfo) -> TicketState:
         key = self._next_new
         self._next_new -= 1
@@ -687,35 +997,11 @@ class PageDeduper:
             self.by_person[contact.person_id].append(key)
         return ticket
 
-    def _link_persons(self, a: ContactInfo, b: ContactInfo, reason: str) -> None:
-        """Link two contacts into one Person (audited). Two different existing persons are left alone."""
-        if a.id == b.id or (a.person_id is not None and a.person_id == b.person_id):
-            return
-        if a.person_id is not None and b.person_id is not None:
-            return  # merging persons is an agent's decision
-        conn = self.conn
-        person_id = a.person_id or b.person_id
-        if person_id is None:
-            person_id = conn.execute(
-                sa.insert(Person.__table__).values(display_name=a.name or b.name or a.handle or b.handle, created_at=utcnow()).returning(Person.__table__.c.id)
-            ).scalar_one()
-        for contact in (a, b):
-            if contact.person_id is None:
-                conn.execute(sa.update(_c).where(_c.c.id == contact.id).values(person_id=person_id))
-                conn.execute(
-                    sa.insert(PersonEvent.__table__).values(
-                        person_id=person_id, contact_id=contact.id, action="link", reason=reason, actor="sync", at=utcnow()
-                    )
-                )
-                contact.person_id = person_id
-                self.person_links.append((contact.id, person_id, reason))
-                for t in self.tickets.values():
-                    if t.contact_id == contact.id and t.person_id is None:
-                        t.person_id = person_id
-                        t.set_person_id = person_id
-                self.by_person[person_id].extend(
-                    k for k, t in self.tickets.items() if t.contact_id == contact.id and t.active and k not in self.by_person[person_id]
-                )
+
+def repeat_reason(earlier: int | str, score: float) -> str:
+    """How a repeat is described; `earlier` is the earlier message's id once it is known."""
+    of = f"message {earlier}" if isinstance(earlier, int) else "an earlier message of this thread"
+    return f"customer repeated ({score:.0f}%) {of}"
 
 
 def snippet_of(msg: InboundMessage, limit: int = 200) -> str:

@@ -32,11 +32,13 @@ from inbox.dedup import (
     R_PERSON,
     R_FOLLOWUP,
     R_REOPEN,
+    R_REPEAT,
     R_SIMILAR,
     R_THREAD,
     ContactInfo,
     Decision,
     PageDeduper,
+    repeat_reason,
 )
 from inbox import writer_lock
 from inbox.bulk import execute, in_values, insert_values, many, one_of, select
@@ -58,6 +60,7 @@ from inbox.models import (
     UTCDateTime,
     utcnow,
 )
+from inbox.schema_types import PRIORITY_RANK
 from inbox.search import deferred_index
 from inbox.triage_rules import triage
 
@@ -108,6 +111,8 @@ class MessageDecision:
     score: float
     ticket_id: int | None
     new_ticket: bool
+    considered: tuple[tuple[int | None, str], ...] = ()  # other tickets weighed: (id, why not chosen)
+    repeat_of: int | str | None = None  # a repeat in its thread: the earlier message (id, or platform id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,11 +124,13 @@ class IngestResult:
     attached: int = 0  # attached to another thread's ticket (rule 4)
     reopened: int = 0
     flagged: int = 0  # new ticket flagged as a possible duplicate (rules 4 weak, 5)
+    merged: int = 0  # tickets found to be one customer's and merged (rule 4)
+    repeats: int = 0  # a customer's message sent again in its thread (rule 5)
     gaps: int = 0
     quarantined: int = 0
     echoes: int = 0  # outbound messages of the brand account
     echoes_matched: int = 0  # ... matched to one of our Replies
-    persons_linked: int = 0
+    persons_linked: int = 0  # kept for the JSON shape: dedup never links persons (an agent does)
     decisions: tuple[MessageDecision, ...] = ()
 
     def __add__(self, other: IngestResult) -> IngestResult:
@@ -260,14 +267,14 @@ def _later(col: sa.Column[Any], name: str) -> Any:
 _MESSAGE_COLUMNS = (
     "channel", "account_id", "external_id", "conversation_id", "ticket_id", "contact_id", "direction", "author_id",
     "author_handle", "author_name", "text", "kind", "sent_at", "received_at", "attachments", "raw", "reply_id",
-    "dedup_rule", "dedup_reason", "dedup_score",
+    "dedup_rule", "dedup_reason", "dedup_score", "repeat_of_id",
 )
 
 _TICKET_INSERT = (
     "status", "priority", "priority_rank", "category", "assignee", "channel", "account_id", "contact_id", "person_id",
     "subject", "snippet", "message_count", "created_at", "updated_at", "last_customer_message_at",
     "first_response_due_at", "first_response_at", "escalation_due_at", "resolved_at", "reopened_count", "has_gap",
-    "linked_ticket_id", "possible_duplicate_of_id", "merged_into_id",
+    "linked_ticket_id", "possible_duplicate_of_id", "merged_into_id", "repeat_count",
 )
 
 @dataclass(frozen=True, slots=True)
@@ -346,13 +353,14 @@ class _PageWriter:
             ("b_id", "b_ticket"),
             [(mid, tid(key)) for mid, key in strays],
         )
-        self._update_tickets(dd)
+        made = self._mark_repeats(new, made)
+        self._update_tickets(dd, tid)
         self._write_events(dd, new, made, tid)
         self._update_conversations(new, msg_conv, dd, tid)
         counts["echoes_matched"] = self._mark_replies(new, made)
         counts["gaps"] = self._write_gaps(gap_rows, tid)
         counts["quarantined"] = self._write_quarantine(page)
-        counts["persons_linked"] = len(dd.person_links)
+        counts["merged"] = self._merge_tickets(dd, tid)
 
         new_ticket_keys = {k for k, t in dd.tickets.items() if t.is_new}
         counts["new_tickets"] = len(new_ticket_keys)
@@ -367,6 +375,8 @@ class _PageWriter:
                 counts["flagged"] += 1
             elif d.rule not in (R_NEW, R_FOLLOWUP):
                 counts["appended"] += 1
+                if d.rule == R_REPEAT:
+                    counts["repeats"] += 1
             if self.explain:
                 decisions.append(
                     MessageDecision(
@@ -378,6 +388,8 @@ class _PageWriter:
                         d.score,
                         tid(d.ticket_key),
                         d.ticket_key in new_ticket_keys,
+                        tuple((tid(k), why) for k, why in d.considered),
+                        d.repeat_of,
                     )
                 )
         return IngestResult(**counts, decisions=tuple(decisions))
@@ -529,7 +541,8 @@ class _PageWriter:
                     "has_gap": t.has_gap,
                     "linked_ticket_id": t.linked_ticket_id,
                     "possible_duplicate_of_id": None,  # may point at another new ticket: set below
-                    "merged_into_id": None,
+                    "merged_into_id": None,  # a ticket of this page found to be another's: merged after
+                    "repeat_count": t.repeats,
                 }
             )
             t.events.append({"action": "created", "detail": {"category": tri.category, "priority": tri.priority}})
@@ -545,33 +558,39 @@ class _PageWriter:
                   [(i, *(r[n] for n in _TICKET_INSERT)) for i, r in zip(returned, rows)])
         else:
             returned = conn.execute(sa.insert(_t).returning(_t.c.id, sort_by_parameter_order=True), rows).scalars().all()
-        ids = {t.key: real for t, real in zip(new, returned)}
+        return {t.key: real for t, real in zip(new, returned)}
+
+    def _point_duplicates(self, dd: PageDeduper, tid: Any) -> None:
+        """Possible-duplicate pointers (both ways): new tickets may point at each other, so after the insert."""
         dup = [
-            (ids[t.key], ids.get(t.possible_duplicate_of_id, t.possible_duplicate_of_id))
-            for t in new
-            if t.possible_duplicate_of_id is not None
+            (tid(t.key), tid(t.possible_duplicate_of_id))
+            for t in dd.tickets.values()
+            if t.is_new and t.possible_duplicate_of_id is not None
         ]
+        dup += [(tid(t.key), tid(t.set_duplicate_of)) for t in dd.tickets.values() if not t.is_new and t.set_duplicate_of is not None]
         many(
-            conn,
+            self.conn,
             "ticket~dup",
-            lambda: sa.update(_t).where(_t.c.id == sa.bindparam("b_id")).values(possible_duplicate_of_id=sa.bindparam("b_dup")),
+            lambda: sa.update(_t)
+            .where(_t.c.id == sa.bindparam("b_id"))
+            .values(possible_duplicate_of_id=sa.func.coalesce(_t.c.possible_duplicate_of_id, sa.bindparam("b_dup", type_=sa.Integer()))),
             ("b_id", "b_dup"),
             dup,
         )
-        return ids
 
     def _insert_refs(self, dd: PageDeduper, tid: Any) -> None:
         rows = [(tid(t.key), ref[:100]) for t in dd.tickets.values() for ref in sorted(t.new_refs)]
         names = ("ticket_id", "ref")
         many(self.conn, "ref+", lambda: insert_values(self.conn, _tr, names, ignore=["ticket_id", "ref"]), names, rows)
 
-    def _update_tickets(self, dd: PageDeduper) -> None:
+    def _update_tickets(self, dd: PageDeduper, tid: Any) -> None:
         conn = self.conn
+        self._point_duplicates(dd, tid)
         rows = []
         for t in dd.tickets.values():
-            if t.is_new or not (t.added or t.has_gap or t.set_first_response or t.set_person_id):
+            if t.is_new or not (t.added or t.has_gap or t.set_first_response):
                 continue
-            rows.append((t.key, t.added, t.last_at, t.last_customer_at, t.snippet, t.set_first_response, t.has_gap, t.set_person_id))
+            rows.append((t.key, t.added, t.last_at, t.last_customer_at, t.snippet, t.set_first_response, t.has_gap, t.repeats))
         if rows:
 
             def build() -> Any:
@@ -589,11 +608,22 @@ class _PageWriter:
                         last_customer_message_at=_later(_t.c.last_customer_message_at, "b_lc"),
                         first_response_at=sa.func.coalesce(_t.c.first_response_at, sa.bindparam("b_fr", type_=UTCDateTime())),
                         has_gap=sa.or_(_t.c.has_gap, sa.bindparam("b_gap", type_=sa.Boolean())),
-                        person_id=sa.func.coalesce(_t.c.person_id, sa.bindparam("b_person", type_=sa.Integer())),
+                        repeat_count=_t.c.repeat_count + sa.bindparam("b_repeats", type_=sa.Integer()),
                     )
                 )
 
-            many(conn, "ticket~counters", build, ("b_id", "b_added", "b_last", "b_lc", "b_snippet", "b_fr", "b_gap", "b_person"), rows)
+            many(conn, "ticket~counters", build, ("b_id", "b_added", "b_last", "b_lc", "b_snippet", "b_fr", "b_gap", "b_repeats"), rows)
+        raised = [(t.key, t.priority, PRIORITY_RANK[t.priority]) for t in dd.tickets.values()
+                  if t.priority_changes and not t.is_new and t.priority in PRIORITY_RANK]
+        many(
+            conn,
+            "ticket~priority",
+            lambda: sa.update(_t).where(_t.c.id == sa.bindparam("b_id")).values(
+                priority=sa.bindparam("b_priority", type_=sa.String()), priority_rank=sa.bindparam("b_rank", type_=sa.Integer())
+            ),
+            ("b_id", "b_priority", "b_rank"),
+            raised,
+        )
         reopened = [(t.key,) for t in dd.tickets.values() if t.reopened and not t.is_new]
         many(
             conn,
@@ -660,6 +690,7 @@ class _PageWriter:
                     d.rule,
                     d.reason,
                     d.score,
+                    d.repeat_of if type(d.repeat_of) is int else None,
                 )
             )
         build = lambda: insert_values(self.conn, _m, _MESSAGE_COLUMNS, ignore=["channel", "account_id", "external_id"])  # noqa: E731
@@ -672,6 +703,44 @@ class _PageWriter:
         return set(
             self.conn.execute(stmt.returning(_m.c.external_id), [dict(zip(_MESSAGE_COLUMNS, r)) for r in rows]).scalars()
         )
+
+    def _mark_repeats(self, msgs: list[InboundMessage], made: list[Decision]) -> list[Decision]:
+        """Repeats of a message stored on this same page point at it by id once it has one."""
+        pending = [(i, d) for i, d in enumerate(made) if isinstance(d.repeat_of, str)]
+        if not pending:
+            return made
+        ids = {
+            r.external_id: r.id
+            for r in self._of_account("message?ids", _m, (_m.c.id, _m.c.external_id), "external_id", sorted({str(d.repeat_of) for _i, d in pending}))
+        }
+        out = list(made)
+        rows = []
+        for i, d in pending:
+            earlier = ids.get(str(d.repeat_of))
+            if earlier is None:
+                continue
+            head, _sep, _old = d.reason.rpartition("; customer repeated")
+            score = d.score * 100
+            out[i] = d._replace(reason=f"{head}; {repeat_reason(earlier, score)}", repeat_of=earlier)
+            rows.append((self.ref.channel, self.ref.id, msgs[i].external_id, earlier, out[i].reason))
+        many(
+            self.conn,
+            "message~repeat",
+            lambda: sa.update(_m)
+            .where(_m.c.channel == sa.bindparam("b_channel"), _m.c.account_id == sa.bindparam("b_account"), _m.c.external_id == sa.bindparam("b_ext"))
+            .values(repeat_of_id=sa.bindparam("b_of", type_=sa.Integer()), dedup_reason=sa.bindparam("b_reason", type_=sa.String())),
+            ("b_channel", "b_account", "b_ext", "b_of", "b_reason"),
+            rows,
+        )
+        return out
+
+    def _merge_tickets(self, dd: PageDeduper, tid: Any) -> int:
+        """Tickets rule 4 found to be one customer's: folded as `inbox merge` does (audited, `inbox unmerge` undoes it)."""
+        from inbox.tickets import merge_in_tx
+
+        for m in dd.merges:
+            merge_in_tx(self.conn, tid(m.loser), tid(m.survivor), ACTOR, reason=m.reason)
+        return len(dd.merges)
 
     def _write_events(self, dd: PageDeduper, msgs: list[InboundMessage], made: list[Decision], tid: Any) -> None:
         """One `dedup` event per (ticket, rule) of the page, plus created / status events.
@@ -705,12 +774,31 @@ class _PageWriter:
                 "count": len(items),
                 "messages": [m.external_id for m, _d in items[:20]],
             }
+            considered: dict[Any, str] = {}
+            for _m2, d in items:
+                for k, why in d.considered:
+                    considered.setdefault(tid(k), why)
+            if considered:
+                detail["considered"] = [{"ticket": k, "why_not": why} for k, why in list(considered.items())[:10]]
             t = dd.tickets.get(key)
             if t is not None and t.possible_duplicate_of_id is not None and rule in (R_ORDER_WEAK, R_SIMILAR):
                 detail["possible_duplicate_of"] = tid(t.possible_duplicate_of_id)
             if t is not None and t.linked_ticket_id is not None and rule == R_FOLLOWUP:
                 detail["linked_ticket"] = t.linked_ticket_id
             rows.append((tid(key), self.now, ACTOR, "dedup", detail))
+        for f in dd.flags:
+            # The other ticket learns of it too: both point at each other.
+            rows.append((tid(f.other), self.now, ACTOR, "dedup", {
+                "rule": f.rule, "reason": f"ticket #{tid(f.ticket)} may be a duplicate of this one: {f.reason}",
+                "score": 0.5, "count": 1, "possible_duplicate_of": tid(f.ticket),
+            }))
+            if f.rule == R_ORDER_WEAK and not dd.tickets[f.ticket].is_new:
+                rows.append((tid(f.ticket), self.now, ACTOR, "dedup", {
+                    "rule": f.rule, "reason": f.reason, "score": 0.5, "count": 1, "possible_duplicate_of": tid(f.other),
+                }))
+        for t in dd.tickets.values():
+            for change in t.priority_changes:
+                rows.append((tid(t.key), self.now, ACTOR, "priority", dict(change)))
         names = ("ticket_id", "at", "actor", "action", "detail")
         many(self.conn, "event+", lambda: insert_values(self.conn, _ev, names), names, rows)
 

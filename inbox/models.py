@@ -157,6 +157,7 @@ class Ticket(SQLModel, table=True):
     linked_ticket_id: int | None = Field(default=None, foreign_key="ticket.id")  # follow-up of an old one
     possible_duplicate_of_id: int | None = Field(default=None, foreign_key="ticket.id")
     merged_into_id: int | None = Field(default=None, foreign_key="ticket.id", index=True)
+    repeat_count: int = 0  # the customer's messages that repeat an earlier one of the thread (rule 5)
 
 
 class TicketTag(SQLModel, table=True):
@@ -236,6 +237,7 @@ class Message(SQLModel, table=True):
     dedup_rule: str | None = Field(default=None, max_length=40)
     dedup_reason: str | None = None
     dedup_score: float | None = None
+    repeat_of_id: int | None = None  # rule 5 in its thread: the earlier message this one repeats (message id)
 
 
 class Reply(SQLModel, table=True):

@@ -97,6 +97,7 @@ ticket = sa.Table(
     sa.Column("linked_ticket_id", sa.Integer()),
     sa.Column("possible_duplicate_of_id", sa.Integer()),
     sa.Column("merged_into_id", sa.Integer()),
+    sa.Column("repeat_count", sa.Integer()),
 )
 
 ticket_tag = sa.Table(
@@ -162,6 +163,7 @@ message = sa.Table(
     sa.Column("dedup_rule", sa.String(40)),
     sa.Column("dedup_reason", sa.String()),
     sa.Column("dedup_score", sa.Float()),
+    sa.Column("repeat_of_id", sa.Integer()),
 )
 
 reply = sa.Table(

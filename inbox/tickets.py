@@ -713,32 +713,42 @@ def merge(engine: Engine, ticket_id: int, into_id: int, actor: str) -> TicketRow
     if ticket_id == into_id:
         raise UsageError("a ticket cannot be merged into itself")
     with write_tx(engine) as conn:
-        src = _lock_ticket(conn, ticket_id)
-        dst = _lock_ticket(conn, into_id)
-        if src.merged_into_id:
-            raise ConflictError(f"ticket #{ticket_id} is already merged into #{src.merged_into_id}")
-        if dst.merged_into_id:
-            raise ConflictError(f"ticket #{into_id} is itself merged into #{dst.merged_into_id}", hint=f"merge into #{dst.merged_into_id}")
-        if into_id in _merged_group(conn, ticket_id):
-            raise ConflictError(f"ticket #{into_id} is merged into #{ticket_id}; that would be a loop")
-        convs = [r[0] for r in conn.execute(sa.select(CV.c.id).where(CV.c.ticket_id == ticket_id))]
-        now = utcnow()
-        conn.execute(
-            T.update()
-            .where(T.c.id == ticket_id)
-            .values(merged_into_id=into_id, status="closed", updated_at=now)
-        )
-        if convs:
-            conn.execute(CV.update().where(CV.c.id.in_(convs)).values(ticket_id=into_id))
-        count = conn.execute(sa.select(sa.func.count()).select_from(M).where(M.c.ticket_id == ticket_id)).scalar() or 0
-        dst_values: dict[str, Any] = {"updated_at": now, "message_count": (dst.message_count or 0) + count}
-        if src.last_customer_message_at and (dst.last_customer_message_at is None or src.last_customer_message_at > dst.last_customer_message_at):
-            dst_values["last_customer_message_at"] = src.last_customer_message_at
-        conn.execute(T.update().where(T.c.id == into_id).values(**dst_values))
-        detail = {"into": into_id, "previous_status": src.status, "conversations": convs, "messages": count}
-        record_event(conn, ticket_id, actor, "merge", detail)
-        record_event(conn, into_id, actor, "merge_in", {"from": ticket_id, "conversations": convs, "messages": count})
+        merge_in_tx(conn, ticket_id, into_id, actor)
         return get_row(conn, into_id)
+
+
+def merge_in_tx(conn: Connection, ticket_id: int, into_id: int, actor: str, *, reason: str | None = None) -> None:
+    """`merge` inside the caller's transaction (the sync merges tickets dedup found to be one)."""
+    src = _lock_ticket(conn, ticket_id)
+    dst = _lock_ticket(conn, into_id)
+    if src.merged_into_id:
+        raise ConflictError(f"ticket #{ticket_id} is already merged into #{src.merged_into_id}")
+    if dst.merged_into_id:
+        raise ConflictError(f"ticket #{into_id} is itself merged into #{dst.merged_into_id}", hint=f"merge into #{dst.merged_into_id}")
+    if into_id in _merged_group(conn, ticket_id):
+        raise ConflictError(f"ticket #{into_id} is merged into #{ticket_id}; that would be a loop")
+    convs = [r[0] for r in conn.execute(sa.select(CV.c.id).where(CV.c.ticket_id == ticket_id))]
+    now = utcnow()
+    conn.execute(
+        T.update()
+        .where(T.c.id == ticket_id)
+        .values(merged_into_id=into_id, status="closed", updated_at=now)
+    )
+    if convs:
+        conn.execute(CV.update().where(CV.c.id.in_(convs)).values(ticket_id=into_id))
+    count = conn.execute(sa.select(sa.func.count()).select_from(M).where(M.c.ticket_id == ticket_id)).scalar() or 0
+    dst_values: dict[str, Any] = {"updated_at": now, "message_count": (dst.message_count or 0) + count}
+    if src.last_customer_message_at and (dst.last_customer_message_at is None or src.last_customer_message_at > dst.last_customer_message_at):
+        dst_values["last_customer_message_at"] = src.last_customer_message_at
+    if src.repeat_count:
+        dst_values["repeat_count"] = (dst.repeat_count or 0) + src.repeat_count
+    conn.execute(T.update().where(T.c.id == into_id).values(**dst_values))
+    detail: dict[str, Any] = {"into": into_id, "previous_status": src.status, "conversations": convs, "messages": count}
+    merged_in: dict[str, Any] = {"from": ticket_id, "conversations": convs, "messages": count}
+    if reason:
+        detail["reason"] = merged_in["reason"] = reason
+    record_event(conn, ticket_id, actor, "merge", detail)
+    record_event(conn, into_id, actor, "merge_in", merged_in)
 
 
 def unmerge(engine: Engine, ticket_id: int, actor: str) -> TicketRow:

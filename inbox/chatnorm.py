@@ -1,0 +1,73 @@
+"""Text reduced for comparison (dedup): customer names and handles, and Indonesian chat text.
+
+Two customers' names are compared after case, diacritics, spacing, punctuation and emoji are
+removed ("Méláti  Sari 🌸" and "@melati.sari" both become "melatisari"). Two complaints are
+compared after the habits of Indonesian chat are undone: elongated letters ("tolonggg"), the many
+spellings of "no" (gk, ga, gak, nggak…), salutations (kak, min, gan…) and particles (ya, dong…),
+common abbreviations (blm, udh, yg…), punctuation and emoji. Nothing here is ever shown.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from functools import lru_cache
+
+_NON_ALNUM = re.compile(r"[\W_]+")
+_ELONGATED = re.compile(r"([^\W\d_])\1+")  # letters only: "250.000" must stay a different amount from "25.000"
+
+
+def _fold(text: str) -> str:
+    """Compatibility forms (𝐁𝐮𝐝𝐢 → Budi), accents removed, case-folded."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
+
+
+@lru_cache(maxsize=1 << 16)  # names and handles repeat across every page; bounded
+def ident(text: str | None, min_chars: int = 5) -> str | None:
+    """A handle or name reduced to letters and digits, or None when too short to tell people apart
+    (too many people are "budi")."""
+    if not text:
+        return None
+    key = _NON_ALNUM.sub("", _fold(text))
+    return key if len(key) >= min_chars else None
+
+
+def _collapse(word: str) -> str:
+    return _ELONGATED.sub(r"\1", word)
+
+
+_NEGATION = ("gk", "g", "ga", "gak", "nggak", "ngga", "ngak", "enggak", "engga", "kagak", "tdk", "tak", "nda", "ndak", "gag")
+_DROPPED = (
+    # salutations
+    "kak", "ka", "kk", "kakak", "min", "mimin", "admin", "gan", "agan", "sis", "sist", "bang", "mas", "mba", "mbak", "bro", "om",
+    # particles
+    "ya", "yah", "yaa", "dong", "deh", "sih", "nih", "tuh", "kok", "loh", "lho", "lah", "kah", "pun", "nya",
+)
+_WORDS = {
+    "blm": "belum", "belom": "belum", "udh": "sudah", "udah": "sudah", "sdh": "sudah", "dah": "sudah",
+    "yg": "yang", "dgn": "dengan", "tp": "tapi", "tpi": "tapi", "sy": "saya", "aku": "saya", "gw": "saya", "gue": "saya",
+    "sampe": "sampai", "gmn": "gimana", "bgmn": "bagaimana", "bgt": "banget", "krn": "karena", "karna": "karena",
+    "utk": "untuk", "jg": "juga", "lg": "lagi", "dr": "dari", "sm": "sama", "tlg": "tolong", "mohon": "tolong",
+    "trs": "terus", "trus": "terus", "org": "orang", "pesenan": "pesanan", "brg": "barang", "knp": "kenapa",
+}
+# Keys and values as they are after elongated letters are collapsed ("nggak" -> "ngak").
+_MAP: dict[str, str] = {_collapse(k): "tidak" for k in _NEGATION}
+_MAP.update({_collapse(k): "" for k in _DROPPED})
+_MAP.update({_collapse(k): _collapse(v) for k, v in _WORDS.items()})
+
+
+@lru_cache(maxsize=1 << 14)  # the same complaint arrives again and again; bounded
+def chat_text(text: str | None) -> str:
+    """Chat text reduced for near-duplicate comparison (RapidFuzz), words separated by one space."""
+    if not text:
+        return ""
+    words = []
+    for raw in _NON_ALNUM.split(_fold(text)):
+        if not raw:
+            continue
+        word = _collapse(raw)
+        word = _MAP.get(word, word)
+        if word:
+            words.append(word)
+    return " ".join(words)
