@@ -274,3 +274,120 @@ def test_rule4_handle_on_one_channel_matches_name_on_another(engine, accounts):
     res = put(engine, accounts, "fb", m("l4", "fb-t4", "psid-4", f"Pesanan {INV2} saya juga", 50, name="Rudi Hartono"))
     assert (res.attached, res.flagged) == (0, 1)
     assert ticket_of(engine, "l4").possible_duplicate_of_id == ticket_of(engine, "l3").id
+
+
+# Rule 4 as a table (README "Dedup rules") -----------------------------------------------------
+
+RULE4_TABLE = [
+    # (first customer: channel, handle, name), (second: channel, handle, name), second text, minutes apart, expected
+    (("ig", "melati.sari", None), ("fb", None, "Melati Sari"), f"{INV} pecah", 20, "attach"),
+    (("ig", "melati.sari", None), ("x", "MELATI_SARI", None), f"{INV} pecah", 20, "attach"),
+    (("ig", None, "Mélati Sarì 🌸"), ("fb", None, "melati  sari"), f"{INV} pecah", 20, "attach"),
+    (("ig", "melati.sari", None), ("fb", None, "Melati Sari"), f"{INV} pecah", 60 * 24 * 8, "new"),  # outside the window
+    (("ig", "melati.sari", None), ("fb", None, "Toko Andi"), f"{INV} pecah", 20, "flag"),  # someone else's invoice
+    (("fb", None, "Melati Sari"), ("fb", None, "Melati Sari"), f"{INV} pecah", 20, "flag"),  # one channel: two accounts
+    (("ig", "melati.sari", None), ("fb", None, "Melati Sari"), f"{INV2} pecah", 20, "new"),  # another invoice
+    (("ig", "budi.s", "Budi"), ("fb", None, "Budi"), "akun saya diblokir tolong dibantu", 20, "new"),  # generic text, no invoice
+]
+
+
+@pytest.mark.parametrize("first,second,text,apart,expected", RULE4_TABLE)
+def test_rule4_table(engine, accounts, first, second, text, apart, expected):
+    (ch1, h1, n1), (ch2, h2, n2) = first, second
+    first_text = f"Blender {INV} datang pecah" if INV in text or INV2 in text else text
+    put(engine, accounts, ch1, m("a1", "t-a", "cust-a", first_text, 0, ch=ch1, handle=h1, name=n1))
+    res = put(engine, accounts, ch2, m("b1", "t-b", "cust-b", text, apart, ch=ch2, handle=h2, name=n2))
+    a, b = ticket_of(engine, "a1"), ticket_of(engine, "b1")
+    rule = message(engine, "b1").dedup_rule
+    if expected == "attach":
+        assert (b.id, rule, res.attached) == (a.id, "4:order", 1)
+    elif expected == "flag":
+        assert b.id != a.id and rule == "4:order-weak"
+        assert (b.possible_duplicate_of_id, a.possible_duplicate_of_id) == (a.id, b.id)  # both point at each other
+    else:
+        assert b.id != a.id and rule == "new" and b.possible_duplicate_of_id is None
+    with Session(engine) as s:  # never a person link, whatever the evidence
+        assert {c.person_id for c in s.exec(select(Contact))} == {None}
+
+
+def test_someone_quoting_an_invoice_never_takes_over_its_ticket(engine, accounts):
+    """Issue: B quotes A's invoice; after the flag, B's next messages stay in B's own ticket and
+    A's ticket keeps A's thread alone."""
+    put(engine, accounts, "ig", m("v1", "ig-v", "victim", f"Refund {INV} ke rekening saya ya", 0, ch="ig", handle="budi.s", name="Budi"))
+    put(engine, accounts, "x", m("x1", "x-att", "attacker", f"Refund {INV} belum masuk", 5, ch="x", handle="cs_helper", name="CS"))
+    victim, attacker = ticket_of(engine, "v1"), ticket_of(engine, "x1")
+    assert attacker.id != victim.id and attacker.possible_duplicate_of_id == victim.id
+    with Session(engine) as s:
+        back = s.exec(select(TicketEvent).where(TicketEvent.ticket_id == victim.id, TicketEvent.action == "dedup")).all()
+    assert any(e.detail.get("possible_duplicate_of") == attacker.id for e in back)
+    set_status(engine, attacker.id, "resolved", resolved_at=T0 + timedelta(minutes=6))
+    put(engine, accounts, "x", m("x2", "x-att", "attacker", f"tolong transfer refund {INV} ke rekening baru", 10, ch="x", handle="cs_helper"))
+    assert ticket_of(engine, "x2").id == attacker.id  # reopened, its own ticket
+    with Session(engine) as s:
+        convs = s.exec(select(Message.conversation_id).where(Message.ticket_id == victim.id)).all()
+        assert len(set(convs)) == 1
+        assert {c.person_id for c in s.exec(select(Contact))} == {None}
+
+
+def test_a_person_link_the_sync_made_from_an_invoice_is_undone_by_the_migration(tmp_path):
+    from inbox.db import open_store
+    from inbox.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    eng = sa.create_engine(url)
+    upgrade(eng, "0005")
+    with eng.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO account (id, name, channel, platform_id, created_at, needs_reauth) VALUES (1, 'a', 'x', '1', '2026-11-20', 0)")
+        conn.exec_driver_sql("INSERT INTO person (id, display_name, created_at) VALUES (1, 'Budi', '2026-11-20'), (2, 'Sari', '2026-11-20')")
+        for cid, pid in ((1, 1), (2, 1), (3, 2), (4, 2)):
+            conn.exec_driver_sql(f"INSERT INTO contact (id, channel, account_id, platform_user_id, person_id, created_at) VALUES ({cid}, 'x', 1, 'u{cid}', {pid}, '2026-11-20')")
+        conn.exec_driver_sql(
+            "INSERT INTO person_event (person_id, contact_id, action, reason, actor, at) VALUES "
+            f"(1, 1, 'link', 'shared invoice {INV}', 'sync', '2026-11-20'), (1, 2, 'link', 'shared invoice {INV}', 'sync', '2026-11-20'),"
+            "(2, 3, 'link', 'same customer', 'ana', '2026-11-20'), (2, 4, 'link', 'same customer', 'ana', '2026-11-20')"
+        )
+    eng.dispose()
+    store = open_store(url)
+    with Session(store) as s:
+        persons = {c.id: c.person_id for c in s.exec(select(Contact))}
+        undone = s.exec(select(PersonEvent).where(PersonEvent.action == "unlink")).all()
+    store.dispose()
+    assert persons == {1: None, 2: None, 3: 2, 4: 2}  # the agent's link stays
+    assert sorted(e.contact_id for e in undone) == [1, 2]
+
+
+# Rule 5 in the thread: repeats ------------------------------------------------------------------
+
+
+def test_a_repeat_in_the_thread_is_stored_marked_counted_and_raises_an_overdue_priority(engine, accounts):
+    put(engine, accounts, "ig", m("r1", "ig-r", "igsid-r", "Kak paket saya belum sampai sudah seminggu", 0, ch="ig", handle="dewi"))
+    res = put(engine, accounts, "ig", m("r2", "ig-r", "igsid-r", "kakkk paket sayaa belum sampaiii udh seminggu!!! 😭", 5, ch="ig", handle="dewi"))
+    assert (res.new_messages, res.repeats, res.new_tickets) == (1, 1, 0)
+    first, again = message(engine, "r1"), message(engine, "r2")
+    assert (again.ticket_id, again.dedup_rule, again.repeat_of_id) == (first.ticket_id, "5:repeat", first.id)
+    assert f"repeated" in again.dedup_reason and f"message {first.id}" in again.dedup_reason
+    t = ticket_of(engine, "r1")
+    assert (t.repeat_count, t.priority) == (1, "normal")
+    # a different message is not a repeat
+    put(engine, accounts, "ig", m("r3", "ig-r", "igsid-r", "Nomor resinya JNT0012345678 ya kak", 6, ch="ig", handle="dewi"))
+    assert message(engine, "r3").dedup_rule == "3:thread" and ticket_of(engine, "r1").repeat_count == 1
+    # past the first-response due, a repeat raises the priority one step, audited
+    late = (t.first_response_due_at - T0).total_seconds() / 60 + 10
+    put(engine, accounts, "ig", m("r4", "ig-r", "igsid-r", "kak paket saya blm sampai sdh seminggu", late, ch="ig", handle="dewi"))
+    t = ticket_of(engine, "r1")
+    assert (t.repeat_count, t.priority) == (2, "high")
+    with Session(engine) as s:
+        ev = s.exec(select(TicketEvent).where(TicketEvent.ticket_id == t.id, TicketEvent.action == "priority")).all()
+    assert [(e.actor, e.detail["from"], e.detail["to"]) for e in ev] == [("sync", "normal", "high")]
+    # ... unless the team turned it off
+    off = Settings.model_validate({"dedup": {"repeat_raises_priority": False}})
+    put(engine, accounts, "ig", m("r5", "ig-r", "igsid-r", "kak paket saya belum sampai sudah seminggu", late + 1, ch="ig", handle="dewi"), settings=off)
+    assert ticket_of(engine, "r1").priority == "high" and message(engine, "r5").dedup_rule == "5:repeat"
+
+
+def test_repeats_within_one_page_point_at_the_stored_message(engine, accounts):
+    put(engine, accounts, "fb",
+        m("s1", "fb-s", "psid-s", "Saldo saya terpotong tapi pesanan gagal", 0),
+        m("s2", "fb-s", "psid-s", "saldo sy terpotong tp pesanan gagal!!", 1))
+    first, again = message(engine, "s1"), message(engine, "s2")
+    assert again.repeat_of_id == first.id and f"message {first.id}" in again.dedup_reason
