@@ -597,7 +597,8 @@ def sync_cmd(
 
 def _decision_json(d: Any) -> dict[str, Any]:
     return {"external_id": d.external_id, "thread_id": d.thread_id, "direction": d.direction, "rule": d.rule,
-            "reason": d.reason, "score": d.score, "ticket_id": d.ticket_id, "new_ticket": d.new_ticket}
+            "reason": d.reason, "score": d.score, "ticket_id": d.ticket_id, "new_ticket": d.new_ticket,
+            "repeat_of": d.repeat_of, "considered": [{"ticket": t, "why_not": why} for t, why in d.considered]}
 
 
 @app.command("run")
@@ -830,6 +831,11 @@ def _tri_window(row: Any, now: Any, human_agent_tag: bool) -> tuple[str, str]:
     return _tri_age(left), "red" if left < timedelta(hours=2) else ("yellow" if left < timedelta(hours=6) else "")
 
 
+def _tri_repeated(row: Any, snippet: Optional[str]) -> Optional[str]:
+    """The snippet, led by "customer repeated 3×" when the customer sent the same thing again."""
+    return f"({row.repeated}) {snippet or ''}" if row.repeated else snippet
+
+
 def _tri_table(rows: list[Any], *, width: int, snippets: Optional[dict[int, Optional[str]]] = None, human_agent_tag: bool = True) -> Any:
     from datetime import datetime, timezone
 
@@ -852,7 +858,7 @@ def _tri_table(rows: list[Any], *, width: int, snippets: Optional[dict[int, Opti
             (strip_control_codes(r.status), _STATUS_STYLE.get(r.status, "")),
             (strip_control_codes(_CHANNEL_SHORT.get(r.channel, r.channel)), ""),
             (strip_control_codes(one_line(display_name(r.customer_handle, r.customer_name), 18)), ""),
-            snippets.get(r.id) if snippets is not None else (r.snippet or r.subject),
+            _tri_repeated(r, snippets.get(r.id) if snippets is not None else (r.snippet or r.subject)),
             (_tri_age(now - r.created), ""),
             _tri_sla(r, now),
             (strip_control_codes(one_line(r.assignee, 16)), "") if r.assignee else ("–", "dim"),
@@ -985,6 +991,8 @@ def _tri_print_detail(out: Any, detail: Any, *, full: bool, human_agent_tag: boo
         related.append(f"{key.replace('_', ' ')} " + ", ".join(f"#{i}" for i in ids))
     if detail.merged_ids:
         related.append("merged here: " + ", ".join(f"#{i}" for i in detail.merged_ids))
+    if t.repeated:
+        related.append(t.repeated)
     if related:
         out.print(Text(" · ".join(related), style="magenta"))
     for g in detail.gaps:
@@ -1019,8 +1027,9 @@ def _tri_print_detail(out: Any, detail: Any, *, full: bool, human_agent_tag: boo
                                         one_line(str(a.get("url") or ""), 100)) if p)
             out.print(Text("   📎 " + desc, style="blue"), overflow="fold")
         if m.dedup_rule:
-            score = f" ({m.dedup_score:.0f})" if isinstance(m.dedup_score, (int, float)) else ""
-            out.print(Text(f"   dedup: {clean(m.dedup_rule)}{score} — {one_line(m.dedup_reason, 200)}", style="dim"))
+            score = f" (score {m.dedup_score:.2f})" if isinstance(m.dedup_score, (int, float)) else ""
+            repeat = f" · repeat of message {m.repeat_of_id}" if m.repeat_of_id else ""
+            out.print(Text(f"   message {m.id} · dedup: {clean(m.dedup_rule)}{score}{repeat} — {one_line(m.dedup_reason, 200)}", style="dim"))
     if not detail.messages:
         out.print(Text("(no messages)", style="dim"))
     if detail.notes:
@@ -1057,11 +1066,40 @@ def _gap_text(g: Any, zone: Any) -> str:
     return f"{count} missing" + (", written " + " and ".join(when) if when else "") + ": past the platform's readable history"
 
 
+def _tri_print_why(out: Any, detail: Any) -> None:
+    """`inbox show --why`: the other tickets dedup considered for this one, and why they were not chosen."""
+    from rich.rule import Rule
+    from rich.text import Text
+
+    from inbox.text import one_line
+
+    out.print(Rule(Text("why: other tickets considered", style="rule.text"), style="dim"))
+    lines = []
+    for e in detail.events:
+        d = e.detail or {}
+        if e.action == "dedup":
+            for c in d.get("considered") or []:
+                lines.append(f"#{c.get('ticket')}: not chosen — {c.get('why_not')}")
+            if d.get("possible_duplicate_of"):
+                lines.append(f"#{d['possible_duplicate_of']}: flagged possible duplicate, not grouped — {d.get('reason')}")
+        elif e.action in ("merge", "merge_in") and d.get("reason"):
+            other = d.get("into") or d.get("from")
+            lines.append(f"#{other}: merged — {d.get('reason')}")
+    seen: set[str] = set()
+    for line in lines:
+        if line not in seen:
+            seen.add(line)
+            out.print(Text(one_line(line, 240)))
+    if not lines:
+        out.print(Text("no other ticket was considered: no shared order reference, linked person or near-identical text", style="dim"))
+
+
 @app.command("show")
 def show_cmd(
     ctx: typer.Context,
     ticket_id: int = typer.Argument(..., metavar="ID", help="Ticket id."),
     full: bool = typer.Option(False, "--full", help="Do not fold long messages."),
+    why: bool = typer.Option(False, "--why", help="Also list the other tickets dedup considered and why they were not chosen."),
     pager: Optional[bool] = typer.Option(None, "--pager/--no-pager", help="Page long output (default: when stdout is a terminal)."),
     json_: bool = _TRI_JSON,
 ) -> None:
@@ -1080,8 +1118,12 @@ def show_cmd(
         os.environ.setdefault("LESS", "-R")  # let less show the colours
         with out.pager(styles=True):
             _tri_print_detail(out, detail, full=full, human_agent_tag=tag, zone=st.zone())
+            if why:
+                _tri_print_why(out, detail)
     else:
         _tri_print_detail(out, detail, full=full, human_agent_tag=tag, zone=st.zone())
+        if why:
+            _tri_print_why(out, detail)
 
 
 def _tri_done(ctx: typer.Context, row: Any, message: str, json_: bool) -> None:

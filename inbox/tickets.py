@@ -134,6 +134,12 @@ class TicketRow:
     possible_duplicate_of_id: int | None
     linked_ticket_id: int | None
     merged_into_id: int | None
+    repeat_count: int = 0
+
+    @property
+    def repeated(self) -> str | None:
+        """"customer repeated 3×" when the customer sent the same thing again in the thread (rule 5)."""
+        return f"customer repeated {self.repeat_count}×" if self.repeat_count else None
 
     @property
     def customer(self) -> str:
@@ -175,6 +181,7 @@ class TicketRow:
             "escalation_due": _iso(self.escalation_due),
             "last_customer_message_at": _iso(self.last_customer_message_at),
             "message_count": self.message_count,
+            "repeat_count": self.repeat_count,
             "snippet": self.snippet,
             "has_gap": self.has_gap,
         }
@@ -209,6 +216,7 @@ _ROW_COLUMNS = (
     T.c.possible_duplicate_of_id,
     T.c.linked_ticket_id,
     T.c.merged_into_id,
+    T.c.repeat_count,
 )
 
 
@@ -239,6 +247,7 @@ def _row(r: Any, tags: Sequence[str]) -> TicketRow:
         possible_duplicate_of_id=r.possible_duplicate_of_id,
         linked_ticket_id=r.linked_ticket_id,
         merged_into_id=r.merged_into_id,
+        repeat_count=r.repeat_count or 0,
     )
 
 
@@ -388,6 +397,7 @@ class ThreadMessage:
     dedup_rule: str | None
     dedup_reason: str | None
     dedup_score: float | None
+    repeat_of_id: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The stable `--json` shape of one message in a thread."""
@@ -404,7 +414,7 @@ class ThreadMessage:
             "kind": self.kind,
             "attachments": [dict(a) for a in self.attachments],
             "reply_id": self.reply_id,
-            "dedup": {"rule": self.dedup_rule, "reason": self.dedup_reason, "score": self.dedup_score}
+            "dedup": {"rule": self.dedup_rule, "reason": self.dedup_reason, "score": self.dedup_score, "repeat_of": self.repeat_of_id}
             if self.dedup_rule
             else None,
         }
@@ -492,7 +502,7 @@ def show_ticket(engine: Engine, ticket_id: int, *, message_limit: int | None = N
             sa.select(
                 M.c.id, M.c.ticket_id, M.c.conversation_id, M.c.channel, A.c.name.label("account"), M.c.direction,
                 M.c.author_id, M.c.author_handle, M.c.author_name, M.c.text, M.c.kind, M.c.sent_at, M.c.external_id,
-                M.c.attachments, M.c.reply_id, M.c.dedup_rule, M.c.dedup_reason, M.c.dedup_score,
+                M.c.attachments, M.c.reply_id, M.c.dedup_rule, M.c.dedup_reason, M.c.dedup_score, M.c.repeat_of_id,
             )
             .select_from(M.join(A, A.c.id == M.c.account_id))
             .where(where)
@@ -510,7 +520,7 @@ def show_ticket(engine: Engine, ticket_id: int, *, message_limit: int | None = N
                 account=r.account, direction=r.direction, author_id=r.author_id, author_handle=r.author_handle,
                 author_name=r.author_name, text=r.text, kind=r.kind, sent_at=r.sent_at, external_id=r.external_id,
                 attachments=tuple(a for a in (r.attachments or []) if isinstance(a, dict)), reply_id=r.reply_id,
-                dedup_rule=r.dedup_rule, dedup_reason=r.dedup_reason, dedup_score=r.dedup_score,
+                dedup_rule=r.dedup_rule, dedup_reason=r.dedup_reason, dedup_score=r.dedup_score, repeat_of_id=r.repeat_of_id,
             )
             for r in rows
         )
@@ -535,8 +545,13 @@ def show_ticket(engine: Engine, ticket_id: int, *, message_limit: int | None = N
         related: dict[str, list[int]] = {}
         if ticket.linked_ticket_id:
             related["follow_up_of"] = [ticket.linked_ticket_id]
-        if ticket.possible_duplicate_of_id:
-            related["possible_duplicate_of"] = [ticket.possible_duplicate_of_id]
+        # Possible duplicates point both ways (rule 4's shared invoice, rule 5's copy-paste).
+        dups = [ticket.possible_duplicate_of_id] if ticket.possible_duplicate_of_id else []
+        dups += [r[0] for r in conn.execute(
+            sa.select(T.c.id).where(T.c.possible_duplicate_of_id.in_(group), T.c.id.not_in(group)).order_by(T.c.id).limit(20)
+        ) if r[0] not in dups]
+        if dups:
+            related["possible_duplicate_of"] = dups
         if ticket.merged_into_id:
             related["merged_into"] = [ticket.merged_into_id]
         if ticket.person_id:
@@ -743,7 +758,8 @@ def merge_in_tx(conn: Connection, ticket_id: int, into_id: int, actor: str, *, r
     if src.repeat_count:
         dst_values["repeat_count"] = (dst.repeat_count or 0) + src.repeat_count
     conn.execute(T.update().where(T.c.id == into_id).values(**dst_values))
-    detail: dict[str, Any] = {"into": into_id, "previous_status": src.status, "conversations": convs, "messages": count}
+    detail: dict[str, Any] = {"into": into_id, "previous_status": src.status, "conversations": convs, "messages": count,
+                              "repeats": src.repeat_count or 0}
     merged_in: dict[str, Any] = {"from": ticket_id, "conversations": convs, "messages": count}
     if reason:
         detail["reason"] = merged_in["reason"] = reason
@@ -768,6 +784,7 @@ def unmerge(engine: Engine, ticket_id: int, actor: str) -> TicketRow:
         previous_status = last.get("previous_status") or "open"
         convs = [int(c) for c in last.get("conversations") or []]
         count = int(last.get("messages") or 0)
+        repeats = int(last.get("repeats") or 0)
         now = utcnow()
         conn.execute(
             T.update().where(T.c.id == ticket_id).values(merged_into_id=None, status=previous_status, updated_at=now)
@@ -777,7 +794,7 @@ def unmerge(engine: Engine, ticket_id: int, actor: str) -> TicketRow:
         conn.execute(
             T.update()
             .where(T.c.id == into_id)
-            .values(message_count=max(0, (dst.message_count or 0) - count), updated_at=now)
+            .values(message_count=max(0, (dst.message_count or 0) - count), repeat_count=max(0, (dst.repeat_count or 0) - repeats), updated_at=now)
         )
         record_event(conn, ticket_id, actor, "unmerge", {"from": into_id, "status": previous_status, "conversations": convs})
         record_event(conn, into_id, actor, "unmerge_out", {"ticket": ticket_id, "conversations": convs})
