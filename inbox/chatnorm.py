@@ -19,6 +19,8 @@ _ELONGATED = re.compile(r"([^\W\d_])\1+")  # letters only: "250.000" must stay a
 
 def _fold(text: str) -> str:
     """Compatibility forms (𝐁𝐮𝐝𝐢 → Budi), accents removed, case-folded."""
+    if text.isascii():  # most chat text: nothing to decompose
+        return text.lower()
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
 
@@ -62,12 +64,6 @@ def chat_text(text: str | None) -> str:
     """Chat text reduced for near-duplicate comparison (RapidFuzz), words separated by one space."""
     if not text:
         return ""
-    words = []
-    for raw in _NON_ALNUM.split(_fold(text)):
-        if not raw:
-            continue
-        word = _collapse(raw)
-        word = _MAP.get(word, word)
-        if word:
-            words.append(word)
-    return " ".join(words)
+    get = _MAP.get
+    words = [get(w, w) for w in _NON_ALNUM.split(_ELONGATED.sub(r"\1", _fold(text))) if w]
+    return " ".join(w for w in words if w)

@@ -80,6 +80,7 @@ _PENDING, _OPEN = TicketStatus.PENDING.value, TicketStatus.OPEN.value
 
 MIN_SIMILAR_CHARS = 15  # greetings ("halo kak") are alike by nature; not evidence of a duplicate
 MIN_RAW_CHARS = 8  # below this no text normalizes to MIN_SIMILAR_CHARS ("gk" -> "tidak" lengthens)
+REPEAT_LOOKBACK = 5  # a repeat is of one of the thread's last few customer messages (bounded work per message)
 MAX_CONSIDERED = 10  # other tickets listed per decision (`inbox show --why`)
 _RANKED = sorted(PRIORITY_RANK, key=PRIORITY_RANK.__getitem__)  # urgent, high, normal, low
 
@@ -946,14 +947,18 @@ class PageDeduper:
             return decision
         threshold = self.settings.dedup.similarity_threshold
         best: tuple[_Said, float] | None = None
-        for said in earlier:
-            if said.sent_at > msg.sent_at or msg.sent_at - said.sent_at > self.sim_window:
+        looked = 0
+        for said in reversed(earlier):  # newest first: a customer repeats what they just said
+            if said.sent_at > msg.sent_at:
                 continue
+            if msg.sent_at - said.sent_at > self.sim_window or looked == REPEAT_LOOKBACK:
+                break
+            looked += 1
             cand = said.text
             if len(cand) < MIN_SIMILAR_CHARS:
                 continue
-            score = fuzz.ratio(text, cand, score_cutoff=threshold)
-            if score and (best is None or score > best[1] or (score == best[1] and said.sent_at < best[0].sent_at)):
+            score = 100.0 if cand == text else fuzz.ratio(text, cand, score_cutoff=threshold)
+            if score and (best is None or score >= best[1]):
                 best = (said, score)
         if best is None:
             return decision
