@@ -1592,7 +1592,9 @@ def export_cmd(
                       priority=None, overdue=False, window_closing=None, limit=1)
     writer = export.write_jsonl if fmt == "jsonl" else export.write_csv
     if output:
-        with open(output, "w", encoding="utf-8", newline="") as fh:
+        from inbox.files import open_private
+
+        with open_private(output, newline="") as fh:
             n = writer(state(ctx).engine(), flt, fh)
         say(f"exported {n} tickets to {output}\n", err=True)
     else:

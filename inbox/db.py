@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from inbox.files import create_private
+
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Engine
 
@@ -59,6 +61,9 @@ def make_engine(url: str, **kw: Any) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     if url.startswith("sqlite"):
+        path = sqlite_file(sa.engine.make_url(url))
+        if path:
+            create_private(path)  # before SQLite creates it 0644; its WAL and SHM files follow its mode
         engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kw)
 
         @event.listens_for(engine, "connect")

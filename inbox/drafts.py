@@ -11,6 +11,8 @@ import hashlib
 import os
 from pathlib import Path
 
+from inbox.files import open_private
+
 
 def drafts_dir() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or str(Path("~/.local/state").expanduser())
@@ -35,8 +37,7 @@ def load(database_url: str, ticket_id: int) -> str | None:
 def save(database_url: str, ticket_id: int, text: str) -> Path:
     path = draft_path(database_url, ticket_id)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+    with open_private(path) as fh:
         fh.write(text)
     return path
 

@@ -295,3 +295,52 @@ def test_cli_error_line_keeps_the_statement_kind_and_drops_its_parameters(db_url
     assert len([line for line in err.splitlines() if line.startswith("error: ")]) == 1, err
     if db_url.startswith("postgresql"):  # SQLite's errors are explained by the file (see test_cli_basics)
         assert "database error in INSERT INTO ticket_event" in err, err
+
+
+# ── 26: files holding conversations are created 0600 ─────────────────────────────────────────
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+@pytest.fixture
+def umask_022() -> Any:
+    """The common default umask, under which a file created 0644 would be readable by every user."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_store_and_its_wal_and_shm_are_created_owner_only(tmp_path: Path, umask_022: None) -> None:
+    from inbox.db import open_store
+
+    db = tmp_path / "inbox.db"
+    engine = open_store(f"sqlite:///{db}")  # first use creates and migrates it
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        for path in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+            assert path.exists() and _mode(path) == 0o600, (path, oct(_mode(path)))
+    finally:
+        engine.dispose()
+    shared = tmp_path / "shared.db"
+    shared.touch(mode=0o640)  # a team's decision to share a file stands
+    open_store(f"sqlite:///{shared}").dispose()
+    assert _mode(shared) == 0o640
+
+
+def test_cli_creates_the_store_export_files_and_demo_owner_only(tmp_path: Path, umask_022: None) -> None:
+    cfg = tmp_path / "inbox.toml"
+    cfg.write_text('database = "inbox.db"\n', encoding="utf-8")
+    res = _inbox("-c", str(cfg), "list", env={})
+    assert res.returncode == 0, res.stderr
+    assert _mode(tmp_path / "inbox.db") == 0o600
+    for fmt in ("csv", "jsonl"):
+        out = tmp_path / f"tickets.{fmt}"
+        res = _inbox("-c", str(cfg), "export", "--format", fmt, "--output", str(out), env={})
+        assert res.returncode == 0, res.stderr
+        assert _mode(out) == 0o600
+    res = _inbox("demo", "--db", str(tmp_path / "demo" / "demo.db"), env={}, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert _mode(tmp_path / "demo" / "demo.db") == 0o600
