@@ -335,7 +335,7 @@ def test_a_person_link_the_sync_made_from_an_invoice_is_undone_by_the_migration(
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
     eng = sa.create_engine(url)
-    upgrade(eng, "0006")
+    upgrade(eng, "0007")
     with eng.begin() as conn:
         conn.exec_driver_sql("INSERT INTO account (id, name, channel, platform_id, created_at, needs_reauth) VALUES (1, 'a', 'x', '1', '2026-11-20', 0)")
         conn.exec_driver_sql("INSERT INTO person (id, display_name, created_at) VALUES (1, 'Budi', '2026-11-20'), (2, 'Sari', '2026-11-20')")

@@ -8,8 +8,8 @@ identity (anyone can quote someone else's invoice), so a contact whose latest li
 sync for "shared invoice …" is unlinked, audited as such, and its tickets no longer carry that
 person. Links an agent made (`inbox link`) stay.
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-01 23:00:00
 """
 
@@ -21,8 +21,8 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = '0007'
-down_revision: str | Sequence[str] | None = '0006'
+revision: str = '0008'
+down_revision: str | Sequence[str] | None = '0007'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
