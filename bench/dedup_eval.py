@@ -298,7 +298,7 @@ def evaluate(customers: int, runs: int, seed: int, *, quiet: bool = True) -> dic
     planned = plan(customers, seed)
     per_run = [run_once(planned, seed * 1000 + r, quiet=quiet) for r in range(runs)]
     kinds = sorted({p.kind for p in planned})
-    report: dict[str, Any] = {"customers": len({p.label.split("-")[0] for p in planned}), "messages": len(planned), "runs": runs, "kinds": {}}
+    report: dict[str, Any] = {"customers": len({p.who for p in planned}), "messages": len(planned), "runs": runs, "kinds": {}}
     for kind in kinds:
         prec = [_ratio(r.get(kind, {}).get("tp", 0), r.get(kind, {}).get("tp", 0) + r.get(kind, {}).get("fp", 0)) for r in per_run]
         rec = [_ratio(r.get(kind, {}).get("tp", 0), r.get(kind, {}).get("tp", 0) + r.get(kind, {}).get("fn", 0)) for r in per_run]
@@ -322,7 +322,7 @@ def _fmt(values: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--customers", type=int, default=320)
+    parser.add_argument("--customers", type=int, default=320, help="people (a pair of different people counts two)")
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true")
@@ -332,9 +332,11 @@ def main() -> None:
         print(json.dumps(report, indent=2))
         return
     print(f"{report['customers']} customers, {report['messages']} messages, {report['runs']} random orders and batchings")
-    print(f"{'case type':<20} {'cases':>5}  {'precision':<13} {'recall':<13} identical")
+    print("precision / recall of pairs of messages sharing a ticket, min–max over the runs (n/a: no such pair)")
+    print(f"{'case type':<20} {'tickets':>7}  {'precision':<13} {'recall':<13} {'wrong pairs':>11}  identical")
     for kind, r in report["kinds"].items():
-        print(f"{kind:<20} {r['cases']:>5}  {_fmt(r['precision']):<13} {_fmt(r['recall']):<13} {'yes' if r['identical_across_runs'] else 'NO'}")
+        print(f"{kind:<20} {r['cases']:>7}  {_fmt(r['precision']):<13} {_fmt(r['recall']):<13} {sum(r['false_pairs']):>11}  "
+              f"{'yes' if r['identical_across_runs'] else 'NO'}")
     print(f"pairs grouped that belong to different tickets, all runs: {report['wrong_groupings']}")
 
 

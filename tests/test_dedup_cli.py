@@ -51,3 +51,28 @@ def test_show_why_and_list_explain_dedup(sqlite_engine, tmp_path, capsys, monkey
     monkeypatch.setenv("COLUMNS", "200")
     code, out = run(capsys, monkeypatch, url, "list")
     assert "customer repeated 1×" in out
+
+
+def test_sync_dry_run_json_explains_what_it_would_do(sandbox, tmp_path, capsys, monkeypatch):
+    from inbox import sync as sync_mod
+
+    cfg = tmp_path / "inbox.toml"
+    cfg.write_text(sandbox.config_toml(database=f"sqlite:///{tmp_path / 'dry.db'}"))
+    real = sync_mod.make_connector
+    monkeypatch.setattr(sync_mod, "make_connector", lambda s, a, **kw: real(s, a, min_interval=0.0))
+    assert cli.main(["-c", str(cfg), "--json", "sync"]) == 0
+    capsys.readouterr()
+    first = sandbox.inject("tokoshop-ig", text=f"Refund {INV} belum masuk kak", customer={"id": "5551", "username": "budi.hartono"})
+    thread = sandbox.thread_of("tokoshop-ig", first)
+    sandbox.inject("tokoshop-ig", text=f"refund {INV} blm masuk kakkk!!", thread=thread)
+    assert cli.main(["-c", str(cfg), "--json", "sync", "-a", "tokoshop-ig"]) == 0
+    capsys.readouterr()
+    sandbox.inject("tokoshop-x", text=f"saya komplain {INV}, refund ke saya", customer={"id": "777000111", "username": "cs_helper", "name": "CS"})
+    sandbox.inject("tokoshop-fb", text=f"{INV} gimana kak?", customer={"id": "4242", "name": "Budi Hartono"})
+    assert cli.main(["-c", str(cfg), "--json", "sync", "--dry-run"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    x = [d for d in out["decisions"]["tokoshop-x"] if d["direction"] == "in"][-1]
+    assert x["rule"] == "4:order-weak" and x["new_ticket"] and INV in x["reason"]
+    assert x["considered"] and "only flagged" in x["considered"][0]["why_not"]
+    fb = [d for d in out["decisions"]["tokoshop-fb"] if d["direction"] == "in"][-1]
+    assert fb["rule"] == "4:order" and not fb["new_ticket"]
