@@ -576,6 +576,44 @@ class LoopMachine(RuleBasedStateMachine):
         self.echoes_match_their_replies()
         self.no_reply_delivered_twice()
         self.cursors_behind_the_data_and_the_present()
+        self.what_agents_see()
+
+    def cli(self, *args: str) -> tuple[int, str]:
+        """`inbox -c CONFIG ARGS` in this process; its exit code and everything it printed."""
+        import contextlib
+        import io
+
+        import cli
+
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            code = cli.main(["-c", str(self.config), *args])
+        return code, out.getvalue()
+
+    def what_agents_see(self) -> None:
+        """Through the CLI: every stored message is exported, hostile text reaches no terminal raw,
+        and `inbox accounts` calls every account healthy."""
+        code, out = self.cli("export", "--format", "jsonl")
+        assert code == 0, out
+        exported = [m["platform_id"] for line in out.splitlines() if line.strip() for m in json.loads(line)["messages"]]
+        stored = self.rows("SELECT count(*) FROM message")[0][0]
+        assert len(exported) == stored, f"export has {len(exported)} of {stored} stored messages"
+        code, out = self.cli("accounts")
+        assert code == 0, f"`inbox accounts` exit {code}: {out}"
+        screens = [self.cli("list", "--status", "all")]
+        screens += [self.cli("show", str(t)) for t in self.tickets()[-8:]]
+        screens += [self.cli("outbox")]
+        for code, out in screens:
+            assert code == 0, out
+            raw = sorted({f"U+{ord(c):04X}" for c in out if _unsafe(c)})
+            assert not raw, f"terminal control or bidi characters reached the screen: {raw}"
+
+    @invariant()
+    def ticket_counters_agree_with_their_messages(self) -> None:
+        bad = self.rows(
+            "SELECT t.id, t.message_count, (SELECT count(*) FROM message m WHERE m.ticket_id = t.id) AS n FROM ticket t "
+            "WHERE t.message_count <> (SELECT count(*) FROM message m WHERE m.ticket_id = t.id)")
+        assert not bad, f"ticket message counts disagree with the stored messages (id, count, stored): {bad[:3]}"
 
     def close(self) -> None:
         try:
@@ -603,6 +641,13 @@ def note(what: str) -> None:
     STATS[what] += 1
     if currently_in_test_context():
         event(what)
+
+
+def _unsafe(c: str) -> bool:
+    """What must never reach a terminal from customer or agent text: C0/C1 controls (but newline),
+    DEL, bidi overrides and isolates, line/paragraph separators."""
+    o = ord(c)
+    return (o < 0x20 and c != "\n") or 0x7F <= o < 0xA0 or 0x202A <= o <= 0x202E or 0x2066 <= o <= 0x2069 or o in (0x2028, 0x2029)
 
 
 def _children(pid: int) -> list[int]:
