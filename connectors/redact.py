@@ -17,6 +17,7 @@ from urllib.parse import quote, quote_plus
 
 _lock = threading.Lock()
 _known: set[str] = set()
+_known_sorted: tuple[str, ...] = ()  # longest first, rebuilt when one is added (read on every line)
 
 MASK = "****"
 
@@ -54,9 +55,11 @@ def _forms(value: str) -> set[str]:
 
 def register_secret(value: str | None) -> None:
     """Remember a secret so that any later text containing it is masked."""
+    global _known_sorted
     if value and len(value.strip()) >= 6:
         with _lock:
             _known.update(_forms(value))
+            _known_sorted = tuple(sorted(_known, key=len, reverse=True))
 
 
 def mask(value: str | None) -> str:
@@ -73,16 +76,11 @@ def mask_url(url: str) -> str:
     return redact(url)
 
 
-def _known_secrets() -> list[str]:
-    with _lock:
-        return sorted(_known, key=len, reverse=True)
-
-
 def redact(text: str) -> str:
     """Mask every known secret and every secret-shaped parameter in `text`."""
     if not text:
         return text
-    for secret in _known_secrets():
+    for secret in _known_sorted:
         if secret in text:
             text = text.replace(secret, MASK)
     for pattern in _PATTERNS:
@@ -92,7 +90,7 @@ def redact(text: str) -> str:
 
 def _may_hold_secret(text: str) -> bool:
     lowered = text.lower()
-    return any(marker in lowered for marker in _MARKERS) or any(secret in text for secret in _known_secrets())
+    return any(marker in lowered for marker in _MARKERS) or any(secret in text for secret in _known_sorted)
 
 
 def _secret_key(key: Any) -> bool:
