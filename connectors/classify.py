@@ -8,7 +8,6 @@ Nothing here sends a request or sleeps.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
@@ -17,6 +16,7 @@ from typing import Any
 
 import requests
 
+from connectors import safejson
 from connectors.base import RateInfo
 from connectors.errors import (
     ConnectorError,
@@ -42,6 +42,10 @@ GRAPH_RECIPIENT_GONE = frozenset({(10, 2018108), (200, 1545041), (551, 1545041),
 
 # When a platform says "rate limited" without saying until when (reference A.5 / B.5: start at 60 s).
 DEFAULT_RATE_WAIT = timedelta(seconds=60)
+# The longest wait a header can impose: a reset years away (or one that overflows) would pause the
+# account for good. Meta's longest documented block is about an hour; X windows are 15 minutes.
+MAX_WAIT = timedelta(hours=24)
+_MAX_COUNT = 2**31 - 1  # limits and counters are stored in INTEGER columns
 
 
 def _now() -> datetime:
@@ -53,20 +57,46 @@ def _json_header(headers: Mapping[str, str], name: str) -> Any:
     if not raw:
         return None
     try:
-        return json.loads(raw)
+        return safejson.loads(raw)
     except ValueError:
         log.debug("unparsable %s header ignored", name)
         return None
 
 
-def _int_header(headers: Mapping[str, str], name: str) -> int | None:
-    raw = headers.get(name)
-    if raw is None:
+def _finite(value: Any) -> float | None:
+    """A finite number from a header or a header's JSON, else None (booleans, NaN, inf, garbage)."""
+    if isinstance(value, bool) or value is None:
         return None
     try:
-        return int(float(raw))
-    except ValueError:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
         return None
+    return number if number - number == 0 else None
+
+
+def _int_header(headers: Mapping[str, str], name: str) -> int | None:
+    """A count from a header (limit, remaining), within what a counter can hold; None when unusable."""
+    number = _finite(headers.get(name))
+    if number is None or number < 0:
+        return None
+    return int(min(number, _MAX_COUNT))
+
+
+def _epoch_header(headers: Mapping[str, str], name: str, now: datetime) -> datetime | None:
+    """An epoch-seconds header (x-rate-limit-reset) as a time no later than `now + MAX_WAIT`."""
+    number = _finite(headers.get(name))
+    if number is None:
+        return None
+    try:
+        at = datetime.fromtimestamp(number, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return now + MAX_WAIT if number > 0 else None
+    return min(at, now + MAX_WAIT)
+
+
+def _after(now: datetime, seconds: float) -> datetime:
+    """`now + seconds`, with the wait bounded to [0, MAX_WAIT]."""
+    return now + min(timedelta(seconds=max(0.0, min(seconds, MAX_WAIT.total_seconds()))), MAX_WAIT)
 
 
 def _usage_buckets(headers: Mapping[str, str]) -> list[Mapping[str, Any]]:
@@ -88,12 +118,8 @@ def _usage_buckets(headers: Mapping[str, str]) -> list[Mapping[str, Any]]:
 
 def _regain_minutes(headers: Mapping[str, str]) -> float | None:
     """Meta's `estimated_time_to_regain_access` (minutes), the largest across buckets; None when 0/absent."""
-    minutes = [
-        float(b["estimated_time_to_regain_access"])
-        for b in _usage_buckets(headers)
-        if isinstance(b.get("estimated_time_to_regain_access"), (int, float))
-    ]
-    best = max(minutes, default=0.0)
+    found = (_finite(b.get("estimated_time_to_regain_access")) for b in _usage_buckets(headers))
+    best = max((m for m in found if m is not None), default=0.0)
     return best if best > 0 else None
 
 
@@ -102,17 +128,16 @@ def rate_info(headers: Mapping[str, str], *, now: datetime | None = None) -> Rat
     now = now or _now()
     limit = _int_header(headers, "x-rate-limit-limit")
     remaining = _int_header(headers, "x-rate-limit-remaining")
-    reset = _int_header(headers, "x-rate-limit-reset")
-    reset_at = datetime.fromtimestamp(reset, tz=timezone.utc) if reset is not None else None
+    reset_at = _epoch_header(headers, "x-rate-limit-reset", now)
     usage: float | None = None
     for bucket in _usage_buckets(headers):
         for key in ("call_count", "total_cputime", "total_time", "acc_id_util_pct"):
-            value = bucket.get(key)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                usage = max(usage or 0.0, float(value))
+            value = _finite(bucket.get(key))
+            if value is not None:
+                usage = max(usage or 0.0, min(max(value, 0.0), 1000.0))
     minutes = _regain_minutes(headers)
     if minutes is not None:
-        reset_at = now + timedelta(minutes=minutes)
+        reset_at = _after(now, minutes * 60)
     if limit is None and remaining is None and reset_at is None and usage is None:
         return None
     return RateInfo(limit=limit, remaining=remaining, reset_at=reset_at, usage_pct=usage)
@@ -128,26 +153,28 @@ def retry_hint(headers: Mapping[str, str], *, now: datetime | None = None, rate_
     candidates: list[datetime] = []
     retry_after = headers.get("Retry-After")
     if retry_after:
-        try:
-            candidates.append(now + timedelta(seconds=max(0.0, float(retry_after))))
-        except ValueError:
+        seconds = _finite(retry_after)
+        if seconds is not None:
+            candidates.append(_after(now, seconds))
+        else:
             try:
-                candidates.append(parsedate_to_datetime(retry_after).astimezone(timezone.utc))
-            except (TypeError, ValueError):
+                at = parsedate_to_datetime(retry_after).astimezone(timezone.utc)
+                candidates.append(min(at, now + MAX_WAIT))
+            except (TypeError, ValueError, OverflowError, IndexError):
                 pass
     if rate_limited:
-        reset = _int_header(headers, "x-rate-limit-reset")
+        reset = _epoch_header(headers, "x-rate-limit-reset", now)
         if reset is not None:
-            candidates.append(datetime.fromtimestamp(reset, tz=timezone.utc))
+            candidates.append(reset)
         minutes = _regain_minutes(headers)
         if minutes is not None:
-            candidates.append(now + timedelta(minutes=minutes))
+            candidates.append(_after(now, minutes * 60))
     return max(candidates) if candidates else None
 
 
 def _body(response: requests.Response) -> Any:
     try:
-        return response.json()
+        return safejson.loads(response.content)
     except ValueError:
         return None
 

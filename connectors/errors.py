@@ -31,7 +31,9 @@ class ConnectorError(Exception):
     ) -> None:
         from connectors.redact import redact
 
-        self.message = redact(message)
+        from connectors.safejson import clean_text
+
+        self.message = clean_text(redact(message))  # platform text: stored on the account, logged
         self.status = status
         self.code = code
         self.subcode = subcode
@@ -75,6 +77,10 @@ class BudgetSpentError(RateLimitedError):
 
 class ServerError(RetryLaterError):
     """5xx, timeouts and dropped connections while reading."""
+
+
+class ResponseTooLargeError(ServerError):
+    """The decoded response exceeded the size cap (`sync.max_response_mb`); it was not read."""
 
 
 class MalformedResponseError(RetryLaterError):

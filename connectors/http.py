@@ -25,9 +25,11 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+import zlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,13 +37,19 @@ import requests
 import urllib3.exceptions
 from requests.structures import CaseInsensitiveDict
 
+from connectors import safejson
 from connectors.classify import classify, is_retryable, retry_hint
-from connectors.errors import DeliveryUnknownError, MalformedResponseError, RateLimitedError, ServerError
+from connectors.errors import DeliveryUnknownError, MalformedResponseError, RateLimitedError, ResponseTooLargeError, ServerError
 from connectors.redact import redact
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = "inbox/0.1 (+social-care inbox)"
+DEFAULT_MAX_BODY = 8 * 1024 * 1024  # decoded bytes of one response (`sync.max_response_mb`)
+_CHUNK = 64 * 1024  # read and inflate in steps of this size: memory stays near the cap, never the bomb
+# Only what `_read_body` can inflate step by step is asked for (requests would add br and zstd).
+ACCEPT_ENCODING = "gzip, deflate"
+MAX_CLOCK_DRIFT = timedelta(days=30)  # a platform `Date` further from our clock than this is ignored
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 _REQUEST_PARAMS = tuple(inspect.signature(requests.Session.request).parameters)[3:]  # after self, method, url
 
@@ -164,6 +172,70 @@ def _path(url: str) -> str:
     return requests.utils.urlparse(url).path or "/"
 
 
+class _Response(requests.Response):
+    """A response whose `json()` is `safejson.loads` (tweepy reads error bodies through it too)."""
+
+    def json(self, **kwargs: Any) -> Any:
+        try:
+            return safejson.loads(self.content)
+        except ValueError as exc:
+            raise requests.exceptions.JSONDecodeError(str(exc), "", 0) from None
+
+
+def _inflate(chunks: Iterator[bytes], encoding: str) -> Iterator[bytes]:
+    """Decompress a stream of chunks in pieces of at most `_CHUNK` bytes (a bomb never expands at once)."""
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        raise urllib3.exceptions.DecodeError(f"unsupported Content-Encoding {encoding!r}")
+    decoder = zlib.decompressobj(32 + zlib.MAX_WBITS)  # gzip or zlib header, detected
+    first = True
+    for chunk in chunks:
+        data = chunk
+        while data:
+            try:
+                out = decoder.decompress(data, _CHUNK)
+            except zlib.error as exc:
+                if not (first and encoding == "deflate"):
+                    raise urllib3.exceptions.DecodeError(str(exc)) from exc
+                decoder = zlib.decompressobj(-zlib.MAX_WBITS)  # some servers send raw deflate
+                first = False
+                continue
+            first = False
+            if out:
+                yield out
+            data = decoder.unconsumed_tail
+            if not data and decoder.eof and decoder.unused_data:  # a second gzip member follows
+                data = decoder.unused_data
+                decoder = zlib.decompressobj(32 + zlib.MAX_WBITS)
+    rest = decoder.flush()
+    if rest:
+        yield rest
+
+
+def _read_body(raw: Any, limit: int, where: str, account: str) -> bytes:
+    """The decoded body, read and inflated step by step; `ResponseTooLargeError` past `limit` bytes."""
+    too_large = ResponseTooLargeError(
+        f"{where}: the response is larger than {limit:,} bytes once decoded; not read "
+        "(raise sync.max_response_mb if the platform really sends this much)",
+        status=raw.status, account=account,
+    )
+    encodings = [e.strip().lower() for e in (raw.headers.get("Content-Encoding") or "").split(",")]
+    encodings = [e for e in encodings if e and e != "identity"]
+    length = raw.headers.get("Content-Length") or ""
+    if not encodings and length.isdigit() and int(length) > limit:
+        raise too_large
+    chunks: Iterator[bytes] = raw.stream(_CHUNK, decode_content=False)
+    for encoding in reversed(encodings):  # listed in the order they were applied
+        chunks = _inflate(chunks, encoding)
+    parts: list[bytes] = []
+    size = 0
+    for piece in chunks:
+        size += len(piece)
+        if size > limit:
+            raise too_large
+        parts.append(piece)
+    return b"".join(parts)
+
+
 class HttpSession(requests.Session):
     """A `requests.Session` for one account: timeouts, pacing, retries, redacted logging.
 
@@ -180,15 +252,20 @@ class HttpSession(requests.Session):
         policy: RetryPolicy | None = None,
         rewrite: Mapping[str, str] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        max_body: int = DEFAULT_MAX_BODY,
     ) -> None:
         super().__init__()
         self.account = account
         self.timeout = timeout
+        self.max_body = max_body
+        self.last_response: requests.Response | None = None  # for tweepy, when it cannot read an error body
+        self._platform_date: tuple[datetime, float] | None = None  # (Date header, monotonic time it arrived)
         self.policy = policy or RetryPolicy()
         self.rewrite = dict(rewrite or {})
         self.pacer = Pacer.for_account(account, min_interval)
         self.sleep = sleep
         self.headers["User-Agent"] = USER_AGENT
+        self.headers["Accept-Encoding"] = ACCEPT_ENCODING
         # requests reads proxies, the CA bundle and ~/.netrc from the environment on every
         # request (a measurable share of a sync's CPU). Read them once per origin instead and
         # hand them over explicitly: the same settings, looked up once per session.
@@ -278,15 +355,20 @@ class HttpSession(requests.Session):
         except Exception as exc:
             raise _as_requests_error(exc, prepared) from exc
         try:
-            body = raw.read(decode_content=True)
-        except (urllib3.exceptions.ProtocolError, urllib3.exceptions.DecodeError, OSError) as exc:
+            body = _read_body(raw, self.max_body, f"{prepared.method} {_path(url)}", self.account)
+        except ResponseTooLargeError:
+            raw.close()  # the rest is never read: the connection cannot be reused
             raw.release_conn()
-            raise requests.exceptions.ChunkedEncodingError(exc, request=prepared) from exc  # the body broke off
-        except urllib3.exceptions.ReadTimeoutError as exc:
+            raise
+        except urllib3.exceptions.ReadTimeoutError as exc:  # before its base classes below
             raw.release_conn()
             raise requests.exceptions.ReadTimeout(exc, request=prepared) from exc
+        except (urllib3.exceptions.ProtocolError, urllib3.exceptions.DecodeError, OSError) as exc:
+            raw.close()
+            raw.release_conn()
+            raise requests.exceptions.ChunkedEncodingError(exc, request=prepared) from exc  # the body broke off
         raw.release_conn()
-        response = requests.Response()
+        response = _Response()
         response.status_code = raw.status
         response.headers = CaseInsensitiveDict(raw.headers)
         response.encoding = requests.utils.get_encoding_from_headers(response.headers)
@@ -295,7 +377,31 @@ class HttpSession(requests.Session):
         response.request = prepared
         response.raw = raw
         response._content = body  # read here (above): a body that breaks off raises inside the retries
+        self._note_date(response.headers.get("Date"))
         return response
+
+    def _note_date(self, value: str | None) -> None:
+        """Remember the platform's clock (its `Date` header) when it is believable."""
+        if not value:
+            return
+        try:
+            at = parsedate_to_datetime(value).astimezone(timezone.utc)
+        except (TypeError, ValueError, OverflowError, IndexError):
+            return
+        if abs(at - datetime.now(timezone.utc)) <= MAX_CLOCK_DRIFT:
+            self._platform_date = (at, time.monotonic())
+
+    def clock(self) -> datetime:
+        """The platform's time now: its last `Date` header plus the time since, else our own clock.
+
+        Items dated after this (plus a small skew) are treated as misdated. A `Date` further than
+        `MAX_CLOCK_DRIFT` from our clock is not believed: a platform's clock cannot be trusted
+        to move our cursors years ahead either.
+        """
+        if self._platform_date is None:
+            return datetime.now(timezone.utc)
+        at, seen = self._platform_date
+        return at + timedelta(seconds=time.monotonic() - seen)
 
     def _pool(self, prepared: requests.PreparedRequest, verify: Any, cert: Any, proxies: dict[str, str]) -> tuple[Any, bool]:
         """The urllib3 pool requests' adapter uses for this origin and settings, and whether it is an
@@ -332,6 +438,13 @@ class HttpSession(requests.Session):
             started = time.monotonic()
             try:
                 response = self._send(method, url, kwargs)
+            except ResponseTooLargeError:
+                if not idempotent:  # the platform answered, so it may well have carried the send out
+                    raise DeliveryUnknownError(
+                        f"{method} {_path(url)}: the answer was too large to read; the send may have been delivered",
+                        account=self.account,
+                    ) from None
+                raise  # not retried: the same request would bring the same body
             except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as exc:
                 # The status line arrived but the body broke off.
                 if not idempotent:
@@ -364,6 +477,7 @@ class HttpSession(requests.Session):
             if log.isEnabledFor(logging.DEBUG):  # redacting costs; only for a line that is written
                 elapsed = (time.monotonic() - started) * 1000
                 log.debug("%s %s -> %s (%.0f ms)", method, redact(response.url or url), response.status_code, elapsed)
+            self.last_response = response
             error = classify(response, sending=not idempotent, account=self.account)
             if error is None or not is_retryable(error, method=method):
                 return response
@@ -383,7 +497,7 @@ class HttpSession(requests.Session):
 def decode_json(response: requests.Response, *, account: str | None = None) -> Any:
     """The JSON body, or `MalformedResponseError` naming the call (never quoting the body: it may hold a token)."""
     try:
-        return response.json()
+        return safejson.loads(response.content)
     except ValueError:
         request = response.request
         where = f"{request.method} {_path(request.url or '')}" if request is not None else _path(response.url or "")
