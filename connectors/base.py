@@ -14,7 +14,12 @@ from typing import Any, Protocol, runtime_checkable
 
 # The enums are part of this contract; they live in connectors.enums so that config and the reply
 # policy (every CLI start) can use them without building the value classes below.
-from connectors.enums import Channel, Direction, MessageKind, ReplyPolicy
+from connectors.enums import Channel, Direction, MessageFlag, MessageKind, ReplyPolicy
+
+# The longest platform ids the store keeps (its column sizes; tests/test_poison.py checks they agree).
+# An id beyond these is no real platform id: the item is quarantined, never cut (two cut ids could collide).
+MAX_ID_LENGTH = 255  # message and thread ids (Instagram mids run to about 150 characters)
+MAX_USER_ID_LENGTH = 100  # PSIDs, IGSIDs, X user ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +58,7 @@ class InboundMessage:
     sent_at: datetime  # platform clock, timezone-aware UTC
     attachments: tuple[Attachment, ...] = ()
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    flags: tuple[MessageFlag, ...] = ()  # what was repaired (the platform's value is in `raw`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +163,8 @@ class AccountSpec:
     min_interval: float = 0.5  # client-side pacing between calls (Meta: 2 calls/s per account)
     max_retries: int = 3
     overlap_seconds: float = 600.0  # Meta: re-check threads updated this close to the high-water mark
+    max_response_bytes: int = 8 * 1024 * 1024  # decoded size of one response; larger is a platform error
+    clock_skew_seconds: float = 300.0  # how far ahead of the platform's clock an item's time may be
 
 
 class KnownIds(Protocol):

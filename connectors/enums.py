@@ -40,3 +40,24 @@ class ReplyPolicy(str, Enum):
     RESPONSE = "RESPONSE"  # inside the 24 h window
     HUMAN_AGENT = "HUMAN_AGENT"  # MESSAGE_TAG + HUMAN_AGENT, 24 h to 7 d, a human only
     DIRECT = "DIRECT"  # X: no window
+
+
+class MessageFlag(str, Enum):
+    """What was repaired in a stored message because the platform's own value was unusable.
+
+    The platform's value stays in the raw payload; `inbox show` says what was put in its place.
+    """
+
+    TIME_MISSING = "time_missing"  # no time: the time it was received is used
+    TIME_INVALID = "time_invalid"  # unreadable, or before any of these platforms existed: received time
+    TIME_FUTURE = "time_future"  # beyond the platform's clock plus the allowed skew: received time
+    SENDER_INFERRED = "sender_inferred"  # no usable sender: the thread's one other participant
+
+    @property
+    def description(self) -> str:
+        return {
+            "time_missing": "the platform gave no time; the time it was received is shown",
+            "time_invalid": "the platform's time was unusable; the time it was received is shown",
+            "time_future": "the platform dated it in the future; the time it was received is shown",
+            "sender_inferred": "the platform gave no sender; the thread's other participant is shown",
+        }[self.value]

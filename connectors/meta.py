@@ -41,6 +41,7 @@ from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 import requests
 
 from connectors.base import (
+    MAX_ID_LENGTH,
     AccountSpec,
     Channel,
     Cursor,
@@ -99,7 +100,7 @@ class GraphClient:
         self.base = spec.base_url.rstrip("/")
         self.session = HttpSession(
             account=spec.name, timeout=spec.timeout, min_interval=spec.min_interval,
-            policy=policy or RetryPolicy(max_retries=spec.max_retries),
+            policy=policy or RetryPolicy(max_retries=spec.max_retries), max_body=spec.max_response_bytes,
         )
         self.session.headers["Authorization"] = f"Bearer {token}"
         self.rate: RateInfo | None = None
@@ -157,6 +158,7 @@ class MetaConnector:
     def __init__(self, spec: AccountSpec, *, policy: RetryPolicy | None = None) -> None:
         self.spec = spec
         self.overlap = timedelta(seconds=spec.overlap_seconds)
+        self.skew = timedelta(seconds=spec.clock_skew_seconds)
         self.client = GraphClient(spec, policy=policy)
         self.ctx = MetaContext(
             channel=self.channel,
@@ -193,21 +195,28 @@ class MetaConnector:
                 body = self.client.get(url, params)
                 if not isinstance(body, Mapping) or not isinstance(body.get("data"), list):
                     raise MalformedResponseError(f"GET /{self.node}/conversations: no data list", account=self.spec.name)
+                received = self.client.session.clock()
                 for item in body["data"]:
                     try:
-                        conv = parse_conversation(item)
+                        conv = parse_conversation(item, received=received, skew=self.skew)
                     except ParseError as exc:
                         quarantined.append(self._quarantine(f"conversation: {exc}", item))
                         continue
+                    if conv.stamp is not None:
+                        log.warning("%s: thread %s has an unusable updated_time %r; read as %s", self.spec.name, conv.id,
+                                    conv.stamp, format_time(conv.updated_time))
                     if new_hwm is None or conv.updated_time > new_hwm:
                         new_hwm = conv.updated_time
                     if threshold is not None and conv.updated_time <= threshold:
                         reached_old = True
                         continue
-                    signature = [format_time(conv.updated_time), conv.message_count]
+                    # A repaired time is remembered as the platform gave it, so an unchanged thread is not re-read.
+                    signature = [conv.stamp or format_time(conv.updated_time), conv.message_count]
                     seen[conv.id] = signature
-                    if recent.get(conv.id) == signature:
-                        continue  # unchanged since a pass (or an unfinished one) read it
+                    if conv.message_count is not None and recent.get(conv.id) == signature:
+                        # Unchanged since a pass (or an unfinished one) read it. Without a count the
+                        # time alone cannot say so (one-second resolution): the thread is read.
+                        continue
                     msgs, quar, gap = self._read_thread(conv, known, threshold)
                     messages.extend(msgs)
                     quarantined.extend(quar)
@@ -285,16 +294,24 @@ class MetaConnector:
                 return messages, quarantined, None
             ids = iter_ids(items)
             stored = known(ids) if ids else set()
+            received = self.client.session.clock()
             for item in items:
                 readable += 1
                 if isinstance(item, Mapping) and str(item.get("id")) in stored:
                     hit_known = True
                     break
                 try:
-                    messages.append(parse_message(item, self.ctx, thread_id=conv.id, participants=conv.participants))
+                    message = parse_message(item, self.ctx, thread_id=conv.id, participants=conv.participants,
+                                            received=received, skew=self.skew)
                 except ParseError as exc:
-                    ext = str(item["id"]) if isinstance(item, Mapping) and item.get("id") else None
+                    ext = item.get("id") if isinstance(item, Mapping) else None
+                    ext = str(ext)[:MAX_ID_LENGTH] if isinstance(ext, (str, int)) and not isinstance(ext, bool) else None
                     quarantined.append(self._quarantine(f"message: {exc}", item, thread_id=conv.id, external_id=ext))
+                    continue
+                if message.flags:
+                    log.warning("%s: message %s stored with repairs: %s", self.spec.name, message.external_id,
+                                ", ".join(f.value for f in message.flags))
+                messages.append(message)
             link = _next_link(body) if isinstance(body, Mapping) else None
             if isinstance(body, Mapping) and isinstance(body.get("messages"), Mapping):
                 link = _next_link(body["messages"])

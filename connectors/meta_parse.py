@@ -1,21 +1,33 @@
 """Graph API conversation and message objects (Messenger and Instagram) to connector values.
 
 Shapes from reference A.2: Messenger `from` is `{id, name, email}` (the email is a pseudo-address and
-is ignored), Instagram `from` is `{id, username}`. Parsing is strict about what a message cannot
-exist without (id, created_time, from.id) and lenient about everything else; a failure is a
-`ParseError`, which the caller turns into a quarantine record.
+is ignored), Instagram `from` is `{id, username}`. Parsing is strict only about what a message cannot
+be stored without (a usable id) and repairs what it can: a missing, unreadable or future
+`created_time` becomes the time it was received, a missing sender in a one-to-one thread becomes the
+thread's other participant, each marked with a `MessageFlag`. A failure is a `ParseError`, which the
+caller turns into a quarantine record.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from connectors.base import Attachment, Channel, Direction, InboundMessage, MessageKind, Participant
+from connectors.base import (
+    MAX_ID_LENGTH,
+    MAX_USER_ID_LENGTH,
+    Attachment,
+    Channel,
+    Direction,
+    InboundMessage,
+    MessageFlag,
+    MessageKind,
+    Participant,
+)
 from connectors.redact import scrub
-from connectors.times import parse_time
+from connectors.times import DEFAULT_SKEW, platform_time
 
 # RestFB: in the EU some attachments come back as a placeholder with this id (content not available).
 EU_PLACEHOLDER_ID = "1234"
@@ -39,24 +51,21 @@ class Conversation:
     """One row of `/{id}/conversations`."""
 
     id: str
-    updated_time: datetime
+    updated_time: datetime  # checked against the platform's clock (a future one is the time it was listed)
     participants: tuple[Participant, ...] = ()
     message_count: int | None = None
+    stamp: str | None = None  # the platform's updated_time as given, when it was not usable
 
 
-def _str_id(value: Any, field: str) -> str:
+def _str_id(value: Any, field: str, limit: int = MAX_ID_LENGTH) -> str:
     if isinstance(value, bool) or value is None or value == "":
         raise ParseError(f"missing {field}")
-    if isinstance(value, (int, str)):
-        return str(value)
-    raise ParseError(f"{field} is not a string")
-
-
-def _time(value: Any, field: str) -> datetime:
-    try:
-        return parse_time(value)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise ParseError(f"bad {field}: {exc}") from None
+    if not isinstance(value, (int, str)):
+        raise ParseError(f"{field} is not a string")
+    text = str(value)
+    if len(text) > limit:
+        raise ParseError(f"{field} is {len(text):,} characters long (at most {limit})")
+    return text
 
 
 def _data(edge: Any) -> list[Any]:
@@ -72,13 +81,15 @@ def parse_participant(obj: Any) -> Participant:
     name = obj.get("name")
     handle = obj.get("username")
     return Participant(
-        id=_str_id(obj.get("id"), "participant id"),
+        id=_str_id(obj.get("id"), "participant id", MAX_USER_ID_LENGTH),
         handle=handle if isinstance(handle, str) and handle else None,
         name=name if isinstance(name, str) and name else None,
     )
 
 
-def parse_conversation(item: Any) -> Conversation:
+def parse_conversation(item: Any, *, received: datetime | None = None, skew: timedelta = DEFAULT_SKEW) -> Conversation:
+    """One conversation row; an unusable `updated_time` reads as `received` (the thread is read, and
+    the high-water mark never passes the platform's clock)."""
     if not isinstance(item, Mapping):
         raise ParseError("conversation is not an object")
     participants: list[Participant] = []
@@ -88,19 +99,24 @@ def parse_conversation(item: Any) -> Conversation:
         except ParseError:
             continue  # a broken participant does not hide the thread
     count = item.get("message_count")
+    conv_id = _str_id(item.get("id"), "conversation id")
+    updated, flag = platform_time(item.get("updated_time"), received, skew)
     return Conversation(
-        id=_str_id(item.get("id"), "conversation id"),
-        updated_time=_time(item.get("updated_time"), "updated_time"),
+        id=conv_id,
+        updated_time=updated,
         participants=tuple(participants),
-        message_count=count if isinstance(count, int) and not isinstance(count, bool) else None,
+        message_count=count if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else None,
+        stamp=None if flag is None else str(item.get("updated_time"))[:64],
     )
 
 
 def _int_or_none(value: Any) -> int | None:
+    """A size or count: a non-negative integer a JSON number can carry exactly, else None."""
     try:
-        return int(value) if value is not None and not isinstance(value, bool) else None
-    except (TypeError, ValueError):
+        number = int(value) if value is not None and not isinstance(value, bool) else None
+    except (TypeError, ValueError, OverflowError):
         return None
+    return number if number is not None and 0 <= number < 2**53 else None
 
 
 def parse_attachment(att: Any) -> Attachment:
@@ -155,25 +171,49 @@ def _story(item: Mapping[str, Any]) -> tuple[MessageKind, Attachment] | None:
     return None
 
 
+def _infer_author(
+    ctx: MetaContext, recipients: Sequence[Participant], participants: Sequence[Participant], problem: str
+) -> Participant:
+    """The sender of a message whose `from` is unusable: in a one-to-one thread, the customer,
+    unless the message was addressed to the customer alone (then it was ours)."""
+    others = {p.id: p for p in participants if p.id not in ctx.own_ids}
+    if len(others) != 1:
+        raise ParseError(f"{problem}, and the thread has no single other participant to take it from")
+    customer = next(iter(others.values()))
+    to_ids = {p.id for p in recipients}
+    if to_ids and to_ids <= {customer.id}:
+        return Participant(id=ctx.account_id)
+    return customer
+
+
 def parse_message(
     item: Any,
     ctx: MetaContext,
     *,
     thread_id: str,
     participants: Sequence[Participant] = (),
+    received: datetime | None = None,
+    skew: timedelta = DEFAULT_SKEW,
 ) -> InboundMessage:
-    """One Graph message node. Raises ParseError when it cannot be normalized."""
+    """One Graph message node, repaired where it can be (see the module doc). ParseError otherwise."""
     if not isinstance(item, Mapping):
         raise ParseError("message is not an object")
     external_id = _str_id(item.get("id"), "message id")
-    sent_at = _time(item.get("created_time"), "created_time")
-    author = parse_participant(item.get("from"))
+    flags: list[MessageFlag] = []
+    sent_at, time_flag = platform_time(item.get("created_time"), received, skew)
+    if time_flag is not None:
+        flags.append(time_flag)
     recipients = []
     for r in _data(item.get("to")):
         try:
             recipients.append(parse_participant(r))
         except ParseError:
             continue
+    try:
+        author = parse_participant(item.get("from"))
+    except ParseError as exc:
+        author = _infer_author(ctx, recipients, participants, f"sender unusable ({exc})")
+        flags.append(MessageFlag.SENDER_INFERRED)
     outbound = author.id in ctx.own_ids
     if outbound:
         others = [p for p in recipients if p.id not in ctx.own_ids] or [
@@ -226,6 +266,7 @@ def parse_message(
         sent_at=sent_at,
         attachments=tuple(attachments),
         raw=scrub(dict(item)),
+        flags=tuple(flags),
     )
 
 
@@ -243,7 +284,8 @@ def iter_ids(items: Iterable[Any]) -> list[str]:
     out: list[str] = []
     for item in items:
         if isinstance(item, Mapping) and isinstance(item.get("id"), (str, int)) and not isinstance(item.get("id"), bool):
-            out.append(str(item["id"]))
+            if len(str(item["id"])) <= MAX_ID_LENGTH:  # a longer one is quarantined, never looked up
+                out.append(str(item["id"]))
     return out
 
 

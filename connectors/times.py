@@ -6,7 +6,9 @@ milliseconds, X uses ISO `...Z` with milliseconds. Every form ends up as an awar
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+
+from connectors.enums import MessageFlag
 
 # X snowflake ids carry their creation time: (id >> 22) + this epoch, in milliseconds.
 TWITTER_EPOCH_MS = 1288834974657
@@ -14,12 +16,23 @@ TWITTER_EPOCH_MS = 1288834974657
 # Below this an epoch number is seconds, above it milliseconds (1e11 s is the year 5138).
 _MS_THRESHOLD = 100_000_000_000
 
+# No message on these platforms is older than this; an earlier time is a broken one.
+EARLIEST = datetime(2004, 1, 1, tzinfo=timezone.utc)
+DEFAULT_SKEW = timedelta(minutes=5)  # how far ahead of the platform's clock a time may be (`sync.clock_skew_seconds`)
+
 
 def parse_time(value: object) -> datetime:
     """Parse an ISO string (`+0000`, `+00:00`, `Z`) or an epoch number (s or ms) to aware UTC.
 
     Raises ValueError for anything else, including booleans and empty strings.
     """
+    try:
+        return _parse(value)
+    except (OverflowError, OSError) as exc:  # epochs beyond what datetime (or the C library) can hold
+        raise ValueError(f"timestamp out of range: {str(value)[:40]!r}") from exc
+
+
+def _parse(value: object) -> datetime:
     if isinstance(value, bool) or value is None:
         raise ValueError(f"not a timestamp: {value!r}")
     if isinstance(value, (int, float)):
@@ -44,6 +57,30 @@ def _from_epoch(number: float) -> datetime:
     return datetime.fromtimestamp(seconds, tz=timezone.utc)
 
 
+def platform_time(
+    value: object, received: datetime | None = None, skew: timedelta = DEFAULT_SKEW
+) -> tuple[datetime, MessageFlag | None]:
+    """A platform's time for an item, checked against the platform's clock (`received`; default: ours).
+
+    Missing, unreadable, implausibly old, or later than `received + skew`: `received` is used
+    instead, with the flag saying why (the caller keeps the original in the raw payload). So one
+    item dated 2100 never moves a cursor or a reply window past the present.
+    """
+    if received is None:
+        received = datetime.now(timezone.utc)
+    if value is None or value == "":
+        return received, MessageFlag.TIME_MISSING
+    try:
+        at = value if isinstance(value, datetime) else parse_time(value)
+    except ValueError:
+        return received, MessageFlag.TIME_INVALID
+    if at > received + skew:
+        return received, MessageFlag.TIME_FUTURE
+    if at < EARLIEST:
+        return received, MessageFlag.TIME_INVALID
+    return at, None
+
+
 def format_time(value: datetime) -> str:
     """The ISO form stored in cursors (always UTC, `+00:00`)."""
     return value.astimezone(timezone.utc).isoformat()
@@ -52,4 +89,7 @@ def format_time(value: datetime) -> str:
 def snowflake_time(snowflake: str | int) -> datetime:
     """Creation time encoded in an X snowflake id."""
     ms = (int(snowflake) >> 22) + TWITTER_EPOCH_MS
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    try:
+        return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    except (OverflowError, OSError) as exc:
+        raise ValueError(f"snowflake id out of range: {str(snowflake)[:40]!r}") from exc

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Generator, Iterator, Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import requests
 import tweepy
 
 from connectors.base import (
+    MAX_ID_LENGTH,
     AccountSpec,
     Channel,
     Cursor,
@@ -51,11 +52,21 @@ from connectors.errors import (
 )
 from connectors.http import HttpSession, RetryPolicy, decode_json
 from connectors.redact import redact, register_secret, scrub
-from connectors.x_parse import MESSAGE_CREATE, ParseError, created_event, event_items, next_token, parse_event, parse_includes, to_message
+from connectors.x_parse import (
+    MESSAGE_CREATE,
+    ParseError,
+    created_event,
+    event_items,
+    next_token,
+    parse_event,
+    parse_includes,
+    to_message,
+)
 
 log = logging.getLogger(__name__)
 
 TEXT_LIMIT = 10_000
+NOT_MESSAGES = frozenset({"ParticipantsJoin", "ParticipantsLeave"})  # event types that carry no message
 TWEEPY_HOSTS = ("https://api.twitter.com", "https://api.x.com")
 DM_EVENT_FIELDS = ["id", "text", "event_type", "created_at", "dm_conversation_id", "sender_id", "attachments", "participant_ids"]
 EXPANSIONS = ["sender_id", "attachments.media_keys", "participant_ids"]
@@ -80,8 +91,9 @@ class XConnector:
         self.session = HttpSession(
             account=spec.name, timeout=spec.timeout, min_interval=spec.min_interval,
             policy=policy or RetryPolicy(max_retries=spec.max_retries),
-            rewrite={host: base for host in TWEEPY_HOSTS if host != base},
+            rewrite={host: base for host in TWEEPY_HOSTS if host != base}, max_body=spec.max_response_bytes,
         )
+        self.skew = timedelta(seconds=spec.clock_skew_seconds)
         common: dict[str, Any] = {"wait_on_rate_limit": False, "return_type": requests.Response}
         if (spec.flavour or "oauth2") == "oauth1":
             needed = ("consumer_key", "consumer_secret", "access_token", "access_token_secret")
@@ -113,6 +125,17 @@ class XConnector:
             raise (error or PermanentError(redact(str(exc)), account=self.spec.name)) from None
         except tweepy.TweepyException as exc:
             raise PermanentError(redact(str(exc)), account=self.spec.name) from None
+        except (AttributeError, TypeError, KeyError, IndexError, ValueError) as exc:
+            # tweepy reads error bodies and headers itself and chokes on unexpected ones ({"errors": 5},
+            # x-rate-limit-reset: 1.5): the response is classified here instead, as any other.
+            last = self.session.last_response
+            error = classify(last, sending=sending, account=self.spec.name) if last is not None else None
+            if error is None:
+                raise MalformedResponseError(f"unreadable X answer ({exc.__class__.__name__})", account=self.spec.name) from None
+            reported = rate_info(last.headers)  # type: ignore[union-attr]
+            self.budget.observe(reported)
+            self.rate = reported or self.rate
+            raise error from None
         reported = rate_info(response.headers)
         self.budget.observe(reported)
         self.rate = reported or self.rate
@@ -167,23 +190,34 @@ class XConnector:
             quarantined: list[QuarantinedItem] = []
             reached = False
             older: list[InboundMessage] = []
+            received = self.session.clock()
             for item in items:
                 try:
-                    event = parse_event(item)
+                    event = parse_event(item, received=received, skew=self.skew)
                 except ParseError as exc:
-                    quarantined.append(self._quarantine(str(exc), item))
+                    ext = item.get("id") if isinstance(item, dict) else None
+                    ext = str(ext)[:MAX_ID_LENGTH] if isinstance(ext, (str, int)) and not isinstance(ext, bool) else None
+                    quarantined.append(self._quarantine(str(exc), item, external_id=ext))
                     continue
-                if best is None or event.snowflake > best:
+                # An id dated in the future (by its own snowflake time) never moves the cursor: every
+                # real event after it would look older than the cursor and be skipped.
+                if event.plausible and (best is None or event.snowflake > best):
                     best = event.snowflake
                 is_old = newest is not None and event.snowflake <= newest
                 reached = reached or is_old
-                if event.event_type != MESSAGE_CREATE:
+                if event.event_type in NOT_MESSAGES:
                     continue  # joins and leaves are not messages
+                if event.event_type != MESSAGE_CREATE:
+                    quarantined.append(self._quarantine(f"unknown event_type {event.event_type[:40]!r}", item, external_id=event.id))
+                    continue
                 try:
                     message = to_message(event, includes, account_id=self.spec.account_id)
                 except ParseError as exc:
                     quarantined.append(self._quarantine(str(exc), item, external_id=event.id, thread_id=event.conversation_id))
                     continue
+                if message.flags:
+                    log.warning("%s: DM event %s stored with repairs: %s", self.spec.name, message.external_id,
+                                ", ".join(f.value for f in message.flags))
                 (older if is_old else messages).append(message)
             if older:  # late arrivals behind the cursor: keep the ones the store lacks
                 stored = known([m.external_id for m in older])

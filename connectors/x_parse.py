@@ -3,22 +3,35 @@
 Event shape (reference B.3): `{id, event_type, text?, sender_id?, dm_conversation_id?, created_at?,
 attachments?{media_keys}, participant_ids?}` plus `includes.users` / `includes.media` for expansions.
 Fields not asked for are omitted, so `parse_event` accepts the bare `{id, event_type, text}` form
-(the creation time then comes from the snowflake id), while `to_message` needs a sender.
+(the creation time then comes from the snowflake id). A time later than the platform's clock (plus
+the skew) or before X existed is replaced by the time the event was received, and an event without a
+sender in a one-to-one conversation is the customer's; both are marked with a `MessageFlag`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from connectors.base import Attachment, Channel, Direction, InboundMessage, MessageKind, Participant
+from connectors.base import (
+    MAX_ID_LENGTH,
+    MAX_USER_ID_LENGTH,
+    Attachment,
+    Channel,
+    Direction,
+    InboundMessage,
+    MessageFlag,
+    MessageKind,
+    Participant,
+)
 from connectors.meta_parse import ParseError
 from connectors.redact import scrub
-from connectors.times import parse_time, snowflake_time
+from connectors.times import DEFAULT_SKEW, platform_time, snowflake_time
 
 MESSAGE_CREATE = "MessageCreate"
+MAX_SNOWFLAKE = 2**63 - 1  # X ids are 64-bit
 _MEDIA_TYPES = {"photo": "image", "video": "video", "animated_gif": "gif"}
 
 
@@ -33,6 +46,8 @@ class DmEvent:
     media_keys: tuple[str, ...] = ()
     participant_ids: tuple[str, ...] = ()
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    flags: tuple[MessageFlag, ...] = ()
+    plausible: bool = True  # the id's own time is within the platform's clock: it may move the cursor
 
     @property
     def snowflake(self) -> int:
@@ -53,33 +68,64 @@ def _opt_str(value: Any) -> str | None:
     return None
 
 
-def parse_event(obj: Any) -> DmEvent:
+def _opt_id(value: Any, what: str, limit: int = MAX_USER_ID_LENGTH) -> str | None:
+    text = _opt_str(value)
+    if text is not None and len(text) > limit:
+        raise ParseError(f"{what} is {len(text):,} characters long (at most {limit})")
+    return text
+
+
+def _snowflake(value: Any) -> str:
+    event_id = _opt_str(value)
+    if event_id is None or not (event_id.isascii() and event_id.isdigit()):
+        raise ParseError("missing or non-numeric event id")
+    if len(event_id) > 19 or int(event_id) > MAX_SNOWFLAKE:
+        raise ParseError(f"event id {event_id[:40]}… is beyond X's 64-bit ids")
+    return event_id
+
+
+def parse_event(obj: Any, *, received: datetime | None = None, skew: timedelta = DEFAULT_SKEW) -> DmEvent:
     if not isinstance(obj, Mapping):
         raise ParseError("event is not an object")
-    event_id = _opt_str(obj.get("id"))
-    if event_id is None or not event_id.isdigit():
-        raise ParseError("missing or non-numeric event id")
+    event_id = _snowflake(obj.get("id"))
+    event_type = obj.get("event_type")
+    if event_type is not None and not isinstance(event_type, str):
+        raise ParseError("event_type is not a string")
+    id_time, id_flag = platform_time(snowflake_time(event_id), received, skew)
     created = obj.get("created_at")
-    try:
-        created_at = parse_time(created) if created is not None else snowflake_time(event_id)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise ParseError(f"bad created_at: {exc}") from None
+    flags: list[MessageFlag] = []
+    if created is None:  # not asked for, or left out: the id carries the time
+        created_at, flag = id_time, id_flag
+    else:
+        created_at, flag = platform_time(created, received, skew)
+        if flag is not None and id_flag is None:
+            created_at = id_time  # the id's own time is the better repair
+    if flag is not None:
+        flags.append(flag)
     attachments = obj.get("attachments")
     keys: tuple[str, ...] = ()
     if isinstance(attachments, Mapping) and isinstance(attachments.get("media_keys"), list):
         keys = tuple(str(k) for k in attachments["media_keys"] if isinstance(k, (str, int)))
     participants = obj.get("participant_ids")
     text = obj.get("text")
+    try:
+        sender_id = _opt_id(obj.get("sender_id"), "sender_id")
+    except ParseError:
+        sender_id = None  # unusable: taken from the conversation as a missing one is (to_message)
     return DmEvent(
         id=event_id,
-        event_type=str(obj.get("event_type") or MESSAGE_CREATE),
+        event_type=event_type or MESSAGE_CREATE,
         created_at=created_at,
         text=text if isinstance(text, str) else None,
-        sender_id=_opt_str(obj.get("sender_id")),
-        conversation_id=_opt_str(obj.get("dm_conversation_id")),
+        sender_id=sender_id,
+        conversation_id=_opt_id(obj.get("dm_conversation_id"), "dm_conversation_id", MAX_ID_LENGTH),
         media_keys=keys,
-        participant_ids=tuple(str(p) for p in participants if isinstance(p, (str, int))) if isinstance(participants, list) else (),
+        participant_ids=tuple(str(p) for p in participants if isinstance(p, (str, int)) and len(str(p)) <= MAX_USER_ID_LENGTH)
+        if isinstance(participants, list)
+        else (),
         raw=scrub(dict(obj)),  # kept as the message's raw payload: no secret may ride along
+        flags=tuple(flags),
+        plausible=id_flag is None,
     )
 
 
@@ -88,16 +134,21 @@ def parse_includes(body: Any) -> Includes:
     if not isinstance(inc, Mapping):
         return Includes()
     users: dict[str, Participant] = {}
-    for u in inc.get("users") or []:
-        if isinstance(u, Mapping) and _opt_str(u.get("id")):
-            users[str(u["id"])] = Participant(id=str(u["id"]), handle=_opt_str(u.get("username")), name=_opt_str(u.get("name")))
+    for u in _list(inc.get("users")):
+        uid = _opt_str(u.get("id")) if isinstance(u, Mapping) else None
+        if uid and len(uid) <= MAX_USER_ID_LENGTH:
+            users[uid] = Participant(id=uid, handle=_opt_str(u.get("username")), name=_opt_str(u.get("name")))
     media: dict[str, Attachment] = {}
-    for m in inc.get("media") or []:
+    for m in _list(inc.get("media")):
         if isinstance(m, Mapping) and _opt_str(m.get("media_key")):
             kind = str(m.get("type") or "file")
             url = m.get("url") or m.get("preview_image_url")
             media[str(m["media_key"])] = Attachment(type=_MEDIA_TYPES.get(kind, kind), url=url if isinstance(url, str) else None)
     return Includes(users=users, media=media)
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def other_in_pair(conversation_id: str | None, own_id: str) -> str | None:
@@ -121,15 +172,23 @@ def pair_id(a: str, b: str) -> str:
 def to_message(event: DmEvent, includes: Includes, *, account_id: str) -> InboundMessage:
     """A MessageCreate event as a message. Raises ParseError when it cannot be placed in a thread."""
     if event.event_type != MESSAGE_CREATE:
-        raise ParseError(f"{event.event_type} is not a message")
-    if event.sender_id is None:
-        raise ParseError("missing sender_id")
-    outbound = event.sender_id == account_id
+        raise ParseError(f"{event.event_type[:40]} is not a message")
+    flags = list(event.flags)
+    sender_id = event.sender_id
+    if sender_id is None:
+        # In a one-to-one conversation the customer is the other user; the event is taken as theirs.
+        sender_id = other_in_pair(event.conversation_id, account_id)
+        if sender_id is None:
+            raise ParseError("missing sender_id, and the conversation is not a one-to-one conversation of this account")
+        flags.append(MessageFlag.SENDER_INFERRED)
+    outbound = sender_id == account_id
     thread_id = event.conversation_id
     if thread_id is None:
         if outbound:
             raise ParseError("outbound event without dm_conversation_id")
-        thread_id = pair_id(event.sender_id, account_id)
+        if not (sender_id.isascii() and sender_id.isdigit()):
+            raise ParseError("sender_id is not a numeric X user id")
+        thread_id = pair_id(sender_id, account_id)
     if outbound:
         customer_id = other_in_pair(thread_id, account_id) or next(
             (p for p in event.participant_ids if p != account_id), None
@@ -137,7 +196,7 @@ def to_message(event: DmEvent, includes: Includes, *, account_id: str) -> Inboun
         if customer_id is None:
             raise ParseError("cannot tell the customer of an outbound group message")
     else:
-        customer_id = event.sender_id
+        customer_id = sender_id
 
     def person(user_id: str) -> Participant:
         return includes.users.get(user_id) or Participant(id=user_id)
@@ -149,13 +208,14 @@ def to_message(event: DmEvent, includes: Includes, *, account_id: str) -> Inboun
         external_id=event.id,
         thread_id=thread_id,
         direction=Direction.OUT if outbound else Direction.IN,
-        author=person(event.sender_id),
+        author=person(sender_id),
         customer=person(customer_id),
         text=event.text if event.text else None,
         kind=MessageKind.ATTACHMENT if attachments else MessageKind.TEXT,
         sent_at=event.created_at,
         attachments=attachments,
         raw=dict(event.raw),
+        flags=tuple(flags),
     )
 
 

@@ -264,6 +264,10 @@ class SyncSettings(_Strict):
     processes: bool = True
     # How long a page writer waits for the writers' lock (SQLite lock file, PostgreSQL advisory lock), then exit 6.
     writer_lock_timeout_seconds: Annotated[float, Field(gt=0)] = 60
+    # Decoded size of one platform response; a larger one is a platform error (retried later).
+    max_response_mb: Annotated[float, Field(gt=0, le=1024)] = 8
+    # How far ahead of the platform's clock a message time may be before it counts as misdated.
+    clock_skew_seconds: Annotated[int, Field(ge=0, le=86400)] = 300
 
 
 class DedupSettings(_Strict):
@@ -365,6 +369,16 @@ class Settings(_Strict):
 
         known = ", ".join(a.name for a in self.accounts) or "none configured"
         raise NotFoundError(f"no account named '{name}' in {self.source or 'the config'} (known: {known})")
+
+    def spec_for(self, account: AccountSettings, environ: dict[str, str] | None = None) -> AccountSpec:
+        """The account's connector spec, with the sync settings that bound what a platform sends."""
+        from dataclasses import replace
+
+        return replace(
+            account.to_spec(environ),
+            max_response_bytes=int(self.sync.max_response_mb * 1024 * 1024),
+            clock_skew_seconds=float(self.sync.clock_skew_seconds),
+        )
 
     def database_url(self) -> str:
         """A SQLAlchemy URL; a bare path means a SQLite file, relative to the config file.

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from connectors.base import Direction, Gap, InboundMessage, Page
+from connectors.base import MAX_ID_LENGTH, Direction, Gap, InboundMessage, Page
+from connectors.safejson import clean_text
 from inbox.dedup import (
     R_ECHO,
     R_NEW,
@@ -267,7 +268,7 @@ def _later(col: sa.Column[Any], name: str) -> Any:
 _MESSAGE_COLUMNS = (
     "channel", "account_id", "external_id", "conversation_id", "ticket_id", "contact_id", "direction", "author_id",
     "author_handle", "author_name", "text", "kind", "sent_at", "received_at", "attachments", "raw", "reply_id",
-    "dedup_rule", "dedup_reason", "dedup_score", "repeat_of_id",
+    "dedup_rule", "dedup_reason", "dedup_score", "repeat_of_id", "flags",
 )
 
 _TICKET_INSERT = (
@@ -691,6 +692,7 @@ class _PageWriter:
                     d.reason,
                     d.score,
                     d.repeat_of if type(d.repeat_of) is int else None,
+                    ",".join(f.value for f in m.flags) if m.flags else None,
                 )
             )
         build = lambda: insert_values(self.conn, _m, _MESSAGE_COLUMNS, ignore=["channel", "account_id", "external_id"])  # noqa: E731
@@ -900,32 +902,42 @@ class _PageWriter:
     def _write_quarantine(self, page: Page) -> int:
         if not page.quarantined:
             return 0
+        items = []
+        for q in page.quarantined:
+            # Ids as far as the columns hold them (the item may be quarantined for an over-long id),
+            # and every string storable: the reason and ids may quote what the platform sent.
+            items.append((
+                None if q.external_id is None else clean_text(q.external_id)[:MAX_ID_LENGTH],
+                None if q.thread_id is None else clean_text(q.thread_id)[:MAX_ID_LENGTH],
+                clean_text(q.reason)[:2000],
+                q.raw if isinstance(q.raw, (dict, list)) else {"text": clean_text(str(q.raw))},
+                q.channel.value,
+            ))
         existing = {
             (r.external_id, r.thread_id, r.reason, json.dumps(r.raw, sort_keys=True, default=str))
             for r in self.conn.execute(
                 sa.select(_q.c.external_id, _q.c.thread_id, _q.c.reason, _q.c.raw).where(
                     _q.c.account_id == self.ref.id,
                     _q.c.resolved_at.is_(None),
-                    _q.c.thread_id.in_([q.thread_id for q in page.quarantined if q.thread_id])
-                    | _q.c.external_id.in_([q.external_id for q in page.quarantined if q.external_id])
+                    _q.c.thread_id.in_([i[1] for i in items if i[1]])
+                    | _q.c.external_id.in_([i[0] for i in items if i[0]])
                     | _q.c.thread_id.is_(None),
                 )
             )
         }
         rows = []
-        for q in page.quarantined:
-            raw = q.raw if isinstance(q.raw, (dict, list)) else {"text": str(q.raw)}
-            key = (q.external_id, q.thread_id, q.reason, json.dumps(raw, sort_keys=True, default=str))
+        for external_id, thread_id, reason, raw, channel in items:
+            key = (external_id, thread_id, reason, json.dumps(raw, sort_keys=True, default=str))
             if key in existing:
                 continue  # the same broken item re-delivered
             existing.add(key)
             rows.append(
                 {
                     "account_id": self.ref.id,
-                    "channel": q.channel.value,
-                    "external_id": q.external_id,
-                    "thread_id": q.thread_id,
-                    "reason": q.reason,
+                    "channel": channel,
+                    "external_id": external_id,
+                    "thread_id": thread_id,
+                    "reason": reason,
                     "raw": raw,
                     "received_at": self.now,
                     "resolved_at": None,

@@ -240,6 +240,8 @@ class Message(SQLModel, table=True):
     dedup_reason: str | None = None
     dedup_score: float | None = None
     repeat_of_id: int | None = None  # rule 5 in its thread: the earlier message this one repeats (message id)
+    # What was repaired, comma-separated connectors.enums.MessageFlag values (the platform's own are in raw).
+    flags: str | None = Field(default=None, max_length=200)
 
 
 class Reply(SQLModel, table=True):

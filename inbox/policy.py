@@ -70,6 +70,10 @@ def reply_window(
         return WindowDecision(
             False, None, "the customer has not written in this conversation, so Meta's reply window never opened"
         )
+    if last_customer_at > now:
+        # A time after now is a misdated message (stores synced before times were bounded): the
+        # customer wrote at the latest now, so the window is counted from now, never from 2100.
+        last_customer_at = now
     age = now - last_customer_at
     if age < RESPONSE_WINDOW:
         closes = last_customer_at + RESPONSE_WINDOW

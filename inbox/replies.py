@@ -242,7 +242,7 @@ def connector_factory(settings: Settings, engine: Engine | None = None) -> Conne
             from inbox.accounts import ensure_account
 
             ensure_account(engine, acc)
-        return connect(acc.to_spec())
+        return connect(settings.spec_for(acc))
 
     return make
 

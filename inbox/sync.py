@@ -349,7 +349,7 @@ def make_connector(settings: Settings, account_settings: AccountSettings, **spec
 
     from connectors import connect
 
-    spec = account_settings.to_spec()
+    spec = settings.spec_for(account_settings)
     # X counts requests, not events: 100 events per lookup (the API's maximum) makes the
     # 15-requests-per-15-minutes budget go four times as far as the default 25.
     overrides: dict[str, Any] = {"overlap_seconds": float(settings.sync.overlap_seconds)}

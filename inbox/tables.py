@@ -164,6 +164,7 @@ message = sa.Table(
     sa.Column("dedup_reason", sa.String()),
     sa.Column("dedup_score", sa.Float()),
     sa.Column("repeat_of_id", sa.Integer()),
+    sa.Column("flags", sa.String(200)),
 )
 
 reply = sa.Table(

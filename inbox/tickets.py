@@ -398,6 +398,7 @@ class ThreadMessage:
     dedup_reason: str | None
     dedup_score: float | None
     repeat_of_id: int | None = None
+    flags: tuple[str, ...] = ()  # what was repaired (connectors.enums.MessageFlag values)
 
     def to_json(self) -> dict[str, Any]:
         """The stable `--json` shape of one message in a thread."""
@@ -417,6 +418,7 @@ class ThreadMessage:
             "dedup": {"rule": self.dedup_rule, "reason": self.dedup_reason, "score": self.dedup_score, "repeat_of": self.repeat_of_id}
             if self.dedup_rule
             else None,
+            "flags": list(self.flags),
         }
 
 
@@ -502,7 +504,7 @@ def show_ticket(engine: Engine, ticket_id: int, *, message_limit: int | None = N
             sa.select(
                 M.c.id, M.c.ticket_id, M.c.conversation_id, M.c.channel, A.c.name.label("account"), M.c.direction,
                 M.c.author_id, M.c.author_handle, M.c.author_name, M.c.text, M.c.kind, M.c.sent_at, M.c.external_id,
-                M.c.attachments, M.c.reply_id, M.c.dedup_rule, M.c.dedup_reason, M.c.dedup_score, M.c.repeat_of_id,
+                M.c.attachments, M.c.reply_id, M.c.dedup_rule, M.c.dedup_reason, M.c.dedup_score, M.c.repeat_of_id, M.c.flags,
             )
             .select_from(M.join(A, A.c.id == M.c.account_id))
             .where(where)
@@ -521,6 +523,7 @@ def show_ticket(engine: Engine, ticket_id: int, *, message_limit: int | None = N
                 author_name=r.author_name, text=r.text, kind=r.kind, sent_at=r.sent_at, external_id=r.external_id,
                 attachments=tuple(a for a in (r.attachments or []) if isinstance(a, dict)), reply_id=r.reply_id,
                 dedup_rule=r.dedup_rule, dedup_reason=r.dedup_reason, dedup_score=r.dedup_score, repeat_of_id=r.repeat_of_id,
+                flags=tuple(f for f in (r.flags or "").split(",") if f),
             )
             for r in rows
         )
