@@ -736,6 +736,77 @@ def accounts_repoint(ctx: typer.Context, name: str = typer.Argument(..., help="A
                         f"account's tickets, messages and cursor stay under '{done.retired}' (not synced)", markup=False)
 
 
+quarantine_app = typer.Typer(help="Items a sync could not store as messages, with the reason and the raw payload.",
+                             invoke_without_command=True)
+app.add_typer(quarantine_app, name="quarantine")
+
+
+@quarantine_app.callback()
+def quarantine_list(
+    ctx: typer.Context,
+    account: Optional[str] = typer.Option(None, "--account", "-a", help="Only this account."),
+    all_: bool = typer.Option(False, "--all", help="Include resolved items."),
+    limit: int = typer.Option(100, "--limit", "-n", min=1, help="At most this many, newest first."),
+    json_: bool = _SYNC_JSON,
+) -> None:
+    """List quarantined items, newest first (`inbox quarantine show ID` for one item's raw payload)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    from inbox.quarantine import list_items
+    from inbox.text import one_line
+
+    st = state(ctx)
+    rows = list_items(st.engine(), account=account, include_resolved=all_, limit=limit)
+    if json_ or st.json:
+        print_json({"quarantined": [r.to_json() for r in rows]})
+        return
+    out = console()
+    if not rows:
+        out.print("nothing is quarantined", style="dim")
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 1, 0, 0))
+    for head in ("#", "received", "account", "ch", "platform id", "reason"):
+        table.add_column(head, no_wrap=True)
+    for r in rows:
+        table.add_row(Text(str(r.id)), Text(_iso_short(r.received_at)), Text(one_line(r.account, 40)),
+                      Text(_CHANNEL_SHORT.get(r.channel, r.channel)), Text(one_line(r.external_id or r.thread_id or "–", 30)),
+                      Text(one_line(r.reason, 100), style="dim" if r.resolved_at else ""))
+    out.print(table)
+    out.print("`inbox quarantine show ID` prints an item's raw payload", style="dim")
+
+
+@quarantine_app.command("show")
+def quarantine_show(
+    ctx: typer.Context,
+    item_id: int = typer.Argument(..., metavar="ID", help="Item id (see `inbox quarantine`)."),
+    json_: bool = _SYNC_JSON,
+) -> None:
+    """One quarantined item: why, where from, and its raw payload exactly as received (shown safely)."""
+    import json
+
+    from rich.text import Text
+
+    from inbox.quarantine import get_item
+    from inbox.text import clean, one_line
+
+    st = state(ctx)
+    item = get_item(st.engine(), item_id)
+    if json_ or st.json:
+        print_json({"item": item.to_json()})
+        return
+    out = console()
+    out.print(Text.assemble((f"#{item.id} ", "bold"), f"{one_line(item.account, 40)} · {item.channel} · received ",
+                            _iso_short(item.received_at), (" · resolved" if item.resolved_at else "", "dim")))
+    if item.external_id or item.thread_id:
+        out.print(Text(f"platform id {one_line(item.external_id or '–', 120)} · thread {one_line(item.thread_id or '–', 120)}"))
+    out.print(Text(f"reason: {one_line(item.reason, 500)}", style="yellow"))
+    # The payload is the platform's (or a customer's) text: through the safe-text cleaner, never markup.
+    out.print(Text(clean(json.dumps(item.raw, ensure_ascii=False, indent=2, default=str))), overflow="fold")
+
+
 # ─── triage: list, show, claim, assign, status, priority, tag, note, merge, link, search ─────
 
 _TRI_JSON = typer.Option(False, "--json", help="Machine-readable JSON output (same as the global --json).")
@@ -1026,6 +1097,8 @@ def _tri_print_detail(out: Any, detail: Any, *, full: bool, human_agent_tag: boo
                                         f"{a['size']:,} bytes" if isinstance(a.get("size"), int) else "", one_line(str(a.get("name") or ""), 60),
                                         one_line(str(a.get("url") or ""), 100)) if p)
             out.print(Text("   📎 " + desc, style="blue"), overflow="fold")
+        for flag in m.flags:
+            out.print(Text(f"   ⚠ {_flag_text(flag)}", style="yellow"), overflow="fold")
         if m.dedup_rule:
             score = f" (score {m.dedup_score:.2f})" if isinstance(m.dedup_score, (int, float)) else ""
             repeat = f" · repeat of message {m.repeat_of_id}" if m.repeat_of_id else ""
@@ -1092,6 +1165,20 @@ def _tri_print_why(out: Any, detail: Any) -> None:
             out.print(Text(one_line(line, 240)))
     if not lines:
         out.print(Text("no other ticket was considered: no shared order reference, linked person or near-identical text", style="dim"))
+
+
+def _flag_text(flag: str) -> str:
+    from connectors.enums import MessageFlag
+    from inbox.text import clean
+
+    try:
+        return MessageFlag(flag).description
+    except ValueError:  # a flag this version does not know
+        return clean(flag)
+
+
+def _iso_short(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if value else "–"
 
 
 @app.command("show")

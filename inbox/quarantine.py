@@ -1,0 +1,82 @@
+"""Quarantined items: what a sync could not store as a message, kept whole with the reason.
+
+Only items that cannot be stored end up here (no usable id, an id no platform issues, a thread that
+cannot be read); a message with a missing time or sender is stored, marked, on its ticket. Agents
+list them (`inbox quarantine`) and read one's raw payload (`inbox quarantine show ID`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from inbox.errors import NotFoundError
+from inbox.models import Account, Quarantine
+from inbox.tickets import _iso
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+_q = Quarantine.__table__
+_a = Account.__table__
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantinedRow:
+    id: int
+    account: str
+    channel: str
+    external_id: str | None
+    thread_id: str | None
+    reason: str
+    received_at: datetime
+    resolved_at: datetime | None
+    raw: Any = None  # only when one item is asked for
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "account": self.account,
+            "channel": self.channel,
+            "platform_id": self.external_id,
+            "thread_id": self.thread_id,
+            "reason": self.reason,
+            "received": _iso(self.received_at),
+            "resolved": _iso(self.resolved_at),
+        }
+        if self.raw is not None:
+            out["raw"] = self.raw
+        return out
+
+
+def _select(*extra: Any) -> Any:
+    return sa.select(
+        _q.c.id, _a.c.name.label("account"), _q.c.channel, _q.c.external_id, _q.c.thread_id, _q.c.reason,
+        _q.c.received_at, _q.c.resolved_at, *extra,
+    ).select_from(_q.join(_a, _a.c.id == _q.c.account_id))
+
+
+def _row(r: Any, raw: Any = None) -> QuarantinedRow:
+    return QuarantinedRow(r.id, r.account, r.channel, r.external_id, r.thread_id, r.reason, r.received_at, r.resolved_at, raw)
+
+
+def list_items(engine: Engine, *, account: str | None = None, include_resolved: bool = False, limit: int = 100) -> list[QuarantinedRow]:
+    """Newest first; unresolved only unless `include_resolved`."""
+    query = _select().order_by(_q.c.received_at.desc(), _q.c.id.desc()).limit(limit)
+    if account is not None:
+        query = query.where(_a.c.name == account)
+    if not include_resolved:
+        query = query.where(_q.c.resolved_at.is_(None))
+    with engine.connect() as conn:
+        return [_row(r) for r in conn.execute(query)]
+
+
+def get_item(engine: Engine, item_id: int) -> QuarantinedRow:
+    with engine.connect() as conn:
+        r = conn.execute(_select(_q.c.raw).where(_q.c.id == item_id)).first()
+    if r is None:
+        raise NotFoundError(f"no quarantined item #{item_id} (see `inbox quarantine`)")
+    return _row(r, r.raw if r.raw is not None else {})
