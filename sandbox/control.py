@@ -69,8 +69,9 @@ def _route(sb: Sandbox, method: str, name: str, query: dict[str, str], data: dic
     if method == "POST" and name == "burst":
         return 200, {"ids": sb.burst(data["account"], data["thread"], int(data.get("n", 25)))}
     if method == "POST" and name == "fault":
+        options = {k: v for k, v in data.items() if k not in ("kind", "path", "account", "count", "after_effect", "method", "skip")}
         sb.fault(data["kind"], path=data.get("path"), account=data.get("account"), count=int(data.get("count", 1)),
-                 after_effect=data.get("after_effect"), method=data.get("method"), skip=int(data.get("skip", 0)))
+                 after_effect=data.get("after_effect"), method=data.get("method"), skip=int(data.get("skip", 0)), **options)
         return 200, {"ok": True}
     if method == "POST" and name == "meta_budget":
         calls = data.get("calls")

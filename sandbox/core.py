@@ -13,7 +13,7 @@ from typing import Any
 from sandbox import graph, media, xapi
 from sandbox import large as large_data
 from sandbox import seed as seed_data
-from sandbox.faults import ERROR_KINDS, Fault, FaultBook, break_one_item, error_reply
+from sandbox.faults import ERROR_KINDS, Fault, FaultBook, break_one_item, error_reply, gzip_bomb, oversize_body, poisoned_body
 from sandbox.server import Outcome, SandboxServer, make_server
 from sandbox.state import (
     FB_TOKEN,
@@ -328,14 +328,19 @@ class Sandbox:
                                 at=(now_ms - (n - 1 - i)) / 1000) for i in range(n)]
 
     def fault(self, kind: str, *, path: str | None = None, account: str | None = None, count: int = 1,
-              after_effect: bool | None = None, method: str | None = None, skip: int = 0) -> None:
+              after_effect: bool | None = None, method: str | None = None, skip: int = 0, **options: Any) -> None:
         """The next `count` requests matching `path` (substring) and `account` fail as `kind`.
 
         `after_effect`: carry the request out first (a send is recorded), then fail. Default: True for
         "timeout" (the answer comes too late, the effect happened), False otherwise. `skip`: the first
         `skip` matching requests go through untouched (fail the second page of a pass, not the first).
+        Options by kind (see sandbox/README.md): `oversize`/`gzip_bomb` take `size` (decoded bytes);
+        `poison` takes `target` (an item id), `field` (a dotted path in it) and `value` (raw JSON text,
+        or None to remove the field); `header` takes `name` and `value`. Poison and header faults stay
+        until `clear_faults()`.
         """
-        self.faults.add(kind, path=path, account=account, count=count, after_effect=after_effect, method=method, skip=skip)
+        self.faults.add(kind, path=path, account=account, count=count, after_effect=after_effect, method=method, skip=skip,
+                        **options)
 
     def meta_budget(self, calls: int | None, *, window_seconds: float = 3600.0, used: dict[str, int] | None = None) -> None:
         """Each Page / IG account may make `calls` Graph calls per `window_seconds` (sandbox clock); the
@@ -434,7 +439,17 @@ class Sandbox:
         reply: Reply | None = None
         if fault is None or fault.after_effect or fault.kind not in (*ERROR_KINDS, "drop"):
             reply = self._answer(api, req)
+        standing = self.faults.standing(method, path, account)
+        poisons = [f for f in standing if f.kind == "poison"]
+        if poisons and reply is not None and reply.raw is None:
+            body = poisoned_body(reply.payload, poisons)
+            if body is not None:
+                reply.raw = body
         outcome = self._apply(api, req, account, fault, reply)
+        for f in standing:
+            if f.kind == "header":
+                outcome.headers = {k: v for k, v in outcome.headers.items() if k.lower() != str(f.options["name"]).lower()}
+                outcome.headers[str(f.options["name"])] = str(f.options.get("value") or "")
         self._log(method, path, query, account, 0 if outcome.drop else outcome.status, arrived)
         return outcome
 
@@ -487,6 +502,11 @@ class Sandbox:
         if kind == "bad_item":
             break_one_item(api, reply.payload)
             return Outcome(reply.status, reply.body(), reply.headers)
+        size = int(fault.options.get("size") or 16 * 1024 * 1024)
+        if kind == "oversize":
+            return Outcome(reply.status, oversize_body(reply.payload, size), reply.headers)
+        if kind == "gzip_bomb":
+            return Outcome(reply.status, gzip_bomb(reply.payload, size), {**reply.headers, "content-encoding": "gzip"})
         raise AssertionError(kind)
 
     def _log(self, method: str, path: str, query: dict[str, str], account: str | None, status: int, at: float) -> None:

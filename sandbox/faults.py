@@ -1,9 +1,16 @@
-"""Scheduled failures: the next `count` matching requests fail in a chosen way, and what that looks like."""
+"""Scheduled failures: the next `count` matching requests fail in a chosen way, and what that looks like.
+
+Two kinds stay until `clear_faults()` instead of being used up, because a hostile value stays on the
+platform and comes back on every read: `poison` (one field of one item gets a hostile JSON value) and
+`header` (a response header gets a hostile value).
+"""
 
 from __future__ import annotations
 
+import json
 import threading
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sandbox import graph, xapi
@@ -13,8 +20,11 @@ from sandbox.wire import JSON_GRAPH, JSON_X, Reply, Request
 if TYPE_CHECKING:
     from sandbox.state import MetaAccount
 
-KINDS = ("429", "500", "503", "timeout", "drop", "expired_token", "malformed", "truncated", "cut", "bad_item")
+KINDS = ("429", "500", "503", "timeout", "drop", "expired_token", "malformed", "truncated", "cut", "bad_item",
+         "oversize", "gzip_bomb", "poison", "header")
 ERROR_KINDS = ("429", "500", "503", "expired_token")
+STANDING_KINDS = ("poison", "header")  # applied to every matching answer until cleared
+_OPTIONS = {"oversize": ("size",), "gzip_bomb": ("size",), "poison": ("target", "field", "value"), "header": ("name", "value")}
 
 
 @dataclass
@@ -26,6 +36,7 @@ class Fault:
     after_effect: bool  # a send is carried out before the failure (the client cannot know it went through)
     method: str | None = None
     skip: int = 0  # matching requests let through before the fault applies
+    options: dict[str, Any] = field(default_factory=dict)  # per kind: see _OPTIONS
 
 
 class FaultBook:
@@ -34,16 +45,21 @@ class FaultBook:
         self._faults: list[Fault] = []
 
     def add(self, kind: str, *, path: str | None = None, account: str | None = None, count: int = 1,
-            after_effect: bool | None = None, method: str | None = None, skip: int = 0) -> Fault:
+            after_effect: bool | None = None, method: str | None = None, skip: int = 0, **options: Any) -> Fault:
         if kind not in KINDS:
             raise ValueError(f"unknown fault kind {kind!r} (known: {', '.join(KINDS)})")
         if count < 1:
             raise ValueError("count must be at least 1")
+        unknown = sorted(set(options) - set(_OPTIONS.get(kind, ())))
+        if unknown:
+            raise ValueError(f"fault {kind!r} takes no option {', '.join(unknown)}")
+        if kind == "header" and not options.get("name"):
+            raise ValueError("a header fault needs name=")
         # A timeout still carries the request out (a send is recorded; the client never hears back).
         effect = (kind == "timeout") if after_effect is None else bool(after_effect)
         if skip < 0:
             raise ValueError("skip must not be negative")
-        fault = Fault(kind, path, account, count, effect, method.upper() if method else None, skip)
+        fault = Fault(kind, path, account, count, effect, method.upper() if method else None, skip, dict(options))
         with self._lock:
             self._faults.append(fault)
         return fault
@@ -60,11 +76,7 @@ class FaultBook:
         """The first fault matching this request, with one use spent; None if nothing matches."""
         with self._lock:
             for fault in self._faults:
-                if fault.path is not None and fault.path not in path:
-                    continue
-                if fault.account is not None and fault.account != account:
-                    continue
-                if fault.method is not None and fault.method != method:
+                if fault.kind in STANDING_KINDS or not _matches(fault, method, path, account):
                     continue
                 if fault.skip > 0:  # this request is not this fault's; it waits for a later one
                     fault.skip -= 1
@@ -72,8 +84,21 @@ class FaultBook:
                 fault.count -= 1
                 if fault.count <= 0:
                     self._faults.remove(fault)
-                return Fault(fault.kind, fault.path, fault.account, 1, fault.after_effect, fault.method)
+                return Fault(fault.kind, fault.path, fault.account, 1, fault.after_effect, fault.method, 0, dict(fault.options))
         return None
+
+    def standing(self, method: str, path: str, account: str | None) -> list[Fault]:
+        """The poison and header faults that apply to this request (never used up)."""
+        with self._lock:
+            return [f for f in self._faults if f.kind in STANDING_KINDS and _matches(f, method, path, account)]
+
+
+def _matches(fault: Fault, method: str, path: str, account: str | None) -> bool:
+    return (
+        (fault.path is None or fault.path in path)
+        and (fault.account is None or fault.account == account)
+        and (fault.method is None or fault.method == method)
+    )
 
 
 def error_reply(kind: str, api: str, req: Request, acc: MetaAccount | None, now: float,
@@ -127,3 +152,112 @@ def break_one_item(api: str, payload: Any) -> None:
         broke = True
     if not broke:
         item["id"] = None
+
+
+# ── hostile values ──────────────────────────────────────────────────────────────────────────────
+
+_TOKEN = "\u0001sandbox-poison-{}\u0001"
+
+
+def _find(obj: Any, target: str) -> tuple[Any, Any] | None:
+    """(container, key) of the first object whose `id` is `target`, depth first in document order."""
+    stack: list[tuple[Any, Any, Any]] = [(None, None, obj)]
+    while stack:
+        parent, key, node = stack.pop()
+        if isinstance(node, dict):
+            if str(node.get("id")) == target and parent is not None:
+                return parent, key
+            stack.extend((node, k, v) for k, v in reversed(list(node.items())))
+        elif isinstance(node, list):
+            stack.extend((node, i, v) for i, v in reversed(list(enumerate(node))))
+    return None
+
+
+def _default_item(payload: Any) -> tuple[Any, Any] | None:
+    items = payload.get("data") if isinstance(payload, dict) else None
+    if isinstance(payload, dict) and isinstance(payload.get("messages"), dict):
+        items = payload["messages"].get("data")
+    if isinstance(items, list) and items:
+        return items, len(items) // 2
+    return None
+
+
+def poisoned_body(payload: Any, faults: list[Fault]) -> bytes | None:
+    """The answer's JSON with each poison fault's field set to its raw JSON text (or removed when the
+    value is None); None when no fault found its target in this answer."""
+    values: list[str] = []
+    for fault in faults:
+        target = fault.options.get("target")
+        if target == "":  # the answer itself
+            where: tuple[Any, Any] | None = ([payload], 0)
+        else:
+            where = _default_item(payload) if target is None else _find(payload, str(target))
+        if where is None:
+            continue
+        container, key = where
+        path = [p for p in str(fault.options.get("field") or "").split(".") if p]
+        raw = fault.options.get("value")
+        if not path:  # the item itself
+            if raw is None:
+                continue
+            container[key] = _TOKEN.format(len(values))
+            values.append(raw)
+            continue
+        node = container[key]
+        for part in path[:-1]:
+            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            elif isinstance(node, dict):
+                node = node.setdefault(part, {})
+            else:
+                node = None
+                break
+        last: Any = path[-1]
+        if isinstance(node, list) and last.isdigit() and int(last) < len(node):
+            last = int(last)
+        elif not isinstance(node, dict):
+            continue  # the path runs through a value that has no fields
+        if raw is None:
+            if isinstance(node, dict):
+                node.pop(last, None)
+            continue
+        node[last] = _TOKEN.format(len(values))
+        values.append(raw)
+    if not values and not any(f.options.get("value") is None for f in faults):
+        return None
+    text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    for i, raw in enumerate(values):
+        text = text.replace(json.dumps(_TOKEN.format(i), ensure_ascii=False), raw)
+    # Hostile text (lone surrogates) leaves as the bytes it would arrive as: surrogatepass, then the
+    # client sees invalid UTF-8; an escape (\\ud800) in `value` arrives as the escape.
+    return text.encode("utf-8", errors="surrogatepass")
+
+
+def padded(payload: Any, size: int) -> tuple[bytes, bytes, bytes]:
+    """(head, filler byte, tail): the answer as JSON with a `padding` string making it `size` bytes."""
+    base = dict(payload) if isinstance(payload, dict) else {"data": payload}
+    base["padding"] = ""
+    text = json.dumps(base, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    cut = text.rindex(b'"padding":""') + len(b'"padding":"')
+    return text[:cut], b"0", text[cut:]
+
+
+def oversize_body(payload: Any, size: int) -> bytes:
+    head, fill, tail = padded(payload, size)
+    return head + fill * max(0, size - len(head) - len(tail)) + tail
+
+
+def gzip_bomb(payload: Any, size: int) -> bytes:
+    """The padded answer gzip-compressed, built chunk by chunk (about 1 KB per MB it expands to)."""
+    head, fill, tail = padded(payload, size)
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    parts = [packer.compress(head)]
+    left = max(0, size - len(head) - len(tail))
+    block = fill * (1 << 20)
+    while left > 0:
+        step = min(left, len(block))
+        parts.append(packer.compress(block[:step]))
+        left -= step
+    parts.append(packer.compress(tail))
+    parts.append(packer.flush())
+    return b"".join(parts)

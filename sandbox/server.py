@@ -30,6 +30,8 @@ class Outcome:
 class App(Protocol):
     stopping: threading.Event
 
+    def now(self) -> float: ...
+
     def dispatch(self, method: str, path: str, query: dict[str, str], headers: dict[str, str], body: bytes) -> Outcome: ...
 
 
@@ -53,6 +55,10 @@ class Handler(BaseHTTPRequestHandler):
         super().setup()
         # Headers and body leave in separate writes; without this, Nagle plus delayed ACKs add ~40 ms a request.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        # The `Date` header follows the sandbox clock (`advance`), as a platform's follows its own.
+        return super().date_time_string(self.server.app.now() if timestamp is None else timestamp)
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - signature from the base class
         log.debug("%s " + format, self.address_string(), *args)
