@@ -22,6 +22,7 @@ from connectors.base import (
     Cursor,
     Direction,
     InboundMessage,
+    MessageFlag,
     OutboundReply,
     Page,
     ReplyPolicy,
@@ -225,14 +226,31 @@ def test_broken_body_is_a_clear_error(sb: Any, name: str, kind: str) -> None:
 
 
 @pytest.mark.parametrize("name", ACCOUNTS)
-def test_bad_item_is_quarantined_and_the_page_continues(sb: Any, name: str) -> None:
+def test_item_without_time_and_sender_is_repaired_and_the_page_continues(sb: Any, name: str) -> None:
+    """A one-to-one thread's message without its time and its author is still the customer's message:
+    stored with the time it was received and the thread's other participant, marked as repaired."""
     whole, _, _ = drain(open_connector(sb, name), None, Store())
     path = "/messages" if name in META else READ_PATH[name]
     sb.fault("bad_item", account=name, path=path)
     messages, pages, cursor = drain(open_connector(sb, name), None, Store())
+    assert not [q for p in pages for q in p.quarantined]
+    assert {m.external_id for m in messages} == {m.external_id for m in whole}
+    repaired = [m for m in messages if m.flags]
+    assert len(repaired) == 1
+    assert MessageFlag.SENDER_INFERRED in repaired[0].flags
+    assert repaired[0].raw and "created_time" not in repaired[0].raw  # the platform's own payload is kept
+    assert cursor is not None
+
+
+@pytest.mark.parametrize("name", ACCOUNTS)
+def test_unparseable_item_is_quarantined_and_the_page_continues(sb: Any, name: str) -> None:
+    whole, _, _ = drain(open_connector(sb, name), None, Store())
+    target = whole[len(whole) // 2].external_id
+    sb.fault("poison", account=name, target=target, field="id", value="[]")
+    messages, pages, cursor = drain(open_connector(sb, name), None, Store())
     quarantined = [q for p in pages for q in p.quarantined]
-    assert len(quarantined) == 1 and quarantined[0].raw is not None and quarantined[0].reason
-    assert len(messages) == len(whole) - 1
+    assert len(quarantined) == 1 and quarantined[0].raw is not None and "id" in quarantined[0].reason
+    assert {m.external_id for m in messages} == {m.external_id for m in whole} - {target}
     assert cursor is not None
 
 

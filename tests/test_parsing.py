@@ -148,8 +148,10 @@ def test_conversations_page_every_time_form_and_a_broken_row() -> None:
     ]
     assert convs[0].message_count == 7 and convs[1].message_count is None
     assert {p.id for p in convs[0].participants} == {"6120437788123456", PAGE_ID}
-    with pytest.raises(ParseError, match="updated_time"):
-        parse_conversation(body["data"][4])
+    # No updated_time: the thread is still read; its time is the platform's clock at listing, marked.
+    listed = datetime(2026, 11, 25, 8, 0, tzinfo=timezone.utc)
+    broken = parse_conversation(body["data"][4], received=listed)
+    assert broken.id == "t_10229900112233449" and broken.updated_time == listed and broken.stamp == "None"
 
 
 def test_outbound_without_recipient_falls_back_to_participants() -> None:

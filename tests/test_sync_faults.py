@@ -7,8 +7,8 @@ import pytest
 import sqlalchemy as sa
 
 from inbox import accounts as accounts_mod
-from inbox.models import Account
-from test_sync import ACCOUNTS, assert_complete, fast_factory, sandbox_settings, stored_ids
+from inbox.models import Account, Message
+from test_sync import ACCOUNTS, assert_complete, fast_factory, readable_ids, sandbox_settings, stored_ids
 
 CASES = [
     # kind, account, path, expected status, words expected in the recorded error
@@ -71,18 +71,28 @@ def test_fault_on_one_account(engine, db_url, sandbox, kind, victim, path, statu
     assert row.last_success_at is not None and not row.needs_reauth
 
 
-def test_broken_item_is_quarantined_and_the_rest_stored(engine, db_url, sandbox):
+def test_broken_item_is_stored_marked_and_an_unparseable_one_quarantined(engine, db_url, sandbox):
+    """Without time and sender, a message of a one-to-one thread is still the customer's: stored on its
+    ticket and marked. Only an item without a usable id is quarantined. The account stays healthy."""
     from inbox.accounts import health
     from inbox.sync import sync_all
 
     settings = sandbox_settings(sandbox, db_url)
     factory = fast_factory(settings, retries=0)
     sandbox.fault("bad_item", account="tokoshop-x", count=1)
+    thread = sandbox.threads("tokoshop-fb")[1]
+    unparseable = sandbox.inject("tokoshop-fb", text="id-nya rusak", thread=thread)
+    sandbox.fault("poison", account="tokoshop-fb", target=unparseable, field="id", value='{"oops": true}')
     results = {r.account: r for r in sync_all(engine, settings, connector_factory=factory)}
-    assert results["tokoshop-x"].status == "ok"
-    assert results["tokoshop-x"].counts.quarantined == 1
-    x_health = next(h for h in health(engine, settings) if h.name == "tokoshop-x")
-    assert x_health.quarantined == 1 and x_health.healthy
-    assert len(stored_ids(engine, "tokoshop-x")) > 0
-    for name in ("tokoshop-fb", "tokoshop-ig"):
-        assert_complete(engine, sandbox, [name])
+    assert results["tokoshop-x"].status == "ok" and results["tokoshop-x"].counts.quarantined == 0
+    assert results["tokoshop-fb"].status == "ok" and results["tokoshop-fb"].counts.quarantined == 1
+    m = Message.__table__
+    with engine.connect() as conn:
+        marked = conn.execute(sa.select(m.c.ticket_id, m.c.flags, m.c.direction).where(m.c.flags.is_not(None))).all()
+    assert len(marked) == 1 and marked[0].ticket_id is not None and marked[0].direction == "in"
+    assert "sender_inferred" in marked[0].flags
+    by_name = {h.name: h for h in health(engine, settings)}
+    assert by_name["tokoshop-x"].quarantined == 0 and by_name["tokoshop-x"].healthy
+    assert by_name["tokoshop-fb"].quarantined == 1 and by_name["tokoshop-fb"].healthy
+    assert_complete(engine, sandbox, ["tokoshop-x", "tokoshop-ig"])
+    assert set(stored_ids(engine, "tokoshop-fb")) == readable_ids(sandbox, "tokoshop-fb") - {unparseable}
