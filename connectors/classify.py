@@ -46,6 +46,7 @@ DEFAULT_RATE_WAIT = timedelta(seconds=60)
 # account for good. Meta's longest documented block is about an hour; X windows are 15 minutes.
 MAX_WAIT = timedelta(hours=24)
 _MAX_COUNT = 2**31 - 1  # limits and counters are stored in INTEGER columns
+MAX_USAGE_PCT = 1000.0  # Meta usage percentages run a little past 100 when throttled, never to this
 
 
 def _now() -> datetime:
@@ -133,8 +134,9 @@ def rate_info(headers: Mapping[str, str], *, now: datetime | None = None) -> Rat
     for bucket in _usage_buckets(headers):
         for key in ("call_count", "total_cputime", "total_time", "acc_id_util_pct"):
             value = _finite(bucket.get(key))
-            if value is not None:
-                usage = max(usage or 0.0, min(max(value, 0.0), 1000.0))
+            # A percentage; far beyond 100 it is no reading at all, and must not stop the account.
+            if value is not None and 0 <= value <= MAX_USAGE_PCT:
+                usage = max(usage or 0.0, value)
     minutes = _regain_minutes(headers)
     if minutes is not None:
         reset_at = _after(now, minutes * 60)
