@@ -6,8 +6,8 @@ a ticket: left out of export and search, and of the ticket's message count and f
 ingest now attaches them; this repairs the messages stored before it did. Data only: no schema
 change, and nothing to undo (a downgrade leaves them attached).
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-01 22:41:09
 """
 
@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = '0008'
-down_revision: str | Sequence[str] | None = '0007'
+revision: str = '0007'
+down_revision: str | Sequence[str] | None = '0006'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
