@@ -278,6 +278,7 @@ _TICKET_INSERT = (
     "linked_ticket_id", "possible_duplicate_of_id", "merged_into_id", "repeat_count",
 )
 
+
 @dataclass(frozen=True, slots=True)
 class _GapSize:
     missing: int | None  # None: the platform did not say how many the thread holds
