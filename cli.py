@@ -152,7 +152,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     ctx: typer.Context,
-    config: Optional[str] = typer.Option(None, "--config", "-c", help="Config file (else $INBOX_CONFIG, ./inbox.toml, ~/.config/inbox/config.toml)."),
+    config: Optional[str] = typer.Option(None, "--config", "-c", metavar="PATH", help="Config file (else $INBOX_CONFIG, ./inbox.toml, ~/.config/inbox/config.toml)."),
     json_: bool = typer.Option(False, "--json", help="Machine-readable JSON output."),
     debug: bool = typer.Option(False, "--debug", help="Verbose logs and tracebacks."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
@@ -394,12 +394,12 @@ app.add_typer(sandbox_app, name="sandbox")
 @sandbox_app.command("serve")
 def sandbox_serve(
     ctx: typer.Context,
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind: loopback only (127.0.0.1 or localhost)."),
-    port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port (0 picks a free one)."),
-    large: int = typer.Option(0, "--large", min=0, help="Add a generated dataset of about N messages."),
-    seed: int = typer.Option(7, "--seed", help="Seed for ids, timings and the generated dataset."),
-    write_config: str = typer.Option("./inbox-sandbox.toml", "--write-config", help="Where to write an inbox config pointing at the sandbox."),
-    database: str = typer.Option("sqlite:///inbox-sandbox.db", "--database", help="Database URL written into that config."),
+    host: str = typer.Option("127.0.0.1", "--host", metavar="HOST", help="Address to bind: loopback only (127.0.0.1 or localhost)."),
+    port: int = typer.Option(8000, "--port", metavar="PORT", min=0, max=65535, help="Port (0 picks a free one)."),
+    large: int = typer.Option(0, "--large", metavar="N", min=0, help="Add a generated dataset of about N messages."),
+    seed: int = typer.Option(7, "--seed", metavar="N", help="Seed for ids, timings and the generated dataset."),
+    write_config: str = typer.Option("./inbox-sandbox.toml", "--write-config", metavar="PATH", help="Where to write an inbox config pointing at the sandbox."),
+    database: str = typer.Option("sqlite:///inbox-sandbox.db", "--database", metavar="URL", help="Database URL written into that config."),
     ig_login: bool = typer.Option(False, "--ig-login", help="Also configure the Instagram-Login account."),
 ) -> None:
     """Serve the sandbox in the foreground until Ctrl-C; write a config that points at it."""
@@ -505,11 +505,11 @@ def _sync_table(results: list[Any], *, dry_run: bool) -> Any:
 @app.command("sync")
 def sync_cmd(
     ctx: typer.Context,
-    account: Optional[list[str]] = typer.Option(None, "--account", "-a", help="Only this account (repeatable); default: every enabled account."),
+    account: Optional[list[str]] = typer.Option(None, "--account", metavar="NAME", help="Only this account (repeatable); default: every enabled account."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Fetch and show what would happen, without writing anything or moving cursors."),
     json_: bool = _SYNC_JSON,
 ) -> None:
-    """One sync pass over the accounts (concurrently), then a summary. Exit 4 re-auth, 6 busy, 7 failed."""
+    """One sync pass over the accounts (concurrently), then a summary. Exit 3 config, 4 re-auth, 6 busy, 7 failed, 130 interrupted."""
     import signal
     import threading
 
@@ -810,7 +810,17 @@ def quarantine_show(
 # ─── triage: list, show, claim, assign, status, priority, tag, note, merge, link, search ─────
 
 _TRI_JSON = typer.Option(False, "--json", help="Machine-readable JSON output (same as the global --json).")
-_TRI_AGENT = typer.Option(None, "--agent", help="Act as this agent (else $INBOX_AGENT, settings.agent, the OS user).")
+_TRI_AGENT = typer.Option(None, "--agent", metavar="NAME", help="Act as this agent (else $INBOX_AGENT, settings.agent, the OS user).")
+
+# The ticket filters of list, search, stats and export: one declaration, one meaning per flag.
+_OPT_CHANNEL = typer.Option(None, "--channel", metavar="CHANNEL", help="Only these channels: instagram, facebook, x (repeat or comma-separate).")
+_OPT_ACCOUNT = typer.Option(None, "--account", metavar="NAME", help="Only these accounts (names from the config; repeat or comma-separate).")
+_OPT_ASSIGNEE = typer.Option(None, "--assignee", "-a", metavar="AGENT", help="'me', 'none' (unassigned) or an agent name.")
+_OPT_TAG = typer.Option(None, "--tag", metavar="TAG", help="Only tickets with this tag (repeat: all of them).")
+_OPT_PRIORITY = typer.Option(None, "--priority", "-p", metavar="PRIORITY", help="urgent, high, normal, low (repeat or comma-separate).")
+_OPT_OVERDUE = typer.Option(False, "--overdue", help="Only tickets past their SLA (first response or escalation).")
+_OPT_WINDOW = typer.Option(None, "--window-closing", metavar="HOURS", help="Meta threads whose reply window closes within HOURS.")
+_OPT_LIMIT = typer.Option(50, "--limit", "-n", metavar="N", help="At most this many tickets.")
 
 _PRIORITY_STYLE = {"urgent": "bold red", "high": "dark_orange", "normal": "", "low": "dim"}
 _CHANNEL_SHORT = {"instagram": "IG", "facebook": "FB", "x": "X"}
@@ -941,6 +951,13 @@ def _tri_table(rows: list[Any], *, width: int, snippets: Optional[dict[int, Opti
     right = {0, 6, 7, 9}
     last = len(headers) - 1
     widths = [max([len(h)] + [cell_len(c[i][0]) for c in cells]) if i != 5 else 0 for i, h in enumerate(headers)]
+    # On a narrow terminal the snippet keeps room to be read: the customer and assignee columns
+    # give up width first (down to a few characters, cut with "…").
+    want = min(40, max(12, width // 3))
+    for i, floor in ((4, 10), (8, 6)):
+        short = want - (width - sum(widths) - last)
+        if short > 0:
+            widths[i] = max(min(floor, widths[i]), widths[i] - short)
     widths[5] = max(12, width - sum(widths) - last)
     for c in cells:
         c[5] = (strip_control_codes(one_line(c[5], widths[5])), "")
@@ -983,15 +1000,15 @@ def _tri_table(rows: list[Any], *, width: int, snippets: Optional[dict[int, Opti
 @app.command("list")
 def list_cmd(
     ctx: typer.Context,
-    status: Optional[list[str]] = typer.Option(None, "--status", "-s", help="new/open/pending/resolved/closed or all (repeat or comma-separate). Default: new, open, pending."),
-    channel: Optional[list[str]] = typer.Option(None, "--channel", help="instagram, facebook, x."),
-    account: Optional[list[str]] = typer.Option(None, "--account", help="Account name(s) from the config."),
-    assignee: Optional[str] = typer.Option(None, "--assignee", "-a", help="'me', 'none' (unassigned) or an agent name."),
-    tag: Optional[list[str]] = typer.Option(None, "--tag", help="Only tickets with this tag (repeat: all of them)."),
-    priority: Optional[list[str]] = typer.Option(None, "--priority", "-p", help="urgent, high, normal, low."),
-    overdue: bool = typer.Option(False, "--overdue", help="Only tickets past their SLA (first response or escalation)."),
-    window_closing: Optional[float] = typer.Option(None, "--window-closing", metavar="HOURS", help="Meta threads whose reply window closes within HOURS."),
-    limit: int = typer.Option(50, "--limit", "-n", help="At most this many tickets."),
+    status: Optional[list[str]] = typer.Option(None, "--status", "-s", metavar="STATUS", help="new/open/pending/resolved/closed or all (repeat or comma-separate). Default: new, open, pending."),
+    channel: Optional[list[str]] = _OPT_CHANNEL,
+    account: Optional[list[str]] = _OPT_ACCOUNT,
+    assignee: Optional[str] = _OPT_ASSIGNEE,
+    tag: Optional[list[str]] = _OPT_TAG,
+    priority: Optional[list[str]] = _OPT_PRIORITY,
+    overdue: bool = _OPT_OVERDUE,
+    window_closing: Optional[float] = _OPT_WINDOW,
+    limit: int = _OPT_LIMIT,
     agent: Optional[str] = _TRI_AGENT,
     json_: bool = _TRI_JSON,
 ) -> None:
@@ -1200,7 +1217,13 @@ def show_cmd(
         return
     out = console()
     tag = st.settings().replies.human_agent_tag
-    use_pager = pager if pager is not None else (sys.stdout.isatty() and len(detail.messages) + len(detail.events) > out.height - 8)
+    use_pager = pager
+    if use_pager is None and sys.stdout.isatty():
+        # Page when the rendered conversation is taller than the terminal (long messages fold
+        # onto several lines), so its header does not scroll away.
+        with out.capture() as captured:
+            _tri_print_detail(out, detail, full=full, human_agent_tag=tag, zone=st.zone())
+        use_pager = captured.get().count("\n") > out.height - 1
     if use_pager:
         os.environ.setdefault("LESS", "-R")  # let less show the colours
         with out.pager(styles=True):
@@ -1227,7 +1250,7 @@ def claim_cmd(
     ctx: typer.Context,
     ticket_id: Optional[int] = typer.Argument(None, metavar="[ID]", help="A specific ticket; without it, the next best unassigned one."),
     force: bool = typer.Option(False, "--force", help="Take the ticket even if another agent holds it."),
-    channel: Optional[list[str]] = typer.Option(None, "--channel", help="Only claim from these channels."),
+    channel: Optional[list[str]] = typer.Option(None, "--channel", metavar="CHANNEL", help="Only claim from these channels."),
     agent: Optional[str] = _TRI_AGENT,
     json_: bool = _TRI_JSON,
 ) -> None:
@@ -1252,7 +1275,7 @@ def claim_cmd(
 @app.command("assign")
 def assign_cmd(
     ctx: typer.Context,
-    ticket_id: int = typer.Argument(..., metavar="ID"),
+    ticket_id: int = typer.Argument(..., metavar="ID", help="Ticket id (see `inbox list`)."),
     assignee: str = typer.Argument(..., metavar="AGENT|none", help="An agent name, 'me', or 'none' to unassign."),
     agent: Optional[str] = _TRI_AGENT,
     json_: bool = _TRI_JSON,
@@ -1270,7 +1293,7 @@ def assign_cmd(
 @app.command("status")
 def status_cmd(
     ctx: typer.Context,
-    ticket_id: int = typer.Argument(..., metavar="ID"),
+    ticket_id: int = typer.Argument(..., metavar="ID", help="Ticket id (see `inbox list`)."),
     new_status: str = typer.Argument(..., metavar="STATUS", help="new, open, pending, resolved or closed."),
     agent: Optional[str] = _TRI_AGENT,
     json_: bool = _TRI_JSON,
@@ -1285,7 +1308,7 @@ def status_cmd(
 @app.command("priority")
 def priority_cmd(
     ctx: typer.Context,
-    ticket_id: int = typer.Argument(..., metavar="ID"),
+    ticket_id: int = typer.Argument(..., metavar="ID", help="Ticket id (see `inbox list`)."),
     new_priority: str = typer.Argument(..., metavar="PRIORITY", help="urgent, high, normal or low."),
     agent: Optional[str] = _TRI_AGENT,
     json_: bool = _TRI_JSON,
@@ -1302,8 +1325,8 @@ def priority_cmd(
 @app.command("tag")
 def tag_cmd(
     ctx: typer.Context,
-    ticket_id: int = typer.Argument(..., metavar="ID"),
-    tag_name: str = typer.Argument(..., metavar="TAG"),
+    ticket_id: int = typer.Argument(..., metavar="ID", help="Ticket id (see `inbox list`)."),
+    tag_name: str = typer.Argument(..., metavar="TAG", help="The tag, e.g. refund."),
     remove: bool = typer.Option(False, "--remove", help="Remove the tag instead."),
     agent: Optional[str] = _TRI_AGENT,
     json_: bool = _TRI_JSON,
@@ -1319,8 +1342,8 @@ def tag_cmd(
 @app.command("note")
 def note_cmd(
     ctx: typer.Context,
-    ticket_id: int = typer.Argument(..., metavar="ID"),
-    text: str = typer.Argument(..., metavar="TEXT"),
+    ticket_id: int = typer.Argument(..., metavar="ID", help="Ticket id (see `inbox list`)."),
+    text: str = typer.Argument(..., metavar="TEXT", help="The note (private: never sent to the customer)."),
     agent: Optional[str] = _TRI_AGENT,
     json_: bool = _TRI_JSON,
 ) -> None:
@@ -1349,7 +1372,7 @@ def merge_cmd(
 @app.command("unmerge")
 def unmerge_cmd(
     ctx: typer.Context,
-    ticket_id: int = typer.Argument(..., metavar="ID"),
+    ticket_id: int = typer.Argument(..., metavar="ID", help="Ticket id (see `inbox list`)."),
     agent: Optional[str] = _TRI_AGENT,
     json_: bool = _TRI_JSON,
 ) -> None:
@@ -1364,7 +1387,7 @@ def unmerge_cmd(
 def link_cmd(
     ctx: typer.Context,
     contact_ids: list[int] = typer.Argument(..., metavar="CONTACT_ID CONTACT_ID...", help="Contacts (see `inbox show`) that are one person."),
-    reason: str = typer.Option(..., "--reason", "-r", help="Why: shared invoice number, customer said so..."),
+    reason: str = typer.Option(..., "--reason", "-r", metavar="TEXT", help="Why: shared invoice number, customer said so..."),
     agent: Optional[str] = _TRI_AGENT,
     json_: bool = _TRI_JSON,
 ) -> None:
@@ -1381,8 +1404,8 @@ def link_cmd(
 @app.command("unlink")
 def unlink_cmd(
     ctx: typer.Context,
-    contact_id: int = typer.Argument(..., metavar="CONTACT_ID"),
-    reason: str = typer.Option("unlinked by an agent", "--reason", "-r"),
+    contact_id: int = typer.Argument(..., metavar="CONTACT_ID", help="The contact (see `inbox show`)."),
+    reason: str = typer.Option("unlinked by an agent", "--reason", "-r", metavar="TEXT", help="Why (kept in the audit log)."),
     agent: Optional[str] = _TRI_AGENT,
     json_: bool = _TRI_JSON,
 ) -> None:
@@ -1400,15 +1423,15 @@ def unlink_cmd(
 def search_cmd(
     ctx: typer.Context,
     query: str = typer.Argument(..., metavar="QUERY", help="Words to find in messages (all must match); an invoice number works too."),
-    status: Optional[list[str]] = typer.Option(None, "--status", "-s", help="As in `inbox list`; default: all statuses."),
-    channel: Optional[list[str]] = typer.Option(None, "--channel"),
-    account: Optional[list[str]] = typer.Option(None, "--account"),
-    assignee: Optional[str] = typer.Option(None, "--assignee", "-a"),
-    tag: Optional[list[str]] = typer.Option(None, "--tag"),
-    priority: Optional[list[str]] = typer.Option(None, "--priority", "-p"),
-    overdue: bool = typer.Option(False, "--overdue"),
-    window_closing: Optional[float] = typer.Option(None, "--window-closing", metavar="HOURS"),
-    limit: int = typer.Option(50, "--limit", "-n"),
+    status: Optional[list[str]] = typer.Option(None, "--status", "-s", metavar="STATUS", help="As in `inbox list`; default: all statuses."),
+    channel: Optional[list[str]] = _OPT_CHANNEL,
+    account: Optional[list[str]] = _OPT_ACCOUNT,
+    assignee: Optional[str] = _OPT_ASSIGNEE,
+    tag: Optional[list[str]] = _OPT_TAG,
+    priority: Optional[list[str]] = _OPT_PRIORITY,
+    overdue: bool = _OPT_OVERDUE,
+    window_closing: Optional[float] = _OPT_WINDOW,
+    limit: int = _OPT_LIMIT,
     agent: Optional[str] = _TRI_AGENT,
     json_: bool = _TRI_JSON,
 ) -> None:
@@ -1483,12 +1506,12 @@ def _rep_text(ctx: typer.Context, ticket_id: int, text: Optional[str], editor: b
 @app.command("reply")
 def reply_cmd(
     ctx: typer.Context,
-    ticket_id: int = typer.Argument(..., metavar="ID"),
+    ticket_id: int = typer.Argument(..., metavar="ID", help="Ticket id (see `inbox list`)."),
     text: Optional[str] = typer.Argument(None, metavar="[TEXT]", help="The reply; - reads it from standard input (or use --editor / --template)."),
     editor: bool = typer.Option(False, "--editor", "-e", help="Write the reply in $EDITOR."),
-    template: Optional[str] = typer.Option(None, "--template", "-t", help="A canned reply from settings.templates ({customer}, {handle}, {invoice}, {ticket}, {agent})."),
+    template: Optional[str] = typer.Option(None, "--template", "-t", metavar="NAME", help="A canned reply from settings.templates ({customer}, {handle}, {invoice}, {ticket}, {agent})."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Send without asking (required when there is no terminal to ask on)."),
-    via: Optional[str] = typer.Option(None, "--via", help="Reply in the ticket's thread on this channel (instagram, facebook, x) instead of its own channel."),
+    via: Optional[str] = typer.Option(None, "--via", metavar="CHANNEL", help="Reply in the ticket's thread on this channel (instagram, facebook, x) instead of its own channel."),
     agent: Optional[str] = _TRI_AGENT,
     json_: bool = _TRI_JSON,
 ) -> None:
@@ -1549,7 +1572,7 @@ app.add_typer(outbox_app, name="outbox")
 def outbox_list(
     ctx: typer.Context,
     all_: bool = typer.Option(False, "--all", help="Include sent replies."),
-    limit: int = typer.Option(100, "--limit", "-n"),
+    limit: int = typer.Option(100, "--limit", "-n", metavar="N", help="At most this many replies."),
     json_: bool = _TRI_JSON,
 ) -> None:
     """List the outbox (after matching in-doubt replies against the echoes synced so far)."""
@@ -1575,12 +1598,17 @@ def outbox_list(
         out.print("outbox is empty: every reply was delivered", style="dim")
         return
     style = {"sent": "green", "failed": "red", "unknown": "bold yellow", "sending": "yellow", "queued": ""}
+    cells = [(str(r.id), f"#{r.ticket_id}", r.state, _CHANNEL_SHORT.get(r.channel, r.channel), r.policy, str(r.attempts)) for r in rows]
     table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 1, 0, 0))
-    for h in ("#", "ticket", "state", "ch", "policy", "tries", "text", "error"):
-        table.add_column(h, no_wrap=True)
-    for r in rows:
-        table.add_row(Text(str(r.id)), Text(f"#{r.ticket_id}"), Text(r.state, style=style.get(r.state, "")), Text(_CHANNEL_SHORT.get(r.channel, r.channel)),
-                      Text(r.policy), Text(str(r.attempts)), Text(one_line(r.text, 40)), Text(one_line(r.error, 60), style="dim"))
+    # What `outbox retry` needs (id, ticket, state) and the short route columns keep their width;
+    # the text and the error share what is left, folded onto more lines.
+    for i, h in enumerate(("#", "ticket", "state", "ch", "policy", "tries")):
+        table.add_column(h, no_wrap=True, min_width=max([len(h), *(len(c[i]) for c in cells)]), justify="right" if h in ("#", "tries") else "left")
+    table.add_column("text", overflow="fold", ratio=3, min_width=12)
+    table.add_column("error", overflow="fold", ratio=2, min_width=8)
+    for r, c in zip(rows, cells):
+        table.add_row(Text(c[0]), Text(c[1]), Text(c[2], style=style.get(r.state, "")), Text(c[3]), Text(c[4]), Text(c[5]),
+                      Text(one_line(r.text, 200)), Text(one_line(r.error, 200), style="dim"))
     out.print(table)
     if any(r.state in ("unknown", "sending") for r in rows):
         out.print("unknown/sending: may have been delivered; `inbox sync` settles them (never resent blindly)", style="dim")
@@ -1614,8 +1642,8 @@ def outbox_retry(
 @app.command("stats")
 def stats_cmd(
     ctx: typer.Context,
-    days: float = typer.Option(7, "--days", help="Period for first-response times and late answers."),
-    channel: Optional[list[str]] = typer.Option(None, "--channel"),
+    days: float = typer.Option(7, "--days", metavar="DAYS", help="Period for first-response times and late answers."),
+    channel: Optional[list[str]] = _OPT_CHANNEL,
     json_: bool = _TRI_JSON,
 ) -> None:
     """Backlog by channel and status, SLA breaches, first-response times (median, p90), escalations."""
@@ -1662,12 +1690,12 @@ def stats_cmd(
 @app.command("export")
 def export_cmd(
     ctx: typer.Context,
-    fmt: str = typer.Option("jsonl", "--format", "-f", help="jsonl (one ticket with its messages per line) or csv (one message per row)."),
-    output: Optional[str] = typer.Option(None, "--output", "-o", help="File to write (default: stdout)."),
-    status: Optional[list[str]] = typer.Option(None, "--status", "-s", help="As in `inbox list`; default: all statuses."),
-    channel: Optional[list[str]] = typer.Option(None, "--channel"),
-    account: Optional[list[str]] = typer.Option(None, "--account"),
-    tag: Optional[list[str]] = typer.Option(None, "--tag"),
+    fmt: str = typer.Option("jsonl", "--format", "-f", metavar="FORMAT", help="jsonl (one ticket with its messages per line) or csv (one message per row)."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", metavar="PATH", help="File to write (default: stdout)."),
+    status: Optional[list[str]] = typer.Option(None, "--status", "-s", metavar="STATUS", help="As in `inbox list`; default: all statuses."),
+    channel: Optional[list[str]] = _OPT_CHANNEL,
+    account: Optional[list[str]] = _OPT_ACCOUNT,
+    tag: Optional[list[str]] = _OPT_TAG,
 ) -> None:
     """Export tickets with their messages as JSON Lines or CSV."""
     from inbox import export
@@ -1693,7 +1721,7 @@ def export_cmd(
 @app.command("demo")
 def demo_cmd(
     ctx: typer.Context,
-    db: Optional[str] = typer.Option(None, "--db", help="Use this new SQLite file (kept) instead of a temporary one."),
+    db: Optional[str] = typer.Option(None, "--db", metavar="PATH", help="Use this new SQLite file (kept) instead of a temporary one."),
     keep: bool = typer.Option(False, "--keep", help="Keep the temporary store and config to explore afterwards."),
 ) -> None:
     """The whole loop in a few seconds against a local sandbox of the three APIs: sync, triage, claim, reply, echo."""
@@ -1781,6 +1809,97 @@ def demo_cmd(
         out.print(Text(f"done in {elapsed:.1f} s", style="dim"))
 
 
+# ─── help: examples and placeholders ─────────────────────────────────────────────────────────
+
+_EXAMPLES: dict[str, tuple[str, ...]] = {
+    "config check": ("inbox config check", "inbox -c team.toml config check --json"),
+    "config show": ("inbox config show",),
+    "config path": ("inbox config path",),
+    "db upgrade": ("INBOX_DATABASE_URL=postgresql+psycopg://inbox@db/inbox inbox db upgrade",),
+    "db status": ("inbox db status --json",),
+    "sandbox serve": ("inbox sandbox serve", "inbox sandbox serve --port 0 --large 100000 --write-config big.toml"),
+    "sync": ("inbox sync", "inbox sync --account tokoshop-ig --dry-run", "inbox sync --json"),
+    "run": ("inbox run", "inbox -c /etc/inbox/config.toml run"),
+    "accounts": ("inbox accounts", "inbox accounts --json"),
+    "accounts reset": ("inbox accounts reset tokoshop-fb",),
+    "accounts repoint": ("inbox accounts repoint tokoshop-fb",),
+    "list": ("inbox list", "inbox list -a me", "inbox list --status open --channel instagram --assignee none --tag refund",
+             "inbox list --overdue", "inbox list --window-closing 4"),
+    "show": ("inbox show 42", "inbox show 42 --full --no-pager", "inbox show 42 --json"),
+    "claim": ("inbox claim", "inbox claim 42", "inbox claim --channel x"),
+    "assign": ("inbox assign 42 budi", "inbox assign 42 none"),
+    "status": ("inbox status 42 resolved",),
+    "priority": ("inbox priority 42 urgent",),
+    "tag": ("inbox tag 42 refund", "inbox tag 42 refund --remove"),
+    "note": ('inbox note 42 "called the customer, refund approved"',),
+    "merge": ("inbox merge 43 42",),
+    "unmerge": ("inbox unmerge 43",),
+    "link": ('inbox link 7 19 --reason "same invoice INV/20261120/MPL/3817265540"',),
+    "unlink": ("inbox unlink 19",),
+    "search": ('inbox search "INV/20261120/MPL/3817265540"', "inbox search refund --status open --channel facebook"),
+    "reply": ('inbox reply 42 "Halo kak, kami cek dulu ya"', "inbox reply 42 --editor", "inbox reply 42 --template refund --yes",
+              "echo 'Halo kak' | inbox reply 42 - --yes"),
+    "outbox": ("inbox outbox", "inbox outbox --all --json"),
+    "outbox retry": ("inbox outbox retry 7",),
+    "stats": ("inbox stats", "inbox stats --days 30 --channel instagram --json"),
+    "export": ("inbox export --format csv --output tickets.csv", "inbox export --status open --channel x | head"),
+    "demo": ("inbox demo", "inbox demo --keep"),
+}
+
+
+def _examples_epilog(lines: tuple[str, ...]) -> str:
+    # "\b" keeps the help formatter from re-flowing the lines into one paragraph.
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def _attach_examples(typer_app: Any, prefix: str = "") -> None:
+    """Every command's help ends with its examples (from _EXAMPLES)."""
+    for command in typer_app.registered_commands:
+        name = command.name or command.callback.__name__
+        key = f"{prefix}{name}"
+        if key in _EXAMPLES:
+            command.epilog = _examples_epilog(_EXAMPLES[key])
+    for group in typer_app.registered_groups:
+        key = f"{prefix}{group.name}"
+        sub = group.typer_instance
+        if key in _EXAMPLES and sub.registered_callback is not None:  # a group that is also a command
+            sub.registered_callback.epilog = _examples_epilog(_EXAMPLES[key])
+        _attach_examples(sub, f"{key} ")
+
+
+def _plain_placeholders() -> None:
+    """Help shows NAME placeholders, never Python types (`<list[str]>`, `<int range>`) nor `{ID}`."""
+    from typer import core
+
+    param = getattr(core, "_TyperParameter", None)
+    argument = getattr(core, "TyperArgument", None)
+    if param is not None and hasattr(param, "display_type"):
+        param.display_type = lambda self, ctx: self.metavar or (self.name or "value").upper()
+    if argument is not None and hasattr(argument, "_usage_display_name"):
+        argument.display_type_rich = lambda self, ctx: None  # the name says it: `ID  Ticket id.`
+
+        def usage_name(self: Any) -> str:
+            name = self.metavar or (self.name or "value").upper()
+            if not self.required and not name.startswith("["):
+                name = f"[{name}]"
+            return name + ("..." if self.nargs != 1 and not name.endswith("...") else "")
+
+        argument._usage_display_name = usage_name
+
+
+_attach_examples(app)
+_plain_placeholders()
+
+
+def _global_flags_first(argv: list[str]) -> list[str]:
+    """`inbox show 42 --debug` as `inbox --debug show 42`: --debug is accepted anywhere, as --json
+    is (arguments after a `--` are left alone)."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    if "--debug" not in argv[:end]:
+        return argv
+    return ["--debug", *[a for a in argv[:end] if a != "--debug"], *argv[end:]]
+
+
 # ─── entry point ─────────────────────────────────────────────────────────────────────────────
 
 
@@ -1828,10 +1947,11 @@ def _exit_without_teardown(code: int) -> None:
 
 
 def _run(argv: list[str] | None) -> int:
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    args = _global_flags_first(list(argv if argv is not None else sys.argv[1:]))
+    debug = args[:1] == ["--debug"]
     try:
         # Standalone mode turns usage errors into exit 2 with a message; anything else reaches us.
-        app(args=argv, prog_name="inbox")
+        app(args=args, prog_name="inbox")
         return 0
     except SystemExit as exc:
         if exc.code == 1 and type(sys.stdout).__name__ == "PacifyFlushWrapper":

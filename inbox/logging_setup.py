@@ -103,5 +103,8 @@ def configure(level: str | int = "INFO", json: bool = False, *, debug: bool = Fa
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.DEBUG if debug else max(level, logging.INFO))
     # Alembic narrates every step at INFO; inbox.migrate already logs the one line that matters.
-    logging.getLogger("alembic").setLevel(logging.DEBUG if debug else max(level, logging.WARNING))
+    # APScheduler logs each job's adding, running and success at INFO: `inbox run` logs one line
+    # per sync per account itself (inbox.sync), so only its warnings and errors come through.
+    for name in ("alembic", "apscheduler"):
+        logging.getLogger(name).setLevel(logging.DEBUG if debug else max(level, logging.WARNING))
     return handler

@@ -335,3 +335,119 @@ def test_declining_after_the_editor_keeps_the_text_as_a_draft_offered_next_time(
     assert typed in seen.read_text(encoding="utf-8")
     assert store.sb.sent("tokoshop-x")[-1]["text"] == typed
     assert not drafts[0].exists()
+
+
+# ── tables, pager, logs, help ───────────────────────────────────────────────────────────────
+
+def test_outbox_at_80_columns_keeps_id_ticket_and_state_whole(store: Store) -> None:
+    ticket = _x_ticket(store, 3)
+    long_text = "Halo kak, " + "mohon maaf atas keterlambatan pengiriman pesanan Anda, kami sudah menghubungi kurir " * 2
+    assert store.inbox("reply", str(ticket), long_text, "--yes").returncode == 0
+    replies = json.loads(store.inbox("outbox", "--all", "--json").stdout)["replies"]
+    for columns in ("80", "120"):
+        out = store.inbox("outbox", "--all", env=store.env(COLUMNS=columns)).stdout
+        lines = out.splitlines()
+        assert lines[0].split()[:3] == ["#", "ticket", "state"], out
+        assert all(len(line) <= int(columns) for line in lines)
+        for r in replies:
+            row = next(line for line in lines if line.split()[:1] == [str(r["id"])])
+            assert row.split()[1:3] == [f"#{r['ticket_id']}", r["state"]], row  # whole, never "unkn…"
+        assert "kurir" in out  # the text folds onto more lines instead of pushing the id out
+
+
+def test_list_at_80_columns_gives_the_snippet_room(store: Store) -> None:
+    out = store.inbox("list", env=store.env(COLUMNS="80")).stdout
+    header, *rows = out.splitlines()
+    snippet_start = header.index("snippet")
+    snippet_end = header.index("age", snippet_start) - 1
+    assert snippet_end - snippet_start >= 22, header
+    assert all(len(line) <= 80 for line in rows)
+
+
+def test_the_pager_is_chosen_on_the_rendered_height(store: Store, tmp_path: Path) -> None:
+    """Few messages that fold onto many lines still page on a 40-row terminal; a short one does not."""
+    import pty
+
+    tickets = json.loads(store.inbox("list", "--json", "--status", "all", "--limit", "200").stdout)["tickets"]
+
+    def rendered(ticket_id: int) -> tuple[int, int]:
+        shown = json.loads(store.inbox("show", str(ticket_id), "--json").stdout)
+        lines = store.inbox("show", str(ticket_id), "--no-pager", env=store.env(COLUMNS="80")).stdout.count("\n")
+        return len(shown["messages"]) + len([e for e in shown["events"] if e["action"] != "note"]), lines
+
+    sizes = {t["id"]: rendered(t["id"]) for t in tickets[:40]}
+    tall = next(i for i, (items, lines) in sizes.items() if items <= 32 and lines > 42)  # the old rule said: fits
+    short = next(i for i, (items, lines) in sizes.items() if lines < 30)
+    paged = tmp_path / "paged.txt"
+
+    def show_on_a_terminal(ticket_id: int) -> bool:
+        paged.unlink(missing_ok=True)
+        master, slave = pty.openpty()
+        try:
+            env = store.env(COLUMNS="80", LINES="40", PAGER=f"cat > {shlex.quote(str(paged))}", MANPAGER="", TERM="xterm")
+            env.pop("MANPAGER")
+            proc = subprocess.Popen([INBOX, "-c", str(store.config), "show", str(ticket_id)], cwd=store.dir, env=env,
+                                    stdin=slave, stdout=slave, stderr=slave)
+            os.close(slave)
+            slave = -1
+            while True:  # drain the terminal until the command is done
+                try:
+                    if not os.read(master, 65536):
+                        break
+                except OSError:
+                    break
+            assert proc.wait(timeout=60) == 0
+        finally:
+            if slave >= 0:
+                os.close(slave)
+            os.close(master)
+        return paged.exists()
+
+    assert show_on_a_terminal(tall)
+    assert not show_on_a_terminal(short)
+
+
+def _commands() -> list[tuple[list[str], Any]]:
+    import typer.main
+
+    import cli
+
+    found: list[tuple[list[str], Any]] = []
+
+    def walk(cmd: Any, path: list[str]) -> None:
+        found.append((path, cmd))
+        for name, sub in sorted(getattr(cmd, "commands", {}).items()):
+            walk(sub, [*path, name])
+
+    walk(typer.main.get_command(cli.app), [])
+    return found
+
+
+def test_help_has_plain_placeholders_described_options_and_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    import cli
+
+    for path, cmd in _commands():
+        assert cli.main([*path, "--help"]) == 0
+        text = capsys.readouterr().out
+        assert not re.search(r"<[a-z][^>]*>|\{[A-Z_]+\}", text), (path, text)  # <list[str]>, <int range>, {ID}
+        if path and (not getattr(cmd, "commands", None) or cmd.invoke_without_command):  # a command, not only a group
+            assert "Examples:\n" in text and f"inbox {' '.join(path)}" in text.split("Examples:", 1)[1], path
+        for param in cmd.params:
+            if param.param_type_name == "option" and "--help" not in param.opts:
+                assert (param.help or "").strip(), (path, param.opts)
+
+
+def test_one_meaning_per_short_flag_and_debug_anywhere(store: Store) -> None:
+    meanings: dict[str, set[str]] = {}
+    for path, cmd in _commands():
+        for param in cmd.params:
+            names = [*param.opts, *param.secondary_opts]
+            longs = [o for o in names if o.startswith("--")]
+            for short in (o for o in names if len(o) == 2 and o.startswith("-")):
+                meanings.setdefault(short, set()).update(longs)
+    assert {k: v for k, v in meanings.items() if len(v) > 1} == {}
+    res = store.inbox("show", "1", "--no-pager", "--debug")
+    assert res.returncode == 0 and "No such option" not in res.stderr, res.stderr
+    late = store.inbox("accounts", "reset", "nosuch", "--debug")
+    assert late.returncode == 5 and "Traceback" in late.stderr  # --debug after the command: tracebacks, same exit code
+    assert store.inbox("note", "1", "--", "--debug").returncode == 0  # after `--` it is text

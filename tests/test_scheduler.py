@@ -133,3 +133,6 @@ def test_inbox_run_stops_cleanly_on_sigterm(sandbox, tmp_path):
             proc.kill()
     assert proc.returncode == 0, err
     assert "scheduler stopped" in err
+    # One line per sync per account (inbox.sync's), not APScheduler's three per job run.
+    log = "".join(lines) + err
+    assert "apscheduler" not in log and "Running job" not in log and "executed successfully" not in log, log

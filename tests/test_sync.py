@@ -264,7 +264,7 @@ def test_cli_sync_json_and_accounts(tmp_path, sandbox, monkeypatch, capsys):
     assert x["needs_reauth"] and not x["healthy"]
     assert cli.main(["-c", str(settings_path), "accounts", "reset", "tokoshop-x"]) == 0
     sandbox.clear_faults()
-    assert cli.main(["-c", str(settings_path), "sync", "-a", "tokoshop-x"]) == 0
+    assert cli.main(["-c", str(settings_path), "sync", "--account", "tokoshop-x"]) == 0
     capsys.readouterr()
     assert cli.main(["-c", str(settings_path), "accounts"]) == 0
 
