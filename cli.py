@@ -744,9 +744,9 @@ app.add_typer(quarantine_app, name="quarantine")
 @quarantine_app.callback()
 def quarantine_list(
     ctx: typer.Context,
-    account: Optional[str] = typer.Option(None, "--account", "-a", help="Only this account."),
+    account: Optional[str] = typer.Option(None, "--account", metavar="NAME", help="Only this account."),
     all_: bool = typer.Option(False, "--all", help="Include resolved items."),
-    limit: int = typer.Option(100, "--limit", "-n", min=1, help="At most this many, newest first."),
+    limit: int = typer.Option(100, "--limit", "-n", min=1, metavar="N", help="At most this many, newest first."),
     json_: bool = _SYNC_JSON,
 ) -> None:
     """List quarantined items, newest first (`inbox quarantine show ID` for one item's raw payload)."""
@@ -757,6 +757,8 @@ def quarantine_list(
 
     from inbox.quarantine import list_items
     from inbox.text import one_line
+
+    from inbox.timefmt import local_time
 
     st = state(ctx)
     rows = list_items(st.engine(), account=account, include_resolved=all_, limit=limit)
@@ -771,7 +773,7 @@ def quarantine_list(
     for head in ("#", "received", "account", "ch", "platform id", "reason"):
         table.add_column(head, no_wrap=True)
     for r in rows:
-        table.add_row(Text(str(r.id)), Text(_iso_short(r.received_at)), Text(one_line(r.account, 40)),
+        table.add_row(Text(str(r.id)), Text(local_time(r.received_at, st.zone())), Text(one_line(r.account, 40)),
                       Text(_CHANNEL_SHORT.get(r.channel, r.channel)), Text(one_line(r.external_id or r.thread_id or "–", 30)),
                       Text(one_line(r.reason, 100), style="dim" if r.resolved_at else ""))
     out.print(table)
@@ -792,6 +794,8 @@ def quarantine_show(
     from inbox.quarantine import get_item
     from inbox.text import clean, one_line
 
+    from inbox.timefmt import local_time
+
     st = state(ctx)
     item = get_item(st.engine(), item_id)
     if json_ or st.json:
@@ -799,7 +803,7 @@ def quarantine_show(
         return
     out = console()
     out.print(Text.assemble((f"#{item.id} ", "bold"), f"{one_line(item.account, 40)} · {item.channel} · received ",
-                            _iso_short(item.received_at), (" · resolved" if item.resolved_at else "", "dim")))
+                            local_time(item.received_at, st.zone()), (" · resolved" if item.resolved_at else "", "dim")))
     if item.external_id or item.thread_id:
         out.print(Text(f"platform id {one_line(item.external_id or '–', 120)} · thread {one_line(item.thread_id or '–', 120)}"))
     out.print(Text(f"reason: {one_line(item.reason, 500)}", style="yellow"))
@@ -1192,10 +1196,6 @@ def _flag_text(flag: str) -> str:
         return MessageFlag(flag).description
     except ValueError:  # a flag this version does not know
         return clean(flag)
-
-
-def _iso_short(value: Any) -> str:
-    return value.strftime("%Y-%m-%d %H:%M") if value else "–"
 
 
 @app.command("show")
@@ -1823,6 +1823,8 @@ _EXAMPLES: dict[str, tuple[str, ...]] = {
     "accounts": ("inbox accounts", "inbox accounts --json"),
     "accounts reset": ("inbox accounts reset tokoshop-fb",),
     "accounts repoint": ("inbox accounts repoint tokoshop-fb",),
+    "quarantine": ("inbox quarantine", "inbox quarantine --account tokoshop-x --all --json"),
+    "quarantine show": ("inbox quarantine show 3",),
     "list": ("inbox list", "inbox list -a me", "inbox list --status open --channel instagram --assignee none --tag refund",
              "inbox list --overdue", "inbox list --window-closing 4"),
     "show": ("inbox show 42", "inbox show 42 --full --no-pager", "inbox show 42 --json"),
