@@ -52,3 +52,19 @@ def test_loop_long_sqlite() -> None:
 @pytest.mark.skipif(not LONG, reason="the long run belongs to the ci Hypothesis profile (INBOX_HYPOTHESIS_PROFILE=ci)")
 def test_loop_long_postgres(pg_url: str) -> None:
     _run(PostgresLoop, examples=PROFILE.max_examples // 2, steps=30)
+
+
+# ── failures the machine found, replayed step by step (minimal examples) ─────────────────────
+
+@pytest.mark.xfail(reason="issue 11 item 3: two agents who both confirmed on one ticket both deliver (fix in progress elsewhere)",
+                   strict=False)
+@pytest.mark.parametrize("same_text", [True, False], ids=["same-text", "different-text"])
+def test_two_agents_on_one_ticket_reach_the_customer_once(same_text: bool) -> None:
+    state = SQLiteLoop()
+    state.known["two_agents_both_deliver"] = False
+    try:
+        state.first_sync()
+        state.two_agents_reply(pick=1, same_text=same_text)
+        state.no_reply_delivered_twice()
+    finally:
+        state.close()
