@@ -61,6 +61,15 @@ KNOWN_DEFECTS = {
     # issue 11 item 3 (two agents on one ticket both deliver): until the re-check after the
     # confirmation exists, two agents racing on one ticket may both deliver.
     "two_agents_both_deliver": True,
+    # Found here, not named in issue 10: X has no since_id and its walk stops on the page where it
+    # meets the cursor; an event that appears late, dated a minute before events already listed and
+    # behind more than a page of newer ones, is never stored while every pass says ok. Minimal
+    # example: first_sync; customer_burst(x, n=19); sync(x); customer_burst(x, n=7);
+    # customer_message(x, late=59, existing thread); teardown. A fix (walk on past the cursor for
+    # sync.overlap_seconds of snowflake time) costs X lookups on busy accounts, against the
+    # 15-per-15-minutes budget: a decision for the X connector's owners. True leaves X's lateness
+    # at 2 s.
+    "x_late_beyond_the_stopping_page": True,
 }
 
 # Choices among things the store or the sandbox holds are drawn as a number taken modulo their
@@ -195,6 +204,11 @@ class LoopMachine(RuleBasedStateMachine):
         """A customer writes: hostile text, names and handles; sometimes no text at all; dated up
         to 5 minutes back (within the sync overlap), as a late platform write would be."""
         text = data.draw(st.one_of(st.none(), hostile_text(allow_nul=self.backend == "sqlite")), label="text")
+        if account == "tokoshop-x" and self.known["x_late_beyond_the_stopping_page"]:
+            # X's walk keeps late events only on the page where it meets its cursor (the feed's lag
+            # after a send is seconds): a minute-late one behind a full page of newer events is never
+            # stored (see KNOWN_DEFECTS). Late by a second or two here, as the connector is built for.
+            late = min(late, 2)
         body: dict[str, Any] = {"account": account, "text": text, "at": self.sb.now() - late}
         if kind:
             body["attachments"] = [{"type": kind}]
@@ -585,9 +599,26 @@ class LoopMachine(RuleBasedStateMachine):
 
         import cli
 
+        import inbox.db
+
+        # The command's engine would live until this process exits (atexit): close it here, or a
+        # long run on PostgreSQL ends with "too many clients".
+        made: list[Any] = []
+        real = inbox.db.open_store
+
+        def tracked(*a: Any, **kw: Any) -> Any:
+            made.append(real(*a, **kw))
+            return made[-1]
+
         out = io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            code = cli.main(["-c", str(self.config), *args])
+        inbox.db.open_store = tracked
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+                code = cli.main(["-c", str(self.config), *args])
+        finally:
+            inbox.db.open_store = real
+            for engine in made:
+                engine.dispose()
         return code, out.getvalue()
 
     def what_agents_see(self) -> None:
