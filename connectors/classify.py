@@ -97,7 +97,7 @@ def _epoch_header(headers: Mapping[str, str], name: str, now: datetime) -> datet
 
 def _after(now: datetime, seconds: float) -> datetime:
     """`now + seconds`, with the wait bounded to [0, MAX_WAIT]."""
-    return now + min(timedelta(seconds=max(0.0, min(seconds, MAX_WAIT.total_seconds()))), MAX_WAIT)
+    return now + timedelta(seconds=max(0.0, min(seconds, MAX_WAIT.total_seconds())))
 
 
 def _usage_buckets(headers: Mapping[str, str]) -> list[Mapping[str, Any]]:

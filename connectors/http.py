@@ -213,16 +213,19 @@ def _inflate(chunks: Iterator[bytes], encoding: str) -> Iterator[bytes]:
 
 def _read_body(raw: Any, limit: int, where: str, account: str) -> bytes:
     """The decoded body, read and inflated step by step; `ResponseTooLargeError` past `limit` bytes."""
-    too_large = ResponseTooLargeError(
-        f"{where}: the response is larger than {limit:,} bytes once decoded; not read "
-        "(raise sync.max_response_mb if the platform really sends this much)",
-        status=raw.status, account=account,
-    )
+
+    def too_large() -> ResponseTooLargeError:
+        return ResponseTooLargeError(
+            f"{where}: the response is larger than {limit:,} bytes once decoded; not read "
+            "(raise sync.max_response_mb if the platform really sends this much)",
+            status=raw.status, account=account,
+        )
+
     encodings = [e.strip().lower() for e in (raw.headers.get("Content-Encoding") or "").split(",")]
     encodings = [e for e in encodings if e and e != "identity"]
     length = raw.headers.get("Content-Length") or ""
     if not encodings and length.isdigit() and int(length) > limit:
-        raise too_large
+        raise too_large()
     chunks: Iterator[bytes] = raw.stream(_CHUNK, decode_content=False)
     for encoding in reversed(encodings):  # listed in the order they were applied
         chunks = _inflate(chunks, encoding)
@@ -231,7 +234,7 @@ def _read_body(raw: Any, limit: int, where: str, account: str) -> bytes:
     for piece in chunks:
         size += len(piece)
         if size > limit:
-            raise too_large
+            raise too_large()
         parts.append(piece)
     return b"".join(parts)
 
@@ -360,7 +363,7 @@ class HttpSession(requests.Session):
             raw.close()  # the rest is never read: the connection cannot be reused
             raw.release_conn()
             raise
-        except urllib3.exceptions.ReadTimeoutError as exc:  # before its base classes below
+        except urllib3.exceptions.ReadTimeoutError as exc:
             raw.release_conn()
             raise requests.exceptions.ReadTimeout(exc, request=prepared) from exc
         except (urllib3.exceptions.ProtocolError, urllib3.exceptions.DecodeError, OSError) as exc:
