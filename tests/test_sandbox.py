@@ -285,6 +285,30 @@ def test_meta_calls_per_second_throttle() -> None:
         assert graph_error(ig[2])["code"] == 80002
 
 
+def test_meta_call_budget_reaches_100_percent_then_throttles_until_the_window_passes() -> None:
+    with Sandbox(seed=7).start() as sb:
+        control = requests.post(f"{sb.base_url}/_sandbox/meta_budget", json={"calls": 4, "window_seconds": 600,
+                                                                             "used": {"tokoshop-fb": 1}}, timeout=5)
+        assert control.status_code == 200
+        g = Graph(sb)
+
+        def usage(resp: requests.Response) -> dict[str, Any]:
+            return json.loads(resp.headers["X-Business-Use-Case-Usage"])[PAGE_ID][0]
+
+        answers = [g.get(f"{PAGE_ID}/conversations", platform="messenger") for _ in range(4)]
+        assert [r.status_code for r in answers] == [200, 200, 200, 400]
+        assert [usage(r)["call_count"] for r in answers[:3]] == [50, 75, 100]  # one call already spent by "another app"
+        err = graph_error(answers[3])
+        assert err["code"] == 80006 and usage(answers[3])["estimated_time_to_regain_access"] == 10  # minutes left
+        ig = g.get(f"{PAGE_ID}/conversations", platform="instagram")  # the IG account has its own budget
+        assert ig.status_code == 200 and json.loads(ig.headers["X-Business-Use-Case-Usage"])
+        sb.advance(601)
+        again = g.get(f"{PAGE_ID}/conversations", platform="messenger")
+        assert again.status_code == 200 and usage(again)["call_count"] == 25
+        sb.meta_budget(None)
+        assert all(g.get(f"{PAGE_ID}/conversations", platform="messenger").status_code == 200 for _ in range(5))
+
+
 # ── Graph: Send API ─────────────────────────────────────────────────────────────────────────
 def test_send_within_window_appears_as_outbound(sandbox: Sandbox) -> None:
     g = Graph(sandbox)
