@@ -203,11 +203,13 @@ class MetaConnector:
                         quarantined.append(self._quarantine(f"conversation: {exc}", item))
                         continue
                     if conv.stamp is not None:
-                        log.warning("%s: thread %s has an unusable updated_time %r; read as %s", self.spec.name, conv.id,
-                                    conv.stamp, format_time(conv.updated_time))
-                    if new_hwm is None or conv.updated_time > new_hwm:
+                        # A time the platform did not really give: the thread is read, but its time
+                        # neither moves the high-water mark nor ends the listing.
+                        log.warning("%s: thread %s has an unusable updated_time %r; read anyway", self.spec.name, conv.id,
+                                    conv.stamp)
+                    elif new_hwm is None or conv.updated_time > new_hwm:
                         new_hwm = conv.updated_time
-                    if threshold is not None and conv.updated_time <= threshold:
+                    if conv.stamp is None and threshold is not None and conv.updated_time <= threshold:
                         reached_old = True
                         continue
                     # A repaired time is remembered as the platform gave it, so an unchanged thread is not re-read.

@@ -70,13 +70,10 @@ KNOWN_DEFECTS = {
     # 15-per-15-minutes budget: a decision for the X connector's owners. True leaves X's lateness
     # at 2 s.
     "x_late_beyond_the_stopping_page": True,
-    # Issue 10 items 3/7 (platform times, store what a broken item gives): a Graph conversation
-    # listed without `updated_time` (the sandbox's bad_item fault on /conversations) moves the Meta
-    # high-water mark to the present, past the newest stored message, and empties `recent`, with
-    # nothing quarantined. Minimal example: first_sync; platform_fault(tokoshop-ig, bad_item,
-    # path=/conversations); sync(tokoshop-ig) -> hwm = now, newest stored an hour older. True: the
-    # "cursor not past the newest stored message" check skips accounts that had such a fault.
-    "meta_hwm_from_a_conversation_without_time": True,
+    # Issue 10 items 3/7 (fixed): a Graph conversation listed without `updated_time` moved the Meta
+    # high-water mark to the present, past the newest stored message. Now such a thread is read but
+    # its stand-in time never moves the mark. True would skip the check for accounts with that fault.
+    "meta_hwm_from_a_conversation_without_time": False,
 }
 
 # Choices among things the store or the sandbox holds are drawn as a number taken modulo their

@@ -96,8 +96,6 @@ class _Draws:
         return self.values.pop(0)
 
 
-@pytest.mark.xfail(reason="issue 10 items 3/7: a Graph conversation without updated_time moves the Meta high-water mark "
-                          "to the present, past the stored data (fix in progress elsewhere)", strict=False)
 def test_a_conversation_listed_without_its_time_leaves_the_cursor_behind_the_stored_data() -> None:
     state = SQLiteLoop()
     state.known["meta_hwm_from_a_conversation_without_time"] = False
