@@ -41,17 +41,17 @@ def test_loop_short_postgres(pg_url: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(2400)
 @pytest.mark.skipif(not LONG, reason="the long run belongs to the ci Hypothesis profile (INBOX_HYPOTHESIS_PROFILE=ci)")
 def test_loop_long_sqlite() -> None:
-    _run(SQLiteLoop, examples=PROFILE.max_examples // 2, steps=30)
+    _run(SQLiteLoop, examples=PROFILE.max_examples // 2, steps=25)  # ci: 100 examples, 2,500 steps (about 10 min)
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(2400)
 @pytest.mark.skipif(not LONG, reason="the long run belongs to the ci Hypothesis profile (INBOX_HYPOTHESIS_PROFILE=ci)")
 def test_loop_long_postgres(pg_url: str) -> None:
-    _run(PostgresLoop, examples=PROFILE.max_examples // 2, steps=30)
+    _run(PostgresLoop, examples=PROFILE.max_examples // 4, steps=25)  # ci: 50 examples, 1,250 steps (about 10 min)
 
 
 # ── failures the machine found, replayed step by step (minimal examples) ─────────────────────
