@@ -3,6 +3,7 @@
 - `RetryLaterError`: transient (429, 5xx, timeouts, Graph 1/2/4/17/32/613/80000-range); carries when.
 - `NeedsReauthError`: the token is dead (Graph 190/102, X 401); stop the account and tell the team.
 - `PermanentError`: retrying will not help (bad request, window closed, text too long, recipient gone).
+- `NotSentError` (a `PermanentError`): the request failed before it left the process; not delivered.
 - `DeliveryUnknownError`: a send may or may not have reached the platform; reconcile, never blindly retry.
 
 Every message is redacted before it is stored on the exception.
@@ -105,6 +106,11 @@ class TextTooLongError(PermanentError):
 
 class RecipientUnavailableError(PermanentError):
     """The customer cannot receive messages (blocked the account, deactivated, 551, X 403)."""
+
+
+class NotSentError(PermanentError):
+    """The request failed before any byte of it left the process (an invalid header, a bad URL):
+    certainly not delivered, and sending it again unchanged fails the same way."""
 
 
 class DeliveryUnknownError(ConnectorError):

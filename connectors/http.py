@@ -39,7 +39,7 @@ from requests.structures import CaseInsensitiveDict
 
 from connectors import safejson
 from connectors.classify import classify, is_retryable, retry_hint
-from connectors.errors import DeliveryUnknownError, MalformedResponseError, RateLimitedError, ResponseTooLargeError, ServerError
+from connectors.errors import DeliveryUnknownError, MalformedResponseError, NotSentError, RateLimitedError, ResponseTooLargeError, ServerError
 from connectors.redact import redact
 
 log = logging.getLogger(__name__)
@@ -146,6 +146,40 @@ def _never_sent(exc: BaseException) -> bool:
     return False
 
 
+# Whether a byte of the current request reached the socket, per thread. Set by the connections
+# `HttpSession` pools make (below), cleared before each attempt: a failure with it unset (invalid
+# header, DNS, connection refused, TLS handshake) certainly delivered nothing.
+_wire = threading.local()
+
+
+def _request_left() -> bool:
+    return bool(getattr(_wire, "left", False))
+
+
+class _WireMark:
+    """Mixin for urllib3 connections: every byte of a request leaves through http.client's `send`."""
+
+    sock: Any
+    auto_open: int
+    connect: Callable[[], None]
+
+    def send(self, data: Any) -> None:
+        if self.sock is None and self.auto_open:
+            self.connect()  # a failure here (DNS, refused, TLS) sent nothing
+        _wire.left = True
+        super().send(data)  # type: ignore[misc]
+
+
+_MARKED: dict[type, type] = {}
+
+
+def _marked(cls: type) -> type:
+    found = _MARKED.get(cls)
+    if found is None:
+        found = _MARKED[cls] = type(f"Marked{cls.__name__}", (_WireMark, cls), {})
+    return found
+
+
 _NO_RETRIES = urllib3.Retry(0, read=False)  # requests' adapter default: retrying is ours (`HttpSession.request`)
 
 
@@ -166,6 +200,14 @@ def _as_requests_error(exc: Exception, request: requests.PreparedRequest) -> Exc
         if isinstance(cause, kind):
             return error(exc, request=request)  # type: ignore[no-any-return]
     return r.ConnectionError(exc, request=request) if cause is not exc else exc
+
+
+def _not_sent_reason(exc: Exception) -> str:
+    if isinstance(exc, requests.exceptions.InvalidHeader):
+        return "a request header is invalid (is there a newline or space at the end of the token's environment variable?)"
+    if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema)):
+        return "the URL is invalid (check the account's base_url)"
+    return f"the request could not be prepared ({exc.__class__.__name__})"
 
 
 def _path(url: str) -> str:
@@ -419,6 +461,8 @@ class HttpSession(requests.Session):
             except urllib3.exceptions.LocationValueError as exc:
                 raise requests.exceptions.InvalidURL(exc, request=prepared) from exc
             adapter.cert_verify(pool, prepared.url or "", verify, cert)
+            if not issubclass(pool.ConnectionCls, _WireMark):
+                pool.ConnectionCls = _marked(pool.ConnectionCls)
             found = self._pools[key] = (pool, adapter.request_url(prepared, proxies) != prepared.path_url)
         return found
 
@@ -439,6 +483,7 @@ class HttpSession(requests.Session):
         while True:
             self.pacer.wait(self.sleep)
             started = time.monotonic()
+            _wire.left = False
             try:
                 response = self._send(method, url, kwargs)
             except ResponseTooLargeError:
@@ -459,7 +504,7 @@ class HttpSession(requests.Session):
                     f"{method} {_path(url)}: response body truncated ({exc.__class__.__name__})", account=self.account
                 ) from None
             except (requests.ConnectionError, requests.Timeout) as exc:
-                never_sent = _never_sent(exc)
+                never_sent = _never_sent(exc) or not _request_left()
                 kind = "timed out" if isinstance(exc, requests.Timeout) else "connection failed"
                 if not idempotent and not never_sent:
                     log.warning("%s %s %s after the request left; outcome unknown", method, _path(url), kind)
@@ -477,6 +522,17 @@ class HttpSession(requests.Session):
                 slept += delay
                 attempt += 1
                 continue
+            except Exception as exc:
+                if _request_left():
+                    if idempotent:
+                        raise
+                    raise DeliveryUnknownError(
+                        f"{method} {_path(url)}: {exc.__class__.__name__} after the request was sent; it may have been delivered",
+                        account=self.account,
+                    ) from None
+                # Raised before a byte left (a header requests refuses, such as a token ending in a
+                # newline; a bad URL): nothing was sent. Never quote the exception: it holds the value.
+                raise NotSentError(f"{method} {_path(url)}: {_not_sent_reason(exc)}; nothing was sent", account=self.account) from None
             if log.isEnabledFor(logging.DEBUG):  # redacting costs; only for a line that is written
                 elapsed = (time.monotonic() - started) * 1000
                 log.debug("%s %s -> %s (%.0f ms)", method, redact(response.url or url), response.status_code, elapsed)

@@ -316,6 +316,22 @@ def test_timed_out_send_is_unknown_until_the_echo(e2e: Env) -> None:
     assert [s["text"] for s in e2e.sb.sent("tokoshop-fb")].count(text) == 1
 
 
+def test_broken_token_leaves_a_failed_reply_that_retry_sends_once(e2e: Env) -> None:
+    """A token with a trailing newline fails before the request leaves: `failed` (not `unknown`), retryable at once."""
+    t = _ticket_where(e2e, lambda t: t["channel"] == "x" and t["status"] == "new")
+    text = "Pesanan kakak sedang kami cek"
+    token = e2e.env["INBOX_SANDBOX_X_TOKEN"]
+    r = e2e.run("reply", str(t["id"]), text, "--yes", check=7, env={"INBOX_SANDBOX_X_TOKEN": token + "\n"})
+    assert "nothing was sent" in r.stderr and token not in r.stderr + r.stdout
+    rows = e2e.query("SELECT id, state, error FROM reply")
+    assert [x[1] for x in rows] == ["failed"] and "nothing was sent" in rows[0][2]
+    assert [s["text"] for s in e2e.sb.sent("tokoshop-x")].count(text) == 0
+    e2e.run("outbox", "retry", str(rows[0][0]))  # no sync needed: it never left
+    e2e.run("sync")
+    assert [s["text"] for s in e2e.sb.sent("tokoshop-x")].count(text) == 1
+    assert e2e.query("SELECT state FROM reply") == [("sent",)]
+
+
 # ─── safety and help ────────────────────────────────────────────────────────────────────────
 
 

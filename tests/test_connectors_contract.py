@@ -30,6 +30,7 @@ from connectors.base import (
 from connectors.errors import (
     ConnectorError,
     DeliveryUnknownError,
+    NotSentError,
     MalformedResponseError,
     NeedsReauthError,
     RateLimitedError,
@@ -358,6 +359,23 @@ def test_send_that_may_have_left_is_delivery_unknown(sb: Any, name: str, kind: s
         assert len(sb.sent(name)) == before + 1
         echo, _, _ = drain(conn, cursor, store)
         assert any(m.direction is Direction.OUT and m.text == "Baik Kak, kami cek dulu ya" for m in echo)
+
+
+@pytest.mark.parametrize("name", ACCOUNTS)
+def test_send_with_a_broken_token_is_not_sent_and_says_so(sb: Any, name: str) -> None:
+    """A token ending in a newline makes the request fail before a byte leaves: certainly not delivered."""
+    conn = open_connector(sb, name)
+    store = Store()
+    _, _, cursor = drain(conn, None, store)
+    msg, _ = _fresh_thread(sb, conn, name, store, cursor)
+    token = sb.accounts[name].token
+    broken = connect(make_spec(sb, name, secrets={"access_token": token + "\n"}), policy=FAST)
+    sb.clear_calls()
+    policy = ReplyPolicy.DIRECT if name == "tokoshop-x" else ReplyPolicy.RESPONSE
+    with pytest.raises(NotSentError, match="nothing was sent") as info:
+        broken.send(_reply(msg, "Baik Kak", policy))
+    assert token not in str(info.value) and "newline" in str(info.value)
+    assert calls_for(sb, name) == [] and sb.sent(name) == []
 
 
 @pytest.mark.parametrize(("kind", "expected"), [("503", ServerError), ("500", DeliveryUnknownError)])
