@@ -88,6 +88,14 @@ def _route(sb: Sandbox, method: str, name: str, query: dict[str, str], data: dic
         return 200, {"ok": True}
     if method == "GET" and name == "sent":
         return 200, sb.sent(query["account"])
+    if method == "GET" and name == "deliveries":
+        counts = sb.deliveries(query.get("account"))
+        return 200, [{"account": a, "recipient_id": r, "text": t, "count": n} for (a, r, t), n in sorted(counts.items())]
+    if method == "POST" and name == "release_late":
+        sb.release_late()
+        return 200, {"ok": True}
+    if method == "POST" and name == "wait_late":
+        return 200, {"done": sb.wait_late(float(data.get("timeout", 60)))}
     if method == "POST" and name == "advance":
         return 200, {"now": sb.advance(float(data.get("seconds", 0)))}
     if method == "POST" and name == "rotate_token":

@@ -71,10 +71,14 @@ class Sandbox:
     """
 
     def __init__(self, seed: int = 7, large: int = 0, x_rate_limit: int = 15, x_window_seconds: float = 900,
-                 meta_calls_per_second: float | None = None, timeout_sleep: float = 20.0) -> None:
+                 meta_calls_per_second: float | None = None, timeout_sleep: float = 20.0, late_sleep: float | None = None) -> None:
         self.seed = seed
         self.large = large
         self.timeout_sleep = timeout_sleep
+        self.late_sleep = timeout_sleep if late_sleep is None else late_sleep
+        self._late = 0  # late requests accepted and not yet carried out
+        self._late_gen = 0  # bumped by release_late(): the waiting ones are carried out now
+        self._late_done = threading.Condition()
         self.state = State(seed)
         self.faults = FaultBook()
         self.usage = graph.Usage(meta_calls_per_second)
@@ -110,6 +114,7 @@ class Sandbox:
 
     def stop(self) -> None:
         self.stopping.set()  # wakes handlers sleeping in a "timeout" fault
+        self.release_late()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -335,6 +340,7 @@ class Sandbox:
         "timeout" (the answer comes too late, the effect happened), False otherwise. `skip`: the first
         `skip` matching requests go through untouched (fail the second page of a pass, not the first).
         Options by kind (see sandbox/README.md): `oversize`/`gzip_bomb` take `size` (decoded bytes);
+        `late` takes `delay` (seconds before it is carried out; default `late_sleep`);
         `poison` takes `target` (an item id), `field` (a dotted path in it) and `value` (raw JSON text,
         or None to remove the field); `header` takes `name` and `value`. Poison and header faults stay
         until `clear_faults()`.
@@ -437,6 +443,9 @@ class Sandbox:
         api, account = self._classify(req)
         fault = self.faults.take(method, path, account)
         reply: Reply | None = None
+        if fault is not None and fault.kind == "late":
+            delay = fault.options.get("delay")
+            return self._late_answer(api, req, method, path, query, account, arrived, None if delay is None else float(delay))
         if fault is None or fault.after_effect or fault.kind not in (*ERROR_KINDS, "drop"):
             reply = self._answer(api, req)
         standing = self.faults.standing(method, path, account)
@@ -452,6 +461,49 @@ class Sandbox:
                 outcome.headers[str(f.options["name"])] = str(f.options.get("value") or "")
         self._log(method, path, query, account, 0 if outcome.drop else outcome.status, arrived)
         return outcome
+
+    def _late_answer(self, api: str, req: Request, method: str, path: str, query: dict[str, str], account: str | None,
+                     arrived: float, delay: float | None) -> Outcome:
+        """Accepted now; carried out (a send: delivered, its echo in the thread) only after
+        `late_sleep` (or the fault's own delay, or `release_late()`), and answered then — to a
+        client that has usually given up."""
+        with self._late_done:
+            self._late += 1
+            gen = self._late_gen
+            self._late_done.wait_for(lambda: self._late_gen != gen, timeout=delay if delay is not None else self.late_sleep)
+        try:
+            reply = self._answer(api, req)
+        finally:
+            with self._late_done:
+                self._late -= 1
+                self._late_done.notify_all()
+        self._log(method, path, query, account, reply.status, arrived)
+        return Outcome(reply.status, reply.body(), reply.headers)
+
+    def release_late(self) -> None:
+        """Carry out every late request waiting now (a test decides when the platform catches up)."""
+        with self._late_done:
+            self._late_gen += 1
+            self._late_done.notify_all()
+
+    def wait_late(self, timeout: float = 60.0) -> bool:
+        """Wait until every late request accepted so far has been carried out; False on timeout."""
+        with self._late_done:
+            return self._late_done.wait_for(lambda: self._late == 0, timeout)
+
+    def deliveries(self, account_name: str | None = None) -> dict[tuple[str, str, str], int]:
+        """How many times each (account, recipient, text) reached a customer: the count a test
+        holds "at most once" against (never rows in the store)."""
+        counts: dict[tuple[str, str, str], int] = {}
+        with self.state.lock:
+            accounts: list[Any] = [*self.state.meta.values(), *self.state.x.values()]
+            for acc in accounts:
+                if account_name is not None and acc.spec.name != account_name:
+                    continue
+                for s in acc.sent:
+                    key = (acc.spec.name, str(s.get("recipient_id")), str(s.get("text")))
+                    counts[key] = counts.get(key, 0) + 1
+        return counts
 
     def _classify(self, req: Request) -> tuple[str, str | None]:
         if req.path.startswith("/x/"):

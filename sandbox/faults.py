@@ -20,11 +20,11 @@ from sandbox.wire import JSON_GRAPH, JSON_X, Reply, Request
 if TYPE_CHECKING:
     from sandbox.state import MetaAccount
 
-KINDS = ("429", "500", "503", "timeout", "drop", "expired_token", "malformed", "truncated", "cut", "bad_item",
+KINDS = ("429", "500", "503", "timeout", "late", "drop", "expired_token", "malformed", "truncated", "cut", "bad_item",
          "oversize", "gzip_bomb", "poison", "header")
 ERROR_KINDS = ("429", "500", "503", "expired_token")
 STANDING_KINDS = ("poison", "header")  # applied to every matching answer until cleared
-_OPTIONS = {"oversize": ("size",), "gzip_bomb": ("size",), "poison": ("target", "field", "value"), "header": ("name", "value")}
+_OPTIONS = {"late": ("delay",), "oversize": ("size",), "gzip_bomb": ("size",), "poison": ("target", "field", "value"), "header": ("name", "value")}
 
 
 @dataclass
@@ -55,8 +55,9 @@ class FaultBook:
             raise ValueError(f"fault {kind!r} takes no option {', '.join(unknown)}")
         if kind == "header" and not options.get("name"):
             raise ValueError("a header fault needs name=")
-        # A timeout still carries the request out (a send is recorded; the client never hears back).
-        effect = (kind == "timeout") if after_effect is None else bool(after_effect)
+        # A timeout still carries the request out (a send is recorded; the client never hears back);
+        # a late one carries it out only after its delay.
+        effect = (kind in ("timeout", "late")) if after_effect is None else bool(after_effect)
         if skip < 0:
             raise ValueError("skip must not be negative")
         fault = Fault(kind, path, account, count, effect, method.upper() if method else None, skip, dict(options))

@@ -448,8 +448,9 @@ def send(state: State, acc: XAccount, req: Request, r: Route) -> Reply:
         first = attachments[0] if isinstance(attachments, list) and attachments else {}
         if isinstance(first, dict) and first.get("media_id"):
             ev.media["media_key"] = f"3_{first['media_id']}"
-    acc.sent.append({"dm_event_id": ev.id, "dm_conversation_id": conv, "text": text, "attachments": attachments,
-                     "at": now_ms / 1000})
+    others = [p for p in conv.split("-") if p != me] if "-" in conv else []
+    acc.sent.append({"dm_event_id": ev.id, "dm_conversation_id": conv, "recipient_id": others[0] if others else None,
+                     "text": text, "attachments": attachments, "at": now_ms / 1000})
     reply = Reply(201, {"data": {"dm_conversation_id": conv, "dm_event_id": ev.id}})
     reply.headers["location"] = f'{req.base_url}/x/2/dm_events/"{ev.id}"'
     return reply

@@ -854,3 +854,27 @@ def test_large_dataset_builds_and_pages_completely() -> None:
                 break
         assert seen >= 29_000
     assert Sandbox(seed=3, large=2000).all_message_ids("tokoshop-fb") == Sandbox(seed=3, large=2000).all_message_ids("tokoshop-fb")
+
+
+def test_late_send_is_delivered_and_shown_only_after_the_delay(tmp_path: Any) -> None:
+    """`late`: the send is accepted, the client gives up, and only then does the message reach the
+    customer and appear in the thread; deliveries are counted per recipient and text."""
+    with Sandbox(seed=7, late_sleep=1.5) as sb:
+        g = Graph(sb)
+        tid = thread_by_age(sb, "tokoshop-fb", 0, 24)
+        psid = customer_of(sb, "tokoshop-fb", tid)
+        sb.fault("late", path="/messages", account="tokoshop-fb")
+        with pytest.raises(requests.Timeout):
+            g.http.post(f"{g.root}/me/messages", params={"access_token": g.token}, timeout=0.3,
+                        json={"recipient": {"id": psid}, "messaging_type": "RESPONSE", "message": {"text": "Halo, terlambat"}})
+        assert sb.sent("tokoshop-fb") == [] and sb.thread_messages("tokoshop-fb", tid)[-1]["text"] != "Halo, terlambat"
+        assert sb.wait_late(10)
+        assert sb.thread_messages("tokoshop-fb", tid)[-1]["text"] == "Halo, terlambat"
+        assert g.send(psid, "Halo, terlambat").status_code == 200  # the same text again: a second delivery
+        assert sb.deliveries("tokoshop-fb") == {("tokoshop-fb", psid, "Halo, terlambat"): 2}
+        x = sb.threads("tokoshop-x")[0]
+        customer = next(p for p in x.split("-") if p != "1500000000000000001")
+        resp = requests.post(f"{sb.base_url}/x/2/dm_conversations/{x}/messages", json={"text": "halo x"},
+                             headers={"Authorization": f"Bearer {sb.accounts['tokoshop-x'].token}"}, timeout=5)
+        assert resp.status_code == 201, resp.text
+        assert sb.deliveries()[("tokoshop-x", customer, "halo x")] == 1
