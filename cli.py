@@ -8,7 +8,7 @@ and real annotation objects spare it evaluating hundreds of strings.
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Optional
 
 import typer
@@ -1512,10 +1512,12 @@ def reply_cmd(
     template: Optional[str] = typer.Option(None, "--template", "-t", metavar="NAME", help="A canned reply from settings.templates ({customer}, {handle}, {invoice}, {ticket}, {agent})."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Send without asking (required when there is no terminal to ask on)."),
     via: Optional[str] = typer.Option(None, "--via", metavar="CHANNEL", help="Reply in the ticket's thread on this channel (instagram, facebook, x) instead of its own channel."),
+    to: Optional[int] = typer.Option(None, "--to", metavar="CONTACT", help="Reply to this contact's thread (see `inbox show`); needed when the ticket holds threads of several customers."),
+    again: bool = typer.Option(False, "--again", help="Send even though another reply was recorded on the ticket since the route was shown."),
     agent: Optional[str] = _TRI_AGENT,
     json_: bool = _TRI_JSON,
 ) -> None:
-    """Reply on the ticket's own channel (or --via another of its threads); shows the route and asks first. Refusals send nothing (exit 8)."""
+    """Reply to the customer of the ticket's thread (its own channel, or --via / --to); shows the route and asks first. Refusals send nothing (exit 8)."""
     from rich.text import Text
 
     from inbox import replies
@@ -1531,22 +1533,44 @@ def reply_cmd(
     body = _rep_text(ctx, ticket_id, text, editor, template, who)
     engine = st.engine()
     as_json = json_ or st.json
+    err = console(stderr=True)
+    ask = not yes and settings.replies.confirm
+
+    def confirm(question: str) -> bool:
+        try:
+            return typer.confirm(question, default=False, err=True)
+        except typer.Abort:  # Ctrl-C or end of input at the question
+            return False
+
     try:
         if via and via not in ("instagram", "facebook", "x"):
             raise UsageError(f"unknown channel '{via}' for --via (instagram, facebook or x)")
-        plan = replies.plan_reply(engine, ticket_id, body, human_agent_tag=settings.replies.human_agent_tag, via=via)
-        err = console(stderr=True)
-        err.print(Text(plan.describe(), style="bold"))
-        if not yes and settings.replies.confirm:
+        plan = replies.plan_reply(engine, ticket_id, body, human_agent_tag=settings.replies.human_agent_tag, via=via, to=to)
+        route = plan.route
+        err.print(Text(plan.describe(), style="bold"), Text(f"  (contact {route.contact_id}, {one_line(route.account_name, 100)})", style="dim"))
+        claimed_by = plan.assignee if plan.assignee and plan.assignee != who else None
+        if claimed_by:
+            err.print(Text(f"warning: ticket #{ticket_id} is claimed by {one_line(claimed_by, 100)}", style="bold yellow"))
+        if ask:
             if not sys.stdin.isatty():
                 raise UsageError("not sent: confirmation needed but there is no terminal to ask on", hint="pass --yes to send without asking")
             err.print(Text(clean(body)), overflow="fold")
-            try:
-                confirmed = typer.confirm("Send this reply?", default=False, err=True)
-            except typer.Abort:  # Ctrl-C or end of input at the question
-                confirmed = False
-            if not confirmed:
+            if not confirm("Send this reply?"):
                 raise UsageError("cancelled: nothing sent")
+        while True:
+            try:
+                claim = replies.record_reply(engine, plan, who, again=again)
+                break
+            except replies.ReplyRaceError as race:
+                if not ask:
+                    raise
+                # Another agent answered while we were deciding: show it and ask again.
+                for other in race.others:
+                    err.print(Text(f"reply #{other.id} by {one_line(other.author, 100)} ({other.state}, {other.created:%H:%M:%S} UTC): ", style="bold yellow"),
+                              Text(one_line(other.text, 300)))
+                if not confirm("Another reply was recorded on this ticket since you started. Send yours too?"):
+                    raise UsageError("cancelled: nothing sent") from None
+                plan = replace(plan, seen_reply_id=max(o.id for o in race.others))
     except InboxError as exc:
         if not editor:
             raise
@@ -1556,10 +1580,11 @@ def reply_cmd(
                         hint=exc.hint) from None
     if editor:
         drafts.discard(settings.database_url(), ticket_id)  # from here on the outbox holds the text
-    outcome = replies.send_reply(engine, plan, replies.connector_factory(settings, engine), who)
+    outcome = replies.deliver(engine, claim, replies.connector_factory(settings, engine), who)
     if as_json:
         print_json({"reply": {"id": outcome.reply_id, "state": outcome.state, "platform_id": outcome.external_id,
-                              "ticket_id": ticket_id, "policy": plan.policy.value, "channel": plan.route.channel}})
+                              "ticket_id": ticket_id, "policy": plan.policy.value, "channel": route.channel,
+                              "contact_id": route.contact_id, "recipient_id": route.recipient_id, "claimed_by": claimed_by}})
     else:
         console().print(Text(f"sent: reply #{outcome.reply_id} on ticket #{ticket_id} (platform id {one_line(outcome.external_id, 80)}); ticket is pending"))
 
@@ -1587,7 +1612,7 @@ def outbox_list(
 
     st = state(ctx)
     engine = st.engine()
-    replies.reconcile_all(engine)
+    replies.reconcile_all(engine, replies.Timing.of(st.settings()))
     states = REPLY_STATES if all_ else replies.OPEN_STATES
     rows = replies.outbox(engine, states=states, limit=limit)
     if json_ or st.json:
@@ -1618,10 +1643,11 @@ def outbox_list(
 def outbox_retry(
     ctx: typer.Context,
     reply_id: int = typer.Argument(..., metavar="ID", help="Reply id (see `inbox outbox`)."),
+    force: bool = typer.Option(False, "--force", help="Send an `unknown` reply again: you checked the customer's thread and it is not there (audited)."),
     agent: Optional[str] = _TRI_AGENT,
     json_: bool = _TRI_JSON,
 ) -> None:
-    """Send a failed reply again; refuses one that may have been delivered (exit 6) until a sync settles it."""
+    """Send a failed reply again; refuses one that may have been delivered (exit 6) until a sync settles it, or --force."""
     from rich.text import Text
 
     from inbox import replies
@@ -1630,7 +1656,7 @@ def outbox_retry(
     st = state(ctx)
     settings = st.settings()
     outcome = replies.retry(st.engine(), reply_id, replies.connector_factory(settings, st.engine()), _tri_agent(ctx, agent),
-                            human_agent_tag=settings.replies.human_agent_tag)
+                            human_agent_tag=settings.replies.human_agent_tag, force=force, timing=replies.Timing.of(settings))
     if json_ or st.json:
         print_json({"reply": {"id": outcome.reply_id, "state": outcome.state, "platform_id": outcome.external_id}})
     else:

@@ -319,6 +319,11 @@ DEFAULT_RULES = [
 class ReplySettings(_Strict):
     human_agent_tag: bool = True  # the app has Meta's Human Agent feature (24 h to 7 d replies)
     confirm: bool = True
+    # A `sending` reply untouched this long has a stopped sender (its process is fenced out).
+    lease_seconds: Annotated[float, Field(gt=0)] = 300
+    # An `unknown` reply is `failed` only after a full sync starting this long after the attempt
+    # found no echo: time for a slow platform to show the message.
+    settle_after_seconds: Annotated[float, Field(ge=0)] = 600
 
 
 class Settings(_Strict):

@@ -261,6 +261,9 @@ class Reply(SQLModel, table=True):
     state: str = Field(default=ReplyState.QUEUED.value, max_length=20, index=True)
     attempts: int = 0
     error: str | None = None
+    # Who holds the current attempt (process and attempt token); every step of a send is
+    # conditional on it, so a process that lost the attempt can never call the platform.
+    owner: str | None = Field(default=None, max_length=200)
     external_id: str | None = Field(default=None, max_length=255, index=True)
     author: str = Field(max_length=100)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

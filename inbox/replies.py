@@ -1,21 +1,27 @@
 """The outbox: replies leave through the channel the customer wrote on, at most once.
 
 Order of a send, each step committed before the next:
-1. resolve the route from the ticket (its conversation, channel, account, recipient) and check
+1. resolve the route (the thread the agent picked, its contact, channel and account) and check
    policy (reply window on the platform clock, text limit) — a refusal sends nothing;
-2. record the Reply with a fresh idempotency key in state `sending`;
-3. call the connector;
-4. store the outcome: `sent` with the platform message id, `failed` (certainly not delivered), or
-   `unknown` (a timeout or dropped connection after the request left: it may have arrived).
+2. record the Reply with a fresh idempotency key in state `sending`, owned by this attempt
+   (`owner`), after checking in the same transaction that no other reply was recorded on the
+   ticket since the route was shown;
+3. claim the call: one UPDATE conditional on state, owner and phase moves it to "calling" —
+   a process that lost the reply meanwhile (declared stopped after `lease`) finds 0 rows and
+   never calls the platform;
+4. call the connector;
+5. store the outcome: `sent` with the platform message id, `failed` (certainly not delivered:
+   refused, or the request never left the process), or `unknown` (a timeout or dropped connection
+   after the request left: it may have arrived).
 
-A reply in `unknown` — or left in `sending` by a process that died mid-call — is never sent
-again blindly. `reconcile_unknown` matches it against the outbound echoes that later syncs
-ingest (same conversation, same text, sent after the reply was recorded): found means `sent`
-with that message id; a complete sync that started after the attempt without the echo means it
-was not delivered (`failed`), and only then may `retry` send it again.
+A reply in `unknown` is never sent again blindly. `reconcile_unknown` matches it against the
+outbound echoes later syncs ingest (same conversation, same text or idempotency key, sent after
+the reply was recorded): found means `sent`; a complete sync that *started* at least `quiet`
+after the attempt without the echo means it was not delivered (`failed`), and only then may
+`retry` send it again — or an agent who checked the customer's thread, with `retry --force`.
 
 Test hook: with INBOX_TEST_PAUSE_BEFORE_SEND=SECONDS the process sleeps between steps 2 and 3,
-so a test can kill it exactly there.
+so a test can kill it exactly there, or let it oversleep its lease.
 """
 
 from __future__ import annotations
@@ -60,10 +66,23 @@ IN_DOUBT = ("unknown", "sending")
 OPEN_STATES = ("queued", "sending", "failed", "unknown")
 # How far an echo's platform timestamp may precede our record of the reply (clock differences).
 ECHO_TOLERANCE = timedelta(minutes=2)
-# A `sending` row from another machine is only judged after this long (its process may be alive).
-IN_FLIGHT_GRACE = timedelta(minutes=5)
-# A request killed mid-call left no later than this after its "calling" mark (pacing, reconnects).
-CALL_BUDGET = timedelta(seconds=60)
+RECORDED = "recorded"  # phase: the platform has not been called
+CALLING = "calling"  # phase: the request may have left
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """How long the outbox waits before judging a reply (settings: `replies.*`)."""
+
+    lease: timedelta = timedelta(minutes=5)  # a `sending` reply untouched this long: its sender is declared stopped
+    quiet: timedelta = timedelta(minutes=10)  # an unknown reply fails only on a full sync starting this long after
+
+    @classmethod
+    def of(cls, settings: Settings | None) -> Timing:
+        if settings is None:
+            return cls()
+        r = settings.replies
+        return cls(lease=timedelta(seconds=r.lease_seconds), quiet=timedelta(seconds=r.settle_after_seconds))
 
 ConnectorFactory = Callable[[str], "Connector"]
 
@@ -87,6 +106,7 @@ class Route:
     customer_handle: str | None
     customer_name: str | None
     last_customer_at: datetime | None
+    contact_id: int | None = None
 
     @property
     def customer(self) -> str:
@@ -102,6 +122,8 @@ class ReplyPlan:
     policy: ReplyPolicy
     remaining: timedelta | None
     platform_now: datetime
+    seen_reply_id: int = 0  # the newest reply on the ticket when the route was shown
+    assignee: str | None = None  # who had claimed the ticket then
 
     def describe(self) -> str:
         """`→ Instagram DM @customer · HUMAN_AGENT · 5 d left` (customer text cleaned)."""
@@ -119,10 +141,26 @@ def platform_now(conn: Connection, account_id: int, now: datetime | None = None)
     return now + max(skew, timedelta(0))
 
 
-def resolve_route(conn: Connection, ticket_id: int, conversation_id: int | None = None, *, via: str | None = None) -> Route:
-    """Where a reply to this ticket goes: by default its originating channel and account (the thread
-    there the customer last wrote in). Another of the ticket's threads only when asked (`via`, or
-    `conversation_id`) — never as a silent fallback."""
+def _thread_label(t: Any) -> str:
+    from inbox.text import display_name
+
+    who = display_name(t.handle, t.name, t.platform_user_id or "?")
+    return f"contact {t.contact_id} {who} on {t.channel} ({t.account_name})" if t.contact_id else f"thread {t.external_id} on {t.channel} (customer unknown)"
+
+
+def resolve_route(
+    conn: Connection, ticket_id: int, conversation_id: int | None = None, *, via: str | None = None, to: int | None = None
+) -> Route:
+    """Where a reply to this ticket goes: the thread the agent picked, and that thread's contact.
+
+    Picking: `conversation_id` (a retry: the reply's own thread), else `--to CONTACT` and/or
+    `--via CHANNEL`, else the ticket's own channel and account. A ticket whose threads belong to
+    more than one customer is never guessed at: without `--to` it is refused with the choices.
+    Contacts count as one customer only when linked by an agent or by strong evidence
+    (`inbox.identity`); a link made from weak evidence never routes a reply.
+    """
+    from inbox.identity import trusted_persons
+
     ticket = conn.execute(sa.select(T.c.id, T.c.merged_into_id, T.c.channel, T.c.account_id).where(T.c.id == ticket_id)).first()
     if ticket is None:
         raise NotFoundError(f"no ticket #{ticket_id}")
@@ -131,26 +169,57 @@ def resolve_route(conn: Connection, ticket_id: int, conversation_id: int | None 
     q = (
         sa.select(
             CV.c.id, CV.c.external_id, CV.c.channel, CV.c.account_id, A.c.name.label("account_name"),
-            CV.c.last_customer_message_at, C.c.platform_user_id, C.c.handle, C.c.name,
+            CV.c.last_customer_message_at, CV.c.contact_id, C.c.platform_user_id, C.c.handle, C.c.name,
         )
         .select_from(CV.join(A, A.c.id == CV.c.account_id).outerjoin(C, C.c.id == CV.c.contact_id))
         .where(CV.c.ticket_id == ticket_id)
         .order_by(CV.c.last_customer_message_at.desc().nulls_last(), CV.c.last_message_at.desc().nulls_last(), CV.c.id.desc())
     )
+    threads = conn.execute(q).all()
     if conversation_id is not None:
-        q = q.where(CV.c.id == conversation_id)
-    elif via:
-        q = q.where(CV.c.channel == via)
+        picked = [t for t in threads if t.id == conversation_id]
+        if not picked:
+            raise PolicyError(f"the thread of this reply is no longer on ticket #{ticket_id}", hint="reply again from the ticket")
     else:
-        q = q.where(CV.c.channel == ticket.channel, CV.c.account_id == ticket.account_id)
-    conv = conn.execute(q.limit(1)).first()
-    if conv is None:
-        others = sorted({r[0] for r in conn.execute(sa.select(CV.c.channel).where(CV.c.ticket_id == ticket_id))})
-        where = f"on {via}" if via else f"on its own channel ({ticket.channel})"
-        raise PolicyError(
-            f"ticket #{ticket_id} has no conversation {where} to reply in",
-            hint=("its threads are on: " + ", ".join(others) + "; choose one with --via CHANNEL") if others else None,
-        )
+        picked = threads
+        if to is not None:
+            picked = [t for t in picked if t.contact_id == to]
+            if not picked:
+                raise PolicyError(
+                    f"contact {to} has no thread on ticket #{ticket_id}",
+                    hint=("its customers: " + "; ".join(_thread_label(t) for t in threads)) if threads else None,
+                )
+        if via:
+            picked = [t for t in picked if t.channel == via]
+        trusted = trusted_persons(conn, (t.contact_id for t in picked if t.contact_id))
+
+        def customer(t: Any) -> tuple[str, int]:
+            if not t.contact_id:
+                return ("thread", t.id)
+            return ("person", trusted[t.contact_id]) if t.contact_id in trusted else ("contact", t.contact_id)
+
+        customers = {customer(t) for t in picked}
+        if len(customers) > 1:
+            seen: dict[tuple[str, int], Any] = {}
+            for t in picked:
+                seen.setdefault(customer(t), t)
+            raise PolicyError(
+                f"ticket #{ticket_id} holds threads of {len(customers)} customers: "
+                + "; ".join(_thread_label(t) for t in seen.values())
+                + " — not guessing which one",
+                hint="choose the recipient with --to CONTACT",
+            )
+        if not via and to is None:
+            own = [t for t in picked if t.channel == ticket.channel and t.account_id == ticket.account_id]
+            picked = own
+        if not picked:
+            others = sorted({t.channel for t in threads})
+            where = f"on {via}" if via else f"on its own channel ({ticket.channel})"
+            raise PolicyError(
+                f"ticket #{ticket_id} has no conversation {where} to reply in",
+                hint=("its threads are on: " + ", ".join(others) + "; choose one with --via CHANNEL") if others else None,
+            )
+    conv = picked[0]
     # The window counts from the customer's last message: taken from the messages themselves
     # (inbound only — our echoes never reopen it).
     last_in = conn.execute(
@@ -176,6 +245,7 @@ def resolve_route(conn: Connection, ticket_id: int, conversation_id: int | None 
         customer_handle=conv.handle,
         customer_name=conv.name,
         last_customer_at=last_in or conv.last_customer_message_at,
+        contact_id=conv.contact_id,
     )
 
 
@@ -198,21 +268,24 @@ def plan_reply(
     human_agent_tag: bool = True,
     now: datetime | None = None,
     via: str | None = None,
+    to: int | None = None,
 ) -> ReplyPlan:
     """Route and policy for a reply; raises PolicyError (nothing sent) or ConflictError."""
     with engine.connect() as conn:
-        route = resolve_route(conn, ticket_id, via=via)
+        route = resolve_route(conn, ticket_id, via=via, to=to)
         pnow = now or platform_now(conn, route.account_id)
         policy, remaining = check_policy(route, text, pnow, human_agent_tag=human_agent_tag)
         doubt = conn.execute(
             sa.select(R.c.id, R.c.state).where(R.c.ticket_id == ticket_id, R.c.state.in_(IN_DOUBT), R.c.text == text).limit(1)
         ).first()
+        seen = conn.execute(sa.select(sa.func.max(R.c.id)).where(R.c.ticket_id == ticket_id)).scalar() or 0
+        assignee = conn.execute(sa.select(T.c.assignee).where(T.c.id == ticket_id)).scalar()
     if doubt is not None:
         raise ConflictError(
             f"reply #{doubt.id} with this text is {doubt.state}: it may already have reached the customer",
             hint="run `inbox sync`, then `inbox outbox` to see whether it arrived",
         )
-    return ReplyPlan(route, text, policy, remaining, pnow)
+    return ReplyPlan(route, text, policy, remaining, pnow, seen_reply_id=int(seen), assignee=assignee)
 
 
 # ─── sending ────────────────────────────────────────────────────────────────────────────────
@@ -224,6 +297,43 @@ class SendOutcome:
     state: str
     external_id: str | None
     error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """One attempt at a reply: only the holder of `owner` may move it on."""
+
+    reply_id: int
+    owner: str
+
+
+@dataclass(frozen=True, slots=True)
+class OtherReply:
+    """A reply recorded on the ticket by someone else after our route was shown."""
+
+    id: int
+    author: str
+    state: str
+    text: str
+    created: datetime
+
+
+class ReplyRaceError(ConflictError):
+    """Another reply was recorded on the ticket since the route was shown: ask again."""
+
+    def __init__(self, message: str, *, hint: str | None = None, others: tuple[OtherReply, ...] = ()) -> None:
+        super().__init__(message, hint=hint)
+        self.others = others
+
+    @classmethod
+    def on(cls, ticket_id: int, others: list[OtherReply]) -> ReplyRaceError:
+        names = ", ".join(sorted({o.author for o in others}))
+        return cls(
+            f"not sent: {len(others)} other repl{'y was' if len(others) == 1 else 'ies were'} recorded on ticket #{ticket_id} "
+            f"since the route was shown (by {names})",
+            hint=f"read it (`inbox show {ticket_id}`), then send yours with --again if it is still needed",
+            others=tuple(others),
+        )
 
 
 def connector_factory(settings: Settings, engine: Engine | None = None) -> ConnectorFactory:
@@ -247,16 +357,49 @@ def connector_factory(settings: Settings, engine: Engine | None = None) -> Conne
     return make
 
 
-def _marker(phase: str) -> str:
-    """Stored in Reply.error while a process works on the reply: which process, and how far it got
+def _new_owner() -> str:
+    """This process and a token of its own for one attempt (a pid alone is reused)."""
+    return f"pid {os.getpid()} on {socket.gethostname()} #{uuid.uuid4().hex[:12]}"
+
+
+def _marker(phase: str, owner: str) -> str:
+    """Stored in Reply.error while a process works on the reply: how far it got
     ("recorded": the platform has not been called yet; "calling": the request may have left)."""
-    return f"{phase}: pid {os.getpid()} on {socket.gethostname()}"
+    return f"{phase}: {owner}"
 
 
-def record_reply(engine: Engine, plan: ReplyPlan, author: str) -> int:
-    """Step 2: the Reply row, committed before any call, so a crash leaves evidence of the attempt."""
+def _phase(error: str | None) -> str | None:
+    head = (error or "").partition(":")[0]
+    return head if head in (RECORDED, CALLING) else None
+
+
+def others_since(conn: Connection, ticket_id: int, after_id: int) -> list[OtherReply]:
+    rows = conn.execute(
+        sa.select(R.c.id, R.c.author, R.c.state, R.c.text, R.c.created_at)
+        .where(R.c.ticket_id == ticket_id, R.c.id > after_id)
+        .order_by(R.c.id)
+    ).all()
+    return [OtherReply(r.id, r.author, r.state, r.text, r.created_at) for r in rows]
+
+
+def _lock_ticket(conn: Connection, ticket_id: int) -> None:
+    """Serialize reply recording per ticket (PostgreSQL row lock; SQLite's write lock is already held)."""
+    conn.execute(sa.select(T.c.id).where(T.c.id == ticket_id).with_for_update())
+
+
+def record_reply(engine: Engine, plan: ReplyPlan, author: str, *, again: bool = False) -> Claim:
+    """Step 2: the Reply row, committed before any call, so a crash leaves evidence of the attempt.
+
+    In the same transaction (the ticket locked): when another reply was recorded on the ticket
+    since the route was shown, raise ReplyRaceError instead — unless `again` (the agent saw it)."""
     now = utcnow()
+    owner = _new_owner()
     with write_tx(engine) as conn:
+        _lock_ticket(conn, plan.route.ticket_id)
+        if not again:
+            others = others_since(conn, plan.route.ticket_id, plan.seen_reply_id)
+            if others:
+                raise ReplyRaceError.on(plan.route.ticket_id, others)
         rid = conn.execute(
             R.insert()
             .values(
@@ -270,15 +413,20 @@ def record_reply(engine: Engine, plan: ReplyPlan, author: str) -> int:
                 policy=plan.policy.value,
                 state="sending",
                 attempts=1,
-                error=_marker("recorded"),
+                error=_marker(RECORDED, owner),
+                owner=owner,
                 author=author[:100],
                 created_at=now,
                 updated_at=now,
             )
             .returning(R.c.id)
         ).scalar_one()
-        record_event(conn, plan.route.ticket_id, author, "reply_queued", {"reply_id": rid, "policy": plan.policy.value, "channel": plan.route.channel})
-    return int(rid)
+        detail: dict[str, Any] = {"reply_id": rid, "policy": plan.policy.value, "channel": plan.route.channel,
+                                  "contact_id": plan.route.contact_id, "recipient_id": plan.route.recipient_id}
+        if again:
+            detail["again"] = True
+        record_event(conn, plan.route.ticket_id, author, "reply_queued", detail)
+    return Claim(int(rid), owner)
 
 
 def _pause_for_tests() -> None:
@@ -315,13 +463,49 @@ def _mark_sent(conn: Connection, reply: Any, external_id: str, sent_at: datetime
     record_event(conn, reply.ticket_id, actor, "reply", detail)
 
 
-def _finish(engine: Engine, reply_id: int, state: str, error: str | None) -> None:
+def _finish(engine: Engine, claim: Claim, state: str, error: str | None) -> bool:
+    """Store a failed/unknown outcome — only while this attempt still owns the reply (a reply
+    settled meanwhile, by its echo or by another process, keeps what was learnt)."""
     with write_tx(engine) as conn:
-        conn.execute(R.update().where(R.c.id == reply_id).values(state=state, error=error, updated_at=utcnow()))
+        done = conn.execute(
+            R.update()
+            .where(R.c.id == claim.reply_id, R.c.owner == claim.owner, R.c.state.in_(("sending", "unknown")))
+            .values(state=state, error=error, updated_at=utcnow())
+        ).rowcount
+    if done != 1:
+        log.warning("reply #%s: outcome %s not stored: another process settled it meanwhile", claim.reply_id, state)
+    return done == 1
 
 
-def deliver(engine: Engine, reply_id: int, make_connector: ConnectorFactory, actor: str) -> SendOutcome:
-    """Steps 3 and 4 for a recorded reply in state `sending`. Raises after recording a failure."""
+class LostClaimError(ConflictError):
+    """This process no longer holds the reply (declared stopped, taken over): it must not send."""
+
+
+def _claim_call(engine: Engine, claim: Claim) -> None:
+    """Step 3, the fence: state, owner and phase checked in the statement that takes the call."""
+    with write_tx(engine) as conn:
+        taken = conn.execute(
+            R.update()
+            .where(
+                R.c.id == claim.reply_id,
+                R.c.state == "sending",
+                R.c.owner == claim.owner,
+                R.c.error == _marker(RECORDED, claim.owner),
+            )
+            .values(error=_marker(CALLING, claim.owner), updated_at=utcnow())
+        ).rowcount
+        if taken == 1:
+            return
+        now = conn.execute(sa.select(R.c.state, R.c.owner).where(R.c.id == claim.reply_id)).first()
+    raise LostClaimError(
+        f"reply #{claim.reply_id} was taken from this process while it waited (it is now {now.state if now else 'gone'}); "
+        "not sending it",
+        hint="see `inbox outbox`",
+    )
+
+
+def deliver(engine: Engine, claim: Claim, make_connector: ConnectorFactory, actor: str) -> SendOutcome:
+    """Steps 3 to 5 for a recorded reply this attempt owns. Raises after recording a failure."""
     from connectors.errors import (
         DeliveryUnknownError,
         NeedsReauthError,
@@ -331,6 +515,7 @@ def deliver(engine: Engine, reply_id: int, make_connector: ConnectorFactory, act
         WindowClosedError,
     )
 
+    reply_id = claim.reply_id
     with engine.connect() as conn:
         reply = conn.execute(sa.select(R, A.c.name.label("account_name")).select_from(R.join(A, A.c.id == R.c.account_id)).where(R.c.id == reply_id)).first()
         thread = conn.execute(sa.select(CV.c.external_id).where(CV.c.id == reply.conversation_id)).scalar() if reply else None
@@ -348,33 +533,35 @@ def deliver(engine: Engine, reply_id: int, make_connector: ConnectorFactory, act
         connector = make_connector(reply.account_name)
     except BaseException as exc:
         # No request can have left (a missing token variable, an unknown account): not sent.
-        _finish(engine, reply_id, "failed", f"not sent: {exc.__class__.__name__}: {exc}")
+        _finish(engine, claim, "failed", f"not sent: {exc.__class__.__name__}: {exc}")
         raise
-    # From here on the request may leave: a crash after this commit leaves the reply in doubt.
-    with write_tx(engine) as conn:
-        conn.execute(R.update().where(R.c.id == reply_id).values(error=_marker("calling"), updated_at=utcnow()))
     try:
-        result = connector.send(outbound)
-    except DeliveryUnknownError as exc:
-        _finish(engine, reply_id, "unknown", str(exc))
-        raise PlatformError(
-            f"reply #{reply_id}: outcome unknown ({exc}); it is NOT retried automatically",
-            hint="the next `inbox sync` shows whether it arrived; then see `inbox outbox`",
-        ) from None
-    except (WindowClosedError, TextTooLongError) as exc:
-        _finish(engine, reply_id, "failed", str(exc))
-        raise PolicyError(f"reply #{reply_id} refused by the platform: {exc}") from None
-    except NeedsReauthError as exc:
-        _finish(engine, reply_id, "failed", str(exc))
-        raise AuthError(f"reply #{reply_id} not sent: {exc}", hint="reconnect the account, then `inbox outbox retry`") from None
-    except (PermanentError, RetryLaterError) as exc:
-        _finish(engine, reply_id, "failed", str(exc))
-        hint = "try again later: inbox outbox retry " + str(reply_id) if isinstance(exc, RetryLaterError) else None
-        raise PlatformError(f"reply #{reply_id} not sent: {exc}", hint=hint) from None
-    except BaseException as exc:
-        # Anything else (a bug, Ctrl-C mid-call): we cannot know whether it left. In doubt.
-        _finish(engine, reply_id, "unknown", f"interrupted during the send: {exc.__class__.__name__}")
-        raise
+        # From here on the request may leave: a crash after this commit leaves the reply in doubt.
+        _claim_call(engine, claim)
+        try:
+            result = connector.send(outbound)
+        except DeliveryUnknownError as exc:
+            _finish(engine, claim, "unknown", str(exc))
+            raise PlatformError(
+                f"reply #{reply_id}: outcome unknown ({exc}); it is NOT retried automatically",
+                hint="the next `inbox sync` shows whether it arrived; then see `inbox outbox`",
+            ) from None
+        except (WindowClosedError, TextTooLongError) as exc:
+            _finish(engine, claim, "failed", str(exc))
+            raise PolicyError(f"reply #{reply_id} refused by the platform: {exc}") from None
+        except NeedsReauthError as exc:
+            _finish(engine, claim, "failed", str(exc))
+            raise AuthError(f"reply #{reply_id} not sent: {exc}", hint="reconnect the account, then `inbox outbox retry`") from None
+        except (PermanentError, RetryLaterError) as exc:
+            _finish(engine, claim, "failed", str(exc))
+            hint = f"fix it, then: inbox outbox retry {reply_id}" if "nothing was sent" in str(exc) else None
+            if isinstance(exc, RetryLaterError):
+                hint = f"try again later: inbox outbox retry {reply_id}"
+            raise PlatformError(f"reply #{reply_id} not sent: {exc}", hint=hint) from None
+        except BaseException as exc:
+            # Anything else (a bug, Ctrl-C mid-call): we cannot know whether it left. In doubt.
+            _finish(engine, claim, "unknown", f"interrupted during the send: {exc.__class__.__name__}")
+            raise
     finally:
         try:
             connector.close()
@@ -382,39 +569,42 @@ def deliver(engine: Engine, reply_id: int, make_connector: ConnectorFactory, act
             log.debug("closing the connector failed", exc_info=True)
     with write_tx(engine) as conn:
         row = conn.execute(sa.select(R).where(R.c.id == reply_id)).first()
-        _mark_sent(conn, row, result.external_id, result.sent_at, actor, "sent")
+        # Delivered is the truth whoever owns the row now; only a second `sent` is skipped.
+        if row.state != "sent":
+            _mark_sent(conn, row, result.external_id, result.sent_at, actor, "sent")
     return SendOutcome(reply_id, "sent", result.external_id)
 
 
-def send_reply(engine: Engine, plan: ReplyPlan, make_connector: ConnectorFactory, author: str) -> SendOutcome:
+def send_reply(
+    engine: Engine, plan: ReplyPlan, make_connector: ConnectorFactory, author: str, *, again: bool = False
+) -> SendOutcome:
     """Record, then send. The caller has checked policy (plan_reply) and asked for confirmation."""
-    reply_id = record_reply(engine, plan, author)
-    return deliver(engine, reply_id, make_connector, author)
+    return deliver(engine, record_reply(engine, plan, author, again=again), make_connector, author)
 
 
 # ─── reconciliation and retry ───────────────────────────────────────────────────────────────
 
 
-def _sender(marker: str | None) -> tuple[str | None, bool | None]:
-    """For a `sending` row: (phase, gone). `gone` is True when the sending process is known to be
-    dead, False when it is alive, None when it ran on another machine or left no marker."""
-    if not marker or ": pid " not in marker:
-        return None, None
-    phase, _, rest = marker.partition(": pid ")
+def _owner_gone(owner: str | None) -> bool | None:
+    """True when the owning process is known to be dead, False when it is alive, None when it
+    ran on another machine or left no owner."""
+    if not owner or not owner.startswith("pid "):
+        return None
     try:
-        pid_part, host = rest.split(" on ", 1)
+        pid_part, rest = owner[4:].split(" on ", 1)
         pid = int(pid_part)
     except ValueError:
-        return phase, None
+        return None
+    host = rest.split(" #", 1)[0]
     if host != socket.gethostname():
-        return phase, None
+        return None
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return phase, True
+        return True
     except PermissionError:
-        return phase, False
-    return phase, False
+        return False
+    return False
 
 
 _URL = re.compile(r"https?://\S+")
@@ -433,14 +623,58 @@ def _is_echo_of(message: Any, reply: Any) -> bool:
     return bool(message.text) and _comparable(message.text) == _comparable(reply.text)
 
 
-def reconcile_unknown(engine: Engine, account_id: int, *, synced_after: datetime | None = None, now: datetime | None = None) -> int:
+def _declare_stopped(conn: Connection, reply: Any, now: datetime) -> bool:
+    """A `sending` reply whose process died or overslept its lease: taken from it (fenced on its
+    owner and phase, so a process that wakes finds it lost the claim). Before the call: `failed`;
+    during the call: `unknown` (the request may have left), settled like any other."""
+    phase = _phase(reply.error)
+    if phase == RECORDED:
+        values = {"state": "failed", "error": "not sent: the sending process stopped before calling the platform"}
+        event, why = "reply_not_delivered", "stopped before the call"
+    else:
+        values = {"state": "unknown", "error": "outcome unknown: the sending process stopped during the call"}
+        event, why = "reply_in_doubt", "stopped during the call"
+    done = conn.execute(
+        R.update()
+        .where(R.c.id == reply.id, R.c.state == "sending", R.c.owner == reply.owner, R.c.error == reply.error)
+        .values(**values, updated_at=now)
+    ).rowcount
+    if done == 1:
+        record_event(conn, reply.ticket_id, "outbox", event, {"reply_id": reply.id, "why": why, "owner": reply.owner})
+    return done == 1
+
+
+def _sync_started(conn: Connection, account_id: int) -> datetime | None:
+    """When the account's last complete sync started (None when the last one did not complete)."""
+    account = conn.execute(sa.select(A.c.last_sync_at, A.c.last_success_at).where(A.c.id == account_id)).first()
+    if account is not None and account.last_success_at and account.last_sync_at and account.last_success_at >= account.last_sync_at:
+        return account.last_sync_at  # type: ignore[no-any-return]
+    return None
+
+
+def settles_at(reply: Any, timing: Timing) -> datetime:
+    """The earliest start of a full sync whose missing echo proves an unknown reply not delivered."""
+    return reply.updated_at + timing.quiet  # type: ignore[no-any-return]
+
+
+def reconcile_unknown(
+    engine: Engine,
+    account_id: int,
+    *,
+    synced_after: datetime | None = None,
+    now: datetime | None = None,
+    timing: Timing | None = None,
+) -> int:
     """Settle replies whose outcome is in doubt; returns how many were settled.
 
-    - an outbound message in the same conversation with the same text, sent after the reply was
+    - `sending` with a stopped sender (dead, or untouched for `timing.lease`) -> `failed` when it
+      never called the platform, else `unknown`;
+    - an outbound message in the same conversation with our key or text, sent after the reply was
       recorded and not matched to another reply -> `sent`, with that platform id;
-    - otherwise, when a complete sync of the account *started after* the attempt (`synced_after`,
-      or the account's last successful sync) and found no such echo -> `failed` (not delivered).
+    - `unknown` when a complete sync of the account that *started* at least `timing.quiet` after
+      the attempt (`synced_after`, or the account's last successful sync) found no echo -> `failed`.
     """
+    timing = timing or Timing()
     now = now or utcnow()
     settled = 0
     with write_tx(engine) as conn:
@@ -449,30 +683,17 @@ def reconcile_unknown(engine: Engine, account_id: int, *, synced_after: datetime
         ).all()
         if not doubtful:
             return 0
-        account = conn.execute(sa.select(A.c.last_sync_at, A.c.last_success_at).where(A.c.id == account_id)).first()
-        sync_started = synced_after
-        if sync_started is None and account is not None and account.last_success_at and account.last_sync_at:
-            # The last sync that started also succeeded: it began at last_sync_at.
-            if account.last_success_at >= account.last_sync_at:
-                sync_started = account.last_sync_at
+        sync_started = synced_after or _sync_started(conn, account_id)
         for reply in doubtful:
-            # How late the request may have left: the attempt's start, plus pacing and reconnects.
-            left_by = reply.updated_at
             if reply.state == "sending":
-                phase, gone = _sender(reply.error)
-                if not gone and now - reply.updated_at < IN_FLIGHT_GRACE:
+                if _owner_gone(reply.owner) is not True and now - reply.updated_at < timing.lease:
                     continue  # a live process (or one we cannot see) is still sending it
-                if phase == "recorded":
-                    # The process stopped before calling the platform: certainly not delivered.
-                    conn.execute(
-                        R.update()
-                        .where(R.c.id == reply.id)
-                        .values(state="failed", error="not sent: the process stopped before calling the platform", updated_at=now)
-                    )
-                    record_event(conn, reply.ticket_id, "outbox", "reply_not_delivered", {"reply_id": reply.id, "why": "stopped before the call"})
+                if not _declare_stopped(conn, reply, now):
+                    continue
+                if _phase(reply.error) == RECORDED:
                     settled += 1
                     continue
-                left_by = reply.updated_at + CALL_BUDGET
+                reply = conn.execute(sa.select(R).where(R.c.id == reply.id)).first()
             candidates = conn.execute(
                 sa.select(M.c.id, M.c.external_id, M.c.sent_at, M.c.text, M.c.raw)
                 .where(
@@ -490,13 +711,13 @@ def reconcile_unknown(engine: Engine, account_id: int, *, synced_after: datetime
                 conn.execute(M.update().where(M.c.id == echo.id).values(reply_id=reply.id))
                 log.info("reply #%s: delivered (echo %s)", reply.id, echo.external_id)
                 settled += 1
-            elif sync_started is not None and sync_started > left_by:
+            elif sync_started is not None and sync_started >= settles_at(reply, timing):
                 conn.execute(
                     R.update()
-                    .where(R.c.id == reply.id)
+                    .where(R.c.id == reply.id, R.c.state == "unknown", R.c.updated_at == reply.updated_at)
                     .values(
                         state="failed",
-                        error=f"not delivered: no echo in the sync that started {sync_started.isoformat(timespec='seconds')}",
+                        error=f"not delivered: no echo in the full sync that started {sync_started.isoformat(timespec='seconds')}",
                         updated_at=now,
                     )
                 )
@@ -506,30 +727,59 @@ def reconcile_unknown(engine: Engine, account_id: int, *, synced_after: datetime
     return settled
 
 
-def reconcile_all(engine: Engine) -> int:
+def reconcile_all(engine: Engine, timing: Timing | None = None) -> int:
     with engine.connect() as conn:
         accounts = [r[0] for r in conn.execute(sa.select(R.c.account_id).where(R.c.state.in_(IN_DOUBT)).distinct())]
-    return sum(reconcile_unknown(engine, a) for a in accounts)
+    return sum(reconcile_unknown(engine, a, timing=timing) for a in accounts)
+
+
+def _in_doubt_reason(reply: Any, timing: Timing, now: datetime) -> tuple[str, str]:
+    """Why an unknown reply cannot be retried yet, and what settles it."""
+    since = reply.updated_at.astimezone(timezone.utc)
+    ready = settles_at(reply, timing).astimezone(timezone.utc)
+    why = f"reply #{reply.id} may have been delivered (unknown since {since:%Y-%m-%d %H:%M:%S} UTC: {reply.error or 'no answer'})"
+    if ready > now:
+        when = f"a full `inbox sync` started after {ready:%H:%M:%S} UTC"
+    else:
+        when = "the next full `inbox sync`"
+    hint = (
+        f"it is settled by its echo, or as not delivered by {when} that finds none; "
+        f"if you checked the customer's thread and it is not there: inbox outbox retry {reply.id} --force"
+    )
+    return why + "; not sending it again", hint
 
 
 def retry(
-    engine: Engine, reply_id: int, make_connector: ConnectorFactory, actor: str, *, human_agent_tag: bool = True
+    engine: Engine,
+    reply_id: int,
+    make_connector: ConnectorFactory,
+    actor: str,
+    *,
+    human_agent_tag: bool = True,
+    force: bool = False,
+    timing: Timing | None = None,
 ) -> SendOutcome:
-    """Send a reply again — only when it certainly did not arrive (reconciled first)."""
+    """Send a reply again — only when it certainly did not arrive (reconciled first), or, with
+    `force`, an unknown one an agent checked on the customer's thread (audited)."""
+    timing = timing or Timing()
     with engine.connect() as conn:
         account_id = conn.execute(sa.select(R.c.account_id).where(R.c.id == reply_id)).scalar()
     if account_id is None:
         raise NotFoundError(f"no reply #{reply_id}")
-    reconcile_unknown(engine, account_id)
+    reconcile_unknown(engine, account_id, timing=timing)
+    owner = _new_owner()
     with write_tx(engine) as conn:
-        reply = conn.execute(sa.select(R).where(R.c.id == reply_id)).first()
+        reply = conn.execute(sa.select(R).where(R.c.id == reply_id).with_for_update()).first()
         if reply.state == "sent":
             raise ConflictError(f"reply #{reply_id} was already delivered (platform id {reply.external_id}); not sending it again")
-        if reply.state in IN_DOUBT:
+        if reply.state == "sending":
             raise ConflictError(
-                f"reply #{reply_id} may have been delivered ({reply.state}); it is not sent again until a sync shows it did not arrive",
-                hint="run `inbox sync`, then retry",
+                f"reply #{reply_id} is being sent by another process ({reply.owner or 'unknown'}); not sending it again",
+                hint=f"wait for it; a sender that stopped is released after {int(timing.lease.total_seconds())} s",
             )
+        if reply.state == "unknown" and not force:
+            why, hint = _in_doubt_reason(reply, timing, utcnow())
+            raise ConflictError(why, hint=hint)
         route = resolve_route(conn, reply.ticket_id, reply.conversation_id)
         pnow = platform_now(conn, route.account_id)
         try:
@@ -537,16 +787,23 @@ def retry(
         except PolicyError:
             conn.execute(R.update().where(R.c.id == reply_id).values(error="refused on retry: window closed or text too long", updated_at=utcnow()))
             raise
+        # Compare-and-set on what we read: two retries racing, only one takes it.
         taken = conn.execute(
             R.update()
-            .where(R.c.id == reply_id, R.c.state.in_(("failed", "queued")))
-            .values(state="sending", attempts=reply.attempts + 1, policy=policy.value, error=_marker("recorded"), updated_at=utcnow())
+            .where(R.c.id == reply_id, R.c.state == reply.state, R.c.updated_at == reply.updated_at,
+                   (R.c.owner == reply.owner) if reply.owner is not None else R.c.owner.is_(None))
+            .values(state="sending", attempts=reply.attempts + 1, policy=policy.value, owner=owner,
+                    error=_marker(RECORDED, owner), updated_at=utcnow())
         ).rowcount
         if taken != 1:
             # Another process changed it since we read it (PostgreSQL does not lock the read): theirs to send.
             raise ConflictError(f"reply #{reply_id} is being sent by another process; not sending it again")
-        record_event(conn, reply.ticket_id, actor, "reply_retry", {"reply_id": reply_id, "attempt": reply.attempts + 1})
-    return deliver(engine, reply_id, make_connector, actor)
+        detail: dict[str, Any] = {"reply_id": reply_id, "attempt": reply.attempts + 1, "was": reply.state}
+        if reply.state == "unknown":
+            detail["forced"] = True
+            detail["why"] = "the agent checked the customer's thread: the reply is not there"
+        record_event(conn, reply.ticket_id, actor, "reply_retry_forced" if reply.state == "unknown" else "reply_retry", detail)
+    return deliver(engine, Claim(reply_id, owner), make_connector, actor)
 
 
 # ─── listing ────────────────────────────────────────────────────────────────────────────────

@@ -462,7 +462,7 @@ def sync_account(
         reconciled = 0
         if not dry_run and complete:
             accounts_mod.record_success(engine, ref.id, at=started, rate=rate)
-            reconciled = _reconcile(engine, ref.id, started)
+            reconciled = _reconcile(engine, ref.id, started, settings)
         elif not dry_run:
             accounts_mod.record_rate(engine, ref.id, rate)
         return result(status, counts=counts, pages=pages, complete=complete, rate=rate, reconciled=reconciled, decisions=tuple(decisions))
@@ -516,12 +516,12 @@ def sync_account(
                 log.warning("account %s: could not release the sync lease", name, exc_info=True)
 
 
-def _reconcile(engine: Engine, account_id: int, started: datetime) -> int:
+def _reconcile(engine: Engine, account_id: int, started: datetime, settings: Settings) -> int:
     """Settle replies whose delivery was unknown against the echoes this pass stored."""
     from inbox import replies
 
     try:
-        return replies.reconcile_unknown(engine, account_id, synced_after=started)
+        return replies.reconcile_unknown(engine, account_id, synced_after=started, timing=replies.Timing.of(settings))
     except Exception:  # noqa: BLE001 - the outbox must not break the sync
         log.exception("reconciling replies of account %s failed", account_id)
         return 0

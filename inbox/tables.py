@@ -182,6 +182,7 @@ reply = sa.Table(
     sa.Column("state", sa.String(20)),
     sa.Column("attempts", sa.Integer()),
     sa.Column("error", sa.String()),
+    sa.Column("owner", sa.String(200)),
     sa.Column("external_id", sa.String(255)),
     sa.Column("author", sa.String(100)),
     sa.Column("created_at", UTCDateTime()),

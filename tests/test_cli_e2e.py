@@ -316,6 +316,180 @@ def test_timed_out_send_is_unknown_until_the_echo(e2e: Env) -> None:
     assert [s["text"] for s in e2e.sb.sent("tokoshop-fb")].count(text) == 1
 
 
+def _with_replies(e: Env, **values: float) -> None:
+    """Rewrite the test's config with these `[replies]` settings."""
+    extra = "[replies]\n" + "".join(f"{k} = {v}\n" for k, v in values.items())
+    e.config.write_text(_config_text(e.sb, e.db, extra), encoding="utf-8")
+
+
+def _delivered(e: Env, text: str) -> int:
+    """How many times the customer received this text (counted on the sandbox, after late sends land)."""
+    assert e.sb.wait_late(30)
+    return sum(n for (_acc, _to, t), n in e.sb.deliveries().items() if t == text)
+
+
+def test_late_platform_and_retry_deliver_once(e2e: Env) -> None:
+    """The platform accepts the send and shows it only after the client's timeout: the first sync
+    finds no echo, yet the reply stays unknown (retry refuses, with the reason) until the echo comes."""
+    t = _ticket_where(e2e, lambda t: t["channel"] == "facebook" and t["status"] == "new" and _age_hours(t) < 20)
+    text = "Refund kakak sedang diproses, mohon ditunggu"
+    e2e.sb.fault("late", path="/messages", account="tokoshop-fb", delay=300)  # until released below
+    e2e.run("reply", str(t["id"]), text, "--yes", check=7)
+    rid = e2e.query("SELECT id FROM reply WHERE state = 'unknown'")[0][0]
+    e2e.run("sync")  # starts right after the attempt; the platform has not shown the message yet
+    assert e2e.query("SELECT state FROM reply WHERE id = :i", i=rid) == [("unknown",)]
+    refused = e2e.run("outbox", "retry", str(rid), check=6)
+    assert "may have been delivered" in refused.stderr and "--force" in refused.stderr
+    e2e.sb.release_late()  # the platform catches up
+    assert _delivered(e2e, text) == 1  # it did arrive, late
+    e2e.run("sync")
+    assert e2e.query("SELECT state FROM reply WHERE id = :i", i=rid) == [("sent",)]
+    e2e.run("outbox", "retry", str(rid), check=6)
+    e2e.run("outbox", "retry", str(rid), "--force", check=6)  # delivered is final, forced or not
+    assert _delivered(e2e, text) == 1
+
+
+def test_lost_request_fails_after_the_quiet_period_and_is_retried_once(e2e: Env) -> None:
+    t = _ticket_where(e2e, lambda t: t["channel"] == "x" and t["status"] == "new")
+    text = "Mohon kirim foto paketnya ya kak"
+    _with_replies(e2e, settle_after_seconds=1)
+    e2e.sb.fault("drop", path="/messages", account="tokoshop-x")  # the request is lost: nothing delivered
+    e2e.run("reply", "--via", "x", str(t["id"]), text, "--yes", check=7)
+    rid = e2e.query("SELECT id FROM reply WHERE state = 'unknown'")[0][0]
+    time.sleep(1.2)  # the quiet period (1 s here) passes before the next sync starts
+    e2e.run("sync")
+    assert e2e.query("SELECT state FROM reply WHERE id = :i", i=rid) == [("failed",)]
+    e2e.run("outbox", "retry", str(rid))
+    assert _delivered(e2e, text) == 1
+
+
+def test_forced_retry_is_the_agents_call_and_audited(e2e: Env) -> None:
+    t = _ticket_where(e2e, lambda t: t["channel"] == "x" and t["status"] == "new")
+    text = "Kami bantu cek ke kurir ya kak"
+    e2e.sb.fault("drop", path="/messages", account="tokoshop-x")
+    e2e.run("reply", "--via", "x", str(t["id"]), text, "--yes", check=7)
+    rid = e2e.query("SELECT id FROM reply WHERE state = 'unknown'")[0][0]
+    e2e.run("outbox", "retry", str(rid), check=6)
+    e2e.run("outbox", "retry", str(rid), "--force", "--agent", "budi")
+    assert _delivered(e2e, text) == 1
+    events = [ev for ev in e2e.json("show", str(t["id"]))["events"] if ev["action"] == "reply_retry_forced"]
+    assert len(events) == 1 and events[0]["actor"] == "budi" and events[0]["detail"]["was"] == "unknown"
+
+
+def test_sender_paused_past_its_lease_never_sends(e2e: Env) -> None:
+    """A live `reply` paused past the lease is declared stopped and `retry` sends; when it wakes it
+    finds it lost the claim and does not call the platform."""
+    t = _ticket_where(e2e, lambda t: t["channel"] == "x" and t["status"] == "new")
+    text = "Paket kakak sudah dikirim ulang"
+    _with_replies(e2e, lease_seconds=1)
+    proc = subprocess.Popen([INBOX, "-c", str(e2e.config), "reply", "--via", "x", str(t["id"]), text, "--yes"],
+                            env={**e2e.env, "INBOX_TEST_PAUSE_BEFORE_SEND": "6"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    rid = _wait_for(e2e, "SELECT id FROM reply WHERE state = 'sending'")[0][0]
+    time.sleep(1.5)  # past the 1 s lease; the process is alive, asleep
+    assert proc.poll() is None
+    e2e.run("outbox", "retry", str(rid))
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 6, err
+    assert "taken from this process" in err
+    assert _delivered(e2e, text) == 1
+    assert e2e.query("SELECT state, attempts FROM reply") == [("sent", 2)]
+
+
+def test_two_agents_replying_on_one_ticket_the_second_is_asked_again(e2e: Env) -> None:
+    """Budi's route is shown; Ana replies meanwhile; Budi's confirmed send is refused (exit 6) until --again."""
+    t = _ticket_where(e2e, lambda t: t["channel"] == "x" and t["status"] == "new")
+    e2e.run("claim", str(t["id"]), "--agent", "ana")
+    ana_text, budi_text = "Halo kak, saya Ana, kami cek ya", "Halo kak, saya Budi, kami cek ya"
+    # Budi's `reply` pauses after recording nothing yet: plan shown, then Ana sends before Budi's record.
+    from inbox import replies as rp
+    from inbox.db import open_store
+
+    engine = open_store(f"sqlite:///{e2e.db}")
+    try:
+        plan = rp.plan_reply(engine, t["id"], budi_text, via="x")
+        e2e.run("reply", "--via", "x", str(t["id"]), ana_text, "--yes")
+        with pytest.raises(rp.ReplyRaceError) as race:
+            rp.record_reply(engine, plan, "budi")
+        assert [o.author for o in race.value.others] == ["ana"] and race.value.others[0].text == ana_text
+    finally:
+        engine.dispose()
+    # Through the CLI: the second agent's route shows the claim, in text and in --json.
+    shown = e2e.run("reply", "--via", "x", str(t["id"]), budi_text, "--yes", "--json", "--agent", "budi")
+    out = json.loads(shown.stdout)["reply"]
+    assert out["claimed_by"] == "ana" and "claimed by ana" in shown.stderr
+    assert _delivered(e2e, ana_text) == 1 and _delivered(e2e, budi_text) == 1
+
+
+@pytest.mark.parametrize("answer", ["n", "y"])
+def test_two_terminals_both_answer_yes_the_second_is_shown_the_first_and_asked_again(e2e: Env, answer: str) -> None:
+    import pty
+    import threading
+
+    t = _ticket_where(e2e, lambda t: t["channel"] == "x" and t["status"] == "new")
+    mine, theirs = f"Halo kak, dari terminal satu ({answer})", f"Halo kak, dari terminal dua ({answer})"  # the sandbox is shared
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([INBOX, "-c", str(e2e.config), "reply", "--via", "x", str(t["id"]), mine, "--agent", "ana"],
+                            env=e2e.env, stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    os.close(slave)
+    seen: list[str] = []
+    asked = threading.Event()
+
+    def read_stderr() -> None:
+        assert proc.stderr is not None
+        buf = ""
+        while chunk := proc.stderr.read(1):
+            buf += chunk
+            if buf.count("?") > len(seen):
+                seen.append(buf)
+                asked.set()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    try:
+        assert asked.wait(30), "no confirmation question"
+        asked.clear()
+        e2e.run("reply", "--via", "x", str(t["id"]), theirs, "--yes", "--agent", "budi")  # the other terminal answers first
+        os.write(master, b"y\n")
+        assert asked.wait(30), "not asked again"
+        assert theirs in seen[-1] and "budi" in seen[-1]  # shown the other reply
+        os.write(master, answer.encode() + b"\n")
+        proc.wait(timeout=60)
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+    reader.join(5)
+    assert _delivered(e2e, theirs) == 1
+    assert _delivered(e2e, mine) == (1 if answer == "y" else 0)
+    assert proc.returncode == (0 if answer == "y" else 2)
+
+
+def test_reply_race_with_yes_is_refused_unless_again(e2e: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --yes there is no one to ask: another reply recorded after the route was shown -> exit 6."""
+    import cli
+    from inbox import replies as rp
+
+    t = _ticket_where(e2e, lambda t: t["channel"] == "x" and t["status"] == "new")
+    other, mine = "Sudah dibalas oleh Budi", "Balasan Ana"
+    real_plan = rp.plan_reply
+    raced: list[int] = []
+
+    def plan_then_someone_else_replies(engine, ticket_id, text, **kw):  # type: ignore[no-untyped-def]
+        plan = real_plan(engine, ticket_id, text, **kw)
+        if text == mine:  # between Ana's route and her send, another reply of Budi's is recorded
+            raced.append(rp.record_reply(engine, real_plan(engine, ticket_id, f"{other} #{len(raced)}", **kw), "budi").reply_id)
+        return plan
+
+    monkeypatch.setattr(rp, "plan_reply", plan_then_someone_else_replies)
+    for key, value in e2e.env.items():
+        monkeypatch.setenv(key, value)
+    argv = ["-c", str(e2e.config), "reply", "--via", "x", str(t["id"]), mine, "--yes", "--agent", "ana"]
+    assert cli.main(argv) == 6
+    assert _delivered(e2e, mine) == 0
+    assert cli.main([*argv, "--again"]) == 0  # raced again, and sent anyway: the agent said so
+    assert len(raced) == 2 and _delivered(e2e, mine) == 1
+
+
 def test_broken_token_leaves_a_failed_reply_that_retry_sends_once(e2e: Env) -> None:
     """A token with a trailing newline fails before the request leaves: `failed` (not `unknown`), retryable at once."""
     t = _ticket_where(e2e, lambda t: t["channel"] == "x" and t["status"] == "new")
@@ -400,7 +574,7 @@ def test_reply_from_template_and_editor(e2e: Env) -> None:
     cfg = e2e.dir / "templates.toml"
     cfg.write_text(e2e.config.read_text() + '\n[templates]\nthanks = "Halo {customer}, tiket #{ticket} kami proses. — {agent}"\n', encoding="utf-8")
     x = [t for t in e2e.json("list", "--channel", "x", "--status", "new")["tickets"]][:2]
-    base = [INBOX, "-c", str(cfg), "reply"]
+    base = [INBOX, "-c", str(cfg), "reply", "--via", "x"]  # some X tickets also hold an Instagram thread
     p = subprocess.run([*base, str(x[0]["id"]), "--template", "thanks", "--yes"], env=e2e.env, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert e2e.sb.sent("tokoshop-x")[-1]["text"].endswith(f"tiket #{x[0]['id']} kami proses. — ana")

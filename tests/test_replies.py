@@ -156,7 +156,7 @@ def test_timeout_is_unknown_then_reconciled_by_echo_never_resent(engine) -> None
     assert len(platform.delivered) == 1
 
 
-def test_unknown_without_echo_after_full_sync_may_be_retried_once(engine) -> None:
+def test_unknown_without_echo_fails_only_after_the_quiet_period_then_is_retried_once(engine) -> None:
     made = sf.ticket(engine)
     platform = Platform()
     platform.next_error = DeliveryUnknownError("connection dropped")
@@ -164,18 +164,42 @@ def test_unknown_without_echo_after_full_sync_may_be_retried_once(engine) -> Non
     with pytest.raises(PlatformError):
         rp.send_reply(engine, plan, platform.factory, "ana")
     rid = rp.outbox(engine)[0].id
+    attempt = reply_row(engine, rid).updated_at
     # A sync that started before the attempt proves nothing.
-    mark_synced(engine, made.account_id, datetime.now(timezone.utc) - timedelta(minutes=5))
+    mark_synced(engine, made.account_id, attempt - timedelta(minutes=5))
     assert rp.reconcile_unknown(engine, made.account_id) == 0
-    with pytest.raises(ConflictError):
+    # Nor does one that started right after it: a slow platform may not show the message yet.
+    mark_synced(engine, made.account_id, attempt + timedelta(seconds=30))
+    assert rp.reconcile_unknown(engine, made.account_id) == 0
+    with pytest.raises(ConflictError, match="may have been delivered") as refused:
         rp.retry(engine, rid, platform.factory, "ana")
+    assert "--force" in (refused.value.hint or "") and "started after" in (refused.value.hint or "")
+    assert reply_row(engine, rid).state == "unknown"
     # An echo from before the reply was recorded (an older identical answer) is not ours.
     sf.outbound(engine, made, "Mohon ditunggu", "m_old", sent_at=datetime.now(timezone.utc) - timedelta(hours=1))
-    mark_synced(engine, made.account_id, datetime.now(timezone.utc) + timedelta(seconds=1))
+    mark_synced(engine, made.account_id, attempt + rp.Timing().quiet + timedelta(seconds=1))
     out = rp.retry(engine, rid, platform.factory, "ana")
     assert out.state == "sent"
     assert len(platform.delivered) == 1
     assert reply_row(engine, rid).attempts == 2
+
+
+def test_forced_retry_of_an_unknown_reply_is_audited(engine) -> None:
+    made = sf.ticket(engine)
+    platform = Platform()
+    platform.next_error = DeliveryUnknownError("timed out after the request was sent")
+    with pytest.raises(PlatformError):
+        rp.send_reply(engine, rp.plan_reply(engine, made.ticket_id, "Sudah kami proses"), platform.factory, "ana")
+    rid = rp.outbox(engine)[0].id
+    with pytest.raises(ConflictError):
+        rp.retry(engine, rid, platform.factory, "budi")
+    assert rp.retry(engine, rid, platform.factory, "budi", force=True).state == "sent"
+    assert len(platform.delivered) == 1
+    te = TicketEvent.__table__
+    with engine.connect() as conn:
+        forced = conn.execute(sa.select(te.c.actor, te.c.detail).where(te.c.action == "reply_retry_forced")).all()
+    assert len(forced) == 1 and forced[0].actor == "budi"
+    assert forced[0].detail["was"] == "unknown" and "checked the customer's thread" in forced[0].detail["why"]
 
 
 def test_failures_are_recorded(engine) -> None:
@@ -193,13 +217,14 @@ def test_failures_are_recorded(engine) -> None:
 def test_killed_before_the_call_is_settled_without_sending(engine, tmp_path) -> None:
     made = sf.ticket(engine)
     plan = rp.plan_reply(engine, made.ticket_id, "halo")
-    rid = rp.record_reply(engine, plan, "ana")
+    rid = rp.record_reply(engine, plan, "ana").reply_id
     # Pretend the recording process was another one that has since died.
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
     r = Reply.__table__
     with engine.begin() as conn:
-        marker = reply_row(engine, rid).error.replace(f"pid {os.getpid()}", f"pid {dead}")
-        conn.execute(r.update().where(r.c.id == rid).values(error=marker))
+        row = reply_row(engine, rid)
+        conn.execute(r.update().where(r.c.id == rid).values(
+            error=row.error.replace(f"pid {os.getpid()}", f"pid {dead}"), owner=row.owner.replace(f"pid {os.getpid()}", f"pid {dead}")))
     assert reply_row(engine, rid).state == "sending"
     platform = Platform()
     assert rp.retry(engine, rid, platform.factory, "ana").state == "sent"
@@ -208,7 +233,7 @@ def test_killed_before_the_call_is_settled_without_sending(engine, tmp_path) -> 
 
 def test_live_sender_is_left_alone(engine) -> None:
     made = sf.ticket(engine)
-    rid = rp.record_reply(engine, rp.plan_reply(engine, made.ticket_id, "halo"), "ana")  # this process: alive
+    rid = rp.record_reply(engine, rp.plan_reply(engine, made.ticket_id, "halo"), "ana").reply_id  # this process: alive
     assert rp.reconcile_unknown(engine, made.account_id) == 0
     with pytest.raises(ConflictError):
         rp.retry(engine, rid, Platform().factory, "ana")
@@ -249,13 +274,50 @@ def test_route_is_the_tickets_own_channel_unless_asked(engine) -> None:
     ig = sf.ticket(engine, last_customer_ago=timedelta(hours=3))
     x = sf.ticket(engine, channel="x", account_name="tokoshop-x", last_customer_ago=timedelta(minutes=5))
     tk.merge(engine, x.ticket_id, ig.ticket_id, "ana")  # the customer wrote on X more recently
+    # Two contacts nobody said are one person: no guessing, the agent picks.
+    with pytest.raises(PolicyError, match="2 customers") as asked:
+        rp.plan_reply(engine, ig.ticket_id, "halo")
+    assert "--to CONTACT" in (asked.value.hint or "")
+    assert f"contact {ig.contact_id}" in str(asked.value) and f"contact {x.contact_id}" in str(asked.value)
+    assert rp.plan_reply(engine, ig.ticket_id, "halo", to=x.contact_id).route.recipient_id == rp.plan_reply(engine, ig.ticket_id, "halo", via="x").route.recipient_id
+    picked = rp.plan_reply(engine, ig.ticket_id, "halo", to=ig.contact_id)
+    assert picked.route.channel == "instagram" and picked.route.contact_id == ig.contact_id
+    # Linked by an agent (audited): one customer; the ticket's own channel by default.
+    tk.link_contacts(engine, [ig.contact_id, x.contact_id], "customer confirmed both accounts", "ana")
     plan = rp.plan_reply(engine, ig.ticket_id, "halo")
     assert plan.route.channel == "instagram" and plan.policy is ReplyPolicy.RESPONSE
     assert rp.plan_reply(engine, ig.ticket_id, "halo", via="x").route.channel == "x"
     with pytest.raises(PolicyError, match="no conversation on facebook"):
         rp.plan_reply(engine, ig.ticket_id, "halo", via="facebook")
+    with pytest.raises(PolicyError, match="has no thread"):
+        rp.plan_reply(engine, ig.ticket_id, "halo", to=999999)
     with pytest.raises(PolicyError, match="merged into"):
         rp.plan_reply(engine, x.ticket_id, "halo")
+
+
+def test_a_weak_person_link_never_routes_a_reply(engine) -> None:
+    """Customer B quoted A's invoice; the sync linked B into A's person and B's thread joined A's
+    ticket. A reply to A's ticket must not go to B — and is never guessed."""
+    from inbox.models import Contact, Conversation, Person, PersonEvent
+
+    a = sf.ticket(engine, handle="victim", last_customer_ago=timedelta(hours=2))
+    b = sf.ticket(engine, handle="attacker", last_customer_ago=timedelta(minutes=1))  # same channel, newer
+    c, cv, p, pe = Contact.__table__, Conversation.__table__, Person.__table__, PersonEvent.__table__
+    with engine.begin() as conn:
+        pid = conn.execute(p.insert().values(display_name="victim", created_at=sf.now()).returning(p.c.id)).scalar_one()
+        for cid in (a.contact_id, b.contact_id):
+            conn.execute(c.update().where(c.c.id == cid).values(person_id=pid))
+            conn.execute(pe.insert().values(person_id=pid, contact_id=cid, action="link", reason="shared invoice INV/1", actor="sync", at=sf.now()))
+        conn.execute(cv.update().where(cv.c.id == b.conversation_id).values(ticket_id=a.ticket_id))
+    with pytest.raises(PolicyError, match="2 customers"):
+        rp.plan_reply(engine, a.ticket_id, "refund Anda ke rekening ...")
+    route = rp.plan_reply(engine, a.ticket_id, "refund Anda ke rekening ...", to=a.contact_id).route
+    assert route.contact_id == a.contact_id and route.customer == "@victim"
+    # Strong evidence (the same platform identity) does count.
+    with engine.begin() as conn:
+        conn.execute(pe.insert().values(person_id=pid, contact_id=b.contact_id, action="link", reason="same platform identity (IG user 1)", actor="sync", at=sf.now()))
+        conn.execute(pe.insert().values(person_id=pid, contact_id=a.contact_id, action="link", reason="same platform identity (IG user 1)", actor="sync", at=sf.now()))
+    assert rp.plan_reply(engine, a.ticket_id, "halo").route.contact_id in (a.contact_id, b.contact_id)
 
 
 def test_connector_that_cannot_be_made_leaves_a_failed_reply(engine) -> None:
@@ -292,7 +354,8 @@ def test_concurrent_retry_sends_once(engine) -> None:
             outcome.append(exc)
 
     with tk.write_tx(engine) as conn:  # the other process: holds the row while it marks it `sending`
-        conn.execute(r.update().where(r.c.id == rid).values(state="sending", error=rp._marker("calling")))
+        owner = rp._new_owner()
+        conn.execute(r.update().where(r.c.id == rid).values(state="sending", owner=owner, error=rp._marker(rp.CALLING, owner)))
         thread = threading.Thread(target=racer)
         thread.start()
         time.sleep(0.5)  # the racer reads `failed` (PostgreSQL) or waits for the lock (SQLite)

@@ -322,7 +322,7 @@ def test_a_complete_pass_settles_replies_in_doubt_against_its_echoes(engine, db_
     settings = sandbox_settings(sandbox, db_url, processes=False)  # the fake below counts calls in this process
     calls = []
 
-    def reconcile(engine_, account_id, *, synced_after=None, now=None):
+    def reconcile(engine_, account_id, *, synced_after=None, now=None, timing=None):
         calls.append((account_id, synced_after))
         return 2
 
