@@ -1520,12 +1520,9 @@ def reply_cmd(
     """Reply to the customer of the ticket's thread (its own channel, or --via / --to); shows the route and asks first. Refusals send nothing (exit 8)."""
     from rich.text import Text
 
-    from inbox import replies
-    from inbox.errors import UsageError
+    from inbox import drafts, replies
+    from inbox.errors import InboxError, UsageError
     from inbox.text import clean, one_line
-
-    from inbox import drafts
-    from inbox.errors import InboxError
 
     st = state(ctx)
     settings = st.settings()
