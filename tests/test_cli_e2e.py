@@ -491,18 +491,19 @@ def test_reply_race_with_yes_is_refused_unless_again(e2e: Env, monkeypatch: pyte
 
 
 def test_broken_token_leaves_a_failed_reply_that_retry_sends_once(e2e: Env) -> None:
-    """A token with a trailing newline fails before the request leaves: `failed` (not `unknown`), retryable at once."""
+    """A token the HTTP layer cannot put in a header (a pasted '…') fails before the request leaves:
+    the reply is `failed` (not `unknown`), retryable at once, and the token is never printed."""
     t = _ticket_where(e2e, lambda t: t["channel"] == "x" and t["status"] == "new")
     text = "Pesanan kakak sedang kami cek"
     token = e2e.env["INBOX_SANDBOX_X_TOKEN"]
-    r = e2e.run("reply", str(t["id"]), text, "--yes", check=7, env={"INBOX_SANDBOX_X_TOKEN": token + "\n"})
+    r = e2e.run("reply", "--via", "x", str(t["id"]), text, "--yes", check=7, env={"INBOX_SANDBOX_X_TOKEN": token + "…"})
     assert "nothing was sent" in r.stderr and token not in r.stderr + r.stdout
     rows = e2e.query("SELECT id, state, error FROM reply")
     assert [x[1] for x in rows] == ["failed"] and "nothing was sent" in rows[0][2]
-    assert [s["text"] for s in e2e.sb.sent("tokoshop-x")].count(text) == 0
+    assert _delivered(e2e, text) == 0
     e2e.run("outbox", "retry", str(rows[0][0]))  # no sync needed: it never left
     e2e.run("sync")
-    assert [s["text"] for s in e2e.sb.sent("tokoshop-x")].count(text) == 1
+    assert _delivered(e2e, text) == 1
     assert e2e.query("SELECT state FROM reply") == [("sent",)]
 
 
