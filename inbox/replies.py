@@ -276,14 +276,20 @@ def plan_reply(
         pnow = now or platform_now(conn, route.account_id)
         policy, remaining = check_policy(route, text, pnow, human_agent_tag=human_agent_tag)
         doubt = conn.execute(
-            sa.select(R.c.id, R.c.state).where(R.c.ticket_id == ticket_id, R.c.state.in_(IN_DOUBT), R.c.text == text).limit(1)
+            sa.select(R.c.id, R.c.state).where(R.c.ticket_id == ticket_id, R.c.state.in_(OPEN_STATES), R.c.text == text).limit(1)
         ).first()
         seen = conn.execute(sa.select(sa.func.max(R.c.id)).where(R.c.ticket_id == ticket_id)).scalar() or 0
         assignee = conn.execute(sa.select(T.c.assignee).where(T.c.id == ticket_id)).scalar()
-    if doubt is not None:
+    if doubt is not None and doubt.state in IN_DOUBT:
         raise ConflictError(
             f"reply #{doubt.id} with this text is {doubt.state}: it may already have reached the customer",
             hint="run `inbox sync`, then `inbox outbox` to see whether it arrived",
+        )
+    if doubt is not None:
+        # A second copy would leave the first one retryable: two deliveries of one answer.
+        raise ConflictError(
+            f"reply #{doubt.id} with this text is {doubt.state} (not delivered); send that one instead of a copy",
+            hint=f"inbox outbox retry {doubt.id}",
         )
     return ReplyPlan(route, text, policy, remaining, pnow, seen_reply_id=int(seen), assignee=assignee)
 

@@ -119,10 +119,14 @@ def e2e(sandbox: Sandbox, synced: Path, tmp_path: Path) -> Env:
 
 
 def _ticket_where(e: Env, predicate: Any) -> dict[str, Any]:
+    """The first ticket matching `predicate` whose threads are all one customer's (a reply to a
+    ticket of two customers needs --to)."""
     if "all" not in e.cache:
         e.cache["all"] = e.json("list", "--status", "all", "--limit", "500")["tickets"]
+        shared = e.query("SELECT ticket_id FROM conversation GROUP BY ticket_id HAVING COUNT(DISTINCT contact_id) > 1")
+        e.cache["shared"] = {r[0] for r in shared}
     for t in e.cache["all"]:
-        if predicate(t):
+        if t["id"] not in e.cache["shared"] and predicate(t):
             return t
     raise AssertionError("no ticket matches")
 

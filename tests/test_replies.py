@@ -363,3 +363,12 @@ def test_concurrent_retry_sends_once(engine) -> None:
     assert len(outcome) == 1 and isinstance(outcome[0], ConflictError), outcome
     assert platform.delivered == []
     assert reply_row(engine, rid).attempts == 1
+
+
+def test_the_same_text_again_after_a_failure_is_the_retry_not_a_copy(engine) -> None:
+    made, platform, failed = rate_limited_reply(engine)
+    with pytest.raises(ConflictError, match="not delivered") as copy:
+        rp.plan_reply(engine, made.ticket_id, "satu")
+    assert copy.value.hint == f"inbox outbox retry {failed.id}"
+    assert rp.retry(engine, failed.id, platform.factory, "ana").state == "sent"
+    assert [r.text for r in platform.delivered] == ["satu"]
