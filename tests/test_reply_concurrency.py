@@ -113,7 +113,8 @@ def _chaos(sb: Sandbox, stop: threading.Event, rng: random.Random, armed: list[s
     while not stop.is_set():
         if len(sb.faults.pending()) < 3:
             kind, effect = rng.choice(kinds)
-            sb.fault(kind, path="/messages", method="POST", after_effect=effect, delay=LATE if kind == "late" else None)
+            options = {"delay": LATE} if kind == "late" else {}
+            sb.fault(kind, path="/messages", method="POST", after_effect=effect, **options)
             armed.append(kind if effect is None else f"{kind}{'+delivered' if effect else '+lost'}")
         stop.wait(0.2)
 
