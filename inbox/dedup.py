@@ -942,22 +942,32 @@ class PageDeduper:
         earlier = self.said.get(conv_id)
         if not earlier:
             return decision
-        text = normalize_text(msg.text)
-        if len(text) < MIN_SIMILAR_CHARS:
+        sent, lo = msg.sent_at, msg.sent_at - self.sim_window
+        candidates: list[_Said] = []
+        for said in reversed(earlier):  # newest first: a customer repeats what they just said
+            if said.sent_at > sent:
+                continue
+            if said.sent_at < lo or len(candidates) == REPEAT_LOOKBACK:
+                break
+            candidates.append(said)
+        if not candidates:
             return decision
+        raw = msg.text or ""
+        text: str | None = None
         threshold = self.settings.dedup.similarity_threshold
         best: tuple[_Said, float] | None = None
-        looked = 0
-        for said in reversed(earlier):  # newest first: a customer repeats what they just said
-            if said.sent_at > msg.sent_at:
-                continue
-            if msg.sent_at - said.sent_at > self.sim_window or looked == REPEAT_LOOKBACK:
-                break
-            looked += 1
-            cand = said.text
-            if len(cand) < MIN_SIMILAR_CHARS:
-                continue
-            score = 100.0 if cand == text else fuzz.ratio(text, cand, score_cutoff=threshold)
+        for said in candidates:
+            if said.raw_text == raw and len(raw) >= MIN_SIMILAR_CHARS:
+                score = 100.0  # sent again as it was: no need to normalize
+            else:
+                if text is None:
+                    text = normalize_text(raw)
+                if len(text) < MIN_SIMILAR_CHARS:
+                    continue
+                cand = said.text
+                if len(cand) < MIN_SIMILAR_CHARS:
+                    continue
+                score = 100.0 if cand == text else fuzz.ratio(text, cand, score_cutoff=threshold)
             if score and (best is None or score >= best[1]):
                 best = (said, score)
         if best is None:
