@@ -837,8 +837,14 @@ class PageDeduper:
     def _same_order_elsewhere(self, msg: InboundMessage, contact: ContactInfo, home: TicketState, decision: Decision) -> Decision:
         """A message added to its thread's ticket quoting a reference another active ticket quotes:
         the same customer -> the two tickets are one (merged); someone else -> both flagged."""
-        if not self.refs(msg) or not home.active:  # a late message of a resolved ticket is its history
+        refs = self.refs(msg)
+        if not refs or not home.active:  # a late message of a resolved ticket is its history
             return decision
+        hits = self.ref_hits
+        if all(h.ticket_key == home.key for ref in refs for h in hits.get(ref, ())) and not any(
+            key != home.key for ref in refs for key in self.ref_tickets.get(ref, ())
+        ):
+            return decision  # only its own ticket quotes these (the usual case)
         strong, weak, considered = self._order_matches(msg, contact, home.key)
         if strong:
             first = min(strong, key=_canonical)
