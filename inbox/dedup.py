@@ -50,6 +50,7 @@ from inbox.chatnorm import chat_text, ident
 from inbox.schema_types import PRIORITY_RANK, UTCDateTime
 from inbox.models import (
     ACTIVE_STATUSES,
+    Account,
     Contact,
     Conversation,
     Message,
@@ -196,6 +197,7 @@ class TicketState:
     priority: str | None = None
     first_response_due_at: datetime | None = None
     possible_duplicate_of_id: int | None = None
+    account_id: int | None = None
     is_new: bool = False
     # what this page does to it
     added: int = 0
@@ -324,6 +326,7 @@ def _ticket_state(row: Any) -> TicketState:
         priority=row.priority,
         first_response_due_at=row.first_response_due_at,
         possible_duplicate_of_id=row.possible_duplicate_of_id,
+        account_id=row.account_id,
     )
 
 
@@ -340,6 +343,7 @@ _TICKET_COLS = (
     _t.c.priority,
     _t.c.first_response_due_at,
     _t.c.possible_duplicate_of_id,
+    _t.c.account_id,
 )
 
 
@@ -376,6 +380,18 @@ class PageDeduper:
         self._order_rx = _order_regex(tuple(settings.dedup.order_patterns))
         self._refs_of: dict[str, list[str]] = {}  # external id -> order references in its text
         self._keys_of: dict[int, tuple[int | None, list[tuple[str, Any]]]] = {}  # contact id -> (person, keys)
+        self._synced: set[int] | None = None  # ids of the configured accounts (read when rule 4 first asks)
+
+    def synced(self, ticket: TicketState) -> bool:
+        """Whether the ticket's account is one the config still syncs. A message never joins a ticket
+        of an account no longer synced (retired by `inbox accounts repoint`): its history stays apart."""
+        names = [a.name for a in self.settings.accounts]
+        if ticket.is_new or ticket.account_id is None or ticket.account_id == self.account_id or not names:
+            return True
+        if self._synced is None:
+            acc = Account.__table__
+            self._synced = set(self.conn.execute(sa.select(acc.c.id).where(acc.c.name.in_(names))).scalars())
+        return ticket.account_id in self._synced
 
     def refs(self, msg: InboundMessage) -> list[str]:
         """`order_refs` of a message, found once per page (rules 4 and the ticket's refs ask again)."""
@@ -786,6 +802,9 @@ class PageDeduper:
                 if not cand.active:
                     considered.setdefault(key, f"quotes {ref} but is {cand.status}")
                     continue
+                if not self.synced(cand):
+                    considered.setdefault(key, f"quotes {ref} but belongs to an account no longer synced")
+                    continue
                 apart = abs(hit.sent_at - msg.sent_at)
                 if apart > self.order_window:
                     considered.setdefault(key, f"quotes {ref} {apart.total_seconds() / 86400:.0f} days apart (window {self.settings.dedup.order_window_days:g} days)")
@@ -882,7 +901,7 @@ class PageDeduper:
             for k in self.by_person.get(contact.person_id, ()):
                 key = self._resolve(k)
                 cand = self.tickets.get(key) if key is not None else None
-                if cand is None or not cand.active or key == previous:
+                if cand is None or not cand.active or key == previous or not self.synced(cand):
                     continue
                 self._append(cand, msg)
                 return Decision(R_PERSON, f"same person has active ticket {self._label(cand)} on another thread", 0.9, cand.key,
