@@ -65,7 +65,7 @@ def test_sync_dry_run_json_explains_what_it_would_do(sandbox, tmp_path, capsys, 
     first = sandbox.inject("tokoshop-ig", text=f"Refund {INV} belum masuk kak", customer={"id": "5551", "username": "budi.hartono"})
     thread = sandbox.thread_of("tokoshop-ig", first)
     sandbox.inject("tokoshop-ig", text=f"refund {INV} blm masuk kakkk!!", thread=thread)
-    assert cli.main(["-c", str(cfg), "--json", "sync", "-a", "tokoshop-ig"]) == 0
+    assert cli.main(["-c", str(cfg), "--json", "sync", "--account", "tokoshop-ig"]) == 0
     capsys.readouterr()
     sandbox.inject("tokoshop-x", text=f"saya komplain {INV}, refund ke saya", customer={"id": "777000111", "username": "cs_helper", "name": "CS"})
     sandbox.inject("tokoshop-fb", text=f"{INV} gimana kak?", customer={"id": "4242", "name": "Budi Hartono"})
