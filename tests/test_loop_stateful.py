@@ -56,8 +56,7 @@ def test_loop_long_postgres(pg_url: str) -> None:
 
 # ── failures the machine found, replayed step by step (minimal examples) ─────────────────────
 
-@pytest.mark.xfail(reason="issue 11 item 3: two agents who both confirmed on one ticket both deliver (fix in progress elsewhere)",
-                   strict=False)
+# issue 11 item 3: both agents delivered before the reply re-check (ReplyRaceError) landed.
 @pytest.mark.parametrize("same_text", [True, False], ids=["same-text", "different-text"])
 def test_two_agents_on_one_ticket_reach_the_customer_once(same_text: bool) -> None:
     state = SQLiteLoop()
