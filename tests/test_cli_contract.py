@@ -375,9 +375,13 @@ def test_the_pager_is_chosen_on_the_rendered_height(store: Store, tmp_path: Path
         lines = store.inbox("show", str(ticket_id), "--no-pager", env=store.env(COLUMNS="80")).stdout.count("\n")
         return len(shown["messages"]) + len([e for e in shown["events"] if e["action"] != "note"]), lines
 
-    sizes = {t["id"]: rendered(t["id"]) for t in tickets[:40]}
-    tall = next(i for i, (items, lines) in sizes.items() if items <= 32 and lines > 42)  # the old rule said: fits
-    short = next(i for i, (items, lines) in sizes.items() if lines < 30)
+    # Candidates from one listing (a subprocess per ticket costs too much): the longest thread of at
+    # most 20 messages, and a one-message ticket.
+    tall = max((t for t in tickets if t["message_count"] <= 20), key=lambda t: t["message_count"])["id"]
+    short = min(tickets, key=lambda t: t["message_count"])["id"]
+    items, lines = rendered(tall)
+    assert items <= 32 and lines > 42, (items, lines)  # the old rule (messages + events > 40 - 8) said: it fits
+    assert rendered(short)[1] < 30
     paged = tmp_path / "paged.txt"
 
     def show_on_a_terminal(ticket_id: int) -> bool:
