@@ -292,15 +292,17 @@ def test_human_output_is_in_the_teams_zone_with_the_zone_shown(store: Store, tmp
 # ── reply: standard input, drafts ───────────────────────────────────────────────────────────
 
 def _x_ticket(store: Store, n: int) -> int:
+    """The n-th ticket on X; replies to it name the X thread (`--via x`), since dedup may have joined
+    the same customer's thread on another channel to it."""
     return json.loads(store.inbox("list", "--json", "--channel", "x", "--status", "all").stdout)["tickets"][n]["id"]
 
 
 def test_reply_dash_reads_the_text_from_standard_input(store: Store) -> None:
     ticket = _x_ticket(store, 1)
-    res = store.inbox("reply", str(ticket), "-", "--yes", stdin="Halo kak, paketnya sudah dikirim ulang 🙏\n")
+    res = store.inbox("reply", str(ticket), "-", "--via", "x", "--yes", stdin="Halo kak, paketnya sudah dikirim ulang 🙏\n")
     assert res.returncode == 0, res.stderr
     assert store.sb.sent("tokoshop-x")[-1]["text"] == "Halo kak, paketnya sudah dikirim ulang 🙏"
-    blank = store.inbox("reply", str(ticket), "-", "--yes", stdin="  \n")
+    blank = store.inbox("reply", str(ticket), "-", "--via", "x", "--yes", stdin="  \n")
     assert blank.returncode == 2 and "empty reply on standard input" in _one_error(blank)
     assert all(s["text"] != "-" for s in store.sb.sent("tokoshop-x"))
 
@@ -317,7 +319,7 @@ def test_declining_after_the_editor_keeps_the_text_as_a_draft_offered_next_time(
     master, slave = pty.openpty()  # a terminal to be asked on, answered "n"
     try:
         os.write(master, b"n\n")
-        res = subprocess.run([INBOX, "-c", str(store.config), "reply", str(ticket), "--editor"], cwd=store.dir, env=env,
+        res = subprocess.run([INBOX, "-c", str(store.config), "reply", str(ticket), "--via", "x", "--editor"], cwd=store.dir, env=env,
                              stdin=slave, capture_output=True, text=True, timeout=60)
     finally:
         os.close(slave)
@@ -330,7 +332,7 @@ def test_declining_after_the_editor_keeps_the_text_as_a_draft_offered_next_time(
     # Next time the editor opens on the draft; leaving it as it is sends it.
     seen = tmp_path / "offered.txt"
     env["EDITOR"] = f"sh -c 'cp \"$1\" {shlex.quote(str(seen))}' editor"
-    res = store.inbox("reply", str(ticket), "--editor", "--yes", env=env)
+    res = store.inbox("reply", str(ticket), "--via", "x", "--editor", "--yes", env=env)
     assert res.returncode == 0, res.stderr
     assert typed in seen.read_text(encoding="utf-8")
     assert store.sb.sent("tokoshop-x")[-1]["text"] == typed
@@ -342,7 +344,7 @@ def test_declining_after_the_editor_keeps_the_text_as_a_draft_offered_next_time(
 def test_outbox_at_80_columns_keeps_id_ticket_and_state_whole(store: Store) -> None:
     ticket = _x_ticket(store, 3)
     long_text = "Halo kak, " + "mohon maaf atas keterlambatan pengiriman pesanan Anda, kami sudah menghubungi kurir " * 2
-    assert store.inbox("reply", str(ticket), long_text, "--yes").returncode == 0
+    assert store.inbox("reply", str(ticket), long_text, "--via", "x", "--yes").returncode == 0
     replies = json.loads(store.inbox("outbox", "--all", "--json").stdout)["replies"]
     for columns in ("80", "120"):
         out = store.inbox("outbox", "--all", env=store.env(COLUMNS=columns)).stdout
