@@ -83,7 +83,13 @@ class State:
             import atexit
 
             atexit.register(self._engine.dispose)  # connections closed politely, also on a fast exit
+            _OPENED_ENGINES.append(self._engine)
         return self._engine
+
+
+# Engines opened by commands, so an in-process caller (tests, scripts) gets its connections back
+# when main() returns instead of at its own exit: a long-lived caller would exhaust the server.
+_OPENED_ENGINES: list["Engine"] = []
 
 
 def _note_sqlite_file(url: str) -> None:
@@ -1945,6 +1951,8 @@ def main(argv: list[str] | None = None) -> int:
     code = _run(argv)
     if argv is None:  # the `inbox` command itself, not a caller in the same process (tests)
         _exit_without_teardown(code)
+    while _OPENED_ENGINES:
+        _OPENED_ENGINES.pop().dispose()
     return code
 
 
