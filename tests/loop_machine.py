@@ -481,7 +481,12 @@ class LoopMachine(RuleBasedStateMachine):
         """Every message the platform can show is stored, exactly once."""
         stored = [r[0] for r in self.rows(
             "SELECT m.external_id FROM message m JOIN account a ON a.id = m.account_id WHERE a.name = :n", n=account)]
-        missing = readable_ids(self.sb, account) - set(stored)
+        # An item that cannot be stored (an X id past 64 bits: the sandbox's id for a message dated
+        # decades ahead) is quarantined with its reason, which accounts for it as well.
+        quarantined = {r[0] for r in self.rows(
+            "SELECT q.external_id FROM quarantine q JOIN account a ON a.id = q.account_id "
+            "WHERE a.name = :n AND q.reason <> ''", n=account)}
+        missing = readable_ids(self.sb, account) - set(stored) - quarantined
         assert not missing, f"{account}: {len(missing)} message(s) the platform shows are not stored after a clean pass: {sorted(missing)[:3]}"
         if account == "tokoshop-x":
             return
