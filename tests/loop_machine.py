@@ -43,6 +43,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from test_sync import ACCOUNTS, fast_factory, readable_ids, sandbox_settings
+from waiting import exited, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 # The connectors' read timeout, and how late the sandbox's "timeout" fault answers. Generous: on a
@@ -338,7 +339,7 @@ class LoopMachine(RuleBasedStateMachine):
                 os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
         # Its worker processes die with it (they may take a moment: they notice the parent is gone).
-        alive = [pid for pid in workers if not _gone(pid, timeout=10)]
+        alive = [pid for pid in workers if not wait_until(lambda pid=pid: exited(pid))]
         assert not alive, f"worker processes {alive} outlived the killed `inbox sync`"
 
     # ── rules: the agents ──────────────────────────────────────────────────────────────────
@@ -722,20 +723,6 @@ def _children(pid: int) -> list[int]:
         except (OSError, ValueError, IndexError):
             continue
     return out
-
-
-def _gone(pid: int, timeout: float) -> bool:
-    """Dead (or a zombie nobody reaps, as a container's PID 1 leaves them) within `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            return True
-        if state == "Z":
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def _aware(value: datetime) -> datetime:

@@ -23,6 +23,7 @@ import pytest
 import sqlalchemy as sa
 
 from sandbox import Sandbox
+from waiting import wait_until
 
 INBOX = str(Path(sys.executable).parent / "inbox")
 HOSTILE = (
@@ -244,16 +245,14 @@ def test_window_and_length_policy_through_the_cli(e2e: Env) -> None:
     assert e2e.sent_total() == total + 1
 
 
-def _wait_for(e: Env, sql: str, timeout: float = 20) -> list[Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def _wait_for(e: Env, sql: str) -> list[Any]:
+    def rows() -> list[Any]:
         try:
-            rows = e.query(sql)
-        except sa.exc.OperationalError:
-            rows = []
-        if rows:
-            return rows
-        time.sleep(0.05)
+            return e.query(sql)
+        except sa.exc.OperationalError:  # the writer holds the database for a moment
+            return []
+
+    return wait_until(rows, poll=0.05)
     raise AssertionError(f"timed out waiting for: {sql}")
 
 
@@ -286,9 +285,7 @@ def test_reply_killed_during_the_call_is_settled_by_the_echo(e2e: Env) -> None:
     proc = subprocess.Popen([INBOX, "-c", str(e2e.config), "reply", str(t["id"]), text, "--yes"], env=e2e.env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     rid = _wait_for(e2e, "SELECT id FROM reply WHERE error LIKE 'calling:%'")[0][0]
-    deadline = time.monotonic() + 10
-    while len(e2e.sb.sent("tokoshop-x")) == before and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: len(e2e.sb.sent("tokoshop-x")) > before, poll=0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
     e2e.sb.clear_faults()

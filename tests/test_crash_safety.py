@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from connectors.times import parse_time
 from test_sync import ACCOUNTS, assert_complete, fast_factory, readable_ids, sandbox_settings, sandbox_store
+from waiting import exited, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 TRIALS = 30
@@ -107,28 +108,22 @@ def lease_holders(engine, proc: subprocess.Popen) -> set[int]:
     return pids
 
 
-def wait_until_syncing(engine, proc: subprocess.Popen, timeout: float = 20.0) -> set[int]:
-    """The lease holders once the process (or a worker of it) holds an account's lease."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        holders = lease_holders(engine, proc)
-        if holders:
-            return holders
-        time.sleep(0.01)
-    return set()
+def wait_until_syncing(engine, proc: subprocess.Popen) -> set[int]:
+    """The lease holders once the process (or a worker of it) holds an account's lease; empty if
+    the process ended first."""
+    found: set[int] = set()
+
+    def ready() -> bool:
+        found.update(lease_holders(engine, proc))
+        return bool(found) or proc.poll() is not None
+
+    wait_until(ready)
+    return found
 
 
-def gone(pid: int, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        if Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-            return True  # dead, not yet reaped by whoever adopted it
-        time.sleep(0.01)
-    return False
+def gone(pid: int) -> bool:
+    """Waits until the process is dead (or a zombie nobody reaps); true once it is."""
+    return wait_until(lambda: exited(pid))
 
 
 @pytest.mark.slow
@@ -211,7 +206,7 @@ def test_ctrl_c_stops_every_worker_after_its_page_and_the_next_sync_completes(tm
         statuses = {a["account"]: a["status"] for a in summary["accounts"]}
         assert "stopped" in statuses.values() and set(statuses.values()) <= {"stopped", "ok"}, statuses
         assert "interrupted: finishing the current page" in err and "Traceback" not in err
-        assert all(gone(pid, timeout=1) for pid in holders if pid != proc.pid)
+        assert all(gone(pid) for pid in holders if pid != proc.pid)
         settings = sandbox_settings(sb, url)
         check_invariants(engine, sb, settings.sync.overlap_seconds)
         results = sync_all(engine, settings, connector_factory=fast_factory(settings))

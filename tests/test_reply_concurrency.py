@@ -191,9 +191,7 @@ def _run(profile: Profile, db_url: str, tmp_path: Path, seed: int) -> dict[str, 
         for i in range(profile.agents):
             procs[i] = start(i)
         kills = 0
-        deadline = time.monotonic() + 600
-        while any(p.poll() is None for p in procs.values()):
-            assert time.monotonic() < deadline, "agents did not finish"
+        while any(p.poll() is None for p in procs.values()):  # a hang is pytest-timeout's to report
             time.sleep(rng.uniform(0.3, 1.5))
             alive = [i for i, p in procs.items() if p.poll() is None]
             if kills < profile.kills and alive:
