@@ -93,6 +93,22 @@ _r = TicketRef.__table__
 _reply = Reply.__table__
 
 
+def _customer_messages_between(conn: Any, key: Any, name: str, *columns: Any) -> Any:
+    """Customer messages whose `key` is in the list `name`, sent between :lo and :hi, oldest first.
+    Bounded: a reference quoted, or a thread written, thousands of times is not one customer's case."""
+    return (
+        sa.select(*columns)
+        .where(
+            in_values(conn, key, name),
+            _m.c.direction == Direction.IN.value,
+            _m.c.sent_at >= sa.bindparam("lo", type_=UTCDateTime()),
+            _m.c.sent_at <= sa.bindparam("hi", type_=UTCDateTime()),
+        )
+        .order_by(_m.c.sent_at, _m.c.id)
+        .limit(5000)
+    )
+
+
 @lru_cache(maxsize=16)
 def _order_regex(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
     if not patterns:
@@ -559,15 +575,7 @@ class PageDeduper:
         rows = select(
             conn,
             "message?refs",
-            lambda: sa.select(_m.c.ticket_id, _m.c.contact_id, _m.c.sent_at, _m.c.text)
-            .where(
-                in_values(conn, _m.c.ticket_id, "tickets"),
-                _m.c.direction == Direction.IN.value,
-                _m.c.sent_at >= sa.bindparam("lo", type_=UTCDateTime()),
-                _m.c.sent_at <= sa.bindparam("hi", type_=UTCDateTime()),
-            )
-            .order_by(_m.c.sent_at, _m.c.id)
-            .limit(5000),  # bounded: a reference quoted in thousands of messages is not one customer's
+            lambda: _customer_messages_between(conn, _m.c.ticket_id, "tickets", _m.c.ticket_id, _m.c.contact_id, _m.c.sent_at, _m.c.text),
             tickets=sorted(wanted),
             lo=min(sent) - self.order_window,
             hi=max(sent) + self.order_window,
@@ -596,15 +604,7 @@ class PageDeduper:
         rows = select(
             conn,
             "message?said",
-            lambda: sa.select(_m.c.id, _m.c.conversation_id, _m.c.text, _m.c.sent_at)
-            .where(
-                in_values(conn, _m.c.conversation_id, "convs"),
-                _m.c.direction == Direction.IN.value,
-                _m.c.sent_at >= sa.bindparam("lo", type_=UTCDateTime()),
-                _m.c.sent_at <= sa.bindparam("hi", type_=UTCDateTime()),
-            )
-            .order_by(_m.c.sent_at, _m.c.id)
-            .limit(5000),
+            lambda: _customer_messages_between(conn, _m.c.conversation_id, "convs", _m.c.id, _m.c.conversation_id, _m.c.text, _m.c.sent_at),
             convs=convs,
             lo=min(sent) - self.sim_window,
             hi=max(sent),
