@@ -33,7 +33,11 @@ INBOX = str(Path(sys.executable).parent / "inbox")
 CLIENT_TIMEOUT = 1.0  # seconds; the sandbox's slow and late answers take longer
 LATE = 2.5
 LEASE = 2.0
-SETTLE = 1.5
+# The quiet period must outlast the platform's lateness: a late send lands about LATE - CLIENT_TIMEOUT
+# after the reply turned `unknown`, and a sync before that proves nothing. Equal to it, a sync in
+# that window marked the reply failed and its retry made a second delivery (as it would in
+# production with settle_after_seconds shorter than the platform's delays).
+SETTLE = LATE + 1.0
 
 # One agent: its replies one after the other through the CLI, and now and then `outbox retry` on
 # whatever the outbox lists. Progress goes to a file, so a killed agent is restarted where it was.
