@@ -21,6 +21,7 @@ from connectors.base import RateInfo
 from connectors.errors import (
     ConnectorError,
     DeliveryUnknownError,
+    MalformedResponseError,
     NeedsReauthError,
     PermanentError,
     RateLimitedError,
@@ -181,6 +182,11 @@ def _body(response: requests.Response) -> Any:
         return None
 
 
+def _cut_json(content: bytes) -> bool:
+    """A body that starts as JSON (and so was not a proxy's HTML page) but does not parse."""
+    return content.lstrip()[:1] in (b"{", b"[")
+
+
 def _where(response: requests.Response) -> str:
     """METHOD /path for messages: never the query string (it may carry a token)."""
     request = response.request
@@ -208,6 +214,10 @@ def classify(
     now = now or _now()
     body = _body(response)
     where = _where(response)
+    if body is None and not sending and _cut_json(response.content):
+        # JSON that breaks off: what the platform said is unknown (an expired token, a throttle…),
+        # so it is no reason to fail the account; the read is tried again.
+        return MalformedResponseError(f"{where}: HTTP {status} with a body that breaks off", status=status, account=account)
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         return _graph_error(body["error"], status, response.headers, where, sending, account, now)
     return _http_error(body, status, response.headers, where, sending, account, now)

@@ -20,10 +20,12 @@ from connectors.base import Channel, Direction, MessageKind
 from connectors.classify import classify, rate_info, retry_hint
 from connectors.errors import (
     DeliveryUnknownError,
+    MalformedResponseError,
     NeedsReauthError,
     PermanentError,
     RateLimitedError,
     RecipientUnavailableError,
+    RetryLaterError,
     ServerError,
     WindowClosedError,
 )
@@ -246,6 +248,15 @@ def test_classify_error_bodies(fixture: str, status: int, sending: bool, expecte
 def test_classify_status_only(status: int, sending: bool, expected: type) -> None:
     error = classify(response(status, b"<html>oops</html>"), sending=sending, now=NOW)
     assert type(error) is expected
+
+
+@pytest.mark.parametrize("status", [400, 403, 404])
+def test_an_error_whose_json_breaks_off_is_read_again(status: int) -> None:
+    """An expired-token (or any) error answer cut in half says nothing certain: retry the read later,
+    never fail the account on it; a send keeps its own rules (the platform did answer it)."""
+    cut = json.dumps({"error": {"message": "Error validating access token", "type": "OAuthException", "code": 190}}).encode()[:40]
+    assert type(classify(response(status, cut), now=NOW)) is MalformedResponseError
+    assert not isinstance(classify(response(status, cut, method="POST"), sending=True, now=NOW), RetryLaterError)
 
 
 def test_success_is_not_an_error() -> None:

@@ -96,3 +96,25 @@ def test_broken_item_is_stored_marked_and_an_unparseable_one_quarantined(engine,
     assert by_name["tokoshop-fb"].quarantined == 1 and by_name["tokoshop-fb"].healthy
     assert_complete(engine, sandbox, ["tokoshop-x", "tokoshop-ig"])
     assert set(stored_ids(engine, "tokoshop-fb")) == readable_ids(sandbox, "tokoshop-fb") - {unparseable}
+
+
+def test_an_error_answer_that_breaks_off_is_tried_again_not_failed(engine, db_url, sandbox, monkeypatch):
+    """The platform revoked the Page token and its 400 (Graph 190) arrives cut in half: what it said
+    is unknown, so the account is retried later rather than failed, and once the team renews the
+    token nothing is lost (found by the loop machine, with two syncs of one account at once)."""
+    from inbox.sync import sync_all
+
+    settings = sandbox_settings(sandbox, db_url)
+    factory = fast_factory(settings, retries=0, timeout=1.0)
+    sandbox.rotate_token("INBOX_SANDBOX_FB_TOKEN")  # the variable still holds the revoked value
+    sandbox.fault("truncated", account="tokoshop-ig", path="/conversations", count=1)
+    result = {r.account: r for r in sync_all(engine, settings, accounts=["tokoshop-ig"], connector_factory=factory)}["tokoshop-ig"]
+    assert result.status == "retry-later", result.error
+    assert "breaks off" in (result.error or "")
+
+    monkeypatch.setenv("INBOX_SANDBOX_FB_TOKEN", sandbox.env()["INBOX_SANDBOX_FB_TOKEN"])
+    sandbox.clear_faults()
+    accounts_mod.reset(engine, settings, "tokoshop-ig")
+    again = {r.account: r for r in sync_all(engine, settings, accounts=["tokoshop-ig"], connector_factory=factory)}
+    assert again["tokoshop-ig"].status == "ok"
+    assert_complete(engine, sandbox, ["tokoshop-ig"])
