@@ -232,7 +232,7 @@ class MetaConnector:
                 # below this point are not read yet.
                 if messages or quarantined or gaps or read:
                     done.update(read)
-                    messages.sort(key=lambda m: (m.sent_at, m.external_id))
+                    messages.sort(key=lambda m: (m.sent_at, m.thread_id))  # stable: a thread keeps the platform's order within a second
                     yield Page(messages=tuple(messages), cursor=self._progress_cursor(old_cursor, recent, done),
                                quarantined=tuple(quarantined), gaps=tuple(gaps), rate=self.client.rate, final=False)
                 raise
@@ -245,7 +245,7 @@ class MetaConnector:
                 if target in visited:
                     raise MalformedResponseError(f"GET /{self.node}/conversations: paging loops", account=self.spec.name)
                 visited.add(target)
-            messages.sort(key=lambda m: (m.sent_at, m.external_id))
+            messages.sort(key=lambda m: (m.sent_at, m.thread_id))  # stable: a thread keeps the platform's order within a second
             yield Page(
                 messages=tuple(messages),
                 cursor=self._new_cursor(new_hwm, recent, seen) if final else self._progress_cursor(old_cursor, recent, done),
@@ -334,6 +334,9 @@ class MetaConnector:
                 older = conv.message_count - readable if conv.message_count is not None else None
                 gap = Gap(thread_id=conv.id, detail=detail, oldest_readable_at=oldest, older=older)
                 log.warning("%s: gap in thread %s: %s", self.spec.name, conv.id, detail)
+        # Oldest first in the platform's own order: times have whole seconds, and within one second
+        # only this order says which message answered which.
+        messages.reverse()
         return messages, quarantined, gap
 
     def _quarantine(self, reason: str, raw: Any, *, thread_id: str | None = None, external_id: str | None = None) -> QuarantinedItem:

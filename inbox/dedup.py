@@ -704,7 +704,7 @@ class PageDeduper:
         key = t if isinstance(t, int) else t.key
         return f"#{key}" if key > 0 else "(new in this sync)"
 
-    def _echo(self, msg: InboundMessage, conv_id: int) -> Decision:
+    def _echo(self, msg: InboundMessage, conv_id: int, *, adopted: bool = False) -> Decision:
         reply = self.replies.get(msg.external_id)
         key: int | None
         if reply is not None:
@@ -715,16 +715,20 @@ class PageDeduper:
             reason = "sent by the brand account (native app or another tool)"
         ticket = self.tickets.get(key) if key is not None else None
         if ticket is not None:
-            self.add_outbound(ticket, msg.sent_at)
+            self.add_outbound(ticket, msg.sent_at, adopted=adopted)
         return Decision(R_ECHO, reason, 1.0, key, reply[0] if reply else None)
 
-    def add_outbound(self, ticket: TicketState, sent_at: datetime) -> None:
+    def add_outbound(self, ticket: TicketState, sent_at: datetime, *, adopted: bool = False) -> None:
         """One of the brand's messages joins `ticket`: counters, and the first response when it
-        answers the ticket (sent at or after the customer message that opened it)."""
+        answers the ticket (sent at or after the customer message that opened it). An `adopted`
+        message was seen before the thread had its ticket, so it came before the opening message
+        in the platform's order: within the same second (Meta's times have no finer grain) it is
+        not an answer."""
         ticket.added += 1
         ticket.last_at = max(ticket.last_at or sent_at, sent_at)
         ticket.last_out_at = max(ticket.last_out_at or sent_at, sent_at)
-        if ticket.first_response_at is None and sent_at >= ticket.created_at:
+        answers = sent_at > ticket.created_at if adopted else sent_at >= ticket.created_at
+        if ticket.first_response_at is None and answers:
             if ticket.set_first_response is None or sent_at < ticket.set_first_response:
                 ticket.set_first_response = sent_at
 
@@ -734,7 +738,7 @@ class PageDeduper:
         gave the thread: every message of a ticketed thread belongs to its ticket."""
         for i, d in enumerate(made):
             if d.rule == R_ECHO and d.ticket_key is None and self._resolve(self.conv_ticket.get(msg_conv[i])) is not None:
-                made[i] = self._echo(messages[i], msg_conv[i])
+                made[i] = self._echo(messages[i], msg_conv[i], adopted=True)
 
     def _append(self, ticket: TicketState, msg: InboundMessage) -> None:
         sent_at = msg.sent_at

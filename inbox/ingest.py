@@ -306,7 +306,9 @@ class _PageWriter:
         if seen:
             stored = {r.external_id for r in self._of_account("message?stored", _m, (_m.c.external_id,), "external_id", list(seen))}
         # Rule 1: same platform id -> already stored, nothing to do.
-        new = sorted((m for k, m in seen.items() if k not in stored), key=lambda m: (m.sent_at, m.external_id))
+        # Oldest first. Within one second a thread keeps the page's order (the platform's: Meta's
+        # times have no finer grain); threads are ordered by id so a batching never changes it.
+        new = sorted((m for k, m in seen.items() if k not in stored), key=lambda m: (m.sent_at, m.thread_id))
         counts: dict[str, int] = defaultdict(int)
         counts["duplicates"] = repeats + len(stored)
         decisions: list[MessageDecision] = []
@@ -435,7 +437,7 @@ class _PageWriter:
         out = []
         for row in rows:
             key = ticketed[row.conversation_id]
-            dd.add_outbound(dd.tickets[key], row.sent_at)
+            dd.add_outbound(dd.tickets[key], row.sent_at, adopted=True)
             out.append((row.id, key))
         return out
 

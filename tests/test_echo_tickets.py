@@ -142,6 +142,28 @@ def test_the_brand_writes_first_and_the_ticket_comes_with_the_answer(
     assert [x["platform_id"] for x in next(t for t in lines if t["id"] == ticket.id)["messages"]] == [ours, answer]
 
 
+@pytest.mark.parametrize("one_sync", [False, True], ids=["two-syncs", "one-sync"])
+@pytest.mark.parametrize("account", ["tokoshop-fb", "tokoshop-ig", "tokoshop-x"])
+def test_the_brand_writing_first_in_the_same_second_is_not_an_answer(
+    sandbox: Any, store: Any, capsys: pytest.CaptureFixture[str], account: str, one_sync: bool
+) -> None:
+    """Meta's times have whole seconds: our message and the customer's answer in one second are
+    ordered by the platform alone, and ours came first (stored first, or older on the page)."""
+    cfg, engine = store
+    second = sandbox.state.now_ms() // 1000 * 1000 - 60_000
+    ours = sandbox.inject_own(account, None, "Halo kak, mohon konfirmasi alamat pengiriman", at=second / 1000, customer="Wulan Sari")
+    if not one_sync:
+        run(cfg, "sync", capsys=capsys)
+    answer = sandbox.inject(account, text="alamat saya Jl. Melati 5, Bandung", thread=sandbox.thread_of(account, ours), at=(second + 400) / 1000)
+    run(cfg, "sync", capsys=capsys)
+
+    assert orphans(engine) == []
+    ticket = ticket_row(engine, answer)
+    assert ticket.id == ticket_row(engine, ours).id
+    assert ticket.message_count == 2
+    assert ticket.first_response_at is None
+
+
 def test_the_upgrade_attaches_echoes_stored_without_their_ticket(db_url: str) -> None:
     """Stores written before the fix hold such echoes: migration 0007 attaches them, counted on their ticket."""
     from datetime import timedelta
