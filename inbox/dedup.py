@@ -80,7 +80,7 @@ R_NEW = "new"
 _PENDING, _OPEN = TicketStatus.PENDING.value, TicketStatus.OPEN.value
 
 MIN_SIMILAR_CHARS = 15  # greetings ("halo kak") are alike by nature; not evidence of a duplicate
-MIN_RAW_CHARS = 8  # below this no text normalizes to MIN_SIMILAR_CHARS ("gk" -> "tidak" lengthens)
+MIN_RAW_CHARS = 5  # below this no text normalizes to MIN_SIMILAR_CHARS: "g g" (3) -> "tidak tidak" (11), "g g g" (5) -> 17
 REPEAT_LOOKBACK = 5  # a repeat is of one of the thread's last few customer messages (bounded work per message)
 MAX_CONSIDERED = 10  # other tickets listed per decision (`inbox show --why`)
 _RANKED = sorted(PRIORITY_RANK, key=PRIORITY_RANK.__getitem__)  # urgent, high, normal, low
@@ -381,6 +381,7 @@ class PageDeduper:
         self.contacts: dict[int, ContactInfo] = {}
         self.conv_ticket: dict[int, int | None] = {}  # conversation id -> current ticket key
         self.ref_hits: dict[str, list[_RefHit]] = defaultdict(list)  # order ref -> customer messages quoting it
+        self._hit_keys: dict[str, set[int]] = defaultdict(set)  # order ref -> the tickets of those messages
         self.ref_tickets: dict[str, set[int]] = defaultdict(set)  # order ref -> every stored ticket quoting it
         self.known_refs: set[tuple[int, str]] = set()  # (ticket id, ref) already in ticket_ref
         self.by_person: dict[int, list[int]] = defaultdict(list)  # person id -> active ticket keys
@@ -586,7 +587,7 @@ class PageDeduper:
                 continue
             for ref in _refs_in(row.text, self._order_rx):
                 if ref in refs:
-                    self.ref_hits[ref].append(_RefHit(row.ticket_id, row.contact_id, row.sent_at))
+                    self._add_hit(ref, _RefHit(row.ticket_id, row.contact_id, row.sent_at))
                     if row.contact_id not in self.contacts:
                         missing.add(row.contact_id)
         self._load_contacts(missing)
@@ -601,14 +602,26 @@ class PageDeduper:
             return
         sent = [messages[i].sent_at for i in inbound]
         conn = self.conn
-        rows = select(
-            conn,
-            "message?said",
-            lambda: _customer_messages_between(conn, _m.c.conversation_id, "convs", _m.c.id, _m.c.conversation_id, _m.c.text, _m.c.sent_at),
-            convs=convs,
-            lo=min(sent) - self.sim_window,
-            hi=max(sent),
-        )
+
+        def build() -> Any:
+            # A page message looks back at most REPEAT_LOOKBACK customer messages: those stored
+            # since the page's oldest message (usually none), and each thread's last few before
+            # it. A long thread costs no more than a short one.
+            since = _m.c.sent_at >= sa.bindparam("mid", type_=UTCDateTime())
+            recent = _customer_messages_between(
+                conn, _m.c.conversation_id, "convs", _m.c.id, _m.c.conversation_id, _m.c.text, _m.c.sent_at,
+                since.label("since"),
+                sa.func.row_number().over(partition_by=(_m.c.conversation_id, since), order_by=(_m.c.sent_at.desc(), _m.c.id.desc())).label("nth"),
+            ).where(sa.func.length(_m.c.text) >= MIN_RAW_CHARS).order_by(None).limit(None).subquery()
+            return (
+                sa.select(recent.c.id, recent.c.conversation_id, recent.c.text, recent.c.sent_at)
+                .where(sa.or_(recent.c.since, recent.c.nth <= REPEAT_LOOKBACK))
+                .order_by(recent.c.sent_at, recent.c.id)
+                .limit(5000)  # bounded, as every candidate query
+            )
+
+        first = min(sent)
+        rows = select(conn, "message?said", build, convs=convs, lo=first - self.sim_window, hi=max(sent), mid=first)
         for row in rows:
             if row.text is not None and len(row.text) >= MIN_RAW_CHARS:
                 self.said[row.conversation_id].append(_Said(row.id, row.text, row.sent_at))
@@ -755,13 +768,17 @@ class PageDeduper:
         contact = self._current_contact
         for ref in self.refs(msg):
             if contact is not None:
-                self.ref_hits[ref].append(_RefHit(ticket.key, contact.id, sent_at))
+                self._add_hit(ref, _RefHit(ticket.key, contact.id, sent_at))
             if (ticket.key, ref) not in self.known_refs:
                 self.known_refs.add((ticket.key, ref))
                 ticket.new_refs.add(ref)
         if ticket.is_new:
             ticket.text_for_triage.append(msg.text or "")
         self._remember_recent(ticket.key, msg)
+
+    def _add_hit(self, ref: str, hit: _RefHit) -> None:
+        self.ref_hits[ref].append(hit)
+        self._hit_keys[ref].add(hit.ticket_key)
 
     def _remember_recent(self, key: int, msg: InboundMessage) -> None:
         text = msg.text
@@ -863,10 +880,9 @@ class PageDeduper:
         refs = self.refs(msg)
         if not refs or not home.active:  # a late message of a resolved ticket is its history
             return decision
-        hits = self.ref_hits
-        if all(h.ticket_key == home.key for ref in refs for h in hits.get(ref, ())) and not any(
-            key != home.key for ref in refs for key in self.ref_tickets.get(ref, ())
-        ):
+        own = {home.key}
+        hit_keys, ref_tickets = self._hit_keys, self.ref_tickets
+        if all(hit_keys.get(ref, own) <= own and ref_tickets.get(ref, own) <= own for ref in refs):
             return decision  # only its own ticket quotes these (the usual case)
         strong, weak, considered = self._order_matches(msg, contact, home.key)
         if strong:
@@ -969,7 +985,9 @@ class PageDeduper:
         """The customer sent the same thing again in this thread: stored, marked, counted, and past the
         first-response due the ticket's priority goes up one step."""
         earlier = self.said.get(conv_id)
-        if not earlier:
+        raw = msg.text
+        # Below MIN_RAW_CHARS no text is MIN_SIMILAR_CHARS long, even normalized (the usual "kak??").
+        if not earlier or raw is None or len(raw) < MIN_RAW_CHARS:
             return decision
         sent, lo = msg.sent_at, msg.sent_at - self.sim_window
         candidates: list[_Said] = []
@@ -981,7 +999,6 @@ class PageDeduper:
             candidates.append(said)
         if not candidates:
             return decision
-        raw = msg.text or ""
         text: str | None = None
         threshold = self.settings.dedup.similarity_threshold
         best: tuple[_Said, float] | None = None

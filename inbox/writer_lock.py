@@ -92,10 +92,17 @@ def _lock_file(path: str) -> int | None:
     return fd
 
 
+_who: tuple[int, str] | None = None  # (pid, the record without "since"): written for every page
+
+
 def _me() -> bytes:
-    command = " ".join([os.path.basename(sys.argv[0] or "python"), *sys.argv[1:]]) if sys.argv else "python"
-    record = {"pid": os.getpid(), "host": socket.gethostname(), "command": one_line(redact(command), 200), "since": int(time.time())}
-    return json.dumps(record).encode()
+    global _who
+    pid = os.getpid()
+    if _who is None or _who[0] != pid:  # a forked worker is someone else
+        command = " ".join([os.path.basename(sys.argv[0] or "python"), *sys.argv[1:]]) if sys.argv else "python"
+        record = {"pid": pid, "host": socket.gethostname(), "command": one_line(redact(command), 200)}
+        _who = (pid, json.dumps(record)[:-1])
+    return f'{_who[1]}, "since": {int(time.time())}}}'.encode()
 
 
 def describe_holder(raw: bytes) -> str:

@@ -391,3 +391,32 @@ def test_repeats_within_one_page_point_at_the_stored_message(engine, accounts):
         m("s2", "fb-s", "psid-s", "saldo sy terpotong tp pesanan gagal!!", 1))
     first, again = message(engine, "s1"), message(engine, "s2")
     assert again.repeat_of_id == first.id and f"message {first.id}" in again.dedup_reason
+
+
+_SAID = [
+    "Kak paket saya belum sampai sudah seminggu",
+    "Nomor resinya JNT0012345678 ya kak",
+    "Alamat saya Jl. Melati 5 Bandung",
+    "Tolong dicek ke kurir ya kak",
+    "Saya sudah bayar lewat transfer bank",
+    "Kenapa statusnya masih diproses terus",
+    "Apakah bisa dikirim ulang barangnya",
+    "Saya mau komplain soal ongkirnya juga",
+]
+
+
+@pytest.mark.parametrize("late", [False, True], ids=["in-order", "late-delivery"])
+def test_a_repeat_is_found_among_the_last_messages_of_a_long_thread(engine, accounts, late):
+    """The lookback is the thread's last few customer messages before the repeat: in a long thread,
+    and for a message delivered late, older than messages already stored."""
+    for n, text in enumerate(_SAID):
+        put(engine, accounts, "fb", m(f"l{n}", "fb-l", "psid-l", text, n * 10))
+    if late:  # written between l2 and l3, delivered after l7, with a new message on the same page
+        res = put(engine, accounts, "fb",
+                  m("late", "fb-l", "psid-l", "kak paket saya blm sampai sdh seminggu!!", 25),
+                  m("new", "fb-l", "psid-l", "Ada kabar terbaru kak?", 200))
+        assert message(engine, "late").repeat_of_id == message(engine, "l0").id
+    else:
+        res = put(engine, accounts, "fb", m("again", "fb-l", "psid-l", "kenapa statusnya masih diproses terussss", 200))
+        assert message(engine, "again").repeat_of_id == message(engine, "l5").id
+    assert res.repeats == 1
