@@ -28,17 +28,22 @@ IDLE_SECONDS = 5.0
 
 _lock = threading.Lock()
 _by_path: dict[str, _Checkpointer] = {}
+# Held while this module's thread is inside SQLite. SQLite's own mutexes are not reset by a fork:
+# a child forked while a checkpoint holds one waits for it forever at its first open. A fork waits
+# for the checkpoint instead (PASSIVE: it never waits on other connections for long).
+_in_sqlite = threading.Lock()
 
 
 def _forget() -> None:
     # A forked child (inbox.workers) has none of the parent's threads: start its own checkpointers.
-    global _lock
+    global _lock, _in_sqlite
     _lock = threading.Lock()
+    _in_sqlite = threading.Lock()
     _by_path.clear()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget)
+    os.register_at_fork(before=lambda: _in_sqlite.acquire(), after_in_parent=lambda: _in_sqlite.release(), after_in_child=_forget)
 
 
 class _Checkpointer:
@@ -61,7 +66,8 @@ class _Checkpointer:
     def _run(self) -> None:
         conn: sqlite3.Connection | None = None
         try:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            with _in_sqlite:
+                conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             while True:
                 with self.cond:
                     if self.pending < EVERY_COMMITS:
@@ -71,7 +77,8 @@ class _Checkpointer:
                         return
                     self.pending = 0
                 # PASSIVE: copy what no reader still needs, never wait for or block anyone.
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                with _in_sqlite:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 self.done += 1
         except sqlite3.Error as exc:  # the writer's own checkpoint still runs; nothing is lost
             log.debug("background WAL checkpoint of %s failed: %s", self.path, exc)
@@ -79,7 +86,8 @@ class _Checkpointer:
                 self.thread = None
         finally:
             if conn is not None:
-                conn.close()
+                with _in_sqlite:
+                    conn.close()
 
 
 def committed(url: URL) -> None:

@@ -219,7 +219,7 @@ def test_sandbox_serve_prints_the_one_config_line_discovery_needs(tmp_path: Path
         res = subprocess.run(["sh", "-c", script], cwd=workdir, env=_env(home=workdir), capture_output=True, text=True, timeout=120)
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=10)
+        proc.communicate(timeout=120)  # against a hang only
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["tickets"]
     assert (tmp_path / "inbox-sandbox.db").exists() and not list(workdir.iterdir())  # the database beside its config

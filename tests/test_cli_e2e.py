@@ -264,7 +264,7 @@ def test_reply_killed_before_the_call_reaches_the_customer_once(e2e: Env) -> Non
                             env={**e2e.env, "INBOX_TEST_PAUSE_BEFORE_SEND": "30"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     rid = _wait_for(e2e, "SELECT id FROM reply WHERE state = 'sending'")[0][0]
     os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=10)
+    proc.wait(timeout=120)
     assert len(e2e.sb.sent("tokoshop-x")) == before
     # The same reply again is refused while the first one is in doubt ...
     assert e2e.run("reply", str(t["id"]), text, "--yes", check=6).returncode == 6
@@ -287,7 +287,7 @@ def test_reply_killed_during_the_call_is_settled_by_the_echo(e2e: Env) -> None:
     rid = _wait_for(e2e, "SELECT id FROM reply WHERE error LIKE 'calling:%'")[0][0]
     wait_until(lambda: len(e2e.sb.sent("tokoshop-x")) > before, poll=0.05)
     os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=10)
+    proc.wait(timeout=120)
     e2e.sb.clear_faults()
     assert len(e2e.sb.sent("tokoshop-x")) == before + 1
     refused = e2e.run("outbox", "retry", str(rid), check=6)

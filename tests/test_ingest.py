@@ -317,6 +317,37 @@ def test_sqlite_wal_is_checkpointed_off_the_ingest_path(sqlite_engine, settings)
     assert cursor_of(sqlite_engine, acc.id) == {"n": checkpoint.EVERY_COMMITS - 1}
 
 
+def test_a_fork_waits_while_the_checkpointer_is_inside_sqlite():
+    """SQLite's mutexes survive a fork held: a worker forked mid-checkpoint would hang at its first
+    open. The fork waits for the checkpoint to leave SQLite."""
+    import os
+    import threading
+
+    from inbox import checkpoint
+
+    inside, leave = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def checkpointing() -> None:
+        with checkpoint._in_sqlite:
+            inside.set()
+            leave.wait()
+            order.append("checkpoint done")
+
+    t = threading.Thread(target=checkpointing)
+    t.start()
+    inside.wait()
+    threading.Timer(0.2, leave.set).start()  # the checkpoint ends a little later, whenever
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if checkpoint._in_sqlite.acquire(blocking=False) else 1)  # the child's lock is free
+    order.append("forked")
+    _, status = os.waitpid(pid, 0)
+    t.join()
+    assert order == ["checkpoint done", "forked"]
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
 def test_a_page_indexes_its_messages_for_search_and_other_writers_still_index_theirs(engine, settings):
     # SQLite: the page ingest fills the FTS index itself (inbox/search.py `deferred_index`, with the
     # per-row trigger held off for its transaction); anything else writing messages relies on the trigger.
@@ -372,7 +403,7 @@ def test_page_writers_of_other_processes_queue_on_the_lock_file(sqlite_engine, s
         # While the other process holds the lock the page is not written beside it.
         assert writer.is_alive() and count(sqlite_engine, "message") == 0
     finally:
-        holder.communicate("release\n", timeout=10)
+        holder.communicate("release\n", timeout=120)
     writer.join(30)
     assert not writer.is_alive()
     assert count(sqlite_engine, "message") == 1 and cursor_of(sqlite_engine, acc.id) == {"n": 1}

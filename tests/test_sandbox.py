@@ -716,7 +716,7 @@ def test_cli_serve_writes_config_and_stops_on_ctrl_c(tmp_path) -> None:  # type:
         assert f'base_url = "{base}/x"' in config.read_text()
     finally:
         proc.send_signal(signal.SIGINT)
-        rest, err = proc.communicate(timeout=10)
+        rest, err = proc.communicate(timeout=120)  # against a hang only
     out = first + rest
     assert proc.returncode == 0, err
     assert "export INBOX_SANDBOX_FB_TOKEN=" in out and str(config) in out and "sandbox stopped" in err

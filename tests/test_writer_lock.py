@@ -73,7 +73,7 @@ def test_a_sync_behind_a_held_writer_lock_names_the_holder_and_exits_6(tmp_path,
         proc = _sync(config, env, "--json")
     finally:
         holder.kill()
-        holder.wait(timeout=10)
+        holder.wait(timeout=120)
     assert proc.returncode == 6, proc.stderr
     out = json.loads(proc.stdout)
     errors = [a["error"] for a in out["accounts"]]
@@ -99,7 +99,7 @@ def test_a_holder_that_wrote_nothing_is_still_reported(tmp_path, sandbox, store)
         proc = _sync(config, env, "--account", "tokoshop-x")
     finally:
         holder.kill()
-        holder.wait(timeout=10)
+        holder.wait(timeout=120)
     assert proc.returncode == 6, proc.stdout + proc.stderr
     assert "is locked for writing by another process" in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
