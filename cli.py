@@ -292,6 +292,14 @@ def config_check(ctx: typer.Context, json_: bool = _JSON_OPT) -> None:
                 report["errors"].append(f"account '{acc.name}': environment variable {var} is not set")
             if entry.get("error"):
                 report["errors"].append(entry["error"])
+    wh = settings.webhooks
+    if wh.meta_app_secret_env or wh.meta_verify_token_env or wh.x_consumer_secret_env:
+        # Webhooks are configured: every key an enabled account's channel needs must be set.
+        problems = wh.missing({a.channel for a in settings.accounts if a.enabled})
+        report["webhooks"] = {"ok": not problems, "errors": problems}
+        if problems:
+            report["ok"] = False
+            report["errors"].extend(problems)
     if as_json:
         print_json(report)
     else:
@@ -620,6 +628,36 @@ def run_cmd(ctx: typer.Context) -> None:
     if not any(a.enabled for a in settings.accounts):
         raise ConfigError(f"{settings.source}: no enabled accounts to sync", hint="add [[accounts]] to the config")
     raise typer.Exit(run(settings, st.engine()))
+
+
+@app.command("serve")
+def serve_cmd(
+    ctx: typer.Context,
+    host: str = typer.Option("127.0.0.1", "--host", metavar="HOST", help="Address to bind (put a TLS proxy in front: Meta requires HTTPS)."),
+    port: int = typer.Option(8080, "--port", metavar="PORT", min=0, max=65535, help="Port (0 picks a free one)."),
+) -> None:
+    """Receive Meta and X webhooks until SIGTERM/SIGINT (finishes requests in flight, exit 0).
+
+    Each verified delivery is committed before it is acknowledged, then stored as messages and
+    tickets by the same rules as a sync; `inbox run` keeps polling as the reconcile.
+    """
+    from inbox import intake, webserver
+    from inbox.errors import UsageError
+
+    st = state(ctx)
+    st.daemon = True
+    settings = st.settings()
+    _require_config_file(settings)
+    secrets = intake.resolve_secrets(settings)  # exit 3 naming the variable that is missing
+    engine = st.engine()
+    try:
+        sock = webserver.bind(host, port)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    bound_host, bound_port = sock.getsockname()[:2]
+    sys.stderr.write(f"listening on http://{bound_host}:{bound_port} (webhooks at /webhooks/meta and /webhooks/x)\n")
+    sys.stderr.flush()
+    webserver.serve(engine, settings, secrets, sock, log_level=settings.log_level)
 
 
 accounts_app = typer.Typer(help="Accounts and their sync health (exit 1 when any is unhealthy).", invoke_without_command=True)

@@ -113,6 +113,7 @@ class Sandbox:
         return self
 
     def stop(self) -> None:
+        self.stop_webhooks()
         self.stopping.set()  # wakes handlers sleeping in a "timeout" fault
         self.release_late()
         if self._server is not None:
@@ -202,6 +203,26 @@ class Sandbox:
                 "",
             ]
         return "\n".join(lines)
+
+    # ── webhooks ────────────────────────────────────────────────────────────────────────────
+    def webhooks(self, base_url: str, *, meta_secret: str, x_secret: str, x_shape: str = "account_activity",
+                 drop: float = 0.0, duplicate: float = 0.0, delay: float = 0.0, reorder: bool = False) -> Any:
+        """Send a signed webhook to `base_url` (`/webhooks/meta`, `/webhooks/x`) for every message created
+        from now on; returns the sender (`stats`, `wait_idle()`, `close()`). One sender at a time."""
+        from sandbox.webhooks import WebhookConfig, WebhookSender
+
+        self.stop_webhooks()
+        root = base_url.rstrip("/")
+        config = WebhookConfig(f"{root}/webhooks/meta", f"{root}/webhooks/x", meta_secret, x_secret, x_shape,
+                               drop, duplicate, delay, reorder)
+        self._webhooks = WebhookSender(self.state, config, seed=self.seed)
+        return self._webhooks
+
+    def stop_webhooks(self) -> None:
+        sender = getattr(self, "_webhooks", None)
+        if sender is not None:
+            sender.close()
+            self._webhooks = None
 
     # ── test switches ───────────────────────────────────────────────────────────────────────
     def inject(self, account_name: str, text: str | None = None, thread: str | None = None, customer: Any = None,

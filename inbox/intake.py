@@ -1,0 +1,385 @@
+"""Webhook intake: verify, store the raw delivery, acknowledge; then ingest it like a polled page.
+
+`receive` answers a POST. A delivery whose signature does not verify is refused (403) and nothing
+is stored. One that verifies is committed to `webhook_delivery` before the 200 goes out, so an
+acknowledged delivery survives a crash; a body that is not JSON is kept there as quarantined (400).
+
+`process_pending` (the `IntakeWorker` thread of `inbox serve`, and every start of it) parses the
+pending deliveries with the connectors' webhook parsers and stores their messages through
+`ingest_page` with no cursor: the same unique keys, dedup rules, echo matching and quarantine as
+the poll, and the poll's cursor never moves. A delivery is marked done only after its messages are
+committed; a crash in between processes it again on restart, which stores nothing twice (the
+messages' platform ids are unique keys). A delivery that cannot be read is quarantined and never
+holds up the next one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import sqlalchemy as sa
+
+from connectors import meta_webhook, x_webhook
+from connectors.base import Channel, Page
+from connectors.meta_parse import MetaContext
+from connectors.webhook import AccountBatch, DeliveryError, ParsedDelivery
+from inbox.errors import ConfigError, describe
+from inbox.ingest import AccountRef, IngestResult, ingest_page
+from inbox.models import utcnow
+from inbox.tables import contact as _c
+from inbox.tables import conversation as _v
+from inbox.tables import webhook_delivery as _d
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from inbox.config import AccountSettings, Settings
+
+log = logging.getLogger(__name__)
+
+PENDING, DONE, QUARANTINED = "pending", "done", "quarantined"
+SOURCES = ("meta", "x")
+MAX_ATTEMPTS = 5  # a delivery whose messages fail to store this often is quarantined (never blocks the rest)
+BATCH = 500  # deliveries ingested together (one page per account): a burst costs one transaction, not hundreds
+META_CHANNELS = {Channel.FACEBOOK, Channel.INSTAGRAM}
+
+
+@dataclass(frozen=True, slots=True)
+class Secrets:
+    """The webhook keys, resolved from the environment (None: not configured or not set)."""
+
+    meta_app_secret: str | None = field(default=None, repr=False)
+    meta_verify_token: str | None = field(default=None, repr=False)
+    x_consumer_secret: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    body: bytes = b""
+    media_type: str = "application/json"
+
+    @classmethod
+    def json(cls, status: int, data: Any) -> Response:
+        return cls(status, orjson.dumps(data))
+
+
+def enabled_channels(settings: Settings) -> set[Channel]:
+    return {a.channel for a in settings.accounts if a.enabled}
+
+
+def resolve_secrets(settings: Settings, environ: Mapping[str, str] | None = None, *, strict: bool = True) -> Secrets:
+    """The webhook keys. With `strict`, a key an enabled account's channel needs and that is not set
+    is a ConfigError naming its variable (`inbox serve` exits 3)."""
+    from connectors.redact import register_secret
+
+    env = os.environ if environ is None else environ
+    wh = settings.webhooks
+    if strict:
+        problems = wh.missing(enabled_channels(settings), dict(env))
+        if problems:
+            raise ConfigError(problems[0], problems=tuple(problems),
+                              hint="export the variable, or name it in the config's [webhooks] section")
+
+    def get(var: str | None) -> str | None:
+        value = (env.get(var) or "").strip() if var else ""
+        register_secret(value or None)
+        return value or None
+
+    return Secrets(get(wh.meta_app_secret_env), get(wh.meta_verify_token_env), get(wh.x_consumer_secret_env))
+
+
+# ── receiving ──────────────────────────────────────────────────────────────────────────────
+
+
+def meta_handshake(secrets: Secrets, params: Mapping[str, str]) -> Response:
+    challenge = meta_webhook.handshake(params, secrets.meta_verify_token) if secrets.meta_verify_token else None
+    if challenge is None:
+        return Response.json(403, {"error": "verification failed"})
+    return Response(200, challenge.encode("utf-8"), "text/plain")
+
+
+def x_crc(secrets: Secrets, params: Mapping[str, str]) -> Response:
+    token = params.get("crc_token")
+    if not secrets.x_consumer_secret:
+        return Response.json(403, {"error": "X webhooks are not configured"})
+    if not token:
+        return Response.json(400, {"error": "crc_token missing"})
+    return Response.json(200, x_webhook.crc_response(secrets.x_consumer_secret, token))
+
+
+def verified(secrets: Secrets, source: str, body: bytes, headers: Mapping[str, str]) -> bool:
+    if source == "meta":
+        return bool(secrets.meta_app_secret) and meta_webhook.verify(secrets.meta_app_secret or "", body, headers.get("x-hub-signature-256"))
+    return bool(secrets.x_consumer_secret) and x_webhook.verify(secrets.x_consumer_secret or "", body, headers.get("x-twitter-webhooks-signature"))
+
+
+def receive(engine: Engine, secrets: Secrets, source: str, body: bytes, headers: Mapping[str, str]) -> tuple[Response, int | None]:
+    """Answer one POST: (response, id of the stored delivery or None). Headers with lower-case names."""
+    if not verified(secrets, source, body, headers):
+        return Response.json(403, {"error": "invalid signature"}), None
+    content_type = (headers.get("content-type") or "")[:200]
+    problem = None
+    if content_type.split(";", 1)[0].strip().lower() != "application/json":
+        problem = f"content type {content_type[:60] or '(none)'!r} is not application/json"
+    else:
+        try:
+            orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            problem = f"invalid JSON: {str(exc)[:200]}"
+    delivery_id = store(engine, source, body, content_type or None, None if problem is None else problem)
+    if problem is not None:
+        return Response.json(400, {"error": problem}), delivery_id
+    return Response.json(200, {"ok": True}), delivery_id
+
+
+def store(engine: Engine, source: str, body: bytes, content_type: str | None, quarantine_reason: str | None = None) -> int:
+    """Commit one delivery (pending, or quarantined with the reason)."""
+    now = utcnow()
+    values = {
+        "source": source, "received_at": now, "content_type": content_type, "body": body,
+        "state": PENDING if quarantine_reason is None else QUARANTINED, "attempts": 0,
+        "error": quarantine_reason, "processed_at": None if quarantine_reason is None else now,
+    }
+    with engine.begin() as conn:
+        return int(conn.execute(sa.insert(_d).values(**values).returning(_d.c.id)).scalar_one())
+
+
+# ── processing ─────────────────────────────────────────────────────────────────────────────
+
+
+class MetaThreads:
+    """The Graph conversation id of a customer's thread, which a Meta webhook does not carry.
+
+    The store knows it once a poll has seen the thread; otherwise the Graph conversations edge is
+    asked (`user_id=`, one call per new customer). Without either, the thread is provisional
+    (`user:<id>`), so the message is stored now rather than held back.
+    """
+
+    def __init__(self, engine: Engine, refs: Mapping[tuple[str, str], AccountRef],
+                 lookup: Callable[[MetaContext, str], str | None] | None = None) -> None:
+        self.engine = engine
+        self.refs = refs
+        self.lookup = lookup
+        self.cache: dict[tuple[str, str, str], str] = {}
+
+    def __call__(self, ctx: MetaContext, customer_id: str) -> str:
+        key = (ctx.channel.value, ctx.account_id, customer_id)
+        if key in self.cache:
+            return self.cache[key]
+        found = self._stored(ctx, customer_id)
+        if found is None and self.lookup is not None:
+            try:
+                found = self.lookup(ctx, customer_id)
+            except Exception as exc:  # the message is stored anyway, on a provisional thread
+                log.warning("webhook: conversation lookup for an %s customer failed: %s", ctx.channel.value, describe(exc))
+        thread = found or f"user:{customer_id}"
+        if found:
+            self.cache[key] = thread
+        return thread
+
+    def _stored(self, ctx: MetaContext, customer_id: str) -> str | None:
+        ref = self.refs.get((ctx.channel.value, ctx.account_id))
+        if ref is None:
+            return None
+        query = (
+            sa.select(_v.c.external_id)
+            .select_from(_v.join(_c, _c.c.id == _v.c.contact_id))
+            .where(_v.c.account_id == ref.id, _c.c.account_id == ref.id, _c.c.platform_user_id == customer_id,
+                   ~_v.c.external_id.startswith("user:"))
+            .order_by(_v.c.last_message_at.desc(), _v.c.id.desc())
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar()
+
+
+def graph_lookup(settings: Settings) -> Callable[[MetaContext, str], str | None]:
+    """Ask the account's conversations edge for the customer's thread (needs the account's token)."""
+    from inbox.sync import make_connector
+
+    connectors: dict[tuple[str, str], Any] = {}
+    by_platform = {(a.channel.value, a.platform_id): a for a in settings.accounts if a.channel in META_CHANNELS}
+
+    def lookup(ctx: MetaContext, customer_id: str) -> str | None:
+        key = (ctx.channel.value, ctx.account_id)
+        if key not in connectors:
+            acc = by_platform.get(key)
+            try:
+                connectors[key] = make_connector(settings, acc) if acc is not None else None
+            except ConfigError:
+                connectors[key] = None  # no token here: provisional threads
+        conn = connectors[key]
+        if conn is None:
+            return None
+        body = conn.client.get(f"{conn.node}/conversations", {"platform": conn.platform, "user_id": customer_id, "fields": "id"})
+        data = body.get("data") if isinstance(body, Mapping) else None
+        first = data[0] if isinstance(data, list) and data else None
+        tid = first.get("id") if isinstance(first, Mapping) else None
+        return str(tid) if isinstance(tid, (str, int)) and str(tid) else None
+
+    return lookup
+
+
+@dataclass
+class Processor:
+    """Parses pending deliveries and ingests their messages (one page per account per batch)."""
+
+    engine: Engine
+    settings: Settings
+    refs: Mapping[tuple[str, str], AccountRef]  # (channel, platform id) -> account
+    threads: Callable[[MetaContext, str], str]
+
+    @classmethod
+    def build(cls, engine: Engine, settings: Settings, *, lookup: Callable[[MetaContext, str], str | None] | None = None,
+              graph: bool = True) -> Processor:
+        from inbox.accounts import ensure_accounts
+
+        named = ensure_accounts(engine, [a for a in settings.accounts if a.enabled])
+        refs = {(r.channel, r.platform_id): r for r in named.values()}
+        if lookup is None and graph:
+            lookup = graph_lookup(settings)
+        return cls(engine, settings, refs, MetaThreads(engine, refs, lookup))
+
+    @property
+    def skew(self) -> timedelta:
+        return timedelta(seconds=float(self.settings.sync.clock_skew_seconds))
+
+    def meta_accounts(self) -> dict[tuple[Channel, str], MetaContext]:
+        out = {}
+        for a in self.settings.accounts:
+            if a.enabled and a.channel in META_CHANNELS:
+                out[(a.channel, a.platform_id)] = MetaContext(a.channel, a.platform_id, frozenset(i for i in (a.platform_id, a.page_id) if i))
+        return out
+
+    def parse(self, source: str, body: bytes, received: datetime) -> ParsedDelivery:
+        data = orjson.loads(body)
+        if source == "meta":
+            return meta_webhook.parse(data, self.meta_accounts(), self.threads, received=received, skew=self.skew)
+        xs = frozenset(a.platform_id for a in self.settings.accounts if a.enabled and a.channel is Channel.X)
+        return x_webhook.parse(data, xs, received=received, skew=self.skew)
+
+    def pending(self, limit: int = BATCH) -> list[Any]:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(_d.c.id, _d.c.source, _d.c.body, _d.c.received_at, _d.c.attempts)
+                .where(_d.c.state == PENDING).order_by(_d.c.id).limit(limit)
+            ).all()
+
+    def process_pending(self, limit: int = BATCH) -> IngestResult:
+        """One batch of pending deliveries (oldest first); what was stored."""
+        rows = self.pending(limit)
+        total = IngestResult()
+        if not rows:
+            return total
+        parsed: list[tuple[Any, ParsedDelivery]] = []
+        for row in rows:
+            try:
+                result = self.parse(row.source, bytes(row.body), row.received_at)
+            except (orjson.JSONDecodeError, DeliveryError) as exc:
+                self._finish([row.id], QUARANTINED, f"unreadable delivery: {str(exc)[:300]}")
+                continue
+            except Exception as exc:  # a parser bug must not hold up every later delivery
+                log.exception("webhook delivery %s could not be parsed", row.id)
+                self._finish([row.id], QUARANTINED, f"parse failed: {describe(exc)[:300]}")
+                continue
+            for ig in result.ignored:
+                log.info("webhook delivery %s: %s ignored: %s", row.id, ig.what, ig.reason)
+            parsed.append((row, result))
+        try:
+            total = self._ingest([p for _row, p in parsed])
+        except Exception as exc:
+            log.warning("webhook: a batch of %d deliveries failed to store (%s); storing them one by one", len(parsed), describe(exc))
+            for row, p in parsed:
+                try:
+                    total = total + self._ingest([p])
+                except Exception as one:
+                    state = QUARANTINED if row.attempts + 1 >= MAX_ATTEMPTS else PENDING
+                    self._finish([row.id], state, f"store failed: {describe(one)[:300]}", attempt=True)
+                    continue
+                self._finish([row.id], DONE, None)
+            return total
+        self._finish([row.id for row, _p in parsed], DONE, None)
+        return total
+
+    def _ingest(self, deliveries: Sequence[ParsedDelivery]) -> IngestResult:
+        merged: dict[tuple[str, str], list[AccountBatch]] = {}
+        for d in deliveries:
+            for b in d.batches:
+                merged.setdefault((b.channel.value, b.account_id), []).append(b)
+        total = IngestResult()
+        for key, batches in merged.items():
+            ref = self.refs.get(key)
+            if ref is None:
+                continue  # an account disabled since the parse: the poll covers it
+            page = Page(
+                messages=tuple(m for b in batches for m in b.messages),
+                cursor=None,  # a webhook never moves the poll's cursor
+                quarantined=tuple(q for b in batches for q in b.quarantined),
+            )
+            total = total + ingest_page(self.engine, ref, page, self.settings, via="webhook")
+        return total
+
+    def _finish(self, ids: list[int], state: str, error: str | None, *, attempt: bool = False) -> None:
+        if not ids:
+            return
+        values: dict[str, Any] = {"state": state, "error": error}
+        if state != PENDING:
+            values["processed_at"] = utcnow()
+        if attempt:
+            values["attempts"] = _d.c.attempts + 1
+        with self.engine.begin() as conn:
+            for start in range(0, len(ids), 500):
+                conn.execute(sa.update(_d).where(_d.c.id.in_(ids[start:start + 500])).values(**values))
+
+
+class IntakeWorker:
+    """The thread that drains pending deliveries, woken by each new one (and every `idle` seconds)."""
+
+    def __init__(self, processor: Processor, *, idle: float = 5.0) -> None:
+        self.processor = processor
+        self.idle = idle
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="inbox-intake", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Finish the batch in hand, then stop (what is left stays pending for the next start)."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                while not self._stop.is_set() and self.processor.pending(1):
+                    self.processor.process_pending()
+            except Exception as exc:  # the store is away: try again on the next wake-up
+                log.warning("webhook intake: %s", describe(exc))
+                self._stop.wait(1.0)
+            self._wake.wait(self.idle)
+
+
+def missed_by_webhooks(engine: Engine, since: datetime) -> dict[int, int]:
+    """Per account id: messages a poll stored since `since` that no webhook had delivered."""
+    from inbox.tables import message as _m
+
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(_m.c.account_id, sa.func.count()).where(_m.c.via == "poll", _m.c.received_at >= since).group_by(_m.c.account_id)
+        ).all()
+    return {int(a): int(n) for a, n in rows}
