@@ -87,8 +87,11 @@ def parse(
             ignored.append(Ignored("entry", f"entry for an account not configured here ({str(entry_id)[:40]})", entry_id))
             continue
         events = [e for key in ("messaging", "standby") for e in (entry.get(key) if isinstance(entry.get(key), list) else [])]
-        if not events and isinstance(entry.get("changes"), list):
-            ignored.append(Ignored("changes", "entry changes (comments, mentions) are not direct messages", ctx.account_id))
+        if not events:
+            if isinstance(entry.get("changes"), list):
+                ignored.append(Ignored("changes", "entry changes (comments, mentions) are not direct messages", ctx.account_id))
+            else:
+                ignored.append(Ignored("entry", "entry without messaging events", ctx.account_id))
         for event in events:
             try:
                 msg = parse_event(event, ctx, thread_of, received=received, skew=skew)

@@ -1,0 +1,307 @@
+"""Webhook intake over real HTTP (uvicorn on 127.0.0.1, a free port), on both backends.
+
+Signatures and handshakes (tables of good and hostile values), durable-before-acknowledged intake,
+redelivery stored once, refusals that store nothing, webhook and poll of the same messages in both
+orders, and a dropped webhook found by the next poll and counted as missed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import threading
+import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import requests
+import sqlalchemy as sa
+
+from inbox.config import Settings, parse_settings
+from tests.waiting import wait_until
+
+META_SECRET, VERIFY_TOKEN, X_SECRET = "meta-app-secret-for-tests", "verify-me-0123", "x-consumer-secret-for-tests"
+WEBHOOK_ENV = {"INBOX_META_APP_SECRET": META_SECRET, "INBOX_META_VERIFY_TOKEN": VERIFY_TOKEN, "INBOX_X_CONSUMER_SECRET": X_SECRET}
+WEBHOOKS = {
+    "meta_app_secret_env": "INBOX_META_APP_SECRET",
+    "meta_verify_token_env": "INBOX_META_VERIFY_TOKEN",
+    "x_consumer_secret_env": "INBOX_X_CONSUMER_SECRET",
+    "max_body_bytes": 4096,
+}
+PAGE_ID, IG_ID, X_ID = "1234567890", "17841400000000001", "2975699229"
+
+
+def meta_sig(body: bytes, key: str = META_SECRET) -> str:
+    return "sha256=" + hmac.new(key.encode(), body, hashlib.sha256).hexdigest()
+
+
+def x_sig(body: bytes, key: str = X_SECRET) -> str:
+    return "sha256=" + base64.b64encode(hmac.new(key.encode(), body, hashlib.sha256).digest()).decode()
+
+
+def plain_settings(db_url: str) -> Settings:
+    return parse_settings(
+        {
+            "database": db_url,
+            "webhooks": WEBHOOKS,
+            "accounts": [
+                {"name": "shop-fb", "channel": "facebook", "page_id": PAGE_ID, "access_token_env": "INBOX_TEST_FB_TOKEN"},
+                {"name": "shop-ig", "channel": "instagram", "ig_user_id": IG_ID, "page_id": PAGE_ID, "access_token_env": "INBOX_TEST_FB_TOKEN"},
+                {"name": "shop-x", "channel": "x", "user_id": X_ID, "access_token_env": "INBOX_TEST_X_TOKEN"},
+            ],
+        },
+        "test.toml",
+    )
+
+
+@contextmanager
+def running(engine: Any, settings: Settings, *, worker: bool = True, graph: bool = False) -> Iterator[str]:
+    """`inbox serve`'s app on 127.0.0.1 and a free port, in a thread; yields its base URL."""
+    from inbox import intake, webserver
+
+    secrets = intake.resolve_secrets(settings, WEBHOOK_ENV)
+    w = intake.IntakeWorker(intake.Processor.build(engine, settings, graph=graph), idle=0.2) if worker else None
+    app = webserver.make_app(engine, settings, secrets, worker=w)
+    sock = webserver.bind("127.0.0.1", 0)
+    srv = webserver.server(app, sock)
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    wait_until(lambda: srv.started)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        srv.should_exit = True
+        thread.join()
+        sock.close()
+
+
+def hello(mid: str = "m_hello_1", text: str = "Halo kak, pesanan INV/20261202/MPL/123456 belum sampai", sender: str = "5678",
+          ts: int = 1764640000000, obj: str = "page", entry: str = PAGE_ID) -> bytes:
+    return json.dumps({"object": obj, "entry": [{"id": entry, "time": ts, "messaging": [
+        {"sender": {"id": sender}, "recipient": {"id": entry}, "timestamp": ts, "message": {"mid": mid, "text": text}}]}]}).encode()
+
+
+def messages(engine: Any, external_id: str | None = None) -> list[Any]:
+    from inbox.tables import message as m
+
+    q = sa.select(m.c.external_id, m.c.text, m.c.direction, m.c.author_id, m.c.via, m.c.ticket_id)
+    if external_id is not None:
+        q = q.where(m.c.external_id == external_id)
+    with engine.connect() as conn:
+        return list(conn.execute(q.order_by(m.c.id)))
+
+
+def deliveries(engine: Any) -> list[Any]:
+    from inbox.tables import webhook_delivery as d
+
+    with engine.connect() as conn:
+        return list(conn.execute(sa.select(d.c.id, d.c.source, d.c.state, d.c.error, d.c.body).order_by(d.c.id)))
+
+
+# ── signatures and handshakes (no store) ─────────────────────────────────────────────────────
+
+BODY = b'{"object":"page","entry":[]}'
+_hex = hmac.new(META_SECRET.encode(), BODY, hashlib.sha256).hexdigest()
+_b64 = base64.b64encode(hmac.new(X_SECRET.encode(), BODY, hashlib.sha256).digest()).decode()
+
+META_SIGNATURES = [
+    ("valid", f"sha256={_hex}", True),
+    ("valid, upper-case hex", f"sha256={_hex.upper()}", True),
+    ("valid, algorithm in capitals", f"SHA256={_hex}", True),
+    ("wrong key", meta_sig(BODY, "another-secret"), False),
+    ("missing header", None, False),
+    ("empty header", "", False),
+    ("no digest", "sha256=", False),
+    ("truncated", f"sha256={_hex[:40]}", False),
+    ("one digit changed", f"sha256={_hex[:-1]}{'0' if _hex[-1] != '0' else '1'}", False),
+    ("other algorithm (legacy sha1 header form)", "sha1=" + hmac.new(META_SECRET.encode(), BODY, hashlib.sha1).hexdigest(), False),
+    ("sha256 of the body without a key", "sha256=" + hashlib.sha256(BODY).hexdigest(), False),
+    ("base64 instead of hex", f"sha256={_b64}", False),
+    ("non-ASCII digest", "sha256=" + "é" * 64, False),
+    ("no algorithm", _hex, False),
+]
+
+X_SIGNATURES = [
+    ("valid", f"sha256={_b64}", True),
+    ("wrong key", x_sig(BODY, "another-secret"), False),
+    ("missing header", None, False),
+    ("truncated", f"sha256={_b64[:20]}", False),
+    ("other algorithm", "sha1=" + base64.b64encode(hmac.new(X_SECRET.encode(), BODY, hashlib.sha1).digest()).decode(), False),
+    ("hex instead of base64", "sha256=" + hmac.new(X_SECRET.encode(), BODY, hashlib.sha256).hexdigest(), False),
+    ("non-ASCII digest", "sha256=ü" + _b64[1:], False),
+]
+
+
+@pytest.mark.parametrize(("case", "header", "ok"), META_SIGNATURES, ids=[c[0] for c in META_SIGNATURES])
+def test_meta_signature(case: str, header: str | None, ok: bool) -> None:
+    from connectors import meta_webhook
+
+    assert meta_webhook.verify(META_SECRET, BODY, header) is ok
+
+
+@pytest.mark.parametrize(("case", "header", "ok"), X_SIGNATURES, ids=[c[0] for c in X_SIGNATURES])
+def test_x_signature(case: str, header: str | None, ok: bool) -> None:
+    from connectors import x_webhook
+
+    assert x_webhook.verify(X_SECRET, BODY, header) is ok
+
+
+def test_a_signature_over_other_bytes_than_the_raw_body_fails() -> None:
+    """Meta signs the raw bytes (non-ASCII as \\u escapes): re-serialized JSON does not verify."""
+    from connectors import meta_webhook
+
+    raw = b'{"text":"\\u00e9"}'
+    assert meta_webhook.verify(META_SECRET, raw, meta_sig(raw))
+    assert not meta_webhook.verify(META_SECRET, json.dumps(json.loads(raw), ensure_ascii=False).encode(), meta_sig(raw))
+
+
+HANDSHAKES = [
+    ("matching token", {"hub.mode": "subscribe", "hub.verify_token": VERIFY_TOKEN, "hub.challenge": "1158201444"}, 200, "1158201444"),
+    ("wrong token", {"hub.mode": "subscribe", "hub.verify_token": "guess", "hub.challenge": "1"}, 403, None),
+    ("token with a suffix", {"hub.mode": "subscribe", "hub.verify_token": VERIFY_TOKEN + "x", "hub.challenge": "1"}, 403, None),
+    ("no token", {"hub.mode": "subscribe", "hub.challenge": "1"}, 403, None),
+    ("other mode", {"hub.mode": "unsubscribe", "hub.verify_token": VERIFY_TOKEN, "hub.challenge": "1"}, 403, None),
+    ("no challenge", {"hub.mode": "subscribe", "hub.verify_token": VERIFY_TOKEN}, 403, None),
+    ("non-ASCII token", {"hub.mode": "subscribe", "hub.verify_token": "tökén", "hub.challenge": "1"}, 403, None),
+]
+
+
+# ── over HTTP, both backends ─────────────────────────────────────────────────────────────────
+
+
+def test_handshakes_crc_and_health(engine, db_url) -> None:
+    settings = plain_settings(db_url)
+    with running(engine, settings, worker=False) as base:
+        for _case, params, status, body in HANDSHAKES:
+            r = requests.get(f"{base}/webhooks/meta", params=params, timeout=10)
+            assert r.status_code == status, _case
+            if body is not None:
+                assert r.text == body
+        r = requests.get(f"{base}/webhooks/x", params={"crc_token": "challenge-token-ü"}, timeout=10)
+        want = base64.b64encode(hmac.new(X_SECRET.encode(), "challenge-token-ü".encode(), hashlib.sha256).digest()).decode()
+        assert r.status_code == 200 and r.json() == {"response_token": f"sha256={want}"}
+        assert requests.get(f"{base}/webhooks/x", timeout=10).status_code == 400
+        assert requests.get(f"{base}/healthz", timeout=10).json() == {"ok": True}
+    assert deliveries(engine) == []
+
+
+def test_a_delivery_is_stored_once_through_the_ingest_and_redelivery_changes_nothing(engine, db_url) -> None:
+    settings = plain_settings(db_url)
+    body = hello()
+    headers = {"Content-Type": "application/json", "X-Hub-Signature-256": meta_sig(body)}
+    with running(engine, settings) as base:
+        for _ in range(3):  # Meta retries what it thinks failed
+            assert requests.post(f"{base}/webhooks/meta", data=body, headers=headers, timeout=10).status_code == 200
+        wait_until(lambda: [d for d in deliveries(engine) if d.state == "pending"] == [] and len(deliveries(engine)) == 3)
+    rows = messages(engine)
+    assert [(r.external_id, r.direction, r.author_id, r.via) for r in rows] == [("m_hello_1", "in", "5678", "webhook")]
+    assert rows[0].ticket_id is not None
+    assert {d.state for d in deliveries(engine)} == {"done"}
+
+
+REFUSED = [
+    ("no signature", {"Content-Type": "application/json"}, None, 403),
+    ("signed with another key", {"Content-Type": "application/json"}, "wrong", 403),
+    ("other algorithm", {"Content-Type": "application/json"}, "sha1", 403),
+]
+
+
+@pytest.mark.parametrize(("case", "headers", "how", "status"), REFUSED, ids=[c[0] for c in REFUSED])
+def test_a_delivery_that_does_not_verify_is_refused_and_nothing_is_stored(engine, db_url, case, headers, how, status) -> None:
+    settings = plain_settings(db_url)
+    body = hello()
+    h = dict(headers)
+    if how == "wrong":
+        h["X-Hub-Signature-256"] = meta_sig(body, "wrong-secret")
+    elif how == "sha1":
+        h["X-Hub-Signature-256"] = "sha1=" + hmac.new(META_SECRET.encode(), body, hashlib.sha1).hexdigest()
+    with running(engine, settings) as base:
+        assert requests.post(f"{base}/webhooks/meta", data=body, headers=h, timeout=10).status_code == status
+        # X's endpoint does not accept Meta's signature, nor a valid X signature on the Meta endpoint.
+        assert requests.post(f"{base}/webhooks/x", data=body, headers={"Content-Type": "application/json",
+                             "X-Hub-Signature-256": meta_sig(body)}, timeout=10).status_code == 403
+        assert requests.post(f"{base}/webhooks/meta", data=body, headers={"Content-Type": "application/json",
+                             "x-twitter-webhooks-signature": x_sig(body)}, timeout=10).status_code == 403
+    assert deliveries(engine) == [] and messages(engine) == []
+
+
+def test_oversized_bad_json_and_wrong_content_type(engine, db_url) -> None:
+    settings = plain_settings(db_url)  # max_body_bytes = 4096
+    big = hello(text="x" * 5000)
+    not_json = b"not JSON \xff"
+    with running(engine, settings) as base:
+        r = requests.post(f"{base}/webhooks/meta", data=big, headers={"Content-Type": "application/json", "X-Hub-Signature-256": meta_sig(big)}, timeout=10)
+        assert r.status_code == 413
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: the limit holds while reading
+            for _ in range(10):
+                yield b" " * 1000
+
+        r = requests.post(f"{base}/webhooks/meta", data=chunks(), headers={"Content-Type": "application/json", "X-Hub-Signature-256": "sha256=00"}, timeout=10)
+        assert r.status_code == 413
+        assert deliveries(engine) == []
+        r = requests.post(f"{base}/webhooks/meta", data=not_json, headers={"Content-Type": "application/json", "X-Hub-Signature-256": meta_sig(not_json)}, timeout=10)
+        assert r.status_code == 400
+        ok_body = hello(mid="m_after_bad")
+        r = requests.post(f"{base}/webhooks/meta", data=ok_body, headers={"Content-Type": "text/plain", "X-Hub-Signature-256": meta_sig(ok_body)}, timeout=10)
+        assert r.status_code == 400
+        # A broken delivery never holds up the next one.
+        r = requests.post(f"{base}/webhooks/meta", data=ok_body, headers={"Content-Type": "application/json; charset=utf-8", "X-Hub-Signature-256": meta_sig(ok_body)}, timeout=10)
+        assert r.status_code == 200
+        wait_until(lambda: messages(engine, "m_after_bad"))
+    got = deliveries(engine)
+    assert [(d.state, bytes(d.body)) for d in got] == [("quarantined", not_json), ("quarantined", ok_body), ("done", ok_body)]
+    assert "JSON" in got[0].error and "content type" in got[1].error
+
+
+def test_x_account_activity_and_activity_api_shapes_and_our_echo(engine, db_url) -> None:
+    settings = plain_settings(db_url)
+    customer = "1205290247124217856"
+
+    def aaa(event_id: str, sender: str, recipient: str, text: str) -> bytes:
+        return json.dumps({"for_user_id": X_ID, "direct_message_events": [{"type": "message_create", "id": event_id,
+                           "created_timestamp": "1764640000000", "message_create": {"target": {"recipient_id": recipient},
+                           "sender_id": sender, "message_data": {"text": text}}}],
+                           "users": {customer: {"id": customer, "name": "Penn", "screen_name": "penn"}}}).encode()
+
+    bodies = [
+        aaa("1995000000000000001", customer, X_ID, "paket saya &amp; resi?"),
+        aaa("1995000000000000002", X_ID, customer, "Sudah kami cek"),
+        json.dumps({"data": {"event_type": "dm.received", "filter": {"user_id": X_ID}, "payload": json.loads(aaa("1995000000000000003", customer, X_ID, "terima kasih"))}}).encode(),
+        json.dumps({"for_user_id": X_ID, "direct_message_indicate_typing_events": [{"sender_id": customer, "target": {"recipient_id": X_ID}}]}).encode(),
+    ]
+    with running(engine, settings) as base:
+        for body in bodies:
+            r = requests.post(f"{base}/webhooks/x", data=body, headers={"Content-Type": "application/json", "x-twitter-webhooks-signature": x_sig(body)}, timeout=10)
+            assert r.status_code == 200
+        wait_until(lambda: {d.state for d in deliveries(engine)} == {"done"})
+    rows = messages(engine)
+    assert [(r.external_id, r.direction, r.text) for r in rows] == [
+        ("1995000000000000001", "in", "paket saya & resi?"),
+        ("1995000000000000002", "out", "Sudah kami cek"),
+        ("1995000000000000003", "in", "terima kasih"),
+    ]
+    assert len({r.ticket_id for r in rows if r.direction == "in"}) == 1
+
+
+def test_serve_refuses_to_start_without_a_webhook_secret(tmp_path, monkeypatch, capsys) -> None:
+    import cli
+
+    config = tmp_path / "inbox.toml"
+    config.write_text(
+        f'database = "sqlite:///{tmp_path / "inbox.db"}"\n[webhooks]\nmeta_app_secret_env = "INBOX_META_APP_SECRET"\n'
+        'meta_verify_token_env = "INBOX_META_VERIFY_TOKEN"\nx_consumer_secret_env = "INBOX_X_CONSUMER_SECRET"\n'
+        f'[[accounts]]\nname = "shop-x"\nchannel = "x"\nuser_id = "{X_ID}"\naccess_token_env = "INBOX_TEST_X_TOKEN"\n',
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("INBOX_TEST_X_TOKEN", "token")
+    for var in WEBHOOK_ENV:
+        monkeypatch.delenv(var, raising=False)
+    assert cli.main(["--config", str(config), "serve", "--port", "0"]) == 3
+    assert "INBOX_X_CONSUMER_SECRET" in capsys.readouterr().err
+    assert cli.main(["--config", str(config), "config", "check"]) == 3
+    assert "INBOX_X_CONSUMER_SECRET" in capsys.readouterr().err
