@@ -736,6 +736,9 @@ def accounts_list(ctx: typer.Context, json_: bool = _SYNC_JSON) -> None:
         if h.syncing:
             until = f", lease until {local_time(h.lease_expires_at, zone, '%H:%M:%S')}" if h.lease_expires_at else ""
             notes.append(Text(f"{h.name}: syncing now: {one_line(h.syncing, 200)}{until}", style="cyan"))
+        if h.missed_by_webhooks is not None:
+            notes.append(Text(f"{h.name}: missed by webhooks: {h.missed_by_webhooks} in the last 24 h",
+                              style="yellow" if h.missed_by_webhooks else "dim"))
         if h.last_error and (not h.healthy or (h.last_error_at and h.last_success_at and h.last_error_at > h.last_success_at)):
             notes.append(Text(f"{h.name}: last error {_acc_age(now, h.last_error_at)}: {one_line(h.last_error, 300)}", style="dim"))
         table.add_row(

@@ -373,13 +373,3 @@ class IntakeWorker:
                 self._stop.wait(1.0)
             self._wake.wait(self.idle)
 
-
-def missed_by_webhooks(engine: Engine, since: datetime) -> dict[int, int]:
-    """Per account id: messages a poll stored since `since` that no webhook had delivered."""
-    from inbox.tables import message as _m
-
-    with engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(_m.c.account_id, sa.func.count()).where(_m.c.via == "poll", _m.c.received_at >= since).group_by(_m.c.account_id)
-        ).all()
-    return {int(a): int(n) for a, n in rows}

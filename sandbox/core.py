@@ -218,6 +218,19 @@ class Sandbox:
         self._webhooks = WebhookSender(self.state, config, seed=self.seed)
         return self._webhooks
 
+    def redeliver(self, account_name: str, message_id: str) -> None:
+        """The webhook of an existing message, sent again (a platform's retry, or a late delivery)."""
+        sender = getattr(self, "_webhooks", None)
+        if sender is None:
+            raise RuntimeError("webhooks are off: call webhooks() first")
+        st = self.state
+        with st.lock:
+            if account_name in st.x:
+                acc = st.x[account_name]
+                sender.redeliver(acc, next(ev for ev in acc.events.values() if ev.id == message_id))
+            else:
+                sender.redeliver(self._meta(account_name), st.msg_index[message_id])
+
     def stop_webhooks(self) -> None:
         sender = getattr(self, "_webhooks", None)
         if sender is not None:

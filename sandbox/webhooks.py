@@ -81,6 +81,10 @@ class WebhookSender:
                 self._idle.wait(left)
         return True
 
+    def redeliver(self, acc: Any, item: Msg | XEvent) -> None:
+        """Send the delivery of an existing message again (as the platforms retry)."""
+        self._created(acc, item)
+
     # ── producing ───────────────────────────────────────────────────────────────────────────
     def _created(self, acc: Any, item: Msg | XEvent) -> None:
         with self._idle:

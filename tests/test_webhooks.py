@@ -305,3 +305,106 @@ def test_serve_refuses_to_start_without_a_webhook_secret(tmp_path, monkeypatch, 
     assert "INBOX_X_CONSUMER_SECRET" in capsys.readouterr().err
     assert cli.main(["--config", str(config), "config", "check"]) == 3
     assert "INBOX_X_CONSUMER_SECRET" in capsys.readouterr().err
+
+
+# ── the real loop: the sandbox sends signed webhooks, the poll reconciles ────────────────────
+
+SB_ACCOUNTS = ("tokoshop-fb", "tokoshop-ig", "tokoshop-x")
+
+
+def sandbox_webhook_settings(sb: Any, db_url: str) -> Settings:
+    data = tomllib.loads(sb.config_toml(database=db_url))
+    data["webhooks"] = dict(WEBHOOKS, max_body_bytes=1024 * 1024)
+    return parse_settings(data, "sandbox.toml")
+
+
+def conversation_of(engine: Any, external_id: str) -> str:
+    from inbox.tables import conversation as v
+    from inbox.tables import message as m
+
+    with engine.connect() as conn:
+        return conn.execute(sa.select(v.c.external_id).join(m, m.c.conversation_id == v.c.id).where(m.c.external_id == external_id)).scalar_one()
+
+
+def stored_once(engine: Any, ids: list[str]) -> None:
+    from inbox.tables import message as m
+
+    with engine.connect() as conn:
+        got = list(conn.execute(sa.select(m.c.external_id).where(m.c.external_id.in_(ids))).scalars())
+    assert sorted(got) == sorted(ids), "each message stored exactly once"
+
+
+def poll(engine: Any, settings: Settings) -> Any:
+    from inbox.sync import sync_all
+    from tests.test_sync import fast_factory
+
+    results = {r.account: r for r in sync_all(engine, settings, connector_factory=fast_factory(settings))}
+    assert not any(r.failed for r in results.values()), results
+    return results
+
+
+def new_messages(sb: Any) -> dict[str, str]:
+    """One new customer message per account, in a new thread (Meta: a customer the store has not seen)."""
+    return {name: sb.inject(name, text=f"Halo kak, dari {name} 🙏", attachments=[{"type": "image"}] if name == "tokoshop-ig" else None)
+            for name in SB_ACCOUNTS}
+
+
+def processed(engine: Any) -> bool:
+    rows = deliveries(engine)
+    return bool(rows) and all(d.state == "done" for d in rows)
+
+
+@pytest.mark.parametrize("x_shape", ["account_activity", "activity"])
+def test_webhook_then_poll_stores_each_message_once_in_the_poll_s_thread(engine, db_url, sandbox, monkeypatch, x_shape) -> None:
+    settings = sandbox_webhook_settings(sandbox, db_url)
+    poll(engine, settings)  # the seeded history
+    with running(engine, settings, graph=True) as base:
+        sender = sandbox.webhooks(base, meta_secret=META_SECRET, x_secret=X_SECRET, x_shape=x_shape)
+        ids = new_messages(sandbox)
+        assert sender.wait_idle()
+        wait_until(lambda: processed(engine) and len(messages(engine, ids["tokoshop-x"])) == 1)
+        stored_once(engine, list(ids.values()))
+        assert {r.external_id: r.via for r in messages(engine) if r.external_id in ids.values()} == {i: "webhook" for i in ids.values()}
+        results = poll(engine, settings)
+        assert all(r.counts.new_messages == 0 for r in results.values())
+    stored_once(engine, list(ids.values()))
+    for name, mid in ids.items():  # the webhook's message is in the thread the poll reads
+        assert conversation_of(engine, mid) == sandbox.thread_of(name, mid)
+
+
+def test_poll_then_webhook_and_a_redelivery_store_each_message_once(engine, db_url, sandbox) -> None:
+    settings = sandbox_webhook_settings(sandbox, db_url)
+    with running(engine, settings, graph=True) as base:
+        sender = sandbox.webhooks(base, meta_secret=META_SECRET, x_secret=X_SECRET, drop=1.0)  # every webhook lost
+        ids = new_messages(sandbox)
+        assert sender.wait_idle() and sender.stats.dropped == len(ids)
+        poll(engine, settings)
+        stored_once(engine, list(ids.values()))
+        sender = sandbox.webhooks(base, meta_secret=META_SECRET, x_secret=X_SECRET, duplicate=1.0)  # late, and twice
+        for name, mid in ids.items():
+            sandbox.redeliver(name, mid)
+        assert sender.wait_idle() and sender.stats.duplicated == len(ids)
+        wait_until(lambda: processed(engine) and len(deliveries(engine)) == 2 * len(ids))
+    stored_once(engine, list(ids.values()))
+    assert {r.via for r in messages(engine) if r.external_id in ids.values()} == {"poll"}
+
+
+def test_a_dropped_webhook_is_found_by_the_next_poll_and_counted_as_missed(engine, db_url, sandbox) -> None:
+    from inbox.accounts import health
+
+    settings = sandbox_webhook_settings(sandbox, db_url)
+    poll(engine, settings)
+    before = {h.name: h.missed_by_webhooks for h in health(engine, settings)}
+    with running(engine, settings, graph=True) as base:
+        sender = sandbox.webhooks(base, meta_secret=META_SECRET, x_secret=X_SECRET)
+        delivered = new_messages(sandbox)
+        assert sender.wait_idle()
+        wait_until(lambda: processed(engine) and all(messages(engine, i) for i in delivered.values()))
+        sender = sandbox.webhooks(base, meta_secret=META_SECRET, x_secret=X_SECRET, drop=1.0)
+        lost = sandbox.inject("tokoshop-x", text="yang ini tidak sampai lewat webhook")
+        assert sender.wait_idle() and sender.stats.dropped_ids == [lost]
+        assert messages(engine, lost) == []
+        poll(engine, settings)
+    assert [r.via for r in messages(engine, lost)] == ["poll"]
+    after = {h.name: h.missed_by_webhooks for h in health(engine, settings)}
+    assert {n: after[n] - before[n] for n in after} == {"tokoshop-fb": 0, "tokoshop-ig": 0, "tokoshop-x": 1}
