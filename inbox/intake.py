@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 PENDING, DONE, QUARANTINED = "pending", "done", "quarantined"
 SOURCES = ("meta", "x")
 MAX_ATTEMPTS = 5  # a delivery whose messages fail to store this often is quarantined (never blocks the rest)
+LOOKUP_BACKOFF = 60  # seconds without conversation lookups after one failed
 BATCH = 500  # deliveries ingested together (one page per account): a burst costs one transaction, not hundreds
 META_CHANNELS = {Channel.FACEBOOK, Channel.INSTAGRAM}
 
@@ -169,17 +171,22 @@ class MetaThreads:
         self.refs = refs
         self.lookup = lookup
         self.cache: dict[tuple[str, str, str], str] = {}
+        self.failing_until: dict[tuple[str, str], float] = {}
 
     def __call__(self, ctx: MetaContext, customer_id: str) -> str:
         key = (ctx.channel.value, ctx.account_id, customer_id)
         if key in self.cache:
             return self.cache[key]
         found = self._stored(ctx, customer_id)
-        if found is None and self.lookup is not None:
+        account = (ctx.channel.value, ctx.account_id)
+        if found is None and self.lookup is not None and time.monotonic() >= self.failing_until.get(account, 0.0):
             try:
                 found = self.lookup(ctx, customer_id)
             except Exception as exc:  # the message is stored anyway, on a provisional thread
-                log.warning("webhook: conversation lookup for an %s customer failed: %s", ctx.channel.value, describe(exc))
+                # The platform is away: no more lookups for a while, so intake never waits on it.
+                self.failing_until[account] = time.monotonic() + LOOKUP_BACKOFF
+                log.warning("webhook: conversation lookup for an %s customer failed (%s); provisional threads for %d s",
+                            ctx.channel.value, describe(exc), LOOKUP_BACKOFF)
         thread = found or f"user:{customer_id}"
         if found:
             self.cache[key] = thread
@@ -213,7 +220,8 @@ def graph_lookup(settings: Settings) -> Callable[[MetaContext, str], str | None]
         if key not in connectors:
             acc = by_platform.get(key)
             try:
-                connectors[key] = make_connector(settings, acc) if acc is not None else None
+                # One quick try: the message is stored on a provisional thread rather than wait.
+                connectors[key] = make_connector(settings, acc, max_retries=0, timeout=min(acc.timeout_seconds, 5.0)) if acc is not None else None
             except ConfigError:
                 connectors[key] = None  # no token here: provisional threads
         conn = connectors[key]

@@ -8,6 +8,7 @@ in flight, stop the worker after its batch, and exit 0 (uvicorn's own shutdown).
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -146,4 +147,11 @@ def serve(engine: Engine, settings: Settings, secrets: intake.Secrets, sock: soc
     worker = intake.IntakeWorker(processor)
     app = make_app(engine, settings, secrets, worker=worker)
     srv = server(app, sock, log_level=log_level)
-    srv.run(sockets=[sock])
+    # uvicorn finishes the requests in flight on SIGTERM / SIGINT, then raises the signal again for
+    # the handler it found: a quiet one here, so a requested stop exits 0 (not 143, nor 130).
+    quiet = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        srv.run(sockets=[sock])
+    finally:
+        for sig, handler in quiet.items():
+            signal.signal(sig, handler)

@@ -22,7 +22,7 @@ import requests
 import sqlalchemy as sa
 
 from inbox.config import Settings, parse_settings
-from tests.waiting import wait_until
+from waiting import wait_until
 
 META_SECRET, VERIFY_TOKEN, X_SECRET = "meta-app-secret-for-tests", "verify-me-0123", "x-consumer-secret-for-tests"
 WEBHOOK_ENV = {"INBOX_META_APP_SECRET": META_SECRET, "INBOX_META_VERIFY_TOKEN": VERIFY_TOKEN, "INBOX_X_CONSUMER_SECRET": X_SECRET}
@@ -336,7 +336,7 @@ def stored_once(engine: Any, ids: list[str]) -> None:
 
 def poll(engine: Any, settings: Settings) -> Any:
     from inbox.sync import sync_all
-    from tests.test_sync import fast_factory
+    from test_sync import fast_factory
 
     results = {r.account: r for r in sync_all(engine, settings, connector_factory=fast_factory(settings))}
     assert not any(r.failed for r in results.values()), results
