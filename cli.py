@@ -1857,6 +1857,11 @@ def demo_cmd(
         out.print(Text(f"echo {one_line(echo.external_id, 28)} at {local_time(echo.sent_at, resolve_zone(demo.settings.timezone), '%H:%M:%S')} is matched to reply #{outcome.reply_id}; "
                        f"ticket #{ticket.id} is now pending", style="green"))
 
+        out.print(Rule("6. real time: a message arrives by webhook  (inbox serve)", style="cyan", align="left"))
+        mid, arrived_ticket, seconds = demo.webhook_arrival()
+        out.print(Text(f"signed webhook → stored {one_line(mid, 28)} on ticket #{arrived_ticket} {seconds * 1000:.0f} ms after "
+                       "the customer sent it; polling stays on to find what a webhook misses", style="green"))
+
         out.print(Rule("next", style="cyan", align="left"))
         elapsed = time.perf_counter() - started
         import shlex

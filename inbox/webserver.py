@@ -155,3 +155,37 @@ def serve(engine: Engine, settings: Settings, secrets: intake.Secrets, sock: soc
     finally:
         for sig, handler in quiet.items():
             signal.signal(sig, handler)
+
+
+class InThread:
+    """`inbox serve` in a thread of this process (the demo, the benchmark): `with InThread(...) as url:`."""
+
+    def __init__(self, engine: Engine, settings: Settings, secrets: intake.Secrets, *, host: str = "127.0.0.1", port: int = 0,
+                 graph: bool = True) -> None:
+        self.engine, self.settings, self.secrets = engine, settings, secrets
+        self.host, self.port, self.graph = host, port, graph
+        self._srv: Any = None
+        self._thread: Any = None
+        self._sock: socket.socket | None = None
+
+    def __enter__(self) -> str:
+        import threading
+        import time
+
+        processor = intake.Processor.build(self.engine, self.settings, graph=self.graph)
+        app = make_app(self.engine, self.settings, self.secrets, worker=intake.IntakeWorker(processor))
+        self._sock = bind(self.host, self.port)
+        self._srv = server(app, self._sock)
+        self._thread = threading.Thread(target=self._srv.run, kwargs={"sockets": [self._sock]}, name="inbox-serve", daemon=True)
+        self._thread.start()
+        while not self._srv.started and self._thread.is_alive():
+            time.sleep(0.005)
+        host, port = self._sock.getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    def __exit__(self, *exc: object) -> None:
+        if self._srv is not None:
+            self._srv.should_exit = True
+            self._thread.join()
+        if self._sock is not None:
+            self._sock.close()
