@@ -1895,6 +1895,7 @@ _EXAMPLES: dict[str, tuple[str, ...]] = {
     "sandbox serve": ("inbox sandbox serve", "inbox sandbox serve --port 0 --large 100000 --write-config big.toml"),
     "sync": ("inbox sync", "inbox sync --account tokoshop-ig --dry-run", "inbox sync --json"),
     "run": ("inbox run", "inbox -c /etc/inbox/config.toml run"),
+    "serve": ("inbox serve", "inbox serve --host 0.0.0.0 --port 9000"),
     "accounts": ("inbox accounts", "inbox accounts --json"),
     "accounts reset": ("inbox accounts reset tokoshop-fb",),
     "accounts repoint": ("inbox accounts repoint tokoshop-fb",),
