@@ -10,8 +10,8 @@ Messenger, half X Account Activity), plus a share of exact redeliveries (Meta an
 observer process reads the store every 10 ms and notes when each message becomes visible: stored
 with its ticket, which is what `inbox list --json` shows (checked once at the end). Reported:
 acknowledged, lost (acknowledged and never stored), duplicated (stored twice), p50 / p99 / max
-latency from the POST to visible. `--find-max` then doubles the rate in 10 s steps until p99 passes
-1 s and reports the highest rate that held it. The database must be empty (SQLite: a new file).
+latency from the POST to visible. `--find-max` then raises the rate by half the first one, in 10 s steps,
+until p99 passes 1 s, and reports the highest rate that held it. The database must be empty (SQLite: a new file).
 """
 
 from __future__ import annotations
@@ -230,7 +230,7 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=200)
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--redeliver", type=float, default=0.05, help="share of deliveries sent again (default 0.05)")
-    ap.add_argument("--find-max", action="store_true", help="then double the rate (10 s steps) until p99 > 1 s")
+    ap.add_argument("--find-max", action="store_true", help="then raise the rate by half of --rate (10 s steps) until p99 > 1 s")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="inbox-bench-webhooks-"))
     url = args.pg or f"sqlite:///{tmp / 'inbox.db'}"
@@ -244,7 +244,7 @@ def main() -> None:
         if args.find_max:
             rate, best = args.rate, args.rate if results[-1]["p99_ms"] <= 1000 and not results[-1]["lost"] else None
             while best == rate:
-                rate *= 2
+                rate += args.rate / 2
                 r = run(url, base, rate, 10, index, args.redeliver)
                 index += int(rate * 10)
                 results.append(r)

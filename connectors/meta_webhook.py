@@ -113,6 +113,28 @@ def parse(
     return ParsedDelivery(batches, tuple(ignored))
 
 
+def customers(body: Any, accounts: Mapping[tuple[Channel, str], MetaContext]) -> set[tuple[MetaContext, str]]:
+    """The (account, customer id) of each message event in a delivery: whose threads `parse` asks
+    `thread_of` for, so a caller can look them all up at once first. Never raises."""
+    out: set[tuple[MetaContext, str]] = set()
+    if not isinstance(body, Mapping) or not isinstance(body.get("entry"), list):
+        return out
+    obj = body.get("object")
+    channel = OBJECTS.get(obj) if isinstance(obj, str) else None
+    for entry in body["entry"]:
+        ctx = _account(accounts, channel, _id(entry.get("id"))) if isinstance(entry, Mapping) else None
+        if ctx is None:
+            continue
+        for key in ("messaging", "standby"):
+            for event in entry.get(key) if isinstance(entry.get(key), list) else []:
+                if isinstance(event, Mapping) and isinstance(event.get("message"), Mapping):
+                    sender, recipient = _id(event.get("sender")), _id(event.get("recipient"))
+                    customer = recipient if sender in ctx.own_ids else sender
+                    if customer and customer not in ctx.own_ids:
+                        out.add((ctx, customer))
+    return out
+
+
 def _account(accounts: Mapping[tuple[Channel, str], MetaContext], channel: Channel | None, entry_id: str | None) -> MetaContext | None:
     if entry_id is None:
         return None

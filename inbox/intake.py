@@ -172,13 +172,17 @@ class MetaThreads:
         self.lookup = lookup
         self.cache: dict[tuple[str, str, str], str] = {}
         self.failing_until: dict[tuple[str, str], float] = {}
+        self.checked: set[tuple[str, str, str]] = set()  # looked up in the store by `prefetch`: not there
 
     def __call__(self, ctx: MetaContext, customer_id: str) -> str:
         key = (ctx.channel.value, ctx.account_id, customer_id)
         if key in self.cache:
             return self.cache[key]
-        found = self._stored(ctx, customer_id)
         account = (ctx.channel.value, ctx.account_id)
+        found = None
+        if key not in self.checked:
+            ref = self.refs.get(account)
+            found = self._stored(ref, [customer_id]).get(customer_id) if ref is not None else None
         if found is None and self.lookup is not None and time.monotonic() >= self.failing_until.get(account, 0.0):
             try:
                 found = self.lookup(ctx, customer_id)
@@ -190,22 +194,37 @@ class MetaThreads:
         thread = found or f"user:{customer_id}"
         if found:
             self.cache[key] = thread
+        self.checked.discard(key)  # a later batch asks the store again (a poll may have seen the thread)
         return thread
 
-    def _stored(self, ctx: MetaContext, customer_id: str) -> str | None:
-        ref = self.refs.get((ctx.channel.value, ctx.account_id))
-        if ref is None:
-            return None
+    def prefetch(self, wanted: set[tuple[MetaContext, str]]) -> None:
+        """Look up the stored threads of these customers in one query per account (a batch of
+        deliveries asks for hundreds); those the store lacks are asked of the platform one by one."""
+        by_account: dict[tuple[str, str], list[str]] = {}
+        for ctx, customer in wanted:
+            key = (ctx.channel.value, ctx.account_id)
+            if (*key, customer) not in self.cache:
+                by_account.setdefault(key, []).append(customer)
+        for key, ids in by_account.items():
+            ref = self.refs.get(key)
+            if ref is None:
+                continue
+            for start in range(0, len(ids), 500):
+                for customer, thread in self._stored(ref, ids[start:start + 500]).items():
+                    self.cache[(*key, customer)] = thread
+            self.checked.update((*key, c) for c in ids)
+
+    def _stored(self, ref: AccountRef, customer_ids: list[str]) -> dict[str, str]:
+        """customer id -> the external id of their most recent stored (not provisional) thread."""
         query = (
-            sa.select(_v.c.external_id)
+            sa.select(_c.c.platform_user_id, _v.c.external_id)
             .select_from(_v.join(_c, _c.c.id == _v.c.contact_id))
-            .where(_v.c.account_id == ref.id, _c.c.account_id == ref.id, _c.c.platform_user_id == customer_id,
+            .where(_v.c.account_id == ref.id, _c.c.account_id == ref.id, _c.c.platform_user_id.in_(customer_ids),
                    ~_v.c.external_id.startswith("user:"))
-            .order_by(_v.c.last_message_at.desc(), _v.c.id.desc())
-            .limit(1)
+            .order_by(_v.c.last_message_at.asc(), _v.c.id.asc())
         )
         with self.engine.connect() as conn:
-            return conn.execute(query).scalar()
+            return {r.platform_user_id: r.external_id for r in conn.execute(query)}  # the last one wins: the newest
 
 
 def graph_lookup(settings: Settings) -> Callable[[MetaContext, str], str | None]:
@@ -267,8 +286,8 @@ class Processor:
                 out[(a.channel, a.platform_id)] = MetaContext(a.channel, a.platform_id, frozenset(i for i in (a.platform_id, a.page_id) if i))
         return out
 
-    def parse(self, source: str, body: bytes, received: datetime) -> ParsedDelivery:
-        data = orjson.loads(body)
+    def parse(self, source: str, body: bytes | Any, received: datetime) -> ParsedDelivery:
+        data = orjson.loads(body) if isinstance(body, bytes) else body
         if source == "meta":
             return meta_webhook.parse(data, self.meta_accounts(), self.threads, received=received, skew=self.skew)
         xs = frozenset(a.platform_id for a in self.settings.accounts if a.enabled and a.channel is Channel.X)
@@ -288,9 +307,19 @@ class Processor:
         if not rows:
             return total
         parsed: list[tuple[Any, ParsedDelivery]] = []
+        bodies: dict[int, Any] = {}
         for row in rows:
             try:
-                result = self.parse(row.source, bytes(row.body), row.received_at)
+                bodies[row.id] = orjson.loads(bytes(row.body))
+            except orjson.JSONDecodeError:
+                pass  # quarantined below
+        if isinstance(self.threads, MetaThreads):
+            accounts = self.meta_accounts()
+            self.threads.prefetch({pair for row in rows if row.source == "meta" and row.id in bodies
+                                   for pair in meta_webhook.customers(bodies[row.id], accounts)})
+        for row in rows:
+            try:
+                result = self.parse(row.source, bodies[row.id] if row.id in bodies else bytes(row.body), row.received_at)
             except (orjson.JSONDecodeError, DeliveryError) as exc:
                 self._finish([row.id], QUARANTINED, f"unreadable delivery: {str(exc)[:300]}")
                 continue

@@ -361,6 +361,9 @@ def test_webhook_then_poll_stores_each_message_once_in_the_poll_s_thread(engine,
     with running(engine, settings, graph=True) as base:
         sender = sandbox.webhooks(base, meta_secret=META_SECRET, x_secret=X_SECRET, x_shape=x_shape)
         ids = new_messages(sandbox)
+        # and customers the store knows: their threads come from the store, not the platform
+        for name in ("tokoshop-fb", "tokoshop-ig"):
+            ids[name + " known"] = sandbox.inject(name, text="masih menunggu balasan", thread=sandbox.threads(name)[3])
         assert sender.wait_idle()
         wait_until(lambda: processed(engine) and len(messages(engine, ids["tokoshop-x"])) == 1)
         stored_once(engine, list(ids.values()))
@@ -369,7 +372,8 @@ def test_webhook_then_poll_stores_each_message_once_in_the_poll_s_thread(engine,
         assert all(r.counts.new_messages == 0 for r in results.values())
     stored_once(engine, list(ids.values()))
     for name, mid in ids.items():  # the webhook's message is in the thread the poll reads
-        assert conversation_of(engine, mid) == sandbox.thread_of(name, mid)
+        account = name.removesuffix(" known")
+        assert conversation_of(engine, mid) == sandbox.thread_of(account, mid)
 
 
 def test_poll_then_webhook_and_a_redelivery_store_each_message_once(engine, db_url, sandbox) -> None:
@@ -408,3 +412,44 @@ def test_a_dropped_webhook_is_found_by_the_next_poll_and_counted_as_missed(engin
     assert [r.via for r in messages(engine, lost)] == ["poll"]
     after = {h.name: h.missed_by_webhooks for h in health(engine, settings)}
     assert {n: after[n] - before[n] for n in after} == {"tokoshop-fb": 0, "tokoshop-ig": 0, "tokoshop-x": 1}
+
+
+def test_meta_threads_come_from_the_store_then_the_platform_then_are_provisional(engine, db_url) -> None:
+    from inbox import intake
+
+    settings = plain_settings(db_url)
+    asked: list[str] = []
+
+    def lookup(ctx: Any, customer: str) -> str | None:
+        asked.append(customer)
+        if customer == "6001":
+            return "t_from_graph"
+        raise ConnectionError("platform away")
+
+    processor = intake.Processor.build(engine, settings, lookup=lookup)
+    intake.store(engine, "meta", hello(mid="m_a", sender="5678"), "application/json")
+    processor.process_pending()
+    assert (conversation_of(engine, "m_a"), asked) == ("user:5678", ["5678"])  # unknown, and the platform failed
+    # A customer the store knows (its thread seen by a poll): no call to the platform.
+    from connectors.base import Channel, Direction, InboundMessage, MessageKind, Page, Participant
+    from datetime import datetime, timezone
+
+    from inbox.ingest import ingest_page
+
+    known = Participant("5000")
+    ingest_page(engine, processor.refs[("facebook", PAGE_ID)], Page((InboundMessage(
+        Channel.FACEBOOK, PAGE_ID, "m_polled", "t_polled", Direction.IN, known, known, "dari poll", MessageKind.TEXT,
+        datetime(2026, 12, 1, tzinfo=timezone.utc)),), None), settings)
+    asked.clear()
+    for mid, sender in (("m_b", "5000"), ("m_c", "6001"), ("m_d", "6002")):
+        intake.store(engine, "meta", hello(mid=mid, sender=sender), "application/json")
+    processor = intake.Processor.build(engine, settings, lookup=lookup)  # a fresh process: nothing cached
+    processor.process_pending()
+    assert conversation_of(engine, "m_b") == "t_polled"
+    assert conversation_of(engine, "m_c") == "t_from_graph"
+    assert conversation_of(engine, "m_d") == "user:6002"
+    assert sorted(asked) == ["6001", "6002"]
+    asked.clear()  # the platform failed: no more lookups for a while, the message is stored at once
+    intake.store(engine, "meta", hello(mid="m_e", sender="6003"), "application/json")
+    processor.process_pending()
+    assert conversation_of(engine, "m_e") == "user:6003" and asked == []
