@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 PENDING, DONE, QUARANTINED = "pending", "done", "quarantined"
 SOURCES = ("meta", "x")
 MAX_ATTEMPTS = 5  # a delivery whose messages fail to store this often is quarantined (never blocks the rest)
+CACHE_SIZE = 100_000  # customers whose thread is remembered in memory
 LOOKUP_BACKOFF = 60  # seconds without conversation lookups after one failed
 BATCH = 500  # deliveries ingested together (one page per account): a burst costs one transaction, not hundreds
 META_CHANNELS = {Channel.FACEBOOK, Channel.INSTAGRAM}
@@ -193,6 +194,8 @@ class MetaThreads:
                             ctx.channel.value, describe(exc), LOOKUP_BACKOFF)
         thread = found or f"user:{customer_id}"
         if found:
+            if len(self.cache) >= CACHE_SIZE:
+                self.cache.clear()  # a long-running server meets many customers; the store remembers them
             self.cache[key] = thread
         self.checked.discard(key)  # a later batch asks the store again (a poll may have seen the thread)
         return thread
@@ -210,6 +213,8 @@ class MetaThreads:
             if ref is None:
                 continue
             for start in range(0, len(ids), 500):
+                if len(self.cache) >= CACHE_SIZE:
+                    self.cache.clear()
                 for customer, thread in self._stored(ref, ids[start:start + 500]).items():
                     self.cache[(*key, customer)] = thread
             self.checked.update((*key, c) for c in ids)
@@ -221,7 +226,7 @@ class MetaThreads:
             .select_from(_v.join(_c, _c.c.id == _v.c.contact_id))
             .where(_v.c.account_id == ref.id, _c.c.account_id == ref.id, _c.c.platform_user_id.in_(customer_ids),
                    ~_v.c.external_id.startswith("user:"))
-            .order_by(_v.c.last_message_at.asc(), _v.c.id.asc())
+            .order_by(_v.c.last_message_at.asc().nulls_first(), _v.c.id.asc())
         )
         with self.engine.connect() as conn:
             return {r.platform_user_id: r.external_id for r in conn.execute(query)}  # the last one wins: the newest
