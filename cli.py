@@ -706,8 +706,16 @@ def accounts_list(ctx: typer.Context, json_: bool = _SYNC_JSON) -> None:
     settings = st.settings()
     rows = health(st.engine(), settings)
     unhealthy = any(not h.healthy for h in rows)
+    deliveries = None
+    if any(h.missed_by_webhooks is not None for h in rows):
+        from inbox.accounts import webhook_deliveries
+
+        deliveries = webhook_deliveries(st.engine())
     if json_ or st.json:
-        print_json({"healthy": not unhealthy, "accounts": [h.as_dict() for h in rows]})
+        report: dict[str, Any] = {"healthy": not unhealthy, "accounts": [h.as_dict() for h in rows]}
+        if deliveries is not None:
+            report["webhook_deliveries"] = deliveries
+        print_json(report)
         raise typer.Exit(1 if unhealthy else 0)
     out = console()
     if not rows:
@@ -747,6 +755,9 @@ def accounts_list(ctx: typer.Context, json_: bool = _SYNC_JSON) -> None:
             Text(_acc_rate(h, now, zone)), Text(str(h.open_gaps), style="yellow" if h.open_gaps else ""),
             Text(str(h.quarantined), style="yellow" if h.quarantined else ""),
         )
+    if deliveries is not None and any(deliveries.values()):
+        notes.append(Text(f"webhook deliveries: {deliveries['pending']} waiting to be stored, {deliveries['quarantined']} quarantined "
+                          "(unreadable; kept whole in the webhook_delivery table)", style="yellow" if deliveries["quarantined"] else "dim"))
     out.print(table)
     for note in notes:
         out.print(note)

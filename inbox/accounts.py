@@ -327,6 +327,16 @@ def health(engine: Engine, settings: Settings, *, now: datetime | None = None) -
     return out
 
 
+def webhook_deliveries(engine: Engine) -> dict[str, int]:
+    """Webhook deliveries by state (pending: acknowledged, not yet stored as messages; quarantined:
+    unreadable, kept whole in `webhook_delivery` with the reason)."""
+    from inbox.tables import webhook_delivery as _d
+
+    with engine.connect() as conn:
+        counts = dict(conn.execute(sa.select(_d.c.state, sa.func.count()).where(_d.c.state != "done").group_by(_d.c.state)).all())
+    return {"pending": int(counts.get("pending", 0)), "quarantined": int(counts.get("quarantined", 0))}
+
+
 def _webhooks_on(settings: Settings, acc: AccountSettings) -> bool:
     wh = settings.webhooks
     return bool(wh.x_consumer_secret_env if acc.channel.value == "x" else wh.meta_app_secret_env)

@@ -453,3 +453,31 @@ def test_meta_threads_come_from_the_store_then_the_platform_then_are_provisional
     intake.store(engine, "meta", hello(mid="m_e", sender="6003"), "application/json")
     processor.process_pending()
     assert conversation_of(engine, "m_e") == "user:6003" and asked == []
+
+
+def test_inbox_accounts_shows_missed_and_undelivered_counts(tmp_path, monkeypatch, capsys) -> None:
+    import cli
+    from inbox import intake
+    from inbox.db import open_store
+
+    db = tmp_path / "inbox.db"
+    config = tmp_path / "inbox.toml"
+    config.write_text(
+        f'database = "sqlite:///{db}"\n[webhooks]\nx_consumer_secret_env = "INBOX_X_CONSUMER_SECRET"\n'
+        f'[[accounts]]\nname = "shop-x"\nchannel = "x"\nuser_id = "{X_ID}"\naccess_token_env = "INBOX_TEST_X_TOKEN"\n'
+        f'[[accounts]]\nname = "shop-fb"\nchannel = "facebook"\npage_id = "{PAGE_ID}"\naccess_token_env = "INBOX_TEST_FB_TOKEN"\n',
+        encoding="utf-8",
+    )
+    engine = open_store(f"sqlite:///{db}")
+    intake.store(engine, "x", b"not json", "application/json", "invalid JSON")
+    intake.store(engine, "x", b"{}", "application/json")
+    engine.dispose()
+    cli.main(["--config", str(config), "accounts", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["webhook_deliveries"] == {"pending": 1, "quarantined": 1}
+    assert {a["name"]: a["missed_by_webhooks"] for a in report["accounts"]} == {"shop-x": 0, "shop-fb": None}  # no Meta key configured
+    monkeypatch.setenv("COLUMNS", "200")
+    cli.main(["--config", str(config), "accounts"])
+    out = capsys.readouterr().out
+    assert "shop-x: missed by webhooks: 0 in the last 24 h" in out and "shop-fb: missed" not in out
+    assert "webhook deliveries: 1 waiting to be stored, 1 quarantined" in out
