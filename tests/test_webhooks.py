@@ -481,3 +481,83 @@ def test_inbox_accounts_shows_missed_and_undelivered_counts(tmp_path, monkeypatc
     out = capsys.readouterr().out
     assert "shop-x: missed by webhooks: 0 in the last 24 h" in out and "shop-fb: missed" not in out
     assert "webhook deliveries: 1 waiting to be stored, 1 quarantined" in out
+
+
+def test_reordered_duplicated_and_delayed_deliveries_store_a_burst_once_in_order(engine, db_url, sandbox) -> None:
+    from inbox.tables import message as m
+
+    settings = sandbox_webhook_settings(sandbox, db_url)
+    poll(engine, settings)
+    thread = sandbox.threads("tokoshop-ig")[0]
+    with running(engine, settings, graph=True) as base:
+        sender = sandbox.webhooks(base, meta_secret=META_SECRET, x_secret=X_SECRET, reorder=True, duplicate=0.5, delay=0.01)
+        ids = sandbox.burst("tokoshop-ig", thread, 12)
+        assert sender.wait_idle() and sender.stats.duplicated > 0
+        wait_until(lambda: processed(engine) and len(messages(engine)) >= len(ids))
+        wait_until(lambda: all(messages(engine, i) for i in ids))
+    stored_once(engine, ids)
+    with engine.connect() as conn:
+        in_order = list(conn.execute(sa.select(m.c.external_id).where(m.c.external_id.in_(ids)).order_by(m.c.sent_at, m.c.id)).scalars())
+    assert in_order == ids  # the platform's order, whatever order the deliveries came in
+    results = poll(engine, settings)
+    assert results["tokoshop-ig"].counts.new_messages == 0
+
+
+HOSTILE_META = [
+    [], "text", 5, None, {"object": "page"}, {"object": "page", "entry": "x"}, {"object": "page", "entry": [None, 5, "x", []]},
+    {"object": "page", "entry": [{"id": PAGE_ID, "messaging": [None, 5, "x", {"message": None}, {"message": "x"}, {"message": {}},
+                                                              {"message": {"mid": None}, "sender": {"id": "5"}},
+                                                              {"message": {"mid": ["a"]}, "sender": {"id": "5"}},
+                                                              {"message": {"mid": "m" * 300}, "sender": {"id": "5"}},
+                                                              {"message": {"mid": "m1", "text": ["x"], "attachments": "x"}, "sender": {"id": "5"}},
+                                                              {"message": {"mid": "m2", "attachments": [None, 5, {"type": None, "payload": "x"}]}, "sender": {"id": "5"}},
+                                                              {"message": {"mid": "m3", "text": "\x1b]52;c;aGk=\x07\u202e"}, "sender": {"id": "5" * 200}},
+                                                              {"message": {"mid": "m4"}, "sender": "5", "timestamp": 10**30},
+                                                              {"message": {"mid": "m5", "is_echo": True}, "sender": {"id": PAGE_ID}},
+                                                              {"message": {"mid": "m6", "reply_to": {"story": "x"}}, "sender": {"id": "5"}}]}]},
+    {"object": "instagram", "entry": [{"id": True, "messaging": []}, {"id": {"id": PAGE_ID}, "standby": "x"}]},
+    {"object": ["page"], "entry": []},
+]
+HOSTILE_X = [
+    [], "x", {"for_user_id": X_ID}, {"for_user_id": X_ID, "direct_message_events": "x"},
+    {"for_user_id": X_ID, "direct_message_events": [None, 5, {"type": "message_create"}, {"type": "message_create", "message_create": "x"},
+                                                    {"type": "message_create", "id": "1" * 30, "message_create": {"sender_id": "5"}},
+                                                    {"type": "message_create", "id": "19950000000000000", "message_create": {"sender_id": ["5"], "message_data": {"text": 5}}},
+                                                    {"type": "message_create", "id": "19950000000000001", "created_timestamp": "soon",
+                                                     "message_create": {"sender_id": "5", "target": {"recipient_id": X_ID}, "message_data": {"attachment": {"media": "x"}}}}],
+     "users": "x"},
+    {"event_type": "dm.received", "filter": {"user_id": X_ID}, "payload": None},
+    {"event_type": "dm.received", "filter": "x", "payload": {}},
+    {"data": {"event_type": ["dm.received"]}},
+]
+
+
+@pytest.mark.parametrize("body", HOSTILE_META, ids=[f"meta{i}" for i in range(len(HOSTILE_META))])
+def test_hostile_meta_deliveries_are_quarantined_or_ignored_never_an_error(body: Any) -> None:
+    from connectors import meta_webhook
+    from connectors.base import Channel
+    from connectors.meta_parse import MetaContext
+    from connectors.webhook import DeliveryError
+
+    accounts = {(ch, PAGE_ID): MetaContext(ch, PAGE_ID, frozenset({PAGE_ID})) for ch in (Channel.FACEBOOK, Channel.INSTAGRAM)}
+    try:
+        parsed = meta_webhook.parse(body, accounts, lambda c, u: f"t_{u}")
+    except DeliveryError:
+        return
+    for batch in parsed.batches:
+        for msg in batch.messages:
+            assert msg.external_id and len(msg.external_id) <= 255 and msg.sent_at.tzinfo is not None
+
+
+@pytest.mark.parametrize("body", HOSTILE_X, ids=[f"x{i}" for i in range(len(HOSTILE_X))])
+def test_hostile_x_deliveries_are_quarantined_or_ignored_never_an_error(body: Any) -> None:
+    from connectors import x_webhook
+    from connectors.webhook import DeliveryError
+
+    try:
+        parsed = x_webhook.parse(body, frozenset({X_ID}))
+    except DeliveryError:
+        return
+    for batch in parsed.batches:
+        for msg in batch.messages:
+            assert msg.external_id.isdigit() and msg.sent_at.tzinfo is not None
