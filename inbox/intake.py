@@ -31,7 +31,7 @@ from connectors import meta_webhook, x_webhook
 from connectors.base import Channel, Page
 from connectors.meta_parse import MetaContext
 from connectors.webhook import AccountBatch, DeliveryError, ParsedDelivery
-from inbox.errors import ConfigError, describe
+from inbox.errors import ConfigError, ConflictError, describe
 from inbox.ingest import AccountRef, IngestResult, ingest_page
 from inbox.models import utcnow
 from inbox.tables import contact as _c
@@ -337,6 +337,8 @@ class Processor:
             parsed.append((row, result))
         try:
             total = self._ingest([p for _row, p in parsed])
+        except (ConflictError, sa.exc.OperationalError, sa.exc.InterfaceError):
+            raise  # the writer lock is busy or the store is away: the whole batch again later, no attempt counted
         except Exception as exc:
             log.warning("webhook: a batch of %d deliveries failed to store (%s); storing them one by one", len(parsed), describe(exc))
             for row, p in parsed:
@@ -410,8 +412,9 @@ class IntakeWorker:
             try:
                 while not self._stop.is_set() and self.processor.pending(1):
                     self.processor.process_pending()
-            except Exception as exc:  # the store is away: try again on the next wake-up
-                log.warning("webhook intake: %s", describe(exc))
+            except Exception as exc:  # the writer lock is busy or the store is away: the batch again shortly
+                log.warning("webhook intake: %s; trying again", describe(exc))
                 self._stop.wait(1.0)
+                continue
             self._wake.wait(self.idle)
 

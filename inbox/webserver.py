@@ -53,7 +53,6 @@ def make_app(
     secrets: intake.Secrets,
     *,
     worker: intake.IntakeWorker | None = None,
-    on_stored: Callable[[int], None] | None = None,
 ) -> Starlette:
     """The ASGI app. `worker` is started and stopped with the app (its lifespan)."""
     from starlette.applications import Starlette
@@ -93,11 +92,8 @@ def make_app(
                 return JSONResponse({"error": f"body over {limit} bytes"}, status_code=413)
             headers = {k.lower(): v for k, v in request.headers.items()}
             response, stored = await run_in_threadpool(intake.receive, engine, secrets, source, body, headers)
-            if stored is not None and response.status == 200:
-                if worker is not None:
-                    worker.notify()
-                if on_stored is not None:
-                    on_stored(stored)
+            if stored is not None and response.status == 200 and worker is not None:
+                worker.notify()
             return answer(response)
 
         return post
@@ -133,8 +129,8 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def server(app: Starlette, sock: socket.socket, *, log_level: str = "warning") -> Any:
-    """A uvicorn server for `app` on `sock`; `.run(sockets=[sock])` serves until SIGTERM / SIGINT."""
+def server(app: Starlette, *, log_level: str = "warning") -> Any:
+    """A uvicorn server for `app`; `.run(sockets=[sock])` serves on a bound socket until SIGTERM / SIGINT."""
     import uvicorn
 
     config = uvicorn.Config(app, log_level=log_level.lower(), lifespan="on", access_log=False, timeout_graceful_shutdown=30)
@@ -146,7 +142,7 @@ def serve(engine: Engine, settings: Settings, secrets: intake.Secrets, sock: soc
     processor = intake.Processor.build(engine, settings)
     worker = intake.IntakeWorker(processor)
     app = make_app(engine, settings, secrets, worker=worker)
-    srv = server(app, sock, log_level=log_level)
+    srv = server(app, log_level=log_level)
     # uvicorn finishes the requests in flight on SIGTERM / SIGINT, then raises the signal again for
     # the handler it found: a quiet one here, so a requested stop exits 0 (not 143, nor 130).
     quiet = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -175,7 +171,7 @@ class InThread:
         processor = intake.Processor.build(self.engine, self.settings, graph=self.graph)
         app = make_app(self.engine, self.settings, self.secrets, worker=intake.IntakeWorker(processor))
         self._sock = bind(self.host, self.port)
-        self._srv = server(app, self._sock)
+        self._srv = server(app)
         self._thread = threading.Thread(target=self._srv.run, kwargs={"sockets": [self._sock]}, name="inbox-serve", daemon=True)
         self._thread.start()
         while not self._srv.started and self._thread.is_alive():

@@ -111,3 +111,31 @@ def test_kill_9_right_after_the_acknowledgements_then_restart(tmp_path, db_url) 
         assert sorted(stored) == sorted(sent)
     finally:
         engine.dispose()
+
+
+def test_a_busy_writer_lock_leaves_the_batch_pending_without_counting_an_attempt(engine, db_url) -> None:
+    import sqlalchemy as sa
+
+    from inbox import intake, writer_lock
+    from inbox.errors import ConflictError
+    from inbox.ingest import INGEST_LOCK_KEY, begin_write
+    from inbox.tables import webhook_delivery as d
+
+    settings = plain_settings(db_url)
+    settings = settings.model_copy(update={"sync": settings.sync.model_copy(update={"writer_lock_timeout_seconds": 0.2})})
+    for i in range(3):
+        intake.store(engine, "meta", hello(mid=f"m_busy_{i}", sender=str(5600 + i)), "application/json")
+    processor = intake.Processor.build(engine, settings, graph=False)
+    with ExitStack() as held:  # a long sync holds the page writers' lock
+        held.enter_context(writer_lock.hold(engine, 10))
+        if engine.dialect.name == "postgresql":
+            conn = held.enter_context(begin_write(engine))
+            held.enter_context(conn.begin())
+            writer_lock.pg_acquire(conn, INGEST_LOCK_KEY, 10)
+        with pytest.raises(ConflictError):
+            processor.process_pending()
+    with engine.connect() as c:
+        assert list(c.execute(sa.select(d.c.state, d.c.attempts))) == [("pending", 0)] * 3
+    processor.process_pending()
+    assert sorted(r.external_id for r in messages(engine)) == [f"m_busy_{i}" for i in range(3)]
+    assert {r.state for r in deliveries(engine)} == {"done"}

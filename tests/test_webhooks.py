@@ -67,7 +67,7 @@ def running(engine: Any, settings: Settings, *, worker: bool = True, graph: bool
     w = intake.IntakeWorker(intake.Processor.build(engine, settings, graph=graph), idle=0.2) if worker else None
     app = webserver.make_app(engine, settings, secrets, worker=w)
     sock = webserver.bind("127.0.0.1", 0)
-    srv = webserver.server(app, sock)
+    srv = webserver.server(app)
     thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     wait_until(lambda: srv.started)
