@@ -329,7 +329,7 @@ class Processor:
                 self._finish([row.id], QUARANTINED, f"unreadable delivery: {str(exc)[:300]}")
                 continue
             except Exception as exc:  # a parser bug must not hold up every later delivery
-                log.exception("webhook delivery %s could not be parsed", row.id)
+                log.warning("webhook delivery %s could not be parsed: %s", row.id, describe(exc))
                 self._finish([row.id], QUARANTINED, f"parse failed: {describe(exc)[:300]}")
                 continue
             for ig in result.ignored:
