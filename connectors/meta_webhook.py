@@ -20,13 +20,13 @@ from typing import Any
 from connectors.base import Channel, InboundMessage, QuarantinedItem
 from connectors.meta_parse import MetaContext, ParseError, parse_message
 from connectors.redact import scrub
-from connectors.times import DEFAULT_SKEW
-from connectors.webhook import AccountBatch, DeliveryError, Ignored, ParsedDelivery, check_signature, hmac_sha256
+from connectors.times import DEFAULT_SKEW, platform_time
+from connectors.webhook import AccountBatch, DeliveryError, Edit, Ignored, ParsedDelivery, check_signature, hmac_sha256
 
 OBJECTS = {"page": Channel.FACEBOOK, "instagram": Channel.INSTAGRAM}
 # Messenger's "like" stickers (the thumbs up button, three sizes): shown as the emoji they are.
 LIKE_STICKERS = frozenset({"369239263222822", "369239343222814", "369239383222810"})
-_NOT_MESSAGES = ("delivery", "read", "reaction", "message_edit", "postback", "referral", "optin",
+_NOT_MESSAGES = ("delivery", "read", "reaction", "postback", "referral", "optin",
                  "account_linking", "pass_thread_control", "take_thread_control", "request_thread_control",
                  "app_roles", "policy_enforcement", "game_play")
 
@@ -79,6 +79,7 @@ def parse(
         raise DeliveryError("delivery has no entry list")
     messages: dict[MetaContext, list[InboundMessage]] = {}
     quarantined: dict[MetaContext, list[QuarantinedItem]] = {}
+    edits: dict[MetaContext, list[Edit]] = {}
     ignored: list[Ignored] = []
     for entry in entries:
         entry_id = _id(entry.get("id")) if isinstance(entry, Mapping) else None
@@ -104,11 +105,13 @@ def parse(
                 continue
             if isinstance(msg, Ignored):
                 ignored.append(msg)
+            elif isinstance(msg, Edit):
+                edits.setdefault(ctx, []).append(msg)
             else:
                 messages.setdefault(ctx, []).append(msg)
     batches = tuple(
-        AccountBatch(ctx.channel, ctx.account_id, tuple(messages.get(ctx, ())), tuple(quarantined.get(ctx, ())))
-        for ctx in dict.fromkeys([*messages, *quarantined])
+        AccountBatch(ctx.channel, ctx.account_id, tuple(messages.get(ctx, ())), tuple(quarantined.get(ctx, ())), tuple(edits.get(ctx, ())))
+        for ctx in dict.fromkeys([*messages, *quarantined, *edits])
     )
     return ParsedDelivery(batches, tuple(ignored))
 
@@ -147,11 +150,13 @@ def _account(accounts: Mapping[tuple[Channel, str], MetaContext], channel: Chann
 
 def parse_event(
     event: Any, ctx: MetaContext, thread_of: ThreadOf, *, received: datetime | None = None, skew: timedelta = DEFAULT_SKEW
-) -> InboundMessage | Ignored:
-    """One `messaging[]` event: a message (or echo), or what it is and why it is not stored."""
+) -> InboundMessage | Edit | Ignored:
+    """One `messaging[]` event: a message (or echo), an edit, or what it is and why it is not stored."""
     if not isinstance(event, Mapping):
         raise ParseError("messaging event is not an object")
     message = event.get("message")
+    if isinstance(event.get("message_edit"), Mapping):
+        return parse_edit(event, ctx, received=received, skew=skew)
     if not isinstance(message, Mapping):
         kind = next((k for k in _NOT_MESSAGES if k in event), None)
         if kind is not None:
@@ -174,6 +179,19 @@ def parse_event(
         raise ParseError("message whose customer side is this account itself")
     node = graph_node(message, event, ctx.account_id if echo else customer, customer)
     return parse_message(node, ctx, thread_id=thread_of(ctx, customer), received=received, skew=skew)
+
+
+def parse_edit(event: Mapping[str, Any], ctx: MetaContext, *, received: datetime | None = None, skew: timedelta = DEFAULT_SKEW) -> Edit | Ignored:
+    """`message_edit: {mid, text, num_edit}`: the message's text as it is now."""
+    edit = event["message_edit"]
+    mid, text, count = edit.get("mid"), edit.get("text"), edit.get("num_edit")
+    if not isinstance(mid, str) or not mid or len(mid) > 255:
+        raise ParseError("message_edit without a usable mid")
+    if not isinstance(text, str):
+        return Ignored("message_edit", "edit without text", ctx.account_id)
+    at, _flag = platform_time(event.get("timestamp"), received, skew)
+    number = count if isinstance(count, int) and not isinstance(count, bool) and 0 <= count < 2**31 else 0
+    return Edit(mid, text, number, at)
 
 
 def graph_node(message: Mapping[str, Any], event: Mapping[str, Any], author: str, customer: str) -> dict[str, Any]:

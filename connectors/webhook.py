@@ -12,6 +12,7 @@ import base64
 import hashlib
 import hmac
 from dataclasses import dataclass
+from datetime import datetime
 
 from connectors.base import Channel, InboundMessage, QuarantinedItem
 
@@ -26,6 +27,16 @@ class Ignored:
 
 
 @dataclass(frozen=True, slots=True)
+class Edit:
+    """A message's new text (Messenger `message_edit`): the stored message is updated in place."""
+
+    external_id: str
+    text: str
+    num_edit: int  # the platform's count of edits: an older edit arriving late never wins
+    edited_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class AccountBatch:
     """What one delivery holds for one brand account."""
 
@@ -33,6 +44,7 @@ class AccountBatch:
     account_id: str
     messages: tuple[InboundMessage, ...] = ()
     quarantined: tuple[QuarantinedItem, ...] = ()
+    edits: tuple[Edit, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

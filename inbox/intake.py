@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import sqlalchemy as sa
 
-from connectors import meta_webhook, x_webhook
+from connectors import meta_webhook, safejson, x_webhook
 from connectors.base import Channel, Page
 from connectors.meta_parse import MetaContext
-from connectors.webhook import AccountBatch, DeliveryError, ParsedDelivery
+from connectors.webhook import AccountBatch, DeliveryError, Edit, ParsedDelivery
 from inbox.errors import ConfigError, ConflictError, describe
 from inbox.ingest import AccountRef, IngestResult, ingest_page
 from inbox.models import utcnow
@@ -134,8 +134,8 @@ def receive(engine: Engine, secrets: Secrets, source: str, body: bytes, headers:
         problem = f"content type {content_type[:60] or '(none)'!r} is not application/json"
     else:
         try:
-            orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
+            safejson.loads(body)  # the poll's decoder: NULs, lone surrogates and huge numbers repaired, not refused
+        except ValueError as exc:
             problem = f"invalid JSON: {str(exc)[:200]}"
     delivery_id = store(engine, source, body, content_type or None, None if problem is None else problem)
     if problem is not None:
@@ -292,7 +292,7 @@ class Processor:
         return out
 
     def parse(self, source: str, body: bytes | Any, received: datetime) -> ParsedDelivery:
-        data = orjson.loads(body) if isinstance(body, bytes) else body
+        data = safejson.loads(body) if isinstance(body, bytes) else body
         if source == "meta":
             return meta_webhook.parse(data, self.meta_accounts(), self.threads, received=received, skew=self.skew)
         xs = frozenset(a.platform_id for a in self.settings.accounts if a.enabled and a.channel is Channel.X)
@@ -315,8 +315,8 @@ class Processor:
         bodies: dict[int, Any] = {}
         for row in rows:
             try:
-                bodies[row.id] = orjson.loads(bytes(row.body))
-            except orjson.JSONDecodeError:
+                bodies[row.id] = safejson.loads(bytes(row.body))
+            except ValueError:
                 pass  # quarantined below
         if isinstance(self.threads, MetaThreads):
             accounts = self.meta_accounts()
@@ -325,7 +325,7 @@ class Processor:
         for row in rows:
             try:
                 result = self.parse(row.source, bodies[row.id] if row.id in bodies else bytes(row.body), row.received_at)
-            except (orjson.JSONDecodeError, DeliveryError) as exc:
+            except (ValueError, DeliveryError) as exc:  # ParseError and DeliveryError are ValueErrors too
                 self._finish([row.id], QUARANTINED, f"unreadable delivery: {str(exc)[:300]}")
                 continue
             except Exception as exc:  # a parser bug must not hold up every later delivery
@@ -369,6 +369,9 @@ class Processor:
                 quarantined=tuple(q for b in batches for q in b.quarantined),
             )
             total = total + ingest_page(self.engine, ref, page, self.settings, via="webhook")
+            edits = [e for b in batches for e in b.edits]
+            if edits:
+                apply_edits(self.engine, ref, edits, self.settings.sync.writer_lock_timeout_seconds)
         return total
 
     def _finish(self, ids: list[int], state: str, error: str | None, *, attempt: bool = False) -> None:
@@ -382,6 +385,39 @@ class Processor:
         with self.engine.begin() as conn:
             for start in range(0, len(ids), 500):
                 conn.execute(sa.update(_d).where(_d.c.id.in_(ids[start:start + 500])).values(**values))
+
+
+def apply_edits(engine: Engine, ref: AccountRef, edits: Sequence[Edit], lock_timeout: float) -> int:
+    """New texts of stored messages (Messenger edits), in place; each earlier text is kept in the
+    message's raw payload (`edits`). An edit is applied once, and never over a later one
+    (`num_edit`); an edit of a message not stored yet is left to the poll, which reads the text as
+    it is now. Returns how many messages changed."""
+    from inbox import writer_lock
+    from inbox.ingest import begin_write
+    from inbox.tables import message as _m
+
+    changed = 0
+    with writer_lock.hold(engine, lock_timeout), begin_write(engine) as conn, conn.begin():
+        rows = {r.external_id: r for r in conn.execute(
+            sa.select(_m.c.id, _m.c.external_id, _m.c.text, _m.c.raw).where(
+                _m.c.channel == ref.channel, _m.c.account_id == ref.id, _m.c.external_id.in_(sorted({e.external_id for e in edits}))))}
+        current: dict[str, tuple[str | None, dict[str, Any]]] = {
+            mid: (r.text, dict(r.raw) if isinstance(r.raw, Mapping) else {}) for mid, r in rows.items()}
+        for edit in sorted(edits, key=lambda e: (e.num_edit, e.edited_at)):
+            if edit.external_id not in current:
+                log.info("webhook: an edit of a message not stored yet; the poll reads its text as it is now")
+                continue
+            text, raw = current[edit.external_id]
+            history = [h for h in raw.get("edits", []) if isinstance(h, Mapping)]
+            last = max((h.get("num_edit") or 0 for h in history), default=0)
+            if text == edit.text or (edit.num_edit and edit.num_edit <= last):
+                continue  # a redelivery, or older than what is stored
+            history.append({"num_edit": edit.num_edit, "edited_at": edit.edited_at.isoformat(), "previous_text": text})
+            raw = {**raw, "edits": history}
+            current[edit.external_id] = (edit.text, raw)
+            conn.execute(sa.update(_m).where(_m.c.id == rows[edit.external_id].id).values(text=safejson.clean_text(edit.text), raw=raw))
+            changed += 1
+    return changed
 
 
 class IntakeWorker:

@@ -13,6 +13,7 @@ import hmac
 import json
 import threading
 import tomllib
+from pathlib import Path
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -561,3 +562,48 @@ def test_hostile_x_deliveries_are_quarantined_or_ignored_never_an_error(body: An
     for batch in parsed.batches:
         for msg in batch.messages:
             assert msg.external_id.isdigit() and msg.sent_at.tzinfo is not None
+
+
+REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "payloads"
+
+
+@pytest.mark.skipif(not (REFERENCE / "meta_webhook_messenger_echo_edit_read.json").is_file(), reason="reference payloads not present")
+def test_an_edit_updates_the_stored_text_once_and_keeps_the_earlier_one(engine, db_url) -> None:
+    from inbox import intake
+    from inbox.search import search
+    from inbox.tables import message as m
+
+    page = "104920378912345"
+    settings = parse_settings({"database": db_url, "webhooks": WEBHOOKS, "accounts": [
+        {"name": "shop-fb", "channel": "facebook", "page_id": page, "access_token_env": "INBOX_TEST_FB_TOKEN"}]}, "test.toml")
+    raw = (REFERENCE / "meta_webhook_messenger_echo_edit_read.json").read_bytes()  # message, our echo, its edit, a read
+    body = json.loads(raw)
+    mid = body["entry"][0]["messaging"][0]["message"]["mid"]
+    edited = body["entry"][2]["messaging"][0]["message_edit"]["text"]
+    processor = intake.Processor.build(engine, settings, graph=False)
+    for _ in range(2):  # and redelivered
+        intake.store(engine, "meta", raw, "application/json")
+        processor.process_pending()
+    older = {"object": "page", "entry": [{"id": page, "messaging": [{"sender": {"id": "27452381234567890"}, "recipient": {"id": page},
+             "timestamp": 1735872200000, "message_edit": {"mid": mid, "text": "versi lama yang datang terlambat", "num_edit": 1}}]}]}
+    intake.store(engine, "meta", json.dumps(older).encode(), "application/json")
+    processor.process_pending()
+    with engine.connect() as conn:
+        rows = list(conn.execute(sa.select(m.c.external_id, m.c.text, m.c.raw, m.c.direction).order_by(m.c.id)))
+    assert [(r.external_id == mid, r.direction) for r in rows] == [(True, "in"), (False, "out")]
+    assert rows[0].text == edited
+    assert [(h["num_edit"], h["previous_text"]) for h in rows[0].raw["edits"]] == [(1, body["entry"][0]["messaging"][0]["message"]["text"])]
+    hits = search(engine, "3456789013")  # the search index follows the new text
+    assert len(hits) == 1 and hits[0].text == edited
+    assert {d.state for d in deliveries(engine)} == {"done"}
+
+
+def test_text_the_store_cannot_keep_is_repaired_as_the_poll_repairs_it(engine, db_url) -> None:
+    """A lone surrogate (a cut emoji) or a NUL in a customer's text: stored with U+FFFD, not refused."""
+    settings = plain_settings(db_url)
+    body = hello(mid="m_cut_emoji").replace(b"belum sampai", b"belum sampai \\ud83d dan \\u0000 ini")
+    with running(engine, settings) as base:
+        r = requests.post(f"{base}/webhooks/meta", data=body, headers={"Content-Type": "application/json", "X-Hub-Signature-256": meta_sig(body)}, timeout=10)
+        assert r.status_code == 200
+        wait_until(lambda: messages(engine, "m_cut_emoji"))
+    assert messages(engine, "m_cut_emoji")[0].text.endswith("belum sampai \ufffd dan \ufffd ini")
