@@ -415,6 +415,8 @@ def sandbox_serve(
     write_config: str = typer.Option("./inbox-sandbox.toml", "--write-config", metavar="PATH", help="Where to write an inbox config pointing at the sandbox."),
     database: str = typer.Option("sqlite:///inbox-sandbox.db", "--database", metavar="URL", help="Database URL written into that config."),
     ig_login: bool = typer.Option(False, "--ig-login", help="Also configure the Instagram-Login account."),
+    webhooks: Optional[str] = typer.Option(None, "--webhooks", metavar="URL",
+                                           help="Send a signed webhook of every new message to URL (an `inbox serve`, e.g. http://127.0.0.1:8080)."),
 ) -> None:
     """Serve the sandbox in the foreground until Ctrl-C; write a config that points at it."""
     import shlex
@@ -434,7 +436,9 @@ def sandbox_serve(
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     try:
         config_path = Path(write_config).expanduser()
-        config_path.write_text(sb.config_toml(database=database, include_ig_login=ig_login), encoding="utf-8")
+        config_path.write_text(sb.config_toml(database=database, include_ig_login=ig_login, webhooks=webhooks is not None), encoding="utf-8")
+        if webhooks is not None:
+            sb.webhooks(webhooks)  # signed with the keys the written config names
         env = sb.env()
         if state(ctx).json:
             print_json({"base_url": sb.base_url, "config": str(config_path.resolve()), "env": {"INBOX_CONFIG": str(config_path.resolve()), **env},
@@ -1903,7 +1907,8 @@ _EXAMPLES: dict[str, tuple[str, ...]] = {
     "config path": ("inbox config path",),
     "db upgrade": ("INBOX_DATABASE_URL=postgresql+psycopg://inbox@db/inbox inbox db upgrade",),
     "db status": ("inbox db status --json",),
-    "sandbox serve": ("inbox sandbox serve", "inbox sandbox serve --port 0 --large 100000 --write-config big.toml"),
+    "sandbox serve": ("inbox sandbox serve", "inbox sandbox serve --port 0 --large 100000 --write-config big.toml",
+                      "inbox sandbox serve --webhooks http://127.0.0.1:8080"),
     "sync": ("inbox sync", "inbox sync --account tokoshop-ig --dry-run", "inbox sync --json"),
     "run": ("inbox run", "inbox -c /etc/inbox/config.toml run"),
     "serve": ("inbox serve", "inbox serve --host 0.0.0.0 --port 9000"),

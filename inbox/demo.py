@@ -29,18 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 AGENT = "demo-agent"
-# The sandbox signs its webhooks with these public test keys (set in the environment, as in production).
-WEBHOOK_ENV = {
-    "INBOX_SANDBOX_META_APP_SECRET": "sandbox-meta-app-secret",
-    "INBOX_SANDBOX_META_VERIFY_TOKEN": "sandbox-verify-token",
-    "INBOX_SANDBOX_X_CONSUMER_SECRET": "sandbox-x-consumer-secret",
-}
-WEBHOOK_TOML = (
-    "\n[webhooks]\n"
-    'meta_app_secret_env = "INBOX_SANDBOX_META_APP_SECRET"\n'
-    'meta_verify_token_env = "INBOX_SANDBOX_META_VERIFY_TOKEN"\n'
-    'x_consumer_secret_env = "INBOX_SANDBOX_X_CONSUMER_SECRET"\n'
-)
+
 REPLY_TEMPLATE = "Halo {customer}, terima kasih sudah menghubungi TokoShop. Kami cek dulu ya, mohon ditunggu 🙏 — {agent}"
 
 
@@ -97,14 +86,14 @@ class Demo:
         try:
             # "x": a file that appeared since create() is the user's, never overwritten.
             with open(self.config_path, "x", encoding="utf-8") as fh:
-                fh.write(_with_webhooks(self.sandbox.config_toml(database=f"sqlite:///{self.db_path}")))
+                fh.write(self.sandbox.config_toml(database=f"sqlite:///{self.db_path}", webhooks=True))
         except FileExistsError:
             from inbox.errors import UsageError
 
             self.sandbox.stop()
             raise UsageError(f"{self.config_path} already exists; the demo never overwrites a file") from None
         # The config names its tokens by environment variable, as a production config does.
-        for key, value in {**self.sandbox.env(), **WEBHOOK_ENV}.items():
+        for key, value in self.sandbox.env().items():
             self._saved_env.setdefault(key, os.environ.get(key))
             os.environ[key] = value
         self.settings = load_settings(self.config_path)
@@ -216,8 +205,3 @@ class Demo:
                 return m
         return None
 
-
-def _with_webhooks(config_toml: str) -> str:
-    """The sandbox's config with a [webhooks] section before its accounts (TOML tables in order)."""
-    head, sep, accounts = config_toml.partition("[[accounts]]")
-    return head.rstrip() + "\n" + WEBHOOK_TOML + "\n" + sep + accounts

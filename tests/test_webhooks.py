@@ -607,3 +607,13 @@ def test_text_the_store_cannot_keep_is_repaired_as_the_poll_repairs_it(engine, d
         assert r.status_code == 200
         wait_until(lambda: messages(engine, "m_cut_emoji"))
     assert messages(engine, "m_cut_emoji")[0].text.endswith("belum sampai \ufffd dan \ufffd ini")
+
+
+def test_the_sandbox_config_with_webhooks_names_the_keys_it_signs_with(sandbox) -> None:
+    from inbox import intake
+    from sandbox.core import WEBHOOK_ENV, X_CONSUMER_SECRET
+
+    settings = parse_settings(tomllib.loads(sandbox.config_toml(webhooks=True)), "sandbox.toml")
+    secrets = intake.resolve_secrets(settings, sandbox.env())
+    assert (secrets.meta_app_secret, secrets.x_consumer_secret) == (WEBHOOK_ENV["INBOX_SANDBOX_META_APP_SECRET"], X_CONSUMER_SECRET)
+    assert secrets.meta_verify_token == WEBHOOK_ENV["INBOX_SANDBOX_META_VERIFY_TOKEN"]
