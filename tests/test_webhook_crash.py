@@ -14,12 +14,11 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 
-from test_webhooks import META_SECRET, PAGE_ID, WEBHOOK_ENV, WEBHOOKS, deliveries, hello, messages, meta_sig, plain_settings, running
+from test_webhooks import PAGE_ID, WEBHOOK_ENV, WEBHOOKS, deliveries, hello, messages, meta_sig, plain_settings, running
 from waiting import exited, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
