@@ -7,12 +7,12 @@ backends, then a real `inbox serve` killed with SIGKILL right after acknowledgin
 from __future__ import annotations
 
 import json
-from contextlib import ExitStack
 import os
 import signal
 import subprocess
 import sys
 import threading
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
