@@ -231,6 +231,9 @@ class AccountHealth:
     problems: tuple[str, ...]
     syncing: str | None = None  # the worker holding the account's sync lease now ("pid 7 on host a since ...")
     lease_expires_at: datetime | None = None
+    # Messages sent and found by a poll in the last 24 h that no webhook had delivered first (None:
+    # webhooks are not configured for the channel). More than a few: the subscription is broken.
+    missed_by_webhooks: int | None = None
 
     @property
     def healthy(self) -> bool:
@@ -271,6 +274,7 @@ def health(engine: Engine, settings: Settings, *, now: datetime | None = None) -
                 )
             )
         } if ids else {}
+    missed = _missed_by_webhooks(engine, now - timedelta(hours=24))
     out = []
     for acc in settings.accounts:
         ref = refs[acc.name]
@@ -317,9 +321,38 @@ def health(engine: Engine, settings: Settings, *, now: datetime | None = None) -
                 problems=tuple(problems),
                 syncing=redact(Holder.parse(owner).describe()) if owner else None,
                 lease_expires_at=lease_expires_at,
+                missed_by_webhooks=int(missed.get(ref.id, 0)) if _webhooks_on(settings, acc) else None,
             )
         )
     return out
+
+
+def webhook_deliveries(engine: Engine) -> dict[str, int]:
+    """Webhook deliveries by state (pending: acknowledged, not yet stored as messages; quarantined:
+    unreadable, kept whole in `webhook_delivery` with the reason)."""
+    from inbox.tables import webhook_delivery as _d
+
+    with engine.connect() as conn:
+        counts = dict(conn.execute(sa.select(_d.c.state, sa.func.count()).where(_d.c.state != "done").group_by(_d.c.state)).all())
+    return {"pending": int(counts.get("pending", 0)), "quarantined": int(counts.get("quarantined", 0))}
+
+
+def _webhooks_on(settings: Settings, acc: AccountSettings) -> bool:
+    wh = settings.webhooks
+    return bool(wh.x_consumer_secret_env if acc.channel.value == "x" else wh.meta_app_secret_env)
+
+
+def _missed_by_webhooks(engine: Engine, since: datetime) -> dict[int, int]:
+    """Per account id: messages sent since `since` that a poll stored first (`message.via`)."""
+    from inbox.tables import message as _m
+
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(_m.c.account_id, sa.func.count())
+            .where(_m.c.via == "poll", _m.c.received_at >= since, _m.c.sent_at >= since)
+            .group_by(_m.c.account_id)
+        ).all()
+    return {int(a): int(n) for a, n in rows}
 
 
 def _ago(delta: timedelta) -> str:

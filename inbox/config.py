@@ -326,6 +326,42 @@ class ReplySettings(_Strict):
     settle_after_seconds: Annotated[float, Field(ge=0)] = 600
 
 
+class WebhookSettings(_Strict):
+    """`[webhooks]`: the keys that prove a delivery came from the platform, as variable names."""
+
+    meta_app_secret_env: str | None = None  # X-Hub-Signature-256 key (the Meta app secret)
+    meta_verify_token_env: str | None = None  # the subscription handshake's verify token
+    x_consumer_secret_env: str | None = None  # CRC and x-twitter-webhooks-signature key
+    max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
+
+    @field_validator("meta_app_secret_env", "meta_verify_token_env", "x_consumer_secret_env")
+    @classmethod
+    def _env_name_only(cls, value: str | None) -> str | None:
+        if value is not None and (_looks_like_secret(value) or not _ENV_NAME.match(value)):
+            raise ValueError("expected the name of an environment variable (letters, digits, '_'), not a secret value")
+        return value
+
+    def required_env(self, channels: set[Channel]) -> list[tuple[str, str]]:
+        """(key, variable) of each secret `inbox serve` needs for accounts on these channels."""
+        needed: list[tuple[str, str]] = []
+        if channels & {Channel.FACEBOOK, Channel.INSTAGRAM}:
+            needed += [("meta_app_secret_env", self.meta_app_secret_env or ""), ("meta_verify_token_env", self.meta_verify_token_env or "")]
+        if Channel.X in channels:
+            needed.append(("x_consumer_secret_env", self.x_consumer_secret_env or ""))
+        return needed
+
+    def missing(self, channels: set[Channel], environ: dict[str, str] | None = None) -> list[str]:
+        """One line per secret that is not configured or whose variable is empty."""
+        env = os.environ if environ is None else environ
+        problems = []
+        for key, var in self.required_env(channels):
+            if not var:
+                problems.append(f"[webhooks] {key} is not set (the name of the environment variable holding it)")
+            elif not (env.get(var) or "").strip():
+                problems.append(f"environment variable {var} is not set ([webhooks] {key})")
+        return problems
+
+
 class Settings(_Strict):
     database: str = "sqlite:///inbox.db"
     agent: str | None = None
@@ -338,6 +374,7 @@ class Settings(_Strict):
     rules: list[TriageRule] = DEFAULT_RULES
     replies: ReplySettings = ReplySettings()
     templates: dict[str, str] = {}
+    webhooks: WebhookSettings = WebhookSettings()
     accounts: list[AccountSettings] = []
     source: str | None = Field(default=None, exclude=True)  # the file it came from
 

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 AGENT = "demo-agent"
+
 REPLY_TEMPLATE = "Halo {customer}, terima kasih sudah menghubungi TokoShop. Kami cek dulu ya, mohon ditunggu 🙏 — {agent}"
 
 
@@ -85,7 +86,7 @@ class Demo:
         try:
             # "x": a file that appeared since create() is the user's, never overwritten.
             with open(self.config_path, "x", encoding="utf-8") as fh:
-                fh.write(self.sandbox.config_toml(database=f"sqlite:///{self.db_path}"))
+                fh.write(self.sandbox.config_toml(database=f"sqlite:///{self.db_path}", webhooks=True))
         except FileExistsError:
             from inbox.errors import UsageError
 
@@ -166,6 +167,35 @@ class Demo:
         assert self.engine is not None
         return replies.send_reply(self.engine, plan, self.connector, AGENT)
 
+    def webhook_arrival(self, account_name: str = "tokoshop-ig") -> tuple[str, int | None, float]:
+        """`inbox serve` in this process, the sandbox sending it signed webhooks, and one new customer
+        message: (its platform id, its ticket, seconds from its creation to being stored)."""
+        import time
+
+        import sqlalchemy as sa
+
+        from inbox import intake, webserver
+        from inbox.tables import message
+
+        assert self.engine is not None and self.settings is not None
+        secrets = intake.resolve_secrets(self.settings)
+        with webserver.InThread(self.engine, self.settings, secrets) as base:
+            self.sandbox.webhooks(base, meta_secret=secrets.meta_app_secret or "", x_secret=secrets.x_consumer_secret or "")
+            try:
+                started = time.perf_counter()
+                mid = self.sandbox.inject(account_name, text="Halo kak, barusan saya transfer, tolong dicek ya 🙏")
+                query = sa.select(message.c.ticket_id).where(message.c.external_id == mid)
+                deadline = started + 30
+                while time.perf_counter() < deadline:
+                    with self.engine.connect() as conn:
+                        row = conn.execute(query).first()
+                    if row is not None:
+                        return mid, row.ticket_id, time.perf_counter() - started
+                    time.sleep(0.005)
+                raise RuntimeError("the webhook's message did not arrive within 30 s")
+            finally:
+                self.sandbox.stop_webhooks()
+
     def echo_of(self, ticket_id: int, reply_id: int) -> ThreadMessage | None:
         from inbox.tickets import show_ticket
 
@@ -174,3 +204,4 @@ class Demo:
             if m.direction == "out" and m.reply_id == reply_id:
                 return m
         return None
+

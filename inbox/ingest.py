@@ -177,12 +177,14 @@ def ingest_page(
     lease_owner: str | None = None,
     lease_seconds: float | None = None,
     explain: bool | None = None,
+    via: str = "poll",
 ) -> IngestResult:
     """Store `page` and its cursor in one transaction; in a dry run, compute and roll back.
 
     With `lease_owner`, the cursor write also checks (and renews) the account's lease, so a worker
     that lost its lease cannot store a page: `LeaseLostError`, nothing written.
     `explain` (default: on in a dry run) keeps a per-message `MessageDecision` in the result.
+    `via` ("poll" or "webhook") is kept on each message this page stores first.
     """
     ref = account_ref(engine, account)
     explain = dry_run if explain is None else explain
@@ -195,7 +197,7 @@ def ingest_page(
                 # Page ingests are serialized, as SQLite's write lock does: dedup of one account's
                 # page must see the tickets another account's page just created (cross-channel rules).
                 writer_lock.pg_acquire(conn, INGEST_LOCK_KEY, settings.sync.writer_lock_timeout_seconds)
-            result = _PageWriter(conn, ref, settings, explain=explain).write(page)
+            result = _PageWriter(conn, ref, settings, explain=explain, via=via).write(page)
             _write_cursor(conn, ref, page, lease_owner, lease_seconds or settings.sync.lease_seconds)
         except BaseException:
             tx.rollback()
@@ -268,7 +270,7 @@ def _later(col: sa.Column[Any], name: str) -> Any:
 _MESSAGE_COLUMNS = (
     "channel", "account_id", "external_id", "conversation_id", "ticket_id", "contact_id", "direction", "author_id",
     "author_handle", "author_name", "text", "kind", "sent_at", "received_at", "attachments", "raw", "reply_id",
-    "dedup_rule", "dedup_reason", "dedup_score", "repeat_of_id", "flags",
+    "dedup_rule", "dedup_reason", "dedup_score", "repeat_of_id", "flags", "via",
 )
 
 _TICKET_INSERT = (
@@ -287,8 +289,9 @@ class _GapSize:
 
 
 class _PageWriter:
-    def __init__(self, conn: Connection, ref: AccountRef, settings: Settings, *, explain: bool) -> None:
+    def __init__(self, conn: Connection, ref: AccountRef, settings: Settings, *, explain: bool, via: str = "poll") -> None:
         self.conn = conn
+        self.via = via
         self.ref = ref
         self.settings = settings
         self.explain = explain
@@ -696,6 +699,7 @@ class _PageWriter:
                     d.score,
                     d.repeat_of if type(d.repeat_of) is int else None,
                     ",".join(f.value for f in m.flags) if m.flags else None,
+                    self.via,
                 )
             )
         build = lambda: insert_values(self.conn, _m, _MESSAGE_COLUMNS, ignore=["channel", "account_id", "external_id"])  # noqa: E731

@@ -242,6 +242,9 @@ class Message(SQLModel, table=True):
     repeat_of_id: int | None = None  # rule 5 in its thread: the earlier message this one repeats (message id)
     # What was repaired, comma-separated connectors.enums.MessageFlag values (the platform's own are in raw).
     flags: str | None = Field(default=None, max_length=200)
+    # How it first reached the store: "poll" or "webhook" (NULL: stored before webhooks existed).
+    # A poll that stores a message no webhook delivered is what `inbox accounts` counts as missed.
+    via: str | None = Field(default=None, max_length=10)
 
 
 class Reply(SQLModel, table=True):
@@ -318,3 +321,24 @@ class Quarantine(SQLModel, table=True):
     raw: Any = _json()
     received_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     resolved_at: datetime | None = _ts()
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One webhook POST as received, committed before it is acknowledged (inbox.intake).
+
+    `state` is pending until the delivery's messages are ingested (then done), or quarantined when
+    it cannot be read (the raw body stays here for replay, with the reason in `error`).
+    """
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (sa.Index("ix_webhook_delivery_state", "state", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    source: str = Field(max_length=10)  # meta / x
+    received_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    content_type: str | None = Field(default=None, max_length=200)
+    body: bytes = Field(sa_type=sa.LargeBinary)
+    state: str = Field(default="pending", max_length=20)
+    attempts: int = 0
+    error: str | None = None
+    processed_at: datetime | None = _ts()

@@ -165,6 +165,7 @@ message = sa.Table(
     sa.Column("dedup_score", sa.Float()),
     sa.Column("repeat_of_id", sa.Integer()),
     sa.Column("flags", sa.String(200)),
+    sa.Column("via", sa.String(10)),
 )
 
 reply = sa.Table(
@@ -203,4 +204,18 @@ sync_gap = sa.Table(
     sa.Column("missing", sa.Integer()),
     sa.Column("missing_after", UTCDateTime()),
     sa.Column("missing_before", UTCDateTime()),
+)
+
+webhook_delivery = sa.Table(
+    "webhook_delivery",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True),
+    sa.Column("source", sa.String(10)),
+    sa.Column("received_at", UTCDateTime()),
+    sa.Column("content_type", sa.String(200)),
+    sa.Column("body", sa.LargeBinary()),
+    sa.Column("state", sa.String(20)),
+    sa.Column("attempts", sa.Integer()),
+    sa.Column("error", sa.String()),
+    sa.Column("processed_at", UTCDateTime()),
 )

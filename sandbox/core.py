@@ -54,6 +54,18 @@ X_OAUTH1_ENV = {
     "INBOX_SANDBOX_X_ACCESS_TOKEN": X_ACCESS_TOKEN,
     "INBOX_SANDBOX_X_ACCESS_TOKEN_SECRET": X_ACCESS_TOKEN_SECRET,
 }
+# The keys the sandbox signs its webhooks with (public test values, like its tokens). X signs with
+# the app's consumer secret, the same one OAuth 1.0a uses.
+WEBHOOK_ENV = {
+    "INBOX_SANDBOX_META_APP_SECRET": "sandbox-meta-app-secret-0104920378912345",
+    "INBOX_SANDBOX_META_VERIFY_TOKEN": "sandbox-verify-token",
+}
+WEBHOOK_TOML = (
+    "[webhooks]\n"
+    'meta_app_secret_env = "INBOX_SANDBOX_META_APP_SECRET"\n'
+    'meta_verify_token_env = "INBOX_SANDBOX_META_VERIFY_TOKEN"\n'
+    'x_consumer_secret_env = "INBOX_SANDBOX_X_CONSUMER_SECRET"\n'
+)
 ACCOUNT_TABLE = (
     # name, channel, platform id, page id, flavour, base path, token env, token
     ("tokoshop-fb", "facebook", PAGE_ID, PAGE_ID, None, f"/facebook/{GRAPH_VERSION}", "INBOX_SANDBOX_FB_TOKEN", FB_TOKEN),
@@ -113,6 +125,7 @@ class Sandbox:
         return self
 
     def stop(self) -> None:
+        self.stop_webhooks()
         self.stopping.set()  # wakes handlers sleeping in a "timeout" fault
         self.release_late()
         if self._server is not None:
@@ -162,11 +175,13 @@ class Sandbox:
         with self.state.lock:
             out = {env: self.state.tokens[host] for env, host in TOKEN_HOSTS.items()}
         out.update(X_OAUTH1_ENV)
+        out.update(WEBHOOK_ENV)
         return out
 
     def config_toml(self, database: str = "sqlite:///inbox.db", include_ig_login: bool = False,
-                    include_x_oauth1: bool = False) -> str:
-        """A complete inbox config pointing every account at this sandbox (secrets by env-var name)."""
+                    include_x_oauth1: bool = False, webhooks: bool = False) -> str:
+        """A complete inbox config pointing every account at this sandbox (secrets by env-var name);
+        with `webhooks`, the [webhooks] section naming the keys the sandbox signs with."""
         q = json.dumps  # TOML basic strings accept JSON string escapes
         lines = [
             "# inbox configuration for the local sandbox (generated). Tokens come from the environment:",
@@ -174,6 +189,8 @@ class Sandbox:
             f"database = {q(database)}",
             "",
         ]
+        if webhooks:
+            lines += [WEBHOOK_TOML]
         for acc in self.accounts.values():
             if acc.name == "tokoshop-ig-direct" and not include_ig_login:
                 continue
@@ -202,6 +219,40 @@ class Sandbox:
                 "",
             ]
         return "\n".join(lines)
+
+    # ── webhooks ────────────────────────────────────────────────────────────────────────────
+    def webhooks(self, base_url: str, *, meta_secret: str = WEBHOOK_ENV["INBOX_SANDBOX_META_APP_SECRET"],
+                 x_secret: str = X_CONSUMER_SECRET, x_shape: str = "account_activity",
+                 drop: float = 0.0, duplicate: float = 0.0, delay: float = 0.0, reorder: bool = False) -> Any:
+        """Send a signed webhook to `base_url` (`/webhooks/meta`, `/webhooks/x`) for every message created
+        from now on; returns the sender (`stats`, `wait_idle()`, `close()`). One sender at a time."""
+        from sandbox.webhooks import WebhookConfig, WebhookSender
+
+        self.stop_webhooks()
+        root = base_url.rstrip("/")
+        config = WebhookConfig(f"{root}/webhooks/meta", f"{root}/webhooks/x", meta_secret, x_secret, x_shape,
+                               drop, duplicate, delay, reorder)
+        self._webhooks = WebhookSender(self.state, config, seed=self.seed)
+        return self._webhooks
+
+    def redeliver(self, account_name: str, message_id: str) -> None:
+        """The webhook of an existing message, sent again (a platform's retry, or a late delivery)."""
+        sender = getattr(self, "_webhooks", None)
+        if sender is None:
+            raise RuntimeError("webhooks are off: call webhooks() first")
+        st = self.state
+        with st.lock:
+            if account_name in st.x:
+                acc = st.x[account_name]
+                sender.redeliver(acc, next(ev for ev in acc.events.values() if ev.id == message_id))
+            else:
+                sender.redeliver(self._meta(account_name), st.msg_index[message_id])
+
+    def stop_webhooks(self) -> None:
+        sender = getattr(self, "_webhooks", None)
+        if sender is not None:
+            sender.close()
+            self._webhooks = None
 
     # ── test switches ───────────────────────────────────────────────────────────────────────
     def inject(self, account_name: str, text: str | None = None, thread: str | None = None, customer: Any = None,

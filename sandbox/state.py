@@ -186,6 +186,8 @@ class State:
         self.meta: dict[str, MetaAccount] = {}
         self.x: dict[str, XAccount] = {}
         self.msg_index: dict[str, Msg] = {}
+        # Called (under `lock`) with (account, Msg or XEvent) for every message created: webhooks.
+        self.listeners: list[Any] = []
         self.thread_index: dict[str, Thread] = {}
         self._x_seq = 0
         # The token each API host accepts now; `Sandbox.rotate_token` replaces one (the old one then
@@ -250,6 +252,8 @@ class State:
             thread.messages.append(msg)
         self.msg_index[mid] = msg
         self.reindex(acc, thread)
+        for listener in self.listeners:
+            listener(acc, msg)
         return msg
 
     def reindex(self, acc: MetaAccount, thread: Thread) -> None:
@@ -274,4 +278,6 @@ class State:
         acc.events[ev.num] = ev
         insort(acc.order, ev.num)
         insort(acc.by_conv.setdefault(conv, []), ev.num)
+        for listener in self.listeners:
+            listener(acc, ev)
         return ev

@@ -17,6 +17,7 @@ from inbox.config import (
     AccountSettings,
     DedupSettings,
     ReplySettings,
+    WebhookSettings,
     Settings,
     SlaSettings,
     SyncSettings,
@@ -181,14 +182,14 @@ def test_example_config_loads_and_documents_every_key(monkeypatch: pytest.Monkey
     channels = {(a.channel.value, a.flavour) for a in settings.accounts}
     assert {c for c, _ in channels} == {"facebook", "instagram", "x"}
     assert {("instagram", "instagram_login"), ("x", "oauth1")} <= channels
-    for model in (Settings, SyncSettings, DedupSettings, SlaSettings, TriageRule, ReplySettings, AccountSettings):
+    for model in (Settings, SyncSettings, DedupSettings, SlaSettings, TriageRule, ReplySettings, WebhookSettings, AccountSettings):
         for name, field in model.model_fields.items():
             if field.exclude:
                 continue
             # Set, or commented out with its default (`key = ...`, `# key = ...`), or a table header.
             pattern = rf"^\s*(#\s*)?({name}\s*=|\[\[?([\w.]+\.)?{name}\]\]?)"
             assert re.search(pattern, text, re.MULTILINE), f"{model.__name__}.{name} is not documented"
-    for section in ("[sync]", "[dedup]", "[sla]", "[[rules]]", "[replies]", "[templates]", "[[accounts]]"):
+    for section in ("[sync]", "[dedup]", "[sla]", "[[rules]]", "[replies]", "[templates]", "[webhooks]", "[[accounts]]"):
         assert re.search(rf"^#?\s*{re.escape(section)}", text, re.MULTILINE), section
     from inbox.templates import fields
 

@@ -21,8 +21,9 @@ def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
     proc = _run("demo", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    for step in ("1. sync", "2. the inbox", "3. claim", "4. reply", "5. sync again", "next"):
+    for step in ("1. sync", "2. the inbox", "3. claim", "4. reply", "5. sync again", "6. real time", "next"):
         assert step in out
+    assert "signed webhook → stored " in out
     assert "→ " in out and " DM " in out and "sent: reply #1" in out
     assert "is matched to reply #1" in out and "is now pending" in out
     assert "inbox sandbox serve" in out
