@@ -1,16 +1,13 @@
 """The stateful randomized test of the whole loop (`loop_machine.LoopMachine`), on both backends.
 
-Every run (locally and in CI) has the short profile: a few examples of a dozen steps per backend.
-The long one, thousands of steps per backend, runs with INBOX_TEST_LOOP_LONG=1 (marked slow): its
-first CI-sized run found a failure that is not yet diagnosed, and a gate that fails at random on a
-known open defect would block every other change. A failure is kept in
-Hypothesis's example database (`.hypothesis/`) and replayed first on the next run; the steps it
-prints are what a regression test below replays.
+Every run has the short profile: a few examples of a dozen steps per backend. The long one,
+thousands of steps per backend, is marked slow: CI runs it (with the ci Hypothesis profile for its
+full size), and so does `INBOX_TEST_SLOW=1` locally. A failure is kept in Hypothesis's example
+database (`.hypothesis/`) and replayed first on the next run; the steps it prints are what a
+regression test below replays.
 """
 
 from __future__ import annotations
-
-import os
 
 import pytest
 from hypothesis import settings
@@ -20,7 +17,6 @@ from conftest import PG_URL
 from loop_machine import LoopMachine
 
 PROFILE = settings()  # the loaded profile (tests/conftest.py): dev locally, ci in CI
-LONG = os.environ.get("INBOX_TEST_LOOP_LONG") == "1"
 
 
 class SQLiteLoop(LoopMachine):
@@ -46,14 +42,12 @@ def test_loop_short_postgres(pg_url: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
-@pytest.mark.skipif(not LONG, reason="the long run: set INBOX_TEST_LOOP_LONG=1 (with the ci Hypothesis profile for its full size)")
 def test_loop_long_sqlite() -> None:
     _run(SQLiteLoop, examples=PROFILE.max_examples // 2, steps=25)  # ci: 100 examples, 2,500 steps (about 10 min)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
-@pytest.mark.skipif(not LONG, reason="the long run: set INBOX_TEST_LOOP_LONG=1 (with the ci Hypothesis profile for its full size)")
 def test_loop_long_postgres(pg_url: str) -> None:
     _run(PostgresLoop, examples=PROFILE.max_examples // 4, steps=25)  # ci: 50 examples, 1,250 steps (about 10 min)
 
