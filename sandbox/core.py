@@ -356,6 +356,12 @@ class Sandbox:
             spent = {graph.business_object(self._meta(name))[0]: n for name, n in (used or {}).items()}
             self.usage.set_budget(calls, window_seconds, spent)
 
+    def cut_nested(self, cap: int | None) -> None:
+        """Serve at most `cap` messages in each nested `messages` edge of a conversation listing, as
+        Graph may cut a page short of its limit (the edge's `paging.next` reads on); None: as asked."""
+        with self.state.lock:
+            self.state.nested_cap = cap
+
     def clear_faults(self) -> None:
         self.faults.clear()
 
