@@ -14,6 +14,12 @@
   (`connectors.budget`); the pass stops there. Each page's cursor also says where an unfinished pass
   goes on (`resume: {token, top}`), so the next pass reads on from the pagination token instead of
   spending its 15 lookups on pages already stored, then reads what is newer than `top`.
+- Cost: pay-per-use bills every event a lookup returns, so `max_results` is sized to what is likely
+  new: the first lookup asks for as many as the last pass found new (`fresh` in the cursor; at least
+  `MIN_PAGE`, so a quiet account's poll reads two events), and each page that is all new makes the
+  next one `GROWTH` times larger, up to `page_size`. A first sync and the rest of an unfinished pass
+  read full pages. The cursor also counts today's lookups and events read (`usage`,
+  `connectors.x_usage`), for `inbox accounts` and `sync --json`.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ from connectors.errors import (
 )
 from connectors.http import HttpSession, RetryPolicy, decode_json
 from connectors.redact import redact, register_secret, scrub
+from connectors.x_usage import DayUsage, utc_day
 from connectors.x_parse import (
     MESSAGE_CREATE,
     ParseError,
@@ -72,6 +79,8 @@ DM_EVENT_FIELDS = ["id", "text", "event_type", "created_at", "dm_conversation_id
 EXPANSIONS = ["sender_id", "attachments.media_keys", "participant_ids"]
 USER_FIELDS = ["username", "name"]
 MEDIA_FIELDS = ["url", "type", "preview_image_url", "media_key"]
+MIN_PAGE = 2  # max_results of a quiet account's poll: the newest stored event and one more
+GROWTH = 4  # each page that is all new asks for this many times more (up to the page size)
 
 # tweepy logs request headers (with the bearer token) at DEBUG; keep it quieter unless asked.
 _tweepy_log = logging.getLogger("tweepy.client")
@@ -111,6 +120,8 @@ class XConnector:
         self.client.session = self.session
         self.rate: RateInfo | None = None
         self.budget = CallBudget(spec.name, interval=spec.min_interval, sleep=self.session.sleep)
+        self.usage = DayUsage(utc_day(datetime.now(timezone.utc)))  # of the current pass (`fetch`)
+        self.fresh = 0  # new events the current pass has found
 
     # --- calls --------------------------------------------------------------------------------
     def _call(self, fn: Callable[..., Any], *, sending: bool = False, **kwargs: Any) -> Any:
@@ -159,32 +170,41 @@ class XConnector:
     def fetch(self, cursor: Cursor | None, known: KnownIds) -> Iterator[Page]:
         old_cursor = dict(cursor) if cursor else None
         newest = _cursor_id(old_cursor)
+        self.usage = DayUsage.load((old_cursor or {}).get("usage"), utc_day(datetime.now(timezone.utc)))
+        self.fresh = 0
+        cap = max(1, min(100, self.spec.page_size))
         resume = (old_cursor or {}).get("resume")
         if isinstance(resume, Mapping) and isinstance(resume.get("token"), str) and resume["token"]:
             # An unfinished pass stored everything from `top` down to where `token` continues: read
             # on from there to the cursor first, then the events newer than `top` from the top.
+            # Below the token everything down to the cursor is new: full pages.
             try:
-                newest = yield from self._walk(known, newest=newest, token=resume["token"], top=_snowflake(resume.get("top")), last=False)
+                newest = yield from self._walk(known, newest=newest, token=resume["token"], top=_snowflake(resume.get("top")),
+                                               last=False, size=cap)
             except PermanentError as exc:
                 log.warning("%s: could not resume the unfinished pass (%s); reading from the newest event again", self.spec.name, exc)
-        yield from self._walk(known, newest=newest, token=None, top=None, last=True)
+        first = cap if newest is None else first_page_size(_hint(old_cursor), cap)
+        yield from self._walk(known, newest=newest, token=None, top=None, last=True, size=first)
 
-    def _walk(self, known: KnownIds, *, newest: int | None, token: str | None, top: int | None, last: bool) -> Generator[Page, None, int | None]:
+    def _walk(self, known: KnownIds, *, newest: int | None, token: str | None, top: int | None, last: bool,
+              size: int) -> Generator[Page, None, int | None]:
         """Events newest-first from `token` (None: the newest) down to `newest`, one `Page` per lookup.
 
         Until the walk reaches `newest`, each page's cursor keeps `newest_id` and says where to resume
         (`resume: {token, top}`): everything from `top` down to that page is stored. The page that
         reaches it carries the new `newest_id`, which is also returned. `last`: that page ends the pass.
+        `size`: the first lookup's `max_results`; each page that is all new makes the next one larger.
         """
         best = max((i for i in (newest, top) if i is not None), default=None)
         used: set[str] = set()
-        size = max(1, min(100, self.spec.page_size))
+        cap = max(1, min(100, self.spec.page_size))
         while True:
             body = self._lookup(max_results=size, pagination_token=token)
             try:
                 items = event_items(body)
             except ParseError as exc:
                 raise MalformedResponseError(f"GET /2/dm_events: {exc}", account=self.spec.name) from None
+            self.usage = self.usage.after_lookup([_item_snowflake(item) for item in items])
             includes = parse_includes(body)
             messages: list[InboundMessage] = []
             quarantined: list[QuarantinedItem] = []
@@ -205,6 +225,7 @@ class XConnector:
                     best = event.snowflake
                 is_old = newest is not None and event.snowflake <= newest
                 reached = reached or is_old
+                self.fresh += 0 if is_old else 1
                 if event.event_type in NOT_MESSAGES:
                     continue  # joins and leaves are not messages
                 if event.event_type != MESSAGE_CREATE:
@@ -231,13 +252,14 @@ class XConnector:
             messages.sort(key=lambda m: (m.sent_at, int(m.external_id)))
             yield Page(
                 messages=tuple(messages),
-                cursor=_x_cursor(best if done else newest, None if done else (token, best)),
+                cursor=_x_cursor(best if done else newest, None if done else (token, best), usage=self.usage, fresh=self.fresh),
                 quarantined=tuple(quarantined),
                 rate=self.rate,
                 final=done and last,
             )
             if done:
                 return best
+            size = min(cap, size * GROWTH)  # a page of nothing but new events: more are likely
 
     def _quarantine(self, reason: str, raw: Any, *, external_id: str | None = None, thread_id: str | None = None) -> QuarantinedItem:
         log.warning("%s: quarantined DM event: %s", self.spec.name, reason)
@@ -288,13 +310,39 @@ class XConnector:
         self.session.close()
 
 
-def _x_cursor(newest: int | None, resume: tuple[str | None, int | None] | None) -> dict[str, Any] | None:
-    """`{"newest_id"}`: every event up to it is stored; `resume`: where an unfinished pass goes on."""
+def first_page_size(hint: int | None, cap: int) -> int:
+    """`max_results` of a pass's first lookup: about as many events as the last pass found new (an
+    account quiet since then reads `MIN_PAGE`: the newest stored event and one more). Every event
+    read is billed, and re-reading stored ones buys nothing."""
+    return max(1, min(cap, max(MIN_PAGE, hint or 0)))
+
+
+def _x_cursor(newest: int | None, resume: tuple[str | None, int | None] | None, *, usage: DayUsage | None = None,
+              fresh: int | None = None) -> dict[str, Any] | None:
+    """`{"newest_id"}`: every event up to it is stored; `resume`: where an unfinished pass goes on;
+    `usage`: what today's lookups read (`connectors.x_usage`); `fresh`: new events the pass found so
+    far (the next pass's first lookup is sized by it)."""
     out: dict[str, Any] = {} if newest is None else {"newest_id": str(newest)}
     if resume is not None and resume[0]:
         token, top = resume
         out["resume"] = {"token": token} if top is None else {"token": token, "top": str(top)}
+    if out and fresh is not None:
+        out["fresh"] = fresh
+    if out and usage is not None:
+        out["usage"] = usage.as_json()
     return out or None
+
+
+def _hint(cursor: Cursor | None) -> int | None:
+    value = (cursor or {}).get("fresh")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _item_snowflake(item: Any) -> int | None:
+    value = item.get("id") if isinstance(item, Mapping) else None
+    if isinstance(value, str) and value.isdigit() and len(value) <= 20:
+        return int(value)
+    return None
 
 
 def _snowflake(value: Any) -> int | None:

@@ -356,6 +356,11 @@ class Sandbox:
             spent = {graph.business_object(self._meta(name))[0]: n for name, n in (used or {}).items()}
             self.usage.set_budget(calls, window_seconds, spent)
 
+    def x_events_served(self, account_name: str) -> int:
+        """DM events the X account's lookups have answered so far (each is billed on pay-per-use)."""
+        with self.state.lock:
+            return self.state.x[account_name].served
+
     def cut_nested(self, cap: int | None) -> None:
         """Serve at most `cap` messages in each nested `messages` edge of a conversation listing, as
         Graph may cut a page short of its limit (the edge's `paging.next` reads on); None: as asked."""

@@ -167,6 +167,7 @@ class XAccount:
         self.by_conv: dict[str, list[int]] = {}
         self.users: dict[str, Person] = {me.id: me}
         self.sent: list[dict[str, Any]] = []
+        self.served = 0  # DM events answered by lookups: what pay-per-use bills ("DM Event: Read")
 
 
 def b64(raw: bytes) -> str:
