@@ -183,8 +183,11 @@ class XConnector:
                                                last=False, size=cap)
             except PermanentError as exc:
                 log.warning("%s: could not resume the unfinished pass (%s); reading from the newest event again", self.spec.name, exc)
-        first = cap if newest is None else first_page_size(_hint(old_cursor), cap)
-        yield from self._walk(known, newest=newest, token=None, top=None, last=True, size=first)
+        if newest is None:
+            yield from self._walk(known, newest=None, token=None, top=None, last=True, size=cap)
+            return
+        self.fresh = 0  # a backlog read on above is no sign of how busy the account is
+        yield from self._walk(known, newest=newest, token=None, top=None, last=True, size=first_page_size(_hint(old_cursor), cap))
 
     def _walk(self, known: KnownIds, *, newest: int | None, token: str | None, top: int | None, last: bool,
               size: int) -> Generator[Page, None, int | None]:
@@ -225,7 +228,7 @@ class XConnector:
                     best = event.snowflake
                 is_old = newest is not None and event.snowflake <= newest
                 reached = reached or is_old
-                self.fresh += 0 if is_old else 1
+                self.fresh += 0 if is_old or newest is None else 1  # a first sync's backlog is not traffic
                 if event.event_type in NOT_MESSAGES:
                     continue  # joins and leaves are not messages
                 if event.event_type != MESSAGE_CREATE:
