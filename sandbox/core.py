@@ -360,10 +360,12 @@ class Sandbox:
             spent = {graph.business_object(self._meta(name))[0]: n for name, n in (used or {}).items()}
             self.usage.set_budget(calls, window_seconds, spent)
 
-    def x_events_served(self, account_name: str) -> int:
-        """DM events the X account's lookups have answered so far (each is billed on pay-per-use)."""
+    def x_events_served(self, account_name: str, *, distinct: bool = False) -> int:
+        """DM events the X account's lookups have answered so far (each is billed on pay-per-use);
+        `distinct`: each event once (X bills a re-read on the same UTC day only once)."""
         with self.state.lock:
-            return self.state.x[account_name].served
+            acc = self.state.x[account_name]
+            return len(acc.served_ids) if distinct else acc.served
 
     def cut_nested(self, cap: int | None) -> None:
         """Serve at most `cap` messages in each nested `messages` edge of a conversation listing, as

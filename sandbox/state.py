@@ -168,6 +168,7 @@ class XAccount:
         self.users: dict[str, Person] = {me.id: me}
         self.sent: list[dict[str, Any]] = []
         self.served = 0  # DM events answered by lookups: what pay-per-use bills ("DM Event: Read")
+        self.served_ids: set[int] = set()  # which ones (X bills an event once per UTC day)
 
 
 def b64(raw: bytes) -> str:

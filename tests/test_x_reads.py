@@ -42,29 +42,54 @@ def test_pages_grow_while_all_new_and_the_next_poll_asks_for_about_as_many(engin
     settings = sandbox_settings(sandbox, db_url)
     factory = fast_factory(settings)
     _sync(engine, settings, factory)
+    sandbox.advance(180)  # polls a few minutes apart, as scheduled
     for i in range(30):
         sandbox.inject(X, text=f"Kak, DM ke-{i} belum dibalas", customer=f"Pelanggan {i % 4}")
     served = sandbox.x_events_served(X)
     sandbox.clear_calls()
     res = _sync(engine, settings, factory)
     assert res.counts.new_messages == 30
-    assert _max_results(sandbox) == [2, 8, 25]  # 2 + 8 all new, then a full page (25 here) reaches the stored ones
-    assert sandbox.x_events_served(X) - served == 35
+    assert _max_results(sandbox) == [1, 4, 16, 25]  # 1 + 4 + 16 all new, then a full page (25 here) reaches the stored ones
+    assert sandbox.x_events_served(X) - served == 46
     assert_complete(engine, sandbox, (X,))
 
-    for i in range(5):
-        sandbox.inject(X, text=f"satu lagi {i}", customer="Pelanggan 1")
+    polls = []
+    for new in (5, 0, 0):
+        sandbox.advance(180)
+        for i in range(new):
+            sandbox.inject(X, text=f"satu lagi {i}", customer="Pelanggan 1")
+        sandbox.clear_calls()
+        assert _sync(engine, settings, factory).counts.new_messages == new
+        polls.append(_max_results(sandbox))
+    # As many as the last pass found new (up to a page: 25, then 5). The events dated within a minute
+    # before the previous poll are looked past once more, for late ones below them (the second
+    # lookup of the first two polls, no larger than the first). Then quiet: one event.
+    assert polls == [[25, 25], [5, 5], [1]]
+    assert_complete(engine, sandbox, (X,))
+
+
+def test_an_event_the_feed_shows_late_is_stored_by_the_next_poll(engine, db_url, sandbox):
+    """All-events lags: a customer's DM dated 30 s before our stored newest event shows up after the
+    poll that stored it. The next poll reads on past its cursor for it (one lookup more); the one
+    after is a single quiet lookup again."""
+    settings = sandbox_settings(sandbox, db_url)
+    factory = fast_factory(settings)
+    _sync(engine, settings, factory)
+    sandbox.advance(180)
+    for i in range(3):
+        sandbox.inject(X, text=f"Kak, pesanan {i}?", customer="Pelanggan 2")
+    _sync(engine, settings, factory)
+    late = sandbox.inject(X, text="ini pesan yang telat", customer="Pelanggan 3", at=sandbox.now() - 30)
+    sandbox.advance(180)
     sandbox.clear_calls()
-    served = sandbox.x_events_served(X)
-    assert _sync(engine, settings, factory).counts.new_messages == 5
-    assert _max_results(sandbox) == [25]  # as many as the last pass found new (up to a page): one lookup
-    sandbox.clear_calls()
-    assert _sync(engine, settings, factory).counts.new_messages == 0
-    assert _max_results(sandbox) == [5]
+    assert _sync(engine, settings, factory).counts.new_messages == 1
+    assert len(_max_results(sandbox)) == 2
+    assert_complete(engine, sandbox, (X,))
+    sandbox.advance(180)
     sandbox.clear_calls()
     _sync(engine, settings, factory)
-    assert _max_results(sandbox) == [2]  # quiet again
-    assert_complete(engine, sandbox, (X,))
+    assert _max_results(sandbox) == [1]
+    assert late
 
 
 def test_reads_today_and_their_cost_in_sync_json_and_accounts(tmp_path, sandbox, monkeypatch, capsys):
@@ -102,14 +127,17 @@ def test_reads_today_and_their_cost_in_sync_json_and_accounts(tmp_path, sandbox,
     assert "read today" in table and f"{again['events_read']} ${again['estimated_cost']:.2f}" in table
 
 
-def test_a_usage_record_of_another_day_starts_the_day_at_zero() -> None:
+def test_events_read_again_the_same_day_are_not_billed_twice() -> None:
     from connectors.x_usage import DayUsage
 
-    yesterday = DayUsage("2026-12-01").after_lookup([10, 11, 12])
-    today = DayUsage.load(yesterday.as_json(), "2026-12-02")
-    assert today == DayUsage("2026-12-02")
-    again = DayUsage.load(yesterday.as_json(), "2026-12-01").after_lookup([12, 13, None])
-    assert (again.calls, again.read, again.billed) == (2, 6, 5)  # 12 was read already that day; an unreadable id is billed
+    yesterday = DayUsage("2026-12-01").after_lookup([12, 11, 10])
+    assert DayUsage.load(yesterday.as_json(), "2026-12-02") == DayUsage("2026-12-02")
+    # A walk reads 30..20 in two pages: the second page is below the first, yet never read before.
+    walk = DayUsage.load(yesterday.as_json(), "2026-12-01").new_walk().after_lookup([30, 29]).after_lookup([25, 20, 12])
+    assert (walk.calls, walk.read, walk.billed) == (3, 8, 7)  # 12 was read earlier that day
+    later = DayUsage.load(walk.as_json(), "2026-12-01").new_walk().after_lookup([31, 30, None])
+    assert (later.read, later.billed) == (11, 9)  # 31 is new, 30 was read, an unreadable id is billed
+    assert later.as_json()["spans"] == [["10", "31"]]  # each walk reached what the one before read: one span
 
 
 @pytest.mark.parametrize("value", ["-0.01", "2", "nan", "inf", '"0.01"', "true"])
