@@ -4,8 +4,9 @@ A polling pass (reference C.2-C.4):
 
 1. List conversations newest-first (`fields=id,updated_time,participants,message_count,
    messages.limit(20){...}`, `limit=page_size`): each row carries its thread's readable messages by
-   field expansion, so a pass over changed threads costs one call per listing page. Follow `paging.next` within the pass only (Graph cursors break when an item
-   is deleted, so none is persisted). Listing stops at the first page holding a thread whose
+   field expansion, so a pass over changed threads costs one call per listing page. Follow
+   `paging.next` within the pass only (Graph cursors break when an item is deleted, so none is
+   persisted). Listing stops at the first page holding a thread whose
    `updated_time` is at or below the high-water mark minus the overlap (`spec.overlap_seconds`): Graph
    timestamps have one-second resolution and listings lag, so a thread can surface with an
    `updated_time` just below the mark after the previous pass ended.
