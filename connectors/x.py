@@ -15,10 +15,12 @@
   goes on (`resume: {token, top}`), so the next pass reads on from the pagination token instead of
   spending its 15 lookups on pages already stored, then reads what is newer than `top`.
 - Cost: pay-per-use bills every event a lookup returns, so `max_results` is sized to what is likely
-  new: the first lookup asks for as many as the last pass found new (`fresh` in the cursor; at least
-  `MIN_PAGE`, so a quiet account's poll reads one event), and each page that is all new makes the
-  next one `GROWTH` times larger, up to `page_size`. A first sync and the rest of an unfinished pass
-  read full pages. The cursor also counts today's lookups and events read (`usage`,
+  new: the first lookup asks for as many as the last pass found new, plus the stored events it will
+  look past for late ones, plus one (`fresh` in the cursor; at least `MIN_PAGE`: a quiet account's
+  poll reads five events), and each page that is all new makes the next one `GROWTH` times larger, up to
+  `page_size`. A first sync and the rest of an unfinished pass read full pages. Late events: the
+  all-events feed may show an event after newer ones were read; the poll after one that read events
+  dated within `LATE_SECONDS` of its start reads on past its cursor until it passes them. The cursor also counts today's lookups and events read (`usage`,
   `connectors.x_usage`), for `inbox accounts` and `sync --json`.
 """
 
@@ -80,7 +82,7 @@ DM_EVENT_FIELDS = ["id", "text", "event_type", "created_at", "dm_conversation_id
 EXPANSIONS = ["sender_id", "attachments.media_keys", "participant_ids"]
 USER_FIELDS = ["username", "name"]
 MEDIA_FIELDS = ["url", "type", "preview_image_url", "media_key"]
-MIN_PAGE = 1  # max_results of a quiet account's poll: the newest stored event alone
+MIN_PAGE = 5  # max_results of a quiet account's poll: a handful, so that a few new events take one lookup
 LATE_SECONDS = 60  # the all-events feed may show an event this late (seconds after its time)
 MAX_LATE_PAGES = 3  # pages read past the cursor for late events, at most
 GROWTH = 4  # each page that is all new asks for this many times more (up to the page size)
@@ -125,6 +127,7 @@ class XConnector:
         self.budget = CallBudget(spec.name, interval=spec.min_interval, sleep=self.session.sleep)
         self.usage = DayUsage(utc_day(datetime.now(timezone.utc)))  # of the current pass (`fetch`)
         self.fresh = 0  # new events the current pass has found
+        self.recent = 0  # events it read dated within `LATE_SECONDS` before it began
         self.started = ""  # when the current pass began (platform clock)
         self.polled: str | None = None  # when the last pass that reached its cursor began
 
@@ -176,7 +179,7 @@ class XConnector:
         old_cursor = dict(cursor) if cursor else None
         newest = _cursor_id(old_cursor)
         self.usage = DayUsage.load((old_cursor or {}).get("usage"), utc_day(datetime.now(timezone.utc)))
-        self.fresh = 0
+        self.fresh = self.recent = 0
         self.started = ""  # set from the platform's clock by the first answer
         self.polled = _polled(old_cursor)
         cap = max(1, min(100, self.spec.page_size))
@@ -193,7 +196,7 @@ class XConnector:
         if newest is None:
             yield from self._walk(known, newest=None, token=None, top=None, last=True, size=cap)
             return
-        self.fresh = 0  # a backlog read on above is no sign of how busy the account is
+        self.fresh = self.recent = 0  # a backlog read on above is no sign of how busy the account is
         floor = parse_time(self.polled) - timedelta(seconds=LATE_SECONDS) if self.polled else None
         yield from self._walk(known, newest=newest, token=None, top=None, last=True, size=first_page_size(_hint(old_cursor), cap),
                               floor=floor)
@@ -215,6 +218,7 @@ class XConnector:
         self.usage = self.usage.new_walk()
         met = False  # a page reached `newest`: the cursor moves to `best`, the walk may go on for late events
         late_pages = 0
+        times: list[datetime] = []  # of the events read by this walk
         while True:
             body = self._lookup(max_results=size, pagination_token=token)
             try:
@@ -246,6 +250,7 @@ class XConnector:
                 is_old = newest is not None and event.snowflake <= newest
                 reached = reached or is_old
                 oldest = event.created_at if oldest is None else min(oldest, event.created_at)
+                times.append(event.created_at)
                 fresh += 0 if is_old or newest is None else 1  # a first sync's backlog is not traffic
                 if event.event_type in NOT_MESSAGES:
                     continue  # joins and leaves are not messages
@@ -265,6 +270,10 @@ class XConnector:
                 stored = known([m.external_id for m in older])
                 messages.extend(m for m in older if m.external_id not in stored)
             self.fresh += fresh
+            if self.started:
+                # Read again by the next poll's look past its cursor for late events (see `floor`).
+                edge = parse_time(self.started) - timedelta(seconds=LATE_SECONDS)
+                self.recent = sum(1 for t in times if t > edge)
             token = next_token(body)
             if met:
                 late_pages += 1
@@ -290,7 +299,7 @@ class XConnector:
             yield Page(
                 messages=tuple(messages),
                 cursor=_x_cursor(best if met or done else newest, None if met or done else (token, best), usage=self.usage,
-                                 fresh=self.fresh, polled=self.started if (met or done) and last else self.polled),
+                                 fresh=self.fresh + self.recent, polled=self.started if (met or done) and last else self.polled),
                 quarantined=tuple(quarantined),
                 rate=self.rate,
                 final=done and last,
@@ -350,10 +359,12 @@ class XConnector:
 
 
 def first_page_size(hint: int | None, cap: int) -> int:
-    """`max_results` of a pass's first lookup: about as many events as the last pass found new (an
-    account quiet since then reads `MIN_PAGE`: the newest stored event). Every event
-    read is billed, and re-reading stored ones buys nothing."""
-    return max(1, min(cap, max(MIN_PAGE, hint or 0)))
+    """`max_results` of a pass's first lookup: about as many events as the last pass found new, plus
+    those it read that this pass looks past its cursor at for late ones, plus the newest stored
+    event (`hint` is the first two, `fresh` in the cursor), so that one lookup usually does; at least
+    `MIN_PAGE`, so a few new events on a quiet account take one lookup too. Every event read is billed
+    (once a UTC day), and lookups are few (15 per 15 minutes)."""
+    return max(1, min(cap, max(MIN_PAGE, (hint or 0) + 1)))
 
 
 def _x_cursor(newest: int | None, resume: tuple[str | None, int | None] | None, *, usage: DayUsage | None = None,
