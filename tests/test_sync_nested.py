@@ -117,3 +117,25 @@ def test_a_failing_read_on_after_a_cut_short_nested_read_keeps_nothing_half_and_
     assert res.status == "ok"
     assert_complete(engine, sandbox, (name,))
     assert len(stored_ids(engine, name)) == len(set(stored_ids(engine, name)))
+
+
+@pytest.mark.parametrize("value", [None, "[]", '"x"', '{"paging": {}}', '{"data": {}}'], ids=["missing", "list", "string", "no-data", "data-object"])
+def test_a_listing_row_without_a_usable_nested_edge_reads_its_thread_alone(engine, db_url, sandbox, value):
+    """Graph may leave an expansion out (or a proxy mangle it): that thread is read through its own
+    edge, and nothing is lost."""
+    from inbox.sync import sync_account
+
+    name = "tokoshop-fb"
+    settings = sandbox_settings(sandbox, db_url)
+    acc = settings.account(name)
+    factory = fast_factory(settings)
+    assert sync_account(engine, settings, acc, connector_factory=factory).status == "ok"
+    (tid, other) = _new_messages(sandbox, name, [4, 2])
+    sandbox.fault("poison", account=name, path="/conversations", target=tid, field="messages", value=value)
+    sandbox.clear_calls()
+    res = sync_account(engine, settings, acc, connector_factory=factory)
+    assert res.status == "ok" and res.counts.new_messages == 6
+    assert _gets(sandbox, name) == (1, 1)
+    assert [c.path for c in sandbox.calls if c.path.endswith("/messages")] == [f"/facebook/v23.0/{tid}/messages"]
+    assert_complete(engine, sandbox, (name,), exact=False)
+    assert other
