@@ -25,8 +25,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from connectors.x_usage import DEFAULT_COST_PER_READ as COST  # noqa: E402
+
 X = "tokoshop-x"
-COST = 0.01
 
 
 @dataclass(frozen=True, slots=True)
