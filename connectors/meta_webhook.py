@@ -31,6 +31,11 @@ _NOT_MESSAGES = ("delivery", "read", "reaction", "postback", "referral", "optin"
                  "app_roles", "policy_enforcement", "game_play")
 
 ThreadOf = Callable[[MetaContext, str], str]
+PROVISIONAL = "user:"  # a thread id not known yet: "user:<customer id>", renamed when a poll meets the real one
+
+
+def provisional_thread(customer_id: str) -> str:
+    return PROVISIONAL + customer_id
 
 
 def verify(app_secret: str, body: bytes, header: str | None) -> bool:

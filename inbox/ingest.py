@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from connectors.base import MAX_ID_LENGTH, Direction, Gap, InboundMessage, Page
+from connectors.base import MAX_ID_LENGTH, Channel, Direction, Gap, InboundMessage, Page
+from connectors.meta_webhook import PROVISIONAL, provisional_thread
 from connectors.safejson import clean_text
 from inbox.dedup import (
     R_ECHO,
@@ -85,6 +86,7 @@ _q = Quarantine.__table__
 _ss = SyncState.__table__
 
 ACTOR = "sync"
+_META_CHANNELS = {Channel.FACEBOOK.value, Channel.INSTAGRAM.value}  # whose webhooks may leave a provisional thread
 INGEST_LOCK_KEY = 0x1B0C5_0001  # pg_advisory_xact_lock key of the page ingest
 
 
@@ -497,6 +499,7 @@ class _PageWriter:
         for m in msgs:
             if m.thread_id not in rows:
                 rows[m.thread_id] = (ref.channel, ref.id, m.thread_id, contacts[m.customer.id].id, self.now)
+        self._adopt_provisional_threads(msgs)
         names = ("channel", "account_id", "external_id", "contact_id", "created_at")
         many(
             conn,
@@ -513,6 +516,35 @@ class _PageWriter:
             r.external_id: (r.id, r.contact_id, r.ticket_id)
             for r in self._of_account("conversation?page", _v, columns, "external_id", threads)
         }
+
+    def _adopt_provisional_threads(self, msgs: list[InboundMessage]) -> None:
+        """A Meta webhook whose thread could not be looked up stored its message on a provisional
+        thread (`user:<customer id>`). The first page that names the customer's real thread renames
+        it, so the customer's messages, and their ticket, stay one conversation."""
+        if self.ref.channel not in _META_CHANNELS:
+            return
+        real = {m.customer.id: m.thread_id for m in msgs if m.direction is Direction.IN and not m.thread_id.startswith(PROVISIONAL)}
+        if not real:
+            return
+        columns = (_v.c.id, _v.c.external_id)
+        provisional = {r.external_id: r.id for r in self._of_account("conversation?provisional", _v, columns, "external_id",
+                                                                       sorted(provisional_thread(c) for c in real))}
+        if not provisional:
+            return
+        known = {r.external_id for r in self._of_account("conversation?known", _v, columns, "external_id", sorted(set(real.values())))}
+        renames = []
+        for customer, thread in real.items():
+            conv_id = provisional.get(provisional_thread(customer))
+            if conv_id is not None and thread not in known:
+                renames.append((thread, conv_id))
+                known.add(thread)
+        many(
+            self.conn,
+            "conversation~adopt",
+            lambda: sa.update(_v).where(_v.c.id == sa.bindparam("b_id")).values(external_id=sa.bindparam("b_thread", type_=sa.String())),
+            ("b_thread", "b_id"),
+            renames,
+        )
 
     # ── tickets ────────────────────────────────────────────────────────────────────────────
 

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from connectors.base import Channel
 from connectors.meta_parse import MetaContext
+from connectors.meta_webhook import PROVISIONAL, provisional_thread
 from inbox.errors import ConfigError, describe
 from inbox.ingest import AccountRef
 from inbox.tables import contact as _c
@@ -63,7 +64,7 @@ class MetaThreads:
                 self.failing_until[account] = time.monotonic() + LOOKUP_BACKOFF
                 log.warning("webhook: conversation lookup for an %s customer failed (%s); provisional threads for %d s",
                             ctx.channel.value, describe(exc), LOOKUP_BACKOFF)
-        thread = found or f"user:{customer_id}"
+        thread = found or provisional_thread(customer_id)
         if found:
             if len(self.cache) >= CACHE_SIZE:
                 self.cache.clear()  # a long-running server meets many customers; the store remembers them
@@ -96,7 +97,7 @@ class MetaThreads:
             sa.select(_c.c.platform_user_id, _v.c.external_id)
             .select_from(_v.join(_c, _c.c.id == _v.c.contact_id))
             .where(_v.c.account_id == ref.id, _c.c.account_id == ref.id, _c.c.platform_user_id.in_(customer_ids),
-                   ~_v.c.external_id.startswith("user:"))
+                   ~_v.c.external_id.startswith(PROVISIONAL))
             .order_by(_v.c.last_message_at.asc().nulls_first(), _v.c.id.asc())
         )
         with self.engine.connect() as conn:

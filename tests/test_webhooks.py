@@ -456,6 +456,41 @@ def test_meta_threads_come_from_the_store_then_the_platform_then_are_provisional
     assert conversation_of(engine, "m_e") == "user:6003" and asked == []
 
 
+def test_a_provisional_thread_becomes_the_real_one_when_a_poll_names_it(engine, db_url) -> None:
+    """The webhook's message waited on `user:<customer>`; the poll's page of the real thread renames
+    it: one conversation, one ticket, the webhook's message stored once."""
+    from datetime import datetime, timezone
+
+    from connectors.base import Channel, Direction, InboundMessage, MessageKind, Page, Participant
+    from inbox import intake
+    from inbox.ingest import ingest_page
+    from inbox.tables import conversation as v
+    from inbox.tables import message as m
+
+    settings = plain_settings(db_url)
+
+    def away(ctx: Any, customer: str) -> str | None:
+        raise ConnectionError("platform away")
+
+    processor = intake.Processor.build(engine, settings, lookup=away)
+    intake.store(engine, "meta", hello(mid="m_first", sender="7001"), "application/json")
+    processor.process_pending()
+    assert conversation_of(engine, "m_first") == "user:7001"
+
+    customer, ref = Participant("7001"), processor.refs[("facebook", PAGE_ID)]
+    at = datetime(2025, 12, 2, 2, tzinfo=timezone.utc)
+    polled = [InboundMessage(Channel.FACEBOOK, PAGE_ID, mid, "t_real_7001", Direction.IN, customer, customer, text, MessageKind.TEXT, at)
+              for mid, text in (("m_first", "Halo kak, pesanan INV/20261202/MPL/123456 belum sampai"), ("m_next", "kak tolong dicek ya"))]
+    got = ingest_page(engine, ref, Page(tuple(polled), None), settings)
+    assert (got.new_messages, got.new_tickets) == (1, 0)
+    assert conversation_of(engine, "m_first") == conversation_of(engine, "m_next") == "t_real_7001"
+    with engine.connect() as conn:
+        threads = list(conn.execute(sa.select(v.c.external_id).where(v.c.account_id == ref.id)).scalars())
+        tickets = set(conn.execute(sa.select(m.c.ticket_id).where(m.c.external_id.in_(["m_first", "m_next"]))).scalars())
+    assert threads == ["t_real_7001"] and len(tickets) == 1 and None not in tickets
+    stored_once(engine, ["m_first", "m_next"])
+
+
 def test_inbox_accounts_shows_missed_and_undelivered_counts(tmp_path, monkeypatch, capsys) -> None:
     import cli
     from inbox import intake
