@@ -434,13 +434,17 @@ class _PageWriter:
         rows = select(
             conn,
             "message?strays",
-            lambda: sa.select(_m.c.id, _m.c.conversation_id, _m.c.sent_at).where(
-                in_values(conn, _m.c.conversation_id, "convs"), _m.c.ticket_id.is_(None), _m.c.direction == Direction.OUT.value
+            # ticket_id is tested here, not in SQL: there SQLite would walk the ticket index over
+            # every message without a ticket in the store, instead of these threads' messages.
+            lambda: sa.select(_m.c.id, _m.c.conversation_id, _m.c.sent_at, _m.c.ticket_id).where(
+                in_values(conn, _m.c.conversation_id, "convs"), _m.c.direction == Direction.OUT.value
             ),
             convs=sorted(ticketed),
         )
         out = []
         for row in rows:
+            if row.ticket_id is not None:
+                continue
             key = ticketed[row.conversation_id]
             dd.add_outbound(dd.tickets[key], row.sent_at, adopted=True)
             out.append((row.id, key))
