@@ -454,7 +454,11 @@ def sandbox_serve(
                 out.write(f"export {key}={shlex.quote(value)}\n")
             out.write("\nCtrl-C stops the sandbox.\n")
             out.flush()
-        threading.Event().wait()
+        # Woken twice a second: Ctrl-C is handled in this thread, and a signal the kernel gave
+        # to a server thread is only seen when this one runs again.
+        stop = threading.Event()
+        while not stop.wait(0.5):
+            pass
     except KeyboardInterrupt:
         sys.stderr.write("sandbox stopped\n")
     finally:

@@ -201,7 +201,7 @@ def test_demo_never_overwrites_a_users_config_and_its_next_steps_work_as_printed
 
 def test_sandbox_serve_prints_the_one_config_line_discovery_needs(tmp_path: Path) -> None:
     """Paste the printed export lines, then plain `inbox sync` / `inbox list` (no -c) use the sandbox."""
-    import signal
+    from waiting import interrupt
 
     workdir = tmp_path / "elsewhere"
     workdir.mkdir()
@@ -218,8 +218,7 @@ def test_sandbox_serve_prints_the_one_config_line_discovery_needs(tmp_path: Path
         script = "\n".join([*exports, f"{shlex.quote(INBOX)} sync --json >/dev/null", f"{shlex.quote(INBOX)} list --json"])
         res = subprocess.run(["sh", "-c", script], cwd=workdir, env=_env(home=workdir), capture_output=True, text=True, timeout=120)
     finally:
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=120)  # against a hang only
+        interrupt(proc)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["tickets"]
     assert (tmp_path / "inbox-sandbox.db").exists() and not list(workdir.iterdir())  # the database beside its config

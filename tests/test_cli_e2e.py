@@ -590,6 +590,24 @@ def test_reply_from_template_and_editor(e2e: Env) -> None:
     assert p.returncode == 2 and "thanks" in p.stderr
 
 
+def _shell_blocks(markdown: str) -> list[str]:
+    """The bodies of the fenced blocks marked sh, bash or console (or unmarked), fence by fence."""
+    blocks: list[str] = []
+    lang: str | None = None
+    body: list[str] = []
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            if lang is None:
+                lang, body = line[3:].strip() or "sh", []
+            else:
+                if lang in ("sh", "bash", "console"):
+                    blocks.append("\n".join(body))
+                lang = None
+        elif lang is not None:
+            body.append(line)
+    return blocks
+
+
 def test_readme_commands_exist() -> None:
     """Every `inbox ...` command line in the README names a real command and real options."""
     import shlex
@@ -600,7 +618,7 @@ def test_readme_commands_exist() -> None:
 
     root = get_command(cli.app)
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"```(?:sh|bash|console)?\n(.*?)```", readme, flags=re.S)
+    blocks = _shell_blocks(readme)
     checked = 0
     for block in blocks:
         for raw in block.splitlines():

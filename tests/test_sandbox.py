@@ -694,7 +694,7 @@ def test_config_and_env_load_as_inbox_settings(sandbox: Sandbox, tmp_path) -> No
 
 
 def test_cli_serve_writes_config_and_stops_on_ctrl_c(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    import signal
+    from waiting import interrupt
     import subprocess
     import sys
 
@@ -715,8 +715,7 @@ def test_cli_serve_writes_config_and_stops_on_ctrl_c(tmp_path) -> None:  # type:
         assert resp.status_code == 200
         assert f'base_url = "{base}/x"' in config.read_text()
     finally:
-        proc.send_signal(signal.SIGINT)
-        rest, err = proc.communicate(timeout=120)  # against a hang only
+        rest, err = interrupt(proc)
     out = first + rest
     assert proc.returncode == 0, err
     assert "export INBOX_SANDBOX_FB_TOKEN=" in out and str(config) in out and "sandbox stopped" in err

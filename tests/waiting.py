@@ -7,6 +7,8 @@ names the test that hung.
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,3 +32,15 @@ def exited(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except (OSError, IndexError):
         return True
+
+
+def interrupt(proc: subprocess.Popen[str], *, hang: float = 120) -> tuple[str, str]:
+    """Ctrl-C a foreground command and collect its output. `hang` only tells a hang (killed, its
+    output in the failure) from a slow stop: it is no speed check."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.communicate(timeout=hang)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"still running {hang:g} s after SIGINT; stdout: {out[-2000:]!r} stderr: {err[-4000:]!r}") from None
