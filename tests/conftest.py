@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Iterator
 
@@ -19,6 +20,11 @@ RUN_SLOW = IN_CI or os.environ.get("INBOX_TEST_SLOW") == "1"
 def pytest_configure(config: pytest.Config) -> None:
     if not RUN_SLOW and not config.option.markexpr:
         config.option.markexpr = "not slow"
+    # A suite started in the background of a script (`./run test &`, nohup) inherits SIGINT
+    # ignored, and so would every command a test starts: its Ctrl-C tests would wait forever.
+    # A handler (not "ignored") is what children get back as the default at exec.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
