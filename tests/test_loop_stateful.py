@@ -67,9 +67,11 @@ def test_two_agents_on_one_ticket_reach_the_customer_once(same_text: bool) -> No
         state.close()
 
 
-# Found by the loop machine: X's walk stopped on the page where it met its cursor.
+@pytest.mark.xfail(reason="X: an event that shows up late behind more than a page of newer ones is never stored "
+                          "(found by the loop machine; see loop_machine.KNOWN_DEFECTS)", strict=False)
 def test_a_late_x_event_behind_a_page_of_newer_ones_is_stored() -> None:
     state = SQLiteLoop()
+    state.known["x_late_beyond_the_stopping_page"] = False
     try:
         state.first_sync()
         state.customer_burst(account="tokoshop-x", n=19, pick=0)
