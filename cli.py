@@ -698,13 +698,6 @@ def _acc_rate(h: Any, now: Any, zone: Any) -> str:
     return "-"
 
 
-def _acc_reads(usage: Any) -> str:
-    """X: events read today (UTC) and their estimated cost; '-' for Meta, whose reads are not billed."""
-    if usage is None:
-        return "-"
-    return f"{usage.events_read} ${usage.estimated_cost:.2f}"
-
-
 @accounts_app.callback()
 def accounts_list(ctx: typer.Context, json_: bool = _SYNC_JSON) -> None:
     """Each account's health: last successful sync, last error, re-auth, rate headroom, gaps, quarantine."""
@@ -743,7 +736,7 @@ def accounts_list(ctx: typer.Context, json_: bool = _SYNC_JSON) -> None:
     zone = st.zone()
     table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 1, 0, 0))
     table.add_column("account", no_wrap=True, min_width=max(len(h.name) for h in rows))
-    for head in ("ch", "health", "last ok", "re-auth", "rate left", "read today", "gaps", "quarantined"):
+    for head in ("ch", "health", "last ok", "re-auth", "rate left", "gaps", "quarantined"):
         table.add_column(head, no_wrap=True, justify="right" if head in ("gaps", "quarantined") else "left")
     notes = []
     for h in rows:
@@ -767,7 +760,7 @@ def accounts_list(ctx: typer.Context, json_: bool = _SYNC_JSON) -> None:
         table.add_row(
             Text(h.name), Text({"instagram": "IG", "facebook": "FB", "x": "X"}.get(h.channel, h.channel)), status,
             Text(_acc_age(now, h.last_success_at)), Text("YES", style="bold red") if h.needs_reauth else Text("no"),
-            Text(_acc_rate(h, now, zone)), Text(_acc_reads(h.reads_today)), Text(str(h.open_gaps), style="yellow" if h.open_gaps else ""),
+            Text(_acc_rate(h, now, zone)), Text(str(h.open_gaps), style="yellow" if h.open_gaps else ""),
             Text(str(h.quarantined), style="yellow" if h.quarantined else ""),
         )
     if deliveries is not None and any(deliveries.values()):

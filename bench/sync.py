@@ -11,13 +11,6 @@ For each size, a fresh child process:
    `requests.Session` per account, the accounts concurrently, reading each body and nothing more.
 
     .venv/bin/python bench/sync.py [--sizes 50000,100000]
-    .venv/bin/python bench/sync.py --shape care-desk [--conversations 500 --per-thread 100 --x-events 100]
-
-`--shape care-desk` replaces the random dataset with a care desk's shape: that many conversations
-on each account, Meta threads of `--per-thread` messages (only the newest 20 readable), X
-conversations of `--x-events` events. It reports, per account: calls, calls per changed thread,
-wall time against the bare crawl of the same GETs, and then the Meta accounts once more with
-Meta's real pacing on (2 calls/s), the wall time of that pass.
 """
 
 from __future__ import annotations
@@ -33,7 +26,6 @@ import time
 import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -41,8 +33,7 @@ sys.path.insert(0, str(ROOT))
 SANDBOX = """
 import json, sys, threading
 from sandbox import Sandbox
-shape = json.loads(sys.argv[3]) if len(sys.argv) > 3 else None
-sb = Sandbox(seed=int(sys.argv[2]), large=int(sys.argv[1]), x_rate_limit=10**9, shape=tuple(shape) if shape else None).start()
+sb = Sandbox(seed=int(sys.argv[2]), large=int(sys.argv[1]), x_rate_limit=10**9).start()
 print(json.dumps({"base_url": sb.base_url, "env": sb.env(), "config": sb.config_toml(database="sqlite:///unused.db"),
                   "tokens": {n: a.token for n, a in sb.accounts.items()}}), flush=True)
 threading.Event().wait()
@@ -126,15 +117,14 @@ def cpu_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def child(size: int, seed: int, shape: list[int] | None = None, paced: bool = False) -> dict[str, object]:
+def child(size: int, seed: int) -> dict[str, object]:
     import requests
 
     from inbox.config import parse_settings
     from inbox.db import open_store
     from inbox.sync import make_connector, sync_all
 
-    argv = [sys.executable, "-c", SANDBOX, str(size), str(seed)] + ([json.dumps(shape)] if shape else [])
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", SANDBOX, str(size), str(seed)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         info = json.loads(proc.stdout.readline())
         os.environ.update(info["env"])
@@ -146,19 +136,14 @@ def child(size: int, seed: int, shape: list[int] | None = None, paced: bool = Fa
             engine = open_store(settings.database_url())
 
             def factory(acc):  # type: ignore[no-untyped-def]
-                # What `inbox sync` uses, pacing off; `paced`: Meta's 2 calls/s on (X has none).
-                interval = 0.5 if paced and acc.channel.value != "x" else 0.0
-                return make_connector(settings, acc, min_interval=interval)
+                return make_connector(settings, acc, min_interval=0.0)  # what `inbox sync` uses, pacing off
 
-            threads = {n: len(requests.get(f"{base}/_sandbox/threads", params={"account": n}, timeout=30).json())
-                       for n in ("tokoshop-fb", "tokoshop-ig")}
-            chosen = ["tokoshop-fb", "tokoshop-ig"] if paced else None
             requests.post(f"{base}/_sandbox/clear_calls", json={}, timeout=10)
             rss_before = rss_mb()
             c0, s0 = cpu_self(), cpu_of(proc.pid)
             with MemoryWatch(exclude=proc.pid) as memory:
                 t0 = time.perf_counter()
-                results = sync_all(engine, settings, accounts=chosen, connector_factory=factory)
+                results = sync_all(engine, settings, connector_factory=factory)
                 sync_s = time.perf_counter() - t0
             sync_cpu, sync_sandbox_cpu = cpu_self() - c0, cpu_of(proc.pid) - s0
             rss_after_sync = rss_mb()
@@ -174,19 +159,15 @@ def child(size: int, seed: int, shape: list[int] | None = None, paced: bool = Fa
                     per_account.setdefault(c.get("account") or "?", []).append((c["path"], c.get("query") or {}))
             tokens = info["tokens"]
 
-            crawl_seconds: dict[str, float] = {}
-
             def crawl(item: tuple[str, list[tuple[str, dict[str, str]]]]) -> int:
                 account, reqs = item
                 token = tokens.get(account) or next(iter(tokens.values()))
                 session = requests.Session()
                 session.headers["Authorization"] = f"Bearer {token}"
                 n = 0
-                started = time.perf_counter()
                 for path, query in reqs:
                     resp = session.get(base + path, params=query, timeout=30)
                     n += len(resp.content)
-                crawl_seconds[account] = time.perf_counter() - started
                 session.close()
                 return n
 
@@ -219,76 +200,27 @@ def child(size: int, seed: int, shape: list[int] | None = None, paced: bool = Fa
         "pss_peak_mb": round(memory.peak_mb, 1),  # this process and its worker processes together
         "rss_sum_peak_mb": round(memory.peak_rss_sum_mb, 1),  # the same, shared pages counted in every process
         "worker_processes": memory.workers,
-        "per_account": {
-            r.account: {
-                "pages": r.pages, "new": r.counts.new_messages, "seconds": round(r.seconds, 2),
-                "calls": len(per_account.get(r.account, [])),
-                "threads": threads.get(r.account),  # Meta: every thread is a changed one on a first sync
-                "crawl_seconds": round(crawl_seconds.get(r.account, 0.0), 2),
-            }
-            for r in results
-        },
+        "per_account": {r.account: {"pages": r.pages, "new": r.counts.new_messages, "seconds": round(r.seconds, 2)} for r in results},
     }
-
-
-def run_child(size: int, seed: int, shape: list[int] | None = None, paced: bool = False) -> dict[str, Any]:
-    argv = [sys.executable, __file__, "--child", str(size), "--seed", str(seed)]
-    if shape:
-        argv += ["--child-shape", json.dumps(shape)]
-    if paced:
-        argv.append("--child-paced")
-    out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        sys.stderr.write(out.stderr)
-        raise SystemExit(f"child for size {size} {shape or ''} failed")
-    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
-
-
-def care_desk(shape: list[int], seed: int) -> None:
-    conversations, per_thread, x_events = shape
-    row = run_child(0, seed, shape)
-    print(f"care desk: {conversations} conversations per account, Meta threads of {per_thread} (20 readable), "
-          f"X conversations of {x_events} events")
-    print(f"  {row['stored']:,} stored via {row['requests']:,} requests ({row['body_mb']} MB); sync {row['sync_s']}s vs bare crawl "
-          f"{row['crawl_s']}s -> wall ratio {row['ratio']}x; CPU s (ours + sandbox's) sync {row['sync_cpu_s']} + "
-          f"{row['sync_sandbox_cpu_s']}, crawl {row['crawl_cpu_s']} + {row['crawl_sandbox_cpu_s']} -> CPU ratio "
-          f"{_ratio(row['sync_cpu_s'] + row['sync_sandbox_cpu_s'], row['crawl_cpu_s'] + row['crawl_sandbox_cpu_s'])}x; "
-          f"peak memory {row['pss_peak_mb']} MB")
-    for name, acc in row["per_account"].items():
-        per = f", {acc['calls'] / acc['threads']:.3f} calls per changed thread" if acc.get("threads") else ""
-        print(f"  {name}: {acc['calls']} calls{per}; {acc['new']:,} new; {acc['seconds']}s vs crawl {acc['crawl_seconds']}s "
-              f"-> {_ratio(acc['seconds'], acc['crawl_seconds'])}x")
-    paced = run_child(0, seed, shape, paced=True)
-    for name, acc in paced["per_account"].items():
-        print(f"  {name} paced at Meta's 2 calls/s: {acc['calls']} calls for {acc['threads']} changed threads in {acc['seconds']}s")
-
-
-def _ratio(a: float, b: float) -> str:
-    return f"{a / b:.2f}" if b else "-"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="50000,100000", help="dataset sizes (messages over the three accounts)")
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--shape", choices=("random", "care-desk"), default="random")
-    ap.add_argument("--conversations", type=int, default=500, help="care-desk: conversations per account")
-    ap.add_argument("--per-thread", type=int, default=100, help="care-desk: messages per Meta thread")
-    ap.add_argument("--x-events", type=int, default=100, help="care-desk: events per X conversation")
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--child-shape", help=argparse.SUPPRESS)
-    ap.add_argument("--child-paced", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.child is not None:
-        shape = json.loads(args.child_shape) if args.child_shape else None
-        print(json.dumps(child(args.child, args.seed, shape, paced=args.child_paced)))
-        return
-    if args.shape == "care-desk":
-        care_desk([args.conversations, args.per_thread, args.x_events], args.seed)
+    if args.child:
+        print(json.dumps(child(args.child, args.seed)))
         return
     rows = []
     for size in [int(s) for s in args.sizes.split(",")]:
-        row = run_child(size, args.seed)
+        out = subprocess.run([sys.executable, __file__, "--child", str(size), "--seed", str(args.seed)], cwd=ROOT,
+                             capture_output=True, text=True, check=False)
+        if out.returncode != 0:
+            sys.stderr.write(out.stderr)
+            raise SystemExit(f"child for size {size} failed")
+        row = json.loads(out.stdout.strip().splitlines()[-1])
         rows.append(row)
         print(f"{row['size']:>7,} messages: {row['stored']:,} stored via {row['requests']:,} requests ({row['body_mb']} MB); "
               f"sync {row['sync_s']}s vs bare crawl {row['crawl_s']}s -> ratio {row['ratio']}x (goal <= 1.5x); "

@@ -2,22 +2,17 @@
 
 A polling pass (reference C.2-C.4):
 
-1. List conversations newest-first (`fields=id,updated_time,participants,message_count,
-   messages.limit(20){...}`, `limit=page_size`): each row carries its thread's readable messages by
-   field expansion, so a pass over changed threads costs one call per listing page. Follow
-   `paging.next` within the pass only (Graph cursors break when an item is deleted, so none is
-   persisted). Listing stops at the first page holding a thread whose
+1. List conversations newest-first (`fields=id,updated_time,participants,message_count`,
+   `limit=page_size`), following `paging.next` within the pass only (Graph cursors break when an item
+   is deleted, so none is persisted). Listing stops at the first page holding a thread whose
    `updated_time` is at or below the high-water mark minus the overlap (`spec.overlap_seconds`): Graph
    timestamps have one-second resolution and listings lag, so a thread can surface with an
    `updated_time` just below the mark after the previous pass ended.
 2. A thread above that line is read unless the cursor remembers it with the same `updated_time` and
    `message_count` (threads inside the overlap window are remembered, so a pass with nothing new costs
    exactly one list call).
-3. A changed thread's messages are taken newest-first from its nested edge until a message id the
-   store already knows (asked through `known`, one batch per listing page). Only where the nested
-   read is cut short (its `paging.next` set, no known id reached, fewer than 20 seen) does the thread
-   cost calls of its own: `/{conversation-id}/messages` from that `next`, one batch per page. A row
-   without a usable nested edge is read through `/{conversation-id}/messages` from the start.
+3. A changed thread is read newest-first (`/{conversation-id}/messages`, `limit=20`) until a message id
+   the store already knows (asked through `known`, one batch per page of messages).
 4. Only the 20 newest messages of a thread are readable. When all of them are new, older new ones
    may be lost. A `Gap` is reported when all readable messages are new, the horizon was reached, and
    either Graph says the thread holds more messages than we could read (`message_count`), or -- count
@@ -90,9 +85,6 @@ log = logging.getLogger(__name__)
 HORIZON = 20  # only the 20 newest messages of a thread are readable
 MESSAGE_FIELDS = "id,created_time,from,to,message,attachments,story,shares,sticker,is_unsupported"
 CONVERSATION_FIELDS = "id,updated_time,participants,message_count"
-# The listing carries each thread's readable messages (field expansion), so a changed thread costs
-# no call of its own unless its nested read is cut short.
-LISTING_FIELDS = f"{CONVERSATION_FIELDS},messages.limit({HORIZON}){{{MESSAGE_FIELDS}}}"
 MAX_EMPTY_PAGES = 3  # Graph may send `next` on an empty page; do not walk an endless empty tail
 
 
@@ -190,7 +182,7 @@ class MetaConnector:
         seen: dict[str, list[Any]] = {}
         done: dict[str, list[Any]] = {}  # threads this pass has read and handed back, with their signatures
         url: str = f"{self.node}/conversations"
-        params: dict[str, Any] | None = {"platform": self.platform, "fields": LISTING_FIELDS, "limit": self.spec.page_size}
+        params: dict[str, Any] | None = {"platform": self.platform, "fields": CONVERSATION_FIELDS, "limit": self.spec.page_size}
         visited: set[str] = set()
         empty_pages = 0
         while True:
@@ -204,7 +196,6 @@ class MetaConnector:
                 if not isinstance(body, Mapping) or not isinstance(body.get("data"), list):
                     raise MalformedResponseError(f"GET /{self.node}/conversations: no data list", account=self.spec.name)
                 received = self.client.session.clock()
-                changed: list[tuple[Conversation, list[Any], Mapping[str, Any] | None]] = []
                 for item in body["data"]:
                     try:
                         conv = parse_conversation(item, received=received, skew=self.skew)
@@ -228,11 +219,7 @@ class MetaConnector:
                         # Unchanged since a pass (or an unfinished one) read it. Without a count the
                         # time alone cannot say so (one-second resolution): the thread is read.
                         continue
-                    changed.append((conv, signature, _nested(item)))
-                # One question to the store for the nested messages of every changed thread here.
-                stored = known([i for _c, _s, nested in changed if nested is not None for i in iter_ids(nested["data"])])
-                for conv, signature, nested in changed:
-                    msgs, quar, gap = self._read_thread(conv, known, threshold, nested=nested, stored=stored)
+                    msgs, quar, gap = self._read_thread(conv, known, threshold)
                     messages.extend(msgs)
                     quarantined.extend(quar)
                     if gap is not None:
@@ -288,13 +275,8 @@ class MetaConnector:
         return {"v": 1, "hwm": format_time(hwm), "recent": keep}
 
     def _read_thread(
-        self, conv: Conversation, known: KnownIds, threshold: datetime | None, *,
-        nested: Mapping[str, Any] | None = None, stored: set[str] | None = None,
+        self, conv: Conversation, known: KnownIds, threshold: datetime | None
     ) -> tuple[list[InboundMessage], list[QuarantinedItem], Gap | None]:
-        """The new messages of a changed thread, newest first until a known one: from the listing's
-        nested `messages` edge (`nested`, whose stored ids are in `stored`) when it came, read on
-        through `/{id}/messages` only where that edge is cut short (its `paging.next` set, no known
-        message reached, fewer than the readable 20 seen); without it, read from the edge itself."""
         url: str = f"{conv.id}/messages"
         params: dict[str, Any] | None = {"fields": MESSAGE_FIELDS, "limit": HORIZON}
         messages: list[InboundMessage] = []
@@ -302,24 +284,18 @@ class MetaConnector:
         readable = 0
         hit_known = False
         while True:
-            if nested is not None:
-                body: Any = nested
-                items = list(nested["data"])
-                nested = None
-            else:
-                try:
-                    body = self.client.get(url, params)
-                    items = message_items(body)
-                except PermanentError as exc:
-                    # One unreadable thread (deleted, permission) must not stop the account's sync.
-                    quarantined.append(self._quarantine(f"thread unreadable: {exc}", {"conversation_id": conv.id}, thread_id=conv.id))
-                    return messages, quarantined, None
-                except ParseError as exc:
-                    quarantined.append(self._quarantine(f"thread messages: {exc}", body, thread_id=conv.id))
-                    return messages, quarantined, None
-                ids = iter_ids(items)
-                stored = known(ids) if ids else set()
-            stored = stored if stored is not None else set()
+            try:
+                body = self.client.get(url, params)
+                items = message_items(body)
+            except PermanentError as exc:
+                # One unreadable thread (deleted, permission) must not stop the account's sync.
+                quarantined.append(self._quarantine(f"thread unreadable: {exc}", {"conversation_id": conv.id}, thread_id=conv.id))
+                return messages, quarantined, None
+            except ParseError as exc:
+                quarantined.append(self._quarantine(f"thread messages: {exc}", body, thread_id=conv.id))
+                return messages, quarantined, None
+            ids = iter_ids(items)
+            stored = known(ids) if ids else set()
             received = self.client.session.clock()
             for item in items:
                 readable += 1
@@ -418,15 +394,6 @@ class MetaConnector:
 
     def close(self) -> None:
         self.client.close()
-
-
-def _nested(item: Any) -> Mapping[str, Any] | None:
-    """A listing row's nested `messages` edge when it is usable (a mapping with a `data` list); else
-    None, and the thread is read through its own edge (Graph may leave an expansion out)."""
-    edge = item.get("messages") if isinstance(item, Mapping) else None
-    if isinstance(edge, Mapping) and isinstance(edge.get("data"), list):
-        return edge
-    return None
 
 
 def _cursor_time(cursor: Mapping[str, Any] | None) -> datetime | None:

@@ -14,14 +14,6 @@
   (`connectors.budget`); the pass stops there. Each page's cursor also says where an unfinished pass
   goes on (`resume: {token, top}`), so the next pass reads on from the pagination token instead of
   spending its 15 lookups on pages already stored, then reads what is newer than `top`.
-- Cost: pay-per-use bills every event a lookup returns, so `max_results` is sized to what is likely
-  new: the first lookup asks for as many as the last pass found new, plus the stored events it will
-  look past for late ones, plus one (`fresh` in the cursor; at least `MIN_PAGE`: a quiet account's
-  poll reads five events), and each page that is all new makes the next one `GROWTH` times larger, up to
-  `page_size`. A first sync and the rest of an unfinished pass read full pages. Late events: the
-  all-events feed may show an event after newer ones were read; the poll after one that read events
-  dated within `LATE_SECONDS` of its start reads on past its cursor until it passes them. The cursor also counts today's lookups and events read (`usage`,
-  `connectors.x_usage`), for `inbox accounts` and `sync --json`.
 """
 
 from __future__ import annotations
@@ -60,8 +52,6 @@ from connectors.errors import (
 )
 from connectors.http import HttpSession, RetryPolicy, decode_json
 from connectors.redact import redact, register_secret, scrub
-from connectors.times import format_time, parse_time
-from connectors.x_usage import DayUsage, utc_day
 from connectors.x_parse import (
     MESSAGE_CREATE,
     ParseError,
@@ -82,10 +72,6 @@ DM_EVENT_FIELDS = ["id", "text", "event_type", "created_at", "dm_conversation_id
 EXPANSIONS = ["sender_id", "attachments.media_keys", "participant_ids"]
 USER_FIELDS = ["username", "name"]
 MEDIA_FIELDS = ["url", "type", "preview_image_url", "media_key"]
-MIN_PAGE = 5  # max_results of a quiet account's poll: a handful, so that a few new events take one lookup
-LATE_SECONDS = 60  # the all-events feed may show an event this late (seconds after its time)
-MAX_LATE_PAGES = 3  # pages read past the cursor for late events, at most
-GROWTH = 4  # each page that is all new asks for this many times more (up to the page size)
 
 # tweepy logs request headers (with the bearer token) at DEBUG; keep it quieter unless asked.
 _tweepy_log = logging.getLogger("tweepy.client")
@@ -125,11 +111,6 @@ class XConnector:
         self.client.session = self.session
         self.rate: RateInfo | None = None
         self.budget = CallBudget(spec.name, interval=spec.min_interval, sleep=self.session.sleep)
-        self.usage = DayUsage(utc_day(datetime.now(timezone.utc)))  # of the current pass (`fetch`)
-        self.fresh = 0  # new events the current pass has found
-        self.recent = 0  # events it read dated within `LATE_SECONDS` before it began
-        self.started = ""  # when the current pass began (platform clock)
-        self.polled: str | None = None  # when the last pass that reached its cursor began
 
     # --- calls --------------------------------------------------------------------------------
     def _call(self, fn: Callable[..., Any], *, sending: bool = False, **kwargs: Any) -> Any:
@@ -178,62 +159,37 @@ class XConnector:
     def fetch(self, cursor: Cursor | None, known: KnownIds) -> Iterator[Page]:
         old_cursor = dict(cursor) if cursor else None
         newest = _cursor_id(old_cursor)
-        self.usage = DayUsage.load((old_cursor or {}).get("usage"), utc_day(datetime.now(timezone.utc)))
-        self.fresh = self.recent = 0
-        self.started = ""  # set from the platform's clock by the first answer
-        self.polled = _polled(old_cursor)
-        cap = max(1, min(100, self.spec.page_size))
         resume = (old_cursor or {}).get("resume")
         if isinstance(resume, Mapping) and isinstance(resume.get("token"), str) and resume["token"]:
             # An unfinished pass stored everything from `top` down to where `token` continues: read
             # on from there to the cursor first, then the events newer than `top` from the top.
-            # Below the token everything down to the cursor is new: full pages.
             try:
-                newest = yield from self._walk(known, newest=newest, token=resume["token"], top=_snowflake(resume.get("top")),
-                                               last=False, size=cap)
+                newest = yield from self._walk(known, newest=newest, token=resume["token"], top=_snowflake(resume.get("top")), last=False)
             except PermanentError as exc:
                 log.warning("%s: could not resume the unfinished pass (%s); reading from the newest event again", self.spec.name, exc)
-        if newest is None:
-            yield from self._walk(known, newest=None, token=None, top=None, last=True, size=cap)
-            return
-        self.fresh = self.recent = 0  # a backlog read on above is no sign of how busy the account is
-        floor = parse_time(self.polled) - timedelta(seconds=LATE_SECONDS) if self.polled else None
-        yield from self._walk(known, newest=newest, token=None, top=None, last=True, size=first_page_size(_hint(old_cursor), cap),
-                              floor=floor)
+        yield from self._walk(known, newest=newest, token=None, top=None, last=True)
 
-    def _walk(self, known: KnownIds, *, newest: int | None, token: str | None, top: int | None, last: bool,
-              size: int, floor: datetime | None = None) -> Generator[Page, None, int | None]:
+    def _walk(self, known: KnownIds, *, newest: int | None, token: str | None, top: int | None, last: bool) -> Generator[Page, None, int | None]:
         """Events newest-first from `token` (None: the newest) down to `newest`, one `Page` per lookup.
 
         Until the walk reaches `newest`, each page's cursor keeps `newest_id` and says where to resume
         (`resume: {token, top}`): everything from `top` down to that page is stored. The page that
         reaches it carries the new `newest_id`, which is also returned. `last`: that page ends the pass.
-        `size`: the first lookup's `max_results`; each page that is all new makes the next one larger.
-        `floor`: read on past `newest` while a page holds events newer than this (the previous
-        pass's start less `LATE_SECONDS`), so an event the feed shows late is still met.
         """
         best = max((i for i in (newest, top) if i is not None), default=None)
         used: set[str] = set()
-        cap = max(1, min(100, self.spec.page_size))
-        self.usage = self.usage.new_walk()
-        met = False  # a page reached `newest`: the cursor moves to `best`, the walk may go on for late events
-        late_pages = 0
-        times: list[datetime] = []  # of the events read by this walk
+        size = max(1, min(100, self.spec.page_size))
         while True:
             body = self._lookup(max_results=size, pagination_token=token)
             try:
                 items = event_items(body)
             except ParseError as exc:
                 raise MalformedResponseError(f"GET /2/dm_events: {exc}", account=self.spec.name) from None
-            self.usage = self.usage.after_lookup([_item_snowflake(item) for item in items])
-            self.started = self.started or format_time(self.session.clock())
             includes = parse_includes(body)
             messages: list[InboundMessage] = []
             quarantined: list[QuarantinedItem] = []
             reached = False
             older: list[InboundMessage] = []
-            oldest: datetime | None = None
-            fresh = 0  # events of this page above the cursor
             received = self.session.clock()
             for item in items:
                 try:
@@ -249,9 +205,6 @@ class XConnector:
                     best = event.snowflake
                 is_old = newest is not None and event.snowflake <= newest
                 reached = reached or is_old
-                oldest = event.created_at if oldest is None else min(oldest, event.created_at)
-                times.append(event.created_at)
-                fresh += 0 if is_old or newest is None else 1  # a first sync's backlog is not traffic
                 if event.event_type in NOT_MESSAGES:
                     continue  # joins and leaves are not messages
                 if event.event_type != MESSAGE_CREATE:
@@ -269,45 +222,22 @@ class XConnector:
             if older:  # late arrivals behind the cursor: keep the ones the store lacks
                 stored = known([m.external_id for m in older])
                 messages.extend(m for m in older if m.external_id not in stored)
-            self.fresh += fresh
-            if self.started:
-                # Read again by the next poll's look past its cursor for late events (see `floor`).
-                edge = parse_time(self.started) - timedelta(seconds=LATE_SECONDS)
-                self.recent = sum(1 for t in times if t > edge)
             token = next_token(body)
-            if met:
-                late_pages += 1
-            met = met or reached
-            late = floor is not None and oldest is not None and oldest > floor and late_pages < MAX_LATE_PAGES
-            done = token is None or (met and not late)
-            # A full page of new events with no way on (an answer whose `meta` is unreadable): ask
-            # again from the top for a full page, as a pass without sizing would have read.
-            again = done and not met and newest is not None and size < cap and len(items) >= size
+            done = reached or token is None
             if not done and token in used:
                 raise MalformedResponseError("GET /2/dm_events: pagination token repeats", account=self.spec.name)
             if token:
                 used.add(token)
             messages.sort(key=lambda m: (m.sent_at, int(m.external_id)))
-            if again:
-                yield Page(messages=tuple(messages), cursor=_x_cursor(newest, None, usage=self.usage, fresh=self.fresh, polled=self.polled),
-                           quarantined=tuple(quarantined), rate=self.rate, final=False)
-                token, size = None, cap
-                used.clear()
-                self.fresh -= fresh  # read again next
-                self.usage = self.usage.new_walk()
-                continue
             yield Page(
                 messages=tuple(messages),
-                cursor=_x_cursor(best if met or done else newest, None if met or done else (token, best), usage=self.usage,
-                                 fresh=self.fresh + self.recent, polled=self.started if (met or done) and last else self.polled),
+                cursor=_x_cursor(best if done else newest, None if done else (token, best)),
                 quarantined=tuple(quarantined),
                 rate=self.rate,
                 final=done and last,
             )
             if done:
                 return best
-            if not met:
-                size = min(cap, size * GROWTH)  # a page of nothing but new events: more are likely
 
     def _quarantine(self, reason: str, raw: Any, *, external_id: str | None = None, thread_id: str | None = None) -> QuarantinedItem:
         log.warning("%s: quarantined DM event: %s", self.spec.name, reason)
@@ -358,56 +288,13 @@ class XConnector:
         self.session.close()
 
 
-def first_page_size(hint: int | None, cap: int) -> int:
-    """`max_results` of a pass's first lookup: about as many events as the last pass found new, plus
-    those it read that this pass looks past its cursor at for late ones, plus the newest stored
-    event (`hint` is the first two, `fresh` in the cursor), so that one lookup usually does; at least
-    `MIN_PAGE`, so a few new events on a quiet account take one lookup too. Every event read is billed
-    (once a UTC day), and lookups are few (15 per 15 minutes)."""
-    return max(1, min(cap, max(MIN_PAGE, (hint or 0) + 1)))
-
-
-def _x_cursor(newest: int | None, resume: tuple[str | None, int | None] | None, *, usage: DayUsage | None = None,
-              fresh: int | None = None, polled: str | None = None) -> dict[str, Any] | None:
-    """`{"newest_id"}`: every event up to it is stored; `resume`: where an unfinished pass goes on;
-    `usage`: what today's lookups read (`connectors.x_usage`); `fresh`: new events the pass found so
-    far (the next pass's first lookup is sized by it); `polled`: when the last pass that read down
-    to its cursor began (the next one reads on past the cursor for events newer than that, less
-    `LATE_SECONDS`)."""
+def _x_cursor(newest: int | None, resume: tuple[str | None, int | None] | None) -> dict[str, Any] | None:
+    """`{"newest_id"}`: every event up to it is stored; `resume`: where an unfinished pass goes on."""
     out: dict[str, Any] = {} if newest is None else {"newest_id": str(newest)}
     if resume is not None and resume[0]:
         token, top = resume
         out["resume"] = {"token": token} if top is None else {"token": token, "top": str(top)}
-    if out and fresh is not None:
-        out["fresh"] = fresh
-    if out and usage is not None:
-        out["usage"] = usage.as_json()
-    if out and polled:
-        out["polled"] = polled
     return out or None
-
-
-def _polled(cursor: Cursor | None) -> str | None:
-    value = (cursor or {}).get("polled")
-    if not isinstance(value, str):
-        return None
-    try:
-        parse_time(value)
-    except ValueError:
-        return None
-    return value
-
-
-def _hint(cursor: Cursor | None) -> int | None:
-    value = (cursor or {}).get("fresh")
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
-
-
-def _item_snowflake(item: Any) -> int | None:
-    value = item.get("id") if isinstance(item, Mapping) else None
-    if isinstance(value, str) and value.isdigit() and len(value) <= 20:
-        return int(value)
-    return None
 
 
 def _snowflake(value: Any) -> int | None:

@@ -211,31 +211,6 @@ def config_changed_since(settings: Settings, when: datetime | None) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class ReadUsage:
-    """An X account's lookups today (UTC) and what pay-per-use bills for them, from its cursor."""
-
-    day: str
-    lookups: int
-    events_read: int
-    events_billed: int  # read and not read before today: what X bills
-    estimated_cost: float  # dollars: events_billed x the account's x_cost_per_read
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def read_usage(cursor: Any, per_read: float | None, *, now: datetime | None = None) -> ReadUsage | None:
-    """Today's read usage an X cursor records (zero when it records another day's); None for Meta."""
-    if per_read is None:
-        return None
-    from connectors.x_usage import DayUsage, utc_day
-
-    raw = cursor.get("usage") if isinstance(cursor, dict) else None
-    day = DayUsage.load(raw, utc_day(now or utcnow()))
-    return ReadUsage(day.day, day.calls, day.read, day.billed, day.cost(per_read))
-
-
-@dataclass(frozen=True, slots=True)
 class AccountHealth:
     name: str
     channel: str
@@ -259,7 +234,6 @@ class AccountHealth:
     # Messages sent and found by a poll in the last 24 h that no webhook had delivered first (None:
     # webhooks are not configured for the channel). More than a few: the subscription is broken.
     missed_by_webhooks: int | None = None
-    reads_today: ReadUsage | None = None  # X: events read and their estimated cost today
 
     @property
     def healthy(self) -> bool:
@@ -292,7 +266,6 @@ def health(engine: Engine, settings: Settings, *, now: datetime | None = None) -
         quarantined = dict(
             conn.execute(sa.select(_q.c.account_id, sa.func.count()).where(_q.c.resolved_at.is_(None)).group_by(_q.c.account_id)).all()
         )
-        cursors = dict(conn.execute(sa.select(_ss.c.account_id, _ss.c.cursor).where(_ss.c.account_id.in_(ids))).all()) if ids else {}
         leases = {
             r.account_id: (r.lease_owner, r.lease_expires_at)
             for r in conn.execute(
@@ -349,7 +322,6 @@ def health(engine: Engine, settings: Settings, *, now: datetime | None = None) -
                 syncing=redact(Holder.parse(owner).describe()) if owner else None,
                 lease_expires_at=lease_expires_at,
                 missed_by_webhooks=int(missed.get(ref.id, 0)) if _webhooks_on(settings, acc) else None,
-                reads_today=read_usage(cursors.get(ref.id), acc.resolved_cost_per_read(), now=now),
             )
         )
     return out

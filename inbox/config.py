@@ -120,8 +120,6 @@ class AccountSettings(_Strict):
     # Client-side pacing. Meta allows 2 conversation calls/s per Page or IG account, so that is the
     # default there; X budgets are read from its headers instead. Raise it only for the sandbox.
     calls_per_second: Annotated[float, Field(gt=0, le=1000)] | None = None
-    # X pay-per-use: dollars per DM event read, for the cost estimate in `inbox accounts` and `sync --json`.
-    x_cost_per_read: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False, strict=True)] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -169,8 +167,6 @@ class AccountSettings(_Strict):
             raise ValueError("x 'flavour' must be 'oauth2' or 'oauth1'")
         if self.channel is Channel.FACEBOOK and self.flavour is not None:
             raise ValueError("facebook accounts take no 'flavour'")
-        if self.channel is not Channel.X and self.x_cost_per_read is not None:
-            raise ValueError("'x_cost_per_read' is for x accounts (Meta does not bill reads)")
         for env_key in self.secret_env_keys():
             if not getattr(self, env_key):
                 raise ValueError(f"a {self.channel.value} account needs '{env_key}' (the name of an environment variable)")
@@ -210,14 +206,6 @@ class AccountSettings(_Strict):
         if self.calls_per_second is not None:
             return self.calls_per_second
         return 2.0 if self.channel in (Channel.FACEBOOK, Channel.INSTAGRAM) else None
-
-    def resolved_cost_per_read(self) -> float | None:
-        """Dollars per event read (X only; None for Meta)."""
-        if self.channel is not Channel.X:
-            return None
-        from connectors.x_usage import DEFAULT_COST_PER_READ
-
-        return DEFAULT_COST_PER_READ if self.x_cost_per_read is None else self.x_cost_per_read
 
     def resolved_base_url(self) -> str:
         if self.base_url:

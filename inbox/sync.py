@@ -89,7 +89,6 @@ class AccountSyncResult:
     seconds: float = 0.0
     reconciled: int = 0
     decisions: tuple[MessageDecision, ...] = ()
-    reads_today: accounts_mod.ReadUsage | None = None  # X: today's lookups, events read, estimated cost
 
     @property
     def failed(self) -> bool:
@@ -116,7 +115,6 @@ class AccountSyncResult:
             },
             "reconciled_replies": self.reconciled,
             "seconds": round(self.seconds, 3),
-            "reads_today": None if self.reads_today is None else self.reads_today.as_dict(),
         }
 
 
@@ -396,17 +394,12 @@ def sync_account(
     def result(status: str, **kw: Any) -> AccountSyncResult:
         if kw.get("error"):
             kw["error"] = redact(kw["error"])  # shown by `inbox sync` and its --json, not only logged
-        per_read = account_settings.resolved_cost_per_read()
-        if per_read is not None and "reads_today" not in kw:
-            kw["reads_today"] = accounts_mod.read_usage(last_cursor, per_read)
         res = AccountSyncResult(name, channel, status, started_at=started, seconds=time.monotonic() - clock, **kw)
         if progress is not None:
             progress(SyncProgress(name, res.pages, res.counts, done=True, status=status))
         _log_result(res)
         return res
 
-    # The newest cursor stored: what it says about today's reads goes in the result (X only).
-    last_cursor: Any = read_cursor(engine, ref.id) if account_settings.resolved_cost_per_read() is not None else None
     row = _account_row(engine, ref.id)
     if row.needs_reauth and not accounts_mod.config_changed_since(settings, row.last_error_at):
         return result(NEEDS_REAUTH, error=f"needs re-auth since {row.last_error_at:%Y-%m-%d %H:%M} UTC ({row.last_error}); "
@@ -451,8 +444,6 @@ def sync_account(
                 lease_seconds=settings.sync.lease_seconds,
             )
             prefetch.stored(page)
-            if not dry_run and page.cursor is not None:
-                last_cursor = page.cursor
             pages += len(batch)
             counts = counts + IngestResult(**got.counts())
             if dry_run and len(decisions) < MAX_DECISIONS:

@@ -78,12 +78,6 @@ def _route(sb: Sandbox, method: str, name: str, query: dict[str, str], data: dic
         sb.meta_budget(None if calls is None else int(calls), window_seconds=float(data.get("window_seconds", 3600)),
                        used={str(k): int(v) for k, v in (data.get("used") or {}).items()})
         return 200, {"ok": True}
-    if method == "GET" and name == "x_events_served":
-        return 200, {"served": sb.x_events_served(query["account"])}
-    if method == "POST" and name == "cut_nested":
-        cap = data.get("cap")
-        sb.cut_nested(None if cap is None else int(cap))
-        return 200, {"ok": True}
     if method == "POST" and name == "clear_faults":
         sb.clear_faults()
         return 200, {"ok": True}

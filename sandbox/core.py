@@ -83,8 +83,7 @@ class Sandbox:
     """
 
     def __init__(self, seed: int = 7, large: int = 0, x_rate_limit: int = 15, x_window_seconds: float = 900,
-                 meta_calls_per_second: float | None = None, timeout_sleep: float = 20.0, late_sleep: float | None = None,
-                 shape: tuple[int, int, int] | None = None) -> None:
+                 meta_calls_per_second: float | None = None, timeout_sleep: float = 20.0, late_sleep: float | None = None) -> None:
         self.seed = seed
         self.large = large
         self.timeout_sleep = timeout_sleep
@@ -108,9 +107,6 @@ class Sandbox:
             started = time.perf_counter()
             _large_build(self.state, large, seed)
             log.info("generated %d messages in %.2f s", large, time.perf_counter() - started)
-        if shape is not None:  # (conversations per account, messages per Meta thread, events per X conversation)
-            with self.state.lock:
-                large_data.build_shape(self.state, *shape, seed)
 
     # ── lifecycle ───────────────────────────────────────────────────────────────────────────
     def start(self, host: str = "127.0.0.1", port: int = 0) -> Sandbox:
@@ -410,19 +406,6 @@ class Sandbox:
         with self.state.lock:
             spent = {graph.business_object(self._meta(name))[0]: n for name, n in (used or {}).items()}
             self.usage.set_budget(calls, window_seconds, spent)
-
-    def x_events_served(self, account_name: str, *, distinct: bool = False) -> int:
-        """DM events the X account's lookups have answered so far (each is billed on pay-per-use);
-        `distinct`: each event once (X bills a re-read on the same UTC day only once)."""
-        with self.state.lock:
-            acc = self.state.x[account_name]
-            return len(acc.served_ids) if distinct else acc.served
-
-    def cut_nested(self, cap: int | None) -> None:
-        """Serve at most `cap` messages in each nested `messages` edge of a conversation listing, as
-        Graph may cut a page short of its limit (the edge's `paging.next` reads on); None: as asked."""
-        with self.state.lock:
-            self.state.nested_cap = cap
 
     def clear_faults(self) -> None:
         self.faults.clear()

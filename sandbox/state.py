@@ -167,8 +167,6 @@ class XAccount:
         self.by_conv: dict[str, list[int]] = {}
         self.users: dict[str, Person] = {me.id: me}
         self.sent: list[dict[str, Any]] = []
-        self.served = 0  # DM events answered by lookups: what pay-per-use bills ("DM Event: Read")
-        self.served_ids: set[int] = set()  # which ones (X bills an event once per UTC day)
 
 
 def b64(raw: bytes) -> str:
@@ -185,9 +183,6 @@ class State:
         self.t0 = time.time()  # real now at construction: seed timestamps are relative to it
         self._mono0 = time.monotonic()
         self.offset = 0.0  # advance() moves the clock forward
-        # At most this many messages in a conversation listing's nested `messages` edge (None: as
-        # asked), with `paging.next` on: Graph may cut a page short of its limit.
-        self.nested_cap: int | None = None
         self.meta: dict[str, MetaAccount] = {}
         self.x: dict[str, XAccount] = {}
         self.msg_index: dict[str, Msg] = {}

@@ -283,8 +283,6 @@ def lookup(state: State, acc: XAccount, req: Request, conv: str | None) -> Reply
 def _page(acc: XAccount, events: list[XEvent], opts: dict[str, list[str]], *, more_older: bool) -> Reply:
     if not events:
         return Reply(200, {"meta": {"result_count": 0}})
-    acc.served += len(events)
-    acc.served_ids.update(ev.num for ev in events)
     body: dict[str, Any] = {"data": [render_event(ev, opts["dm_event.fields"]) for ev in events]}
     includes = _includes(acc, events, opts)
     if includes:

@@ -232,8 +232,6 @@ def test_item_without_time_and_sender_is_repaired_and_the_page_continues(sb: Any
     stored with the time it was received and the thread's other participant, marked as repaired."""
     whole, _, _ = drain(open_connector(sb, name), None, Store())
     path = "/messages" if name in META else READ_PATH[name]
-    if name in META:
-        sb.cut_nested(1)  # the threads are read on through their own edge, where the fault lands
     sb.fault("bad_item", account=name, path=path)
     messages, pages, cursor = drain(open_connector(sb, name), None, Store())
     assert not [q for p in pages for q in p.quarantined]
@@ -481,12 +479,10 @@ def test_specs_from_the_generated_config(sb: Any, tmp_path: Any) -> None:
 def test_pacing_keeps_a_meta_account_under_its_call_rate() -> None:
     """Unpaced, a full pass trips the per-second limit; paced, the same pass goes through."""
     with Sandbox(seed=7, meta_calls_per_second=10).start() as box:
-        box.cut_nested(1)  # every thread read on by itself: a pass of many calls
         with pytest.raises(RateLimitedError) as info:
             drain(open_connector(box, "tokoshop-fb", min_interval=0.0), None, Store())
         assert info.value.code == 80006 and info.value.retry_at is not None
     with Sandbox(seed=7, meta_calls_per_second=10).start() as box:
-        box.cut_nested(1)
         messages, _, _ = drain(open_connector(box, "tokoshop-fb", min_interval=0.12), None, Store())
         assert messages and len(box.calls) >= 10  # the sandbox enforced its per-second limit on every call
 

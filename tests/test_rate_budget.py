@@ -88,7 +88,6 @@ def test_a_page_already_at_97_percent_stores_what_its_last_calls_read(engine, db
         factory = fast_factory(settings)
         assert sync_account(engine, settings, acc, connector_factory=factory).status == "ok"
         _inject_backlog(sb, "tokoshop-fb", threads=4)
-        sb.cut_nested(1)  # each thread's nested read is cut short: it costs a call of its own
         sb.meta_budget(50, window_seconds=WINDOW, used={"tokoshop-fb": 48})
         sb.clear_calls()
         res = sync_account(engine, settings, acc, connector_factory=factory)
@@ -187,7 +186,6 @@ def test_cli_sync_and_accounts_show_the_stop_and_the_headroom(tmp_path, monkeypa
         config.write_text(sb.config_toml(database=f"sqlite:///{tmp_path / 'inbox.db'}"))
         real = sync_mod.make_connector
         monkeypatch.setattr(sync_mod, "make_connector", lambda s, a, **kw: real(s, a, min_interval=0.0))
-        sb.cut_nested(1)  # a first pass of more calls than the budget: every thread read on by itself
         sb.meta_budget(4, window_seconds=WINDOW)
         assert cli.main(["-c", str(config), "--json", "sync"]) == 7
         out = json.loads(capsys.readouterr().out)
@@ -215,7 +213,6 @@ def test_inbox_run_reschedules_an_account_that_stopped_for_its_budget(tmp_path, 
         url = f"sqlite:///{tmp_path / 'inbox.db'}"
         engine = open_store(url)
         settings = sandbox_settings(sb, url, interval_seconds=30, jitter_seconds=0)
-        sb.cut_nested(1)  # a first pass of more calls than the budget: every thread read on by itself
         sb.meta_budget(4, window_seconds=WINDOW)
         sched = SyncScheduler(settings, engine, connector_factory=fast_factory(settings), first_run_delay=3600)
         sched.start()
