@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from sqlalchemy.engine import Engine
 
-    from inbox.config import Settings
+    from inbox.settings import Settings
 
 __version__ = "0.1.0"
 
@@ -55,11 +55,11 @@ class State:
 
     def settings(self) -> "Settings":
         if self._settings is None:
-            from inbox.config import load_settings
+            from inbox.settings import load_settings
 
             self._settings = load_settings(self.config_path)
             if not self.debug:
-                from inbox.logging_setup import configure
+                from inbox.runtime.logging import configure
 
                 level = self._settings.log_level
                 if not self.daemon and level in ("DEBUG", "INFO"):
@@ -75,7 +75,7 @@ class State:
 
     def engine(self) -> "Engine":
         if self._engine is None:
-            from inbox.db import open_store
+            from inbox.store.engine import open_store
 
             url = self.settings().database_url()
             _note_sqlite_file(url)
@@ -106,7 +106,7 @@ def state(ctx: typer.Context) -> State:
 
 
 def console(stderr: bool = False) -> "Console":
-    from inbox.text import safe_console_class
+    from inbox.safe_text import safe_console_class
 
     class _Console(safe_console_class()):  # type: ignore[misc]
         def on_broken_pipe(self) -> None:
@@ -122,7 +122,7 @@ def console(stderr: bool = False) -> "Console":
 def print_json(data: Any) -> None:
     import json
 
-    from inbox.text import json_safe
+    from inbox.safe_text import json_safe
 
     sys.stdout.write(json_safe(json.dumps(data, ensure_ascii=False, indent=2, default=str)) + "\n")
 
@@ -144,7 +144,7 @@ def _prog() -> str:
 
 def say(text: str, *, err: bool = False) -> None:
     """Write plain lines (no rich) cleaned like everything else shown: they quote paths, URLs and names people typed."""
-    from inbox.text import clean
+    from inbox.safe_text import clean
 
     (sys.stderr if err else sys.stdout).write(clean(text))
 
@@ -164,7 +164,7 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
 ) -> None:
     ctx.obj = State(config_path=config, json=json_, debug=debug)
-    from inbox.logging_setup import configure
+    from inbox.runtime.logging import configure
 
     # WARNING until the config is read (State.settings applies its log_level); --debug wins.
     configure("DEBUG" if debug else "WARNING", json=json_, debug=debug)
@@ -221,7 +221,7 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    from inbox.text import json_safe
+    from inbox.safe_text import json_safe
 
     # JSON string escapes are valid TOML basic-string escapes: control characters, C1, bidi controls
     # and line separators come out escaped.
@@ -255,7 +255,7 @@ def _render_toml(data: dict[str, Any], path: str = "") -> list[str]:
 @config_app.command("check")
 def config_check(ctx: typer.Context, json_: bool = _JSON_OPT) -> None:
     """Validate the config and resolve every account's environment variables (exit 0, or 3)."""
-    from inbox.config import find_config
+    from inbox.settings import find_config
     from inbox.errors import ConfigError
 
     st = state(ctx)
@@ -331,7 +331,7 @@ def config_show(ctx: typer.Context, json_: bool = _JSON_OPT) -> None:
 @config_app.command("path")
 def config_path(ctx: typer.Context, json_: bool = _JSON_OPT) -> None:
     """Print the config file in use (and, with --json, every place looked at)."""
-    from inbox.config import candidate_paths, find_config
+    from inbox.settings import candidate_paths, find_config
     from inbox.errors import ConfigError
 
     st = state(ctx)
@@ -349,7 +349,7 @@ def config_path(ctx: typer.Context, json_: bool = _JSON_OPT) -> None:
 
 def _plain_engine(ctx: typer.Context) -> "Engine":
     """An engine without the automatic upgrade, so `db` commands can report before acting."""
-    from inbox.db import make_engine
+    from inbox.store.engine import make_engine
 
     url = state(ctx).settings().database_url()
     _note_sqlite_file(url)
@@ -359,7 +359,7 @@ def _plain_engine(ctx: typer.Context) -> "Engine":
 @db_app.command("upgrade")
 def db_upgrade(ctx: typer.Context, json_: bool = _JSON_OPT) -> None:
     """Apply pending schema migrations (never drops data); safe to run from several machines at once."""
-    from inbox import migrate
+    from inbox.store import migrate
 
     engine = _plain_engine(ctx)
     try:
@@ -380,7 +380,7 @@ def db_upgrade(ctx: typer.Context, json_: bool = _JSON_OPT) -> None:
 @db_app.command("status")
 def db_status(ctx: typer.Context, json_: bool = _JSON_OPT) -> None:
     """Where the database stands: current revision, head, pending migrations."""
-    from inbox import migrate
+    from inbox.store import migrate
 
     engine = _plain_engine(ctx)
     try:
@@ -476,7 +476,7 @@ _SYNC_COLUMNS = (
 
 def _require_config_file(settings: Any) -> None:
     """Commands that need accounts say so plainly when no config file was found at all."""
-    from inbox.config import candidate_paths
+    from inbox.settings import candidate_paths
     from inbox.errors import ConfigError
 
     if settings.source is None:
@@ -538,8 +538,8 @@ def sync_cmd(
     from rich.text import Text
 
     from inbox.errors import ConfigError
-    from inbox.sync import exit_code, selected_accounts, sync_all
-    from inbox.text import one_line
+    from inbox.sync.account import exit_code, selected_accounts, sync_all
+    from inbox.safe_text import one_line
 
     st = state(ctx)
     settings = st.settings()
@@ -555,7 +555,7 @@ def sync_cmd(
         import logging
 
         # The live display and the summary say what the per-account log lines would.
-        logging.getLogger("inbox.sync").setLevel(logging.WARNING)
+        logging.getLogger("inbox.sync.account").setLevel(logging.WARNING)
     stop = threading.Event()
 
     def interrupted(_signum: int, _frame: Any) -> None:
@@ -627,7 +627,7 @@ def _decision_json(d: Any) -> dict[str, Any]:
 def run_cmd(ctx: typer.Context) -> None:
     """The scheduled sync: one job per account until SIGTERM/SIGINT (finishes the current page, exit 0)."""
     from inbox.errors import ConfigError
-    from inbox.scheduler import run
+    from inbox.sync.scheduler import run
 
     st = state(ctx)
     st.daemon = True
@@ -649,7 +649,8 @@ def serve_cmd(
     Each verified delivery is committed before it is acknowledged, then stored as messages and
     tickets by the same rules as a sync; `inbox run` keeps polling as the reconcile.
     """
-    from inbox import intake, webserver
+    from inbox.intake import receiver as intake
+    from inbox.intake import server as webserver
     from inbox.errors import UsageError
 
     st = state(ctx)
@@ -707,8 +708,8 @@ def accounts_list(ctx: typer.Context, json_: bool = _SYNC_JSON) -> None:
     from rich.text import Text
 
     from inbox.accounts import health
-    from inbox.models import utcnow
-    from inbox.text import one_line
+    from inbox.store.models import utcnow
+    from inbox.safe_text import one_line
 
     st = state(ctx)
     settings = st.settings()
@@ -822,7 +823,7 @@ def quarantine_list(
     from rich.text import Text
 
     from inbox.quarantine import list_items
-    from inbox.text import one_line
+    from inbox.safe_text import one_line
 
     from inbox.timefmt import local_time
 
@@ -858,7 +859,7 @@ def quarantine_show(
     from rich.text import Text
 
     from inbox.quarantine import get_item
-    from inbox.text import clean, one_line
+    from inbox.safe_text import clean, one_line
 
     from inbox.timefmt import local_time
 
@@ -898,7 +899,7 @@ _STATUS_STYLE = {"new": "bold cyan", "open": "green", "pending": "yellow", "reso
 
 
 def _tri_agent(ctx: typer.Context, explicit: Optional[str]) -> str:
-    from inbox.tickets import resolve_agent
+    from inbox.tickets.operations import resolve_agent
 
     return resolve_agent(explicit, state(ctx).settings().agent)
 
@@ -925,8 +926,8 @@ def _tri_filter(
     limit: int,
     agent: Optional[str] = None,
 ) -> Any:
-    from inbox.tables import ACTIVE_STATUSES
-    from inbox.tickets import TicketFilter
+    from inbox.store.tables import ACTIVE_STATUSES
+    from inbox.tickets.operations import TicketFilter
 
     statuses = _tri_split(status)
     who = None
@@ -994,7 +995,7 @@ def _tri_table(rows: list[Any], *, width: int, snippets: Optional[dict[int, Opti
     from rich.control import strip_control_codes
     from rich.text import Span, Text
 
-    from inbox.text import display_name, one_line
+    from inbox.safe_text import display_name, one_line
 
     now = datetime.now(timezone.utc)
     headers = ("#", "prio", "status", "ch", "customer", "snippet", "age", "SLA", "assignee", "window")
@@ -1083,7 +1084,7 @@ def list_cmd(
     json_: bool = _TRI_JSON,
 ) -> None:
     """The inbox: active tickets by priority, then SLA due time."""
-    from inbox.tickets import list_tickets
+    from inbox.tickets.operations import list_tickets
 
     st = state(ctx)
     flt = _tri_filter(ctx, status=status, channel=channel, account=account, assignee=assignee, tag=tag, priority=priority,
@@ -1112,8 +1113,8 @@ def _tri_print_detail(out: Any, detail: Any, *, full: bool, human_agent_tag: boo
     from rich.text import Text
 
     from connectors.enums import Channel
-    from inbox.policy import format_duration, reply_window
-    from inbox.text import clean, display_name, fold, one_line
+    from inbox.replies.windows import format_duration, reply_window
+    from inbox.safe_text import clean, display_name, fold, one_line
 
     from inbox.timefmt import local_time, resolve_zone
 
@@ -1231,7 +1232,7 @@ def _tri_print_why(out: Any, detail: Any) -> None:
     from rich.rule import Rule
     from rich.text import Text
 
-    from inbox.text import one_line
+    from inbox.safe_text import one_line
 
     out.print(Rule(Text("why: other tickets considered", style="rule.text"), style="dim"))
     lines = []
@@ -1256,7 +1257,7 @@ def _tri_print_why(out: Any, detail: Any) -> None:
 
 def _flag_text(flag: str) -> str:
     from connectors.enums import MessageFlag
-    from inbox.text import clean
+    from inbox.safe_text import clean
 
     try:
         return MessageFlag(flag).description
@@ -1274,7 +1275,7 @@ def show_cmd(
     json_: bool = _TRI_JSON,
 ) -> None:
     """The whole conversation of a ticket across its threads and merged tickets, with notes and events."""
-    from inbox.tickets import show_ticket
+    from inbox.tickets.operations import show_ticket
 
     st = state(ctx)
     detail = show_ticket(st.engine(), ticket_id)
@@ -1321,9 +1322,9 @@ def claim_cmd(
     json_: bool = _TRI_JSON,
 ) -> None:
     """Take a ticket: atomically, so two agents never get the same one (exit 5 when none is left)."""
-    from inbox import tickets as tk
+    from inbox.tickets import operations as tk
     from inbox.errors import NotFoundError
-    from inbox.text import display_name, one_line
+    from inbox.safe_text import display_name, one_line
 
     who = _tri_agent(ctx, agent)
     engine = state(ctx).engine()
@@ -1347,8 +1348,8 @@ def assign_cmd(
     json_: bool = _TRI_JSON,
 ) -> None:
     """Give a ticket to an agent (or 'none')."""
-    from inbox.text import one_line
-    from inbox.tickets import assign
+    from inbox.safe_text import one_line
+    from inbox.tickets.operations import assign
 
     who = _tri_agent(ctx, agent)
     target = who if assignee == "me" else assignee
@@ -1365,7 +1366,7 @@ def status_cmd(
     json_: bool = _TRI_JSON,
 ) -> None:
     """Set a ticket's status."""
-    from inbox.tickets import set_status
+    from inbox.tickets.operations import set_status
 
     row = set_status(state(ctx).engine(), ticket_id, new_status.lower(), _tri_agent(ctx, agent))
     _tri_done(ctx, row, f"#{row.id} is {row.status}", json_)
@@ -1380,7 +1381,7 @@ def priority_cmd(
     json_: bool = _TRI_JSON,
 ) -> None:
     """Set a ticket's priority (an unanswered ticket's first-response SLA follows it)."""
-    from inbox.tickets import set_priority
+    from inbox.tickets.operations import set_priority
 
     settings = state(ctx).settings()
     row = set_priority(state(ctx).engine(), ticket_id, new_priority.lower(), _tri_agent(ctx, agent),
@@ -1398,8 +1399,8 @@ def tag_cmd(
     json_: bool = _TRI_JSON,
 ) -> None:
     """Add (or --remove) a tag."""
-    from inbox.text import one_line
-    from inbox.tickets import tag
+    from inbox.safe_text import one_line
+    from inbox.tickets.operations import tag
 
     row = tag(state(ctx).engine(), ticket_id, tag_name, _tri_agent(ctx, agent), remove=remove)
     _tri_done(ctx, row, f"#{row.id} tags: {one_line(', '.join(row.tags), 200) or 'none'}", json_)
@@ -1414,7 +1415,7 @@ def note_cmd(
     json_: bool = _TRI_JSON,
 ) -> None:
     """Add a private note (never sent to the customer)."""
-    from inbox.tickets import add_note
+    from inbox.tickets.operations import add_note
 
     row = add_note(state(ctx).engine(), ticket_id, text, _tri_agent(ctx, agent))
     _tri_done(ctx, row, f"#{row.id}: note added (private)", json_)
@@ -1429,7 +1430,7 @@ def merge_cmd(
     json_: bool = _TRI_JSON,
 ) -> None:
     """Merge ticket ID into INTO_ID (reversible with `inbox unmerge ID`)."""
-    from inbox.tickets import merge
+    from inbox.tickets.operations import merge
 
     row = merge(state(ctx).engine(), ticket_id, into_id, _tri_agent(ctx, agent))
     _tri_done(ctx, row, f"#{ticket_id} merged into #{row.id}; undo with: inbox unmerge {ticket_id}", json_)
@@ -1443,7 +1444,7 @@ def unmerge_cmd(
     json_: bool = _TRI_JSON,
 ) -> None:
     """Undo a merge: the ticket gets its status and threads back."""
-    from inbox.tickets import unmerge
+    from inbox.tickets.operations import unmerge
 
     row = unmerge(state(ctx).engine(), ticket_id, _tri_agent(ctx, agent))
     _tri_done(ctx, row, f"#{row.id} unmerged (status {row.status})", json_)
@@ -1458,7 +1459,7 @@ def link_cmd(
     json_: bool = _TRI_JSON,
 ) -> None:
     """Link contacts on any channels into one person (reversible with `inbox unlink`)."""
-    from inbox.tickets import link_contacts
+    from inbox.tickets.operations import link_contacts
 
     person = link_contacts(state(ctx).engine(), contact_ids, reason, _tri_agent(ctx, agent))
     if json_ or state(ctx).json:
@@ -1476,7 +1477,7 @@ def unlink_cmd(
     json_: bool = _TRI_JSON,
 ) -> None:
     """Take a contact out of its person."""
-    from inbox.tickets import unlink_contact
+    from inbox.tickets.operations import unlink_contact
 
     person = unlink_contact(state(ctx).engine(), contact_id, reason, _tri_agent(ctx, agent))
     if json_ or state(ctx).json:
@@ -1537,7 +1538,7 @@ def _rep_text(ctx: typer.Context, ticket_id: int, text: Optional[str], editor: b
             raise UsageError("empty reply on standard input: nothing sent")
         return text
     if template:
-        from inbox.templates import get_template, render, ticket_variables
+        from inbox.replies.templates import get_template, render, ticket_variables
 
         variables = ticket_variables(state(ctx).engine(), ticket_id, agent, list(settings.dedup.order_patterns))
         return render(get_template(dict(settings.templates), template), variables)
@@ -1546,7 +1547,7 @@ def _rep_text(ctx: typer.Context, ticket_id: int, text: Optional[str], editor: b
         import subprocess
         import tempfile
 
-        from inbox import drafts
+        from inbox.replies import drafts
 
         command = shlex.split(os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi")
         draft = drafts.load(settings.database_url(), ticket_id)  # what was written last time and not sent
@@ -1586,9 +1587,10 @@ def reply_cmd(
     """Reply to the customer of the ticket's thread (its own channel, or --via / --to); shows the route and asks first. Refusals send nothing (exit 8)."""
     from rich.text import Text
 
-    from inbox import drafts, replies
+    from inbox.replies import drafts
+    from inbox.replies import outbox as replies
     from inbox.errors import InboxError, UsageError
-    from inbox.text import clean, one_line
+    from inbox.safe_text import clean, one_line
 
     st = state(ctx)
     settings = st.settings()
@@ -1669,9 +1671,9 @@ def outbox_list(
     from rich.table import Table
     from rich.text import Text
 
-    from inbox import replies
-    from inbox.tables import REPLY_STATES
-    from inbox.text import one_line
+    from inbox.replies import outbox as replies
+    from inbox.store.tables import REPLY_STATES
+    from inbox.safe_text import one_line
 
     st = state(ctx)
     engine = st.engine()
@@ -1713,8 +1715,8 @@ def outbox_retry(
     """Send a failed reply again; refuses one that may have been delivered (exit 6) until a sync settles it, or --force."""
     from rich.text import Text
 
-    from inbox import replies
-    from inbox.text import one_line
+    from inbox.replies import outbox as replies
+    from inbox.safe_text import one_line
 
     st = state(ctx)
     settings = st.settings()
@@ -1739,9 +1741,9 @@ def stats_cmd(
     from rich.table import Table
     from rich.text import Text
 
-    from inbox.policy import format_duration
+    from inbox.replies.windows import format_duration
     from inbox.stats import compute
-    from inbox.tables import STATUSES
+    from inbox.store.tables import STATUSES
 
     from inbox.errors import UsageError
 
@@ -1796,7 +1798,7 @@ def export_cmd(
                       priority=None, overdue=False, window_closing=None, limit=1)
     writer = export.write_jsonl if fmt == "jsonl" else export.write_csv
     if output:
-        from inbox.files import open_private
+        from inbox.runtime.files import open_private
 
         with open_private(output, newline="") as fh:
             n = writer(state(ctx).engine(), flt, fh)
@@ -1820,8 +1822,8 @@ def demo_cmd(
     from rich.rule import Rule
     from rich.text import Text
 
-    from inbox.demo import Demo
-    from inbox.text import one_line
+    from commands.demo import Demo
+    from inbox.safe_text import one_line
 
     import logging
 
@@ -1851,7 +1853,7 @@ def demo_cmd(
             raise RuntimeError("demo sync failed: " + "; ".join(f"{r.account}: {r.error}" for r in failed))
 
         out.print(Rule("2. the inbox  (inbox list)", style="cyan", align="left"))
-        from inbox.tickets import TicketFilter, list_tickets
+        from inbox.tickets.operations import TicketFilter, list_tickets
 
         rows = list_tickets(demo.engine, TicketFilter(limit=10))
         out.print(_tri_table(rows, width=out.width), no_wrap=True, overflow="ellipsis")
@@ -2003,7 +2005,7 @@ def _global_flags_first(argv: list[str]) -> list[str]:
 
 def _fail(message: str, code: int, hint: str | None = None) -> int:
     from connectors.redact import redact
-    from inbox.text import one_line
+    from inbox.safe_text import one_line
 
     # Messages may quote platform or customer text (ids, API error bodies): one clean line, no escapes.
     line = one_line(redact(message), 2000)
@@ -2070,7 +2072,7 @@ def _run(argv: list[str] | None) -> int:
         if debug:
             # The traceback, but the same documented exit code as without --debug, and redacted
             # and cleaned like every other line.
-            from inbox.logging_setup import safe_traceback
+            from inbox.runtime.logging import safe_traceback
 
             sys.stderr.write(safe_traceback(exc))
         from inbox.errors import ConfigError

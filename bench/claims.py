@@ -27,8 +27,8 @@ def fill(url: str, n: int) -> None:
 
     import sqlalchemy as sa
 
-    from inbox import tables as tb
-    from inbox.db import open_store
+    from inbox.store import tables as tb
+    from inbox.store.engine import open_store
 
     engine = open_store(url)
     now = datetime.now(timezone.utc)
@@ -50,8 +50,8 @@ def fill(url: str, n: int) -> None:
 
 
 def agent(url: str, name: str, start: float, out: mp.Queue) -> None:  # type: ignore[type-arg]
-    from inbox.db import make_engine
-    from inbox.tickets import claim_next
+    from inbox.store.engine import make_engine
+    from inbox.tickets.operations import claim_next
 
     engine = make_engine(url, pool_size=1, max_overflow=0) if not url.startswith("sqlite") else make_engine(url)
     mine: list[int] = []

@@ -143,10 +143,10 @@ def bench_raw(path: str, all_pages: dict[str, list[list[InboundMessage]]]) -> tu
 def bench_ingest(url: str, all_pages: dict[str, list[list[InboundMessage]]], *, without_fts: bool = False) -> tuple[float, dict[str, int]]:
     from sqlmodel import Session
 
-    from inbox.config import Settings
-    from inbox.db import open_store
-    from inbox.ingest import IngestResult, account_ref, ingest_page
-    from inbox.models import Account
+    from inbox.settings import Settings
+    from inbox.store.engine import open_store
+    from inbox.ingest.page import IngestResult, account_ref, ingest_page
+    from inbox.store.models import Account
 
     engine = open_store(url)
     if without_fts:

@@ -120,9 +120,9 @@ def cpu_of(pid: int) -> float:
 def child(size: int, seed: int) -> dict[str, object]:
     import requests
 
-    from inbox.config import parse_settings
-    from inbox.db import open_store
-    from inbox.sync import make_connector, sync_all
+    from inbox.settings import parse_settings
+    from inbox.store.engine import open_store
+    from inbox.sync.account import make_connector, sync_all
 
     proc = subprocess.Popen([sys.executable, "-c", SANDBOX, str(size), str(seed)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:

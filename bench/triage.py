@@ -53,7 +53,7 @@ def text_for(rng: random.Random) -> str:
 
 def generate(url: str, n_tickets: int, n_messages: int, seed: int = 1) -> int:
     """Fill an empty store; returns the id of a ticket to `show`."""
-    from inbox.db import is_sqlite, open_store
+    from inbox.store.engine import is_sqlite, open_store
 
     engine = open_store(url)
     rng = random.Random(seed)
@@ -155,7 +155,7 @@ def _load_pg(engine, accounts, contacts, tickets, convs, messages) -> None:  # t
                         copy.write_row(row)
             from importlib import import_module
 
-            ddl = import_module("inbox.migrations.versions.0002_message_search")
+            ddl = import_module("inbox.store.migrations.versions.0002_message_search")
             cur.execute(f"CREATE INDEX ix_message_text_fts ON message USING gin ({ddl.PG_TSVECTOR})")
             for table in ("account", "contact", "ticket", "conversation", "message"):
                 cur.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
@@ -222,7 +222,7 @@ def report(label: str, results: dict[str, float]) -> dict[str, float]:
 def _count_tickets(url: str) -> int:
     import sqlalchemy as sa
 
-    from inbox.db import open_store
+    from inbox.store.engine import open_store
 
     engine = open_store(url)
     try:

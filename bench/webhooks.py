@@ -133,8 +133,8 @@ def observe(url: str, stop: Any, out: Any) -> None:
     """The observer process: when each message became visible (stored with its ticket)."""
     import sqlalchemy as sa
 
-    from inbox.db import make_engine
-    from inbox.tables import message as m
+    from inbox.store.engine import make_engine
+    from inbox.store.tables import message as m
 
     engine = make_engine(url)
     seen: dict[str, float] = {}
@@ -176,8 +176,8 @@ def pct(values: list[float], p: float) -> float:
 def run(url: str, base: str, rate: float, seconds: float, start_index: int, redeliver: float) -> dict[str, Any]:
     import sqlalchemy as sa
 
-    from inbox.db import make_engine
-    from inbox.tables import message as m
+    from inbox.store.engine import make_engine
+    from inbox.store.tables import message as m
 
     ctx = mp.get_context("spawn")
     load_out, obs_out, stop = ctx.Queue(), ctx.Queue(), ctx.Event()

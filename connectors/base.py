@@ -1,7 +1,7 @@
 """The connector contract: a small Protocol and the frozen values that cross it.
 
 Connectors speak HTTP and return these values; they never touch the store. The sync layer
-(`inbox.sync`) feeds them a cursor and a way to ask which message ids are already known, and
+(`inbox.sync.account`) feeds them a cursor and a way to ask which message ids are already known, and
 stores each `Page` it gets back in one transaction together with `Page.cursor`.
 """
 

@@ -1,6 +1,6 @@
 """Spending a platform's call budget without being throttled.
 
-Every response reports how much of the budget is used (`connectors.classify.rate_info`): Meta as
+Every response reports how much of the budget is used (`connectors.responses.rate_info`): Meta as
 percentages (`X-Business-Use-Case-Usage`, `X-App-Usage`, `X-Page-Usage`; the highest counts), X as
 calls left in the window (`x-rate-limit-remaining` / `-reset`). Before each call `CallBudget.before_call`:
 

@@ -1,7 +1,7 @@
 """Facebook Page conversations (Messenger) over the Graph API, with a Page access token.
 
 Reads `GET /{page-id}/conversations?platform=messenger` and sends with `POST /{page-id}/messages`.
-Replies are limited to 2,000 characters. Everything else lives in `connectors.meta`.
+Replies are limited to 2,000 characters. Everything else lives in `connectors.graph`.
 
 References: https://developers.facebook.com/docs/messenger-platform/conversations ,
 https://developers.facebook.com/docs/messenger-platform/reference/send-api
@@ -10,7 +10,7 @@ https://developers.facebook.com/docs/messenger-platform/reference/send-api
 from __future__ import annotations
 
 from connectors.base import Channel
-from connectors.meta import MetaConnector
+from connectors.graph import MetaConnector
 
 
 class FacebookConnector(MetaConnector):

@@ -14,7 +14,7 @@
 - redacted debug logging (Graph `paging.next` URLs and tweepy's debug lines carry tokens).
 
 It returns the final response; callers turn a non-2xx response into an error with
-`connectors.classify.classify` and decode bodies with `decode_json`.
+`connectors.responses.classify` and decode bodies with `decode_json`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import urllib3.exceptions
 from requests.structures import CaseInsensitiveDict
 
 from connectors import safejson
-from connectors.classify import classify, is_retryable, retry_hint
+from connectors.responses import classify, is_retryable, retry_hint
 from connectors.errors import DeliveryUnknownError, MalformedResponseError, NotSentError, RateLimitedError, ResponseTooLargeError, ServerError
 from connectors.redact import redact
 

@@ -5,7 +5,7 @@
 - `instagram_login`: graph.instagram.com with an Instagram user token and no Page:
   `GET /me/conversations?platform=instagram`, `POST /me/messages` (`/me` is the token's account).
 
-Replies are limited to 1,000 UTF-8 bytes. Everything else lives in `connectors.meta`.
+Replies are limited to 1,000 UTF-8 bytes. Everything else lives in `connectors.graph`.
 
 References: https://developers.facebook.com/docs/instagram-platform/instagram-api-with-instagram-login/conversations-api ,
 https://developers.facebook.com/docs/messenger-platform/instagram/features/send-message
@@ -14,7 +14,7 @@ https://developers.facebook.com/docs/messenger-platform/instagram/features/send-
 from __future__ import annotations
 
 from connectors.base import Channel
-from connectors.meta import MetaConnector
+from connectors.graph import MetaConnector
 
 
 class InstagramConnector(MetaConnector):

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from connectors.base import Channel, InboundMessage, QuarantinedItem
-from connectors.meta_parse import MetaContext, ParseError, parse_message
+from connectors.graph_parse import MetaContext, ParseError, parse_message
 from connectors.redact import scrub
 from connectors.times import DEFAULT_SKEW, platform_time
 from connectors.webhook import AccountBatch, DeliveryError, Edit, Ignored, ParsedDelivery, check_signature, hmac_sha256

@@ -41,7 +41,7 @@ from connectors.base import (
     SendResult,
 )
 from connectors.budget import CallBudget
-from connectors.classify import classify, rate_info
+from connectors.responses import classify, rate_info
 from connectors.errors import (
     ConnectorError,
     DeliveryUnknownError,

@@ -26,7 +26,7 @@ from connectors.base import (
     MessageKind,
     Participant,
 )
-from connectors.meta_parse import ParseError
+from connectors.graph_parse import ParseError
 from connectors.redact import scrub
 from connectors.times import DEFAULT_SKEW, platform_time, snowflake_time
 

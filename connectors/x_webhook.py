@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from connectors.base import Attachment, Channel, InboundMessage, Participant, QuarantinedItem
-from connectors.meta_parse import ParseError
+from connectors.graph_parse import ParseError
 from connectors.redact import scrub
 from connectors.times import DEFAULT_SKEW
 from connectors.webhook import AccountBatch, DeliveryError, Ignored, ParsedDelivery, check_signature, hmac_sha256

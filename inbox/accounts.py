@@ -18,17 +18,17 @@ import sqlalchemy as sa
 
 from connectors.base import RateInfo
 from connectors.redact import redact
-from inbox.bulk import upsert
+from inbox.store.fastpath import upsert
 from inbox.errors import ConfigError
-from inbox.ingest import AccountRef, begin_write
+from inbox.ingest.page import AccountRef, begin_write
 from inbox.leases import Holder
-from inbox.models import Account, Quarantine, SyncGap, SyncState, utcnow
-from inbox.scheduler import interval_of
+from inbox.store.models import Account, Quarantine, SyncGap, SyncState, utcnow
+from inbox.sync.scheduler import interval_of
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-    from inbox.config import AccountSettings, Settings
+    from inbox.settings import AccountSettings, Settings
 
 _a = Account.__table__
 _gap = SyncGap.__table__
@@ -330,7 +330,7 @@ def health(engine: Engine, settings: Settings, *, now: datetime | None = None) -
 def webhook_deliveries(engine: Engine) -> dict[str, int]:
     """Webhook deliveries by state (pending: acknowledged, not yet stored as messages; quarantined:
     unreadable, kept whole in `webhook_delivery` with the reason)."""
-    from inbox.tables import webhook_delivery as _d
+    from inbox.store.tables import webhook_delivery as _d
 
     with engine.connect() as conn:
         counts = dict(conn.execute(sa.select(_d.c.state, sa.func.count()).where(_d.c.state != "done").group_by(_d.c.state)).all())
@@ -344,7 +344,7 @@ def _webhooks_on(settings: Settings, acc: AccountSettings) -> bool:
 
 def _missed_by_webhooks(engine: Engine, since: datetime) -> dict[int, int]:
     """Per account id: messages sent since `since` that a poll stored first (`message.via`)."""
-    from inbox.tables import message as _m
+    from inbox.store.tables import message as _m
 
     with engine.connect() as conn:
         rows = conn.execute(

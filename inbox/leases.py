@@ -6,7 +6,7 @@ UPDATEs of the row serialize and re-check the WHERE clause, so exactly one worke
 `BEGIN IMMEDIATE` write lock does the same. Chosen over `pg_try_advisory_lock` because it works the
 same on both backends, needs no connection pinned for the whole sync, shows who holds an account
 (`inbox accounts`), and fences writes: every page commit re-checks the owner in the same transaction
-as the data (`inbox.ingest`), so a worker that lost its lease cannot store a page.
+as the data (`inbox.ingest.page`), so a worker that lost its lease cannot store a page.
 
 A holder renews the lease with each page. When it dies, the lease is taken over once it expires
 (`sync.lease_seconds`), or at once when the holder was a process on this host that no longer exists
@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from inbox.bulk import upsert
+from inbox.store.fastpath import upsert
 from inbox.errors import ConflictError
-from inbox.ingest import LeaseLostError, begin_write
-from inbox.models import SyncState, utcnow
+from inbox.ingest.page import LeaseLostError, begin_write
+from inbox.store.models import SyncState, utcnow
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from inbox.errors import NotFoundError
-from inbox.models import Account, Quarantine
-from inbox.tickets import _iso
+from inbox.store.models import Account, Quarantine
+from inbox.tickets.operations import _iso
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from inbox.errors import UsageError
-from inbox import tables as tb
-from inbox.tickets import TicketFilter, TicketRow, list_tickets, utcnow
+from inbox.store import tables as tb
+from inbox.tickets.operations import TicketFilter, TicketRow, list_tickets, utcnow
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -46,7 +46,7 @@ _PART = re.compile(r"\w+", re.UNICODE)
 class SearchHit:
     ticket: TicketRow
     message_id: int
-    text: str | None  # the newest matching message of the ticket (display through inbox.text)
+    text: str | None  # the newest matching message of the ticket (display through inbox.safe_text)
 
 
 @contextmanager

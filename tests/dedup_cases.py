@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from connectors.base import Channel, Direction, InboundMessage, MessageKind, Participant
-from inbox.models import Message, Ticket
+from inbox.store.models import Message, Ticket
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)
 PLATFORM = {"facebook": "104920378912345", "instagram": "17841400000000001", "x": "1500000000000000001"}

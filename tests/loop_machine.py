@@ -4,7 +4,7 @@ after every step the store must still tell the truth about the platform.
 
 The machine drives the real code over real HTTP: a `Sandbox` on 127.0.0.1, customer messages
 injected through its control API, `sync_all` in this process, `inbox sync` in a subprocess for the
-kill -9 rule, replies through the library the CLI calls (`inbox.replies`). One store per example,
+kill -9 rule, replies through the library the CLI calls (`inbox.replies.outbox`). One store per example,
 on SQLite or on PostgreSQL (a schema of its own).
 
 Time: one clock for both sides. `time_machine` moves this process's wall clock (the store's "now":
@@ -63,7 +63,7 @@ KNOWN_DEFECTS = {
     # confirmation exists (replies.ReplyRaceError), two agents racing on one ticket may both
     # deliver. Minimal example: first_sync; two_agents_reply(pick=1, same_text=True). The check
     # switches itself on when the re-check is there.
-    "two_agents_both_deliver": not hasattr(__import__("inbox.replies").replies, "ReplyRaceError"),
+    "two_agents_both_deliver": not hasattr(__import__("inbox.replies.outbox").replies, "ReplyRaceError"),
     # Found here, not named in issue 10: X has no since_id and its walk stops on the page where it
     # meets the cursor; an event that appears late, dated a minute before events already listed and
     # behind more than a page of newer ones, is never stored while every pass says ok. Minimal
@@ -116,7 +116,7 @@ class LoopMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        from inbox.db import open_store
+        from inbox.store.engine import open_store
         from sandbox import Sandbox
 
         self.tmp = Path(tempfile.mkdtemp(prefix="inbox-loop-"))
@@ -178,7 +178,7 @@ class LoopMachine(RuleBasedStateMachine):
         return out
 
     def health(self) -> dict[str, Any]:
-        from inbox import tables as tb
+        from inbox.store import tables as tb
 
         with self.engine.connect() as conn:  # typed columns: SQLite hands raw SQL datetimes back as text
             a = tb.account
@@ -189,7 +189,7 @@ class LoopMachine(RuleBasedStateMachine):
             "SELECT m.external_id FROM message m JOIN account a ON a.id = m.account_id WHERE a.name = :n", n=name)]
 
     def newest_sent(self, name: str) -> datetime | None:
-        from inbox import tables as tb
+        from inbox.store import tables as tb
 
         m, a = tb.message, tb.account
         with self.engine.connect() as conn:
@@ -299,7 +299,7 @@ class LoopMachine(RuleBasedStateMachine):
     # ── rules: the sync ────────────────────────────────────────────────────────────────────
     @rule(names=st.sets(st.sampled_from(ACCOUNTS), min_size=1))
     def sync(self, names: set[str]) -> None:
-        from inbox.sync import sync_all
+        from inbox.sync.account import sync_all
 
         now = datetime.now(timezone.utc)
         faulted = self.faulted()
@@ -345,7 +345,7 @@ class LoopMachine(RuleBasedStateMachine):
     # ── rules: the agents ──────────────────────────────────────────────────────────────────
     @rule(pick=PICK, body=hostile_text(allow_nul=False))
     def agent_reply(self, pick: int, body: str) -> None:
-        from inbox import replies
+        from inbox.replies import outbox as replies
 
         tickets = self.tickets()
         if not tickets:
@@ -361,7 +361,7 @@ class LoopMachine(RuleBasedStateMachine):
     @rule(pick=PICK)
     def reply_retry(self, pick: int) -> None:
         """`inbox outbox retry` on any reply not known to be delivered (in doubt ones must refuse)."""
-        from inbox import replies
+        from inbox.replies import outbox as replies
 
         open_ids = [r[0] for r in self.rows("SELECT id FROM reply WHERE state <> 'sent' ORDER BY id")]
         if not open_ids:
@@ -376,7 +376,7 @@ class LoopMachine(RuleBasedStateMachine):
     @rule(pick=PICK, same_text=st.booleans())
     def two_agents_reply(self, pick: int, same_text: bool) -> None:
         """Two terminals reply to one ticket at once: both saw the route and said yes."""
-        from inbox import replies
+        from inbox.replies import outbox as replies
 
         tickets = self.tickets()
         if not tickets:
@@ -412,8 +412,8 @@ class LoopMachine(RuleBasedStateMachine):
     @rule(pick=PICK, names=st.sets(st.sampled_from(ACCOUNTS), min_size=1))
     def reply_during_sync(self, pick: int, names: set[str]) -> None:
         """An agent replies while a sync runs (the echo may be stored before the send returns)."""
-        from inbox import replies
-        from inbox.sync import sync_all
+        from inbox.replies import outbox as replies
+        from inbox.sync.account import sync_all
 
         tickets = self.tickets()
         if not tickets:
@@ -448,7 +448,7 @@ class LoopMachine(RuleBasedStateMachine):
     @rule(names=st.tuples(st.sets(st.sampled_from(ACCOUNTS), min_size=1), st.sets(st.sampled_from(ACCOUNTS), min_size=1)))
     def two_syncs(self, names: tuple[set[str], set[str]]) -> None:
         """Two syncs at once (cron and an agent's `inbox sync`): one of them holds each account."""
-        from inbox.sync import CONFLICT, sync_all
+        from inbox.sync.account import CONFLICT, sync_all
 
         go = threading.Barrier(2, timeout=30)
         errors: list[BaseException] = []
@@ -602,7 +602,7 @@ class LoopMachine(RuleBasedStateMachine):
 
     def settle(self) -> None:
         from inbox import accounts as accounts_mod
-        from inbox.sync import sync_all
+        from inbox.sync.account import sync_all
 
         self.control("clear_faults", {})
         for env in sorted(self.stale):
@@ -632,24 +632,24 @@ class LoopMachine(RuleBasedStateMachine):
 
         import cli
 
-        import inbox.db
+        import inbox.store.engine
 
         # The command's engine would live until this process exits (atexit): close it here, or a
         # long run on PostgreSQL ends with "too many clients".
         made: list[Any] = []
-        real = inbox.db.open_store
+        real = inbox.store.engine.open_store
 
         def tracked(*a: Any, **kw: Any) -> Any:
             made.append(real(*a, **kw))
             return made[-1]
 
         out = io.StringIO()
-        inbox.db.open_store = tracked
+        inbox.store.engine.open_store = tracked
         try:
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
                 code = cli.main(["-c", str(self.config), *args])
         finally:
-            inbox.db.open_store = real
+            inbox.store.engine.open_store = real
             for engine in made:
                 engine.dispose()
         return code, out.getvalue()
@@ -746,7 +746,7 @@ if shift:
     import time_machine
     time_machine.travel(time.time() + shift, tick=True).start()
 import cli
-from inbox import sync
+from inbox.sync import account as sync
 real = sync.make_connector
 sync.make_connector = lambda settings, account, **kw: real(settings, account, min_interval=0.0, **kw)
 sys.exit(cli.main(["-c", sys.argv[1], "sync"]))

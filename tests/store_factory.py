@@ -9,7 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from inbox.models import PRIORITY_RANK, Account, Contact, Conversation, Message, Ticket
+from inbox.store.models import PRIORITY_RANK, Account, Contact, Conversation, Message, Ticket
 
 _seq = itertools.count(1)
 

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 import cli
-from inbox.models import Account, Message
+from inbox.store.models import Account, Message
 from test_echo_tickets import store  # noqa: F401  (the fixture)
 from test_sync_many import run
 

@@ -12,7 +12,7 @@ import pytest
 
 import cli
 import store_factory as sf
-from inbox import text as tx
+from inbox import safe_text as tx
 
 # What one agent can type for another agent's terminal: a title change, a hyperlink, a screen clear,
 # a clipboard write, 8-bit CSI, and line breaks a terminal honours but `split("\n")` does not see.
@@ -37,7 +37,7 @@ def test_line_and_paragraph_separators_are_line_breaks() -> None:
 
 @pytest.fixture
 def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    from inbox.db import open_store
+    from inbox.store.engine import open_store
 
     db = tmp_path / "inbox.db"
     cfg = tmp_path / "inbox.toml"
@@ -94,7 +94,7 @@ def test_strings_typed_by_agents_reach_other_agents_terminals_cleaned(store: Any
 ])
 def test_csv_export_never_starts_a_formula(text: str, engine: Any) -> None:
     from inbox import export
-    from inbox.tickets import TicketFilter
+    from inbox.tickets.operations import TicketFilter
 
     sf.ticket(engine, texts=[text])
     out = io.StringIO()

@@ -1,4 +1,4 @@
-"""inbox/bulk.py: the page path's statements give the same answers on both backends."""
+"""inbox/store/fastpath.py: the page path's statements give the same answers on both backends."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from datetime import datetime, timezone
 import pytest
 import sqlalchemy as sa
 
-from inbox.bulk import execute, in_values, insert_values, many, one_of, select
-from inbox.models import Person
+from inbox.store.fastpath import execute, in_values, insert_values, many, one_of, select
+from inbox.store.models import Person
 
 _p = Person.__table__
 T0 = datetime(2026, 11, 20, 9, 0, 0, 123456, tzinfo=timezone.utc)

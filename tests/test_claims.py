@@ -9,9 +9,9 @@ import pytest
 import sqlalchemy as sa
 
 import store_factory as sf
-from inbox import tickets as tk
-from inbox.db import make_engine
-from inbox.models import TicketEvent
+from inbox.tickets import operations as tk
+from inbox.store.engine import make_engine
+from inbox.store.models import TicketEvent
 
 
 def bulk_tickets(engine, n: int) -> list[int]:

@@ -53,8 +53,8 @@ class Store:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     """The seeded sandbox, served for the module, synced once into a SQLite store with a config file."""
-    from inbox.db import open_store
-    from inbox.sync import sync_all
+    from inbox.store.engine import open_store
+    from inbox.sync.account import sync_all
 
     directory = tmp_path_factory.mktemp("contract")
     with Sandbox(seed=7).start() as sb, pytest.MonkeyPatch.context() as mp:

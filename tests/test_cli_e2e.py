@@ -84,9 +84,9 @@ def sandbox() -> Any:
 @pytest.fixture(scope="module")
 def synced(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A store synced once from the seeded sandbox, with hostile messages in it."""
-    from inbox.config import load_settings
-    from inbox.db import open_store
-    from inbox.sync import make_connector, sync_all
+    from inbox.settings import load_settings
+    from inbox.store.engine import open_store
+    from inbox.sync.account import make_connector, sync_all
 
     sandbox.inject("tokoshop-ig", text=HOSTILE, customer="hostile[/]\x1b[31muser")
     sandbox.inject("tokoshop-fb", text="A" * 20_000, customer="Panjang Sekali")
@@ -402,8 +402,8 @@ def test_two_agents_replying_on_one_ticket_the_second_is_asked_again(e2e: Env) -
     e2e.run("claim", str(t["id"]), "--agent", "ana")
     ana_text, budi_text = "Halo kak, saya Ana, kami cek ya", "Halo kak, saya Budi, kami cek ya"
     # Budi's `reply` pauses after recording nothing yet: plan shown, then Ana sends before Budi's record.
-    from inbox import replies as rp
-    from inbox.db import open_store
+    from inbox.replies import outbox as rp
+    from inbox.store.engine import open_store
 
     engine = open_store(f"sqlite:///{e2e.db}")
     try:
@@ -468,7 +468,7 @@ def test_two_terminals_both_answer_yes_the_second_is_shown_the_first_and_asked_a
 def test_reply_race_with_yes_is_refused_unless_again(e2e: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     """With --yes there is no one to ask: another reply recorded after the route was shown -> exit 6."""
     import cli
-    from inbox import replies as rp
+    from inbox.replies import outbox as rp
 
     t = _ticket_where(e2e, lambda t: t["channel"] == "x" and t["status"] == "new")
     other, mine = "Sudah dibalas oleh Budi", "Balasan Ana"

@@ -13,7 +13,7 @@ import pytest
 
 import cli
 from connectors.redact import redact, register_secret
-from inbox.config import (
+from inbox.settings import (
     AccountSettings,
     DedupSettings,
     ReplySettings,
@@ -191,7 +191,7 @@ def test_example_config_loads_and_documents_every_key(monkeypatch: pytest.Monkey
             assert re.search(pattern, text, re.MULTILINE), f"{model.__name__}.{name} is not documented"
     for section in ("[sync]", "[dedup]", "[sla]", "[[rules]]", "[replies]", "[templates]", "[webhooks]", "[[accounts]]"):
         assert re.search(rf"^#?\s*{re.escape(section)}", text, re.MULTILINE), section
-    from inbox.templates import fields
+    from inbox.replies.templates import fields
 
     assert settings.templates
     for template in settings.templates.values():
@@ -250,7 +250,7 @@ def test_redact_masks_tokens_in_urls_headers_and_known_secrets() -> None:
 
 
 def test_log_lines_are_redacted() -> None:
-    from inbox.logging_setup import configure
+    from inbox.runtime.logging import configure
 
     stream = io.StringIO()
     handler = configure("INFO", stream=stream)
@@ -278,7 +278,7 @@ def test_log_lines_are_redacted() -> None:
 
 
 def test_http_loggers_stay_quiet_unless_debug() -> None:
-    from inbox.logging_setup import configure
+    from inbox.runtime.logging import configure
 
     root = logging.getLogger()
     before = root.level

@@ -457,7 +457,7 @@ def test_x_oauth1_user_context_fetches_and_sends(sb: Any, caplog: pytest.LogCapt
 
 def test_specs_from_the_generated_config(sb: Any, tmp_path: Any) -> None:
     """The path the sync job takes: TOML config -> AccountSettings.to_spec() -> connect()."""
-    from inbox.config import load_settings
+    from inbox.settings import load_settings
 
     path = tmp_path / "inbox.toml"
     path.write_text(sb.config_toml(database=f"sqlite:///{tmp_path / 'inbox.db'}", include_ig_login=True), encoding="utf-8")

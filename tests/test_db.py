@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from inbox import migrate
-from inbox.db import make_engine, open_store
+from inbox.store import migrate
+from inbox.store.engine import make_engine, open_store
 
 EXPECTED_TABLES = {
     "account", "person", "contact", "person_event", "ticket", "ticket_tag", "ticket_event",
@@ -24,7 +24,7 @@ EXPECTED_TABLES = {
 def _model_tables() -> set[str]:
     from sqlmodel import SQLModel
 
-    import inbox.models  # noqa: F401
+    import inbox.store.models  # noqa: F401
 
     return set(SQLModel.metadata.tables)
 
@@ -52,7 +52,7 @@ def test_migrations_from_empty_reach_head(db_url: str) -> None:
 def test_no_drift_between_models_and_migrations(engine: sa.Engine) -> None:
     """Drift check: autogenerate against a migrated database finds nothing to add or change.
 
-    If this fails after a model change, write a revision: `python -m inbox.migrate revision -m "..."`.
+    If this fails after a model change, write a revision: `python -m inbox.store.migrate revision -m "..."`.
     """
     with engine.connect() as conn:
         diff = migrate.drift(conn)
@@ -88,7 +88,7 @@ def test_sqlite_pragmas_survive_upgrade(tmp_path: Path) -> None:
 
 
 def _seed_account(conn: sa.Connection) -> int:
-    from inbox.models import Account
+    from inbox.store.models import Account
 
     return conn.execute(
         sa.insert(Account.__table__).values(name="fb-main", channel="facebook", platform_id="1001", created_at=datetime.now(timezone.utc), needs_reauth=False).returning(Account.__table__.c.id)  # type: ignore[attr-defined]
@@ -96,7 +96,7 @@ def _seed_account(conn: sa.Connection) -> int:
 
 
 def test_unique_keys_reject_a_duplicate_message(engine: sa.Engine) -> None:
-    from inbox.models import Contact, Conversation, Message
+    from inbox.store.models import Contact, Conversation, Message
 
     now = datetime.now(timezone.utc)
     msg_t = Message.__table__  # type: ignore[attr-defined]
@@ -113,7 +113,7 @@ def test_unique_keys_reject_a_duplicate_message(engine: sa.Engine) -> None:
             conn.execute(sa.insert(msg_t).values(**{**row, "text": "again"}))
     # The same external id on another account is a different message.
     with engine.begin() as conn:
-        from inbox.models import Account
+        from inbox.store.models import Account
 
         acc2 = conn.execute(sa.insert(Account.__table__).values(name="fb-2", channel="facebook", platform_id="1002", created_at=now, needs_reauth=False).returning(Account.__table__.c.id)).scalar_one()  # type: ignore[attr-defined]
         conv2 = conn.execute(sa.insert(Conversation.__table__).values(channel="facebook", account_id=acc2, external_id="t_1", created_at=now).returning(Conversation.__table__.c.id)).scalar_one()  # type: ignore[attr-defined]
@@ -132,7 +132,7 @@ def test_unique_keys_reject_a_duplicate_message(engine: sa.Engine) -> None:
 
 
 def test_foreign_keys_enforced(engine: sa.Engine) -> None:
-    from inbox.models import Conversation
+    from inbox.store.models import Conversation
 
     with pytest.raises(sa.exc.IntegrityError):
         with engine.begin() as conn:
@@ -142,7 +142,7 @@ def test_foreign_keys_enforced(engine: sa.Engine) -> None:
 def test_tables_without_history_are_refused(tmp_path: Path) -> None:
     from sqlmodel import SQLModel
 
-    import inbox.models  # noqa: F401
+    import inbox.store.models  # noqa: F401
     from inbox.errors import ConfigError
 
     engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
@@ -170,8 +170,8 @@ def test_database_newer_than_code_is_reported(tmp_path: Path) -> None:
 _RACER = textwrap.dedent(
     """
     import sys, time
-    from inbox.db import open_store
-    from inbox import migrate
+    from inbox.store.engine import open_store
+    from inbox.store import migrate
     url, start = sys.argv[1], float(sys.argv[2])
     time.sleep(max(0.0, start - time.time()))
     engine = open_store(url)
@@ -203,7 +203,7 @@ def test_concurrent_first_use_by_two_processes(db_url: str) -> None:
 def test_opening_a_current_database_does_not_load_alembic(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'fast.db'}"
     open_store(url).dispose()
-    code = f"import sys; from inbox.db import open_store; open_store({url!r}); print('alembic' in sys.modules)"
+    code = f"import sys; from inbox.store.engine import open_store; open_store({url!r}); print('alembic' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
@@ -211,7 +211,7 @@ def test_opening_a_current_database_does_not_load_alembic(tmp_path: Path) -> Non
 def test_sqlite_file_names_only_a_file_the_helpers_can_open_themselves():
     from sqlalchemy.engine import make_url
 
-    from inbox.db import sqlite_file
+    from inbox.store.engine import sqlite_file
 
     assert sqlite_file(make_url("sqlite:///data/inbox.db")) == "data/inbox.db"
     for url in ("sqlite://", "sqlite:///:memory:", "sqlite:///file:x.db?mode=ro&uri=true", "postgresql+psycopg://u@h/inbox"):

@@ -9,10 +9,10 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from connectors.base import Channel, Direction, InboundMessage, MessageKind, Page, Participant
-from inbox.config import Settings
-from inbox.dedup import order_refs
-from inbox.ingest import ingest_page
-from inbox.models import Account, Contact, Message, Person, PersonEvent, Ticket, TicketEvent
+from inbox.settings import Settings
+from inbox.dedup.pages import order_refs
+from inbox.ingest.page import ingest_page
+from inbox.store.models import Account, Contact, Message, Person, PersonEvent, Ticket, TicketEvent
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)
 FB, IG, X = "104920378912345", "17841400000000001", "1500000000000000001"
@@ -330,8 +330,8 @@ def test_someone_quoting_an_invoice_never_takes_over_its_ticket(engine, accounts
 
 
 def test_a_person_link_the_sync_made_from_an_invoice_is_undone_by_the_migration(tmp_path):
-    from inbox.db import open_store
-    from inbox.migrate import upgrade
+    from inbox.store.engine import open_store
+    from inbox.store.migrate import upgrade
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
     eng = sa.create_engine(url)

@@ -6,8 +6,8 @@ import json
 
 import cli
 from connectors.base import Page
-from inbox.config import Settings
-from inbox.ingest import ingest_page
+from inbox.settings import Settings
+from inbox.ingest.page import ingest_page
 
 from tests.test_dedup import INV, m, message, ticket_of
 
@@ -23,7 +23,7 @@ def test_show_why_and_list_explain_dedup(sqlite_engine, tmp_path, capsys, monkey
     engine = sqlite_engine
     from sqlmodel import Session
 
-    from inbox.models import Account
+    from inbox.store.models import Account
 
     with Session(engine) as s:
         fb = Account(name="toko-fb", channel="facebook", platform_id="104920378912345")
@@ -54,7 +54,7 @@ def test_show_why_and_list_explain_dedup(sqlite_engine, tmp_path, capsys, monkey
 
 
 def test_sync_dry_run_json_explains_what_it_would_do(sandbox, tmp_path, capsys, monkeypatch):
-    from inbox import sync as sync_mod
+    from inbox.sync import account as sync_mod
 
     cfg = tmp_path / "inbox.toml"
     cfg.write_text(sandbox.config_toml(database=f"sqlite:///{tmp_path / 'dry.db'}"))

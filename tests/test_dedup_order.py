@@ -10,10 +10,10 @@ from hypothesis import given, settings as hsettings, strategies as st
 from sqlmodel import Session
 
 from connectors.base import Page
-from inbox.config import Settings
-from inbox.ingest import ingest_page
-from inbox.models import Account, SQLModel
-from inbox.sync import merge_pages
+from inbox.settings import Settings
+from inbox.ingest.page import ingest_page
+from inbox.store.models import Account, SQLModel
+from inbox.sync.account import merge_pages
 
 from tests.dedup_cases import ACCOUNTS, PLATFORM, Msg, cases, expected_grouping, grouping
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from inbox.models import Conversation, Message, Ticket
+from inbox.store.models import Conversation, Message, Ticket
 from test_sync_many import _config, run
 
 
@@ -53,7 +53,7 @@ def ticket_row(engine: sa.Engine, external_id: str) -> Any:
 
 @pytest.fixture
 def store(sandbox: Any, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    from inbox.db import open_store
+    from inbox.store.engine import open_store
 
     monkeypatch.setenv("INBOX_AGENT", "ana")
     cfg = _config(sandbox, db_url, tmp_path)
@@ -169,8 +169,8 @@ def test_the_upgrade_attaches_echoes_stored_without_their_ticket(db_url: str) ->
     from datetime import timedelta
 
     import store_factory as sf
-    from inbox import migrate
-    from inbox.db import make_engine
+    from inbox.store import migrate
+    from inbox.store.engine import make_engine
 
     engine = make_engine(db_url)
     try:

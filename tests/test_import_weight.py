@@ -42,7 +42,7 @@ def test_the_check_would_catch_a_heavy_import(tmp_path: Path) -> None:
 
 
 def test_triage_commands_do_not_import_sqlmodel(tmp_path: Path) -> None:
-    """Store commands use SQLAlchemy Core tables (inbox.tables); the ORM models are for migrations only."""
+    """Store commands use SQLAlchemy Core tables (inbox.store.tables); the ORM models are for migrations only."""
     (tmp_path / "inbox.toml").write_text('database = "sqlite:///x.db"\n')
     assert "sqlmodel" in imported_modules("db", "upgrade", cwd=tmp_path)  # the measurement sees it when it happens
     for args in (("list",), ("search", "paket"), ("outbox",), ("stats",)):

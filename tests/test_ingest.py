@@ -20,9 +20,9 @@ from connectors.base import (
     Participant,
     QuarantinedItem,
 )
-from inbox.config import Settings
-from inbox.ingest import LeaseLostError, ingest_page
-from inbox.models import Account, Message, Reply, SyncState, Ticket, TicketEvent
+from inbox.settings import Settings
+from inbox.ingest.page import LeaseLostError, ingest_page
+from inbox.store.models import Account, Message, Reply, SyncState, Ticket, TicketEvent
 from waiting import wait_until
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)
@@ -170,7 +170,7 @@ def test_cursor_is_written_with_the_page_and_not_on_failure(engine, settings, mo
     ingest_page(engine, acc, Page((msg("m2", "t1", "u1", "halo lagi", 1),), cursor=None), settings)
     assert cursor_of(engine, acc.id) == {"n": 1}
 
-    from inbox import ingest as mod
+    from inbox.ingest import page as mod
 
     def boom(self, *a, **k):  # a failure after the messages were inserted
         raise RuntimeError("disk on fire")
@@ -300,7 +300,7 @@ def test_statements_per_page_do_not_grow_with_the_page(engine, settings):
 
 
 def test_sqlite_wal_is_checkpointed_off_the_ingest_path(sqlite_engine, settings):
-    from inbox import checkpoint
+    from inbox.store import sqlite_wal as checkpoint
 
     acc = make_account(sqlite_engine)
     for i in range(checkpoint.EVERY_COMMITS):
@@ -323,7 +323,7 @@ def test_a_fork_waits_while_the_checkpointer_is_inside_sqlite():
     import os
     import threading
 
-    from inbox import checkpoint
+    from inbox.store import sqlite_wal as checkpoint
 
     inside, leave = threading.Event(), threading.Event()
     order: list[str] = []

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from connectors.base import Channel, Direction, InboundMessage, MessageKind, Page, Participant
-from inbox.config import parse_settings
+from inbox.settings import parse_settings
 from inbox.errors import ConflictError
-from inbox.ingest import LeaseLostError
+from inbox.ingest.page import LeaseLostError
 from inbox.leases import Holder, acquire, holder_of, new_owner, release, renew
 from waiting import wait_until
 
@@ -62,8 +62,8 @@ class SlowConnector:
 
 def test_two_workers_never_poll_the_same_account_at_once(db_url):
     """Two workers (own engines, own connections, own owners) loop over one account."""
-    from inbox.db import open_store
-    from inbox.sync import sync_account
+    from inbox.store.engine import open_store
+    from inbox.sync.account import sync_account
 
     settings = settings_for(db_url)
     acc = settings.accounts[0]
@@ -125,7 +125,7 @@ def test_expired_lease_is_taken_over_and_the_old_holder_is_fenced(engine):
     with pytest.raises(LeaseLostError):
         renew(engine, dead, seconds=30)
     # the old holder cannot store a page either (fencing in the page transaction)
-    from inbox.ingest import ingest_page
+    from inbox.ingest.page import ingest_page
 
     cust = Participant("u1")
     page = Page((InboundMessage(Channel.X, "1500", "e1", "c1", Direction.IN, cust, cust, "x", MessageKind.TEXT, T0),), cursor={"n": 1})
@@ -179,7 +179,7 @@ def test_second_sync_process_on_sqlite_is_told_clearly(tmp_path, sqlite_engine):
         f'database = "sqlite:///{db}"\n\n[[accounts]]\nname = "toko-x"\nchannel = "x"\nuser_id = "1500"\n'
         'base_url = "http://127.0.0.1:9"\naccess_token_env = "LEASE_TEST_TOKEN"\n'
     )
-    from inbox.db import open_store
+    from inbox.store.engine import open_store
 
     engine = open_store(f"sqlite:///{db}")
     ref = ensure_accounts(engine, settings_for(f"sqlite:///{db}").accounts)["toko-x"]

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from connectors.base import Channel, Direction, MessageKind
-from connectors.classify import classify, rate_info, retry_hint
+from connectors.responses import classify, rate_info, retry_hint
 from connectors.errors import (
     DeliveryUnknownError,
     MalformedResponseError,
@@ -29,7 +29,7 @@ from connectors.errors import (
     ServerError,
     WindowClosedError,
 )
-from connectors.meta_parse import MetaContext, ParseError, message_items, parse_conversation, parse_message
+from connectors.graph_parse import MetaContext, ParseError, message_items, parse_conversation, parse_message
 from connectors.times import parse_time, snowflake_time
 from connectors.x_parse import event_items, next_token, parse_event, parse_includes, to_message
 

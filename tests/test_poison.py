@@ -21,7 +21,7 @@ import pytest
 import sqlalchemy as sa
 
 from connectors.times import parse_time, snowflake_time
-from inbox.models import Account, Message, Quarantine, SyncState
+from inbox.store.models import Account, Message, Quarantine, SyncState
 from test_sync import sandbox_settings
 
 NUL = '"a\\u0000b"'
@@ -116,7 +116,7 @@ def sb() -> Iterator[Any]:
 def store(request: pytest.FixtureRequest, sb: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """(engine, settings, factory) with every account synced once."""
     from conftest import PG_URL, _pg_schema_url
-    from inbox.db import open_store
+    from inbox.store.engine import open_store
 
     schema = None
     if request.param == "sqlite":
@@ -135,7 +135,7 @@ def store(request: pytest.FixtureRequest, sb: Any, tmp_path_factory: pytest.Temp
     # A short overlap: each case's thread is newer than the mark, and passes stay one list call.
     settings = sandbox_settings(sb, url, overlap_seconds=5)
     factory = poison_factory(settings)
-    from inbox.sync import sync_all
+    from inbox.sync.account import sync_all
 
     assert {r.status for r in sync_all(engine, settings, connector_factory=factory)} == {"ok"}
     try:
@@ -197,7 +197,7 @@ def assert_cursor_not_ahead(engine: Any, account: str, skew: timedelta) -> None:
 
 
 def sync(engine: Any, settings: Any, factory: Any, account: str) -> Any:
-    from inbox.sync import sync_all
+    from inbox.sync.account import sync_all
 
     [result] = sync_all(engine, settings, accounts=[account], connector_factory=factory)
     return result
@@ -282,7 +282,7 @@ def test_hostile_header_on_every_answer(store: Any, sb: Any, account: str, name:
 
 def test_id_limits_match_the_store_columns() -> None:
     from connectors.base import MAX_ID_LENGTH, MAX_USER_ID_LENGTH
-    from inbox.models import Contact, Conversation
+    from inbox.store.models import Contact, Conversation
 
     assert Message.__table__.c.external_id.type.length == MAX_ID_LENGTH
     assert Conversation.__table__.c.external_id.type.length == MAX_ID_LENGTH

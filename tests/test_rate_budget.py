@@ -13,7 +13,7 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from inbox.models import Account
+from inbox.store.models import Account
 from sandbox import Sandbox
 from test_sync import assert_complete, fast_factory, readable_ids, sandbox_settings, stored_ids
 
@@ -44,7 +44,7 @@ def _refused(sb: Sandbox, status: int) -> list[str]:
 def test_a_meta_page_with_a_small_budget_stores_every_message_over_a_few_passes(engine, db_url, monkeypatch):
     """16 threads x 5 messages behind a budget of 4 calls per window: every pass stores some, none is
     throttled, and all 80 are stored (the old sync was throttled on its 5th call each window and kept nothing)."""
-    from inbox.sync import sync_account
+    from inbox.sync.account import sync_account
 
     with Sandbox(seed=7).start() as sb:
         for k, v in sb.env().items():
@@ -78,7 +78,7 @@ def test_a_meta_page_with_a_small_budget_stores_every_message_over_a_few_passes(
 def test_a_page_already_at_97_percent_stores_what_its_last_calls_read(engine, db_url, monkeypatch):
     """The header says 96 % before the first call and each call adds 2 %: the pass reads what fits
     (one list call, one thread), keeps it, and never meets 80006."""
-    from inbox.sync import sync_account
+    from inbox.sync.account import sync_account
 
     with Sandbox(seed=7).start() as sb:
         for k, v in sb.env().items():
@@ -116,7 +116,7 @@ def _blind(connector):
 def test_x_stops_before_its_budget_is_spent_and_resumes_where_it_stopped(engine, db_url, monkeypatch):
     """3 lookups per window, 25 events a page, 150 new events: each pass reads 3 pages deeper (the old
     sync re-read the same newest 3 pages every window, hit 429 and never reached the end)."""
-    from inbox.sync import sync_account
+    from inbox.sync.account import sync_account
 
     with Sandbox(seed=7, x_rate_limit=3, x_window_seconds=900).start() as sb:
         for k, v in sb.env().items():
@@ -150,7 +150,7 @@ def test_x_stops_before_its_budget_is_spent_and_resumes_where_it_stopped(engine,
 
 
 def test_x_resume_token_that_the_platform_refuses_falls_back_to_a_full_pass(engine, db_url, monkeypatch):
-    from inbox.sync import read_cursor, sync_account
+    from inbox.sync.account import read_cursor, sync_account
 
     with Sandbox(seed=7, x_rate_limit=2, x_window_seconds=900).start() as sb:
         for k, v in sb.env().items():
@@ -164,7 +164,7 @@ def test_x_resume_token_that_the_platform_refuses_falls_back_to_a_full_pass(engi
         ref = engine.connect().execute(sa.select(Account.__table__.c.id).where(Account.__table__.c.name == "tokoshop-x")).scalar_one()
         cursor = read_cursor(engine, ref)
         assert cursor["resume"]["token"]
-        from inbox.ingest import ingest_page
+        from inbox.ingest.page import ingest_page
         from connectors.base import Page
 
         broken = {**cursor, "resume": {**cursor["resume"], "token": "not-a-token"}}
@@ -177,7 +177,7 @@ def test_x_resume_token_that_the_platform_refuses_falls_back_to_a_full_pass(engi
 
 def test_cli_sync_and_accounts_show_the_stop_and_the_headroom(tmp_path, monkeypatch, capsys):
     import cli
-    from inbox import sync as sync_mod
+    from inbox.sync import account as sync_mod
 
     with Sandbox(seed=7).start() as sb:
         for k, v in sb.env().items():
@@ -204,8 +204,8 @@ def test_inbox_run_reschedules_an_account_that_stopped_for_its_budget(tmp_path, 
     """The scheduler's job moves to the reset the pass reported; it does not sleep in its worker."""
     from datetime import timedelta
 
-    from inbox.db import open_store
-    from inbox.scheduler import SyncScheduler
+    from inbox.store.engine import open_store
+    from inbox.sync.scheduler import SyncScheduler
 
     with Sandbox(seed=7).start() as sb:
         for k, v in sb.env().items():

@@ -30,9 +30,9 @@ import pytest
 import requests
 
 from connectors.base import Channel, Direction, MessageKind
-from connectors.classify import classify, rate_info
+from connectors.responses import classify, rate_info
 from connectors.errors import PermanentError
-from connectors.meta_parse import MetaContext, ParseError, parse_conversation, parse_message, sent_message_id
+from connectors.graph_parse import MetaContext, ParseError, parse_conversation, parse_message, sent_message_id
 from connectors.times import parse_time, snowflake_time
 from connectors.x_parse import created_event, event_items, next_token, parse_event, parse_includes, to_message
 

@@ -1,6 +1,6 @@
 """The outbox state machine on both backends: record before the call, never deliver twice.
 
-These tests drive `inbox.replies` with a connector double that counts deliveries; the same
+These tests drive `inbox.replies.outbox` with a connector double that counts deliveries; the same
 rules are exercised over real HTTP against the sandbox in test_cli_e2e.py.
 """
 
@@ -17,11 +17,11 @@ import sqlalchemy as sa
 import store_factory as sf
 from connectors.base import OutboundReply, ReplyPolicy, SendResult
 from connectors.errors import DeliveryUnknownError, RateLimitedError, WindowClosedError
-from inbox import replies as rp
-from inbox import templates as tpl
-from inbox import tickets as tk
+from inbox.replies import outbox as rp
+from inbox.replies import templates as tpl
+from inbox.tickets import operations as tk
 from inbox.errors import ConflictError, PlatformError, PolicyError, UsageError
-from inbox.models import Account, Reply, TicketEvent
+from inbox.store.models import Account, Reply, TicketEvent
 
 
 class Platform:
@@ -298,7 +298,7 @@ def test_route_is_the_tickets_own_channel_unless_asked(engine) -> None:
 def test_a_weak_person_link_never_routes_a_reply(engine) -> None:
     """Customer B quoted A's invoice; the sync linked B into A's person and B's thread joined A's
     ticket. A reply to A's ticket must not go to B — and is never guessed."""
-    from inbox.models import Contact, Conversation, Person, PersonEvent
+    from inbox.store.models import Contact, Conversation, Person, PersonEvent
 
     a = sf.ticket(engine, handle="victim", last_customer_ago=timedelta(hours=2))
     b = sf.ticket(engine, handle="attacker", last_customer_ago=timedelta(minutes=1))  # same channel, newer

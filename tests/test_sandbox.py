@@ -681,7 +681,7 @@ def test_call_log(sandbox: Sandbox) -> None:
 
 
 def test_config_and_env_load_as_inbox_settings(sandbox: Sandbox, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from inbox.config import load_settings
+    from inbox.settings import load_settings
 
     path = tmp_path / "inbox.toml"
     path.write_text(sandbox.config_toml(database=f"sqlite:///{tmp_path / 'inbox.db'}", include_ig_login=True), encoding="utf-8")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from connectors.base import RateInfo
-from inbox.scheduler import META_PAUSE_DEFAULT, SyncScheduler, next_run
+from inbox.sync.scheduler import META_PAUSE_DEFAULT, SyncScheduler, next_run
 from test_sync import fast_factory, sandbox_settings
 from waiting import wait_until
 
@@ -88,7 +88,7 @@ def test_one_job_per_account_with_the_right_options(sandbox, sqlite_engine, tmp_
 def test_short_real_run_paces_the_x_account(sandbox, tmp_path):
     """Against the sandbox (X budget 15 per 900 s): after its first pass the X job's next run is
     pushed out to what the remaining budget allows, not the 10 s interval."""
-    from inbox.db import open_store
+    from inbox.store.engine import open_store
 
     url = f"sqlite:///{tmp_path / 'inbox.db'}"
     engine = open_store(url)
@@ -131,6 +131,6 @@ def test_inbox_run_stops_cleanly_on_sigterm(sandbox, tmp_path):
             proc.kill()
     assert proc.returncode == 0, err
     assert "scheduler stopped" in err
-    # One line per sync per account (inbox.sync's), not APScheduler's three per job run.
+    # One line per sync per account (inbox.sync.account's), not APScheduler's three per job run.
     log = "".join(lines) + err
     assert "apscheduler" not in log and "Running job" not in log and "executed successfully" not in log, log

@@ -7,9 +7,9 @@ import sqlalchemy as sa
 
 import store_factory as sf
 from inbox import search as srch
-from inbox import tickets as tk
+from inbox.tickets import operations as tk
 from inbox.errors import UsageError
-from inbox.models import Message
+from inbox.store.models import Message
 
 
 def ids(hits: list[srch.SearchHit]) -> list[int]:

@@ -11,8 +11,8 @@ from dataclasses import replace
 import pytest
 import sqlalchemy as sa
 
-from inbox.config import Settings, parse_settings
-from inbox.models import Account, Message, Reply, SyncState, Ticket
+from inbox.settings import Settings, parse_settings
+from inbox.store.models import Account, Message, Reply, SyncState, Ticket
 
 ACCOUNTS = ("tokoshop-fb", "tokoshop-ig", "tokoshop-x")
 
@@ -26,7 +26,7 @@ def sandbox_settings(sb, db_url: str, **sync: object) -> Settings:
 
 def sandbox_store(sb, tmp_path, monkeypatch, name: str = "inbox.db"):
     """The sandbox's environment set for this process, a new SQLite store, and settings naming both."""
-    from inbox.db import open_store
+    from inbox.store.engine import open_store
 
     for k, v in sb.env().items():
         monkeypatch.setenv(k, v)
@@ -83,7 +83,7 @@ def assert_complete(engine, sb, names=ACCOUNTS, *, exact: bool = True) -> None:
 
 
 def test_first_sync_is_complete_and_the_second_finds_nothing_new(engine, db_url, sandbox):
-    from inbox.sync import sync_all
+    from inbox.sync.account import sync_all
 
     settings = sandbox_settings(sandbox, db_url)
     factory = fast_factory(settings)
@@ -110,7 +110,7 @@ def test_first_sync_is_complete_and_the_second_finds_nothing_new(engine, db_url,
 def test_customer_on_two_channels_ends_in_one_ticket(engine, db_url, sandbox):
     """The seeded customer who DMs on Instagram and X about the same invoice, and the long complaint
     pasted on Messenger and Instagram: attached across channels, whichever account syncs first."""
-    from inbox.sync import sync_all
+    from inbox.sync.account import sync_all
 
     settings = sandbox_settings(sandbox, db_url)
     sync_all(engine, settings, connector_factory=fast_factory(settings))
@@ -127,7 +127,7 @@ def test_customer_on_two_channels_ends_in_one_ticket(engine, db_url, sandbox):
 
 def test_new_message_and_the_echo_of_our_reply(engine, db_url, sandbox):
     from connectors.base import OutboundReply, ReplyPolicy
-    from inbox.sync import sync_all
+    from inbox.sync.account import sync_all
 
     settings = sandbox_settings(sandbox, db_url)
     factory = fast_factory(settings)
@@ -165,7 +165,7 @@ def test_new_message_and_the_echo_of_our_reply(engine, db_url, sandbox):
 
 
 def test_dry_run_fetches_and_decides_but_writes_nothing(engine, db_url, sandbox):
-    from inbox.sync import sync_all
+    from inbox.sync.account import sync_all
 
     settings = sandbox_settings(sandbox, db_url)
     results = sync_all(engine, settings, dry_run=True, connector_factory=fast_factory(settings))
@@ -182,7 +182,7 @@ def test_dry_run_fetches_and_decides_but_writes_nothing(engine, db_url, sandbox)
 def test_stop_event_finishes_the_page_and_the_next_pass_completes(tmp_path, monkeypatch):
     from sandbox import Sandbox
 
-    from inbox.sync import sync_all
+    from inbox.sync.account import sync_all
 
     with Sandbox(seed=3, large=1500, x_rate_limit=1000).start() as sb:
         _url, engine, settings = sandbox_store(sb, tmp_path, monkeypatch)
@@ -205,8 +205,8 @@ def test_stop_event_finishes_the_page_and_the_next_pass_completes(tmp_path, monk
 def test_accounts_in_worker_processes_stop_on_the_event_and_the_next_pass_completes(tmp_path, monkeypatch):
     from sandbox import Sandbox
 
-    from inbox import workers
-    from inbox.sync import sync_all
+    from inbox.runtime import procs as workers
+    from inbox.sync.account import sync_all
 
     if not workers.available():
         pytest.skip("worker processes need fork (Linux)")
@@ -233,7 +233,7 @@ def test_accounts_in_worker_processes_stop_on_the_event_and_the_next_pass_comple
 
 def test_cli_sync_json_and_accounts(tmp_path, sandbox, monkeypatch, capsys):
     import cli
-    from inbox import sync as sync_mod
+    from inbox.sync import account as sync_mod
 
     settings_path = tmp_path / "inbox.toml"
     settings_path.write_text(sandbox.config_toml(database=f"sqlite:///{tmp_path / 'cli.db'}"))
@@ -273,7 +273,7 @@ def test_platform_error_text_is_redacted_in_the_result_and_one_line_in_the_log(e
     import logging
 
     from connectors.errors import ServerError
-    from inbox.sync import sync_account
+    from inbox.sync.account import sync_account
 
     settings = sandbox_settings(sandbox, db_url)
 
@@ -285,11 +285,11 @@ def test_platform_error_text_is_redacted_in_the_result_and_one_line_in_the_log(e
         def close(self):
             pass
 
-    with caplog.at_level(logging.INFO, logger="inbox.sync"):
+    with caplog.at_level(logging.INFO, logger="inbox.sync.account"):
         res = sync_account(engine, settings, settings.accounts[0], connector=Broken())
     assert res.status == "retry-later"
     assert "EAAsecret123" not in res.error and "EAAsecret123" not in str(res.as_dict())
-    line = next(r.getMessage() for r in caplog.records if r.name == "inbox.sync" and "bad gateway" in r.getMessage())
+    line = next(r.getMessage() for r in caplog.records if r.name == "inbox.sync.account" and "bad gateway" in r.getMessage())
     assert "EAAsecret123" not in line and "\x1b" not in line and "\n" not in line
 
 
@@ -297,7 +297,7 @@ def test_health_calls_an_account_stale_after_six_of_its_own_intervals(engine, db
     from datetime import timedelta
 
     from inbox.accounts import ensure_accounts, health
-    from inbox.models import utcnow
+    from inbox.store.models import utcnow
 
     settings = sandbox_settings(sandbox, db_url)
     now = utcnow()
@@ -316,8 +316,8 @@ def test_health_calls_an_account_stale_after_six_of_its_own_intervals(engine, db
 
 
 def test_a_complete_pass_settles_replies_in_doubt_against_its_echoes(engine, db_url, sandbox, monkeypatch):
-    from inbox import replies
-    from inbox.sync import sync_all
+    from inbox.replies import outbox as replies
+    from inbox.sync.account import sync_all
 
     settings = sandbox_settings(sandbox, db_url, processes=False)  # the fake below counts calls in this process
     calls = []
@@ -338,7 +338,7 @@ def test_a_complete_pass_settles_replies_in_doubt_against_its_echoes(engine, db_
 def test_pages_waiting_behind_one_are_stored_with_it_and_an_error_still_comes_where_it_happened():
     from connectors.base import Page
     from connectors.errors import ServerError
-    from inbox.sync import _Prefetch, merge_pages
+    from inbox.sync.account import _Prefetch, merge_pages
 
     gate = threading.Event()
 
@@ -369,9 +369,9 @@ def test_pages_waiting_behind_one_are_stored_with_it_and_an_error_still_comes_wh
 def test_a_worker_process_that_dies_fails_its_account_only_and_says_so_in_health(engine, db_url, sandbox):
     import os
 
-    from inbox import workers
+    from inbox.runtime import procs as workers
     from inbox.accounts import health
-    from inbox.sync import sync_all
+    from inbox.sync.account import sync_all
 
     if not workers.available():
         pytest.skip("worker processes need fork (Linux)")
@@ -396,7 +396,7 @@ def test_the_fetching_thread_runs_at_a_lower_priority_than_the_writer():
     import os
 
     from connectors.base import Page
-    from inbox.sync import FETCH_NICENESS, _Prefetch
+    from inbox.sync.account import FETCH_NICENESS, _Prefetch
 
     if not hasattr(os, "setpriority"):
         pytest.skip("no per-thread priorities here")

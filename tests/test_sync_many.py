@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 import cli
-from inbox.models import Message, Reply
+from inbox.store.models import Message, Reply
 
 
 def _config(sb: Any, db_url: str, tmp_path: Path) -> str:
@@ -44,7 +44,7 @@ def ticket_of(engine: sa.Engine, external_id: str) -> int:
 def test_two_replies_awaiting_their_echoes_on_each_account(
     sandbox: Any, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], accounts: tuple[str, ...]
 ) -> None:
-    from inbox.db import open_store
+    from inbox.store.engine import open_store
 
     monkeypatch.setenv("INBOX_AGENT", "ana")
     cfg = _config(sandbox, db_url, tmp_path)

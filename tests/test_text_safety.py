@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from inbox import text as tx
+from inbox import safe_text as tx
 
 HOSTILE = (
     "[bold red]PAY NOW[/] [link=http://evil.example]klik[/link] "
@@ -82,7 +82,7 @@ def test_json_output_escapes_terminal_active_characters(engine) -> None:
 
     import store_factory as sf
     from inbox import export
-    from inbox.tickets import TicketFilter
+    from inbox.tickets.operations import TicketFilter
 
     hostile = "pesanan \x9b2J\x9d52;c;ZXZpbA==\x07 \u202eabc\u2028x"
     assert json.loads(tx.json_safe(json.dumps(hostile, ensure_ascii=False))) == hostile

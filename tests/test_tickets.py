@@ -8,9 +8,9 @@ import pytest
 import sqlalchemy as sa
 
 import store_factory as sf
-from inbox import tickets as tk
+from inbox.tickets import operations as tk
 from inbox.errors import ConflictError, NotFoundError, UsageError
-from inbox.models import PersonEvent, TicketEvent
+from inbox.store.models import PersonEvent, TicketEvent
 
 
 def events(engine, ticket_id: int) -> list[tuple[str, str, dict]]:
@@ -214,12 +214,12 @@ def test_agent_identity_order(monkeypatch) -> None:
 
 
 def test_core_tables_match_the_models() -> None:
-    """inbox.tables (the CLI's light tables) must mirror inbox.models column for column."""
+    """inbox.store.tables (the CLI's light tables) must mirror inbox.store.models column for column."""
     from sqlalchemy.dialects import postgresql, sqlite
     from sqlmodel import SQLModel
 
-    import inbox.models as models
-    from inbox import tables
+    import inbox.store.models as models
+    from inbox.store import tables
 
     for name, light in tables.metadata.tables.items():
         full = SQLModel.metadata.tables[name]
@@ -238,7 +238,7 @@ def test_core_tables_match_the_models() -> None:
 
 def test_stats_backlog_breaches_and_first_response(engine) -> None:
     from inbox import stats
-    from inbox.tables import ticket as T
+    from inbox.store.tables import ticket as T
 
     sf.ticket(engine, due_in=timedelta(minutes=-5))  # unanswered, past due
     sf.ticket(engine, channel="x", account_name="tokoshop-x", status="open")

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_deliveries_a_crash_left_behind_are_processed_on_restart_once(engine, db_url) -> None:
-    from inbox import intake
+    from inbox.intake import receiver as intake
 
     settings = plain_settings(db_url)
     # 1. acknowledged (committed), then the process died before processing it
@@ -72,9 +72,9 @@ def _serve(cfg: Path) -> tuple[subprocess.Popen[str], str]:
 
 @pytest.mark.slow
 def test_kill_9_right_after_the_acknowledgements_then_restart(tmp_path, db_url) -> None:
-    from inbox import writer_lock
-    from inbox.db import open_store
-    from inbox.ingest import INGEST_LOCK_KEY, begin_write
+    from inbox.store import sqlite_lock as writer_lock
+    from inbox.store.engine import open_store
+    from inbox.ingest.page import INGEST_LOCK_KEY, begin_write
 
     cfg = _config(tmp_path, db_url)
     proc, base = _serve(cfg)
@@ -115,10 +115,11 @@ def test_kill_9_right_after_the_acknowledgements_then_restart(tmp_path, db_url) 
 def test_a_busy_writer_lock_leaves_the_batch_pending_without_counting_an_attempt(engine, db_url) -> None:
     import sqlalchemy as sa
 
-    from inbox import intake, writer_lock
+    from inbox.intake import receiver as intake
+    from inbox.store import sqlite_lock as writer_lock
     from inbox.errors import ConflictError
-    from inbox.ingest import INGEST_LOCK_KEY, begin_write
-    from inbox.tables import webhook_delivery as d
+    from inbox.ingest.page import INGEST_LOCK_KEY, begin_write
+    from inbox.store.tables import webhook_delivery as d
 
     settings = plain_settings(db_url)
     settings = settings.model_copy(update={"sync": settings.sync.model_copy(update={"writer_lock_timeout_seconds": 0.2})})

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from connectors.base import Channel
-from connectors.meta_parse import MetaContext
+from connectors.graph_parse import MetaContext
 from connectors.webhook import ParsedDelivery
 
 RECORDED = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "recorded"
@@ -162,7 +162,7 @@ def _courier_agrees(channel: str, case: dict[str, Any]) -> bool:
 
 def _refused_as_unreadable() -> bool:
     """courier's "Not JSON": with a valid signature, answered 400 and the raw body quarantined."""
-    from inbox import intake
+    from inbox.intake import receiver as intake
 
     stored: list[str | None] = []
 

@@ -22,7 +22,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from inbox.config import Settings, parse_settings
+from inbox.settings import Settings, parse_settings
 from waiting import wait_until
 
 META_SECRET, VERIFY_TOKEN, X_SECRET = "meta-app-secret-for-tests", "verify-me-0123", "x-consumer-secret-for-tests"
@@ -62,7 +62,8 @@ def plain_settings(db_url: str) -> Settings:
 @contextmanager
 def running(engine: Any, settings: Settings, *, worker: bool = True, graph: bool = False) -> Iterator[str]:
     """`inbox serve`'s app on 127.0.0.1 and a free port, in a thread; yields its base URL."""
-    from inbox import intake, webserver
+    from inbox.intake import receiver as intake
+    from inbox.intake import server as webserver
 
     secrets = intake.resolve_secrets(settings, WEBHOOK_ENV)
     w = intake.IntakeWorker(intake.Processor.build(engine, settings, graph=graph), idle=0.2) if worker else None
@@ -87,7 +88,7 @@ def hello(mid: str = "m_hello_1", text: str = "Halo kak, pesanan INV/20261202/MP
 
 
 def messages(engine: Any, external_id: str | None = None) -> list[Any]:
-    from inbox.tables import message as m
+    from inbox.store.tables import message as m
 
     q = sa.select(m.c.external_id, m.c.text, m.c.direction, m.c.author_id, m.c.via, m.c.ticket_id)
     if external_id is not None:
@@ -97,7 +98,7 @@ def messages(engine: Any, external_id: str | None = None) -> list[Any]:
 
 
 def deliveries(engine: Any) -> list[Any]:
-    from inbox.tables import webhook_delivery as d
+    from inbox.store.tables import webhook_delivery as d
 
     with engine.connect() as conn:
         return list(conn.execute(sa.select(d.c.id, d.c.source, d.c.state, d.c.error, d.c.body).order_by(d.c.id)))
@@ -320,15 +321,15 @@ def sandbox_webhook_settings(sb: Any, db_url: str) -> Settings:
 
 
 def conversation_of(engine: Any, external_id: str) -> str:
-    from inbox.tables import conversation as v
-    from inbox.tables import message as m
+    from inbox.store.tables import conversation as v
+    from inbox.store.tables import message as m
 
     with engine.connect() as conn:
         return conn.execute(sa.select(v.c.external_id).join(m, m.c.conversation_id == v.c.id).where(m.c.external_id == external_id)).scalar_one()
 
 
 def stored_once(engine: Any, ids: list[str]) -> None:
-    from inbox.tables import message as m
+    from inbox.store.tables import message as m
 
     with engine.connect() as conn:
         got = list(conn.execute(sa.select(m.c.external_id).where(m.c.external_id.in_(ids))).scalars())
@@ -336,7 +337,7 @@ def stored_once(engine: Any, ids: list[str]) -> None:
 
 
 def poll(engine: Any, settings: Settings) -> Any:
-    from inbox.sync import sync_all
+    from inbox.sync.account import sync_all
     from test_sync import fast_factory
 
     results = {r.account: r for r in sync_all(engine, settings, connector_factory=fast_factory(settings))}
@@ -416,7 +417,7 @@ def test_a_dropped_webhook_is_found_by_the_next_poll_and_counted_as_missed(engin
 
 
 def test_meta_threads_come_from_the_store_then_the_platform_then_are_provisional(engine, db_url) -> None:
-    from inbox import intake
+    from inbox.intake import receiver as intake
 
     settings = plain_settings(db_url)
     asked: list[str] = []
@@ -435,7 +436,7 @@ def test_meta_threads_come_from_the_store_then_the_platform_then_are_provisional
     from connectors.base import Channel, Direction, InboundMessage, MessageKind, Page, Participant
     from datetime import datetime, timezone
 
-    from inbox.ingest import ingest_page
+    from inbox.ingest.page import ingest_page
 
     known = Participant("5000")
     ingest_page(engine, processor.refs[("facebook", PAGE_ID)], Page((InboundMessage(
@@ -462,10 +463,10 @@ def test_a_provisional_thread_becomes_the_real_one_when_a_poll_names_it(engine, 
     from datetime import datetime, timezone
 
     from connectors.base import Channel, Direction, InboundMessage, MessageKind, Page, Participant
-    from inbox import intake
-    from inbox.ingest import ingest_page
-    from inbox.tables import conversation as v
-    from inbox.tables import message as m
+    from inbox.intake import receiver as intake
+    from inbox.ingest.page import ingest_page
+    from inbox.store.tables import conversation as v
+    from inbox.store.tables import message as m
 
     settings = plain_settings(db_url)
 
@@ -493,8 +494,8 @@ def test_a_provisional_thread_becomes_the_real_one_when_a_poll_names_it(engine, 
 
 def test_inbox_accounts_shows_missed_and_undelivered_counts(tmp_path, monkeypatch, capsys) -> None:
     import cli
-    from inbox import intake
-    from inbox.db import open_store
+    from inbox.intake import receiver as intake
+    from inbox.store.engine import open_store
 
     db = tmp_path / "inbox.db"
     config = tmp_path / "inbox.toml"
@@ -520,7 +521,7 @@ def test_inbox_accounts_shows_missed_and_undelivered_counts(tmp_path, monkeypatc
 
 
 def test_reordered_duplicated_and_delayed_deliveries_store_a_burst_once_in_order(engine, db_url, sandbox) -> None:
-    from inbox.tables import message as m
+    from inbox.store.tables import message as m
 
     settings = sandbox_webhook_settings(sandbox, db_url)
     poll(engine, settings)
@@ -572,7 +573,7 @@ HOSTILE_X = [
 def test_hostile_meta_deliveries_are_quarantined_or_ignored_never_an_error(body: Any) -> None:
     from connectors import meta_webhook
     from connectors.base import Channel
-    from connectors.meta_parse import MetaContext
+    from connectors.graph_parse import MetaContext
     from connectors.webhook import DeliveryError
 
     accounts = {(ch, PAGE_ID): MetaContext(ch, PAGE_ID, frozenset({PAGE_ID})) for ch in (Channel.FACEBOOK, Channel.INSTAGRAM)}
@@ -604,9 +605,9 @@ REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" 
 
 @pytest.mark.skipif(not (REFERENCE / "meta_webhook_messenger_echo_edit_read.json").is_file(), reason="reference payloads not present")
 def test_an_edit_updates_the_stored_text_once_and_keeps_the_earlier_one(engine, db_url) -> None:
-    from inbox import intake
+    from inbox.intake import receiver as intake
     from inbox.search import search
-    from inbox.tables import message as m
+    from inbox.store.tables import message as m
 
     page = "104920378912345"
     settings = parse_settings({"database": db_url, "webhooks": WEBHOOKS, "accounts": [
@@ -645,7 +646,7 @@ def test_text_the_store_cannot_keep_is_repaired_as_the_poll_repairs_it(engine, d
 
 
 def test_the_sandbox_config_with_webhooks_names_the_keys_it_signs_with(sandbox) -> None:
-    from inbox import intake
+    from inbox.intake import receiver as intake
     from sandbox.core import WEBHOOK_ENV, X_CONSUMER_SECRET
 
     settings = parse_settings(tomllib.loads(sandbox.config_toml(webhooks=True)), "sandbox.toml")

@@ -1,4 +1,4 @@
-"""inbox.workers: jobs in forked processes report back like threads (progress, logs, results, failures, stop)."""
+"""inbox.runtime.procs: jobs in forked processes report back like threads (progress, logs, results, failures, stop)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from inbox import workers
-from inbox.workers import Job, run_jobs
+from inbox.runtime import procs as workers
+from inbox.runtime.procs import Job, run_jobs
 from waiting import wait_until
 
 pytestmark = pytest.mark.skipif(not workers.available(), reason="worker processes need fork (Linux)")

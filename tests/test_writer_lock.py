@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 INBOX_HOLDER = """\
 import sys, time
-from inbox import writer_lock
-from inbox.db import open_store
+from inbox.store import sqlite_lock as writer_lock
+from inbox.store.engine import open_store
 with writer_lock.hold(open_store(sys.argv[1]), 5):
     print("held", flush=True)
     time.sleep(120)
@@ -53,7 +53,7 @@ def _sync(config: Path, env: dict[str, str], *args: str) -> subprocess.Completed
 
 @pytest.fixture
 def store(tmp_path: Path, sandbox):  # type: ignore[no-untyped-def]
-    from inbox.db import open_store
+    from inbox.store.engine import open_store
 
     db = tmp_path / "inbox.db"
     config = tmp_path / "inbox.toml"
@@ -106,7 +106,7 @@ def test_a_holder_that_wrote_nothing_is_still_reported(tmp_path, sandbox, store)
 
 
 def test_the_holder_clears_its_name_when_it_lets_go(sqlite_engine):
-    from inbox import writer_lock
+    from inbox.store import sqlite_lock as writer_lock
 
     lock_file = Path(str(sqlite_engine.url.database) + writer_lock.SUFFIX)
     with writer_lock.hold(sqlite_engine, 1):
@@ -120,8 +120,8 @@ def test_postgresql_page_writers_wait_a_bounded_time_and_name_the_holder(pg_url,
     """The same bound on PostgreSQL, where page writers queue on a transaction advisory lock."""
     import sqlalchemy as sa
 
-    from inbox.db import open_store
-    from inbox.ingest import INGEST_LOCK_KEY
+    from inbox.store.engine import open_store
+    from inbox.ingest.page import INGEST_LOCK_KEY
 
     config = tmp_path / "inbox.toml"
     config.write_text(sandbox.config_toml(database=pg_url) + "\n[sync]\nwriter_lock_timeout_seconds = 0.5\n")

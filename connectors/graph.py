@@ -1,0 +1,413 @@
+"""What Messenger and Instagram share: the Graph client, the polling pass and the Send API.
+
+A polling pass (reference C.2-C.4):
+
+1. List conversations newest-first (`fields=id,updated_time,participants,message_count`,
+   `limit=page_size`), following `paging.next` within the pass only (Graph cursors break when an item
+   is deleted, so none is persisted). Listing stops at the first page holding a thread whose
+   `updated_time` is at or below the high-water mark minus the overlap (`spec.overlap_seconds`): Graph
+   timestamps have one-second resolution and listings lag, so a thread can surface with an
+   `updated_time` just below the mark after the previous pass ended.
+2. A thread above that line is read unless the cursor remembers it with the same `updated_time` and
+   `message_count` (threads inside the overlap window are remembered, so a pass with nothing new costs
+   exactly one list call).
+3. A changed thread is read newest-first (`/{conversation-id}/messages`, `limit=20`) until a message id
+   the store already knows (asked through `known`, one batch per page of messages).
+4. Only the 20 newest messages of a thread are readable. When all of them are new, older new ones
+   may be lost. A `Gap` is reported when all readable messages are new, the horizon was reached, and
+   either Graph says the thread holds more messages than we could read (`message_count`), or -- count
+   unknown -- we had synced before and even the oldest readable message is newer than the previous
+   pass (so something between the previous pass and it may be missing). On a first sync the count
+   alone decides: a thread of 26 messages has 6 that can never be read, and that is reported; without
+   a count a first sync reports nothing, since nothing shows that older messages exist.
+
+Each conversation-list page becomes one `Page` with the messages of its changed threads (ascending
+by time). The last page of the pass carries the new cursor
+`{"hwm": newest updated_time, "recent": {thread: [updated_time, message_count]}}`. Intermediate pages
+keep the old high-water mark and add the threads read so far to `recent`; a pass that stops early
+(the usage budget is spent, `connectors.budget`; throttled; the platform failing) first hands back the
+threads it finished. So the next pass skips what is stored and reads on, while the high-water mark
+never moves past a thread not read yet.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timedelta, timezone
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
+
+import requests
+
+from connectors.base import (
+    MAX_ID_LENGTH,
+    AccountSpec,
+    Channel,
+    Cursor,
+    Gap,
+    Health,
+    InboundMessage,
+    KnownIds,
+    OutboundReply,
+    Page,
+    QuarantinedItem,
+    RateInfo,
+    ReplyPolicy,
+    SendResult,
+)
+from connectors.budget import CallBudget
+from connectors.responses import rate_info
+from connectors.errors import (
+    ConnectorError,
+    DeliveryUnknownError,
+    MalformedResponseError,
+    NeedsReauthError,
+    PermanentError,
+    TextTooLongError,
+)
+from connectors.http import HttpSession, RetryPolicy, decode_json, raise_for
+from connectors.graph_parse import (
+    Conversation,
+    MetaContext,
+    ParseError,
+    iter_ids,
+    message_items,
+    parse_conversation,
+    parse_message,
+    sent_message_id,
+)
+from connectors.redact import register_secret, scrub
+from connectors.times import format_time, parse_time
+
+log = logging.getLogger(__name__)
+
+HORIZON = 20  # only the 20 newest messages of a thread are readable
+MESSAGE_FIELDS = "id,created_time,from,to,message,attachments,story,shares,sticker,is_unsupported"
+CONVERSATION_FIELDS = "id,updated_time,participants,message_count"
+MAX_EMPTY_PAGES = 3  # Graph may send `next` on an empty page; do not walk an endless empty tail
+
+
+class GraphClient:
+    """Graph API calls for one account. The token travels in the Authorization header, never the URL."""
+
+    def __init__(self, spec: AccountSpec, *, policy: RetryPolicy | None = None) -> None:
+        token = spec.secrets.get("access_token")
+        if not token:
+            raise NeedsReauthError(f"account '{spec.name}' has no access token", account=spec.name)
+        register_secret(token)
+        self.account = spec.name
+        self.base = spec.base_url.rstrip("/")
+        self.session = HttpSession(
+            account=spec.name, timeout=spec.timeout, min_interval=spec.min_interval,
+            policy=policy or RetryPolicy(max_retries=spec.max_retries), max_body=spec.max_response_bytes,
+        )
+        self.session.headers["Authorization"] = f"Bearer {token}"
+        self.rate: RateInfo | None = None
+        self.budget = CallBudget(spec.name, interval=spec.min_interval, sleep=self.session.sleep)
+
+    def url(self, path_or_url: str) -> str:
+        """An absolute URL on our base. `paging.next` links lose their `access_token` and keep our origin."""
+        if not path_or_url.startswith(("http://", "https://")):
+            return f"{self.base}/{path_or_url.lstrip('/')}"
+        parts = urlparse(path_or_url)
+        base = urlparse(self.base)
+        query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "access_token"])
+        return urlunparse((base.scheme, base.netloc, parts.path, "", query, ""))
+
+    def _handle(self, response: requests.Response, *, sending: bool) -> Any:
+        reported = rate_info(response.headers)
+        self.budget.observe(reported)
+        self.rate = reported or self.rate
+        raise_for(response, sending=sending, account=self.account)
+        return decode_json(response, account=self.account)
+
+    def get(self, path_or_url: str, params: Mapping[str, Any] | None = None) -> Any:
+        """One read; `BudgetSpentError` instead when it would reach the usage limit (`connectors.budget`)."""
+        self.budget.before_call()
+        response = self.session.get(self.url(path_or_url), params=dict(params) if params else None)
+        return self._handle(response, sending=False)
+
+    def post(self, path: str, body: Mapping[str, Any]) -> Any:
+        response = self.session.post(self.url(path), json=dict(body))
+        try:
+            return self._handle(response, sending=True)
+        except MalformedResponseError:
+            # 2xx but undecodable: the message probably went out, and we do not know its id.
+            raise DeliveryUnknownError(f"POST /{path}: the send succeeded but its response was unreadable", account=self.account) from None
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def _next_link(body: Mapping[str, Any]) -> str | None:
+    paging = body.get("paging")
+    if isinstance(paging, Mapping) and isinstance(paging.get("next"), str) and paging["next"]:
+        return str(paging["next"])
+    return None
+
+
+class MetaConnector:
+    """Base of the Messenger and Instagram connectors; leaves declare the class attributes below."""
+
+    channel: ClassVar[Channel]
+    platform: ClassVar[str]  # the `platform` parameter of the conversations edge
+    text_limit: ClassVar[int]
+    text_limit_bytes: ClassVar[bool] = False  # Instagram counts UTF-8 bytes
+
+    def __init__(self, spec: AccountSpec, *, policy: RetryPolicy | None = None) -> None:
+        self.spec = spec
+        self.overlap = timedelta(seconds=spec.overlap_seconds)
+        self.skew = timedelta(seconds=spec.clock_skew_seconds)
+        self.client = GraphClient(spec, policy=policy)
+        self.ctx = MetaContext(
+            channel=self.channel,
+            account_id=spec.account_id,
+            own_ids=frozenset(i for i in (spec.account_id, spec.page_id) if i),
+        )
+
+    # --- what a leaf may override -------------------------------------------------------------
+    @property
+    def node(self) -> str:
+        """The Graph node that owns the conversations and sends messages."""
+        return self.spec.page_id or self.spec.account_id
+
+    # --- fetch --------------------------------------------------------------------------------
+    def fetch(self, cursor: Cursor | None, known: KnownIds) -> Iterator[Page]:
+        old_cursor = dict(cursor) if cursor else None
+        hwm = _cursor_time(old_cursor)
+        recent: dict[str, list[Any]] = dict((old_cursor or {}).get("recent") or {})
+        threshold = hwm - self.overlap if hwm is not None else None
+        new_hwm = hwm
+        seen: dict[str, list[Any]] = {}
+        done: dict[str, list[Any]] = {}  # threads this pass has read and handed back, with their signatures
+        url: str = f"{self.node}/conversations"
+        params: dict[str, Any] | None = {"platform": self.platform, "fields": CONVERSATION_FIELDS, "limit": self.spec.page_size}
+        visited: set[str] = set()
+        empty_pages = 0
+        while True:
+            messages: list[InboundMessage] = []
+            quarantined: list[QuarantinedItem] = []
+            gaps: list[Gap] = []
+            read: dict[str, list[Any]] = {}  # threads of this list page read so far
+            reached_old = False
+            try:
+                body = self.client.get(url, params)
+                if not isinstance(body, Mapping) or not isinstance(body.get("data"), list):
+                    raise MalformedResponseError(f"GET /{self.node}/conversations: no data list", account=self.spec.name)
+                received = self.client.session.clock()
+                for item in body["data"]:
+                    try:
+                        conv = parse_conversation(item, received=received, skew=self.skew)
+                    except ParseError as exc:
+                        quarantined.append(self._quarantine(f"conversation: {exc}", item))
+                        continue
+                    if conv.stamp is not None:
+                        # A time the platform did not really give: the thread is read, but its time
+                        # neither moves the high-water mark nor ends the listing.
+                        log.warning("%s: thread %s has an unusable updated_time %r; read anyway", self.spec.name, conv.id,
+                                    conv.stamp)
+                    elif new_hwm is None or conv.updated_time > new_hwm:
+                        new_hwm = conv.updated_time
+                    if conv.stamp is None and threshold is not None and conv.updated_time <= threshold:
+                        reached_old = True
+                        continue
+                    # A repaired time is remembered as the platform gave it, so an unchanged thread is not re-read.
+                    signature = [conv.stamp or format_time(conv.updated_time), conv.message_count]
+                    seen[conv.id] = signature
+                    if conv.message_count is not None and recent.get(conv.id) == signature:
+                        # Unchanged since a pass (or an unfinished one) read it. Without a count the
+                        # time alone cannot say so (one-second resolution): the thread is read.
+                        continue
+                    msgs, quar, gap = self._read_thread(conv, known, threshold)
+                    messages.extend(msgs)
+                    quarantined.extend(quar)
+                    if gap is not None:
+                        gaps.append(gap)
+                    read[conv.id] = signature
+            except ConnectorError:
+                # The pass stops here (budget spent, throttled, the platform failing): hand back the
+                # threads read so far, with a cursor that skips them next time, so every pass gains
+                # ground however small the budget. The high-water mark stays where it was: threads
+                # below this point are not read yet.
+                if messages or quarantined or gaps or read:
+                    done.update(read)
+                    messages.sort(key=lambda m: (m.sent_at, m.thread_id))  # stable: a thread keeps the platform's order within a second
+                    yield Page(messages=tuple(messages), cursor=self._progress_cursor(old_cursor, recent, done),
+                               quarantined=tuple(quarantined), gaps=tuple(gaps), rate=self.client.rate, final=False)
+                raise
+            done.update(read)
+            link = _next_link(body)
+            empty_pages = empty_pages + 1 if not body["data"] else 0
+            final = reached_old or link is None or empty_pages >= MAX_EMPTY_PAGES
+            if link is not None and not final:
+                target = self.client.url(link)
+                if target in visited:
+                    raise MalformedResponseError(f"GET /{self.node}/conversations: paging loops", account=self.spec.name)
+                visited.add(target)
+            messages.sort(key=lambda m: (m.sent_at, m.thread_id))  # stable: a thread keeps the platform's order within a second
+            yield Page(
+                messages=tuple(messages),
+                cursor=self._new_cursor(new_hwm, recent, seen) if final else self._progress_cursor(old_cursor, recent, done),
+                quarantined=tuple(quarantined),
+                gaps=tuple(gaps),
+                rate=self.client.rate,
+                final=final,
+            )
+            if final:
+                return
+            url, params = link, None  # type: ignore[assignment]
+
+    @staticmethod
+    def _progress_cursor(old: Mapping[str, Any] | None, recent: Mapping[str, list[Any]], done: Mapping[str, list[Any]]) -> dict[str, Any] | None:
+        """The cursor of an unfinished pass: the old high-water mark, and the threads read so far as
+        "recent" (skipped while unchanged), so the next pass resumes instead of reading them again."""
+        if not done:
+            return dict(old) if old else None
+        return {**(old or {}), "v": 1, "recent": {**recent, **done}}
+
+    def _new_cursor(self, hwm: datetime | None, recent: Mapping[str, list[Any]], seen: Mapping[str, list[Any]]) -> dict[str, Any] | None:
+        if hwm is None:
+            return None
+        floor = hwm - self.overlap
+        merged = {**recent, **seen}
+        keep = {tid: sig for tid, sig in merged.items() if _sig_time(sig) is not None and _sig_time(sig) > floor}  # type: ignore[operator]
+        return {"v": 1, "hwm": format_time(hwm), "recent": keep}
+
+    def _read_thread(
+        self, conv: Conversation, known: KnownIds, threshold: datetime | None
+    ) -> tuple[list[InboundMessage], list[QuarantinedItem], Gap | None]:
+        url: str = f"{conv.id}/messages"
+        params: dict[str, Any] | None = {"fields": MESSAGE_FIELDS, "limit": HORIZON}
+        messages: list[InboundMessage] = []
+        quarantined: list[QuarantinedItem] = []
+        readable = 0
+        hit_known = False
+        while True:
+            try:
+                body = self.client.get(url, params)
+                items = message_items(body)
+            except PermanentError as exc:
+                # One unreadable thread (deleted, permission) must not stop the account's sync.
+                quarantined.append(self._quarantine(f"thread unreadable: {exc}", {"conversation_id": conv.id}, thread_id=conv.id))
+                return messages, quarantined, None
+            except ParseError as exc:
+                quarantined.append(self._quarantine(f"thread messages: {exc}", body, thread_id=conv.id))
+                return messages, quarantined, None
+            ids = iter_ids(items)
+            stored = known(ids) if ids else set()
+            received = self.client.session.clock()
+            for item in items:
+                readable += 1
+                if isinstance(item, Mapping) and str(item.get("id")) in stored:
+                    hit_known = True
+                    break
+                try:
+                    message = parse_message(item, self.ctx, thread_id=conv.id, participants=conv.participants,
+                                            received=received, skew=self.skew)
+                except ParseError as exc:
+                    ext = item.get("id") if isinstance(item, Mapping) else None
+                    ext = str(ext)[:MAX_ID_LENGTH] if isinstance(ext, (str, int)) and not isinstance(ext, bool) else None
+                    quarantined.append(self._quarantine(f"message: {exc}", item, thread_id=conv.id, external_id=ext))
+                    continue
+                if message.flags:
+                    log.warning("%s: message %s stored with repairs: %s", self.spec.name, message.external_id,
+                                ", ".join(f.value for f in message.flags))
+                messages.append(message)
+            link = _next_link(body) if isinstance(body, Mapping) else None
+            if isinstance(body, Mapping) and isinstance(body.get("messages"), Mapping):
+                link = _next_link(body["messages"])
+            if hit_known or readable >= HORIZON or link is None or not items:
+                break
+            url, params = link, None  # type: ignore[assignment]
+        gap = None
+        if not hit_known and readable >= HORIZON:
+            oldest = min((m.sent_at for m in messages), default=None)
+            if conv.message_count is not None:
+                lost = conv.message_count > readable
+            else:
+                lost = threshold is not None and oldest is not None and oldest > threshold
+            if lost:
+                detail = f"all {readable} readable messages are new; older ones are past the {HORIZON}-message horizon"
+                if conv.message_count is not None:
+                    detail += f" (the thread holds {conv.message_count})"
+                older = conv.message_count - readable if conv.message_count is not None else None
+                gap = Gap(thread_id=conv.id, detail=detail, oldest_readable_at=oldest, older=older)
+                log.warning("%s: gap in thread %s: %s", self.spec.name, conv.id, detail)
+        # Oldest first in the platform's own order: times have whole seconds, and within one second
+        # only this order says which message answered which.
+        messages.reverse()
+        return messages, quarantined, gap
+
+    def _quarantine(self, reason: str, raw: Any, *, thread_id: str | None = None, external_id: str | None = None) -> QuarantinedItem:
+        log.warning("%s: quarantined %s", self.spec.name, reason)
+        return QuarantinedItem(
+            channel=self.channel, account_id=self.spec.account_id, reason=reason, raw=scrub(raw),
+            external_id=external_id, thread_id=thread_id,
+        )
+
+    # --- send ---------------------------------------------------------------------------------
+    def check_text(self, text: str) -> None:
+        """TextTooLongError before any HTTP call (Messenger: 2,000 characters; Instagram: 1,000 UTF-8 bytes)."""
+        size = len(text.encode("utf-8")) if self.text_limit_bytes else len(text)
+        if size > self.text_limit:
+            unit = "UTF-8 bytes" if self.text_limit_bytes else "characters"
+            raise TextTooLongError(
+                f"{self.channel.label} replies are limited to {self.text_limit} {unit}; this one has {size}",
+                account=self.spec.name,
+            )
+        if not text.strip():
+            raise PermanentError("empty reply text", account=self.spec.name)
+
+    def send(self, reply: OutboundReply) -> SendResult:
+        self.check_text(reply.text)
+        body: dict[str, Any] = {
+            "recipient": {"id": reply.recipient_id},
+            "message": {"text": reply.text, "metadata": reply.idempotency_key},
+        }
+        if reply.policy is ReplyPolicy.HUMAN_AGENT:
+            body["messaging_type"] = "MESSAGE_TAG"
+            body["tag"] = "HUMAN_AGENT"
+        else:
+            body["messaging_type"] = "RESPONSE"
+        data = self.client.post(f"{self.node}/messages", body)
+        try:
+            message_id = sent_message_id(data)
+        except ParseError:
+            raise DeliveryUnknownError("the Send API answered without a message_id", account=self.spec.name) from None
+        return SendResult(external_id=message_id, thread_id=reply.thread_id, sent_at=datetime.now(timezone.utc), raw=scrub(dict(data)))
+
+    # --- health -------------------------------------------------------------------------------
+    def health(self) -> Health:
+        """One cheap read of the conversations edge: proves the token and the messaging permission."""
+        try:
+            self.client.get(f"{self.node}/conversations", {"platform": self.platform, "fields": "id", "limit": 1})
+        except NeedsReauthError as exc:
+            return Health(ok=False, detail=str(exc), token_valid=False, rate=self.client.rate)
+        except ConnectorError as exc:
+            return Health(ok=False, detail=str(exc), token_valid=None, rate=self.client.rate)
+        rate = self.client.rate
+        detail = "token valid"
+        if rate is not None and rate.usage_pct is not None:
+            detail += f"; {rate.usage_pct:.0f}% of the usage budget used"
+        return Health(ok=True, detail=detail, token_valid=True, rate=rate)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _cursor_time(cursor: Mapping[str, Any] | None) -> datetime | None:
+    if not cursor or not cursor.get("hwm"):
+        return None
+    try:
+        return parse_time(cursor["hwm"])
+    except ValueError:
+        log.warning("unreadable cursor high-water mark ignored; doing a full pass")
+        return None
+
+
+def _sig_time(signature: Any) -> datetime | None:
+    try:
+        return parse_time(signature[0])
+    except (TypeError, ValueError, IndexError):
+        return None

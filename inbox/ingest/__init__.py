@@ -1,0 +1,1 @@
+"""Ingest: one transaction per page, the cursor last."""

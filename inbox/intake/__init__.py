@@ -1,0 +1,1 @@
+"""Webhook intake: verify, parse, store through the same ingest as a poll."""

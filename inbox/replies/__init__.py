@@ -1,0 +1,1 @@
+"""Replies: windows, routes, the outbox and its ledger, settling in-doubt sends."""

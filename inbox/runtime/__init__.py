@@ -1,0 +1,1 @@
+"""Process plumbing: forked workers, files only their owner reads, logging."""

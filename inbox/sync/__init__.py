@@ -1,0 +1,1 @@
+"""Sync: one account's pass, many accounts at once, the scheduler."""

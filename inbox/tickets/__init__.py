@@ -1,0 +1,1 @@
+"""Tickets: their lifecycle, triage, the queue, detail, agents' operations, people."""
