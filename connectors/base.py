@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 # policy (every CLI start) can use them without building the value classes below.
 from connectors.enums import Channel, Direction, MessageFlag, MessageKind, ReplyPolicy
 
-# The longest platform ids the store keeps (its column sizes; tests/test_poison.py checks they agree).
+# The longest platform ids the store keeps (its column sizes; tests/contract/test_poison.py checks they agree).
 # An id beyond these is no real platform id: the item is quarantined, never cut (two cut ids could collide).
 MAX_ID_LENGTH = 255  # message and thread ids (Instagram mids run to about 150 characters)
 MAX_USER_ID_LENGTH = 100  # PSIDs, IGSIDs, X user ids

@@ -42,8 +42,8 @@ from hypothesis.control import currently_in_test_context
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from test_sync import ACCOUNTS, fast_factory, readable_ids, sandbox_settings
-from waiting import exited, wait_until
+from tests.store.test_sync import ACCOUNTS, fast_factory, readable_ids, sandbox_settings
+from tests.waiting import exited, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 # The connectors' read timeout, and how late the sandbox's "timeout" fault answers. Generous: on a

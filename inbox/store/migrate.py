@@ -287,7 +287,7 @@ def _main(argv: list[str] | None = None) -> int:
             print("the models and the migrations agree: nothing to generate (--empty for a blank revision)")
             return 1
         print(f"wrote {written}")
-        print("review it, then run the drift test: ./run test tests/test_db.py -k drift")
+        print("review it, then run the drift test: ./run test tests/store/test_db.py -k drift")
         return 0
     from inbox.store.engine import make_engine
 

@@ -2,7 +2,7 @@
 
 The same tables as `inbox/store/models.py`, without SQLModel: building the fifteen SQLModel classes
 (pydantic + ORM mapping) costs ~0.2 s at every start, which is most of the budget of
-`inbox list`. Schema changes still go through the models and Alembic; tests/test_tickets.py
+`inbox list`. Schema changes still go through the models and Alembic; tests/store/test_tickets.py
 checks that these definitions match the models column for column.
 """
 

@@ -1,0 +1,655 @@
+"""Webhook intake over real HTTP (uvicorn on 127.0.0.1, a free port), on both backends.
+
+Signatures and handshakes (tables of good and hostile values), durable-before-acknowledged intake,
+redelivery stored once, refusals that store nothing, webhook and poll of the same messages in both
+orders, and a dropped webhook found by the next poll and counted as missed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import threading
+import tomllib
+from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import requests
+import sqlalchemy as sa
+
+from inbox.settings import Settings, parse_settings
+from tests.waiting import wait_until
+
+META_SECRET, VERIFY_TOKEN, X_SECRET = "meta-app-secret-for-tests", "verify-me-0123", "x-consumer-secret-for-tests"
+WEBHOOK_ENV = {"INBOX_META_APP_SECRET": META_SECRET, "INBOX_META_VERIFY_TOKEN": VERIFY_TOKEN, "INBOX_X_CONSUMER_SECRET": X_SECRET}
+WEBHOOKS = {
+    "meta_app_secret_env": "INBOX_META_APP_SECRET",
+    "meta_verify_token_env": "INBOX_META_VERIFY_TOKEN",
+    "x_consumer_secret_env": "INBOX_X_CONSUMER_SECRET",
+    "max_body_bytes": 4096,
+}
+PAGE_ID, IG_ID, X_ID = "1234567890", "17841400000000001", "2975699229"
+
+
+def meta_sig(body: bytes, key: str = META_SECRET) -> str:
+    return "sha256=" + hmac.new(key.encode(), body, hashlib.sha256).hexdigest()
+
+
+def x_sig(body: bytes, key: str = X_SECRET) -> str:
+    return "sha256=" + base64.b64encode(hmac.new(key.encode(), body, hashlib.sha256).digest()).decode()
+
+
+def plain_settings(db_url: str) -> Settings:
+    return parse_settings(
+        {
+            "database": db_url,
+            "webhooks": WEBHOOKS,
+            "accounts": [
+                {"name": "shop-fb", "channel": "facebook", "page_id": PAGE_ID, "access_token_env": "INBOX_TEST_FB_TOKEN"},
+                {"name": "shop-ig", "channel": "instagram", "ig_user_id": IG_ID, "page_id": PAGE_ID, "access_token_env": "INBOX_TEST_FB_TOKEN"},
+                {"name": "shop-x", "channel": "x", "user_id": X_ID, "access_token_env": "INBOX_TEST_X_TOKEN"},
+            ],
+        },
+        "test.toml",
+    )
+
+
+@contextmanager
+def running(engine: Any, settings: Settings, *, worker: bool = True, graph: bool = False) -> Iterator[str]:
+    """`inbox serve`'s app on 127.0.0.1 and a free port, in a thread; yields its base URL."""
+    from inbox.intake import receiver as intake
+    from inbox.intake import server as webserver
+
+    secrets = intake.resolve_secrets(settings, WEBHOOK_ENV)
+    w = intake.IntakeWorker(intake.Processor.build(engine, settings, graph=graph), idle=0.2) if worker else None
+    app = webserver.make_app(engine, settings, secrets, worker=w)
+    sock = webserver.bind("127.0.0.1", 0)
+    srv = webserver.server(app)
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    wait_until(lambda: srv.started)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        srv.should_exit = True
+        thread.join()
+        sock.close()
+
+
+def hello(mid: str = "m_hello_1", text: str = "Halo kak, pesanan INV/20261202/MPL/123456 belum sampai", sender: str = "5678",
+          ts: int = 1764640000000, obj: str = "page", entry: str = PAGE_ID) -> bytes:
+    return json.dumps({"object": obj, "entry": [{"id": entry, "time": ts, "messaging": [
+        {"sender": {"id": sender}, "recipient": {"id": entry}, "timestamp": ts, "message": {"mid": mid, "text": text}}]}]}).encode()
+
+
+def messages(engine: Any, external_id: str | None = None) -> list[Any]:
+    from inbox.store.tables import message as m
+
+    q = sa.select(m.c.external_id, m.c.text, m.c.direction, m.c.author_id, m.c.via, m.c.ticket_id)
+    if external_id is not None:
+        q = q.where(m.c.external_id == external_id)
+    with engine.connect() as conn:
+        return list(conn.execute(q.order_by(m.c.id)))
+
+
+def deliveries(engine: Any) -> list[Any]:
+    from inbox.store.tables import webhook_delivery as d
+
+    with engine.connect() as conn:
+        return list(conn.execute(sa.select(d.c.id, d.c.source, d.c.state, d.c.error, d.c.body).order_by(d.c.id)))
+
+
+# ── signatures and handshakes (no store) ─────────────────────────────────────────────────────
+
+BODY = b'{"object":"page","entry":[]}'
+_hex = hmac.new(META_SECRET.encode(), BODY, hashlib.sha256).hexdigest()
+_b64 = base64.b64encode(hmac.new(X_SECRET.encode(), BODY, hashlib.sha256).digest()).decode()
+
+META_SIGNATURES = [
+    ("valid", f"sha256={_hex}", True),
+    ("valid, upper-case hex", f"sha256={_hex.upper()}", True),
+    ("valid, algorithm in capitals", f"SHA256={_hex}", True),
+    ("wrong key", meta_sig(BODY, "another-secret"), False),
+    ("missing header", None, False),
+    ("empty header", "", False),
+    ("no digest", "sha256=", False),
+    ("truncated", f"sha256={_hex[:40]}", False),
+    ("one digit changed", f"sha256={_hex[:-1]}{'0' if _hex[-1] != '0' else '1'}", False),
+    ("other algorithm (legacy sha1 header form)", "sha1=" + hmac.new(META_SECRET.encode(), BODY, hashlib.sha1).hexdigest(), False),
+    ("sha256 of the body without a key", "sha256=" + hashlib.sha256(BODY).hexdigest(), False),
+    ("base64 instead of hex", f"sha256={_b64}", False),
+    ("non-ASCII digest", "sha256=" + "é" * 64, False),
+    ("no algorithm", _hex, False),
+]
+
+X_SIGNATURES = [
+    ("valid", f"sha256={_b64}", True),
+    ("wrong key", x_sig(BODY, "another-secret"), False),
+    ("missing header", None, False),
+    ("truncated", f"sha256={_b64[:20]}", False),
+    ("other algorithm", "sha1=" + base64.b64encode(hmac.new(X_SECRET.encode(), BODY, hashlib.sha1).digest()).decode(), False),
+    ("hex instead of base64", "sha256=" + hmac.new(X_SECRET.encode(), BODY, hashlib.sha256).hexdigest(), False),
+    ("non-ASCII digest", "sha256=ü" + _b64[1:], False),
+]
+
+
+@pytest.mark.parametrize(("case", "header", "ok"), META_SIGNATURES, ids=[c[0] for c in META_SIGNATURES])
+def test_meta_signature(case: str, header: str | None, ok: bool) -> None:
+    from connectors import meta_webhook
+
+    assert meta_webhook.verify(META_SECRET, BODY, header) is ok
+
+
+@pytest.mark.parametrize(("case", "header", "ok"), X_SIGNATURES, ids=[c[0] for c in X_SIGNATURES])
+def test_x_signature(case: str, header: str | None, ok: bool) -> None:
+    from connectors import x_webhook
+
+    assert x_webhook.verify(X_SECRET, BODY, header) is ok
+
+
+def test_a_signature_over_other_bytes_than_the_raw_body_fails() -> None:
+    """Meta signs the raw bytes (non-ASCII as \\u escapes): re-serialized JSON does not verify."""
+    from connectors import meta_webhook
+
+    raw = b'{"text":"\\u00e9"}'
+    assert meta_webhook.verify(META_SECRET, raw, meta_sig(raw))
+    assert not meta_webhook.verify(META_SECRET, json.dumps(json.loads(raw), ensure_ascii=False).encode(), meta_sig(raw))
+
+
+HANDSHAKES = [
+    ("matching token", {"hub.mode": "subscribe", "hub.verify_token": VERIFY_TOKEN, "hub.challenge": "1158201444"}, 200, "1158201444"),
+    ("wrong token", {"hub.mode": "subscribe", "hub.verify_token": "guess", "hub.challenge": "1"}, 403, None),
+    ("token with a suffix", {"hub.mode": "subscribe", "hub.verify_token": VERIFY_TOKEN + "x", "hub.challenge": "1"}, 403, None),
+    ("no token", {"hub.mode": "subscribe", "hub.challenge": "1"}, 403, None),
+    ("other mode", {"hub.mode": "unsubscribe", "hub.verify_token": VERIFY_TOKEN, "hub.challenge": "1"}, 403, None),
+    ("no challenge", {"hub.mode": "subscribe", "hub.verify_token": VERIFY_TOKEN}, 403, None),
+    ("non-ASCII token", {"hub.mode": "subscribe", "hub.verify_token": "tökén", "hub.challenge": "1"}, 403, None),
+]
+
+
+# ── over HTTP, both backends ─────────────────────────────────────────────────────────────────
+
+
+def test_handshakes_crc_and_health(engine, db_url) -> None:
+    settings = plain_settings(db_url)
+    with running(engine, settings, worker=False) as base:
+        for _case, params, status, body in HANDSHAKES:
+            r = requests.get(f"{base}/webhooks/meta", params=params, timeout=10)
+            assert r.status_code == status, _case
+            if body is not None:
+                assert r.text == body
+        r = requests.get(f"{base}/webhooks/x", params={"crc_token": "challenge-token-ü"}, timeout=10)
+        want = base64.b64encode(hmac.new(X_SECRET.encode(), "challenge-token-ü".encode(), hashlib.sha256).digest()).decode()
+        assert r.status_code == 200 and r.json() == {"response_token": f"sha256={want}"}
+        assert requests.get(f"{base}/webhooks/x", timeout=10).status_code == 400
+        assert requests.get(f"{base}/healthz", timeout=10).json() == {"ok": True}
+    assert deliveries(engine) == []
+
+
+def test_a_delivery_is_stored_once_through_the_ingest_and_redelivery_changes_nothing(engine, db_url) -> None:
+    settings = plain_settings(db_url)
+    body = hello()
+    headers = {"Content-Type": "application/json", "X-Hub-Signature-256": meta_sig(body)}
+    with running(engine, settings) as base:
+        for _ in range(3):  # Meta retries what it thinks failed
+            assert requests.post(f"{base}/webhooks/meta", data=body, headers=headers, timeout=10).status_code == 200
+        wait_until(lambda: [d for d in deliveries(engine) if d.state == "pending"] == [] and len(deliveries(engine)) == 3)
+    rows = messages(engine)
+    assert [(r.external_id, r.direction, r.author_id, r.via) for r in rows] == [("m_hello_1", "in", "5678", "webhook")]
+    assert rows[0].ticket_id is not None
+    assert {d.state for d in deliveries(engine)} == {"done"}
+
+
+REFUSED = [
+    ("no signature", {"Content-Type": "application/json"}, None, 403),
+    ("signed with another key", {"Content-Type": "application/json"}, "wrong", 403),
+    ("other algorithm", {"Content-Type": "application/json"}, "sha1", 403),
+]
+
+
+@pytest.mark.parametrize(("case", "headers", "how", "status"), REFUSED, ids=[c[0] for c in REFUSED])
+def test_a_delivery_that_does_not_verify_is_refused_and_nothing_is_stored(engine, db_url, case, headers, how, status) -> None:
+    settings = plain_settings(db_url)
+    body = hello()
+    h = dict(headers)
+    if how == "wrong":
+        h["X-Hub-Signature-256"] = meta_sig(body, "wrong-secret")
+    elif how == "sha1":
+        h["X-Hub-Signature-256"] = "sha1=" + hmac.new(META_SECRET.encode(), body, hashlib.sha1).hexdigest()
+    with running(engine, settings) as base:
+        assert requests.post(f"{base}/webhooks/meta", data=body, headers=h, timeout=10).status_code == status
+        # X's endpoint does not accept Meta's signature, nor a valid X signature on the Meta endpoint.
+        assert requests.post(f"{base}/webhooks/x", data=body, headers={"Content-Type": "application/json",
+                             "X-Hub-Signature-256": meta_sig(body)}, timeout=10).status_code == 403
+        assert requests.post(f"{base}/webhooks/meta", data=body, headers={"Content-Type": "application/json",
+                             "x-twitter-webhooks-signature": x_sig(body)}, timeout=10).status_code == 403
+    assert deliveries(engine) == [] and messages(engine) == []
+
+
+def test_oversized_bad_json_and_wrong_content_type(engine, db_url) -> None:
+    settings = plain_settings(db_url)  # max_body_bytes = 4096
+    big = hello(text="x" * 5000)
+    not_json = b"not JSON \xff"
+    with running(engine, settings) as base:
+        r = requests.post(f"{base}/webhooks/meta", data=big, headers={"Content-Type": "application/json", "X-Hub-Signature-256": meta_sig(big)}, timeout=10)
+        assert r.status_code == 413
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: the limit holds while reading
+            for _ in range(10):
+                yield b" " * 1000
+
+        r = requests.post(f"{base}/webhooks/meta", data=chunks(), headers={"Content-Type": "application/json", "X-Hub-Signature-256": "sha256=00"}, timeout=10)
+        assert r.status_code == 413
+        assert deliveries(engine) == []
+        r = requests.post(f"{base}/webhooks/meta", data=not_json, headers={"Content-Type": "application/json", "X-Hub-Signature-256": meta_sig(not_json)}, timeout=10)
+        assert r.status_code == 400
+        ok_body = hello(mid="m_after_bad")
+        r = requests.post(f"{base}/webhooks/meta", data=ok_body, headers={"Content-Type": "text/plain", "X-Hub-Signature-256": meta_sig(ok_body)}, timeout=10)
+        assert r.status_code == 400
+        # A broken delivery never holds up the next one.
+        r = requests.post(f"{base}/webhooks/meta", data=ok_body, headers={"Content-Type": "application/json; charset=utf-8", "X-Hub-Signature-256": meta_sig(ok_body)}, timeout=10)
+        assert r.status_code == 200
+        wait_until(lambda: messages(engine, "m_after_bad"))
+    got = deliveries(engine)
+    assert [(d.state, bytes(d.body)) for d in got] == [("quarantined", not_json), ("quarantined", ok_body), ("done", ok_body)]
+    assert "JSON" in got[0].error and "content type" in got[1].error
+
+
+def test_x_account_activity_and_activity_api_shapes_and_our_echo(engine, db_url) -> None:
+    settings = plain_settings(db_url)
+    customer = "1205290247124217856"
+
+    def aaa(event_id: str, sender: str, recipient: str, text: str) -> bytes:
+        return json.dumps({"for_user_id": X_ID, "direct_message_events": [{"type": "message_create", "id": event_id,
+                           "created_timestamp": "1764640000000", "message_create": {"target": {"recipient_id": recipient},
+                           "sender_id": sender, "message_data": {"text": text}}}],
+                           "users": {customer: {"id": customer, "name": "Penn", "screen_name": "penn"}}}).encode()
+
+    bodies = [
+        aaa("1995000000000000001", customer, X_ID, "paket saya &amp; resi?"),
+        aaa("1995000000000000002", X_ID, customer, "Sudah kami cek"),
+        json.dumps({"data": {"event_type": "dm.received", "filter": {"user_id": X_ID}, "payload": json.loads(aaa("1995000000000000003", customer, X_ID, "terima kasih"))}}).encode(),
+        json.dumps({"for_user_id": X_ID, "direct_message_indicate_typing_events": [{"sender_id": customer, "target": {"recipient_id": X_ID}}]}).encode(),
+    ]
+    with running(engine, settings) as base:
+        for body in bodies:
+            r = requests.post(f"{base}/webhooks/x", data=body, headers={"Content-Type": "application/json", "x-twitter-webhooks-signature": x_sig(body)}, timeout=10)
+            assert r.status_code == 200
+        wait_until(lambda: {d.state for d in deliveries(engine)} == {"done"})
+    rows = messages(engine)
+    assert [(r.external_id, r.direction, r.text) for r in rows] == [
+        ("1995000000000000001", "in", "paket saya & resi?"),
+        ("1995000000000000002", "out", "Sudah kami cek"),
+        ("1995000000000000003", "in", "terima kasih"),
+    ]
+    assert len({r.ticket_id for r in rows if r.direction == "in"}) == 1
+
+
+def test_serve_refuses_to_start_without_a_webhook_secret(tmp_path, monkeypatch, capsys) -> None:
+    import cli
+
+    config = tmp_path / "inbox.toml"
+    config.write_text(
+        f'database = "sqlite:///{tmp_path / "inbox.db"}"\n[webhooks]\nmeta_app_secret_env = "INBOX_META_APP_SECRET"\n'
+        'meta_verify_token_env = "INBOX_META_VERIFY_TOKEN"\nx_consumer_secret_env = "INBOX_X_CONSUMER_SECRET"\n'
+        f'[[accounts]]\nname = "shop-x"\nchannel = "x"\nuser_id = "{X_ID}"\naccess_token_env = "INBOX_TEST_X_TOKEN"\n',
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("INBOX_TEST_X_TOKEN", "token")
+    for var in WEBHOOK_ENV:
+        monkeypatch.delenv(var, raising=False)
+    assert cli.main(["--config", str(config), "serve", "--port", "0"]) == 3
+    assert "INBOX_X_CONSUMER_SECRET" in capsys.readouterr().err
+    assert cli.main(["--config", str(config), "config", "check"]) == 3
+    assert "INBOX_X_CONSUMER_SECRET" in capsys.readouterr().err
+
+
+# ── the real loop: the sandbox sends signed webhooks, the poll reconciles ────────────────────
+
+SB_ACCOUNTS = ("tokoshop-fb", "tokoshop-ig", "tokoshop-x")
+
+
+def sandbox_webhook_settings(sb: Any, db_url: str) -> Settings:
+    data = tomllib.loads(sb.config_toml(database=db_url))
+    data["webhooks"] = dict(WEBHOOKS, max_body_bytes=1024 * 1024)
+    return parse_settings(data, "sandbox.toml")
+
+
+def conversation_of(engine: Any, external_id: str) -> str:
+    from inbox.store.tables import conversation as v
+    from inbox.store.tables import message as m
+
+    with engine.connect() as conn:
+        return conn.execute(sa.select(v.c.external_id).join(m, m.c.conversation_id == v.c.id).where(m.c.external_id == external_id)).scalar_one()
+
+
+def stored_once(engine: Any, ids: list[str]) -> None:
+    from inbox.store.tables import message as m
+
+    with engine.connect() as conn:
+        got = list(conn.execute(sa.select(m.c.external_id).where(m.c.external_id.in_(ids))).scalars())
+    assert sorted(got) == sorted(ids), "each message stored exactly once"
+
+
+def poll(engine: Any, settings: Settings) -> Any:
+    from inbox.sync.account import sync_all
+    from tests.store.test_sync import fast_factory
+
+    results = {r.account: r for r in sync_all(engine, settings, connector_factory=fast_factory(settings))}
+    assert not any(r.failed for r in results.values()), results
+    return results
+
+
+def new_messages(sb: Any) -> dict[str, str]:
+    """One new customer message per account, in a new thread (Meta: a customer the store has not seen)."""
+    return {name: sb.inject(name, text=f"Halo kak, dari {name} 🙏", attachments=[{"type": "image"}] if name == "tokoshop-ig" else None)
+            for name in SB_ACCOUNTS}
+
+
+def processed(engine: Any) -> bool:
+    rows = deliveries(engine)
+    return bool(rows) and all(d.state == "done" for d in rows)
+
+
+@pytest.mark.parametrize("x_shape", ["account_activity", "activity"])
+def test_webhook_then_poll_stores_each_message_once_in_the_poll_s_thread(engine, db_url, sandbox, monkeypatch, x_shape) -> None:
+    settings = sandbox_webhook_settings(sandbox, db_url)
+    poll(engine, settings)  # the seeded history
+    with running(engine, settings, graph=True) as base:
+        sender = sandbox.webhooks(base, meta_secret=META_SECRET, x_secret=X_SECRET, x_shape=x_shape)
+        ids = new_messages(sandbox)
+        # and customers the store knows: their threads come from the store, not the platform
+        for name in ("tokoshop-fb", "tokoshop-ig"):
+            ids[name + " known"] = sandbox.inject(name, text="masih menunggu balasan", thread=sandbox.threads(name)[3])
+        assert sender.wait_idle()
+        wait_until(lambda: processed(engine) and len(messages(engine, ids["tokoshop-x"])) == 1)
+        stored_once(engine, list(ids.values()))
+        assert {r.external_id: r.via for r in messages(engine) if r.external_id in ids.values()} == {i: "webhook" for i in ids.values()}
+        results = poll(engine, settings)
+        assert all(r.counts.new_messages == 0 for r in results.values())
+    stored_once(engine, list(ids.values()))
+    for name, mid in ids.items():  # the webhook's message is in the thread the poll reads
+        account = name.removesuffix(" known")
+        assert conversation_of(engine, mid) == sandbox.thread_of(account, mid)
+
+
+def test_poll_then_webhook_and_a_redelivery_store_each_message_once(engine, db_url, sandbox) -> None:
+    settings = sandbox_webhook_settings(sandbox, db_url)
+    with running(engine, settings, graph=True) as base:
+        sender = sandbox.webhooks(base, meta_secret=META_SECRET, x_secret=X_SECRET, drop=1.0)  # every webhook lost
+        ids = new_messages(sandbox)
+        assert sender.wait_idle() and sender.stats.dropped == len(ids)
+        poll(engine, settings)
+        stored_once(engine, list(ids.values()))
+        sender = sandbox.webhooks(base, meta_secret=META_SECRET, x_secret=X_SECRET, duplicate=1.0)  # late, and twice
+        for name, mid in ids.items():
+            sandbox.redeliver(name, mid)
+        assert sender.wait_idle() and sender.stats.duplicated == len(ids)
+        wait_until(lambda: processed(engine) and len(deliveries(engine)) == 2 * len(ids))
+    stored_once(engine, list(ids.values()))
+    assert {r.via for r in messages(engine) if r.external_id in ids.values()} == {"poll"}
+
+
+def test_a_dropped_webhook_is_found_by_the_next_poll_and_counted_as_missed(engine, db_url, sandbox) -> None:
+    from inbox.accounts import health
+
+    settings = sandbox_webhook_settings(sandbox, db_url)
+    poll(engine, settings)
+    before = {h.name: h.missed_by_webhooks for h in health(engine, settings)}
+    with running(engine, settings, graph=True) as base:
+        sender = sandbox.webhooks(base, meta_secret=META_SECRET, x_secret=X_SECRET)
+        delivered = new_messages(sandbox)
+        assert sender.wait_idle()
+        wait_until(lambda: processed(engine) and all(messages(engine, i) for i in delivered.values()))
+        sender = sandbox.webhooks(base, meta_secret=META_SECRET, x_secret=X_SECRET, drop=1.0)
+        lost = sandbox.inject("tokoshop-x", text="yang ini tidak sampai lewat webhook")
+        assert sender.wait_idle() and sender.stats.dropped_ids == [lost]
+        assert messages(engine, lost) == []
+        poll(engine, settings)
+    assert [r.via for r in messages(engine, lost)] == ["poll"]
+    after = {h.name: h.missed_by_webhooks for h in health(engine, settings)}
+    assert {n: after[n] - before[n] for n in after} == {"tokoshop-fb": 0, "tokoshop-ig": 0, "tokoshop-x": 1}
+
+
+def test_meta_threads_come_from_the_store_then_the_platform_then_are_provisional(engine, db_url) -> None:
+    from inbox.intake import receiver as intake
+
+    settings = plain_settings(db_url)
+    asked: list[str] = []
+
+    def lookup(ctx: Any, customer: str) -> str | None:
+        asked.append(customer)
+        if customer == "6001":
+            return "t_from_graph"
+        raise ConnectionError("platform away")
+
+    processor = intake.Processor.build(engine, settings, lookup=lookup)
+    intake.store(engine, "meta", hello(mid="m_a", sender="5678"), "application/json")
+    processor.process_pending()
+    assert (conversation_of(engine, "m_a"), asked) == ("user:5678", ["5678"])  # unknown, and the platform failed
+    # A customer the store knows (its thread seen by a poll): no call to the platform.
+    from connectors.base import Channel, Direction, InboundMessage, MessageKind, Page, Participant
+    from datetime import datetime, timezone
+
+    from inbox.ingest.page import ingest_page
+
+    known = Participant("5000")
+    ingest_page(engine, processor.refs[("facebook", PAGE_ID)], Page((InboundMessage(
+        Channel.FACEBOOK, PAGE_ID, "m_polled", "t_polled", Direction.IN, known, known, "dari poll", MessageKind.TEXT,
+        datetime(2026, 12, 1, tzinfo=timezone.utc)),), None), settings)
+    asked.clear()
+    for mid, sender in (("m_b", "5000"), ("m_c", "6001"), ("m_d", "6002")):
+        intake.store(engine, "meta", hello(mid=mid, sender=sender), "application/json")
+    processor = intake.Processor.build(engine, settings, lookup=lookup)  # a fresh process: nothing cached
+    processor.process_pending()
+    assert conversation_of(engine, "m_b") == "t_polled"
+    assert conversation_of(engine, "m_c") == "t_from_graph"
+    assert conversation_of(engine, "m_d") == "user:6002"
+    assert sorted(asked) == ["6001", "6002"]
+    asked.clear()  # the platform failed: no more lookups for a while, the message is stored at once
+    intake.store(engine, "meta", hello(mid="m_e", sender="6003"), "application/json")
+    processor.process_pending()
+    assert conversation_of(engine, "m_e") == "user:6003" and asked == []
+
+
+def test_a_provisional_thread_becomes_the_real_one_when_a_poll_names_it(engine, db_url) -> None:
+    """The webhook's message waited on `user:<customer>`; the poll's page of the real thread renames
+    it: one conversation, one ticket, the webhook's message stored once."""
+    from datetime import datetime, timezone
+
+    from connectors.base import Channel, Direction, InboundMessage, MessageKind, Page, Participant
+    from inbox.intake import receiver as intake
+    from inbox.ingest.page import ingest_page
+    from inbox.store.tables import conversation as v
+    from inbox.store.tables import message as m
+
+    settings = plain_settings(db_url)
+
+    def away(ctx: Any, customer: str) -> str | None:
+        raise ConnectionError("platform away")
+
+    processor = intake.Processor.build(engine, settings, lookup=away)
+    intake.store(engine, "meta", hello(mid="m_first", sender="7001"), "application/json")
+    processor.process_pending()
+    assert conversation_of(engine, "m_first") == "user:7001"
+
+    customer, ref = Participant("7001"), processor.refs[("facebook", PAGE_ID)]
+    at = datetime(2025, 12, 2, 2, tzinfo=timezone.utc)
+    polled = [InboundMessage(Channel.FACEBOOK, PAGE_ID, mid, "t_real_7001", Direction.IN, customer, customer, text, MessageKind.TEXT, at)
+              for mid, text in (("m_first", "Halo kak, pesanan INV/20261202/MPL/123456 belum sampai"), ("m_next", "kak tolong dicek ya"))]
+    got = ingest_page(engine, ref, Page(tuple(polled), None), settings)
+    assert (got.new_messages, got.new_tickets) == (1, 0)
+    assert conversation_of(engine, "m_first") == conversation_of(engine, "m_next") == "t_real_7001"
+    with engine.connect() as conn:
+        threads = list(conn.execute(sa.select(v.c.external_id).where(v.c.account_id == ref.id)).scalars())
+        tickets = set(conn.execute(sa.select(m.c.ticket_id).where(m.c.external_id.in_(["m_first", "m_next"]))).scalars())
+    assert threads == ["t_real_7001"] and len(tickets) == 1 and None not in tickets
+    stored_once(engine, ["m_first", "m_next"])
+
+
+def test_inbox_accounts_shows_missed_and_undelivered_counts(tmp_path, monkeypatch, capsys) -> None:
+    import cli
+    from inbox.intake import receiver as intake
+    from inbox.store.engine import open_store
+
+    db = tmp_path / "inbox.db"
+    config = tmp_path / "inbox.toml"
+    config.write_text(
+        f'database = "sqlite:///{db}"\n[webhooks]\nx_consumer_secret_env = "INBOX_X_CONSUMER_SECRET"\n'
+        f'[[accounts]]\nname = "shop-x"\nchannel = "x"\nuser_id = "{X_ID}"\naccess_token_env = "INBOX_TEST_X_TOKEN"\n'
+        f'[[accounts]]\nname = "shop-fb"\nchannel = "facebook"\npage_id = "{PAGE_ID}"\naccess_token_env = "INBOX_TEST_FB_TOKEN"\n',
+        encoding="utf-8",
+    )
+    engine = open_store(f"sqlite:///{db}")
+    intake.store(engine, "x", b"not json", "application/json", "invalid JSON")
+    intake.store(engine, "x", b"{}", "application/json")
+    engine.dispose()
+    cli.main(["--config", str(config), "accounts", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["webhook_deliveries"] == {"pending": 1, "quarantined": 1}
+    assert {a["name"]: a["missed_by_webhooks"] for a in report["accounts"]} == {"shop-x": 0, "shop-fb": None}  # no Meta key configured
+    monkeypatch.setenv("COLUMNS", "200")
+    cli.main(["--config", str(config), "accounts"])
+    out = capsys.readouterr().out
+    assert "shop-x: missed by webhooks: 0 in the last 24 h" in out and "shop-fb: missed" not in out
+    assert "webhook deliveries: 1 waiting to be stored, 1 quarantined" in out
+
+
+def test_reordered_duplicated_and_delayed_deliveries_store_a_burst_once_in_order(engine, db_url, sandbox) -> None:
+    from inbox.store.tables import message as m
+
+    settings = sandbox_webhook_settings(sandbox, db_url)
+    poll(engine, settings)
+    thread = sandbox.threads("tokoshop-ig")[0]
+    with running(engine, settings, graph=True) as base:
+        sender = sandbox.webhooks(base, meta_secret=META_SECRET, x_secret=X_SECRET, reorder=True, duplicate=0.5, delay=0.01)
+        ids = sandbox.burst("tokoshop-ig", thread, 12)
+        assert sender.wait_idle() and sender.stats.duplicated > 0
+        wait_until(lambda: processed(engine) and len(messages(engine)) >= len(ids))
+        wait_until(lambda: all(messages(engine, i) for i in ids))
+    stored_once(engine, ids)
+    with engine.connect() as conn:
+        in_order = list(conn.execute(sa.select(m.c.external_id).where(m.c.external_id.in_(ids)).order_by(m.c.sent_at, m.c.id)).scalars())
+    assert in_order == ids  # the platform's order, whatever order the deliveries came in
+    results = poll(engine, settings)
+    assert results["tokoshop-ig"].counts.new_messages == 0
+
+
+HOSTILE_META = [
+    [], "text", 5, None, {"object": "page"}, {"object": "page", "entry": "x"}, {"object": "page", "entry": [None, 5, "x", []]},
+    {"object": "page", "entry": [{"id": PAGE_ID, "messaging": [None, 5, "x", {"message": None}, {"message": "x"}, {"message": {}},
+                                                              {"message": {"mid": None}, "sender": {"id": "5"}},
+                                                              {"message": {"mid": ["a"]}, "sender": {"id": "5"}},
+                                                              {"message": {"mid": "m" * 300}, "sender": {"id": "5"}},
+                                                              {"message": {"mid": "m1", "text": ["x"], "attachments": "x"}, "sender": {"id": "5"}},
+                                                              {"message": {"mid": "m2", "attachments": [None, 5, {"type": None, "payload": "x"}]}, "sender": {"id": "5"}},
+                                                              {"message": {"mid": "m3", "text": "\x1b]52;c;aGk=\x07\u202e"}, "sender": {"id": "5" * 200}},
+                                                              {"message": {"mid": "m4"}, "sender": "5", "timestamp": 10**30},
+                                                              {"message": {"mid": "m5", "is_echo": True}, "sender": {"id": PAGE_ID}},
+                                                              {"message": {"mid": "m6", "reply_to": {"story": "x"}}, "sender": {"id": "5"}}]}]},
+    {"object": "instagram", "entry": [{"id": True, "messaging": []}, {"id": {"id": PAGE_ID}, "standby": "x"}]},
+    {"object": ["page"], "entry": []},
+]
+HOSTILE_X = [
+    [], "x", {"for_user_id": X_ID}, {"for_user_id": X_ID, "direct_message_events": "x"},
+    {"for_user_id": X_ID, "direct_message_events": [None, 5, {"type": "message_create"}, {"type": "message_create", "message_create": "x"},
+                                                    {"type": "message_create", "id": "1" * 30, "message_create": {"sender_id": "5"}},
+                                                    {"type": "message_create", "id": "19950000000000000", "message_create": {"sender_id": ["5"], "message_data": {"text": 5}}},
+                                                    {"type": "message_create", "id": "19950000000000001", "created_timestamp": "soon",
+                                                     "message_create": {"sender_id": "5", "target": {"recipient_id": X_ID}, "message_data": {"attachment": {"media": "x"}}}}],
+     "users": "x"},
+    {"event_type": "dm.received", "filter": {"user_id": X_ID}, "payload": None},
+    {"event_type": "dm.received", "filter": "x", "payload": {}},
+    {"data": {"event_type": ["dm.received"]}},
+]
+
+
+@pytest.mark.parametrize("body", HOSTILE_META, ids=[f"meta{i}" for i in range(len(HOSTILE_META))])
+def test_hostile_meta_deliveries_are_quarantined_or_ignored_never_an_error(body: Any) -> None:
+    from connectors import meta_webhook
+    from connectors.base import Channel
+    from connectors.graph_parse import MetaContext
+    from connectors.webhook import DeliveryError
+
+    accounts = {(ch, PAGE_ID): MetaContext(ch, PAGE_ID, frozenset({PAGE_ID})) for ch in (Channel.FACEBOOK, Channel.INSTAGRAM)}
+    try:
+        parsed = meta_webhook.parse(body, accounts, lambda c, u: f"t_{u}")
+    except DeliveryError:
+        return
+    for batch in parsed.batches:
+        for msg in batch.messages:
+            assert msg.external_id and len(msg.external_id) <= 255 and msg.sent_at.tzinfo is not None
+
+
+@pytest.mark.parametrize("body", HOSTILE_X, ids=[f"x{i}" for i in range(len(HOSTILE_X))])
+def test_hostile_x_deliveries_are_quarantined_or_ignored_never_an_error(body: Any) -> None:
+    from connectors import x_webhook
+    from connectors.webhook import DeliveryError
+
+    try:
+        parsed = x_webhook.parse(body, frozenset({X_ID}))
+    except DeliveryError:
+        return
+    for batch in parsed.batches:
+        for msg in batch.messages:
+            assert msg.external_id.isdigit() and msg.sent_at.tzinfo is not None
+
+
+REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "payloads"
+
+
+@pytest.mark.skipif(not (REFERENCE / "meta_webhook_messenger_echo_edit_read.json").is_file(), reason="reference payloads not present")
+def test_an_edit_updates_the_stored_text_once_and_keeps_the_earlier_one(engine, db_url) -> None:
+    from inbox.intake import receiver as intake
+    from inbox.search import search
+    from inbox.store.tables import message as m
+
+    page = "104920378912345"
+    settings = parse_settings({"database": db_url, "webhooks": WEBHOOKS, "accounts": [
+        {"name": "shop-fb", "channel": "facebook", "page_id": page, "access_token_env": "INBOX_TEST_FB_TOKEN"}]}, "test.toml")
+    raw = (REFERENCE / "meta_webhook_messenger_echo_edit_read.json").read_bytes()  # message, our echo, its edit, a read
+    body = json.loads(raw)
+    mid = body["entry"][0]["messaging"][0]["message"]["mid"]
+    edited = body["entry"][2]["messaging"][0]["message_edit"]["text"]
+    processor = intake.Processor.build(engine, settings, graph=False)
+    for _ in range(2):  # and redelivered
+        intake.store(engine, "meta", raw, "application/json")
+        processor.process_pending()
+    older = {"object": "page", "entry": [{"id": page, "messaging": [{"sender": {"id": "27452381234567890"}, "recipient": {"id": page},
+             "timestamp": 1735872200000, "message_edit": {"mid": mid, "text": "versi lama yang datang terlambat", "num_edit": 1}}]}]}
+    intake.store(engine, "meta", json.dumps(older).encode(), "application/json")
+    processor.process_pending()
+    with engine.connect() as conn:
+        rows = list(conn.execute(sa.select(m.c.external_id, m.c.text, m.c.raw, m.c.direction).order_by(m.c.id)))
+    assert [(r.external_id == mid, r.direction) for r in rows] == [(True, "in"), (False, "out")]
+    assert rows[0].text == edited
+    assert [(h["num_edit"], h["previous_text"]) for h in rows[0].raw["edits"]] == [(1, body["entry"][0]["messaging"][0]["message"]["text"])]
+    hits = search(engine, "3456789013")  # the search index follows the new text
+    assert len(hits) == 1 and hits[0].text == edited
+    assert {d.state for d in deliveries(engine)} == {"done"}
+
+
+def test_text_the_store_cannot_keep_is_repaired_as_the_poll_repairs_it(engine, db_url) -> None:
+    """A lone surrogate (a cut emoji) or a NUL in a customer's text: stored with U+FFFD, not refused."""
+    settings = plain_settings(db_url)
+    body = hello(mid="m_cut_emoji").replace(b"belum sampai", b"belum sampai \\ud83d dan \\u0000 ini")
+    with running(engine, settings) as base:
+        r = requests.post(f"{base}/webhooks/meta", data=body, headers={"Content-Type": "application/json", "X-Hub-Signature-256": meta_sig(body)}, timeout=10)
+        assert r.status_code == 200
+        wait_until(lambda: messages(engine, "m_cut_emoji"))
+    assert messages(engine, "m_cut_emoji")[0].text.endswith("belum sampai \ufffd dan \ufffd ini")
+
+
+def test_the_sandbox_config_with_webhooks_names_the_keys_it_signs_with(sandbox) -> None:
+    from inbox.intake import receiver as intake
+    from sandbox.core import WEBHOOK_ENV, X_CONSUMER_SECRET
+
+    settings = parse_settings(tomllib.loads(sandbox.config_toml(webhooks=True)), "sandbox.toml")
+    secrets = intake.resolve_secrets(settings, sandbox.env())
+    assert (secrets.meta_app_secret, secrets.x_consumer_secret) == (WEBHOOK_ENV["INBOX_SANDBOX_META_APP_SECRET"], X_CONSUMER_SECRET)
+    assert secrets.meta_verify_token == WEBHOOK_ENV["INBOX_SANDBOX_META_VERIFY_TOKEN"]
