@@ -59,11 +59,6 @@ JUMPS = (30, 600, 3600, 6 * 3600, 25 * 3600, 8 * 86400)
 
 # Switches for defects owned elsewhere (see the report of each in KNOWN_DEFECTS below).
 KNOWN_DEFECTS = {
-    # issue 11 item 3 (two agents on one ticket both deliver): until the re-check after the
-    # confirmation exists (replies.ReplyRaceError), two agents racing on one ticket may both
-    # deliver. Minimal example: first_sync; two_agents_reply(pick=1, same_text=True). The check
-    # switches itself on when the re-check is there.
-    "two_agents_both_deliver": not hasattr(__import__("inbox.replies.outbox").replies, "ReplyRaceError"),
     # Found here, not named in issue 10: X has no since_id and its walk stops on the page where it
     # meets the cursor; an event that appears late, dated a minute before events already listed and
     # behind more than a page of newer ones, is never stored while every pass says ok. Minimal
@@ -540,13 +535,9 @@ class LoopMachine(RuleBasedStateMachine):
             if d.text and d.text.startswith("["):
                 by_text.setdefault(d.text, []).append(d)
         twice = {t: len(ds) for t, ds in by_text.items() if len(ds) > 1}
-        if self.known["two_agents_both_deliver"]:
-            same = {a for a, b in self.pairs if a == b}
-            twice = {t: n for t, n in twice.items() if t not in same}
         assert not twice, f"delivered more than once (sandbox count): {twice}"
-        if not self.known["two_agents_both_deliver"]:
-            both = [(a, b) for a, b in self.pairs if a != b and a in by_text and b in by_text]
-            assert not both, f"two agents both delivered on one ticket: {both}"
+        both = [(a, b) for a, b in self.pairs if a != b and a in by_text and b in by_text]
+        assert not both, f"two agents both delivered on one ticket: {both}"
         rows_by_text: dict[str, list[Any]] = {}
         for r in self.rows("SELECT r.id, r.state, r.text, r.external_id, c.external_id AS thread FROM reply r "
                            "JOIN conversation c ON c.id = r.conversation_id"):

@@ -58,7 +58,6 @@ def test_loop_long_postgres(pg_url: str) -> None:
 @pytest.mark.parametrize("same_text", [True, False], ids=["same-text", "different-text"])
 def test_two_agents_on_one_ticket_reach_the_customer_once(same_text: bool) -> None:
     state = SQLiteLoop()
-    state.known["two_agents_both_deliver"] = False
     try:
         state.first_sync()
         state.two_agents_reply(pick=1, same_text=same_text)
