@@ -64,8 +64,11 @@ A = tb.account
 PAUSE_ENV = "INBOX_TEST_PAUSE_BEFORE_SEND"
 IN_DOUBT = ("unknown", "sending")
 OPEN_STATES = ("queued", "sending", "failed", "unknown")
-# How far an echo's platform timestamp may precede our record of the reply (clock differences).
+# How far an echo's platform timestamp may precede the thread's newest message when the reply was
+# recorded (both the platform's clock); for replies recorded before that was kept, how far it may
+# precede our record of the reply (our clock against the platform's).
 ECHO_TOLERANCE = timedelta(minutes=2)
+LEGACY_ECHO_TOLERANCE = timedelta(minutes=30)
 RECORDED = "recorded"  # phase: the platform has not been called
 CALLING = "calling"  # phase: the request may have left
 
@@ -406,6 +409,9 @@ def record_reply(engine: Engine, plan: ReplyPlan, author: str, *, again: bool = 
             others = others_since(conn, plan.route.ticket_id, plan.seen_reply_id)
             if others:
                 raise ReplyRaceError.on(plan.route.ticket_id, others)
+        newest = conn.execute(
+            sa.select(sa.func.max(M.c.id)).where(M.c.conversation_id == plan.route.conversation_id)
+        ).scalar()
         rid = conn.execute(
             R.insert()
             .values(
@@ -421,6 +427,7 @@ def record_reply(engine: Engine, plan: ReplyPlan, author: str, *, again: bool = 
                 attempts=1,
                 error=_marker(RECORDED, owner),
                 owner=owner,
+                echo_after_message_id=newest,
                 author=author[:100],
                 created_at=now,
                 updated_at=now,
@@ -629,6 +636,19 @@ def _is_echo_of(message: Any, reply: Any) -> bool:
     return bool(message.text) and _comparable(message.text) == _comparable(reply.text)
 
 
+def _after_recorded(conn: Connection, reply: Any) -> list[Any]:
+    """Where a reply's echo can be: stored after the reply was recorded (row order, which no clock
+    skews), and sent on the platform no earlier than the thread's newest message was then (both
+    the platform's timestamps), or than the reply itself by our clock, less a margin, so a late-stored
+    older answer with the same text is not taken for it. Replies recorded before that was
+    kept: by our clock alone, with a wider margin."""
+    if reply.echo_after_message_id is None:
+        return [M.c.sent_at >= reply.created_at - LEGACY_ECHO_TOLERANCE]
+    newest = conn.execute(sa.select(M.c.sent_at).where(M.c.id == reply.echo_after_message_id)).scalar()
+    since = reply.created_at if newest is None else min(newest, reply.created_at)
+    return [M.c.id > reply.echo_after_message_id, M.c.sent_at >= since - ECHO_TOLERANCE]
+
+
 def _declare_stopped(conn: Connection, reply: Any, now: datetime) -> bool:
     """A `sending` reply whose process died or overslept its lease: taken from it (fenced on its
     owner and phase, so a process that wakes finds it lost the claim). Before the call: `failed`;
@@ -706,7 +726,7 @@ def reconcile_unknown(
                     M.c.conversation_id == reply.conversation_id,
                     M.c.direction == "out",
                     M.c.reply_id.is_(None),
-                    M.c.sent_at >= reply.created_at - ECHO_TOLERANCE,
+                    *_after_recorded(conn, reply),
                 )
                 .order_by(M.c.sent_at, M.c.id)
                 .limit(200)

@@ -267,6 +267,9 @@ class Reply(SQLModel, table=True):
     # Who holds the current attempt (process and attempt token); every step of a send is
     # conditional on it, so a process that lost the attempt can never call the platform.
     owner: str | None = Field(default=None, max_length=200)
+    # The newest message stored in the thread when the reply was recorded: its echo can only be a
+    # later row. Platform and local clocks may disagree by minutes; row order cannot.
+    echo_after_message_id: int | None = None
     external_id: str | None = Field(default=None, max_length=255, index=True)
     author: str = Field(max_length=100)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -184,6 +184,7 @@ reply = sa.Table(
     sa.Column("attempts", sa.Integer()),
     sa.Column("error", sa.String()),
     sa.Column("owner", sa.String(200)),
+    sa.Column("echo_after_message_id", sa.Integer),
     sa.Column("external_id", sa.String(255)),
     sa.Column("author", sa.String(100)),
     sa.Column("created_at", UTCDateTime()),

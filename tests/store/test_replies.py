@@ -175,8 +175,9 @@ def test_unknown_without_echo_fails_only_after_the_quiet_period_then_is_retried_
         rp.retry(engine, rid, platform.factory, "ana")
     assert "--force" in (refused.value.hint or "") and "started after" in (refused.value.hint or "")
     assert reply_row(engine, rid).state == "unknown"
-    # An echo from before the reply was recorded (an older identical answer) is not ours.
-    sf.outbound(engine, made, "Mohon ditunggu", "m_old", sent_at=datetime.now(timezone.utc) - timedelta(hours=1))
+    # An identical answer sent before the customer's latest message, stored only now (a late
+    # delivery), is not ours.
+    sf.outbound(engine, made, "Mohon ditunggu", "m_old", sent_at=datetime.now(timezone.utc) - timedelta(hours=2))
     mark_synced(engine, made.account_id, attempt + rp.Timing().quiet + timedelta(seconds=1))
     out = rp.retry(engine, rid, platform.factory, "ana")
     assert out.state == "sent"
@@ -372,3 +373,44 @@ def test_the_same_text_again_after_a_failure_is_the_retry_not_a_copy(engine) -> 
     assert copy.value.hint == f"inbox outbox retry {failed.id}"
     assert rp.retry(engine, failed.id, platform.factory, "ana").state == "sent"
     assert [r.text for r in platform.delivered] == ["satu"]
+
+
+@pytest.mark.parametrize("platform_behind", [timedelta(minutes=3), timedelta(minutes=25), timedelta(hours=2)])
+def test_echo_found_when_our_clock_runs_ahead_of_the_platforms(engine, platform_behind: timedelta) -> None:
+    """The echo's timestamp is the platform's; ours may be minutes ahead. A delivered reply in
+    doubt is still recognised by its echo (stored after the reply), so a retry never sends it twice."""
+    # The platform stamps the customer's latest message with its own (slow) clock too.
+    made = sf.ticket(engine, last_customer_ago=platform_behind + timedelta(minutes=1))
+    platform = Platform()
+    platform.deliver_then_fail = True
+    text = "Pesanan INV/20261201/MPL/0001 sudah dikirim ya kak"
+    with pytest.raises(PlatformError, match="outcome unknown"):
+        rp.send_reply(engine, rp.plan_reply(engine, made.ticket_id, text), platform.factory, "ana")
+    rid = rp.outbox(engine)[0].id
+    sf.outbound(engine, made, text, "m_echo_skew", sent_at=datetime.now(timezone.utc) - platform_behind)
+    # A complete sync that started long after the attempt: without the echo it would settle as failed.
+    mark_synced(engine, made.account_id, datetime.now(timezone.utc) + timedelta(hours=1))
+    assert rp.reconcile_unknown(engine, made.account_id) == 1
+    row = reply_row(engine, rid)
+    assert row.state == "sent" and row.external_id == "m_echo_skew"
+    with pytest.raises(ConflictError, match="already delivered"):
+        rp.retry(engine, rid, platform.factory, "ana")
+    assert len(platform.delivered) == 1
+
+
+def test_the_same_text_sent_before_the_reply_is_not_its_echo(engine) -> None:
+    """A brand message with the same text stored before the reply was recorded (a canned answer
+    sent from the platform's own inbox minutes earlier) is not the reply's echo."""
+    made = sf.ticket(engine)
+    text = "Mohon ditunggu ya kak, sedang kami cek"
+    sf.outbound(engine, made, text, "m_earlier", sent_at=datetime.now(timezone.utc) - timedelta(minutes=1))
+    platform = Platform()
+    platform.deliver_then_fail = True
+    with pytest.raises(PlatformError, match="outcome unknown"):
+        rp.send_reply(engine, rp.plan_reply(engine, made.ticket_id, text), platform.factory, "ana")
+    rid = rp.outbox(engine)[0].id
+    assert rp.reconcile_unknown(engine, made.account_id) == 0
+    assert reply_row(engine, rid).state == "unknown"
+    sf.outbound(engine, made, text, "m_real_echo")
+    assert rp.reconcile_unknown(engine, made.account_id) == 1
+    assert reply_row(engine, rid).external_id == "m_real_echo"
