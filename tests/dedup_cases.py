@@ -7,12 +7,13 @@ grouping ("tickets as sets of messages") is read back from the store following m
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
 
-from connectors.base import Channel, Direction, InboundMessage, MessageKind, Participant
+from connectors.base import InboundMessage
+from tests import factories
 from inbox.store.models import Message, Ticket
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)
@@ -33,11 +34,8 @@ class Msg:
     group: str = ""  # messages with the same label must share one ticket, others never
 
     def inbound(self) -> InboundMessage:
-        cust = Participant(self.user, handle=self.handle, name=self.name)
-        return InboundMessage(
-            Channel(self.channel), PLATFORM[self.channel], self.eid, self.thread, Direction.IN, cust, cust, self.text,
-            MessageKind.TEXT, T0 + timedelta(minutes=self.minutes),
-        )
+        return factories.inbound(self.eid, self.thread, self.user, self.text, self.minutes, channel=self.channel,
+                                 account=PLATFORM[self.channel], handle=self.handle, name=self.name)
 
 
 INV = "INV/20261120/MPL/38172655{:02d}"

@@ -9,6 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from connectors.base import Channel, Direction, InboundMessage, MessageKind, Participant
 from inbox.store.models import PRIORITY_RANK, Account, Contact, Conversation, Message, Ticket
 
 _seq = itertools.count(1)
@@ -16,6 +17,39 @@ _seq = itertools.count(1)
 
 def now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+T0 = datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)
+# Platform ids of the brand accounts the builders use unless told otherwise.
+PLATFORM_ID = {Channel.FACEBOOK: "104920378912345", Channel.INSTAGRAM: "17841400000000001", Channel.X: "1500000000000000001"}
+
+
+def inbound(
+    eid: str,
+    thread: str,
+    customer: str | Participant,
+    text: str | None,
+    at: datetime | float = 0,
+    *,
+    channel: Channel | str = Channel.FACEBOOK,
+    account: str | None = None,
+    handle: str | None = None,
+    name: str | None = None,
+    out: bool = False,
+    brand_name: str | None = None,
+    raw: dict[str, Any] | None = None,
+) -> InboundMessage:
+    """The one InboundMessage builder: `at` is a time, or minutes after T0; `out` is the brand's
+    message in the customer's thread (an echo)."""
+    channel = Channel(channel)
+    account = account or PLATFORM_ID[channel]
+    cust = customer if isinstance(customer, Participant) else Participant(customer, handle=handle, name=name)
+    author = Participant(account, name=brand_name) if out else cust
+    sent_at = at if isinstance(at, datetime) else T0 + timedelta(minutes=at)
+    return InboundMessage(
+        channel, account, eid, thread, Direction.OUT if out else Direction.IN, author, cust, text,
+        MessageKind.TEXT, sent_at, raw=raw if raw is not None else {},
+    )
 
 
 @dataclass

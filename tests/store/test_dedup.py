@@ -8,11 +8,12 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from connectors.base import Channel, Direction, InboundMessage, MessageKind, Page, Participant
+from connectors.base import Channel, InboundMessage, Page
 from inbox.settings import Settings
 from inbox.dedup.pages import order_refs
 from inbox.ingest.page import ingest_page
 from inbox.store.models import Account, Contact, Message, Person, PersonEvent, Ticket, TicketEvent
+from tests import factories as sf
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)
 FB, IG, X = "104920378912345", "17841400000000001", "1500000000000000001"
@@ -33,11 +34,8 @@ def accounts(engine):
 
 def m(eid, thread, customer, text, minutes, *, ch="fb", handle=None, name=None, out=False) -> InboundMessage:
     channel, acc = {"fb": (Channel.FACEBOOK, FB), "ig": (Channel.INSTAGRAM, IG), "x": (Channel.X, X)}[ch]
-    cust = Participant(customer, handle=handle, name=name)
-    return InboundMessage(
-        channel, acc, eid, thread, Direction.OUT if out else Direction.IN,
-        Participant(acc) if out else cust, cust, text, MessageKind.TEXT, T0 + timedelta(minutes=minutes),
-    )
+    return sf.inbound(eid, thread, customer, text, T0 + timedelta(minutes=minutes), channel=channel, account=acc,
+                      handle=handle, name=name, out=out)
 
 
 def put(engine, accounts, ch, *msgs, settings=None):

@@ -12,17 +12,16 @@ from sqlmodel import Session, select
 from connectors.base import (
     Attachment,
     Channel,
-    Direction,
     Gap,
     InboundMessage,
     MessageKind,
     Page,
-    Participant,
     QuarantinedItem,
 )
 from inbox.settings import Settings
 from inbox.ingest.page import LeaseLostError, ingest_page
 from inbox.store.models import Account, Message, Reply, SyncState, Ticket, TicketEvent
+from tests import factories as sf
 from tests.waiting import wait_until
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)
@@ -51,21 +50,9 @@ def msg(
     handle: str | None = None,
     name: str | None = None,
 ) -> InboundMessage:
-    cust = Participant(customer, handle=handle, name=name or customer.title())
-    author = Participant(account, name="Toko") if out else cust
-    return InboundMessage(
-        channel=channel,
-        account_id=account,
-        external_id=eid,
-        thread_id=thread,
-        direction=Direction.OUT if out else Direction.IN,
-        author=author,
-        customer=cust,
-        text=text,
-        kind=MessageKind.TEXT,
-        sent_at=T0 + timedelta(minutes=minutes),
-        raw={"id": eid, "message": text},
-    )
+    return sf.inbound(eid, thread, customer, text, T0 + timedelta(minutes=minutes), channel=channel, account=account,
+                      handle=handle, name=name or customer.title(), out=out, brand_name="Toko",
+                      raw={"id": eid, "message": text})
 
 
 def count(engine, table: str, where: str = "1=1", **params) -> int:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from connectors.base import Channel, Direction, InboundMessage, MessageKind, Page, Participant
+from connectors.base import Channel, Page
+from tests import factories as sf
 from inbox.settings import parse_settings
 from inbox.errors import ConflictError
 from inbox.ingest.page import LeaseLostError
@@ -49,9 +50,8 @@ class SlowConnector:
         for i in range(self.pages):
             time.sleep(self.delay)
             n += 1
-            cust = Participant(f"u{n}", handle=f"user{n}")
-            msg = InboundMessage(Channel.X, "1500", f"{self.worker}-{n}-{time.monotonic_ns()}", f"c{n}", Direction.IN, cust, cust,
-                                 f"pesan {n}", MessageKind.TEXT, T0 + timedelta(seconds=n))
+            msg = sf.inbound(f"{self.worker}-{n}-{time.monotonic_ns()}", f"c{n}", f"u{n}", f"pesan {n}",
+                             T0 + timedelta(seconds=n), channel=Channel.X, account="1500", handle=f"user{n}")
             yield Page((msg,), cursor={"n": n} if i == self.pages - 1 else cursor, final=i == self.pages - 1)
         # resumed after the last page was stored: the whole pass is [start, now]
         self.log.append((self.worker, start, time.monotonic()))
@@ -127,8 +127,7 @@ def test_expired_lease_is_taken_over_and_the_old_holder_is_fenced(engine):
     # the old holder cannot store a page either (fencing in the page transaction)
     from inbox.ingest.page import ingest_page
 
-    cust = Participant("u1")
-    page = Page((InboundMessage(Channel.X, "1500", "e1", "c1", Direction.IN, cust, cust, "x", MessageKind.TEXT, T0),), cursor={"n": 1})
+    page = Page((sf.inbound("e1", "c1", "u1", "x", T0, channel=Channel.X, account="1500"),), cursor={"n": 1})
     with pytest.raises(LeaseLostError):
         ingest_page(engine, ref, page, settings, lease_owner=dead.owner)
     ingest_page(engine, ref, page, settings, lease_owner=mine.owner)
