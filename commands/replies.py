@@ -15,6 +15,7 @@ from commands import AgentOpt, JsonOpt, agent_for, console, emit, prog, state
 
 
 def _reply_text(ctx: typer.Context, ticket_id: int, text: Optional[str], editor: bool, template: Optional[str], agent: str) -> str:
+    """The reply's text from exactly one of TEXT (`-`: standard input), --template or --editor."""
     from inbox.errors import UsageError
 
     settings = state(ctx).settings()
