@@ -178,37 +178,70 @@ def split_values(values: Optional[list[str]]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def ticket_filter(
-    ctx: typer.Context,
-    *,
-    status: Optional[list[str]],
-    channel: Optional[list[str]],
-    account: Optional[list[str]],
-    assignee: Optional[str],
-    tag: Optional[list[str]],
-    priority: Optional[list[str]],
-    overdue: bool,
-    window_closing: Optional[float],
-    limit: int,
-    agent: Optional[str] = None,
-) -> "TicketFilter":
+@dataclass(frozen=True)
+class FilterOpts:
+    """The values of the ticket-filter options, as one value (list and search take them all)."""
+
+    channel: Optional[list[str]] = None
+    account: Optional[list[str]] = None
+    assignee: Optional[str] = None
+    tag: Optional[list[str]] = None
+    priority: Optional[list[str]] = None
+    overdue: bool = False
+    window_closing: Optional[float] = None
+    limit: int = 50
+
+
+_FILTER_OPTIONS = (
+    ("channel", Optional[list[str]], ChannelOpt), ("account", Optional[list[str]], AccountOpt), ("assignee", Optional[str], AssigneeOpt),
+    ("tag", Optional[list[str]], TagOpt), ("priority", Optional[list[str]], PriorityOpt), ("overdue", bool, OverdueOpt),
+    ("window_closing", Optional[float], WindowOpt), ("limit", int, LimitOpt),
+)
+
+
+def filter_options(command: Callable[..., None]) -> Callable[..., None]:
+    """A command's `filters: FilterOpts` parameter becomes the eight filter options in its place
+    (as sqlite-utils' @output_options): typer sees the options, the command gets one FilterOpts."""
+    import functools
+    import inspect
+
+    signature = inspect.signature(command)
+    params: list[inspect.Parameter] = []
+    for param in signature.parameters.values():
+        if param.name == "filters":
+            params += [inspect.Parameter(name, param.kind, default=option, annotation=kind) for name, kind, option in _FILTER_OPTIONS]
+        else:
+            params.append(param)
+
+    @functools.wraps(command)
+    def with_filters(**kwargs: Any) -> None:
+        values = {name: kwargs.pop(name) for name, _kind, _option in _FILTER_OPTIONS}
+        command(filters=FilterOpts(**values), **kwargs)
+
+    with_filters.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    with_filters.__annotations__ = {p.name: p.annotation for p in params} | {"return": None}
+    return with_filters
+
+
+def ticket_filter(ctx: typer.Context, status: Optional[list[str]], filters: FilterOpts, agent: Optional[str] = None) -> "TicketFilter":
     """The filter options' values as one validated TicketFilter."""
     from inbox.store.tables import ACTIVE_STATUSES
     from inbox.tickets.operations import TicketFilter
 
     statuses = split_values(status)
     who = None
+    assignee = filters.assignee
     if assignee:
         who = agent_for(ctx, agent) if assignee == "me" else ("none" if assignee.lower() == "none" else assignee)
     return TicketFilter(
         statuses=None if "all" in statuses else (statuses or ACTIVE_STATUSES),
-        channels=split_values(channel),
-        accounts=tuple(a for v in account or [] for a in v.split(",") if a),
+        channels=split_values(filters.channel),
+        accounts=tuple(a for v in filters.account or [] for a in v.split(",") if a),
         assignee=who,
-        tags=split_values(tag),
-        priorities=split_values(priority),
-        overdue=overdue,
-        window_closing_hours=window_closing,
+        tags=split_values(filters.tag),
+        priorities=split_values(filters.priority),
+        overdue=filters.overdue,
+        window_closing_hours=filters.window_closing,
         human_agent_tag=state(ctx).settings().replies.human_agent_tag,
-        limit=limit,
+        limit=filters.limit,
     ).validate()

@@ -5,7 +5,7 @@ from typing import Optional
 
 import typer
 
-from commands import AccountOpt, ChannelOpt, JsonOpt, TagOpt, console, emit, say, split_values, state, ticket_filter
+from commands import AccountOpt, ChannelOpt, FilterOpts, JsonOpt, TagOpt, console, emit, say, split_values, state, ticket_filter
 
 
 def stats_cmd(
@@ -71,8 +71,7 @@ def export_cmd(
 
     if fmt not in ("jsonl", "csv"):
         raise UsageError(f"unknown format '{fmt}' (jsonl or csv)")
-    flt = ticket_filter(ctx, status=status or ["all"], channel=channel, account=account, assignee=None, tag=tag,
-                         priority=None, overdue=False, window_closing=None, limit=1)
+    flt = ticket_filter(ctx, status or ["all"], FilterOpts(channel=channel, account=account, tag=tag, limit=1))
     writer = export.write_jsonl if fmt == "jsonl" else export.write_csv
     if output:
         from inbox.runtime.files import open_private

@@ -8,21 +8,14 @@ from typing import Any, Optional
 
 import typer
 
-from commands import (AccountOpt, AgentOpt, AssigneeOpt, ChannelOpt, JsonOpt, LimitOpt, OverdueOpt, PriorityOpt, TagOpt, WindowOpt,
-                      agent_for, console, emit, split_values, state, ticket_filter)
+from commands import AgentOpt, FilterOpts, JsonOpt, agent_for, console, emit, filter_options, split_values, state, ticket_filter
 
 
+@filter_options
 def list_cmd(
     ctx: typer.Context,
     status: Optional[list[str]] = typer.Option(None, "--status", "-s", metavar="STATUS", help="new/open/pending/resolved/closed or all (repeat or comma-separate). Default: new, open, pending."),
-    channel: Optional[list[str]] = ChannelOpt,
-    account: Optional[list[str]] = AccountOpt,
-    assignee: Optional[str] = AssigneeOpt,
-    tag: Optional[list[str]] = TagOpt,
-    priority: Optional[list[str]] = PriorityOpt,
-    overdue: bool = OverdueOpt,
-    window_closing: Optional[float] = WindowOpt,
-    limit: int = LimitOpt,
+    filters: FilterOpts = FilterOpts(),
     agent: Optional[str] = AgentOpt,
     json_: bool = JsonOpt,
 ) -> None:
@@ -30,8 +23,7 @@ def list_cmd(
     from inbox.tickets.operations import list_tickets
 
     st = state(ctx)
-    flt = ticket_filter(ctx, status=status, channel=channel, account=account, assignee=assignee, tag=tag, priority=priority,
-                         overdue=overdue, window_closing=window_closing, limit=limit, agent=agent)
+    flt = ticket_filter(ctx, status, filters, agent)
     rows = list_tickets(st.engine(), flt)
 
     def render() -> None:
@@ -259,18 +251,12 @@ def unlink_cmd(
          lambda: console().print(f"contact {contact_id} unlinked from person #{person}", markup=False))
 
 
+@filter_options
 def search_cmd(
     ctx: typer.Context,
     query: str = typer.Argument(..., metavar="QUERY", help="Words to find in messages (all must match); an invoice number works too."),
     status: Optional[list[str]] = typer.Option(None, "--status", "-s", metavar="STATUS", help="As in `inbox list`; default: all statuses."),
-    channel: Optional[list[str]] = ChannelOpt,
-    account: Optional[list[str]] = AccountOpt,
-    assignee: Optional[str] = AssigneeOpt,
-    tag: Optional[list[str]] = TagOpt,
-    priority: Optional[list[str]] = PriorityOpt,
-    overdue: bool = OverdueOpt,
-    window_closing: Optional[float] = WindowOpt,
-    limit: int = LimitOpt,
+    filters: FilterOpts = FilterOpts(),
     agent: Optional[str] = AgentOpt,
     json_: bool = JsonOpt,
 ) -> None:
@@ -278,8 +264,7 @@ def search_cmd(
     from inbox.search import search
 
     st = state(ctx)
-    flt = ticket_filter(ctx, status=status or ["all"], channel=channel, account=account, assignee=assignee, tag=tag,
-                         priority=priority, overdue=overdue, window_closing=window_closing, limit=limit, agent=agent)
+    flt = ticket_filter(ctx, status or ["all"], filters, agent)
     hits = search(st.engine(), query, flt)
 
     def render() -> None:
