@@ -53,10 +53,10 @@ def sync_cmd(
 
     from rich.text import Text
 
-    from inbox.errors import ConfigError
-    from inbox.sync.account import exit_code, selected_accounts, sync_all, totals
     from commands.render.queue import sync_table
+    from inbox.errors import ConfigError
     from inbox.safe_text import one_line
+    from inbox.sync.account import exit_code, selected_accounts, sync_all, totals
 
     st = state(ctx)
     settings = st.settings()
