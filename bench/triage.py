@@ -247,7 +247,7 @@ def main() -> int:
     # would otherwise recompile them from source on every command).
     import compileall
 
-    for target in ("cli.py", "connectors", "inbox", "sandbox"):
+    for target in ("cli.py", "commands", "connectors", "inbox", "sandbox"):
         path = ROOT / target
         (compileall.compile_file if path.is_file() else compileall.compile_dir)(str(path), quiet=2)
     summary: dict[str, dict[str, float]] = {}

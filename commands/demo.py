@@ -3,20 +3,23 @@
 Starts the sandbox on loopback, writes a config pointing at it (tokens through environment
 variables, as in production), syncs the three accounts into a fresh SQLite store, claims a ticket
 whose reply window is open, replies to it through the sandbox's Send API, syncs again and finds
-the reply coming back as an echo matched to the Reply. The CLI does the printing; this module
-only runs the steps and hands back what happened.
+the reply coming back as an echo matched to the Reply. `Demo` only runs the steps and hands back
+what happened; `demo_cmd` prints them. `inbox sandbox serve` runs the sandbox in the foreground.
+This module is the only importer of sandbox/.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import shutil
-import tempfile
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
+
+import typer
+
+from commands import console, emit, prog, say, state
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -25,8 +28,6 @@ if TYPE_CHECKING:
     from inbox.settings import Settings
     from inbox.replies.outbox import ReplyPlan, SendOutcome
     from inbox.tickets.operations import ThreadMessage, TicketRow
-
-log = logging.getLogger(__name__)
 
 AGENT = "demo-agent"
 
@@ -71,6 +72,8 @@ class Demo:
             config_path = _free_config_path(db_path)
             keep = True
         else:
+            import tempfile  # here, not at the top: every command imports this module to register it
+
             directory = Path(tempfile.mkdtemp(prefix="inbox-demo-"))
             db_path = directory / "inbox.db"
             config_path = directory / "inbox.toml"
@@ -110,6 +113,8 @@ class Demo:
             else:
                 os.environ[key] = value
         if not self.keep:
+            import shutil
+
             shutil.rmtree(self.directory, ignore_errors=True)
 
     def __enter__(self) -> Demo:
@@ -206,4 +211,165 @@ class Demo:
             if m.direction == "out" and m.reply_id == reply_id:
                 return m
         return None
+
+
+# ─── the commands: inbox demo, inbox sandbox serve ───────────────────────────────────────────
+
+sandbox_app = typer.Typer(help="A loopback emulator of the Graph (Messenger, Instagram) and X DM APIs.", no_args_is_help=True)
+
+
+@sandbox_app.command("serve")
+def sandbox_serve(
+    ctx: typer.Context,
+    host: str = typer.Option("127.0.0.1", "--host", metavar="HOST", help="Address to bind: loopback only (127.0.0.1 or localhost)."),
+    port: int = typer.Option(8000, "--port", metavar="PORT", min=0, max=65535, help="Port (0 picks a free one)."),
+    large: int = typer.Option(0, "--large", metavar="N", min=0, help="Add a generated dataset of about N messages."),
+    seed: int = typer.Option(7, "--seed", metavar="N", help="Seed for ids, timings and the generated dataset."),
+    write_config: str = typer.Option("./inbox-sandbox.toml", "--write-config", metavar="PATH", help="Where to write an inbox config pointing at the sandbox."),
+    database: str = typer.Option("sqlite:///inbox-sandbox.db", "--database", metavar="URL", help="Database URL written into that config."),
+    ig_login: bool = typer.Option(False, "--ig-login", help="Also configure the Instagram-Login account."),
+    webhooks: Optional[str] = typer.Option(None, "--webhooks", metavar="URL",
+                                           help="Send a signed webhook of every new message to URL (an `inbox serve`, e.g. http://127.0.0.1:8080)."),
+) -> None:
+    """Serve the sandbox in the foreground until Ctrl-C; write a config that points at it."""
+    import shlex
+    import threading
+    from pathlib import Path
+
+    from sandbox import Sandbox
+
+    if host not in ("127.0.0.1", "localhost"):
+        raise typer.BadParameter("the sandbox binds to 127.0.0.1 only", param_hint="--host")
+    sb = Sandbox(seed=seed, large=large)
+    try:
+        sb.start(host, port)
+    except OSError as exc:
+        from inbox.errors import UsageError
+
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        config_path = Path(write_config).expanduser()
+        config_path.write_text(sb.config_toml(database=database, include_ig_login=ig_login, webhooks=webhooks is not None), encoding="utf-8")
+        if webhooks is not None:
+            sb.webhooks(webhooks)  # signed with the keys the written config names
+        env = sb.env()
+
+        def render() -> None:
+            # These are the sandbox's fixed, public test tokens, not real secrets.
+            out = sys.stdout
+            out.write(f"sandbox serving on {sb.base_url}\n")
+            for name, acc in sb.accounts.items():
+                out.write(f"  {name:<20} {acc.base_url}\n")
+            say(f"config written to {config_path}\n\npaste these lines into your shell (the config and the sandbox's test tokens), then run e.g. `{prog()} sync`:\n")
+            for key, value in {"INBOX_CONFIG": str(config_path.resolve()), **env}.items():
+                out.write(f"export {key}={shlex.quote(value)}\n")
+            out.write("\nCtrl-C stops the sandbox.\n")
+            out.flush()
+
+        emit(ctx, {"base_url": sb.base_url, "config": str(config_path.resolve()), "env": {"INBOX_CONFIG": str(config_path.resolve()), **env},
+                   "accounts": {name: acc.base_url for name, acc in sb.accounts.items()}}, render)
+        # Woken twice a second: Ctrl-C is handled in this thread, and a signal the kernel gave
+        # to a server thread is only seen when this one runs again.
+        stop = threading.Event()
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        sys.stderr.write("sandbox stopped\n")
+    finally:
+        sb.stop()
+
+
+def demo_cmd(
+    ctx: typer.Context,
+    db: Optional[str] = typer.Option(None, "--db", metavar="PATH", help="Use this new SQLite file (kept) instead of a temporary one."),
+    keep: bool = typer.Option(False, "--keep", help="Keep the temporary store and config to explore afterwards."),
+) -> None:
+    """The whole loop in a few seconds against a local sandbox of the three APIs: sync, triage, claim, reply, echo."""
+    import time
+
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+    from rich.rule import Rule
+    from rich.text import Text
+
+    from commands.render.queue import ticket_table
+    from inbox.safe_text import one_line
+
+    import logging
+
+    out = console()
+    started = time.perf_counter()
+    if not state(ctx).debug:
+        # The seeded sandbox includes a thread past Meta's 20-message horizon on purpose; its
+        # warning belongs in `inbox sync` output, not in the middle of the demo's progress bars.
+        logging.getLogger("connectors").setLevel(logging.ERROR)
+    demo = Demo.create(db, keep)
+    with demo:
+        out.print(Text("inbox demo — the whole loop against a local sandbox of the Instagram, Messenger and X APIs", style="bold"))
+        out.print(Text(f"sandbox {demo.sandbox.base_url} · config {demo.config_path} · store {demo.db_path}", style="dim"))
+
+        out.print(Rule("1. sync the three accounts", style="cyan", align="left"))
+        with Progress(SpinnerColumn(), TextColumn("{task.description:<12}"), TextColumn("{task.fields[info]}"), console=out, transient=False) as bar:
+            tasks = {a.name: bar.add_task(a.name, total=None, info="…") for a in demo.settings.accounts}
+
+            def on_progress(p: Any) -> None:
+                c = p.counts
+                info = f"{p.pages} page(s), {c.new_messages} messages, {c.new_tickets} tickets" + (f" · {p.status}" if p.done else "")
+                bar.update(tasks[p.account], info=info, total=1 if p.done else None, completed=1 if p.done else 0)
+
+            results = demo.sync(on_progress)
+        failed = [r for r in results if r.status != "ok"]
+        if failed:
+            raise RuntimeError("demo sync failed: " + "; ".join(f"{r.account}: {r.error}" for r in failed))
+
+        out.print(Rule("2. the inbox  (inbox list)", style="cyan", align="left"))
+        from inbox.tickets.operations import TicketFilter, list_tickets
+
+        rows = list_tickets(demo.engine, TicketFilter(limit=10))
+        out.print(ticket_table(rows, width=out.width), no_wrap=True, overflow="ellipsis")
+
+        out.print(Rule("3. claim a ticket  (inbox claim)", style="cyan", align="left"))
+        ticket, plan = demo.pick_and_claim()
+        out.print(Text(f"#{ticket.id} claimed by {ticket.assignee} · {ticket.priority} · {ticket.channel} · {one_line(ticket.snippet, 70)}"))
+
+        out.print(Rule(f"4. reply through {plan.route.channel}  (inbox reply {ticket.id} ...)", style="cyan", align="left"))
+        out.print(Text(plan.describe(), style="bold"))
+        out.print(Text(one_line(plan.text, 200)))
+        outcome = demo.send(plan)
+        out.print(Text(f"sent: reply #{outcome.reply_id}, platform id {one_line(outcome.external_id, 28)}", style="green"))
+
+        out.print(Rule("5. sync again: the reply comes back as an echo", style="cyan", align="left"))
+        demo.sync()
+        echo = demo.echo_of(ticket.id, outcome.reply_id)
+        if echo is None:
+            raise RuntimeError(f"the echo of reply #{outcome.reply_id} did not arrive")
+        from inbox.timefmt import local_time, resolve_zone
+
+        out.print(Text(f"echo {one_line(echo.external_id, 28)} at {local_time(echo.sent_at, resolve_zone(demo.settings.timezone), '%H:%M:%S')} is matched to reply #{outcome.reply_id}; "
+                       f"ticket #{ticket.id} is now pending", style="green"))
+
+        out.print(Rule("6. real time: a message arrives by webhook  (inbox serve)", style="cyan", align="left"))
+        mid, arrived_ticket, seconds = demo.webhook_arrival()
+        out.print(Text(f"signed webhook → stored {one_line(mid, 28)} on ticket #{arrived_ticket} {seconds * 1000:.0f} ms after "
+                       "the customer sent it; polling stays on to find what a webhook misses", style="green"))
+
+        out.print(Rule("next", style="cyan", align="left"))
+        elapsed = time.perf_counter() - started
+        import shlex
+
+        inbox_cmd = prog()
+        cfg = shlex.quote(str(demo.config_path))
+        if demo.keep:
+            out.print(Text("The store and config are kept. These work now (the sandbox has stopped, so sync and reply need it running):"))
+            for cmd in (f"{inbox_cmd} -c {cfg} list", f"{inbox_cmd} -c {cfg} show {ticket.id}", f"{inbox_cmd} -c {cfg} search refund",
+                        f"{inbox_cmd} -c {cfg} list --channel instagram --window-closing 24", f"{inbox_cmd} -c {cfg} stats",
+                        f"{inbox_cmd} -c {cfg} export --format csv --output tickets.csv"):
+                out.print(Text("  " + cmd), soft_wrap=True)
+        else:
+            out.print(Text(f"The demo store was temporary; `{inbox_cmd} demo --keep` keeps it to explore with list/show/search/stats."))
+        out.print(Text("To keep syncing and replying against the sandbox, serve it in another terminal:"))
+        out.print(Text(f"  {inbox_cmd} sandbox serve"), soft_wrap=True)
+        out.print(Text("  then paste the export lines it prints (its config and tokens), and:"))
+        for cmd in (f"{inbox_cmd} sync", f"{inbox_cmd} list", f"{inbox_cmd} claim", f"{inbox_cmd} reply ID \"Halo kak ...\""):
+            out.print(Text("  " + cmd), soft_wrap=True)
+        out.print(Text(f"done in {elapsed:.1f} s", style="dim"))
 

@@ -643,3 +643,13 @@ def exit_code(results: Sequence[AccountSyncResult]) -> int:
     if CONFLICT in statuses:
         return 6
     return 0
+
+
+def totals(results: Sequence[AccountSyncResult]) -> dict[str, int]:
+    """The counts of a sync summed over its accounts (`inbox sync --json`'s totals; pages are per account)."""
+    summed: dict[str, int] = {}
+    for r in results:
+        for k, v in r.as_dict().items():
+            if isinstance(v, int) and not isinstance(v, bool) and k != "pages":
+                summed[k] = summed.get(k, 0) + v
+    return summed
