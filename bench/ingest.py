@@ -29,7 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from connectors.base import Channel, Direction, InboundMessage, MessageKind, Page, Participant  # noqa: E402
+from connectors.base import InboundMessage, Page, Participant  # noqa: E402
+from connectors.enums import Channel, Direction, MessageKind  # noqa: E402
 
 T0 = datetime(2026, 10, 27, tzinfo=timezone.utc)
 NAMES = ("Rina", "Budi", "Siti", "Agus", "Dewi", "Eko", "Putri", "Fajar", "Nur", "Yusuf", "Maya", "Hendra", "Lina", "Ayu")

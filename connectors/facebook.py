@@ -9,7 +9,7 @@ https://developers.facebook.com/docs/messenger-platform/reference/send-api
 
 from __future__ import annotations
 
-from connectors.base import Channel
+from connectors.enums import Channel
 from connectors.graph import MetaConnector
 
 

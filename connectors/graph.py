@@ -43,7 +43,6 @@ import requests
 from connectors.base import (
     MAX_ID_LENGTH,
     AccountSpec,
-    Channel,
     Cursor,
     Gap,
     Health,
@@ -53,9 +52,9 @@ from connectors.base import (
     Page,
     QuarantinedItem,
     RateInfo,
-    ReplyPolicy,
     SendResult,
 )
+from connectors.enums import Channel, ReplyPolicy
 from connectors.budget import CallBudget
 from connectors.responses import rate_info
 from connectors.errors import (
@@ -63,6 +62,7 @@ from connectors.errors import (
     DeliveryUnknownError,
     MalformedResponseError,
     NeedsReauthError,
+    ParseError,
     PermanentError,
     TextTooLongError,
 )
@@ -70,7 +70,6 @@ from connectors.http import HttpSession, RetryPolicy, decode_json, raise_for
 from connectors.graph_parse import (
     Conversation,
     MetaContext,
-    ParseError,
     iter_ids,
     message_items,
     parse_conversation,

@@ -13,7 +13,7 @@ https://developers.facebook.com/docs/messenger-platform/instagram/features/send-
 
 from __future__ import annotations
 
-from connectors.base import Channel
+from connectors.enums import Channel
 from connectors.graph import MetaConnector
 
 

@@ -17,8 +17,10 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from connectors.base import Channel, InboundMessage, QuarantinedItem
-from connectors.graph_parse import MetaContext, ParseError, parse_message
+from connectors.base import InboundMessage, QuarantinedItem
+from connectors.enums import Channel
+from connectors.errors import ParseError
+from connectors.graph_parse import MetaContext, parse_message
 from connectors.redact import scrub
 from connectors.times import DEFAULT_SKEW, platform_time
 from connectors.webhook import AccountBatch, DeliveryError, Edit, Ignored, ParsedDelivery, check_signature, hmac_sha256

@@ -14,7 +14,8 @@ import hmac
 from dataclasses import dataclass
 from datetime import datetime
 
-from connectors.base import Channel, InboundMessage, QuarantinedItem
+from connectors.base import InboundMessage, QuarantinedItem
+from connectors.enums import Channel
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,6 @@ import tweepy
 from connectors.base import (
     MAX_ID_LENGTH,
     AccountSpec,
-    Channel,
     Cursor,
     Health,
     InboundMessage,
@@ -40,6 +39,7 @@ from connectors.base import (
     RateInfo,
     SendResult,
 )
+from connectors.enums import Channel
 from connectors.budget import CallBudget
 from connectors.responses import classify, rate_info
 from connectors.errors import (
@@ -47,6 +47,7 @@ from connectors.errors import (
     DeliveryUnknownError,
     MalformedResponseError,
     NeedsReauthError,
+    ParseError,
     PermanentError,
     TextTooLongError,
 )
@@ -54,7 +55,6 @@ from connectors.http import HttpSession, RetryPolicy, decode_json
 from connectors.redact import redact, register_secret, scrub
 from connectors.x_parse import (
     MESSAGE_CREATE,
-    ParseError,
     created_event,
     event_items,
     next_token,

@@ -12,7 +12,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from connectors.base import Channel, Direction, InboundMessage, MessageKind, Participant
+from connectors.base import InboundMessage, Participant
+from connectors.enums import Channel, Direction, MessageKind
 from inbox.store.models import Message, Ticket
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)

@@ -27,7 +27,8 @@ import orjson
 import sqlalchemy as sa
 
 from connectors import meta_webhook, safejson, x_webhook
-from connectors.base import Channel, Page
+from connectors.base import Page
+from connectors.enums import Channel
 from connectors.graph_parse import MetaContext
 from connectors.webhook import AccountBatch, DeliveryError, Edit, ParsedDelivery
 from inbox.errors import ConfigError, ConflictError, describe

@@ -17,16 +17,13 @@ import pytest
 from connectors import connect
 from connectors.base import (
     AccountSpec,
-    Channel,
     Connector,
     Cursor,
-    Direction,
     InboundMessage,
-    MessageFlag,
     OutboundReply,
     Page,
-    ReplyPolicy,
 )
+from connectors.enums import Channel, Direction, MessageFlag, ReplyPolicy
 from connectors.errors import (
     ConnectorError,
     DeliveryUnknownError,

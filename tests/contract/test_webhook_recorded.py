@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from connectors.base import Channel
+from connectors.enums import Channel
 from connectors.graph_parse import MetaContext
 from connectors.webhook import ParsedDelivery
 

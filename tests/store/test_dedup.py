@@ -8,7 +8,8 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from connectors.base import Channel, Direction, InboundMessage, MessageKind, Page, Participant
+from connectors.base import InboundMessage, Page, Participant
+from connectors.enums import Channel, Direction, MessageKind
 from inbox.settings import Settings
 from inbox.dedup.pages import order_refs
 from inbox.ingest.page import ingest_page

@@ -11,15 +11,13 @@ from sqlmodel import Session, select
 
 from connectors.base import (
     Attachment,
-    Channel,
-    Direction,
     Gap,
     InboundMessage,
-    MessageKind,
     Page,
     Participant,
     QuarantinedItem,
 )
+from connectors.enums import Channel, Direction, MessageKind
 from inbox.settings import Settings
 from inbox.ingest.page import LeaseLostError, ingest_page
 from inbox.store.models import Account, Message, Reply, SyncState, Ticket, TicketEvent

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from connectors.base import Channel, Direction, InboundMessage, MessageKind, Page, Participant
+from connectors.base import InboundMessage, Page, Participant
+from connectors.enums import Channel, Direction, MessageKind
 from inbox.settings import parse_settings
 from inbox.errors import ConflictError
 from inbox.ingest.page import LeaseLostError

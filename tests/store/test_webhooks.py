@@ -433,7 +433,8 @@ def test_meta_threads_come_from_the_store_then_the_platform_then_are_provisional
     processor.process_pending()
     assert (conversation_of(engine, "m_a"), asked) == ("user:5678", ["5678"])  # unknown, and the platform failed
     # A customer the store knows (its thread seen by a poll): no call to the platform.
-    from connectors.base import Channel, Direction, InboundMessage, MessageKind, Page, Participant
+    from connectors.base import InboundMessage, Page, Participant
+    from connectors.enums import Channel, Direction, MessageKind
     from datetime import datetime, timezone
 
     from inbox.ingest.page import ingest_page
@@ -462,7 +463,8 @@ def test_a_provisional_thread_becomes_the_real_one_when_a_poll_names_it(engine, 
     it: one conversation, one ticket, the webhook's message stored once."""
     from datetime import datetime, timezone
 
-    from connectors.base import Channel, Direction, InboundMessage, MessageKind, Page, Participant
+    from connectors.base import InboundMessage, Page, Participant
+    from connectors.enums import Channel, Direction, MessageKind
     from inbox.intake import receiver as intake
     from inbox.ingest.page import ingest_page
     from inbox.store.tables import conversation as v
@@ -572,7 +574,7 @@ HOSTILE_X = [
 @pytest.mark.parametrize("body", HOSTILE_META, ids=[f"meta{i}" for i in range(len(HOSTILE_META))])
 def test_hostile_meta_deliveries_are_quarantined_or_ignored_never_an_error(body: Any) -> None:
     from connectors import meta_webhook
-    from connectors.base import Channel
+    from connectors.enums import Channel
     from connectors.graph_parse import MetaContext
     from connectors.webhook import DeliveryError
 
