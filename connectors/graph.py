@@ -56,6 +56,7 @@ from connectors.base import (
 )
 from connectors.enums import Channel, ReplyPolicy
 from connectors.budget import CallBudget
+from connectors.channels import GRAPH_THREAD_HORIZON, ChannelInfo
 from connectors.responses import rate_info
 from connectors.errors import (
     ConnectorError,
@@ -81,7 +82,7 @@ from connectors.times import format_time, parse_time
 
 log = logging.getLogger(__name__)
 
-HORIZON = 20  # only the 20 newest messages of a thread are readable
+HORIZON = GRAPH_THREAD_HORIZON  # only the 20 newest messages of a thread are readable
 MESSAGE_FIELDS = "id,created_time,from,to,message,attachments,story,shares,sticker,is_unsupported"
 CONVERSATION_FIELDS = "id,updated_time,participants,message_count"
 MAX_EMPTY_PAGES = 3  # Graph may send `next` on an empty page; do not walk an endless empty tail
@@ -149,10 +150,9 @@ def _next_link(body: Mapping[str, Any]) -> str | None:
 class MetaConnector:
     """Base of the Messenger and Instagram connectors; leaves declare the class attributes below."""
 
+    info: ClassVar[ChannelInfo]  # the channel's facts (text limit among them)
     channel: ClassVar[Channel]
     platform: ClassVar[str]  # the `platform` parameter of the conversations edge
-    text_limit: ClassVar[int]
-    text_limit_bytes: ClassVar[bool] = False  # Instagram counts UTF-8 bytes
 
     def __init__(self, spec: AccountSpec, *, policy: RetryPolicy | None = None) -> None:
         self.spec = spec
@@ -348,11 +348,12 @@ class MetaConnector:
     # --- send ---------------------------------------------------------------------------------
     def check_text(self, text: str) -> None:
         """TextTooLongError before any HTTP call (Messenger: 2,000 characters; Instagram: 1,000 UTF-8 bytes)."""
-        size = len(text.encode("utf-8")) if self.text_limit_bytes else len(text)
-        if size > self.text_limit:
-            unit = "UTF-8 bytes" if self.text_limit_bytes else "characters"
+        limit = self.info.text_limit
+        size = limit.measure(text)
+        if size > limit.limit:
+            unit = "UTF-8 bytes" if limit.unit == "bytes" else "characters"
             raise TextTooLongError(
-                f"{self.channel.label} replies are limited to {self.text_limit} {unit}; this one has {size}",
+                f"{self.channel.label} replies are limited to {limit.limit} {unit}; this one has {size}",
                 account=self.spec.name,
             )
         if not text.strip():

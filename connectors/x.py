@@ -41,6 +41,7 @@ from connectors.base import (
 )
 from connectors.enums import Channel
 from connectors.budget import CallBudget
+from connectors.channels import X
 from connectors.responses import classify, rate_info
 from connectors.errors import (
     ConnectorError,
@@ -65,7 +66,7 @@ from connectors.x_parse import (
 
 log = logging.getLogger(__name__)
 
-TEXT_LIMIT = 10_000
+TEXT_LIMIT = X.text_limit.limit  # characters
 NOT_MESSAGES = frozenset({"ParticipantsJoin", "ParticipantsLeave"})  # event types that carry no message
 TWEEPY_HOSTS = ("https://api.twitter.com", "https://api.x.com")
 DM_EVENT_FIELDS = ["id", "text", "event_type", "created_at", "dm_conversation_id", "sender_id", "attachments", "participant_ids"]
@@ -80,7 +81,8 @@ if _tweepy_log.level == logging.NOTSET:
 
 
 class XConnector:
-    channel = Channel.X
+    info = X
+    channel = X.channel
 
     def __init__(self, spec: AccountSpec, *, policy: RetryPolicy | None = None) -> None:
         self.spec = spec
@@ -95,8 +97,9 @@ class XConnector:
         )
         self.skew = timedelta(seconds=spec.clock_skew_seconds)
         common: dict[str, Any] = {"wait_on_rate_limit": False, "return_type": requests.Response}
-        if (spec.flavour or "oauth2") == "oauth1":
-            needed = ("consumer_key", "consumer_secret", "access_token", "access_token_secret")
+        flavour = spec.flavour or X.default_flavour
+        if flavour == "oauth1":
+            needed = X.secret_keys(flavour)
             missing = [k for k in needed if not secrets.get(k)]
             if missing:
                 raise NeedsReauthError(f"account '{spec.name}' lacks {', '.join(missing)}", account=spec.name)
@@ -178,7 +181,7 @@ class XConnector:
         """
         best = max((i for i in (newest, top) if i is not None), default=None)
         used: set[str] = set()
-        size = max(1, min(100, self.spec.page_size))
+        size = max(1, min(X.max_page_size or 100, self.spec.page_size))
         while True:
             body = self._lookup(max_results=size, pagination_token=token)
             try:
