@@ -68,6 +68,7 @@ from connectors.errors import (
     TextTooLongError,
 )
 from connectors.http import HttpSession, RetryPolicy, decode_json, raise_for
+from connectors.paging import NextUrlPager
 from connectors.graph_parse import (
     Conversation,
     MetaContext,
@@ -182,8 +183,10 @@ class MetaConnector:
         done: dict[str, list[Any]] = {}  # threads this pass has read and handed back, with their signatures
         url: str = f"{self.node}/conversations"
         params: dict[str, Any] | None = {"platform": self.platform, "fields": CONVERSATION_FIELDS, "limit": self.spec.page_size}
-        visited: set[str] = set()
-        empty_pages = 0
+        pager = NextUrlPager(
+            key=self.client.url, max_empty=MAX_EMPTY_PAGES,
+            on_repeat=lambda _: MalformedResponseError(f"GET /{self.node}/conversations: paging loops", account=self.spec.name),
+        )
         while True:
             messages: list[InboundMessage] = []
             quarantined: list[QuarantinedItem] = []
@@ -236,14 +239,8 @@ class MetaConnector:
                                quarantined=tuple(quarantined), gaps=tuple(gaps), rate=self.client.rate, final=False)
                 raise
             done.update(read)
-            link = _next_link(body)
-            empty_pages = empty_pages + 1 if not body["data"] else 0
-            final = reached_old or link is None or empty_pages >= MAX_EMPTY_PAGES
-            if link is not None and not final:
-                target = self.client.url(link)
-                if target in visited:
-                    raise MalformedResponseError(f"GET /{self.node}/conversations: paging loops", account=self.spec.name)
-                visited.add(target)
+            link = None if reached_old else pager.advance(_next_link(body), empty=not body["data"])
+            final = link is None
             messages.sort(key=lambda m: (m.sent_at, m.thread_id))  # stable: a thread keeps the platform's order within a second
             yield Page(
                 messages=tuple(messages),
@@ -255,7 +252,7 @@ class MetaConnector:
             )
             if final:
                 return
-            url, params = link, None  # type: ignore[assignment]
+            url, params = link, None
 
     @staticmethod
     def _progress_cursor(old: Mapping[str, Any] | None, recent: Mapping[str, list[Any]], done: Mapping[str, list[Any]]) -> dict[str, Any] | None:
@@ -282,6 +279,7 @@ class MetaConnector:
         quarantined: list[QuarantinedItem] = []
         readable = 0
         hit_known = False
+        pager = NextUrlPager(key=self.client.url, max_empty=1)  # a repeated link ends the thread (HORIZON bounds it too)
         while True:
             try:
                 body = self.client.get(url, params)
@@ -316,9 +314,12 @@ class MetaConnector:
             link = _next_link(body) if isinstance(body, Mapping) else None
             if isinstance(body, Mapping) and isinstance(body.get("messages"), Mapping):
                 link = _next_link(body["messages"])
-            if hit_known or readable >= HORIZON or link is None or not items:
+            if hit_known or readable >= HORIZON:
                 break
-            url, params = link, None  # type: ignore[assignment]
+            link = pager.advance(link, empty=not items)
+            if link is None:
+                break
+            url, params = link, None
         gap = None
         if not hit_known and readable >= HORIZON:
             oldest = min((m.sent_at for m in messages), default=None)

@@ -53,6 +53,7 @@ from connectors.errors import (
     TextTooLongError,
 )
 from connectors.http import HttpSession, RetryPolicy, decode_json
+from connectors.paging import TokenPager
 from connectors.redact import redact, register_secret, scrub
 from connectors.x_parse import (
     MESSAGE_CREATE,
@@ -180,7 +181,7 @@ class XConnector:
         reaches it carries the new `newest_id`, which is also returned. `last`: that page ends the pass.
         """
         best = max((i for i in (newest, top) if i is not None), default=None)
-        used: set[str] = set()
+        pager = TokenPager(on_repeat=lambda _: MalformedResponseError("GET /2/dm_events: pagination token repeats", account=self.spec.name))
         size = max(1, min(X.max_page_size or 100, self.spec.page_size))
         while True:
             body = self._lookup(max_results=size, pagination_token=token)
@@ -226,11 +227,7 @@ class XConnector:
                 stored = known([m.external_id for m in older])
                 messages.extend(m for m in older if m.external_id not in stored)
             token = next_token(body)
-            done = reached or token is None
-            if not done and token in used:
-                raise MalformedResponseError("GET /2/dm_events: pagination token repeats", account=self.spec.name)
-            if token:
-                used.add(token)
+            done = reached or pager.advance(token) is None
             messages.sort(key=lambda m: (m.sent_at, int(m.external_id)))
             yield Page(
                 messages=tuple(messages),
