@@ -36,9 +36,6 @@ import logging
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
-
-import requests
 
 from connectors.base import (
     MAX_ID_LENGTH,
@@ -51,13 +48,10 @@ from connectors.base import (
     OutboundReply,
     Page,
     QuarantinedItem,
-    RateInfo,
     SendResult,
 )
 from connectors.enums import Channel, ReplyPolicy
-from connectors.budget import CallBudget
 from connectors.channels import GRAPH_THREAD_HORIZON, ChannelInfo
-from connectors.responses import rate_info
 from connectors.errors import (
     ConnectorError,
     DeliveryUnknownError,
@@ -67,7 +61,8 @@ from connectors.errors import (
     PermanentError,
     TextTooLongError,
 )
-from connectors.http import HttpSession, RetryPolicy, decode_json, raise_for
+from connectors.graph_client import GraphClient, next_link
+from connectors.http import RetryPolicy
 from connectors.paging import NextUrlPager
 from connectors.graph_parse import (
     Conversation,
@@ -78,7 +73,7 @@ from connectors.graph_parse import (
     parse_message,
     sent_message_id,
 )
-from connectors.redact import register_secret, scrub
+from connectors.redact import scrub
 from connectors.times import format_time, parse_time
 
 log = logging.getLogger(__name__)
@@ -87,65 +82,6 @@ HORIZON = GRAPH_THREAD_HORIZON  # only the 20 newest messages of a thread are re
 MESSAGE_FIELDS = "id,created_time,from,to,message,attachments,story,shares,sticker,is_unsupported"
 CONVERSATION_FIELDS = "id,updated_time,participants,message_count"
 MAX_EMPTY_PAGES = 3  # Graph may send `next` on an empty page; do not walk an endless empty tail
-
-
-class GraphClient:
-    """Graph API calls for one account. The token travels in the Authorization header, never the URL."""
-
-    def __init__(self, spec: AccountSpec, *, policy: RetryPolicy | None = None) -> None:
-        token = spec.secrets.get("access_token")
-        if not token:
-            raise NeedsReauthError(f"account '{spec.name}' has no access token", account=spec.name)
-        register_secret(token)
-        self.account = spec.name
-        self.base = spec.base_url.rstrip("/")
-        self.session = HttpSession(
-            account=spec.name, timeout=spec.timeout, min_interval=spec.min_interval,
-            policy=policy or RetryPolicy(max_retries=spec.max_retries), max_body=spec.max_response_bytes,
-        )
-        self.session.headers["Authorization"] = f"Bearer {token}"
-        self.rate: RateInfo | None = None
-        self.budget = CallBudget(spec.name, interval=spec.min_interval, sleep=self.session.sleep)
-
-    def url(self, path_or_url: str) -> str:
-        """An absolute URL on our base. `paging.next` links lose their `access_token` and keep our origin."""
-        if not path_or_url.startswith(("http://", "https://")):
-            return f"{self.base}/{path_or_url.lstrip('/')}"
-        parts = urlparse(path_or_url)
-        base = urlparse(self.base)
-        query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "access_token"])
-        return urlunparse((base.scheme, base.netloc, parts.path, "", query, ""))
-
-    def _handle(self, response: requests.Response, *, sending: bool) -> Any:
-        reported = rate_info(response.headers)
-        self.budget.observe(reported)
-        self.rate = reported or self.rate
-        raise_for(response, sending=sending, account=self.account)
-        return decode_json(response, account=self.account)
-
-    def get(self, path_or_url: str, params: Mapping[str, Any] | None = None) -> Any:
-        """One read; `BudgetSpentError` instead when it would reach the usage limit (`connectors.budget`)."""
-        self.budget.before_call()
-        response = self.session.get(self.url(path_or_url), params=dict(params) if params else None)
-        return self._handle(response, sending=False)
-
-    def post(self, path: str, body: Mapping[str, Any]) -> Any:
-        response = self.session.post(self.url(path), json=dict(body))
-        try:
-            return self._handle(response, sending=True)
-        except MalformedResponseError:
-            # 2xx but undecodable: the message probably went out, and we do not know its id.
-            raise DeliveryUnknownError(f"POST /{path}: the send succeeded but its response was unreadable", account=self.account) from None
-
-    def close(self) -> None:
-        self.session.close()
-
-
-def _next_link(body: Mapping[str, Any]) -> str | None:
-    paging = body.get("paging")
-    if isinstance(paging, Mapping) and isinstance(paging.get("next"), str) and paging["next"]:
-        return str(paging["next"])
-    return None
 
 
 class MetaConnector:
@@ -239,7 +175,7 @@ class MetaConnector:
                                quarantined=tuple(quarantined), gaps=tuple(gaps), rate=self.client.rate, final=False)
                 raise
             done.update(read)
-            link = None if reached_old else pager.advance(_next_link(body), empty=not body["data"])
+            link = None if reached_old else pager.advance(next_link(body), empty=not body["data"])
             final = link is None
             messages.sort(key=lambda m: (m.sent_at, m.thread_id))  # stable: a thread keeps the platform's order within a second
             yield Page(
@@ -311,9 +247,9 @@ class MetaConnector:
                     log.warning("%s: message %s stored with repairs: %s", self.spec.name, message.external_id,
                                 ", ".join(f.value for f in message.flags))
                 messages.append(message)
-            link = _next_link(body) if isinstance(body, Mapping) else None
+            link = next_link(body) if isinstance(body, Mapping) else None
             if isinstance(body, Mapping) and isinstance(body.get("messages"), Mapping):
-                link = _next_link(body["messages"])
+                link = next_link(body["messages"])
             if hit_known or readable >= HORIZON:
                 break
             link = pager.advance(link, empty=not items)
