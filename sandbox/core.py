@@ -10,7 +10,13 @@ from collections import deque
 from datetime import datetime
 from typing import Any
 
-from sandbox import graph, media, xapi
+from sandbox import graph, media
+from sandbox import x as x_api
+from sandbox.graph_render import iso as graph_iso
+from sandbox.graph_request import attribute, business_object, split
+from sandbox.graph_usage import Usage
+from sandbox.x_rates import RateLimits
+from sandbox.x_render import iso as x_iso
 from sandbox import large as large_data
 from sandbox import seed as seed_data
 from sandbox.faults import ERROR_KINDS, Fault, FaultBook, break_one_item, error_reply, gzip_bomb, oversize_body, poisoned_body
@@ -93,8 +99,8 @@ class Sandbox:
         self._late_done = threading.Condition()
         self.state = State(seed)
         self.faults = FaultBook()
-        self.usage = graph.Usage(meta_calls_per_second)
-        self.rates = xapi.RateLimits(x_rate_limit, x_window_seconds)
+        self.usage = Usage(meta_calls_per_second)
+        self.rates = RateLimits(x_rate_limit, x_window_seconds)
         self.stopping = threading.Event()
         self._calls: deque[Call] = deque(maxlen=CALL_LOG_LIMIT)  # bounded: `inbox sandbox serve` may run for hours
         self._calls_lock = threading.Lock()
@@ -404,7 +410,7 @@ class Sandbox:
         usage header reaches 100 % on the last one, then reads are throttled (80006 / 80002) until the
         window passes. `used`: calls already spent this window, by account name. None: unlimited again."""
         with self.state.lock:
-            spent = {graph.business_object(self._meta(name))[0]: n for name, n in (used or {}).items()}
+            spent = {business_object(self._meta(name))[0]: n for name, n in (used or {}).items()}
             self.usage.set_budget(calls, window_seconds, spent)
 
     def clear_faults(self) -> None:
@@ -431,7 +437,7 @@ class Sandbox:
             if account_name in st.x:
                 acc = st.x[account_name]
                 return [
-                    {"id": ev.id, "created_at": xapi.iso(ev.created_ms), "created_ms": ev.created_ms, "sender_id": ev.sender,
+                    {"id": ev.id, "created_at": x_iso(ev.created_ms), "created_ms": ev.created_ms, "sender_id": ev.sender,
                      "outbound": ev.sender == acc.me.id, "text": ev.text, "media": ev.media, "event_type": ev.event_type}
                     for ev in (acc.events[num] for num in acc.by_conv.get(thread_id, []))
                 ]
@@ -440,7 +446,7 @@ class Sandbox:
                 raise KeyError(f"no thread {thread_id!r} in {account_name}")
             readable = {m.id for m in th.readable()}
             return [
-                {"id": m.id, "created_time": graph.iso(m.created_ms), "created_ms": m.created_ms, "from_id": m.sender.id,
+                {"id": m.id, "created_time": graph_iso(m.created_ms), "created_ms": m.created_ms, "from_id": m.sender.id,
                  "outbound": m.outbound, "text": m.text, "attachments": m.attachments, "story": m.story, "shares": m.shares,
                  "sticker": m.sticker, "is_unsupported": m.unsupported, "metadata": m.metadata, "readable": m.id in readable}
                 for m in th.messages
@@ -559,20 +565,20 @@ class Sandbox:
     def _classify(self, req: Request) -> tuple[str, str | None]:
         if req.path.startswith("/x/"):
             return "x", "tokoshop-x"
-        ctx = graph.split(req)
+        ctx = split(req)
         if ctx is None:
             return "none", None
         with self.state.lock:
-            acc = graph.attribute(self.state, ctx)
+            acc = attribute(self.state, ctx)
         return "graph", acc.spec.name if acc else None
 
     def _answer(self, api: str, req: Request) -> Reply:
         with self.state.lock:
             if api == "x":
-                reply = xapi.handle(self.state, req, [p for p in req.path.split("/") if p][1:], self.rates)
+                reply = x_api.handle(self.state, req, [p for p in req.path.split("/") if p][1:], self.rates)
                 reply.headers.setdefault("content-type", JSON_X)
                 return reply
-            ctx = graph.split(req)
+            ctx = split(req)
             if ctx is None:
                 return Reply(404, {"error": {"message": "Unknown path", "type": "GraphMethodException", "code": 100}},
                              {"content-type": JSON_GRAPH})
