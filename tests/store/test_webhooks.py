@@ -649,7 +649,8 @@ def test_text_the_store_cannot_keep_is_repaired_as_the_poll_repairs_it(engine, d
 
 def test_the_sandbox_config_with_webhooks_names_the_keys_it_signs_with(sandbox) -> None:
     from inbox.intake import receiver as intake
-    from sandbox.core import WEBHOOK_ENV, X_CONSUMER_SECRET
+    from sandbox.accounts import WEBHOOK_ENV
+    from sandbox.state import X_CONSUMER_SECRET
 
     settings = parse_settings(tomllib.loads(sandbox.config_toml(webhooks=True)), "sandbox.toml")
     secrets = intake.resolve_secrets(settings, sandbox.env())
