@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     # The enums are part of this contract; they live in connectors.enums (their only import path) so
     # that config and the reply policy (every CLI start) can use them without building these values.
     from connectors.enums import Channel, Direction, MessageFlag, MessageKind, ReplyPolicy
-    from connectors.webhook import ParsedDelivery
 
 # The longest platform ids the store keeps (its column sizes; tests/contract/test_poison.py checks they agree).
 # An id beyond these is no real platform id: the item is quarantined, never cut (two cut ids could collide).
@@ -173,6 +172,45 @@ class KnownIds(Protocol):
     """Answers which of these platform message ids are already stored for the account."""
 
     def __call__(self, external_ids: Sequence[str], /) -> set[str]: ...
+
+
+# --- what a webhook delivery becomes (`WebhookSource.parse`) -----------------------------------
+# A delivery (one POST) becomes, per brand account it names, the messages and quarantined items to
+# store (one `Page` each, without a cursor), plus the events acknowledged and not stored.
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """An event acknowledged and not stored."""
+
+    what: str  # e.g. "read", "typing", "postback", "entry"
+    reason: str
+    account_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Edit:
+    """A message's new text (Messenger `message_edit`): the stored message is updated in place."""
+
+    external_id: str
+    text: str
+    num_edit: int  # the platform's count of edits: an older edit arriving late never wins
+    edited_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AccountBatch:
+    """What one delivery holds for one brand account."""
+
+    channel: Channel
+    account_id: str
+    messages: tuple[InboundMessage, ...] = ()
+    quarantined: tuple[QuarantinedItem, ...] = ()
+    edits: tuple[Edit, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedDelivery:
+    batches: tuple[AccountBatch, ...] = ()
+    ignored: tuple[Ignored, ...] = ()
 
 
 @runtime_checkable

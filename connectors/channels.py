@@ -44,6 +44,7 @@ class Flavour:
     name: str | None  # None: the channel has one way only
     secret_keys: tuple[str, ...]  # keys of AccountSpec.secrets (the config names each `<key>_env`)
     base_url: str
+    id_keys: tuple[str, ...]  # the platform ids an account of this flavour needs in the config
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +52,7 @@ class ChannelInfo:
     channel: Channel
     short: str  # the CLI's narrow column: IG, FB, X
     account_noun: str  # what an account id names: "Facebook page"
-    id_keys: tuple[str, ...]  # the config keys holding the account's platform id (the first is its id)
+    id_key: str  # the config key holding the account's platform id
     flavours: tuple[Flavour, ...]  # the first is the default
     graph_version: str | None
     calls_per_second: float | None  # default client-side pacing; None: read from the rate headers
@@ -96,8 +97,8 @@ FACEBOOK = ChannelInfo(
     channel=Channel.FACEBOOK,
     short="FB",
     account_noun="Facebook page",
-    id_keys=("page_id",),
-    flavours=(Flavour(None, ("access_token",), _GRAPH),),
+    id_key="page_id",
+    flavours=(Flavour(None, ("access_token",), _GRAPH, ("page_id",)),),
     graph_version=GRAPH_VERSION,
     calls_per_second=2.0,  # Meta: 2 conversation calls/s per Page
     page_size=25,
@@ -111,10 +112,10 @@ INSTAGRAM = ChannelInfo(
     channel=Channel.INSTAGRAM,
     short="IG",
     account_noun="Instagram account",
-    id_keys=("ig_user_id", "page_id"),  # page_id only with facebook_login
+    id_key="ig_user_id",
     flavours=(
-        Flavour("facebook_login", ("access_token",), _GRAPH),
-        Flavour("instagram_login", ("access_token",), f"https://graph.instagram.com/{GRAPH_VERSION}"),
+        Flavour("facebook_login", ("access_token",), _GRAPH, ("ig_user_id", "page_id")),  # through the linked Page
+        Flavour("instagram_login", ("access_token",), f"https://graph.instagram.com/{GRAPH_VERSION}", ("ig_user_id",)),
     ),
     graph_version=GRAPH_VERSION,
     calls_per_second=2.0,  # Meta: 2 conversation calls/s per IG account
@@ -129,10 +130,11 @@ X = ChannelInfo(
     channel=Channel.X,
     short="X",
     account_noun="X user",
-    id_keys=("user_id",),
+    id_key="user_id",
     flavours=(
-        Flavour("oauth2", ("access_token",), "https://api.x.com"),
-        Flavour("oauth1", ("consumer_key", "consumer_secret", "access_token", "access_token_secret"), "https://api.x.com"),
+        Flavour("oauth2", ("access_token",), "https://api.x.com", ("user_id",)),
+        Flavour("oauth1", ("consumer_key", "consumer_secret", "access_token", "access_token_secret"), "https://api.x.com",
+                ("user_id",)),
     ),
     graph_version=None,
     calls_per_second=None,  # X budgets come from its x-rate-limit headers
