@@ -29,28 +29,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from connectors.base import Channel, Direction, InboundMessage, MessageKind, Page, Participant  # noqa: E402
+from connectors.base import InboundMessage, Page, Participant  # noqa: E402
+from connectors.enums import Channel, Direction, MessageKind  # noqa: E402
+from sandbox.large import BRAND, CUSTOMER, LAST  # noqa: E402  (the one text corpus)
+from sandbox.large import FIRST as NAMES  # noqa: E402
 
 T0 = datetime(2026, 10, 27, tzinfo=timezone.utc)
-NAMES = ("Rina", "Budi", "Siti", "Agus", "Dewi", "Eko", "Putri", "Fajar", "Nur", "Yusuf", "Maya", "Hendra", "Lina", "Ayu")
-LAST = ("Santoso", "Wulandari", "Pratama", "Lestari", "Saputra", "Hidayat", "Kusuma", "Wijaya", "Nugroho", "Halim")
-CUSTOMER = (
-    "Halo kak, pesanan {inv} belum sampai, sudah {d} hari",
-    "Min, refund untuk {inv} kapan masuk ya?",
-    "Pembayaran gagal tapi saldo terpotong Rp {amt}. {inv}",
-    "Kak tolong batalkan pesanan {inv}",
-    "Barang yang datang tidak sesuai foto, seller tidak respon. {inv}",
-    "Akun saya diblokir, tidak bisa login sejak kemarin",
-    "Hi, my order {inv} is late. Any update?",
-    "Ada yang ngaku CS minta kode OTP, ini penipuan ya?",
-    "kak??",
-    "tolong dibalas ya min",
-)
-BRAND = (
-    "Halo Kak, terima kasih sudah menghubungi TokoShop, kami cek dulu ya.",
-    "Mohon maaf atas ketidaknyamanannya Kak. Pesanan sedang kami eskalasi.",
-    "Dana akan kembali maksimal 3x24 jam kerja ya Kak.",
-)
 ACCOUNTS = (("bench-fb", Channel.FACEBOOK, "104920378912345"), ("bench-ig", Channel.INSTAGRAM, "17841400000000001"), ("bench-x", Channel.X, "1500000000000000001"))
 
 

@@ -1,4 +1,4 @@
-"""The connector contract: a small Protocol and the frozen values that cross it.
+"""The connector contract: small Protocols (`Poller`, `Sender`, `WebhookSource`) and the frozen values that cross them.
 
 Connectors speak HTTP and return these values; they never touch the store. The sync layer
 (`inbox.sync.account`) feeds them a cursor and a way to ask which message ids are already known, and
@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-# The enums are part of this contract; they live in connectors.enums so that config and the reply
-# policy (every CLI start) can use them without building the value classes below.
-from connectors.enums import Channel, Direction, MessageFlag, MessageKind, ReplyPolicy
+if TYPE_CHECKING:
+    # The enums are part of this contract; they live in connectors.enums (their only import path) so
+    # that config and the reply policy (every CLI start) can use them without building these values.
+    from connectors.enums import Channel, Direction, MessageFlag, MessageKind, ReplyPolicy
 
 # The longest platform ids the store keeps (its column sizes; tests/contract/test_poison.py checks they agree).
 # An id beyond these is no real platform id: the item is quarantined, never cut (two cut ids could collide).
@@ -173,16 +174,53 @@ class KnownIds(Protocol):
     def __call__(self, external_ids: Sequence[str], /) -> set[str]: ...
 
 
+# --- what a webhook delivery becomes (`WebhookSource.parse`) -----------------------------------
+# A delivery (one POST) becomes, per brand account it names, the messages and quarantined items to
+# store (one `Page` each, without a cursor), plus the events acknowledged and not stored.
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """An event acknowledged and not stored."""
+
+    what: str  # e.g. "read", "typing", "postback", "entry"
+    reason: str
+    account_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Edit:
+    """A message's new text (Messenger `message_edit`): the stored message is updated in place."""
+
+    external_id: str
+    text: str
+    num_edit: int  # the platform's count of edits: an older edit arriving late never wins
+    edited_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AccountBatch:
+    """What one delivery holds for one brand account."""
+
+    channel: Channel
+    account_id: str
+    messages: tuple[InboundMessage, ...] = ()
+    quarantined: tuple[QuarantinedItem, ...] = ()
+    edits: tuple[Edit, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedDelivery:
+    batches: tuple[AccountBatch, ...] = ()
+    ignored: tuple[Ignored, ...] = ()
+
+
 @runtime_checkable
-class Connector(Protocol):
+class Poller(Protocol):
+    """A channel whose messages are read by polling: newest-first pages from a cursor."""
+
     spec: AccountSpec
 
     def fetch(self, cursor: Cursor | None, known: KnownIds) -> Iterator[Page]:
         """Everything newer than `cursor`, newest-first paging, as a stream of pages."""
-        ...
-
-    def send(self, reply: OutboundReply) -> SendResult:
-        """Send one reply; raise a `ConnectorError` subclass on failure."""
         ...
 
     def health(self) -> Health:
@@ -190,3 +228,32 @@ class Connector(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class Sender(Protocol):
+    """A channel replies can be sent on."""
+
+    spec: AccountSpec
+
+    def send(self, reply: OutboundReply) -> SendResult:
+        """Send one reply; raise a `ConnectorError` subclass on failure."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class WebhookSource(Protocol):
+    """A channel that pushes deliveries (the webhook modules, `connectors.meta_webhook` and
+    `connectors.x_webhook`, satisfy it as modules): check the signature, then parse the body."""
+
+    def verify(self, secret: str, body: bytes, header: str | None, /) -> bool: ...
+
+    def parse(self, body: Any, accounts: Any, /, *, received: datetime | None = None, skew: timedelta = ...) -> ParsedDelivery: ...
+
+
+@runtime_checkable
+class Connector(Poller, Sender, Protocol):
+    """What the polled channels implement today: a `Poller` that is also a `Sender`."""
+
+    spec: AccountSpec

@@ -5,6 +5,7 @@
 - `PermanentError`: retrying will not help (bad request, window closed, text too long, recipient gone).
 - `NotSentError` (a `PermanentError`): the request failed before it left the process; not delivered.
 - `DeliveryUnknownError`: a send may or may not have reached the platform; reconcile, never blindly retry.
+- `ParseError` (a `ValueError`, beside the tree): one item could not be parsed; it is quarantined.
 
 Every message is redacted before it is stored on the exception.
 """
@@ -16,6 +17,14 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from connectors.base import RateInfo
+
+
+class ParseError(ValueError):
+    """An item that cannot become a value; the message says which field is wrong.
+
+    Not a `ConnectorError`: it never leaves a connector. The connector catches it and turns the item
+    into a quarantine record, so a `ConnectorError` handler never sees it.
+    """
 
 
 class ConnectorError(Exception):

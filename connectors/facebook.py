@@ -9,11 +9,11 @@ https://developers.facebook.com/docs/messenger-platform/reference/send-api
 
 from __future__ import annotations
 
-from connectors.base import Channel
+from connectors.channels import FACEBOOK
 from connectors.graph import MetaConnector
 
 
 class FacebookConnector(MetaConnector):
-    channel = Channel.FACEBOOK
+    info = FACEBOOK
+    channel = FACEBOOK.channel
     platform = "messenger"
-    text_limit = 2000

@@ -36,14 +36,10 @@ import logging
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
-
-import requests
 
 from connectors.base import (
     MAX_ID_LENGTH,
     AccountSpec,
-    Channel,
     Cursor,
     Gap,
     Health,
@@ -52,108 +48,48 @@ from connectors.base import (
     OutboundReply,
     Page,
     QuarantinedItem,
-    RateInfo,
-    ReplyPolicy,
     SendResult,
 )
-from connectors.budget import CallBudget
-from connectors.responses import rate_info
+from connectors.enums import Channel, ReplyPolicy
+from connectors.channels import GRAPH_THREAD_HORIZON, ChannelInfo
 from connectors.errors import (
     ConnectorError,
     DeliveryUnknownError,
     MalformedResponseError,
     NeedsReauthError,
+    ParseError,
     PermanentError,
     TextTooLongError,
 )
-from connectors.http import HttpSession, RetryPolicy, decode_json, raise_for
+from connectors.graph_client import GraphClient, next_link
+from connectors.http import RetryPolicy
+from connectors.paging import NextUrlPager
 from connectors.graph_parse import (
     Conversation,
     MetaContext,
-    ParseError,
     iter_ids,
     message_items,
     parse_conversation,
     parse_message,
     sent_message_id,
 )
-from connectors.redact import register_secret, scrub
+from connectors.redact import scrub
 from connectors.times import format_time, parse_time
 
 log = logging.getLogger(__name__)
 
-HORIZON = 20  # only the 20 newest messages of a thread are readable
+HORIZON = GRAPH_THREAD_HORIZON  # only the 20 newest messages of a thread are readable
 MESSAGE_FIELDS = "id,created_time,from,to,message,attachments,story,shares,sticker,is_unsupported"
 CONVERSATION_FIELDS = "id,updated_time,participants,message_count"
 MAX_EMPTY_PAGES = 3  # Graph may send `next` on an empty page; do not walk an endless empty tail
 
 
-class GraphClient:
-    """Graph API calls for one account. The token travels in the Authorization header, never the URL."""
-
-    def __init__(self, spec: AccountSpec, *, policy: RetryPolicy | None = None) -> None:
-        token = spec.secrets.get("access_token")
-        if not token:
-            raise NeedsReauthError(f"account '{spec.name}' has no access token", account=spec.name)
-        register_secret(token)
-        self.account = spec.name
-        self.base = spec.base_url.rstrip("/")
-        self.session = HttpSession(
-            account=spec.name, timeout=spec.timeout, min_interval=spec.min_interval,
-            policy=policy or RetryPolicy(max_retries=spec.max_retries), max_body=spec.max_response_bytes,
-        )
-        self.session.headers["Authorization"] = f"Bearer {token}"
-        self.rate: RateInfo | None = None
-        self.budget = CallBudget(spec.name, interval=spec.min_interval, sleep=self.session.sleep)
-
-    def url(self, path_or_url: str) -> str:
-        """An absolute URL on our base. `paging.next` links lose their `access_token` and keep our origin."""
-        if not path_or_url.startswith(("http://", "https://")):
-            return f"{self.base}/{path_or_url.lstrip('/')}"
-        parts = urlparse(path_or_url)
-        base = urlparse(self.base)
-        query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "access_token"])
-        return urlunparse((base.scheme, base.netloc, parts.path, "", query, ""))
-
-    def _handle(self, response: requests.Response, *, sending: bool) -> Any:
-        reported = rate_info(response.headers)
-        self.budget.observe(reported)
-        self.rate = reported or self.rate
-        raise_for(response, sending=sending, account=self.account)
-        return decode_json(response, account=self.account)
-
-    def get(self, path_or_url: str, params: Mapping[str, Any] | None = None) -> Any:
-        """One read; `BudgetSpentError` instead when it would reach the usage limit (`connectors.budget`)."""
-        self.budget.before_call()
-        response = self.session.get(self.url(path_or_url), params=dict(params) if params else None)
-        return self._handle(response, sending=False)
-
-    def post(self, path: str, body: Mapping[str, Any]) -> Any:
-        response = self.session.post(self.url(path), json=dict(body))
-        try:
-            return self._handle(response, sending=True)
-        except MalformedResponseError:
-            # 2xx but undecodable: the message probably went out, and we do not know its id.
-            raise DeliveryUnknownError(f"POST /{path}: the send succeeded but its response was unreadable", account=self.account) from None
-
-    def close(self) -> None:
-        self.session.close()
-
-
-def _next_link(body: Mapping[str, Any]) -> str | None:
-    paging = body.get("paging")
-    if isinstance(paging, Mapping) and isinstance(paging.get("next"), str) and paging["next"]:
-        return str(paging["next"])
-    return None
-
-
 class MetaConnector:
     """Base of the Messenger and Instagram connectors; leaves declare the class attributes below."""
 
+    info: ClassVar[ChannelInfo]  # the channel's facts (text limit among them)
     channel: ClassVar[Channel]
     platform: ClassVar[str]  # the `platform` parameter of the conversations edge
-    text_limit: ClassVar[int]
-    text_limit_bytes: ClassVar[bool] = False  # Instagram counts UTF-8 bytes
 
     def __init__(self, spec: AccountSpec, *, policy: RetryPolicy | None = None) -> None:
         self.spec = spec
@@ -183,8 +119,10 @@ class MetaConnector:
         done: dict[str, list[Any]] = {}  # threads this pass has read and handed back, with their signatures
         url: str = f"{self.node}/conversations"
         params: dict[str, Any] | None = {"platform": self.platform, "fields": CONVERSATION_FIELDS, "limit": self.spec.page_size}
-        visited: set[str] = set()
-        empty_pages = 0
+        pager = NextUrlPager(
+            key=self.client.url, max_empty=MAX_EMPTY_PAGES,
+            on_repeat=lambda _: MalformedResponseError(f"GET /{self.node}/conversations: paging loops", account=self.spec.name),
+        )
         while True:
             messages: list[InboundMessage] = []
             quarantined: list[QuarantinedItem] = []
@@ -237,14 +175,8 @@ class MetaConnector:
                                quarantined=tuple(quarantined), gaps=tuple(gaps), rate=self.client.rate, final=False)
                 raise
             done.update(read)
-            link = _next_link(body)
-            empty_pages = empty_pages + 1 if not body["data"] else 0
-            final = reached_old or link is None or empty_pages >= MAX_EMPTY_PAGES
-            if link is not None and not final:
-                target = self.client.url(link)
-                if target in visited:
-                    raise MalformedResponseError(f"GET /{self.node}/conversations: paging loops", account=self.spec.name)
-                visited.add(target)
+            link = None if reached_old else pager.advance(next_link(body), empty=not body["data"])
+            final = link is None
             messages.sort(key=lambda m: (m.sent_at, m.thread_id))  # stable: a thread keeps the platform's order within a second
             yield Page(
                 messages=tuple(messages),
@@ -256,7 +188,7 @@ class MetaConnector:
             )
             if final:
                 return
-            url, params = link, None  # type: ignore[assignment]
+            url, params = link, None
 
     @staticmethod
     def _progress_cursor(old: Mapping[str, Any] | None, recent: Mapping[str, list[Any]], done: Mapping[str, list[Any]]) -> dict[str, Any] | None:
@@ -283,6 +215,7 @@ class MetaConnector:
         quarantined: list[QuarantinedItem] = []
         readable = 0
         hit_known = False
+        pager = NextUrlPager(key=self.client.url, max_empty=1)  # a repeated link ends the thread (HORIZON bounds it too)
         while True:
             try:
                 body = self.client.get(url, params)
@@ -314,12 +247,15 @@ class MetaConnector:
                     log.warning("%s: message %s stored with repairs: %s", self.spec.name, message.external_id,
                                 ", ".join(f.value for f in message.flags))
                 messages.append(message)
-            link = _next_link(body) if isinstance(body, Mapping) else None
+            link = next_link(body) if isinstance(body, Mapping) else None
             if isinstance(body, Mapping) and isinstance(body.get("messages"), Mapping):
-                link = _next_link(body["messages"])
-            if hit_known or readable >= HORIZON or link is None or not items:
+                link = next_link(body["messages"])
+            if hit_known or readable >= HORIZON:
                 break
-            url, params = link, None  # type: ignore[assignment]
+            link = pager.advance(link, empty=not items)
+            if link is None:
+                break
+            url, params = link, None
         gap = None
         if not hit_known and readable >= HORIZON:
             oldest = min((m.sent_at for m in messages), default=None)
@@ -349,11 +285,12 @@ class MetaConnector:
     # --- send ---------------------------------------------------------------------------------
     def check_text(self, text: str) -> None:
         """TextTooLongError before any HTTP call (Messenger: 2,000 characters; Instagram: 1,000 UTF-8 bytes)."""
-        size = len(text.encode("utf-8")) if self.text_limit_bytes else len(text)
-        if size > self.text_limit:
-            unit = "UTF-8 bytes" if self.text_limit_bytes else "characters"
+        limit = self.info.text_limit
+        size = limit.measure(text)
+        if size > limit.limit:
+            unit = "UTF-8 bytes" if limit.unit == "bytes" else "characters"
             raise TextTooLongError(
-                f"{self.channel.label} replies are limited to {self.text_limit} {unit}; this one has {size}",
+                f"{self.channel.label} replies are limited to {limit.limit} {unit}; this one has {size}",
                 account=self.spec.name,
             )
         if not text.strip():

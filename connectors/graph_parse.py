@@ -19,22 +19,16 @@ from connectors.base import (
     MAX_ID_LENGTH,
     MAX_USER_ID_LENGTH,
     Attachment,
-    Channel,
-    Direction,
     InboundMessage,
-    MessageFlag,
-    MessageKind,
     Participant,
 )
+from connectors.enums import Channel, Direction, MessageFlag, MessageKind
+from connectors.errors import ParseError
 from connectors.redact import scrub
 from connectors.times import DEFAULT_SKEW, platform_time
 
 # RestFB: in the EU some attachments come back as a placeholder with this id (content not available).
 EU_PLACEHOLDER_ID = "1234"
-
-
-class ParseError(ValueError):
-    """An item that cannot become a value; the message says which field is wrong."""
 
 
 @dataclass(frozen=True, slots=True)

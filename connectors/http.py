@@ -25,8 +25,7 @@ import os
 import random
 import threading
 import time
-import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
@@ -34,20 +33,19 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-import urllib3.exceptions
 from requests.structures import CaseInsensitiveDict
 
 from connectors import safejson
 from connectors.responses import classify, is_retryable, retry_hint
 from connectors.errors import DeliveryUnknownError, MalformedResponseError, NotSentError, RateLimitedError, ResponseTooLargeError, ServerError
 from connectors.redact import redact
+from connectors.transport import PoolTransport, SendOptions, Transport, never_sent
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = "inbox/0.1 (+social-care inbox)"
 DEFAULT_MAX_BODY = 8 * 1024 * 1024  # decoded bytes of one response (`sync.max_response_mb`)
-_CHUNK = 64 * 1024  # read and inflate in steps of this size: memory stays near the cap, never the bomb
-# Only what `_read_body` can inflate step by step is asked for (requests would add br and zstd).
+# Only what the transport can inflate step by step is asked for (requests would add br and zstd).
 ACCEPT_ENCODING = "gzip, deflate"
 MAX_CLOCK_DRIFT = timedelta(days=30)  # a platform `Date` further from our clock than this is ignored
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -126,82 +124,6 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=Pacer._forget)
 
 
-def _never_sent(exc: BaseException) -> bool:
-    """True when the connection was never established, so no byte of the request left."""
-    if isinstance(exc, requests.ConnectTimeout):
-        return True
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        if isinstance(cur, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError, ConnectionRefusedError)):
-            return True
-        if isinstance(cur, urllib3.exceptions.MaxRetryError) and cur.reason is not None:
-            cur = cur.reason
-            continue
-        nxt = cur.__cause__ or cur.__context__
-        if nxt is None and cur.args and isinstance(cur.args[0], BaseException):
-            nxt = cur.args[0]
-        cur = nxt
-    return False
-
-
-# Whether a byte of the current request reached the socket, per thread. Set by the connections
-# `HttpSession` pools make (below), cleared before each attempt: a failure with it unset (invalid
-# header, DNS, connection refused, TLS handshake) certainly delivered nothing.
-_wire = threading.local()
-
-
-def _request_left() -> bool:
-    return bool(getattr(_wire, "left", False))
-
-
-class _WireMark:
-    """Mixin for urllib3 connections: every byte of a request leaves through http.client's `send`."""
-
-    sock: Any
-    auto_open: int
-    connect: Callable[[], None]
-
-    def send(self, data: Any) -> None:
-        if self.sock is None and self.auto_open:
-            self.connect()  # a failure here (DNS, refused, TLS) sent nothing
-        _wire.left = True
-        super().send(data)  # type: ignore[misc]
-
-
-_MARKED: dict[type, type] = {}
-
-
-def _marked(cls: type) -> type:
-    found = _MARKED.get(cls)
-    if found is None:
-        found = _MARKED[cls] = type(f"Marked{cls.__name__}", (_WireMark, cls), {})
-    return found
-
-
-_NO_RETRIES = urllib3.Retry(0, read=False)  # requests' adapter default: retrying is ours (`HttpSession.request`)
-
-
-def _as_requests_error(exc: Exception, request: requests.PreparedRequest) -> Exception:
-    """The requests exception its HTTPAdapter raises for this urllib3 failure (or its reason)."""
-    e, r = urllib3.exceptions, requests.exceptions
-    cause = exc.reason if isinstance(exc, e.MaxRetryError) and exc.reason is not None else exc
-    raised_as: tuple[tuple[Any, Any], ...] = (
-        (e.NewConnectionError, r.ConnectionError),  # before its base class, ConnectTimeoutError
-        (e.ConnectTimeoutError, r.ConnectTimeout),
-        (e.ReadTimeoutError, r.ReadTimeout),
-        (e.ResponseError, r.RetryError),
-        (e.ProxyError, r.ProxyError),
-        (e.SSLError, r.SSLError),
-        ((e.ProtocolError, e.ClosedPoolError, OSError), r.ConnectionError),
-    )
-    for kind, error in raised_as:
-        if isinstance(cause, kind):
-            return error(exc, request=request)  # type: ignore[no-any-return]
-    return r.ConnectionError(exc, request=request) if cause is not exc else exc
-
-
 def _not_sent_reason(exc: Exception) -> str:
     if isinstance(exc, requests.exceptions.InvalidHeader):
         return "a request header is invalid (is there a newline or space at the end of the token's environment variable?)"
@@ -212,73 +134,6 @@ def _not_sent_reason(exc: Exception) -> str:
 
 def _path(url: str) -> str:
     return requests.utils.urlparse(url).path or "/"
-
-
-class _Response(requests.Response):
-    """A response whose `json()` is `safejson.loads` (tweepy reads error bodies through it too)."""
-
-    def json(self, **kwargs: Any) -> Any:
-        try:
-            return safejson.loads(self.content)
-        except ValueError as exc:
-            raise requests.exceptions.JSONDecodeError(str(exc), "", 0) from None
-
-
-def _inflate(chunks: Iterator[bytes], encoding: str) -> Iterator[bytes]:
-    """Decompress a stream of chunks in pieces of at most `_CHUNK` bytes (a bomb never expands at once)."""
-    if encoding not in ("gzip", "x-gzip", "deflate"):
-        raise urllib3.exceptions.DecodeError(f"unsupported Content-Encoding {encoding!r}")
-    decoder = zlib.decompressobj(32 + zlib.MAX_WBITS)  # gzip or zlib header, detected
-    first = True
-    for chunk in chunks:
-        data = chunk
-        while data:
-            try:
-                out = decoder.decompress(data, _CHUNK)
-            except zlib.error as exc:
-                if not (first and encoding == "deflate"):
-                    raise urllib3.exceptions.DecodeError(str(exc)) from exc
-                decoder = zlib.decompressobj(-zlib.MAX_WBITS)  # some servers send raw deflate
-                first = False
-                continue
-            first = False
-            if out:
-                yield out
-            data = decoder.unconsumed_tail
-            if not data and decoder.eof and decoder.unused_data:  # a second gzip member follows
-                data = decoder.unused_data
-                decoder = zlib.decompressobj(32 + zlib.MAX_WBITS)
-    rest = decoder.flush()
-    if rest:
-        yield rest
-
-
-def _read_body(raw: Any, limit: int, where: str, account: str) -> bytes:
-    """The decoded body, read and inflated step by step; `ResponseTooLargeError` past `limit` bytes."""
-
-    def too_large() -> ResponseTooLargeError:
-        return ResponseTooLargeError(
-            f"{where}: the response is larger than {limit:,} bytes once decoded; not read "
-            "(raise sync.max_response_mb if the platform really sends this much)",
-            status=raw.status, account=account,
-        )
-
-    encodings = [e.strip().lower() for e in (raw.headers.get("Content-Encoding") or "").split(",")]
-    encodings = [e for e in encodings if e and e != "identity"]
-    length = raw.headers.get("Content-Length") or ""
-    if not encodings and length.isdigit() and int(length) > limit:
-        raise too_large()
-    chunks: Iterator[bytes] = raw.stream(_CHUNK, decode_content=False)
-    for encoding in reversed(encodings):  # listed in the order they were applied
-        chunks = _inflate(chunks, encoding)
-    parts: list[bytes] = []
-    size = 0
-    for piece in chunks:
-        size += len(piece)
-        if size > limit:
-            raise too_large()
-        parts.append(piece)
-    return b"".join(parts)
 
 
 class HttpSession(requests.Session):
@@ -298,6 +153,7 @@ class HttpSession(requests.Session):
         rewrite: Mapping[str, str] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         max_body: int = DEFAULT_MAX_BODY,
+        transport: Transport | None = None,
     ) -> None:
         super().__init__()
         self.account = account
@@ -316,7 +172,8 @@ class HttpSession(requests.Session):
         # hand them over explicitly: the same settings, looked up once per session.
         self.trust_env = False
         self._environment: dict[tuple[str, str], tuple[dict[str, str], str | None, Any]] = {}
-        self._pools: dict[tuple[Any, ...], tuple[Any, bool]] = {}
+        self.transport: Transport = transport if transport is not None else PoolTransport(self.get_adapter)
+        self._attempt = threading.local()  # per thread: whether the current attempt reached the transport
 
     def _rewritten(self, url: str) -> str:
         for prefix, target in self.rewrite.items():
@@ -355,18 +212,10 @@ class HttpSession(requests.Session):
         if netrc_auth and not kwargs.get("auth") and not self.auth and "authorization" not in given:
             kwargs["auth"] = netrc_auth
 
-    def _send(self, method: str, url: str, kwargs: dict[str, Any]) -> requests.Response:
-        """One attempt: prepared by requests, sent on the urllib3 pool requests' adapter chose.
-
-        `requests.Session.request` also merges cookies, hooks and settings, looks for redirects
-        and streams the body in 10 KB chunks on every call; with the adapter's own per-call setup
-        that is about half of an API call's CPU here, and a sync makes thousands of calls. These
-        APIs need none of it: no cookie is kept, and a redirect comes back as the response it is
-        (never followed with the token). What is kept from requests: the request itself (URL and
-        params, JSON body, auth such as tweepy's OAuth 1.0a signature), the adapter's pools with
-        their TLS and proxy settings (looked up once per origin), its exception types, and a
-        `requests.Response` for tweepy and `classify`.
-        """
+    def _prepare(self, method: str, url: str, kwargs: dict[str, Any]) -> tuple[requests.PreparedRequest, SendOptions]:
+        """One attempt's request, prepared by requests (URL and params, JSON body, auth such as tweepy's
+        OAuth 1.0a signature), and how the transport sends it. Cookies, hooks and redirects are not
+        requests' business here: see `PoolTransport.send`."""
         prepared = requests.PreparedRequest()
         prepared.prepare_method(method)
         prepared.prepare_url(url, kwargs.get("params"))
@@ -385,45 +234,27 @@ class HttpSession(requests.Session):
             proxies.setdefault(scheme, proxy)
         verify = kwargs.get("verify")
         verify = self.verify if verify is None else verify
-        cert = kwargs.get("cert") or self.cert
-        pool, full_url = self._pool(prepared, verify, cert, proxies)
-        target = requests.utils.urldefragauth(prepared.url) if full_url else prepared.path_url
-        timeout = kwargs.get("timeout")
-        connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
-        try:
-            raw = pool.urlopen(
-                method=prepared.method, url=target, body=prepared.body, headers=prepared.headers, redirect=False,
-                assert_same_host=False, preload_content=False, decode_content=False, retries=_NO_RETRIES,
-                timeout=urllib3.Timeout(connect=connect, read=read),
-                chunked=not (prepared.body is None or "Content-Length" in prepared.headers),
-            )
-        except Exception as exc:
-            raise _as_requests_error(exc, prepared) from exc
-        try:
-            body = _read_body(raw, self.max_body, f"{prepared.method} {_path(url)}", self.account)
-        except ResponseTooLargeError:
-            raw.close()  # the rest is never read: the connection cannot be reused
-            raw.release_conn()
-            raise
-        except urllib3.exceptions.ReadTimeoutError as exc:
-            raw.release_conn()
-            raise requests.exceptions.ReadTimeout(exc, request=prepared) from exc
-        except (urllib3.exceptions.ProtocolError, urllib3.exceptions.DecodeError, OSError) as exc:
-            raw.close()
-            raw.release_conn()
-            raise requests.exceptions.ChunkedEncodingError(exc, request=prepared) from exc  # the body broke off
-        raw.release_conn()
-        response = _Response()
-        response.status_code = raw.status
-        response.headers = CaseInsensitiveDict(raw.headers)
-        response.encoding = requests.utils.get_encoding_from_headers(response.headers)
-        response.reason = raw.reason
-        response.url = prepared.url or url
-        response.request = prepared
-        response.raw = raw
-        response._content = body  # read here (above): a body that breaks off raises inside the retries
+        options = SendOptions(
+            timeout=kwargs.get("timeout"), max_body=self.max_body, where=f"{prepared.method} {_path(url)}",
+            account=self.account, verify=verify, cert=kwargs.get("cert") or self.cert, proxies=proxies,
+        )
+        return prepared, options
+
+    def _send(self, method: str, url: str, kwargs: dict[str, Any]) -> requests.Response:
+        """One attempt through the transport; the platform's `Date` is noted from its answer."""
+        prepared, options = self._prepare(method, url, kwargs)
+        self._attempt.sending = True
+        response = self.transport.send(prepared, options)
         self._note_date(response.headers.get("Date"))
         return response
+
+    def _request_left(self) -> bool:
+        """Whether any byte of the current attempt left: never when it failed before the transport."""
+        return bool(getattr(self._attempt, "sending", False)) and self.transport.request_left()
+
+    def close(self) -> None:
+        self.transport.close()
+        super().close()
 
     def _note_date(self, value: str | None) -> None:
         """Remember the platform's clock (its `Date` header) when it is believable."""
@@ -448,24 +279,6 @@ class HttpSession(requests.Session):
         at, seen = self._platform_date
         return at + timedelta(seconds=time.monotonic() - seen)
 
-    def _pool(self, prepared: requests.PreparedRequest, verify: Any, cert: Any, proxies: dict[str, str]) -> tuple[Any, bool]:
-        """The urllib3 pool requests' adapter uses for this origin and settings, and whether it is an
-        HTTP proxy (which takes the full URL). Chosen once per origin: the adapter's lookup costs."""
-        parts = urlsplit(prepared.url or "")
-        key = (parts.scheme, parts.netloc, repr(verify), repr(cert), tuple(sorted(proxies.items())))
-        found = self._pools.get(key)
-        if found is None or found[0].pool is None:  # never chosen, or closed since (urllib3 1.x closes what it evicts)
-            adapter = self.get_adapter(prepared.url or "")
-            try:
-                pool = adapter.get_connection_with_tls_context(prepared, verify, proxies=proxies, cert=cert)
-            except urllib3.exceptions.LocationValueError as exc:
-                raise requests.exceptions.InvalidURL(exc, request=prepared) from exc
-            adapter.cert_verify(pool, prepared.url or "", verify, cert)
-            if not issubclass(pool.ConnectionCls, _WireMark):
-                pool.ConnectionCls = _marked(pool.ConnectionCls)
-            found = self._pools[key] = (pool, adapter.request_url(prepared, proxies) != prepared.path_url)
-        return found
-
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         method = (method.decode() if isinstance(method, bytes) else method).upper()
         url = self._rewritten(url.decode() if isinstance(url, bytes) else url)
@@ -483,7 +296,7 @@ class HttpSession(requests.Session):
         while True:
             self.pacer.wait(self.sleep)
             started = time.monotonic()
-            _wire.left = False
+            self._attempt.sending = False
             try:
                 response = self._send(method, url, kwargs)
             except ResponseTooLargeError:
@@ -504,9 +317,9 @@ class HttpSession(requests.Session):
                     f"{method} {_path(url)}: response body truncated ({exc.__class__.__name__})", account=self.account
                 ) from None
             except (requests.ConnectionError, requests.Timeout) as exc:
-                never_sent = _never_sent(exc) or not _request_left()
+                unsent = never_sent(exc) or not self._request_left()
                 kind = "timed out" if isinstance(exc, requests.Timeout) else "connection failed"
-                if not idempotent and not never_sent:
+                if not idempotent and not unsent:
                     log.warning("%s %s %s after the request left; outcome unknown", method, _path(url), kind)
                     raise DeliveryUnknownError(
                         f"{method} {_path(url)}: {kind} after the request was sent; it may have been delivered",
@@ -523,7 +336,7 @@ class HttpSession(requests.Session):
                 attempt += 1
                 continue
             except Exception as exc:
-                if _request_left():
+                if self._request_left():
                     if idempotent:
                         raise
                     raise DeliveryUnknownError(

@@ -13,15 +13,14 @@ https://developers.facebook.com/docs/messenger-platform/instagram/features/send-
 
 from __future__ import annotations
 
-from connectors.base import Channel
+from connectors.channels import INSTAGRAM
 from connectors.graph import MetaConnector
 
 
 class InstagramConnector(MetaConnector):
-    channel = Channel.INSTAGRAM
+    info = INSTAGRAM
+    channel = INSTAGRAM.channel
     platform = "instagram"
-    text_limit = 1000
-    text_limit_bytes = True
 
     @property
     def node(self) -> str:

@@ -17,13 +17,16 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from connectors.base import Channel, InboundMessage, QuarantinedItem
-from connectors.graph_parse import MetaContext, ParseError, parse_message
+from connectors.base import AccountBatch, Edit, Ignored, InboundMessage, ParsedDelivery, QuarantinedItem
+from connectors.channels import CHANNELS
+from connectors.enums import Channel
+from connectors.errors import ParseError
+from connectors.graph_parse import MetaContext, parse_message
 from connectors.redact import scrub
 from connectors.times import DEFAULT_SKEW, platform_time
-from connectors.webhook import AccountBatch, DeliveryError, Edit, Ignored, ParsedDelivery, check_signature, hmac_sha256
+from connectors.webhook import DeliveryError, check_signature, hmac_sha256
 
-OBJECTS = {"page": Channel.FACEBOOK, "instagram": Channel.INSTAGRAM}
+OBJECTS = {info.webhook_object: info.channel for info in CHANNELS.values() if info.webhook_object}  # "page", "instagram"
 # Messenger's "like" stickers (the thumbs up button, three sizes): shown as the emoji they are.
 LIKE_STICKERS = frozenset({"369239263222822", "369239343222814", "369239383222810"})
 _NOT_MESSAGES = ("delivery", "read", "reaction", "postback", "referral", "optin",

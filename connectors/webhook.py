@@ -1,9 +1,8 @@
-"""What every webhook parser returns, and the signature check both platforms use.
+"""What both webhook parsers share: the signature check and `DeliveryError`.
 
-A delivery (one POST) becomes, per brand account it names, the messages and quarantined items to
-store (one `Page` each, without a cursor: a webhook never moves the poll's cursor), plus the events
-that are acknowledged and not stored (reads, typing, reactions, postbacks, unknown accounts), each
-with its reason.
+What a parser returns (`ParsedDelivery`: per brand account an `AccountBatch` of messages,
+quarantined items and edits, plus the `Ignored` events) are contract values in `connectors.base`.
+A webhook never moves the poll's cursor.
 """
 
 from __future__ import annotations
@@ -11,46 +10,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from dataclasses import dataclass
-from datetime import datetime
-
-from connectors.base import Channel, InboundMessage, QuarantinedItem
-
-
-@dataclass(frozen=True, slots=True)
-class Ignored:
-    """An event acknowledged and not stored."""
-
-    what: str  # e.g. "read", "typing", "postback", "entry"
-    reason: str
-    account_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Edit:
-    """A message's new text (Messenger `message_edit`): the stored message is updated in place."""
-
-    external_id: str
-    text: str
-    num_edit: int  # the platform's count of edits: an older edit arriving late never wins
-    edited_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class AccountBatch:
-    """What one delivery holds for one brand account."""
-
-    channel: Channel
-    account_id: str
-    messages: tuple[InboundMessage, ...] = ()
-    quarantined: tuple[QuarantinedItem, ...] = ()
-    edits: tuple[Edit, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class ParsedDelivery:
-    batches: tuple[AccountBatch, ...] = ()
-    ignored: tuple[Ignored, ...] = ()
 
 
 class DeliveryError(ValueError):

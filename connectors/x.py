@@ -29,7 +29,6 @@ import tweepy
 from connectors.base import (
     MAX_ID_LENGTH,
     AccountSpec,
-    Channel,
     Cursor,
     Health,
     InboundMessage,
@@ -40,21 +39,24 @@ from connectors.base import (
     RateInfo,
     SendResult,
 )
+from connectors.enums import Channel
 from connectors.budget import CallBudget
+from connectors.channels import X
 from connectors.responses import classify, rate_info
 from connectors.errors import (
     ConnectorError,
     DeliveryUnknownError,
     MalformedResponseError,
     NeedsReauthError,
+    ParseError,
     PermanentError,
     TextTooLongError,
 )
 from connectors.http import HttpSession, RetryPolicy, decode_json
+from connectors.paging import TokenPager
 from connectors.redact import redact, register_secret, scrub
 from connectors.x_parse import (
     MESSAGE_CREATE,
-    ParseError,
     created_event,
     event_items,
     next_token,
@@ -65,7 +67,7 @@ from connectors.x_parse import (
 
 log = logging.getLogger(__name__)
 
-TEXT_LIMIT = 10_000
+TEXT_LIMIT = X.text_limit.limit  # characters
 NOT_MESSAGES = frozenset({"ParticipantsJoin", "ParticipantsLeave"})  # event types that carry no message
 TWEEPY_HOSTS = ("https://api.twitter.com", "https://api.x.com")
 DM_EVENT_FIELDS = ["id", "text", "event_type", "created_at", "dm_conversation_id", "sender_id", "attachments", "participant_ids"]
@@ -80,7 +82,8 @@ if _tweepy_log.level == logging.NOTSET:
 
 
 class XConnector:
-    channel = Channel.X
+    info = X
+    channel = X.channel
 
     def __init__(self, spec: AccountSpec, *, policy: RetryPolicy | None = None) -> None:
         self.spec = spec
@@ -95,8 +98,9 @@ class XConnector:
         )
         self.skew = timedelta(seconds=spec.clock_skew_seconds)
         common: dict[str, Any] = {"wait_on_rate_limit": False, "return_type": requests.Response}
-        if (spec.flavour or "oauth2") == "oauth1":
-            needed = ("consumer_key", "consumer_secret", "access_token", "access_token_secret")
+        flavour = spec.flavour or X.default_flavour
+        if flavour == "oauth1":
+            needed = X.secret_keys(flavour)
             missing = [k for k in needed if not secrets.get(k)]
             if missing:
                 raise NeedsReauthError(f"account '{spec.name}' lacks {', '.join(missing)}", account=spec.name)
@@ -177,8 +181,8 @@ class XConnector:
         reaches it carries the new `newest_id`, which is also returned. `last`: that page ends the pass.
         """
         best = max((i for i in (newest, top) if i is not None), default=None)
-        used: set[str] = set()
-        size = max(1, min(100, self.spec.page_size))
+        pager = TokenPager(on_repeat=lambda _: MalformedResponseError("GET /2/dm_events: pagination token repeats", account=self.spec.name))
+        size = max(1, min(X.max_page_size or 100, self.spec.page_size))
         while True:
             body = self._lookup(max_results=size, pagination_token=token)
             try:
@@ -223,11 +227,7 @@ class XConnector:
                 stored = known([m.external_id for m in older])
                 messages.extend(m for m in older if m.external_id not in stored)
             token = next_token(body)
-            done = reached or token is None
-            if not done and token in used:
-                raise MalformedResponseError("GET /2/dm_events: pagination token repeats", account=self.spec.name)
-            if token:
-                used.add(token)
+            done = reached or pager.advance(token) is None
             messages.sort(key=lambda m: (m.sent_at, int(m.external_id)))
             yield Page(
                 messages=tuple(messages),

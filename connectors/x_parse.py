@@ -19,14 +19,11 @@ from connectors.base import (
     MAX_ID_LENGTH,
     MAX_USER_ID_LENGTH,
     Attachment,
-    Channel,
-    Direction,
     InboundMessage,
-    MessageFlag,
-    MessageKind,
     Participant,
 )
-from connectors.graph_parse import ParseError
+from connectors.enums import Channel, Direction, MessageFlag, MessageKind
+from connectors.errors import ParseError
 from connectors.redact import scrub
 from connectors.times import DEFAULT_SKEW, platform_time, snowflake_time
 

@@ -18,11 +18,12 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from connectors.base import Attachment, Channel, InboundMessage, Participant, QuarantinedItem
-from connectors.graph_parse import ParseError
+from connectors.base import AccountBatch, Attachment, Ignored, InboundMessage, ParsedDelivery, Participant, QuarantinedItem
+from connectors.enums import Channel
+from connectors.errors import ParseError
 from connectors.redact import scrub
 from connectors.times import DEFAULT_SKEW
-from connectors.webhook import AccountBatch, DeliveryError, Ignored, ParsedDelivery, check_signature, hmac_sha256
+from connectors.webhook import DeliveryError, check_signature, hmac_sha256
 from connectors.x_parse import MESSAGE_CREATE, Includes, pair_id, parse_event, to_message
 
 _IGNORED_LISTS = {

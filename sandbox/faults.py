@@ -13,7 +13,12 @@ import zlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sandbox import graph, xapi
+from sandbox import x as x_api
+from sandbox.graph_errors import error_reply as graph_error_reply, expired_token_error, rate_error, server_error
+from sandbox.graph_request import business_object
+from sandbox.graph_usage import Usage
+from sandbox.x_rates import RateLimits
+from sandbox.x_render import server_error as x_server_error, too_many, unauthorized
 from sandbox.state import X_USER_ID
 from sandbox.wire import JSON_GRAPH, JSON_X, Reply, Request
 
@@ -103,23 +108,23 @@ def _matches(fault: Fault, method: str, path: str, account: str | None) -> bool:
 
 
 def error_reply(kind: str, api: str, req: Request, acc: MetaAccount | None, now: float,
-                usage: graph.Usage, rates: xapi.RateLimits) -> Reply:
+                usage: Usage, rates: RateLimits) -> Reply:
     """The answer for an error-kind fault, with the headers the platform would send along."""
     if api == "x":
-        route = xapi.route(req.method, [p for p in req.path.split("/") if p][1:])
+        route = x_api.route(req.method, [p for p in req.path.split("/") if p][1:])
         key = (X_USER_ID, route.name if route else req.path)
-        reply = {"429": xapi.too_many, "expired_token": xapi.unauthorized}.get(kind, lambda: xapi.server_error(int(kind)))()
+        reply = {"429": too_many, "expired_token": unauthorized}.get(kind, lambda: x_server_error(int(kind)))()
         reply.headers.update(rates.peek(key, now, exhausted=kind == "429"))
         reply.headers["content-type"] = JSON_X
         return reply
-    obj, bucket = graph.business_object(acc)
+    obj, bucket = business_object(acc)
     if kind == "429":
-        err = graph.rate_error(acc.platform if acc else None)
+        err = rate_error(acc.platform if acc else None)
     elif kind == "expired_token":
-        err = graph.expired_token_error(now)
+        err = expired_token_error(now)
     else:
-        err = graph.server_error(int(kind))
-    reply = graph.error_reply(err)
+        err = server_error(int(kind))
+    reply = graph_error_reply(err)
     reply.headers["X-Business-Use-Case-Usage"] = usage.header(obj, bucket, now, throttled=kind == "429")
     reply.headers["content-type"] = JSON_GRAPH
     return reply

@@ -9,7 +9,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from connectors.base import Channel, Direction, InboundMessage, MessageKind, Participant
+from connectors.base import InboundMessage, Participant
+from connectors.enums import Channel, Direction, MessageKind
 from inbox.store.models import PRIORITY_RANK, Account, Contact, Conversation, Message, Ticket
 
 _seq = itertools.count(1)

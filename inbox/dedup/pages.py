@@ -44,7 +44,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import sqlalchemy as sa
 from rapidfuzz import fuzz
 
-from connectors.base import Direction, InboundMessage
+from connectors.base import InboundMessage
+from connectors.enums import Direction
 from inbox.store.fastpath import in_values, select
 from inbox.dedup.chatnorm import chat_text, ident
 from inbox.store.types import PRIORITY_RANK, UTCDateTime

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from connectors.base import MAX_ID_LENGTH, Channel, Direction, Gap, InboundMessage, Page
+from connectors.base import MAX_ID_LENGTH, Gap, InboundMessage, Page
+from connectors.enums import Channel, Direction
 from connectors.meta_webhook import PROVISIONAL, provisional_thread
 from connectors.safejson import clean_text
 from inbox.dedup.pages import (

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from connectors.base import Channel
+from connectors.enums import Channel
 from connectors.graph_parse import MetaContext
 from connectors.meta_webhook import PROVISIONAL, provisional_thread
 from inbox.errors import ConfigError, describe

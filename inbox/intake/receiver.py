@@ -27,9 +27,10 @@ import orjson
 import sqlalchemy as sa
 
 from connectors import meta_webhook, safejson, x_webhook
-from connectors.base import Channel, Page
+from connectors.base import AccountBatch, Edit, Page, ParsedDelivery
+from connectors.enums import Channel
 from connectors.graph_parse import MetaContext
-from connectors.webhook import AccountBatch, DeliveryError, Edit, ParsedDelivery
+from connectors.webhook import DeliveryError
 from inbox.errors import ConfigError, ConflictError, describe
 from inbox.ingest.page import AccountRef, IngestResult, ingest_page
 from inbox.intake.meta_threads import META_CHANNELS, MetaThreads, graph_lookup

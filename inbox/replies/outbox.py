@@ -40,7 +40,8 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from connectors.base import OutboundReply, ReplyPolicy
+from connectors.base import OutboundReply
+from connectors.enums import ReplyPolicy
 from inbox.errors import AuthError, ConflictError, NotFoundError, PlatformError, PolicyError
 from inbox.store import tables as tb
 from inbox.replies.windows import describe_route, length_problem, reply_window

@@ -5,7 +5,7 @@ Meta (Instagram, Messenger): the standard window is 24 h from the customer's las
 when the app has that feature (settings.replies.human_agent_tag); after 7 d nothing may be sent.
 The window counts from the last message the *customer* wrote (never our echoes), on the platform's
 clock. X has no window. Text limits: Messenger 2,000 characters, Instagram 1,000 UTF-8 bytes,
-X 10,000 characters.
+X 10,000 characters. The windows and limits themselves are data in `connectors.channels`.
 """
 
 from __future__ import annotations
@@ -13,27 +13,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from connectors.channels import CHANNELS, META_WINDOW, TextLimit, find
 from connectors.enums import Channel, ReplyPolicy
 
-RESPONSE_WINDOW = timedelta(hours=24)
-HUMAN_AGENT_WINDOW = timedelta(days=7)
-META_CHANNELS = frozenset({Channel.INSTAGRAM.value, Channel.FACEBOOK.value})
+# Meta's window (connectors.channels); the module-level names are what the messages below quote.
+RESPONSE_WINDOW = META_WINDOW.standard
+HUMAN_AGENT_WINDOW = META_WINDOW.extended
+# The channels that have a reply window (Instagram and Messenger today).
+META_CHANNELS = frozenset(value for value, info in CHANNELS.items() if info.window is not None)
 
-
-@dataclass(frozen=True, slots=True)
-class TextLimit:
-    limit: int
-    unit: str  # "characters" or "bytes"
-
-    def measure(self, text: str) -> int:
-        return len(text.encode("utf-8")) if self.unit == "bytes" else len(text)
-
-
-TEXT_LIMITS: dict[str, TextLimit] = {
-    Channel.FACEBOOK.value: TextLimit(2000, "characters"),
-    Channel.INSTAGRAM.value: TextLimit(1000, "bytes"),
-    Channel.X.value: TextLimit(10000, "characters"),
-}
+TEXT_LIMITS: dict[str, TextLimit] = {value: info.text_limit for value, info in CHANNELS.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +41,7 @@ def _channel(channel: str | Channel) -> str:
 
 
 def is_meta(channel: str | Channel) -> bool:
+    """True for the channels with Meta's reply window (their `connectors.channels` entry has one)."""
     return _channel(channel) in META_CHANNELS
 
 
@@ -64,8 +54,11 @@ def reply_window(
 ) -> WindowDecision:
     """The reply policy for a conversation whose customer last wrote at `last_customer_at`."""
     ch = _channel(channel)
-    if not is_meta(ch):
-        return WindowDecision(True, ReplyPolicy.DIRECT, "X direct messages have no reply window")
+    info = find(ch)
+    rule = info.window if info is not None else None
+    if rule is None:
+        label = info.label if info is not None else ch
+        return WindowDecision(True, ReplyPolicy.DIRECT, f"{label} direct messages have no reply window")
     if last_customer_at is None:
         return WindowDecision(
             False, None, "the customer has not written in this conversation, so Meta's reply window never opened"
@@ -75,16 +68,16 @@ def reply_window(
         # customer wrote at the latest now, so the window is counted from now, never from 2100.
         last_customer_at = now
     age = now - last_customer_at
-    if age < RESPONSE_WINDOW:
-        closes = last_customer_at + RESPONSE_WINDOW
+    if age < rule.standard:
+        closes = last_customer_at + rule.standard
         return WindowDecision(True, ReplyPolicy.RESPONSE, "inside the 24-hour window", closes, closes - now)
-    if age < HUMAN_AGENT_WINDOW:
-        closes = last_customer_at + HUMAN_AGENT_WINDOW
+    if age < rule.extended:
+        closes = last_customer_at + rule.extended
         if not human_agent_tag:
             return WindowDecision(
                 False,
                 None,
-                f"the 24-hour window closed {format_duration(age - RESPONSE_WINDOW)} ago and the Human Agent "
+                f"the 24-hour window closed {format_duration(age - rule.standard)} ago and the Human Agent "
                 "tag is turned off (settings: replies.human_agent_tag)",
                 closes,
                 closes - now,
@@ -96,7 +89,7 @@ def reply_window(
         False,
         None,
         f"the customer's last message is {format_duration(age)} old; Meta allows no reply after 7 days",
-        last_customer_at + HUMAN_AGENT_WINDOW,
+        last_customer_at + rule.extended,
         timedelta(0),
     )
 

@@ -17,16 +17,13 @@ import pytest
 from connectors import connect
 from connectors.base import (
     AccountSpec,
-    Channel,
     Connector,
     Cursor,
-    Direction,
     InboundMessage,
-    MessageFlag,
     OutboundReply,
     Page,
-    ReplyPolicy,
 )
+from connectors.enums import Channel, Direction, MessageFlag, ReplyPolicy
 from connectors.errors import (
     ConnectorError,
     DeliveryUnknownError,
@@ -616,12 +613,12 @@ def test_a_closed_connection_pool_is_chosen_again(wire: tuple[str, _Script]) -> 
     base, script = wire
     session = _session()
     assert session.get(base + "/one").status_code == 200
-    [(pool, _proxied)] = session._pools.values()
+    [(pool, _proxied)] = session.transport._pools.values()
     session.get_adapter(base).poolmanager.clear()  # as an eviction does: dropped from the manager,
     pool.close()  # and closed (urllib3 1.x closes what it evicts)
     assert session.get(base + "/two").status_code == 200
     assert script.seen[-2:] == ["GET /one", "GET /two"]
-    [(again, _proxied)] = session._pools.values()
+    [(again, _proxied)] = session.transport._pools.values()
     assert again is not pool
 
 

@@ -201,7 +201,8 @@ def test_oversized_answer_is_a_platform_error_of_that_account_and_memory_stays_b
 
 def test_oversized_answer_to_a_send_is_an_unknown_delivery(sandbox):
     from connectors import connect
-    from connectors.base import OutboundReply, ReplyPolicy
+    from connectors.base import OutboundReply
+    from connectors.enums import ReplyPolicy
     from connectors.errors import DeliveryUnknownError
     from inbox.settings import parse_settings
     import tomllib
@@ -230,7 +231,8 @@ def test_decode_repairs_visibly_and_keeps_escaped_text() -> None:
 
 def test_quarantine_rows_keep_what_the_columns_hold(engine):
     """An item quarantined for an over-long, NUL-bearing id is itself storable (PostgreSQL refuses NUL)."""
-    from connectors.base import Channel, Page, QuarantinedItem
+    from connectors.base import Page, QuarantinedItem
+    from connectors.enums import Channel
     from inbox.settings import parse_settings
     from inbox.ingest.page import ingest_page
     from tests import factories as store_factory

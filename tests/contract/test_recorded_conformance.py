@@ -29,10 +29,10 @@ from typing import Any
 import pytest
 import requests
 
-from connectors.base import Channel, Direction, MessageKind
+from connectors.enums import Channel, Direction, MessageKind
 from connectors.responses import classify, rate_info
-from connectors.errors import PermanentError
-from connectors.graph_parse import MetaContext, ParseError, parse_conversation, parse_message, sent_message_id
+from connectors.errors import ParseError, PermanentError
+from connectors.graph_parse import MetaContext, parse_conversation, parse_message, sent_message_id
 from connectors.times import parse_time, snowflake_time
 from connectors.x_parse import created_event, event_items, next_token, parse_event, parse_includes, to_message
 

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from connectors.base import Channel
+from connectors.enums import Channel
 from connectors.graph_parse import MetaContext
-from connectors.webhook import ParsedDelivery
+from connectors.base import ParsedDelivery
 
 RECORDED = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "recorded"
 pytestmark = pytest.mark.skipif(not RECORDED.is_dir(), reason=f"recorded fixtures not present at {RECORDED}")

@@ -8,7 +8,8 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from connectors.base import Channel, InboundMessage, Page
+from connectors.base import InboundMessage, Page
+from connectors.enums import Channel
 from inbox.settings import Settings
 from inbox.dedup.pages import order_refs
 from inbox.ingest.page import ingest_page

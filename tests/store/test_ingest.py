@@ -11,13 +11,12 @@ from sqlmodel import Session, select
 
 from connectors.base import (
     Attachment,
-    Channel,
     Gap,
     InboundMessage,
-    MessageKind,
     Page,
     QuarantinedItem,
 )
+from connectors.enums import Channel, MessageKind
 from inbox.settings import Settings
 from inbox.ingest.page import LeaseLostError, ingest_page
 from inbox.store.models import Account, Message, Reply, SyncState, Ticket, TicketEvent

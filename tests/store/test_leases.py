@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from connectors.base import Channel, Page
+from connectors.base import Page
+from connectors.enums import Channel
 from tests import factories as sf
 from inbox.settings import parse_settings
 from inbox.errors import ConflictError

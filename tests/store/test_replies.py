@@ -15,7 +15,8 @@ import pytest
 import sqlalchemy as sa
 
 from tests import factories as sf
-from connectors.base import OutboundReply, ReplyPolicy, SendResult
+from connectors.base import OutboundReply, SendResult
+from connectors.enums import ReplyPolicy
 from connectors.errors import DeliveryUnknownError, RateLimitedError, WindowClosedError
 from inbox.replies import outbox as rp
 from inbox.replies import templates as tpl

@@ -126,7 +126,8 @@ def test_customer_on_two_channels_ends_in_one_ticket(engine, db_url, sandbox):
 
 
 def test_new_message_and_the_echo_of_our_reply(engine, db_url, sandbox):
-    from connectors.base import OutboundReply, ReplyPolicy
+    from connectors.base import OutboundReply
+    from connectors.enums import ReplyPolicy
     from inbox.sync.account import sync_all
 
     settings = sandbox_settings(sandbox, db_url)

@@ -433,7 +433,8 @@ def test_meta_threads_come_from_the_store_then_the_platform_then_are_provisional
     processor.process_pending()
     assert (conversation_of(engine, "m_a"), asked) == ("user:5678", ["5678"])  # unknown, and the platform failed
     # A customer the store knows (its thread seen by a poll): no call to the platform.
-    from connectors.base import Channel, Direction, InboundMessage, MessageKind, Page, Participant
+    from connectors.base import InboundMessage, Page, Participant
+    from connectors.enums import Channel, Direction, MessageKind
     from datetime import datetime, timezone
 
     from inbox.ingest.page import ingest_page
@@ -462,7 +463,8 @@ def test_a_provisional_thread_becomes_the_real_one_when_a_poll_names_it(engine, 
     it: one conversation, one ticket, the webhook's message stored once."""
     from datetime import datetime, timezone
 
-    from connectors.base import Channel, Direction, InboundMessage, MessageKind, Page, Participant
+    from connectors.base import InboundMessage, Page, Participant
+    from connectors.enums import Channel, Direction, MessageKind
     from inbox.intake import receiver as intake
     from inbox.ingest.page import ingest_page
     from inbox.store.tables import conversation as v
@@ -572,7 +574,7 @@ HOSTILE_X = [
 @pytest.mark.parametrize("body", HOSTILE_META, ids=[f"meta{i}" for i in range(len(HOSTILE_META))])
 def test_hostile_meta_deliveries_are_quarantined_or_ignored_never_an_error(body: Any) -> None:
     from connectors import meta_webhook
-    from connectors.base import Channel
+    from connectors.enums import Channel
     from connectors.graph_parse import MetaContext
     from connectors.webhook import DeliveryError
 
@@ -647,7 +649,8 @@ def test_text_the_store_cannot_keep_is_repaired_as_the_poll_repairs_it(engine, d
 
 def test_the_sandbox_config_with_webhooks_names_the_keys_it_signs_with(sandbox) -> None:
     from inbox.intake import receiver as intake
-    from sandbox.core import WEBHOOK_ENV, X_CONSUMER_SECRET
+    from sandbox.accounts import WEBHOOK_ENV
+    from sandbox.state import X_CONSUMER_SECRET
 
     settings = parse_settings(tomllib.loads(sandbox.config_toml(webhooks=True)), "sandbox.toml")
     secrets = intake.resolve_secrets(settings, sandbox.env())

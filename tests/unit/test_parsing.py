@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import requests
 
-from connectors.base import Channel, Direction, MessageKind
+from connectors.enums import Channel, Direction, MessageKind
 from connectors.responses import classify, rate_info, retry_hint
 from connectors.errors import (
     DeliveryUnknownError,
@@ -29,7 +29,8 @@ from connectors.errors import (
     ServerError,
     WindowClosedError,
 )
-from connectors.graph_parse import MetaContext, ParseError, message_items, parse_conversation, parse_message
+from connectors.errors import ParseError
+from connectors.graph_parse import MetaContext, message_items, parse_conversation, parse_message
 from connectors.times import parse_time, snowflake_time
 from connectors.x_parse import event_items, next_token, parse_event, parse_includes, to_message
 

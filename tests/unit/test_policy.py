@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from connectors.base import ReplyPolicy
+from connectors.enums import ReplyPolicy
 from inbox.replies import windows as policy
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=timezone.utc)

@@ -1,0 +1,173 @@
+"""Request dispatch, called from the server's threads: classify, answer, apply faults, log the call.
+
+The control API (`/_sandbox/...`) is answered by the callback `Sandbox.control_handler`
+(`sandbox.control.handle_control`, wired in by `sandbox.core`): `sandbox.control` needs no import of
+the sandbox it drives, and no module here imports it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from sandbox import graph
+from sandbox import x as x_api
+from sandbox.graph_request import attribute, split
+from sandbox.graph_usage import Usage
+from sandbox.x_rates import RateLimits
+from sandbox.faults import ERROR_KINDS, Fault, FaultBook, break_one_item, error_reply, gzip_bomb, oversize_body, poisoned_body
+from sandbox.server import Outcome
+from sandbox.state import Call, State
+from sandbox.wire import JSON_GRAPH, JSON_X, Reply, Request
+
+# (sandbox, method, endpoint name, query, body, headers) -> (status, JSON-able payload or text)
+ControlHandler = Callable[[Any, str, str, dict[str, str], bytes, dict[str, str]], tuple[int, Any]]
+
+
+def _ctype(api: str, headers: dict[str, str]) -> dict[str, str]:
+    return {**headers, "content-type": JSON_X if api == "x" else JSON_GRAPH}
+
+
+class DispatchMixin:
+    """`Sandbox`'s request handling: every API call goes through `dispatch`."""
+
+    state: State
+    faults: FaultBook
+    usage: Usage
+    rates: RateLimits
+    timeout_sleep: float
+    late_sleep: float
+    control_handler: ControlHandler
+    _base_url: str
+    _late: int
+    _late_gen: int
+    _late_done: threading.Condition
+    _calls: deque[Call]
+    _calls_lock: threading.Lock
+
+    # ── request dispatch (called from server threads) ───────────────────────────────────────
+    def dispatch(self, method: str, path: str, query: dict[str, str], headers: dict[str, str], body: bytes) -> Outcome:
+        if path.startswith("/_sandbox/"):
+            return self._control(method, path, query, headers, body)
+        arrived = self.state.now()  # the call log records when the call arrived, not when it was answered
+        req = Request(method, path, query, headers, body, self._base_url)
+        api, account = self._classify(req)
+        fault = self.faults.take(method, path, account)
+        reply: Reply | None = None
+        if fault is not None and fault.kind == "late":
+            delay = fault.options.get("delay")
+            return self._late_answer(api, req, method, path, query, account, arrived, None if delay is None else float(delay))
+        if fault is None or fault.after_effect or fault.kind not in (*ERROR_KINDS, "drop"):
+            reply = self._answer(api, req)
+        standing = self.faults.standing(method, path, account)
+        poisons = [f for f in standing if f.kind == "poison"]
+        if poisons and reply is not None and reply.raw is None:
+            body = poisoned_body(reply.payload, poisons)
+            if body is not None:
+                reply.raw = body
+        outcome = self._apply(api, req, account, fault, reply)
+        for f in standing:
+            if f.kind == "header":
+                outcome.headers = {k: v for k, v in outcome.headers.items() if k.lower() != str(f.options["name"]).lower()}
+                outcome.headers[str(f.options["name"])] = str(f.options.get("value") or "")
+        self._log(method, path, query, account, 0 if outcome.drop else outcome.status, arrived)
+        return outcome
+
+    def _late_answer(self, api: str, req: Request, method: str, path: str, query: dict[str, str], account: str | None,
+                     arrived: float, delay: float | None) -> Outcome:
+        """Accepted now; carried out (a send: delivered, its echo in the thread) only after
+        `late_sleep` (or the fault's own delay, or `release_late()`), and answered then — to a
+        client that has usually given up."""
+        with self._late_done:
+            self._late += 1
+            gen = self._late_gen
+            self._late_done.wait_for(lambda: self._late_gen != gen, timeout=delay if delay is not None else self.late_sleep)
+        try:
+            reply = self._answer(api, req)
+        finally:
+            with self._late_done:
+                self._late -= 1
+                self._late_done.notify_all()
+        self._log(method, path, query, account, reply.status, arrived)
+        return Outcome(reply.status, reply.body(), reply.headers)
+
+    def release_late(self) -> None:
+        """Carry out every late request waiting now (a test decides when the platform catches up)."""
+        with self._late_done:
+            self._late_gen += 1
+            self._late_done.notify_all()
+
+    def wait_late(self, timeout: float = 60.0) -> bool:
+        """Wait until every late request accepted so far has been carried out; False on timeout."""
+        with self._late_done:
+            return self._late_done.wait_for(lambda: self._late == 0, timeout)
+
+    def _classify(self, req: Request) -> tuple[str, str | None]:
+        if req.path.startswith("/x/"):
+            return "x", "tokoshop-x"
+        ctx = split(req)
+        if ctx is None:
+            return "none", None
+        with self.state.lock:
+            acc = attribute(self.state, ctx)
+        return "graph", acc.spec.name if acc else None
+
+    def _answer(self, api: str, req: Request) -> Reply:
+        with self.state.lock:
+            if api == "x":
+                reply = x_api.handle(self.state, req, [p for p in req.path.split("/") if p][1:], self.rates)
+                reply.headers.setdefault("content-type", JSON_X)
+                return reply
+            ctx = split(req)
+            if ctx is None:
+                return Reply(404, {"error": {"message": "Unknown path", "type": "GraphMethodException", "code": 100}},
+                             {"content-type": JSON_GRAPH})
+            reply = graph.handle(self.state, ctx, self.usage)
+            reply.headers.setdefault("content-type", JSON_GRAPH)
+            reply.headers.setdefault("facebook-api-version", ctx.version)
+            return reply
+
+    def _apply(self, api: str, req: Request, account: str | None, fault: Fault | None, reply: Reply | None) -> Outcome:
+        if fault is None:
+            assert reply is not None
+            return Outcome(reply.status, reply.body(), reply.headers)
+        kind = fault.kind
+        if kind == "drop":
+            return Outcome(0, drop=True)
+        if kind in ERROR_KINDS:
+            with self.state.lock:
+                err = error_reply(kind, api, req, self.state.meta.get(account or ""), self.state.now(), self.usage, self.rates)
+            return Outcome(err.status, err.body(), err.headers)
+        assert reply is not None
+        if kind == "timeout":
+            return Outcome(reply.status, reply.body(), reply.headers, delay=self.timeout_sleep)
+        if kind == "malformed":
+            return Outcome(200, b'{"data": [{"id": "1", "created_time": <html>Internal proxy error</html>', _ctype(api, reply.headers))
+        if kind == "truncated":
+            body = reply.body()
+            return Outcome(reply.status, body[: len(body) // 2], reply.headers)
+        if kind == "cut":
+            return Outcome(reply.status, reply.body(), reply.headers, cut=True)
+        if kind == "bad_item":
+            break_one_item(api, reply.payload)
+            return Outcome(reply.status, reply.body(), reply.headers)
+        size = int(fault.options.get("size") or 16 * 1024 * 1024)
+        if kind == "oversize":
+            return Outcome(reply.status, oversize_body(reply.payload, size), reply.headers)
+        if kind == "gzip_bomb":
+            return Outcome(reply.status, gzip_bomb(reply.payload, size), {**reply.headers, "content-encoding": "gzip"})
+        raise AssertionError(kind)
+
+    def _log(self, method: str, path: str, query: dict[str, str], account: str | None, status: int, at: float) -> None:
+        with self._calls_lock:
+            self._calls.append(Call(method, path, dict(query), account, status, at))
+
+    # ── control API ─────────────────────────────────────────────────────────────────────────
+    def _control(self, method: str, path: str, query: dict[str, str], headers: dict[str, str], body: bytes) -> Outcome:
+        status, payload = self.control_handler(self, method, path.removeprefix("/_sandbox/"), query, body, headers)
+        if isinstance(payload, str):
+            return Outcome(status, payload.encode(), {"content-type": "text/plain; charset=utf-8"})
+        return Outcome(status, json.dumps(payload, ensure_ascii=False, default=str).encode(), {"content-type": JSON_X})
