@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from connectors.channels import channel_info
 from connectors.enums import Channel
 from inbox.errors import ConfigError
 from inbox.settings_checks import ENV_NAME, SECRET_KEYS, check_base_url, looks_like_secret, problem, unsupported_database
@@ -22,13 +23,6 @@ from inbox.settings_checks import ENV_NAME, SECRET_KEYS, check_base_url, looks_l
 if TYPE_CHECKING:
     from connectors.base import AccountSpec
 
-GRAPH_VERSION = "v23.0"
-DEFAULT_BASE_URLS = {
-    ("facebook", None): f"https://graph.facebook.com/{GRAPH_VERSION}",
-    ("instagram", "facebook_login"): f"https://graph.facebook.com/{GRAPH_VERSION}",
-    ("instagram", "instagram_login"): f"https://graph.instagram.com/{GRAPH_VERSION}",
-    ("x", None): "https://api.x.com",
-}
 DEFAULT_ORDER_PATTERN = r"\bINV/\d{8}/[A-Z]{2,5}/\d{6,12}\b"
 
 # Inside a token (once the whitespace around it is stripped): whitespace or control characters.
@@ -93,43 +87,31 @@ class AccountSettings(_Strict):
 
     @model_validator(mode="after")
     def _check_ids(self) -> AccountSettings:
-        needs = {
-            Channel.FACEBOOK: ["page_id"],
-            Channel.INSTAGRAM: ["ig_user_id"] + (["page_id"] if self.instagram_flavour == "facebook_login" else []),
-            Channel.X: ["user_id"],
-        }[self.channel]
-        for key in needs:
+        info = channel_info(self.channel)
+        names = [f.name for f in info.flavours]
+        if self.flavour is not None and self.flavour not in names:
+            if names == [None]:
+                raise ValueError(f"{self.channel.value} accounts take no 'flavour'")
+            raise ValueError(f"{self.channel.value} 'flavour' must be " + " or ".join(f"'{n}'" for n in names))
+        for key in info.flavour(self.flavour).id_keys:
             if not getattr(self, key):
                 raise ValueError(f"a {self.channel.value} account needs '{key}'")
-        if self.channel is Channel.INSTAGRAM and self.flavour not in (None, "facebook_login", "instagram_login"):
-            raise ValueError("instagram 'flavour' must be 'facebook_login' or 'instagram_login'")
-        if self.channel is Channel.X and self.flavour not in (None, "oauth2", "oauth1"):
-            raise ValueError("x 'flavour' must be 'oauth2' or 'oauth1'")
-        if self.channel is Channel.FACEBOOK and self.flavour is not None:
-            raise ValueError("facebook accounts take no 'flavour'")
         for env_key in self.secret_env_keys():
             if not getattr(self, env_key):
                 raise ValueError(f"a {self.channel.value} account needs '{env_key}' (the name of an environment variable)")
         return self
 
     @property
-    def instagram_flavour(self) -> str:
-        return self.flavour or "facebook_login"
-
-    @property
-    def x_flavour(self) -> str:
-        return self.flavour or "oauth2"
+    def resolved_flavour(self) -> str | None:
+        """The flavour in the file, else the channel's default (None for a channel with one way)."""
+        return self.flavour or channel_info(self.channel).default_flavour
 
     @property
     def platform_id(self) -> str:
-        return {Channel.FACEBOOK: self.page_id, Channel.INSTAGRAM: self.ig_user_id, Channel.X: self.user_id}[
-            self.channel
-        ] or ""
+        return getattr(self, channel_info(self.channel).id_key) or ""
 
     def secret_env_keys(self) -> list[str]:
-        if self.channel is Channel.X and self.x_flavour == "oauth1":
-            return ["consumer_key_env", "consumer_secret_env", "access_token_env", "access_token_secret_env"]
-        return ["access_token_env"]
+        return [f"{key}_env" for key in channel_info(self.channel).secret_keys(self.resolved_flavour)]
 
     def padded_secrets(self, environ: dict[str, str] | None = None) -> list[str]:
         """The secret variables whose value has whitespace around it (a secrets file's trailing newline):
@@ -145,13 +127,12 @@ class AccountSettings(_Strict):
     def resolved_calls_per_second(self) -> float | None:
         if self.calls_per_second is not None:
             return self.calls_per_second
-        return 2.0 if self.channel in (Channel.FACEBOOK, Channel.INSTAGRAM) else None
+        return channel_info(self.channel).calls_per_second
 
     def resolved_base_url(self) -> str:
         if self.base_url:
             return self.base_url.rstrip("/")
-        flavour = self.instagram_flavour if self.channel is Channel.INSTAGRAM else None
-        return DEFAULT_BASE_URLS[(self.channel.value, flavour)]
+        return channel_info(self.channel).base_url(self.resolved_flavour)
 
     def to_spec(self, environ: dict[str, str] | None = None) -> AccountSpec:
         """Resolve secrets from the environment. A missing variable is a ConfigError naming it."""
@@ -176,11 +157,7 @@ class AccountSettings(_Strict):
                     "its value, which no token has; export it again with the token alone"
                 )
             secrets[env_key.removesuffix("_env")] = value
-        flavour = None
-        if self.channel is Channel.INSTAGRAM:
-            flavour = self.instagram_flavour
-        elif self.channel is Channel.X:
-            flavour = self.x_flavour
+        flavour = self.resolved_flavour
         calls_per_second = self.resolved_calls_per_second()
         return AccountSpec(
             name=self.name,
@@ -284,7 +261,7 @@ class WebhookSettings(_Strict):
     def required_env(self, channels: set[Channel]) -> list[tuple[str, str]]:
         """(key, variable) of each secret `inbox serve` needs for accounts on these channels."""
         needed: list[tuple[str, str]] = []
-        if channels & {Channel.FACEBOOK, Channel.INSTAGRAM}:
+        if any(channel_info(c).webhook_object for c in channels):  # Meta's webhooks: Messenger and Instagram
             needed += [("meta_app_secret_env", self.meta_app_secret_env or ""), ("meta_verify_token_env", self.meta_verify_token_env or "")]
         if Channel.X in channels:
             needed.append(("x_consumer_secret_env", self.x_consumer_secret_env or ""))

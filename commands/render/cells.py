@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any, Optional
 
 PRIORITY_STYLE = {"urgent": "bold red", "high": "dark_orange", "normal": "", "low": "dim"}
-CHANNEL_SHORT = {"instagram": "IG", "facebook": "FB", "x": "X"}
 STATUS_STYLE = {"new": "bold cyan", "open": "green", "pending": "yellow", "resolved": "dim", "closed": "dim"}
 
 

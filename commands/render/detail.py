@@ -17,7 +17,7 @@ def print_detail(out: Any, detail: Any, *, full: bool, human_agent_tag: bool = T
     from rich.text import Text
 
     from connectors.enums import Channel
-    from inbox.replies.windows import format_duration, reply_window
+    from inbox.replies.windows import format_duration, is_meta, reply_window
     from inbox.safe_text import clean, display_name, fold, one_line
 
     from inbox.timefmt import local_time, resolve_zone
@@ -43,7 +43,7 @@ def print_detail(out: Any, detail: Any, *, full: bool, human_agent_tag: bool = T
         left = due - now
         line.append(f" · {what} " + (f"overdue by {format_duration(-left)}" if left.total_seconds() < 0 else f"due in {format_duration(left)}"),
                     style="bold red" if left.total_seconds() < 0 else "")
-    if t.channel in ("instagram", "facebook"):
+    if is_meta(t.channel):
         d = reply_window(t.channel, t.last_customer_message_at, now, human_agent_tag=human_agent_tag)
         line.append(" · reply window ")
         line.append(f"{d.policy.value}, " if d.policy else "", style="")

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from commands.render.cells import CHANNEL_SHORT, PRIORITY_STYLE, STATUS_STYLE, age, ago, rate_left, repeated, sla, window
+from commands.render.cells import PRIORITY_STYLE, STATUS_STYLE, age, ago, rate_left, repeated, sla, window
+from connectors.channels import short_name
 
 SYNC_COLUMNS = (
     ("new\nmsgs", "new_messages"), ("new\ntickets", "new_tickets"), ("attached", "attached"), ("reopened", "reopened"),
@@ -35,7 +36,7 @@ def ticket_table(rows: list[Any], *, width: int, snippets: Optional[dict[int, Op
             (str(r.id), ""),
             (strip_control_codes(r.priority), PRIORITY_STYLE.get(r.priority, "")),
             (strip_control_codes(r.status), STATUS_STYLE.get(r.status, "")),
-            (strip_control_codes(CHANNEL_SHORT.get(r.channel, r.channel)), ""),
+            (strip_control_codes(short_name(r.channel)), ""),
             (strip_control_codes(one_line(display_name(r.customer_handle, r.customer_name), 18)), ""),
             repeated(r, snippets.get(r.id) if snippets is not None else (r.snippet or r.subject)),
             (age(now - r.created), ""),
@@ -149,7 +150,7 @@ def accounts_table(rows: list[Any], deliveries: Optional[dict[str, int]], now: A
         if h.last_error and (not h.healthy or (h.last_error_at and h.last_success_at and h.last_error_at > h.last_success_at)):
             notes.append(Text(f"{h.name}: last error {ago(now, h.last_error_at)}: {one_line(h.last_error, 300)}", style="dim"))
         table.add_row(
-            Text(h.name), Text({"instagram": "IG", "facebook": "FB", "x": "X"}.get(h.channel, h.channel)), status,
+            Text(h.name), Text(short_name(h.channel)), status,
             Text(ago(now, h.last_success_at)), Text("YES", style="bold red") if h.needs_reauth else Text("no"),
             Text(rate_left(h, now, zone)), Text(str(h.open_gaps), style="yellow" if h.open_gaps else ""),
             Text(str(h.quarantined), style="yellow" if h.quarantined else ""),
@@ -168,7 +169,7 @@ def outbox_table(rows: list[Any]) -> Any:
     from inbox.safe_text import one_line
 
     style = {"sent": "green", "failed": "red", "unknown": "bold yellow", "sending": "yellow", "queued": ""}
-    cols = [(str(r.id), f"#{r.ticket_id}", r.state, CHANNEL_SHORT.get(r.channel, r.channel), r.policy, str(r.attempts)) for r in rows]
+    cols = [(str(r.id), f"#{r.ticket_id}", r.state, short_name(r.channel), r.policy, str(r.attempts)) for r in rows]
     table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 1, 0, 0))
     # What `outbox retry` needs (id, ticket, state) and the short route columns keep their width;
     # the text and the error share what is left, folded onto more lines.
@@ -195,6 +196,6 @@ def quarantine_table(rows: list[Any], zone: Any) -> Any:
         table.add_column(head, no_wrap=True)
     for r in rows:
         table.add_row(Text(str(r.id)), Text(local_time(r.received_at, zone)), Text(one_line(r.account, 40)),
-                      Text(CHANNEL_SHORT.get(r.channel, r.channel)), Text(one_line(r.external_id or r.thread_id or "–", 30)),
+                      Text(short_name(r.channel)), Text(one_line(r.external_id or r.thread_id or "–", 30)),
                       Text(one_line(r.reason, 100), style="dim" if r.resolved_at else ""))
     return table

@@ -14,11 +14,46 @@ def test_every_channel_has_an_entry() -> None:
     assert all(channel_info(c).channel is c for c in Channel)
 
 
-def test_default_base_urls_match_the_settings() -> None:
-    from inbox.settings import DEFAULT_BASE_URLS
+@pytest.mark.parametrize(
+    ("account", "url", "secrets"),
+    [
+        ({"channel": "facebook", "page_id": "1"}, "https://graph.facebook.com/v23.0", ["access_token_env"]),
+        ({"channel": "instagram", "ig_user_id": "2", "page_id": "1"}, "https://graph.facebook.com/v23.0", ["access_token_env"]),
+        ({"channel": "instagram", "ig_user_id": "2", "flavour": "instagram_login"}, "https://graph.instagram.com/v23.0",
+         ["access_token_env"]),
+        ({"channel": "x", "user_id": "3"}, "https://api.x.com", ["access_token_env"]),
+        ({"channel": "x", "user_id": "3", "flavour": "oauth1", "consumer_key_env": "K", "consumer_secret_env": "S",
+          "access_token_secret_env": "TS"}, "https://api.x.com",
+         ["consumer_key_env", "consumer_secret_env", "access_token_env", "access_token_secret_env"]),
+    ],
+)
+def test_the_settings_read_the_table(account: dict[str, str], url: str, secrets: list[str]) -> None:
+    from inbox.settings import AccountSettings
 
-    for (channel, flavour), url in DEFAULT_BASE_URLS.items():
-        assert channel_info(channel).base_url(flavour) == url
+    acc = AccountSettings(name="a", access_token_env="T", **account)
+    assert acc.resolved_base_url() == url
+    assert acc.secret_env_keys() == secrets
+    assert acc.resolved_calls_per_second() == channel_info(account["channel"]).calls_per_second
+
+
+@pytest.mark.parametrize(
+    ("account", "problem"),
+    [
+        ({"channel": "facebook", "page_id": "1", "flavour": "oauth2"}, "facebook accounts take no 'flavour'"),
+        ({"channel": "instagram", "ig_user_id": "2", "flavour": "oauth2"},
+         "instagram 'flavour' must be 'facebook_login' or 'instagram_login'"),
+        ({"channel": "x", "user_id": "3", "flavour": "facebook_login"}, "x 'flavour' must be 'oauth2' or 'oauth1'"),
+        ({"channel": "instagram", "ig_user_id": "2"}, "a instagram account needs 'page_id'"),
+        ({"channel": "x"}, "a x account needs 'user_id'"),
+    ],
+)
+def test_the_settings_refuse_what_the_table_does_not_allow(account: dict[str, str], problem: str) -> None:
+    from pydantic import ValidationError
+
+    from inbox.settings import AccountSettings
+
+    with pytest.raises(ValidationError, match=problem):
+        AccountSettings(name="a", access_token_env="T", **account)
 
 
 def test_flavours_and_secret_keys() -> None:
