@@ -927,7 +927,7 @@ def _tri_filter(
     agent: Optional[str] = None,
 ) -> Any:
     from inbox.store.tables import ACTIVE_STATUSES
-    from inbox.tickets.operations import TicketFilter
+    from inbox.tickets.queue import TicketFilter
 
     statuses = _tri_split(status)
     who = None
@@ -1084,7 +1084,7 @@ def list_cmd(
     json_: bool = _TRI_JSON,
 ) -> None:
     """The inbox: active tickets by priority, then SLA due time."""
-    from inbox.tickets.operations import list_tickets
+    from inbox.tickets.queue import list_tickets
 
     st = state(ctx)
     flt = _tri_filter(ctx, status=status, channel=channel, account=account, assignee=assignee, tag=tag, priority=priority,
@@ -1275,7 +1275,7 @@ def show_cmd(
     json_: bool = _TRI_JSON,
 ) -> None:
     """The whole conversation of a ticket across its threads and merged tickets, with notes and events."""
-    from inbox.tickets.operations import show_ticket
+    from inbox.tickets.detail import show_ticket
 
     st = state(ctx)
     detail = show_ticket(st.engine(), ticket_id)
@@ -1322,19 +1322,19 @@ def claim_cmd(
     json_: bool = _TRI_JSON,
 ) -> None:
     """Take a ticket: atomically, so two agents never get the same one (exit 5 when none is left)."""
-    from inbox.tickets import operations as tk
+    from inbox.tickets import queue
     from inbox.errors import NotFoundError
     from inbox.safe_text import display_name, one_line
 
     who = _tri_agent(ctx, agent)
     engine = state(ctx).engine()
     if ticket_id is None:
-        flt = tk.TicketFilter(statuses=tk.CLAIMABLE_STATUSES, channels=_tri_split(channel)).validate()
-        row = tk.claim_next(engine, who, flt=flt)
+        flt = queue.TicketFilter(statuses=queue.CLAIMABLE_STATUSES, channels=_tri_split(channel)).validate()
+        row = queue.claim_next(engine, who, flt=flt)
         if row is None:
             raise NotFoundError("no unassigned new or open ticket to claim")
     else:
-        row = tk.claim(engine, ticket_id, who, force=force)
+        row = queue.claim(engine, ticket_id, who, force=force)
     customer = display_name(row.customer_handle, row.customer_name)
     _tri_done(ctx, row, f"#{row.id} claimed by {one_line(who, 40)} · {row.priority} · {row.channel} · {customer} · {one_line(row.snippet, 60)}", json_)
 
@@ -1459,7 +1459,7 @@ def link_cmd(
     json_: bool = _TRI_JSON,
 ) -> None:
     """Link contacts on any channels into one person (reversible with `inbox unlink`)."""
-    from inbox.tickets.operations import link_contacts
+    from inbox.tickets.people import link_contacts
 
     person = link_contacts(state(ctx).engine(), contact_ids, reason, _tri_agent(ctx, agent))
     if json_ or state(ctx).json:
@@ -1477,7 +1477,7 @@ def unlink_cmd(
     json_: bool = _TRI_JSON,
 ) -> None:
     """Take a contact out of its person."""
-    from inbox.tickets.operations import unlink_contact
+    from inbox.tickets.people import unlink_contact
 
     person = unlink_contact(state(ctx).engine(), contact_id, reason, _tri_agent(ctx, agent))
     if json_ or state(ctx).json:
@@ -1853,7 +1853,7 @@ def demo_cmd(
             raise RuntimeError("demo sync failed: " + "; ".join(f"{r.account}: {r.error}" for r in failed))
 
         out.print(Rule("2. the inbox  (inbox list)", style="cyan", align="left"))
-        from inbox.tickets.operations import TicketFilter, list_tickets
+        from inbox.tickets.queue import TicketFilter, list_tickets
 
         rows = list_tickets(demo.engine, TicketFilter(limit=10))
         out.print(_tri_table(rows, width=out.width), no_wrap=True, overflow="ellipsis")

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from connectors.base import Connector
     from inbox.settings import Settings
     from inbox.replies.outbox import ReplyPlan, SendOutcome
-    from inbox.tickets.operations import ThreadMessage, TicketRow
+    from inbox.tickets.queue import ThreadMessage, TicketRow
 
 log = logging.getLogger(__name__)
 
@@ -139,16 +139,16 @@ class Demo:
     def pick_and_claim(self) -> tuple[TicketRow, ReplyPlan]:
         """The best unassigned ticket a reply can reach right now (policy allows it), claimed,
         with the reply planned for it."""
-        from inbox.tickets import operations as tk
+        from inbox.tickets import queue
         from inbox.errors import PolicyError
 
         assert self.engine is not None
-        for row in tk.list_tickets(self.engine, tk.TicketFilter(statuses=tk.CLAIMABLE_STATUSES, assignee="none", limit=200)):
+        for row in queue.list_tickets(self.engine, queue.TicketFilter(statuses=queue.CLAIMABLE_STATUSES, assignee="none", limit=200)):
             try:
                 plan = self.plan(row.id)
             except PolicyError:
                 continue  # e.g. Meta's window closed: the demo shows a reply that can go out
-            return tk.claim(self.engine, row.id, AGENT), plan
+            return queue.claim(self.engine, row.id, AGENT), plan
         raise RuntimeError("the sandbox has no ticket a reply can reach")
 
     def plan(self, ticket_id: int) -> ReplyPlan:
@@ -199,7 +199,7 @@ class Demo:
                 self.sandbox.stop_webhooks()
 
     def echo_of(self, ticket_id: int, reply_id: int) -> ThreadMessage | None:
-        from inbox.tickets.operations import show_ticket
+        from inbox.tickets.detail import show_ticket
 
         assert self.engine is not None
         for m in show_ticket(self.engine, ticket_id).messages:

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from inbox.errors import NotFoundError
 from inbox.store.models import Account, Quarantine
-from inbox.tickets.operations import _iso
+from inbox.timefmt import json_time as _iso
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine

@@ -781,7 +781,7 @@ class _PageWriter:
 
     def _merge_tickets(self, dd: PageDeduper, tid: Any) -> int:
         """Tickets rule 4 found to be one customer's: folded as `inbox merge` does (audited, `inbox unmerge` undoes it)."""
-        from inbox.tickets.operations import merge_in_tx
+        from inbox.tickets.workflow import merge_in_tx
 
         for m in dd.merges:
             merge_in_tx(self.conn, tid(m.loser), tid(m.survivor), ACTOR, reason=m.reason)
