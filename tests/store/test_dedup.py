@@ -10,7 +10,7 @@ from sqlmodel import Session, select
 
 from connectors.base import Channel, Direction, InboundMessage, MessageKind, Page, Participant
 from inbox.settings import Settings
-from inbox.dedup.pages import order_refs
+from inbox.dedup.identity import order_refs
 from inbox.ingest.page import ingest_page
 from inbox.store.models import Account, Contact, Message, Person, PersonEvent, Ticket, TicketEvent
 

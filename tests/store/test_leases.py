@@ -17,7 +17,7 @@ import pytest
 from connectors.base import Channel, Direction, InboundMessage, MessageKind, Page, Participant
 from inbox.settings import parse_settings
 from inbox.errors import ConflictError
-from inbox.ingest.page import LeaseLostError
+from inbox.errors import LeaseLostError
 from inbox.leases import Holder, acquire, holder_of, new_owner, release, renew
 from tests.waiting import wait_until
 
