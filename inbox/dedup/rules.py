@@ -39,7 +39,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from connectors.base import Direction, InboundMessage
-from inbox.dedup.candidates import Candidates, Flag, Merge, RefHit, Recent, Said
+from inbox.dedup.state import Candidates, Flag, Merge, RefHit, Recent, Said
 from inbox.dedup.identity import MIN_RAW_CHARS, ContactInfo
 from inbox.dedup.similar import repeat_reason, repeated, similar_elsewhere
 from inbox.tickets.workflow import TicketState, brand_wrote, customer_wrote, escalate_on_repeat, new_ticket, reopen

@@ -11,7 +11,7 @@ from __future__ import annotations
 from rapidfuzz import fuzz
 
 from connectors.base import InboundMessage
-from inbox.dedup.candidates import REPEAT_LOOKBACK, Candidates, Said
+from inbox.dedup.state import REPEAT_LOOKBACK, Candidates, Said
 from inbox.dedup.identity import MIN_RAW_CHARS, MIN_SIMILAR_CHARS, ContactInfo, normalize_text
 
 

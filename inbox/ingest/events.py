@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from connectors.base import InboundMessage
-from inbox.dedup.candidates import Candidates
+from inbox.dedup.state import Candidates
 from inbox.dedup.rules import R_ECHO, R_FOLLOWUP, R_ORDER_WEAK, R_SIMILAR, R_THREAD, Decision
 from inbox.dedup.similar import repeat_reason
 from inbox.store.fastpath import insert_values, many

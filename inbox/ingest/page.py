@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from connectors.base import InboundMessage, Page
-from inbox.dedup.candidates import Candidates, load_candidates, load_threads
+from inbox.dedup.candidates import load_candidates, load_threads
+from inbox.dedup.state import Candidates
 from inbox.dedup.rules import (
     R_ECHO,
     R_FOLLOWUP,

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from connectors.base import Channel, Direction, InboundMessage
 from connectors.meta_webhook import PROVISIONAL, provisional_thread
-from inbox.dedup.candidates import Candidates
+from inbox.dedup.state import Candidates
 from inbox.dedup.identity import ContactInfo
 from inbox.dedup.rules import Decision
 from inbox.store.fastpath import in_values, insert_values, many, one_of, select

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from connectors.base import Channel, Direction, InboundMessage, MessageKind, Participant
-from inbox.dedup.candidates import Candidates, Recent, RefHit, Said
+from inbox.dedup.state import Candidates, Recent, RefHit, Said
 from inbox.dedup.identity import ContactInfo
 from inbox.dedup.rules import (
     R_ECHO,
