@@ -89,7 +89,7 @@ def decide(msg: InboundMessage, cands: Candidates, conv_id: int, contact: Contac
     decision: Decision | None = None
     if ticket is not None:
         if ticket.active:
-            decision = Decision(R_THREAD, f"thread has {ticket.status} ticket {_label(cands, ticket)}", 1.0, ticket.key)
+            decision = Decision(R_THREAD, f"thread has {ticket.status} ticket {_label(ticket)}", 1.0, ticket.key)
         elif ticket.resolved_at is not None and msg.sent_at <= ticket.resolved_at:
             # Written before the ticket was resolved (late delivery): history, not a reopen.
             decision = Decision(R_THREAD, f"written before ticket #{ticket.key} was resolved", 1.0, ticket.key)
@@ -121,7 +121,7 @@ def decide(msg: InboundMessage, cands: Candidates, conv_id: int, contact: Contac
     return decision
 
 
-def _label(cands: Candidates, t: TicketState | int) -> str:
+def _label(t: TicketState | int) -> str:
     key = t if isinstance(t, int) else t.key
     return f"#{key}" if key > 0 else "(new in this sync)"
 
@@ -162,7 +162,6 @@ def _append(cands: Candidates, ticket: TicketState, msg: InboundMessage, contact
     text = msg.text
     if text is not None and len(text) >= MIN_RAW_CHARS:
         cands.add_recent(Recent(ticket.key, contact, text, sent_at))
-
 
 
 def _remember_said(cands: Candidates, conv_id: int, msg: InboundMessage) -> None:
@@ -206,7 +205,7 @@ def _order_matches(cands: Candidates, msg: InboundMessage, contact: ContactInfo,
                 considered.pop(key, None)
             elif key not in weak:
                 who = other.describe() if other is not None else "another customer"
-                weak[key] = f"invoice {ref} is also in active ticket {_label(cands, key)} from another customer ({who})"
+                weak[key] = f"invoice {ref} is also in active ticket {_label(key)} from another customer ({who})"
         for key in sorted(cands.ref_tickets.get(ref, ())):
             cand = cands.tickets.get(key)
             if cand is not None and not cand.active and key != own:
@@ -259,12 +258,12 @@ def _same_order_elsewhere(cands: Candidates, msg: InboundMessage, contact: Conta
     if strong:
         first = min(strong, key=_canonical)
         why = strong[first]
-        survivor = _merge(cands, [home.key, *strong], f"{why}: tickets {', '.join(_label(cands, k) for k in sorted({home.key, *strong}, key=_canonical))} are one")
+        survivor = _merge(cands, [home.key, *strong], f"{why}: tickets {', '.join(_label(k) for k in sorted({home.key, *strong}, key=_canonical))} are one")
         for key, reason in sorted(strong.items(), key=lambda kv: _canonical(kv[0])):
             considered.append((key, f"merged: {reason}"))
         # The thread now feeds the surviving ticket, and so does this message.
         return decision._replace(
-            reason=f"{decision.reason}; {why}: merged with ticket {_label(cands, first)}",
+            reason=f"{decision.reason}; {why}: merged with ticket {_label(first)}",
             ticket_key=survivor,
             considered=tuple(considered[:MAX_CONSIDERED]),
         )
@@ -281,12 +280,12 @@ def _cross_channel(cands: Candidates, msg: InboundMessage, contact: ContactInfo,
     # Rule 4a: the same order reference from the same customer in an active ticket.
     if strong:
         ordered = sorted(strong, key=_canonical)
-        key = _merge(cands, ordered, f"{strong[ordered[0]]}: tickets {', '.join(_label(cands, k) for k in ordered)} are one") if len(ordered) > 1 else ordered[0]
+        key = _merge(cands, ordered, f"{strong[ordered[0]]}: tickets {', '.join(_label(k) for k in ordered)} are one") if len(ordered) > 1 else ordered[0]
         cand = cands.tickets[key]
         _append(cands, cand, msg, contact)
         for k, why in weak.items():
             considered.append((k, f"{why}: a different customer"))
-        return Decision(R_ORDER, f"{strong[ordered[0]]}: attached to ticket {_label(cands, cand)}", 1.0, key,
+        return Decision(R_ORDER, f"{strong[ordered[0]]}: attached to ticket {_label(cand)}", 1.0, key,
                         considered=tuple(considered[:MAX_CONSIDERED]))
     # Rule 4b: the same (linked) person has an active ticket on another thread.
     if contact.person_id is not None:
@@ -296,7 +295,7 @@ def _cross_channel(cands: Candidates, msg: InboundMessage, contact: ContactInfo,
             if cand is None or not cand.active or key == previous or not cands.synced(cand):
                 continue
             _append(cands, cand, msg, contact)
-            return Decision(R_PERSON, f"same person has active ticket {_label(cands, cand)} on another thread", 0.9, cand.key,
+            return Decision(R_PERSON, f"same person has active ticket {_label(cand)} on another thread", 0.9, cand.key,
                             considered=tuple(considered[:MAX_CONSIDERED]))
     # A new ticket, maybe flagged.
     ticket = _new_ticket(cands, msg, contact)
@@ -312,7 +311,7 @@ def _cross_channel(cands: Candidates, msg: InboundMessage, contact: ContactInfo,
     _append(cands, ticket, msg, contact)
     if similar is not None:
         key, score, why = similar
-        reason = f"near-identical text ({score:.0f}%) to ticket {_label(cands, key)}, {why}"
+        reason = f"near-identical text ({score:.0f}%) to ticket {_label(key)}, {why}"
         if key in cands.tickets:
             _flag(cands, ticket.key, key, R_SIMILAR, reason)
         else:
@@ -343,7 +342,6 @@ def _repeat(cands: Candidates, msg: InboundMessage, conv_id: int, ticket: Ticket
     if raised is not None:
         reason += f"; past the first-response due: priority raised to {raised}"
     return decision._replace(rule=R_REPEAT, reason=reason, score=round(score / 100, 3), repeat_of=said.ref)
-
 
 
 def _new_ticket(cands: Candidates, msg: InboundMessage, contact: ContactInfo) -> TicketState:
