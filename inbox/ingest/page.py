@@ -41,6 +41,7 @@ from inbox.dedup.rules import (
 from inbox.errors import LeaseLostError, NotFoundError
 from inbox.ingest.events import mark_repeats, merge_tickets, write_events
 from inbox.ingest.gaps import gap_sizes, write_gaps
+from inbox.ingest.threads import upsert_contacts, upsert_conversations
 from inbox.ingest.writer import PageWriter
 from inbox.quarantine import store_quarantined
 from inbox.search import deferred_index
@@ -228,9 +229,9 @@ def _write_page(w: PageWriter, page: Page) -> IngestResult:
     counts["duplicates"] = repeats + len(stored)
     decisions: list[MessageDecision] = []
 
-    contacts = w.upsert_contacts(new)
+    contacts = upsert_contacts(w, new)
     gap_threads = [g.thread_id for g in page.gaps]
-    convs = w.upsert_conversations(new, contacts, gap_threads)
+    convs = upsert_conversations(w, new, contacts, gap_threads)
     dd = Candidates(w.settings, ref.id, ref.channel)
     msg_conv = [convs[m.thread_id][0] for m in new]
     msg_contact = [contacts[m.customer.id].id for m in new]

@@ -1,4 +1,4 @@
-"""The page's bulk SQL: contacts, conversations, tickets, refs, messages, counters and replies.
+"""The page's bulk SQL: tickets, refs, messages, counters and replies (contacts and threads: `.threads`).
 
 Everything here is keyed on the platform's ids: contacts, conversations and messages are inserted
 with `ON CONFLICT DO NOTHING` on their unique keys, so a page delivered twice changes nothing the
@@ -12,10 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from connectors.base import Channel, Direction, InboundMessage
-from connectors.meta_webhook import PROVISIONAL, provisional_thread
+from connectors.base import Direction, InboundMessage
 from inbox.dedup.state import Candidates
-from inbox.dedup.identity import ContactInfo
 from inbox.dedup.rules import Decision
 from inbox.store.fastpath import in_values, insert_values, many, one_of, select
 from inbox.store.models import Contact, Conversation, Message, Reply, ReplyState, Ticket, TicketRef, UTCDateTime, utcnow
@@ -34,9 +32,6 @@ _m = Message.__table__
 _t = Ticket.__table__
 _tr = TicketRef.__table__
 _rep = Reply.__table__
-
-_META_CHANNELS = {Channel.FACEBOOK.value, Channel.INSTAGRAM.value}  # whose webhooks may leave a provisional thread
-
 
 def _later(col: sa.Column[Any], name: str) -> Any:
     """`col = max(col, :name)` on both backends (NULLs lose)."""
@@ -115,104 +110,6 @@ class PageWriter:
             brand_wrote(dd.tickets[key], row.sent_at, adopted=True)
             out.append((row.id, key))
         return out
-
-    def upsert_contacts(self, msgs: list[InboundMessage]) -> dict[str, ContactInfo]:
-        if not msgs:
-            return {}
-        conn, ref = self.conn, self.ref
-        wanted: dict[str, list[str | None]] = {}  # platform user id -> [handle, name]
-        for m in msgs:
-            cust = m.customer
-            known = wanted.get(cust.id)
-            if known is None:
-                known = wanted[cust.id] = [None, None]
-            # best effort: the latest non-empty handle / name wins
-            if cust.handle:
-                known[0] = cust.handle[:255]
-            if cust.name:
-                known[1] = cust.name[:255]
-        names = ("channel", "account_id", "platform_user_id", "handle", "name", "person_id", "created_at")
-        many(
-            conn,
-            "contact+",
-            lambda: insert_values(conn, _c, names, ignore=["channel", "account_id", "platform_user_id"]),
-            names,
-            [(ref.channel, ref.id, uid, handle, name, None, self.now) for uid, (handle, name) in wanted.items()],
-        )
-        out: dict[str, ContactInfo] = {}
-        fix = []
-        columns = (_c.c.id, _c.c.platform_user_id, _c.c.person_id, _c.c.handle, _c.c.name)
-        for row in self.of_account("contact?page", _c, columns, "platform_user_id", list(wanted)):
-            w = wanted[row.platform_user_id]
-            handle = w[0] or row.handle
-            name = w[1] or row.name
-            if (handle, name) != (row.handle, row.name):
-                fix.append((row.id, handle, name))
-            out[row.platform_user_id] = ContactInfo(row.id, ref.channel, row.person_id, handle, name)
-        many(
-            conn,
-            "contact~",
-            lambda: sa.update(_c).where(_c.c.id == sa.bindparam("b_id")).values(handle=sa.bindparam("b_handle"), name=sa.bindparam("b_name")),
-            ("b_id", "b_handle", "b_name"),
-            fix,
-        )
-        return out
-
-    def upsert_conversations(
-        self, msgs: list[InboundMessage], contacts: dict[str, ContactInfo], extra_threads: list[str]
-    ) -> dict[str, tuple[int, int | None, int | None]]:
-        """thread id -> (conversation id, contact id, current ticket id)."""
-        conn, ref = self.conn, self.ref
-        rows: dict[str, tuple[Any, ...]] = {}
-        for m in msgs:
-            if m.thread_id not in rows:
-                rows[m.thread_id] = (ref.channel, ref.id, m.thread_id, contacts[m.customer.id].id, self.now)
-        self._adopt_provisional_threads(msgs)
-        names = ("channel", "account_id", "external_id", "contact_id", "created_at")
-        many(
-            conn,
-            "conversation+",
-            lambda: insert_values(conn, _v, names, ignore=["channel", "account_id", "external_id"]),
-            names,
-            list(rows.values()),
-        )
-        threads = list(rows) + [t for t in extra_threads if t not in rows]
-        if not threads:
-            return {}
-        columns = (_v.c.id, _v.c.external_id, _v.c.contact_id, _v.c.ticket_id)
-        return {
-            r.external_id: (r.id, r.contact_id, r.ticket_id)
-            for r in self.of_account("conversation?page", _v, columns, "external_id", threads)
-        }
-
-    def _adopt_provisional_threads(self, msgs: list[InboundMessage]) -> None:
-        """A Meta webhook whose thread could not be looked up stored its message on a provisional
-        thread (`user:<customer id>`). The first page that names the customer's real thread renames
-        it, so the customer's messages, and their ticket, stay one conversation."""
-        if self.ref.channel not in _META_CHANNELS:
-            return
-        real = {m.customer.id: m.thread_id for m in msgs if m.direction is Direction.IN and not m.thread_id.startswith(PROVISIONAL)}
-        if not real:
-            return
-        columns = (_v.c.id, _v.c.external_id)
-        provisional = {r.external_id: r.id for r in self.of_account("conversation?provisional", _v, columns, "external_id",
-                                                                       sorted(provisional_thread(c) for c in real))}
-        if not provisional:
-            return
-        known = {r.external_id for r in self.of_account("conversation?known", _v, columns, "external_id", sorted(set(real.values())))}
-        renames = []
-        for customer, thread in real.items():
-            conv_id = provisional.get(provisional_thread(customer))
-            if conv_id is not None and thread not in known:
-                renames.append((thread, conv_id))
-                known.add(thread)
-        many(
-            self.conn,
-            "conversation~adopt",
-            lambda: sa.update(_v).where(_v.c.id == sa.bindparam("b_id")).values(external_id=sa.bindparam("b_thread", type_=sa.String())),
-            ("b_thread", "b_id"),
-            renames,
-        )
 
     def insert_tickets(self, dd: Candidates) -> dict[int, int]:
         new = [t for t in dd.tickets.values() if t.is_new]
