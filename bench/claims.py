@@ -51,7 +51,7 @@ def fill(url: str, n: int) -> None:
 
 def agent(url: str, name: str, start: float, out: mp.Queue) -> None:  # type: ignore[type-arg]
     from inbox.store.engine import make_engine
-    from inbox.tickets.operations import claim_next
+    from inbox.tickets.queue import claim_next
 
     engine = make_engine(url, pool_size=1, max_overflow=0) if not url.startswith("sqlite") else make_engine(url)
     mine: list[int] = []

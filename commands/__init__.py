@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from inbox.settings import Settings
-    from inbox.tickets.operations import TicketFilter
+    from inbox.tickets.queue import TicketFilter
 
 
 @dataclass
@@ -226,7 +226,7 @@ def filter_options(command: Callable[..., None]) -> Callable[..., None]:
 def ticket_filter(ctx: typer.Context, status: Optional[list[str]], filters: FilterOpts, agent: Optional[str] = None) -> "TicketFilter":
     """The filter options' values as one validated TicketFilter."""
     from inbox.store.tables import ACTIVE_STATUSES
-    from inbox.tickets.operations import TicketFilter
+    from inbox.tickets.queue import TicketFilter
 
     statuses = split_values(status)
     who = None

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from connectors.base import Connector
     from inbox.settings import Settings
     from inbox.replies.outbox import ReplyPlan, SendOutcome
-    from inbox.tickets.operations import ThreadMessage, TicketRow
+    from inbox.tickets.detail import ThreadMessage
+    from inbox.tickets.queue import TicketRow
 
 AGENT = "demo-agent"
 
@@ -144,16 +145,16 @@ class Demo:
     def pick_and_claim(self) -> tuple[TicketRow, ReplyPlan]:
         """The best unassigned ticket a reply can reach right now (policy allows it), claimed,
         with the reply planned for it."""
-        from inbox.tickets import operations as tk
+        from inbox.tickets import queue
         from inbox.errors import PolicyError
 
         assert self.engine is not None
-        for row in tk.list_tickets(self.engine, tk.TicketFilter(statuses=tk.CLAIMABLE_STATUSES, assignee="none", limit=200)):
+        for row in queue.list_tickets(self.engine, queue.TicketFilter(statuses=queue.CLAIMABLE_STATUSES, assignee="none", limit=200)):
             try:
                 plan = self.plan(row.id)
             except PolicyError:
                 continue  # e.g. Meta's window closed: the demo shows a reply that can go out
-            return tk.claim(self.engine, row.id, AGENT), plan
+            return queue.claim(self.engine, row.id, AGENT), plan
         raise RuntimeError("the sandbox has no ticket a reply can reach")
 
     def plan(self, ticket_id: int) -> ReplyPlan:
@@ -204,7 +205,7 @@ class Demo:
                 self.sandbox.stop_webhooks()
 
     def echo_of(self, ticket_id: int, reply_id: int) -> ThreadMessage | None:
-        from inbox.tickets.operations import show_ticket
+        from inbox.tickets.detail import show_ticket
 
         assert self.engine is not None
         for m in show_ticket(self.engine, ticket_id).messages:
@@ -322,7 +323,7 @@ def demo_cmd(
             raise RuntimeError("demo sync failed: " + "; ".join(f"{r.account}: {r.error}" for r in failed))
 
         out.print(Rule("2. the inbox  (inbox list)", style="cyan", align="left"))
-        from inbox.tickets.operations import TicketFilter, list_tickets
+        from inbox.tickets.queue import TicketFilter, list_tickets
 
         rows = list_tickets(demo.engine, TicketFilter(limit=10))
         out.print(ticket_table(rows, width=out.width), no_wrap=True, overflow="ellipsis")

@@ -20,7 +20,7 @@ def list_cmd(
     json_: bool = JsonOpt,
 ) -> None:
     """The inbox: active tickets by priority, then SLA due time."""
-    from inbox.tickets.operations import list_tickets
+    from inbox.tickets.queue import list_tickets
 
     st = state(ctx)
     flt = ticket_filter(ctx, status, filters, agent)
@@ -53,7 +53,7 @@ def show_cmd(
     json_: bool = JsonOpt,
 ) -> None:
     """The whole conversation of a ticket across its threads and merged tickets, with notes and events."""
-    from inbox.tickets.operations import show_ticket
+    from inbox.tickets.detail import show_ticket
 
     st = state(ctx)
     detail = show_ticket(st.engine(), ticket_id)
@@ -100,7 +100,7 @@ def claim_cmd(
     json_: bool = JsonOpt,
 ) -> None:
     """Take a ticket: atomically, so two agents never get the same one (exit 5 when none is left)."""
-    from inbox.tickets import operations as tk
+    from inbox.tickets import queue as tk
     from inbox.errors import NotFoundError
     from inbox.safe_text import display_name, one_line
 
@@ -229,7 +229,7 @@ def link_cmd(
     json_: bool = JsonOpt,
 ) -> None:
     """Link contacts on any channels into one person (reversible with `inbox unlink`)."""
-    from inbox.tickets.operations import link_contacts
+    from inbox.tickets.people import link_contacts
 
     person = link_contacts(state(ctx).engine(), contact_ids, reason, agent_for(ctx, agent))
     emit(ctx, {"person_id": person, "contact_ids": contact_ids},
@@ -244,7 +244,7 @@ def unlink_cmd(
     json_: bool = JsonOpt,
 ) -> None:
     """Take a contact out of its person."""
-    from inbox.tickets.operations import unlink_contact
+    from inbox.tickets.people import unlink_contact
 
     person = unlink_contact(state(ctx).engine(), contact_id, reason, agent_for(ctx, agent))
     emit(ctx, {"person_id": person, "contact_id": contact_id},

@@ -45,6 +45,10 @@ class ConflictError(InboxError):
     exit_code = 6
 
 
+class LeaseLostError(ConflictError):
+    """Another worker took this account's lease; the page was not stored."""
+
+
 class PlatformError(InboxError):
     """The platform refused or failed (rate limit, server error) after retries."""
 

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from inbox.store import tables as tb
 from inbox.safe_text import clean, json_safe
 from inbox.timefmt import json_time
-from inbox.tickets.operations import T, TicketFilter, TicketRow, _base_select, _row, _tags_for, filter_conditions
+from inbox.tickets.queue import T, TicketFilter, TicketRow, _base_select, _row, _tags_for, filter_conditions
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine

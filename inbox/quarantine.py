@@ -7,18 +7,24 @@ list them (`inbox quarantine`) and read one's raw payload (`inbox quarantine sho
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from connectors.base import MAX_ID_LENGTH, QuarantinedItem
+from connectors.safejson import clean_text
 from inbox.errors import NotFoundError
 from inbox.store.models import Account, Quarantine
-from inbox.tickets.operations import _iso
+from inbox.timefmt import json_time as _iso
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
+    from sqlalchemy.engine import Connection, Engine
+
+    from inbox.vocab import AccountRef
 
 _q = Quarantine.__table__
 _a = Account.__table__
@@ -80,3 +86,53 @@ def get_item(engine: Engine, item_id: int) -> QuarantinedRow:
     if r is None:
         raise NotFoundError(f"no quarantined item #{item_id} (see `inbox quarantine`)")
     return _row(r, r.raw if r.raw is not None else {})
+
+
+def store_quarantined(conn: Connection, ref: AccountRef, quarantined: Sequence[QuarantinedItem], now: datetime) -> int:
+    """A page's broken items, each stored once while unresolved (a re-delivered one is not stored again)."""
+    if not quarantined:
+        return 0
+    items = []
+    for q in quarantined:
+        # Ids as far as the columns hold them (the item may be quarantined for an over-long id),
+        # and every string storable: the reason and ids may quote what the platform sent.
+        items.append((
+            None if q.external_id is None else clean_text(q.external_id)[:MAX_ID_LENGTH],
+            None if q.thread_id is None else clean_text(q.thread_id)[:MAX_ID_LENGTH],
+            clean_text(q.reason)[:2000],
+            q.raw if isinstance(q.raw, (dict, list)) else {"text": clean_text(str(q.raw))},
+            q.channel.value,
+        ))
+    existing = {
+        (r.external_id, r.thread_id, r.reason, json.dumps(r.raw, sort_keys=True, default=str))
+        for r in conn.execute(
+            sa.select(_q.c.external_id, _q.c.thread_id, _q.c.reason, _q.c.raw).where(
+                _q.c.account_id == ref.id,
+                _q.c.resolved_at.is_(None),
+                _q.c.thread_id.in_([i[1] for i in items if i[1]])
+                | _q.c.external_id.in_([i[0] for i in items if i[0]])
+                | _q.c.thread_id.is_(None),
+            )
+        )
+    }
+    rows = []
+    for external_id, thread_id, reason, raw, channel in items:
+        key = (external_id, thread_id, reason, json.dumps(raw, sort_keys=True, default=str))
+        if key in existing:
+            continue  # the same broken item re-delivered
+        existing.add(key)
+        rows.append(
+            {
+                "account_id": ref.id,
+                "channel": channel,
+                "external_id": external_id,
+                "thread_id": thread_id,
+                "reason": reason,
+                "raw": raw,
+                "received_at": now,
+                "resolved_at": None,
+            }
+        )
+    if rows:
+        conn.execute(sa.insert(_q), rows)
+    return len(rows)

@@ -19,7 +19,7 @@ from connectors.enums import Channel
 from connectors.graph_parse import MetaContext
 from connectors.meta_webhook import PROVISIONAL, provisional_thread
 from inbox.errors import ConfigError, describe
-from inbox.ingest.page import AccountRef
+from inbox.vocab import AccountRef
 from inbox.store.tables import contact as _c
 from inbox.store.tables import conversation as _v
 

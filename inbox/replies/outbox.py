@@ -45,7 +45,8 @@ from connectors.enums import ReplyPolicy
 from inbox.errors import AuthError, ConflictError, NotFoundError, PlatformError, PolicyError
 from inbox.store import tables as tb
 from inbox.replies.windows import describe_route, length_problem, reply_window
-from inbox.tickets.operations import record_event, write_tx
+from inbox.store.engine import write_tx
+from inbox.tickets.workflow import brand_replied, record_event
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -464,16 +465,10 @@ def _mark_sent(conn: Connection, reply: Any, external_id: str, sent_at: datetime
         .where(M.c.account_id == reply.account_id, M.c.external_id == external_id, M.c.reply_id.is_(None))
         .values(reply_id=reply.id)
     )
-    ticket = conn.execute(sa.select(T.c.status, T.c.first_response_at).where(T.c.id == reply.ticket_id)).first()
-    values: dict[str, Any] = {"updated_at": now}
-    if ticket is not None and ticket.first_response_at is None:
-        values["first_response_at"] = sent_at
-    if ticket is not None and ticket.status in ("new", "open"):
-        values["status"] = "pending"
-    conn.execute(T.update().where(T.c.id == reply.ticket_id).values(**values))
+    status = brand_replied(conn, reply.ticket_id, at=sent_at, now=now)
     detail: dict[str, Any] = {"reply_id": reply.id, "external_id": external_id, "policy": reply.policy, "channel": reply.channel, "how": how}
-    if "status" in values:
-        detail["status"] = {"from": ticket.status, "to": values["status"]}  # type: ignore[union-attr]
+    if status is not None:
+        detail["status"] = status
     record_event(conn, reply.ticket_id, actor, "reply", detail)
 
 

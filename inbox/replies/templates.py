@@ -51,7 +51,7 @@ def ticket_variables(engine: Engine, ticket_id: int, agent: str, order_patterns:
         invoice = ""
         if order_patterns:
             # The newest quoted reference wins (the customer may have corrected an earlier one).
-            from inbox.dedup.pages import order_refs
+            from inbox.dedup.identity import order_refs
 
             texts = conn.execute(
                 sa.select(m.c.text).where(m.c.ticket_id == ticket_id, m.c.direction == "in").order_by(m.c.sent_at.desc()).limit(50)

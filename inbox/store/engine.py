@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -11,7 +13,7 @@ from sqlalchemy import event
 from inbox.runtime.files import create_private
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import URL, Engine
+    from sqlalchemy.engine import URL, Connection, Engine
 
 
 def is_sqlite(engine: Engine) -> bool:
@@ -98,6 +100,16 @@ def make_engine(url: str, **kw: Any) -> Engine:
         cparams.setdefault("application_name", application_name())
 
     return engine
+
+
+@contextmanager
+def write_tx(engine: Engine) -> Iterator[Connection]:
+    """A write transaction; on SQLite it takes the write lock up front (no lock-upgrade deadlocks)."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            conn = conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
+        with conn.begin():
+            yield conn
 
 
 def ensure_schema(engine: Engine) -> None:

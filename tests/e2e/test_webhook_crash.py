@@ -77,7 +77,8 @@ def _serve(cfg: Path) -> tuple[subprocess.Popen[str], str]:
 def test_kill_9_right_after_the_acknowledgements_then_restart(tmp_path, db_url) -> None:
     from inbox.store import sqlite_lock as writer_lock
     from inbox.store.engine import open_store
-    from inbox.ingest.page import INGEST_LOCK_KEY, begin_write
+    from inbox.ingest.page import INGEST_LOCK_KEY
+    from inbox.store.engine import write_tx
 
     cfg = _config(tmp_path, db_url)
     proc, base = _serve(cfg)
@@ -88,8 +89,7 @@ def test_kill_9_right_after_the_acknowledgements_then_restart(tmp_path, db_url) 
     with ExitStack() as held, requests.Session() as s:
         held.enter_context(writer_lock.hold(engine, 600))  # SQLite's page writers
         if engine.dialect.name == "postgresql":
-            conn = held.enter_context(begin_write(engine))
-            held.enter_context(conn.begin())
+            conn = held.enter_context(write_tx(engine))
             writer_lock.pg_acquire(conn, INGEST_LOCK_KEY, 600)
         for i in range(200):
             body = hello(mid=f"m_burst_{i}", sender=str(7000 + i % 17), text=f"pesan {i}")
@@ -121,7 +121,8 @@ def test_a_busy_writer_lock_leaves_the_batch_pending_without_counting_an_attempt
     from inbox.intake import receiver as intake
     from inbox.store import sqlite_lock as writer_lock
     from inbox.errors import ConflictError
-    from inbox.ingest.page import INGEST_LOCK_KEY, begin_write
+    from inbox.ingest.page import INGEST_LOCK_KEY
+    from inbox.store.engine import write_tx
     from inbox.store.tables import webhook_delivery as d
 
     settings = plain_settings(db_url)
@@ -132,8 +133,7 @@ def test_a_busy_writer_lock_leaves_the_batch_pending_without_counting_an_attempt
     with ExitStack() as held:  # a long sync holds the page writers' lock
         held.enter_context(writer_lock.hold(engine, 10))
         if engine.dialect.name == "postgresql":
-            conn = held.enter_context(begin_write(engine))
-            held.enter_context(conn.begin())
+            conn = held.enter_context(write_tx(engine))
             writer_lock.pg_acquire(conn, INGEST_LOCK_KEY, 10)
         with pytest.raises(ConflictError):
             processor.process_pending()

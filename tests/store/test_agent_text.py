@@ -94,7 +94,7 @@ def test_strings_typed_by_agents_reach_other_agents_terminals_cleaned(store: Any
 ])
 def test_csv_export_never_starts_a_formula(text: str, engine: Any) -> None:
     from inbox import export
-    from inbox.tickets.operations import TicketFilter
+    from inbox.tickets.queue import TicketFilter
 
     sf.ticket(engine, texts=[text])
     out = io.StringIO()

@@ -9,14 +9,16 @@ import pytest
 import sqlalchemy as sa
 
 from tests import factories as sf
-from inbox.tickets import operations as tk
+from inbox.errors import ConflictError
+from inbox.store.types import PRIORITY_RANK
+from inbox.tickets import queue
 from inbox.store.engine import make_engine
 from inbox.store.models import TicketEvent
 
 
 def bulk_tickets(engine, n: int) -> list[int]:
     made = sf.ticket(engine)  # one real ticket gives account, contact and conversation ids to copy
-    t = tk.T
+    t = queue.T
     with engine.begin() as conn:
         base = conn.execute(sa.select(t).where(t.c.id == made.ticket_id)).mappings().one()
         rows = [{k: v for k, v in base.items() if k != "id"} | {"priority_rank": i % 4} for i in range(n - 1)]
@@ -37,7 +39,7 @@ def test_concurrent_agents_claim_each_ticket_once(db_url: str, engine, agents: i
         try:
             start.wait()
             while True:
-                row = tk.claim_next(own, name)
+                row = queue.claim_next(own, name)
                 if row is None:
                     break
                 assert row.assignee == name
@@ -61,16 +63,16 @@ def test_concurrent_agents_claim_each_ticket_once(db_url: str, engine, agents: i
     te = TicketEvent.__table__
     with engine.connect() as conn:
         n_events = conn.execute(sa.select(sa.func.count()).select_from(te).where(te.c.action == "claim")).scalar()
-        unassigned = conn.execute(sa.select(sa.func.count()).select_from(tk.T).where(tk.T.c.assignee.is_(None))).scalar()
+        unassigned = conn.execute(sa.select(sa.func.count()).select_from(queue.T).where(queue.T.c.assignee.is_(None))).scalar()
     assert n_events == len(ids) and unassigned == 0
 
 
 def test_claim_order_is_priority_then_due(engine) -> None:
     ids = bulk_tickets(engine, 12)
     got = []
-    while (row := tk.claim_next(engine, "ana")) is not None:
+    while (row := queue.claim_next(engine, "ana")) is not None:
         got.append((row.priority, row.id))
-    ranks = [tk.PRIORITY_RANK[p] for p, _ in got]
+    ranks = [PRIORITY_RANK[p] for p, _ in got]
     assert ranks == sorted(ranks) and len(got) == len(ids)
 
 
@@ -84,9 +86,9 @@ def test_claim_specific_race_has_one_winner(db_url: str, engine) -> None:
         own = make_engine(db_url)
         try:
             start.wait()
-            tk.claim(own, made.ticket_id, name)
+            queue.claim(own, made.ticket_id, name)
             winners.append(name)
-        except tk.ConflictError:
+        except ConflictError:
             conflicts.append(name)
         finally:
             own.dispose()
@@ -97,4 +99,4 @@ def test_claim_specific_race_has_one_winner(db_url: str, engine) -> None:
     for th in threads:
         th.join(timeout=60)
     assert len(winners) == 1 and len(conflicts) == 5
-    assert tk.get_ticket(engine, made.ticket_id).assignee == winners[0]
+    assert queue.get_ticket(engine, made.ticket_id).assignee == winners[0]

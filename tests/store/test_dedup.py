@@ -11,7 +11,7 @@ from sqlmodel import Session, select
 from connectors.base import InboundMessage, Page
 from connectors.enums import Channel
 from inbox.settings import Settings
-from inbox.dedup.pages import order_refs
+from inbox.dedup.identity import order_refs
 from inbox.ingest.page import ingest_page
 from inbox.store.models import Account, Contact, Message, Person, PersonEvent, Ticket, TicketEvent
 from tests import factories as sf

@@ -18,7 +18,8 @@ from connectors.base import (
 )
 from connectors.enums import Channel, MessageKind
 from inbox.settings import Settings
-from inbox.ingest.page import LeaseLostError, ingest_page
+from inbox.errors import LeaseLostError
+from inbox.ingest.page import ingest_page
 from inbox.store.models import Account, Message, Reply, SyncState, Ticket, TicketEvent
 from tests import factories as sf
 from tests.waiting import wait_until
@@ -158,10 +159,10 @@ def test_cursor_is_written_with_the_page_and_not_on_failure(engine, settings, mo
 
     from inbox.ingest import page as mod
 
-    def boom(self, *a, **k):  # a failure after the messages were inserted
+    def boom(*a, **k):  # a failure after the messages were inserted
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(mod._PageWriter, "_write_quarantine", boom)
+    monkeypatch.setattr(mod, "store_quarantined", boom)
     with pytest.raises(RuntimeError):
         ingest_page(engine, acc, Page((msg("m3", "t1", "u1", "x", 2),), cursor={"n": 3}), settings)
     assert count(engine, "message") == 2

@@ -19,7 +19,7 @@ from connectors.enums import Channel
 from tests import factories as sf
 from inbox.settings import parse_settings
 from inbox.errors import ConflictError
-from inbox.ingest.page import LeaseLostError
+from inbox.errors import LeaseLostError
 from inbox.leases import Holder, acquire, holder_of, new_owner, release, renew
 from tests.waiting import wait_until
 

@@ -20,7 +20,8 @@ from connectors.enums import ReplyPolicy
 from connectors.errors import DeliveryUnknownError, RateLimitedError, WindowClosedError
 from inbox.replies import outbox as rp
 from inbox.replies import templates as tpl
-from inbox.tickets import operations as tk
+from inbox.tickets import operations, people, queue
+from inbox.store.engine import write_tx
 from inbox.errors import ConflictError, PlatformError, PolicyError, UsageError
 from inbox.store.models import Account, Reply, TicketEvent
 
@@ -90,7 +91,7 @@ def test_send_records_first_and_moves_ticket_to_pending(engine) -> None:
     row = reply_row(engine, out.reply_id)
     assert row.state == "sent" and row.external_id == "mid_1" and row.error is None and len(row.idempotency_key) == 32
     assert sent.idempotency_key == row.idempotency_key
-    t = tk.get_ticket(engine, made.ticket_id)
+    t = queue.get_ticket(engine, made.ticket_id)
     assert t.status == "pending" and t.first_response_at is not None
     te = TicketEvent.__table__
     with engine.connect() as conn:
@@ -151,7 +152,7 @@ def test_timeout_is_unknown_then_reconciled_by_echo_never_resent(engine) -> None
     assert rp.reconcile_unknown(engine, made.account_id) == 1
     row = reply_row(engine, rid)
     assert row.state == "sent" and row.external_id == "m_echo_1"
-    assert tk.get_ticket(engine, made.ticket_id).status == "pending"
+    assert queue.get_ticket(engine, made.ticket_id).status == "pending"
     with pytest.raises(ConflictError, match="already delivered"):
         rp.retry(engine, rid, platform.factory, "ana")
     assert len(platform.delivered) == 1
@@ -207,7 +208,7 @@ def test_forced_retry_of_an_unknown_reply_is_audited(engine) -> None:
 def test_failures_are_recorded(engine) -> None:
     made, platform, failed = rate_limited_reply(engine)
     assert failed.state == "failed" and "slow down" in (failed.error or "")
-    assert tk.get_ticket(engine, made.ticket_id).status == "new"  # nothing was sent
+    assert queue.get_ticket(engine, made.ticket_id).status == "new"  # nothing was sent
     platform.next_error = WindowClosedError("window closed", code=10, subcode=2534022)
     with pytest.raises(PolicyError):
         rp.send_reply(engine, rp.plan_reply(engine, made.ticket_id, "dua"), platform.factory, "ana")
@@ -275,7 +276,7 @@ def test_echo_matched_despite_platform_rewriting(engine) -> None:
 def test_route_is_the_tickets_own_channel_unless_asked(engine) -> None:
     ig = sf.ticket(engine, last_customer_ago=timedelta(hours=3))
     x = sf.ticket(engine, channel="x", account_name="tokoshop-x", last_customer_ago=timedelta(minutes=5))
-    tk.merge(engine, x.ticket_id, ig.ticket_id, "ana")  # the customer wrote on X more recently
+    operations.merge(engine, x.ticket_id, ig.ticket_id, "ana")  # the customer wrote on X more recently
     # Two contacts nobody said are one person: no guessing, the agent picks.
     with pytest.raises(PolicyError, match="2 customers") as asked:
         rp.plan_reply(engine, ig.ticket_id, "halo")
@@ -285,7 +286,7 @@ def test_route_is_the_tickets_own_channel_unless_asked(engine) -> None:
     picked = rp.plan_reply(engine, ig.ticket_id, "halo", to=ig.contact_id)
     assert picked.route.channel == "instagram" and picked.route.contact_id == ig.contact_id
     # Linked by an agent (audited): one customer; the ticket's own channel by default.
-    tk.link_contacts(engine, [ig.contact_id, x.contact_id], "customer confirmed both accounts", "ana")
+    people.link_contacts(engine, [ig.contact_id, x.contact_id], "customer confirmed both accounts", "ana")
     plan = rp.plan_reply(engine, ig.ticket_id, "halo")
     assert plan.route.channel == "instagram" and plan.policy is ReplyPolicy.RESPONSE
     assert rp.plan_reply(engine, ig.ticket_id, "halo", via="x").route.channel == "x"
@@ -355,7 +356,7 @@ def test_concurrent_retry_sends_once(engine) -> None:
         except BaseException as exc:  # noqa: BLE001 - inspected below
             outcome.append(exc)
 
-    with tk.write_tx(engine) as conn:  # the other process: holds the row while it marks it `sending`
+    with write_tx(engine) as conn:  # the other process: holds the row while it marks it `sending`
         owner = rp._new_owner()
         conn.execute(r.update().where(r.c.id == rid).values(state="sending", owner=owner, error=rp._marker(rp.CALLING, owner)))
         thread = threading.Thread(target=racer)

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 
 from tests import factories as sf
 from inbox import search as srch
-from inbox.tickets import operations as tk
+from inbox.tickets import operations, queue
 from inbox.errors import UsageError
 from inbox.store.models import Message
 
@@ -27,7 +27,7 @@ def test_words_invoice_numbers_and_filters(engine) -> None:
     assert ids(srch.search(engine, "INV/20261120/MPL/3817265540")) == [refund.ticket_id]
     assert ids(srch.search(engine, "3817265540")) == [refund.ticket_id]  # a part of the number
     assert ids(srch.search(engine, "belum sampai")) == [late.ticket_id]
-    assert ids(srch.search(engine, "refund", tk.TicketFilter(channels=("facebook",)))) == [english.ticket_id]
+    assert ids(srch.search(engine, "refund", queue.TicketFilter(channels=("facebook",)))) == [english.ticket_id]
     assert srch.search(engine, "nonexistentword") == []
     hit = srch.search(engine, "charged")[0]
     assert hit.text and "charged twice" in hit.text
@@ -60,5 +60,5 @@ def test_index_follows_updates_and_deletes(engine) -> None:
 def test_merged_ticket_matches_count_for_target(engine) -> None:
     a = sf.ticket(engine, texts=["halo"])
     b = sf.ticket(engine, texts=["barang rusak saat diterima"])
-    tk.merge(engine, b.ticket_id, a.ticket_id, "ana")
+    operations.merge(engine, b.ticket_id, a.ticket_id, "ana")
     assert ids(srch.search(engine, "rusak")) == [a.ticket_id]

@@ -8,7 +8,8 @@ import pytest
 import sqlalchemy as sa
 
 from tests import factories as sf
-from inbox.tickets import operations as tk
+from inbox.tickets import operations, people, queue
+from inbox.tickets.detail import show_ticket
 from inbox.errors import ConflictError, NotFoundError, UsageError
 from inbox.store.models import PersonEvent, TicketEvent
 
@@ -31,22 +32,22 @@ def test_list_sorts_by_priority_then_sla_and_filters(engine) -> None:
     done = sf.ticket(engine, status="resolved", priority="urgent")
     fb = sf.ticket(engine, channel="facebook", account_name="tokoshop-fb", status="open", assignee="ana")
 
-    ids = [t.id for t in tk.list_tickets(engine)]
+    ids = [t.id for t in queue.list_tickets(engine)]
     assert ids[:4] == [urgent.ticket_id, undue.ticket_id, soon.ticket_id, late.ticket_id]
     assert ids.index(low.ticket_id) == len(ids) - 1
     assert done.ticket_id not in ids  # default: active statuses only
 
-    assert [t.id for t in tk.list_tickets(engine, tk.TicketFilter(statuses=("resolved",)))] == [done.ticket_id]
-    assert [t.id for t in tk.list_tickets(engine, tk.TicketFilter(channels=("x",)))] == [urgent.ticket_id]
-    assert [t.id for t in tk.list_tickets(engine, tk.TicketFilter(limit=2))] == [urgent.ticket_id, undue.ticket_id]
-    assert [t.id for t in tk.list_tickets(engine, tk.TicketFilter(accounts=("tokoshop-fb",)))] == [fb.ticket_id]
-    assert [t.id for t in tk.list_tickets(engine, tk.TicketFilter(assignee="ana"))] == [fb.ticket_id]
-    assert fb.ticket_id not in [t.id for t in tk.list_tickets(engine, tk.TicketFilter(assignee="none"))]
-    assert [t.id for t in tk.list_tickets(engine, tk.TicketFilter(statuses=("open",), channels=("facebook",)))] == [fb.ticket_id]
-    assert [t.id for t in tk.list_tickets(engine, tk.TicketFilter(priorities=("low",)))] == [low.ticket_id]
-    assert len(tk.list_tickets(engine, tk.TicketFilter(limit=2))) == 2
+    assert [t.id for t in queue.list_tickets(engine, queue.TicketFilter(statuses=("resolved",)))] == [done.ticket_id]
+    assert [t.id for t in queue.list_tickets(engine, queue.TicketFilter(channels=("x",)))] == [urgent.ticket_id]
+    assert [t.id for t in queue.list_tickets(engine, queue.TicketFilter(limit=2))] == [urgent.ticket_id, undue.ticket_id]
+    assert [t.id for t in queue.list_tickets(engine, queue.TicketFilter(accounts=("tokoshop-fb",)))] == [fb.ticket_id]
+    assert [t.id for t in queue.list_tickets(engine, queue.TicketFilter(assignee="ana"))] == [fb.ticket_id]
+    assert fb.ticket_id not in [t.id for t in queue.list_tickets(engine, queue.TicketFilter(assignee="none"))]
+    assert [t.id for t in queue.list_tickets(engine, queue.TicketFilter(statuses=("open",), channels=("facebook",)))] == [fb.ticket_id]
+    assert [t.id for t in queue.list_tickets(engine, queue.TicketFilter(priorities=("low",)))] == [low.ticket_id]
+    assert len(queue.list_tickets(engine, queue.TicketFilter(limit=2))) == 2
     with pytest.raises(UsageError):
-        tk.list_tickets(engine, tk.TicketFilter(statuses=("bogus",)))
+        queue.list_tickets(engine, queue.TicketFilter(statuses=("bogus",)))
 
 
 def test_overdue_and_window_closing(engine) -> None:
@@ -57,25 +58,25 @@ def test_overdue_and_window_closing(engine) -> None:
     human = sf.ticket(engine, last_customer_ago=timedelta(days=6, hours=21))  # human-agent window: 3 h left
     x = sf.ticket(engine, channel="x", account_name="tokoshop-x", last_customer_ago=timedelta(hours=23))
 
-    over = [t.id for t in tk.list_tickets(engine, tk.TicketFilter(overdue=True))]
+    over = [t.id for t in queue.list_tickets(engine, queue.TicketFilter(overdue=True))]
     assert overdue.ticket_id in over and fine.ticket_id not in over
 
-    ids = {t.id for t in tk.list_tickets(engine, tk.TicketFilter(window_closing_hours=4))}
+    ids = {t.id for t in queue.list_tickets(engine, queue.TicketFilter(window_closing_hours=4))}
     assert closing.ticket_id in ids and human.ticket_id in ids
     assert wide.ticket_id not in ids and x.ticket_id not in ids
-    no_tag = {t.id for t in tk.list_tickets(engine, tk.TicketFilter(window_closing_hours=4, human_agent_tag=False))}
+    no_tag = {t.id for t in queue.list_tickets(engine, queue.TicketFilter(window_closing_hours=4, human_agent_tag=False))}
     assert human.ticket_id not in no_tag and closing.ticket_id in no_tag
 
-    row = tk.get_ticket(engine, closing.ticket_id)
+    row = queue.get_ticket(engine, closing.ticket_id)
     left = row.window_left(sf.now())
     assert left is not None and timedelta(hours=1, minutes=55) < left <= timedelta(hours=2)
-    assert tk.get_ticket(engine, x.ticket_id).window_left(sf.now()) is None
+    assert queue.get_ticket(engine, x.ticket_id).window_left(sf.now()) is None
 
 
 def test_json_shape_is_stable(engine) -> None:
     made = sf.ticket(engine, handle="budi")
-    tk.tag(engine, made.ticket_id, "Refund", "ana")
-    data = tk.get_ticket(engine, made.ticket_id).to_json()
+    operations.tag(engine, made.ticket_id, "Refund", "ana")
+    data = queue.get_ticket(engine, made.ticket_id).to_json()
     assert set(data) >= {
         "id", "status", "priority", "channel", "account", "customer", "assignee", "tags", "created",
         "updated", "first_response_due", "escalation_due", "message_count",
@@ -87,20 +88,20 @@ def test_json_shape_is_stable(engine) -> None:
 def test_operations_are_audited(engine) -> None:
     made = sf.ticket(engine)
     tid = made.ticket_id
-    tk.assign(engine, tid, "ana", "lead")
-    tk.assign(engine, tid, "ana", "lead")  # no change, no event
-    tk.set_status(engine, tid, "pending", "ana")
-    row = tk.set_priority(engine, tid, "urgent", "ana", first_response_minutes={"urgent": 30})
+    operations.assign(engine, tid, "ana", "lead")
+    operations.assign(engine, tid, "ana", "lead")  # no change, no event
+    operations.set_status(engine, tid, "pending", "ana")
+    row = operations.set_priority(engine, tid, "urgent", "ana", first_response_minutes={"urgent": 30})
     assert row.priority == "urgent"
     assert row.first_response_due == row.created + timedelta(minutes=30)
-    tk.tag(engine, tid, "refund", "ana")
-    row = tk.tag(engine, tid, "refund", "ana", remove=True)
+    operations.tag(engine, tid, "refund", "ana")
+    row = operations.tag(engine, tid, "refund", "ana", remove=True)
     assert row.tags == ()
-    tk.add_note(engine, tid, "customer called twice [bold]x[/]", "ana")
-    row = tk.set_status(engine, tid, "resolved", "ana")
+    operations.add_note(engine, tid, "customer called twice [bold]x[/]", "ana")
+    row = operations.set_status(engine, tid, "resolved", "ana")
     assert row.status == "resolved"
-    tk.set_status(engine, tid, "open", "ana")
-    tk.assign(engine, tid, "none", "lead")
+    operations.set_status(engine, tid, "open", "ana")
+    operations.assign(engine, tid, "none", "lead")
 
     log = [(actor, action) for actor, action, _ in events(engine, tid)]
     assert log == [
@@ -110,25 +111,25 @@ def test_operations_are_audited(engine) -> None:
     details = [d for _, _, d in events(engine, tid)]
     assert details[1] == {"from": "new", "to": "pending"}
     assert details[-1] == {"from": "ana", "to": None}
-    detail = tk.show_ticket(engine, tid)
+    detail = show_ticket(engine, tid)
     assert [n.detail["text"] for n in detail.notes] == ["customer called twice [bold]x[/]"]
 
     with pytest.raises(UsageError):
-        tk.set_status(engine, tid, "done", "ana")
+        operations.set_status(engine, tid, "done", "ana")
     with pytest.raises(UsageError):
-        tk.set_priority(engine, tid, "asap", "ana")
+        operations.set_priority(engine, tid, "asap", "ana")
     with pytest.raises(NotFoundError):
-        tk.assign(engine, 999999, "ana", "lead")
+        operations.assign(engine, 999999, "ana", "lead")
 
 
 def test_claim_specific_conflicts_unless_forced(engine) -> None:
     made = sf.ticket(engine)
-    row = tk.claim(engine, made.ticket_id, "ana")
+    row = queue.claim(engine, made.ticket_id, "ana")
     assert row.assignee == "ana" and row.status == "open"
-    assert tk.claim(engine, made.ticket_id, "ana").assignee == "ana"  # idempotent for the holder
+    assert queue.claim(engine, made.ticket_id, "ana").assignee == "ana"  # idempotent for the holder
     with pytest.raises(ConflictError, match="already claimed by ana"):
-        tk.claim(engine, made.ticket_id, "budi")
-    assert tk.claim(engine, made.ticket_id, "budi", force=True).assignee == "budi"
+        queue.claim(engine, made.ticket_id, "budi")
+    assert queue.claim(engine, made.ticket_id, "budi", force=True).assignee == "budi"
     actions = [(a, act, d.get("forced")) for a, act, d in events(engine, made.ticket_id)]
     assert actions == [("ana", "claim", None), ("budi", "claim", True)]
 
@@ -138,9 +139,9 @@ def test_claim_next_takes_best_unassigned(engine) -> None:
     urgent = sf.ticket(engine, priority="urgent")
     sf.ticket(engine, priority="urgent", assignee="someone")
     sf.ticket(engine, priority="urgent", status="resolved")
-    assert tk.claim_next(engine, "ana").id == urgent.ticket_id
-    assert tk.claim_next(engine, "budi").id == normal.ticket_id
-    assert tk.claim_next(engine, "citra") is None
+    assert queue.claim_next(engine, "ana").id == urgent.ticket_id
+    assert queue.claim_next(engine, "budi").id == normal.ticket_id
+    assert queue.claim_next(engine, "citra") is None
 
 
 def test_show_spans_threads_merges_and_events(engine) -> None:
@@ -148,44 +149,44 @@ def test_show_spans_threads_merges_and_events(engine) -> None:
     fb = sf.ticket(engine, channel="facebook", account_name="tokoshop-fb", texts=["same invoice INV/20261120/MPL/3817265540"])
     sf.outbound(engine, ig, "Baik kak, kami cek", "m_out_1")
 
-    merged = tk.merge(engine, fb.ticket_id, ig.ticket_id, "ana")
+    merged = operations.merge(engine, fb.ticket_id, ig.ticket_id, "ana")
     assert merged.message_count == 3
-    detail = tk.show_ticket(engine, ig.ticket_id)
+    detail = show_ticket(engine, ig.ticket_id)
     assert [m.channel for m in detail.messages].count("facebook") == 1
     assert len(detail.messages) == 4
     assert [m.sent_at for m in detail.messages] == sorted(m.sent_at for m in detail.messages)
     assert detail.merged_ids == (fb.ticket_id,)
-    assert tk.get_ticket(engine, fb.ticket_id).status == "closed"
-    assert fb.ticket_id not in [t.id for t in tk.list_tickets(engine, tk.TicketFilter(statuses=None))]
+    assert queue.get_ticket(engine, fb.ticket_id).status == "closed"
+    assert fb.ticket_id not in [t.id for t in queue.list_tickets(engine, queue.TicketFilter(statuses=None))]
     js = detail.to_json()
     assert {"direction", "channel", "text", "time", "platform_id", "kind", "attachments"} <= set(js["messages"][0])
 
     with pytest.raises(ConflictError):
-        tk.merge(engine, fb.ticket_id, ig.ticket_id, "ana")
+        operations.merge(engine, fb.ticket_id, ig.ticket_id, "ana")
     with pytest.raises(ConflictError):
-        tk.merge(engine, ig.ticket_id, fb.ticket_id, "ana")
+        operations.merge(engine, ig.ticket_id, fb.ticket_id, "ana")
 
-    back = tk.unmerge(engine, fb.ticket_id, "ana")
+    back = operations.unmerge(engine, fb.ticket_id, "ana")
     assert back.status == "new" and back.merged_into_id is None
-    assert len(tk.show_ticket(engine, ig.ticket_id).messages) == 3
-    assert len(tk.show_ticket(engine, fb.ticket_id).messages) == 1
-    assert tk.get_ticket(engine, ig.ticket_id).message_count == 2
+    assert len(show_ticket(engine, ig.ticket_id).messages) == 3
+    assert len(show_ticket(engine, fb.ticket_id).messages) == 1
+    assert queue.get_ticket(engine, ig.ticket_id).message_count == 2
     assert [a for _, a, _ in events(engine, ig.ticket_id)] == ["merge_in", "unmerge_out"]
     with pytest.raises(ConflictError):
-        tk.unmerge(engine, fb.ticket_id, "ana")
+        operations.unmerge(engine, fb.ticket_id, "ana")
 
 
 def test_link_and_unlink_contacts_into_person(engine) -> None:
     ig = sf.ticket(engine)
     fb = sf.ticket(engine, channel="facebook", account_name="tokoshop-fb")
     x = sf.ticket(engine, channel="x", account_name="tokoshop-x")
-    person = tk.link_contacts(engine, [ig.contact_id, fb.contact_id], "same invoice number", "ana")
-    assert tk.get_ticket(engine, ig.ticket_id).person_id == person
-    assert tk.get_ticket(engine, fb.ticket_id).person_id == person
-    assert tk.show_ticket(engine, ig.ticket_id).related["same_person"] == [fb.ticket_id]
+    person = people.link_contacts(engine, [ig.contact_id, fb.contact_id], "same invoice number", "ana")
+    assert queue.get_ticket(engine, ig.ticket_id).person_id == person
+    assert queue.get_ticket(engine, fb.ticket_id).person_id == person
+    assert show_ticket(engine, ig.ticket_id).related["same_person"] == [fb.ticket_id]
 
     # Linking a third contact to a linked one joins the same person.
-    assert tk.link_contacts(engine, [x.contact_id, fb.contact_id], "agent decision", "budi") == person
+    assert people.link_contacts(engine, [x.contact_id, fb.contact_id], "agent decision", "budi") == person
     pe = PersonEvent.__table__
     with engine.connect() as conn:
         rows = conn.execute(sa.select(pe.c.contact_id, pe.c.action, pe.c.actor, pe.c.reason).order_by(pe.c.id)).all()
@@ -194,23 +195,23 @@ def test_link_and_unlink_contacts_into_person(engine) -> None:
     ]
     assert rows[0].reason == "same invoice number"
 
-    assert tk.unlink_contact(engine, fb.contact_id, "wrong person", "ana") == person
-    assert tk.get_ticket(engine, fb.ticket_id).person_id is None
+    assert people.unlink_contact(engine, fb.contact_id, "wrong person", "ana") == person
+    assert queue.get_ticket(engine, fb.ticket_id).person_id is None
     with pytest.raises(ConflictError):
-        tk.unlink_contact(engine, fb.contact_id, "again", "ana")
+        people.unlink_contact(engine, fb.contact_id, "again", "ana")
     with pytest.raises(UsageError):
-        tk.link_contacts(engine, [ig.contact_id], "alone", "ana")
+        people.link_contacts(engine, [ig.contact_id], "alone", "ana")
     with pytest.raises(NotFoundError):
-        tk.link_contacts(engine, [ig.contact_id, 987654], "ghost", "ana")
+        people.link_contacts(engine, [ig.contact_id, 987654], "ghost", "ana")
 
 
 def test_agent_identity_order(monkeypatch) -> None:
     monkeypatch.setenv("INBOX_AGENT", "env-agent")
-    assert tk.resolve_agent("cli-agent", "cfg") == "cli-agent"
-    assert tk.resolve_agent(None, "cfg") == "env-agent"
+    assert operations.resolve_agent("cli-agent", "cfg") == "cli-agent"
+    assert operations.resolve_agent(None, "cfg") == "env-agent"
     monkeypatch.delenv("INBOX_AGENT")
-    assert tk.resolve_agent(None, "cfg") == "cfg"
-    assert tk.resolve_agent(None, None)  # the OS user name
+    assert operations.resolve_agent(None, "cfg") == "cfg"
+    assert operations.resolve_agent(None, None)  # the OS user name
 
 
 def test_core_tables_match_the_models() -> None:

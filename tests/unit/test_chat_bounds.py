@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from inbox.dedup.chatnorm import _MAP, chat_text
-from inbox.dedup.pages import MIN_RAW_CHARS, MIN_SIMILAR_CHARS
+from inbox.dedup.identity import MIN_RAW_CHARS, MIN_SIMILAR_CHARS
 
 _WORDS = sorted(_MAP) + ["a", "ok", "kak", "min"]
 _SEPARATORS = [" ", "?", "!", ".", ",", "  "]

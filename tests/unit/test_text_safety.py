@@ -82,7 +82,7 @@ def test_json_output_escapes_terminal_active_characters(engine) -> None:
 
     from tests import factories as sf
     from inbox import export
-    from inbox.tickets.operations import TicketFilter
+    from inbox.tickets.queue import TicketFilter
 
     hostile = "pesanan \x9b2J\x9d52;c;ZXZpbA==\x07 \u202eabc\u2028x"
     assert json.loads(tx.json_safe(json.dumps(hostile, ensure_ascii=False))) == hostile

@@ -1,0 +1,121 @@
+"""A page's customers and threads: contacts and conversations upserted on their platform ids, and
+a Meta webhook's provisional thread renamed once a poll names the real one."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from connectors.base import InboundMessage
+from connectors.enums import Channel, Direction
+from connectors.meta_webhook import PROVISIONAL, provisional_thread
+from inbox.dedup.identity import ContactInfo
+from inbox.store.fastpath import insert_values, many
+from inbox.store.models import Contact, Conversation
+
+if TYPE_CHECKING:
+    from inbox.ingest.writer import PageWriter
+
+_c = Contact.__table__
+_v = Conversation.__table__
+
+_META_CHANNELS = {Channel.FACEBOOK.value, Channel.INSTAGRAM.value}  # whose webhooks may leave a provisional thread
+
+
+def upsert_contacts(w: PageWriter, msgs: list[InboundMessage]) -> dict[str, ContactInfo]:
+    if not msgs:
+        return {}
+    conn, ref = w.conn, w.ref
+    wanted: dict[str, list[str | None]] = {}  # platform user id -> [handle, name]
+    for m in msgs:
+        cust = m.customer
+        known = wanted.get(cust.id)
+        if known is None:
+            known = wanted[cust.id] = [None, None]
+        # best effort: the latest non-empty handle / name wins
+        if cust.handle:
+            known[0] = cust.handle[:255]
+        if cust.name:
+            known[1] = cust.name[:255]
+    names = ("channel", "account_id", "platform_user_id", "handle", "name", "person_id", "created_at")
+    many(
+        conn,
+        "contact+",
+        lambda: insert_values(conn, _c, names, ignore=["channel", "account_id", "platform_user_id"]),
+        names,
+        [(ref.channel, ref.id, uid, handle, name, None, w.now) for uid, (handle, name) in wanted.items()],
+    )
+    out: dict[str, ContactInfo] = {}
+    fix = []
+    columns = (_c.c.id, _c.c.platform_user_id, _c.c.person_id, _c.c.handle, _c.c.name)
+    for row in w.of_account("contact?page", _c, columns, "platform_user_id", list(wanted)):
+        w = wanted[row.platform_user_id]
+        handle = w[0] or row.handle
+        name = w[1] or row.name
+        if (handle, name) != (row.handle, row.name):
+            fix.append((row.id, handle, name))
+        out[row.platform_user_id] = ContactInfo(row.id, ref.channel, row.person_id, handle, name)
+    many(
+        conn,
+        "contact~",
+        lambda: sa.update(_c).where(_c.c.id == sa.bindparam("b_id")).values(handle=sa.bindparam("b_handle"), name=sa.bindparam("b_name")),
+        ("b_id", "b_handle", "b_name"),
+        fix,
+    )
+    return out
+
+def upsert_conversations(w: PageWriter, msgs: list[InboundMessage], contacts: dict[str, ContactInfo], extra_threads: list[str]
+) -> dict[str, tuple[int, int | None, int | None]]:
+    """thread id -> (conversation id, contact id, current ticket id)."""
+    conn, ref = w.conn, w.ref
+    rows: dict[str, tuple[Any, ...]] = {}
+    for m in msgs:
+        if m.thread_id not in rows:
+            rows[m.thread_id] = (ref.channel, ref.id, m.thread_id, contacts[m.customer.id].id, w.now)
+    _adopt_provisional_threads(w, msgs)
+    names = ("channel", "account_id", "external_id", "contact_id", "created_at")
+    many(
+        conn,
+        "conversation+",
+        lambda: insert_values(conn, _v, names, ignore=["channel", "account_id", "external_id"]),
+        names,
+        list(rows.values()),
+    )
+    threads = list(rows) + [t for t in extra_threads if t not in rows]
+    if not threads:
+        return {}
+    columns = (_v.c.id, _v.c.external_id, _v.c.contact_id, _v.c.ticket_id)
+    return {
+        r.external_id: (r.id, r.contact_id, r.ticket_id)
+        for r in w.of_account("conversation?page", _v, columns, "external_id", threads)
+    }
+
+def _adopt_provisional_threads(w: PageWriter, msgs: list[InboundMessage]) -> None:
+    """A Meta webhook whose thread could not be looked up stored its message on a provisional
+    thread (`user:<customer id>`). The first page that names the customer's real thread renames
+    it, so the customer's messages, and their ticket, stay one conversation."""
+    if w.ref.channel not in _META_CHANNELS:
+        return
+    real = {m.customer.id: m.thread_id for m in msgs if m.direction is Direction.IN and not m.thread_id.startswith(PROVISIONAL)}
+    if not real:
+        return
+    columns = (_v.c.id, _v.c.external_id)
+    provisional = {r.external_id: r.id for r in w.of_account("conversation?provisional", _v, columns, "external_id",
+                                                                   sorted(provisional_thread(c) for c in real))}
+    if not provisional:
+        return
+    known = {r.external_id for r in w.of_account("conversation?known", _v, columns, "external_id", sorted(set(real.values())))}
+    renames = []
+    for customer, thread in real.items():
+        conv_id = provisional.get(provisional_thread(customer))
+        if conv_id is not None and thread not in known:
+            renames.append((thread, conv_id))
+            known.add(thread)
+    many(
+        w.conn,
+        "conversation~adopt",
+        lambda: sa.update(_v).where(_v.c.id == sa.bindparam("b_id")).values(external_id=sa.bindparam("b_thread", type_=sa.String())),
+        ("b_thread", "b_id"),
+        renames,
+    )
