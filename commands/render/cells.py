@@ -26,7 +26,7 @@ def sla(row: Any, now: Any) -> tuple[str, str]:
 
     if row.status not in ("new", "open", "pending"):
         return "", ""
-    due = row.first_response_due if row.first_response_at is None else row.escalation_due
+    due = row.next_deadline()
     if due is None:
         return "", ""
     left = due - now

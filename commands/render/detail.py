@@ -37,7 +37,7 @@ def print_detail(out: Any, detail: Any, *, full: bool, human_agent_tag: bool = T
         " · tags ", (one_line(", ".join(t.tags), 200) or "none"), (f" · category {one_line(t.category, 60)}" if t.category else ""),
     ))
     line = Text.assemble("created ", local_time(t.created, zone), " · updated ", local_time(t.updated, zone))
-    due = t.first_response_due if t.first_response_at is None else t.escalation_due
+    due = t.next_deadline()
     if due and t.status in ("new", "open", "pending"):
         what = "first response" if t.first_response_at is None else "escalation"
         left = due - now
