@@ -75,7 +75,7 @@ class State:
 
     def engine(self) -> "Engine":
         if self._engine is None:
-            from inbox.store.engine import open_store
+            from inbox.store import open_store
 
             url = self.settings().database_url()
             _note_sqlite_file(url)
@@ -708,7 +708,7 @@ def accounts_list(ctx: typer.Context, json_: bool = _SYNC_JSON) -> None:
     from rich.text import Text
 
     from inbox.accounts import health
-    from inbox.store.models import utcnow
+    from inbox.store.types import utcnow
     from inbox.safe_text import one_line
 
     st = state(ctx)

@@ -121,7 +121,7 @@ def child(size: int, seed: int) -> dict[str, object]:
     import requests
 
     from inbox.settings import parse_settings
-    from inbox.store.engine import open_store
+    from inbox.store import open_store
     from inbox.sync.account import make_connector, sync_all
 
     proc = subprocess.Popen([sys.executable, "-c", SANDBOX, str(size), str(seed)], cwd=ROOT, stdout=subprocess.PIPE, text=True)

@@ -79,7 +79,7 @@ class Demo:
     # ── lifecycle ──────────────────────────────────────────────────────────────────────────
     def start(self) -> None:
         from inbox.settings import load_settings
-        from inbox.store.engine import open_store
+        from inbox.store import open_store
         from sandbox import Sandbox
 
         self.sandbox = Sandbox(seed=7).start()

@@ -18,11 +18,13 @@ import sqlalchemy as sa
 
 from connectors.base import RateInfo
 from connectors.redact import redact
+from inbox.store.engine import write_tx
 from inbox.store.fastpath import upsert
 from inbox.errors import ConfigError
-from inbox.ingest.page import AccountRef, begin_write
+from inbox.ingest.page import AccountRef
 from inbox.leases import Holder
-from inbox.store.models import Account, Quarantine, SyncGap, SyncState, utcnow
+from inbox.store.models import Account, Quarantine, SyncGap, SyncState
+from inbox.store.types import utcnow
 from inbox.sync.scheduler import interval_of
 
 if TYPE_CHECKING:
@@ -50,7 +52,7 @@ def ensure_accounts(engine: Engine, accounts: list[AccountSettings]) -> dict[str
     if not accounts:
         return out
     cols = (_a.c.id, _a.c.name, _a.c.channel, _a.c.platform_id)
-    with begin_write(engine) as conn, conn.begin():
+    with write_tx(engine) as conn:
         rows = conn.execute(sa.select(*cols)).all()
         by_name = {r.name: r for r in rows}
         by_platform = {(r.channel, r.platform_id): r for r in rows}
@@ -119,7 +121,7 @@ def repoint(engine: Engine, settings: Settings, name: str) -> Repointed:
     """
     acc = settings.account(name)
     retired = None
-    with begin_write(engine) as conn, conn.begin():
+    with write_tx(engine) as conn:
         row = conn.execute(sa.select(_a.c.id, _a.c.channel, _a.c.platform_id).where(_a.c.name == name)).first()
         if row is not None and (row.channel, row.platform_id) != (acc.channel.value, acc.platform_id):
             retired = retired_name(name, row.platform_id)
@@ -148,12 +150,12 @@ def _rate_values(rate: RateInfo | None) -> dict[str, Any]:
 
 
 def record_start(engine: Engine, account_id: int, at: datetime) -> None:
-    with begin_write(engine) as conn, conn.begin():
+    with write_tx(engine) as conn:
         conn.execute(sa.update(_a).where(_a.c.id == account_id).values(last_sync_at=at))
 
 
 def record_success(engine: Engine, account_id: int, *, at: datetime, rate: RateInfo | None) -> None:
-    with begin_write(engine) as conn, conn.begin():
+    with write_tx(engine) as conn:
         conn.execute(
             sa.update(_a)
             .where(_a.c.id == account_id)
@@ -177,21 +179,21 @@ def record_error(
     values: dict[str, Any] = {"last_error": text, "last_error_at": at, "paused_until": paused_until, **_rate_values(rate)}
     if needs_reauth:
         values["needs_reauth"] = True
-    with begin_write(engine) as conn, conn.begin():
+    with write_tx(engine) as conn:
         conn.execute(sa.update(_a).where(_a.c.id == account_id).values(**values))
 
 
 def record_rate(engine: Engine, account_id: int, rate: RateInfo | None) -> None:
     if rate is None:
         return
-    with begin_write(engine) as conn, conn.begin():
+    with write_tx(engine) as conn:
         conn.execute(sa.update(_a).where(_a.c.id == account_id).values(**_rate_values(rate)))
 
 
 def reset(engine: Engine, settings: Settings, name: str) -> AccountRef:
     """Clear needs-re-auth and any pause after the account was reconnected."""
     ref = ensure_account(engine, settings.account(name))
-    with begin_write(engine) as conn, conn.begin():
+    with write_tx(engine) as conn:
         conn.execute(sa.update(_a).where(_a.c.id == ref.id).values(needs_reauth=False, paused_until=None))
     return ref
 

@@ -25,10 +25,12 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
+from inbox.store.engine import write_tx
 from inbox.store.fastpath import upsert
 from inbox.errors import ConflictError
-from inbox.ingest.page import LeaseLostError, begin_write
-from inbox.store.models import SyncState, utcnow
+from inbox.ingest.page import LeaseLostError
+from inbox.store.models import SyncState
+from inbox.store.types import utcnow
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -110,7 +112,7 @@ def acquire(engine: Engine, account_id: int, account_name: str, *, seconds: floa
     for _attempt in range(3):
         now = utcnow()
         expires = now + timedelta(seconds=seconds)
-        with begin_write(engine) as conn, conn.begin():
+        with write_tx(engine) as conn:
             conn.execute(
                 upsert(conn, _ss)
                 .values(account_id=account_id, cursor=None, updated_at=now, lease_owner=None, lease_expires_at=None)
@@ -156,7 +158,7 @@ def acquire(engine: Engine, account_id: int, account_name: str, *, seconds: floa
 def renew(engine: Engine, lease: Lease, *, seconds: float) -> Lease:
     """Extend the lease; `LeaseLostError` when another worker has taken it."""
     expires = utcnow() + timedelta(seconds=seconds)
-    with begin_write(engine) as conn, conn.begin():
+    with write_tx(engine) as conn:
         done = conn.execute(
             sa.update(_ss)
             .where(_ss.c.account_id == lease.account_id, _ss.c.lease_owner == lease.owner)
@@ -169,7 +171,7 @@ def renew(engine: Engine, lease: Lease, *, seconds: float) -> Lease:
 
 def release(engine: Engine, lease: Lease) -> None:
     """Give the lease up (only if still ours)."""
-    with begin_write(engine) as conn, conn.begin():
+    with write_tx(engine) as conn:
         conn.execute(
             sa.update(_ss)
             .where(_ss.c.account_id == lease.account_id, _ss.c.lease_owner == lease.owner)

@@ -25,7 +25,8 @@ import sqlalchemy as sa
 
 from inbox.errors import UsageError
 from inbox.store import tables as tb
-from inbox.tickets.operations import TicketFilter, TicketRow, list_tickets, utcnow
+from inbox.store.types import utcnow
+from inbox.tickets.operations import TicketFilter, TicketRow, list_tickets
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine

@@ -112,7 +112,7 @@ class LoopMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        from inbox.store.engine import open_store
+        from inbox.store import open_store
         from sandbox import Sandbox
 
         self.tmp = Path(tempfile.mkdtemp(prefix="inbox-loop-"))
@@ -624,24 +624,24 @@ class LoopMachine(RuleBasedStateMachine):
 
         import cli
 
-        import inbox.store.engine
+        import inbox.store
 
         # The command's engine would live until this process exits (atexit): close it here, or a
         # long run on PostgreSQL ends with "too many clients".
         made: list[Any] = []
-        real = inbox.store.engine.open_store
+        real = inbox.store.open_store
 
         def tracked(*a: Any, **kw: Any) -> Any:
             made.append(real(*a, **kw))
             return made[-1]
 
         out = io.StringIO()
-        inbox.store.engine.open_store = tracked
+        inbox.store.open_store = tracked
         try:
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
                 code = cli.main(["-c", str(self.config), *args])
         finally:
-            inbox.store.engine.open_store = real
+            inbox.store.open_store = real
             for engine in made:
                 engine.dispose()
         return code, out.getvalue()

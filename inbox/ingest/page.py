@@ -42,7 +42,8 @@ from inbox.dedup.pages import (
     PageDeduper,
     repeat_reason,
 )
-from inbox.store import sqlite_lock as writer_lock
+from inbox.store import sqlite_lock
+from inbox.store.engine import tune_sqlite_writer
 from inbox.store.fastpath import execute, in_values, insert_values, many, one_of, select
 from inbox.errors import ConflictError, NotFoundError
 from inbox.store.models import (
@@ -60,9 +61,8 @@ from inbox.store.models import (
     TicketRef,
     TicketStatus,
     UTCDateTime,
-    utcnow,
 )
-from inbox.store.types import PRIORITY_RANK
+from inbox.store.types import PRIORITY_RANK, utcnow
 from inbox.search import deferred_index
 from inbox.tickets.triage import triage
 
@@ -190,15 +190,15 @@ def ingest_page(
     """
     ref = account_ref(engine, account)
     explain = dry_run if explain is None else explain
-    with writer_lock.hold(engine, settings.sync.writer_lock_timeout_seconds), begin_write(engine) as conn:
+    with sqlite_lock.hold(engine, settings.sync.writer_lock_timeout_seconds), begin_write(engine) as conn:
         if conn.dialect.name == "sqlite":
-            _tune_sqlite_writer(conn)
+            tune_sqlite_writer(conn)
         tx = conn.begin()
         try:
             if conn.dialect.name == "postgresql":
                 # Page ingests are serialized, as SQLite's write lock does: dedup of one account's
                 # page must see the tickets another account's page just created (cross-channel rules).
-                writer_lock.pg_acquire(conn, INGEST_LOCK_KEY, settings.sync.writer_lock_timeout_seconds)
+                sqlite_lock.pg_acquire(conn, INGEST_LOCK_KEY, settings.sync.writer_lock_timeout_seconds)
             result = _PageWriter(conn, ref, settings, explain=explain, via=via).write(page)
             _write_cursor(conn, ref, page, lease_owner, lease_seconds or settings.sync.lease_seconds)
         except BaseException:
@@ -209,27 +209,10 @@ def ingest_page(
         else:
             tx.commit()
     if not dry_run and engine.dialect.name == "sqlite":
-        from inbox.store import sqlite_wal as checkpoint
+        from inbox.store import sqlite_wal
 
-        checkpoint.committed(engine.url)
+        sqlite_wal.committed(engine.url)
     return result
-
-
-# The page writer's own connection settings (SQLite). A page dirties index pages all over the
-# store (messages of many threads, tickets, conversations): checkpointing the WAL every 1,000
-# pages (SQLite's default) copies and syncs the same hot pages again and again, and the default
-# 2 MB page cache re-reads them. Durability is unchanged (WAL, synchronous=NORMAL, inbox/store/engine.py).
-_WRITER_PRAGMAS = ("wal_autocheckpoint=10000", "cache_size=-16000")
-
-
-def _tune_sqlite_writer(conn: Connection) -> None:
-    info = conn.connection.info
-    if info.get("ingest_tuned"):
-        return
-    driver = conn.connection.driver_connection
-    for pragma in _WRITER_PRAGMAS:
-        driver.execute("PRAGMA " + pragma)
-    info["ingest_tuned"] = True
 
 
 def _write_cursor(conn: Connection, ref: AccountRef, page: Page, lease_owner: str | None, lease_seconds: float) -> None:

@@ -44,7 +44,9 @@ from connectors.base import OutboundReply, ReplyPolicy
 from inbox.errors import AuthError, ConflictError, NotFoundError, PlatformError, PolicyError
 from inbox.store import tables as tb
 from inbox.replies.windows import describe_route, length_problem, reply_window
-from inbox.tickets.operations import record_event, write_tx
+from inbox.store.engine import write_tx
+from inbox.store.types import utcnow
+from inbox.tickets.operations import record_event
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -85,10 +87,6 @@ class Timing:
         return cls(lease=timedelta(seconds=r.lease_seconds), quiet=timedelta(seconds=r.settle_after_seconds))
 
 ConnectorFactory = Callable[[str], "Connector"]
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 # ─── route and policy ───────────────────────────────────────────────────────────────────────

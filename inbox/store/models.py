@@ -6,18 +6,14 @@ JSON columns hold raw payloads, attachments and cursors.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from enum import Enum
 from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from inbox.store.types import ACTIVE_STATUSES, PRIORITY_RANK, UTCDateTime  # noqa: F401  (re-exported)
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+from inbox.store.types import ACTIVE_STATUSES, PRIORITY_RANK, UTCDateTime, utcnow  # noqa: F401  (re-exported)
 
 
 def _ts(*, nullable: bool = True, index: bool = False) -> Any:

@@ -14,7 +14,7 @@ it. The kernel frees the lock when its holder exits or is killed; a holder that 
 
 On PostgreSQL the page writers queue on a transaction advisory lock instead (`pg_acquire`), with the
 same bound (`lock_timeout`); the holder is named from `pg_stat_activity`, where every connection of
-inbox says who opened it (`application_name`, `inbox.store.engine`).
+inbox says who opened it (`inbox.store.engine.application_name`).
 """
 
 from __future__ import annotations
@@ -175,11 +175,6 @@ def _pg_holder(engine: Engine, key: int) -> str:
     if row.xact_start is not None:
         who += f", in a transaction since {row.xact_start.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
     return who
-
-
-def application_name() -> str:
-    """What a PostgreSQL connection of this process says it is (pg_stat_activity; 63 bytes at most)."""
-    return f"inbox pid {os.getpid()} on {socket.gethostname()}".encode()[:63].decode("utf-8", "ignore")
 
 
 @contextmanager

@@ -13,6 +13,11 @@ PRIORITY_RANK = {"urgent": 0, "high": 1, "normal": 2, "low": 3}
 REPLY_STATES = ("queued", "sending", "sent", "failed", "unknown")
 
 
+def utcnow() -> datetime:
+    """Now, as an aware UTC datetime: what every stored time is."""
+    return datetime.now(timezone.utc)
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """Aware UTC datetimes on every backend (SQLite drops the offset; this puts it back)."""
 

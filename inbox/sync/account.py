@@ -33,7 +33,8 @@ from inbox import accounts as accounts_mod
 from inbox import leases
 from inbox.errors import ConfigError, ConflictError, InboxError, describe
 from inbox.ingest.page import AccountRef, IngestResult, MessageDecision, ingest_page
-from inbox.store.models import Account, Message, SyncState, utcnow
+from inbox.store.models import Account, Message, SyncState
+from inbox.store.types import utcnow
 from inbox.safe_text import one_line
 from inbox.timefmt import json_time
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from connectors.base import RateInfo
 from connectors.budget import META_PAUSE, SLOW_ABOVE
-from inbox.store.models import utcnow
+from inbox.store.types import utcnow
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.background import BackgroundScheduler

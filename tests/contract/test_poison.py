@@ -116,7 +116,7 @@ def sb() -> Iterator[Any]:
 def store(request: pytest.FixtureRequest, sb: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """(engine, settings, factory) with every account synced once."""
     from tests.conftest import PG_URL, _pg_schema_url
-    from inbox.store.engine import open_store
+    from inbox.store import open_store
 
     schema = None
     if request.param == "sqlite":

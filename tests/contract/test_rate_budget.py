@@ -204,7 +204,7 @@ def test_inbox_run_reschedules_an_account_that_stopped_for_its_budget(tmp_path, 
     """The scheduler's job moves to the reset the pass reported; it does not sleep in its worker."""
     from datetime import timedelta
 
-    from inbox.store.engine import open_store
+    from inbox.store import open_store
     from inbox.sync.scheduler import SyncScheduler
 
     with Sandbox(seed=7).start() as sb:

@@ -88,7 +88,7 @@ def sandbox() -> Any:
 def synced(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A store synced once from the seeded sandbox, with hostile messages in it."""
     from inbox.settings import load_settings
-    from inbox.store.engine import open_store
+    from inbox.store import open_store
     from inbox.sync.account import make_connector, sync_all
 
     sandbox.inject("tokoshop-ig", text=HOSTILE, customer="hostile[/]\x1b[31muser")
@@ -406,7 +406,7 @@ def test_two_agents_replying_on_one_ticket_the_second_is_asked_again(e2e: Env) -
     ana_text, budi_text = "Halo kak, saya Ana, kami cek ya", "Halo kak, saya Budi, kami cek ya"
     # Budi's `reply` pauses after recording nothing yet: plan shown, then Ana sends before Budi's record.
     from inbox.replies import outbox as rp
-    from inbox.store.engine import open_store
+    from inbox.store import open_store
 
     engine = open_store(f"sqlite:///{e2e.db}")
     try:

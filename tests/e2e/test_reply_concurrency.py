@@ -154,7 +154,7 @@ def _check(rows: list[Any], delivered: dict[tuple[str, str, str], int], texts: s
 
 def _run(profile: Profile, db_url: str, tmp_path: Path, seed: int) -> dict[str, int]:
     from inbox.settings import load_settings
-    from inbox.store.engine import open_store
+    from inbox.store import open_store
     from inbox.sync.account import make_connector, sync_all
 
     rng = random.Random(seed)

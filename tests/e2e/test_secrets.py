@@ -292,7 +292,7 @@ def test_sync_error_keeps_the_statement_kind_and_drops_its_parameters(engine: An
 def test_cli_error_line_keeps_the_statement_kind_and_drops_its_parameters(db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     from tests import factories as sf
-    from inbox.store.engine import open_store
+    from inbox.store import open_store
 
     engine = open_store(db_url)
     tid = sf.ticket(engine).ticket_id
@@ -325,7 +325,7 @@ def umask_022() -> Any:
 
 
 def test_store_and_its_wal_and_shm_are_created_owner_only(tmp_path: Path, umask_022: None) -> None:
-    from inbox.store.engine import open_store
+    from inbox.store import open_store
 
     db = tmp_path / "inbox.db"
     engine = open_store(f"sqlite:///{db}")  # first use creates and migrates it

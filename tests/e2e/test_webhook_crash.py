@@ -75,9 +75,10 @@ def _serve(cfg: Path) -> tuple[subprocess.Popen[str], str]:
 
 @pytest.mark.slow
 def test_kill_9_right_after_the_acknowledgements_then_restart(tmp_path, db_url) -> None:
-    from inbox.store import sqlite_lock as writer_lock
-    from inbox.store.engine import open_store
-    from inbox.ingest.page import INGEST_LOCK_KEY, begin_write
+    from inbox.store import sqlite_lock
+    from inbox.store import open_store
+    from inbox.ingest.page import INGEST_LOCK_KEY
+    from inbox.store.engine import write_tx
 
     cfg = _config(tmp_path, db_url)
     proc, base = _serve(cfg)
@@ -86,11 +87,10 @@ def test_kill_9_right_after_the_acknowledgements_then_restart(tmp_path, db_url) 
     # The page writers' lock held here: the server acknowledges (commits) every delivery and cannot
     # process one, so the kill lands between the two for all of them.
     with ExitStack() as held, requests.Session() as s:
-        held.enter_context(writer_lock.hold(engine, 600))  # SQLite's page writers
+        held.enter_context(sqlite_lock.hold(engine, 600))  # SQLite's page writers
         if engine.dialect.name == "postgresql":
-            conn = held.enter_context(begin_write(engine))
-            held.enter_context(conn.begin())
-            writer_lock.pg_acquire(conn, INGEST_LOCK_KEY, 600)
+            conn = held.enter_context(write_tx(engine))
+            sqlite_lock.pg_acquire(conn, INGEST_LOCK_KEY, 600)
         for i in range(200):
             body = hello(mid=f"m_burst_{i}", sender=str(7000 + i % 17), text=f"pesan {i}")
             r = s.post(f"{base}/webhooks/meta", data=body, headers={"Content-Type": "application/json", "X-Hub-Signature-256": meta_sig(body)}, timeout=30)
@@ -119,9 +119,10 @@ def test_a_busy_writer_lock_leaves_the_batch_pending_without_counting_an_attempt
     import sqlalchemy as sa
 
     from inbox.intake import receiver as intake
-    from inbox.store import sqlite_lock as writer_lock
+    from inbox.store import sqlite_lock
     from inbox.errors import ConflictError
-    from inbox.ingest.page import INGEST_LOCK_KEY, begin_write
+    from inbox.ingest.page import INGEST_LOCK_KEY
+    from inbox.store.engine import write_tx
     from inbox.store.tables import webhook_delivery as d
 
     settings = plain_settings(db_url)
@@ -130,11 +131,10 @@ def test_a_busy_writer_lock_leaves_the_batch_pending_without_counting_an_attempt
         intake.store(engine, "meta", hello(mid=f"m_busy_{i}", sender=str(5600 + i)), "application/json")
     processor = intake.Processor.build(engine, settings, graph=False)
     with ExitStack() as held:  # a long sync holds the page writers' lock
-        held.enter_context(writer_lock.hold(engine, 10))
+        held.enter_context(sqlite_lock.hold(engine, 10))
         if engine.dialect.name == "postgresql":
-            conn = held.enter_context(begin_write(engine))
-            held.enter_context(conn.begin())
-            writer_lock.pg_acquire(conn, INGEST_LOCK_KEY, 10)
+            conn = held.enter_context(write_tx(engine))
+            sqlite_lock.pg_acquire(conn, INGEST_LOCK_KEY, 10)
         with pytest.raises(ConflictError):
             processor.process_pending()
     with engine.connect() as c:

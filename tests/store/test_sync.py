@@ -26,7 +26,7 @@ def sandbox_settings(sb, db_url: str, **sync: object) -> Settings:
 
 def sandbox_store(sb, tmp_path, monkeypatch, name: str = "inbox.db"):
     """The sandbox's environment set for this process, a new SQLite store, and settings naming both."""
-    from inbox.store.engine import open_store
+    from inbox.store import open_store
 
     for k, v in sb.env().items():
         monkeypatch.setenv(k, v)
@@ -297,7 +297,7 @@ def test_health_calls_an_account_stale_after_six_of_its_own_intervals(engine, db
     from datetime import timedelta
 
     from inbox.accounts import ensure_accounts, health
-    from inbox.store.models import utcnow
+    from inbox.store.types import utcnow
 
     settings = sandbox_settings(sandbox, db_url)
     now = utcnow()

@@ -495,7 +495,7 @@ def test_a_provisional_thread_becomes_the_real_one_when_a_poll_names_it(engine, 
 def test_inbox_accounts_shows_missed_and_undelivered_counts(tmp_path, monkeypatch, capsys) -> None:
     import cli
     from inbox.intake import receiver as intake
-    from inbox.store.engine import open_store
+    from inbox.store import open_store
 
     db = tmp_path / "inbox.db"
     config = tmp_path / "inbox.toml"
