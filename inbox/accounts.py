@@ -23,9 +23,9 @@ from inbox.store.fastpath import upsert
 from inbox.errors import ConfigError
 from inbox.ingest.page import AccountRef
 from inbox.leases import Holder
+from inbox.settings import interval_for
 from inbox.store.models import Account, Quarantine, SyncGap, SyncState
 from inbox.store.types import utcnow
-from inbox.sync.scheduler import interval_of
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -282,7 +282,7 @@ def health(engine: Engine, settings: Settings, *, now: datetime | None = None) -
         ref = refs[acc.name]
         row = rows[ref.id]
         rate = RateInfo(row.rate_limit, row.rate_remaining, row.rate_reset_at, row.rate_usage_pct)
-        interval = interval_of(settings, acc)
+        interval = interval_for(settings, acc)
         problems: list[str] = []
         # Paused until the platform's reset: waiting its turn (a pass stopped for the rate limit keeps
         # what it read and goes on after the reset), not failing -- even before its first complete pass.
