@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
     from connectors.base import Connector
     from inbox.settings import Settings
-    from inbox.replies.outbox import ReplyPlan, SendOutcome
+    from inbox.replies.outbox import SendOutcome
+    from inbox.replies.route import ReplyPlan
     from inbox.tickets.operations import ThreadMessage, TicketRow
 
 log = logging.getLogger(__name__)
@@ -152,7 +153,7 @@ class Demo:
         raise RuntimeError("the sandbox has no ticket a reply can reach")
 
     def plan(self, ticket_id: int) -> ReplyPlan:
-        from inbox.replies import outbox as replies
+        from inbox.replies import route
         from inbox.replies import templates
 
         assert self.engine is not None and self.settings is not None
@@ -160,13 +161,13 @@ class Demo:
         if not variables["customer"]:
             variables["customer"] = "kak"
         text = templates.render(REPLY_TEMPLATE, variables)
-        return replies.plan_reply(self.engine, ticket_id, text, human_agent_tag=self.settings.replies.human_agent_tag)
+        return route.plan_reply(self.engine, ticket_id, text, human_agent_tag=self.settings.replies.human_agent_tag)
 
     def send(self, plan: ReplyPlan) -> SendOutcome:
-        from inbox.replies import outbox as replies
+        from inbox.replies import outbox
 
         assert self.engine is not None
-        return replies.send_reply(self.engine, plan, self.connector, AGENT)
+        return outbox.send_reply(self.engine, plan, self.connector, AGENT)
 
     def webhook_arrival(self, account_name: str = "tokoshop-ig") -> tuple[str, int | None, float]:
         """`inbox serve` in this process, the sandbox sending it signed webhooks, and one new customer

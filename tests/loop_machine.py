@@ -341,7 +341,7 @@ class LoopMachine(RuleBasedStateMachine):
     # ── rules: the agents ──────────────────────────────────────────────────────────────────
     @rule(pick=PICK, body=hostile_text(allow_nul=False))
     def agent_reply(self, pick: int, body: str) -> None:
-        from inbox.replies import outbox as replies
+        from inbox.replies import outbox, route
 
         tickets = self.tickets()
         if not tickets:
@@ -349,22 +349,22 @@ class LoopMachine(RuleBasedStateMachine):
         ticket = tickets[pick % len(tickets)]
         text = self.next_text("balasan", body)
         try:
-            plan = replies.plan_reply(self.engine, ticket, text, human_agent_tag=self.settings.replies.human_agent_tag)
-            note(f"reply: {replies.send_reply(self.engine, plan, self.reply_connectors(), 'ana').state}")
+            plan = route.plan_reply(self.engine, ticket, text, human_agent_tag=self.settings.replies.human_agent_tag)
+            note(f"reply: {outbox.send_reply(self.engine, plan, self.reply_connectors(), 'ana').state}")
         except EXPECTED_REPLY_ERRORS as exc:
             note(f"reply: {exc.__class__.__name__}")
 
     @rule(pick=PICK)
     def reply_retry(self, pick: int) -> None:
         """`inbox outbox retry` on any reply not known to be delivered (in doubt ones must refuse)."""
-        from inbox.replies import outbox as replies
+        from inbox.replies import outbox
 
         open_ids = [r[0] for r in self.rows("SELECT id FROM reply WHERE state <> 'sent' ORDER BY id")]
         if not open_ids:
             return
         rid = open_ids[pick % len(open_ids)]
         try:
-            replies.retry(self.engine, rid, self.reply_connectors(), "budi", human_agent_tag=self.settings.replies.human_agent_tag)
+            outbox.retry(self.engine, rid, self.reply_connectors(), "budi", human_agent_tag=self.settings.replies.human_agent_tag)
             note("retry: sent")
         except EXPECTED_REPLY_ERRORS as exc:
             note(f"retry: {exc.__class__.__name__}")
@@ -372,7 +372,7 @@ class LoopMachine(RuleBasedStateMachine):
     @rule(pick=PICK, same_text=st.booleans())
     def two_agents_reply(self, pick: int, same_text: bool) -> None:
         """Two terminals reply to one ticket at once: both saw the route and said yes."""
-        from inbox.replies import outbox as replies
+        from inbox.replies import outbox, route
 
         tickets = self.tickets()
         if not tickets:
@@ -387,10 +387,10 @@ class LoopMachine(RuleBasedStateMachine):
         def agent(who: str, text: str) -> None:
             try:
                 try:
-                    plan = replies.plan_reply(self.engine, ticket, text, human_agent_tag=self.settings.replies.human_agent_tag)
+                    plan = route.plan_reply(self.engine, ticket, text, human_agent_tag=self.settings.replies.human_agent_tag)
                 finally:
                     seen.wait()  # both routes shown before either confirms
-                replies.send_reply(self.engine, plan, self.reply_connectors(), who)
+                outbox.send_reply(self.engine, plan, self.reply_connectors(), who)
             except EXPECTED_REPLY_ERRORS:
                 pass
             except BaseException as exc:  # noqa: BLE001 - reported below, in the machine's thread
@@ -408,7 +408,7 @@ class LoopMachine(RuleBasedStateMachine):
     @rule(pick=PICK, names=st.sets(st.sampled_from(ACCOUNTS), min_size=1))
     def reply_during_sync(self, pick: int, names: set[str]) -> None:
         """An agent replies while a sync runs (the echo may be stored before the send returns)."""
-        from inbox.replies import outbox as replies
+        from inbox.replies import outbox, route
         from inbox.sync.account import sync_all
 
         tickets = self.tickets()
@@ -422,8 +422,8 @@ class LoopMachine(RuleBasedStateMachine):
         def agent() -> None:
             try:
                 go.wait()
-                plan = replies.plan_reply(self.engine, ticket, text, human_agent_tag=self.settings.replies.human_agent_tag)
-                replies.send_reply(self.engine, plan, self.reply_connectors(), "ana")
+                plan = route.plan_reply(self.engine, ticket, text, human_agent_tag=self.settings.replies.human_agent_tag)
+                outbox.send_reply(self.engine, plan, self.reply_connectors(), "ana")
             except EXPECTED_REPLY_ERRORS:
                 pass
             except BaseException as exc:  # noqa: BLE001 - reported below

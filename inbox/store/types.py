@@ -11,6 +11,8 @@ ACTIVE_STATUSES = ("new", "open", "pending")
 STATUSES = ("new", "open", "pending", "resolved", "closed")
 PRIORITY_RANK = {"urgent": 0, "high": 1, "normal": 2, "low": 3}
 REPLY_STATES = ("queued", "sending", "sent", "failed", "unknown")
+REPLY_IN_DOUBT = ("unknown", "sending")  # it may have reached the customer: never sent again blindly
+REPLY_OPEN = ("queued", "sending", "failed", "unknown")  # not delivered (yet): what `inbox outbox` lists
 
 
 def utcnow() -> datetime:

@@ -519,10 +519,10 @@ def sync_account(
 
 def _reconcile(engine: Engine, account_id: int, started: datetime, settings: Settings) -> int:
     """Settle replies whose delivery was unknown against the echoes this pass stored."""
-    from inbox.replies import outbox as replies
+    from inbox.replies import ledger, reconcile
 
     try:
-        return replies.reconcile_unknown(engine, account_id, synced_after=started, timing=replies.Timing.of(settings))
+        return reconcile.reconcile_unknown(engine, account_id, synced_after=started, timing=ledger.Timing.of(settings))
     except Exception:  # noqa: BLE001 - the outbox must not break the sync
         log.exception("reconciling replies of account %s failed", account_id)
         return 0

@@ -95,7 +95,7 @@ def _config(sb: Sandbox, database: str) -> str:
 
 def _single_customer_tickets(engine: Any, n: int) -> list[tuple[int, int]]:
     """(ticket, contact) pairs of tickets a reply can go to now (window open, one customer)."""
-    from inbox.replies import outbox as replies
+    from inbox.replies import route
     from inbox.errors import InboxError
 
     with engine.connect() as conn:
@@ -103,7 +103,7 @@ def _single_customer_tickets(engine: Any, n: int) -> list[tuple[int, int]]:
     found = []
     for tid in ids:
         try:
-            plan = replies.plan_reply(engine, tid, "probe")
+            plan = route.plan_reply(engine, tid, "probe")
         except InboxError:
             continue
         if plan.route.contact_id is not None:

@@ -316,7 +316,7 @@ def test_health_calls_an_account_stale_after_six_of_its_own_intervals(engine, db
 
 
 def test_a_complete_pass_settles_replies_in_doubt_against_its_echoes(engine, db_url, sandbox, monkeypatch):
-    from inbox.replies import outbox as replies
+    import inbox.replies.reconcile
     from inbox.sync.account import sync_all
 
     settings = sandbox_settings(sandbox, db_url, processes=False)  # the fake below counts calls in this process
@@ -326,7 +326,7 @@ def test_a_complete_pass_settles_replies_in_doubt_against_its_echoes(engine, db_
         calls.append((account_id, synced_after))
         return 2
 
-    monkeypatch.setattr(replies, "reconcile_unknown", reconcile)
+    monkeypatch.setattr(inbox.replies.reconcile, "reconcile_unknown", reconcile)
     results = sync_all(engine, settings, connector_factory=fast_factory(settings))
     assert sorted(r.reconciled for r in results) == [2, 2, 2]
     from inbox.accounts import ensure_accounts
