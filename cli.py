@@ -538,7 +538,8 @@ def sync_cmd(
     from rich.text import Text
 
     from inbox.errors import ConfigError
-    from inbox.sync.account import exit_code, selected_accounts, sync_all
+    from inbox.sync.account import exit_code, selected_accounts
+    from inbox.sync.pool import sync_all
     from inbox.safe_text import one_line
 
     st = state(ctx)

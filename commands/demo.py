@@ -131,7 +131,7 @@ class Demo:
         return make_connector(self.settings, self.settings.account(account_name), min_interval=0.0)
 
     def sync(self, progress: Callable[[Any], None] | None = None) -> list[Any]:
-        from inbox.sync.account import sync_all
+        from inbox.sync.pool import sync_all
 
         assert self.engine is not None and self.settings is not None
         # Each account's connector is made, and closed, by its sync.

@@ -295,7 +295,7 @@ class LoopMachine(RuleBasedStateMachine):
     # ── rules: the sync ────────────────────────────────────────────────────────────────────
     @rule(names=st.sets(st.sampled_from(ACCOUNTS), min_size=1))
     def sync(self, names: set[str]) -> None:
-        from inbox.sync.account import sync_all
+        from inbox.sync.pool import sync_all
 
         now = datetime.now(timezone.utc)
         faulted = self.faulted()
@@ -409,7 +409,7 @@ class LoopMachine(RuleBasedStateMachine):
     def reply_during_sync(self, pick: int, names: set[str]) -> None:
         """An agent replies while a sync runs (the echo may be stored before the send returns)."""
         from inbox.replies import outbox, route
-        from inbox.sync.account import sync_all
+        from inbox.sync.pool import sync_all
 
         tickets = self.tickets()
         if not tickets:
@@ -444,7 +444,8 @@ class LoopMachine(RuleBasedStateMachine):
     @rule(names=st.tuples(st.sets(st.sampled_from(ACCOUNTS), min_size=1), st.sets(st.sampled_from(ACCOUNTS), min_size=1)))
     def two_syncs(self, names: tuple[set[str], set[str]]) -> None:
         """Two syncs at once (cron and an agent's `inbox sync`): one of them holds each account."""
-        from inbox.sync.account import CONFLICT, sync_all
+        from inbox.sync.account import SyncStatus
+        from inbox.sync.pool import sync_all
 
         go = threading.Barrier(2, timeout=30)
         errors: list[BaseException] = []
@@ -463,7 +464,7 @@ class LoopMachine(RuleBasedStateMachine):
         for r in results:
             note(f"two syncs {r.account}: {r.status}")
             assert r.status != "failed", f"{r.account}: failed in a concurrent sync: {r.error}"
-        assert not any(r.status == CONFLICT for r in results if r.account not in names[0] & names[1]), "a conflict on an account only one sync wanted"
+        assert not any(r.status == SyncStatus.CONFLICT for r in results if r.account not in names[0] & names[1]), "a conflict on an account only one sync wanted"
 
     def _together(self, *fns: Any) -> None:
         threads = [threading.Thread(target=f) for f in fns]
@@ -594,7 +595,7 @@ class LoopMachine(RuleBasedStateMachine):
 
     def settle(self) -> None:
         from inbox import accounts as accounts_mod
-        from inbox.sync.account import sync_all
+        from inbox.sync.pool import sync_all
 
         self.control("clear_faults", {})
         for env in sorted(self.stale):

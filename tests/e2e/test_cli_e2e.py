@@ -89,7 +89,8 @@ def synced(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A store synced once from the seeded sandbox, with hostile messages in it."""
     from inbox.settings import load_settings
     from inbox.store import open_store
-    from inbox.sync.account import make_connector, sync_all
+    from inbox.sync.account import make_connector
+    from inbox.sync.pool import sync_all
 
     sandbox.inject("tokoshop-ig", text=HOSTILE, customer="hostile[/]\x1b[31muser")
     sandbox.inject("tokoshop-fb", text="A" * 20_000, customer="Panjang Sekali")

@@ -133,7 +133,7 @@ def gone(pid: int) -> bool:
 def test_kill_9_at_random_points_then_sync_again(tmp_path, monkeypatch):
     from sandbox import Sandbox
 
-    from inbox.sync.account import sync_all
+    from inbox.sync.pool import sync_all
 
     rng = random.Random(int(os.environ.get("CRASH_SEED", "20261125")))
     with Sandbox(seed=11, large=6000, x_rate_limit=100000).start() as sb:
@@ -191,7 +191,7 @@ def test_ctrl_c_stops_every_worker_after_its_page_and_the_next_sync_completes(tm
 
     from sandbox import Sandbox
 
-    from inbox.sync.account import sync_all
+    from inbox.sync.pool import sync_all
 
     with Sandbox(seed=12, large=6000, x_rate_limit=100000).start() as sb:
         env, url, cfg, engine = cli_store(sb, tmp_path, monkeypatch)

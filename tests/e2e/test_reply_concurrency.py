@@ -155,7 +155,8 @@ def _check(rows: list[Any], delivered: dict[tuple[str, str, str], int], texts: s
 def _run(profile: Profile, db_url: str, tmp_path: Path, seed: int) -> dict[str, int]:
     from inbox.settings import load_settings
     from inbox.store import open_store
-    from inbox.sync.account import make_connector, sync_all
+    from inbox.sync.account import make_connector
+    from inbox.sync.pool import sync_all
 
     rng = random.Random(seed)
     sb = Sandbox(seed=7, x_rate_limit=100_000, timeout_sleep=LATE, late_sleep=LATE).start()

@@ -192,7 +192,7 @@ def test_scrub_masks_token_bodies_bearer_strings_encoded_links_and_the_account_t
 
 
 def test_raw_payloads_of_every_channel_are_scrubbed_before_they_are_stored(engine: Any, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from inbox.sync.account import sync_all
+    from inbox.sync.pool import sync_all
     from tests.store.test_sync import fast_factory, sandbox_settings
 
     with Sandbox(seed=7).start() as sb:
@@ -271,7 +271,7 @@ def _refuse_text(engine: Any, table: str) -> None:
 
 def test_sync_error_keeps_the_statement_kind_and_drops_its_parameters(engine: Any, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from inbox.accounts import health
-    from inbox.sync.account import sync_all
+    from inbox.sync.pool import sync_all
     from tests.store.test_sync import fast_factory, sandbox_settings
 
     with Sandbox(seed=7).start() as sb:

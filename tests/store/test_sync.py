@@ -83,7 +83,7 @@ def assert_complete(engine, sb, names=ACCOUNTS, *, exact: bool = True) -> None:
 
 
 def test_first_sync_is_complete_and_the_second_finds_nothing_new(engine, db_url, sandbox):
-    from inbox.sync.account import sync_all
+    from inbox.sync.pool import sync_all
 
     settings = sandbox_settings(sandbox, db_url)
     factory = fast_factory(settings)
@@ -110,7 +110,7 @@ def test_first_sync_is_complete_and_the_second_finds_nothing_new(engine, db_url,
 def test_customer_on_two_channels_ends_in_one_ticket(engine, db_url, sandbox):
     """The seeded customer who DMs on Instagram and X about the same invoice, and the long complaint
     pasted on Messenger and Instagram: attached across channels, whichever account syncs first."""
-    from inbox.sync.account import sync_all
+    from inbox.sync.pool import sync_all
 
     settings = sandbox_settings(sandbox, db_url)
     sync_all(engine, settings, connector_factory=fast_factory(settings))
@@ -127,7 +127,7 @@ def test_customer_on_two_channels_ends_in_one_ticket(engine, db_url, sandbox):
 
 def test_new_message_and_the_echo_of_our_reply(engine, db_url, sandbox):
     from connectors.base import OutboundReply, ReplyPolicy
-    from inbox.sync.account import sync_all
+    from inbox.sync.pool import sync_all
 
     settings = sandbox_settings(sandbox, db_url)
     factory = fast_factory(settings)
@@ -165,7 +165,7 @@ def test_new_message_and_the_echo_of_our_reply(engine, db_url, sandbox):
 
 
 def test_dry_run_fetches_and_decides_but_writes_nothing(engine, db_url, sandbox):
-    from inbox.sync.account import sync_all
+    from inbox.sync.pool import sync_all
 
     settings = sandbox_settings(sandbox, db_url)
     results = sync_all(engine, settings, dry_run=True, connector_factory=fast_factory(settings))
@@ -182,7 +182,7 @@ def test_dry_run_fetches_and_decides_but_writes_nothing(engine, db_url, sandbox)
 def test_stop_event_finishes_the_page_and_the_next_pass_completes(tmp_path, monkeypatch):
     from sandbox import Sandbox
 
-    from inbox.sync.account import sync_all
+    from inbox.sync.pool import sync_all
 
     with Sandbox(seed=3, large=1500, x_rate_limit=1000).start() as sb:
         _url, engine, settings = sandbox_store(sb, tmp_path, monkeypatch)
@@ -206,7 +206,7 @@ def test_accounts_in_worker_processes_stop_on_the_event_and_the_next_pass_comple
     from sandbox import Sandbox
 
     from inbox.runtime import procs as workers
-    from inbox.sync.account import sync_all
+    from inbox.sync.pool import sync_all
 
     if not workers.available():
         pytest.skip("worker processes need fork (Linux)")
@@ -317,7 +317,7 @@ def test_health_calls_an_account_stale_after_six_of_its_own_intervals(engine, db
 
 def test_a_complete_pass_settles_replies_in_doubt_against_its_echoes(engine, db_url, sandbox, monkeypatch):
     import inbox.replies.reconcile
-    from inbox.sync.account import sync_all
+    from inbox.sync.pool import sync_all
 
     settings = sandbox_settings(sandbox, db_url, processes=False)  # the fake below counts calls in this process
     calls = []
@@ -338,7 +338,7 @@ def test_a_complete_pass_settles_replies_in_doubt_against_its_echoes(engine, db_
 def test_pages_waiting_behind_one_are_stored_with_it_and_an_error_still_comes_where_it_happened():
     from connectors.base import Page
     from connectors.errors import ServerError
-    from inbox.sync.account import _Prefetch, merge_pages
+    from inbox.sync.pipeline import Prefetch, merge_pages
 
     gate = threading.Event()
 
@@ -350,7 +350,7 @@ def test_pages_waiting_behind_one_are_stored_with_it_and_an_error_still_comes_wh
         yield Page((), cursor=None)
         raise ServerError("boom")
 
-    prefetch = _Prefetch(pages(), None, depth=4)
+    prefetch = Prefetch(pages(), None, depth=4)
     batches = prefetch.batches(1000)
     assert [p.cursor for p in next(batches)] == [{"n": 0}]
     gate.set()
@@ -371,7 +371,7 @@ def test_a_worker_process_that_dies_fails_its_account_only_and_says_so_in_health
 
     from inbox.runtime import procs as workers
     from inbox.accounts import health
-    from inbox.sync.account import sync_all
+    from inbox.sync.pool import sync_all
 
     if not workers.available():
         pytest.skip("worker processes need fork (Linux)")
@@ -396,7 +396,7 @@ def test_the_fetching_thread_runs_at_a_lower_priority_than_the_writer():
     import os
 
     from connectors.base import Page
-    from inbox.sync.account import FETCH_NICENESS, _Prefetch
+    from inbox.sync.pipeline import FETCH_NICENESS, Prefetch
 
     if not hasattr(os, "setpriority"):
         pytest.skip("no per-thread priorities here")
@@ -406,7 +406,7 @@ def test_the_fetching_thread_runs_at_a_lower_priority_than_the_writer():
         seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
         yield Page((), cursor=None, final=True)
 
-    prefetch = _Prefetch(pages(), None)
+    prefetch = Prefetch(pages(), None)
     assert [[p.final for p in batch] for batch in prefetch.batches(1000)] == [[True]]
     prefetch.close()
     writer = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())

@@ -337,7 +337,7 @@ def stored_once(engine: Any, ids: list[str]) -> None:
 
 
 def poll(engine: Any, settings: Settings) -> Any:
-    from inbox.sync.account import sync_all
+    from inbox.sync.pool import sync_all
     from tests.store.test_sync import fast_factory
 
     results = {r.account: r for r in sync_all(engine, settings, connector_factory=fast_factory(settings))}
