@@ -63,7 +63,7 @@ from inbox.store.models import (
     UTCDateTime,
 )
 from inbox.store.types import PRIORITY_RANK, utcnow
-from inbox.search import deferred_index
+from inbox.store.fts import deferred_index
 from inbox.tickets.triage import triage
 
 if TYPE_CHECKING:

@@ -349,7 +349,7 @@ def test_a_fork_waits_while_the_checkpointer_is_inside_sqlite():
 
 
 def test_a_page_indexes_its_messages_for_search_and_other_writers_still_index_theirs(engine, settings):
-    # SQLite: the page ingest fills the FTS index itself (inbox/search.py `deferred_index`, with the
+    # SQLite: the page ingest fills the FTS index itself (inbox/store/fts.py `deferred_index`, with the
     # per-row trigger held off for its transaction); anything else writing messages relies on the trigger.
     from tests import factories as sf
     from inbox import search as srch
