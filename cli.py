@@ -927,7 +927,7 @@ def _tri_filter(
     limit: int,
     agent: Optional[str] = None,
 ) -> Any:
-    from inbox.store.tables import ACTIVE_STATUSES
+    from inbox.store.types import ACTIVE_STATUSES
     from inbox.tickets.operations import TicketFilter
 
     statuses = _tri_split(status)
@@ -1675,7 +1675,7 @@ def outbox_list(
 
     from inbox.replies import ledger, outbox, reconcile
     from inbox.store.types import REPLY_OPEN
-    from inbox.store.tables import REPLY_STATES
+    from inbox.store.types import REPLY_STATES
     from inbox.safe_text import one_line
 
     st = state(ctx)
@@ -1746,7 +1746,7 @@ def stats_cmd(
 
     from inbox.replies.windows import format_duration
     from inbox.stats import compute
-    from inbox.store.tables import STATUSES
+    from inbox.store.types import STATUSES
 
     from inbox.errors import UsageError
 

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from inbox.errors import ConflictError, NotFoundError, UsageError
 from inbox.timefmt import json_time
 from inbox.store import tables as tb
-from inbox.store.tables import ACTIVE_STATUSES, PRIORITY_RANK, STATUSES
+from inbox.store.types import ACTIVE_STATUSES, PRIORITY_RANK, STATUSES
 from inbox.replies.windows import HUMAN_AGENT_WINDOW, META_CHANNELS, RESPONSE_WINDOW, window_left
 
 if TYPE_CHECKING:
