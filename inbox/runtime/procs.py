@@ -12,8 +12,8 @@ Linux only (`available()`), and the rules a forked child must follow:
 
 - it touches no connection it inherited: the job drops them (`Engine.dispose(close=False)`) and
   opens its own; module-level locks and caches that another thread might hold at the moment of
-  the fork are re-created after it (`os.register_at_fork` in `inbox.ingest.page`, `inbox.store.sqlite_wal`,
-  `connectors.http`);
+  the fork are re-created after it (`inbox.runtime.forksafe`, where `inbox.store.sqlite_lock` and
+  `inbox.store.sqlite_wal` register their resets; `connectors.http` has its own `os.register_at_fork`);
 - it dies with its parent (`PR_SET_PDEATHSIG`), as a thread would: a `kill -9` of `inbox sync`
   ends the whole pass, and every page stored so far is stored whole;
 - it ignores SIGINT (Ctrl-C reaches the whole process group); the caller's stop event is relayed

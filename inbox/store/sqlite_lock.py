@@ -41,6 +41,7 @@ except ImportError:  # Windows: SQLite's own lock serializes processes
 from connectors.redact import redact
 from inbox.store.engine import sqlite_file
 from inbox.errors import ConflictError
+from inbox.runtime import forksafe
 from inbox.safe_text import one_line
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ _write_locks_guard = threading.Lock()
 _lock_files: dict[str, int] = {}  # database path -> open descriptor of its writers' lock file
 
 
+@forksafe.after_fork
 def _forget() -> None:
     # In a forked child: locks another thread held at the fork would never be released, and a
     # lock file descriptor shared with the parent would be the parent's own lock (flock belongs
@@ -72,10 +74,6 @@ def _forget() -> None:
         except OSError:
             pass
     _lock_files.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget)
 
 
 def _lock_file(path: str) -> int | None:
