@@ -176,13 +176,13 @@ class Demo:
 
         import sqlalchemy as sa
 
-        from inbox.intake import receiver as intake
-        from inbox.intake import server as webserver
+        from inbox.intake import receiver
+        from inbox.intake import server
         from inbox.store.tables import message
 
         assert self.engine is not None and self.settings is not None
-        secrets = intake.resolve_secrets(self.settings)
-        with webserver.InThread(self.engine, self.settings, secrets) as base:
+        secrets = receiver.resolve_secrets(self.settings)
+        with server.InThread(self.engine, self.settings, secrets) as base:
             self.sandbox.webhooks(base, meta_secret=secrets.meta_app_secret or "", x_secret=secrets.x_consumer_secret or "")
             try:
                 started = time.perf_counter()

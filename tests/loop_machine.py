@@ -739,8 +739,8 @@ if shift:
     import time_machine
     time_machine.travel(time.time() + shift, tick=True).start()
 import cli
-from inbox.sync import account as sync
-real = sync.make_connector
-sync.make_connector = lambda settings, account, **kw: real(settings, account, min_interval=0.0, **kw)
+import inbox.sync.account
+real = inbox.sync.account.make_connector
+inbox.sync.account.make_connector = lambda settings, account, **kw: real(settings, account, min_interval=0.0, **kw)
 sys.exit(cli.main(["-c", sys.argv[1], "sync"]))
 """

@@ -233,9 +233,9 @@ def test_quarantine_rows_keep_what_the_columns_hold(engine):
     from connectors.base import Channel, Page, QuarantinedItem
     from inbox.settings import parse_settings
     from inbox.ingest.page import ingest_page
-    from tests import factories as store_factory
+    from tests import factories
 
-    acc = store_factory.account(engine, "tokoshop-x", "x", "1500000000000000001")
+    acc = factories.account(engine, "tokoshop-x", "x", "1500000000000000001")
     item = QuarantinedItem(Channel.X, "1500000000000000001", "id\x00 too long", {"id": "9" * 300}, external_id="9\x00" * 200,
                            thread_id="t" * 400)
     ingest_page(engine, acc, Page(messages=(), cursor=None, quarantined=(item,)), parse_settings({}, "t.toml"))

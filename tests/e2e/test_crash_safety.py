@@ -31,9 +31,9 @@ FIRST_PASS_KILLS = 12  # kills during the first (full) pass; then one complete r
 DRIVER = """
 import sys
 import cli
-from inbox.sync import account as sync
-real = sync.make_connector
-sync.make_connector = lambda settings, account, **kw: real(settings, account, min_interval=0.0, **kw)
+import inbox.sync.account
+real = inbox.sync.account.make_connector
+inbox.sync.account.make_connector = lambda settings, account, **kw: real(settings, account, min_interval=0.0, **kw)
 sys.exit(cli.main(["-c", sys.argv[1], "sync"]))
 """
 

@@ -28,20 +28,20 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_deliveries_a_crash_left_behind_are_processed_on_restart_once(engine, db_url) -> None:
-    from inbox.intake import receiver as intake
+    from inbox.intake import receiver
 
     settings = plain_settings(db_url)
     # 1. acknowledged (committed), then the process died before processing it
-    intake.store(engine, "meta", hello(mid="m_pending"), "application/json")
+    receiver.store(engine, "meta", hello(mid="m_pending"), "application/json")
     # 2. its messages committed, then the process died before marking it done
-    intake.store(engine, "meta", hello(mid="m_half", sender="5679"), "application/json")
-    processor = intake.Processor.build(engine, settings, graph=False)
+    receiver.store(engine, "meta", hello(mid="m_half", sender="5679"), "application/json")
+    processor = receiver.Processor.build(engine, settings, graph=False)
     row = processor.pending()[1]
     processor._ingest([processor.parse(row.source, bytes(row.body), row.received_at)])
     assert [(r.external_id, r.via) for r in messages(engine)] == [("m_half", "webhook")]
     assert [d.state for d in deliveries(engine)] == ["pending", "pending"]
     # 3. an unreadable one among them never holds the others up
-    intake.store(engine, "meta", b'{"object": "page", "entry": 5}', "application/json")
+    receiver.store(engine, "meta", b'{"object": "page", "entry": 5}', "application/json")
 
     with running(engine, settings):  # the restart
         wait_until(lambda: all(d.state != "pending" for d in deliveries(engine)))
@@ -118,7 +118,7 @@ def test_kill_9_right_after_the_acknowledgements_then_restart(tmp_path, db_url) 
 def test_a_busy_writer_lock_leaves_the_batch_pending_without_counting_an_attempt(engine, db_url) -> None:
     import sqlalchemy as sa
 
-    from inbox.intake import receiver as intake
+    from inbox.intake import receiver
     from inbox.store import sqlite_lock
     from inbox.errors import ConflictError
     from inbox.ingest.page import INGEST_LOCK_KEY
@@ -128,8 +128,8 @@ def test_a_busy_writer_lock_leaves_the_batch_pending_without_counting_an_attempt
     settings = plain_settings(db_url)
     settings = settings.model_copy(update={"sync": settings.sync.model_copy(update={"writer_lock_timeout_seconds": 0.2})})
     for i in range(3):
-        intake.store(engine, "meta", hello(mid=f"m_busy_{i}", sender=str(5600 + i)), "application/json")
-    processor = intake.Processor.build(engine, settings, graph=False)
+        receiver.store(engine, "meta", hello(mid=f"m_busy_{i}", sender=str(5600 + i)), "application/json")
+    processor = receiver.Processor.build(engine, settings, graph=False)
     with ExitStack() as held:  # a long sync holds the page writers' lock
         held.enter_context(sqlite_lock.hold(engine, 10))
         if engine.dialect.name == "postgresql":

@@ -205,10 +205,10 @@ def test_stop_event_finishes_the_page_and_the_next_pass_completes(tmp_path, monk
 def test_accounts_in_worker_processes_stop_on_the_event_and_the_next_pass_completes(tmp_path, monkeypatch):
     from sandbox import Sandbox
 
-    from inbox.runtime import procs as workers
+    from inbox.runtime import procs
     from inbox.sync.pool import sync_all
 
-    if not workers.available():
+    if not procs.available():
         pytest.skip("worker processes need fork (Linux)")
     with Sandbox(seed=5, large=3000, x_rate_limit=1000).start() as sb:
         _url, engine, settings = sandbox_store(sb, tmp_path, monkeypatch)
@@ -233,12 +233,12 @@ def test_accounts_in_worker_processes_stop_on_the_event_and_the_next_pass_comple
 
 def test_cli_sync_json_and_accounts(tmp_path, sandbox, monkeypatch, capsys):
     import cli
-    from inbox.sync import account as sync_mod
+    import inbox.sync.account
 
     settings_path = tmp_path / "inbox.toml"
     settings_path.write_text(sandbox.config_toml(database=f"sqlite:///{tmp_path / 'cli.db'}"))
-    real = sync_mod.make_connector
-    monkeypatch.setattr(sync_mod, "make_connector", lambda s, a, **kw: real(s, a, min_interval=0.0))
+    real = inbox.sync.account.make_connector
+    monkeypatch.setattr(inbox.sync.account, "make_connector", lambda s, a, **kw: real(s, a, min_interval=0.0))
 
     assert cli.main(["-c", str(settings_path), "--json", "sync"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -369,11 +369,11 @@ def test_pages_waiting_behind_one_are_stored_with_it_and_an_error_still_comes_wh
 def test_a_worker_process_that_dies_fails_its_account_only_and_says_so_in_health(engine, db_url, sandbox):
     import os
 
-    from inbox.runtime import procs as workers
+    from inbox.runtime import procs
     from inbox.accounts import health
     from inbox.sync.pool import sync_all
 
-    if not workers.available():
+    if not procs.available():
         pytest.skip("worker processes need fork (Linux)")
     settings = sandbox_settings(sandbox, db_url)
     make = fast_factory(settings)
