@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import socket
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from inbox.replies.ledger import RECORDED, Timing, declare_stopped, mark_sent, phase_of
+from inbox.runtime.procs import local_process_gone
 from inbox.store import tables as tb
 from inbox.store.engine import write_tx
 from inbox.store.types import REPLY_IN_DOUBT, utcnow
@@ -48,16 +47,7 @@ def _owner_gone(owner: str | None) -> bool | None:
         pid = int(pid_part)
     except ValueError:
         return None
-    host = rest.split(" #", 1)[0]
-    if host != socket.gethostname():
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return local_process_gone(rest.split(" #", 1)[0], pid)
 
 
 _URL = re.compile(r"https?://\S+")
