@@ -21,6 +21,7 @@ from inbox.replies import ledger, outbox, reconcile, route
 from inbox.replies import templates as tpl
 from inbox.tickets import operations as tk
 from inbox.errors import ConflictError, PlatformError, PolicyError, UsageError
+from inbox.store.engine import write_tx
 from inbox.store.models import Account, Reply, TicketEvent
 
 
@@ -353,7 +354,7 @@ def test_concurrent_retry_sends_once(engine) -> None:
         except BaseException as exc:  # noqa: BLE001 - inspected below
             outcome.append(exc)
 
-    with tk.write_tx(engine) as conn:  # the other process: holds the row while it marks it `sending`
+    with write_tx(engine) as conn:  # the other process: holds the row while it marks it `sending`
         owner = ledger.new_owner()
         conn.execute(r.update().where(r.c.id == rid).values(state="sending", owner=owner, error=ledger.marker(ledger.CALLING, owner)))
         thread = threading.Thread(target=racer)
