@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from inbox.runtime.files import create_private
+from inbox.store.types import dumps
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Connection, Engine
@@ -57,8 +58,6 @@ def _use_wal(cur: Any, wait_seconds: float = 30.0) -> None:
 
 def make_engine(url: str, **kw: Any) -> Engine:
     """An engine with the connection settings the store relies on."""
-    from inbox.store.codec import dumps
-
     kw.setdefault("json_serializer", dumps)
     # Statement parameters are customer text: never in an error's message (logs, last_error, the CLI).
     kw.setdefault("hide_parameters", True)
