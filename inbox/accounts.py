@@ -30,6 +30,7 @@ from inbox.store.types import utcnow
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
+    from connectors.base import Connector
     from inbox.settings import AccountSettings, Settings
 
 _a = Account.__table__
@@ -133,6 +134,16 @@ def repoint(engine: Engine, settings: Settings, name: str) -> Repointed:
 
 def ensure_account(engine: Engine, account: AccountSettings) -> AccountRef:
     return ensure_accounts(engine, [account])[account.name]
+
+
+def connector_for(settings: Settings, account: AccountSettings, **spec_overrides: Any) -> Connector:
+    """The account's connector: its spec from the settings (secrets from the environment), with
+    `spec_overrides` in place of the spec's own fields. The one place connectors are made."""
+    from dataclasses import replace
+
+    from connectors import connect
+
+    return connect(replace(settings.spec_for(account), **spec_overrides))
 
 
 # ── health writes ─────────────────────────────────────────────────────────────────────────────

@@ -79,14 +79,12 @@ def connector_factory(settings: Settings, engine: Engine | None = None) -> Conne
     """
 
     def make(account_name: str) -> Connector:
-        from connectors import connect
+        from inbox.accounts import connector_for, ensure_account
 
         acc = settings.account(account_name)
         if engine is not None:
-            from inbox.accounts import ensure_account
-
             ensure_account(engine, acc)
-        return connect(settings.spec_for(acc))
+        return connector_for(settings, acc)
 
     return make
 

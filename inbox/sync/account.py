@@ -126,18 +126,13 @@ ConnectorFactory = Callable[["AccountSettings"], "Connector"]
 
 def make_connector(settings: Settings, account_settings: AccountSettings, **spec_overrides: Any) -> Connector:
     """The account's connector, with the sync settings that concern it (high-water-mark overlap)."""
-    from dataclasses import replace
-
-    from connectors import connect
-
-    spec = settings.spec_for(account_settings)
     # X counts requests, not events: 100 events per lookup (the API's maximum) makes the
     # 15-requests-per-15-minutes budget go four times as far as the default 25.
     overrides: dict[str, Any] = {"overlap_seconds": float(settings.sync.overlap_seconds)}
-    if spec.channel.value == "x":
+    if account_settings.channel.value == "x":
         overrides["page_size"] = X_PAGE_SIZE
     overrides.update(spec_overrides)
-    return connect(replace(spec, **overrides))
+    return accounts.connector_for(settings, account_settings, **overrides)
 
 
 def read_cursor(engine: Engine, account_id: int) -> dict[str, Any] | None:
