@@ -28,7 +28,7 @@ def fill(url: str, n: int) -> None:
     import sqlalchemy as sa
 
     from inbox.store import tables as tb
-    from inbox.store.engine import open_store
+    from inbox.store import open_store
 
     engine = open_store(url)
     now = datetime.now(timezone.utc)

@@ -42,10 +42,11 @@ import sqlalchemy as sa  # noqa: E402
 
 from inbox import accounts as accounts_mod  # noqa: E402
 from inbox.settings import parse_settings  # noqa: E402
-from inbox.store.engine import open_store  # noqa: E402
+from inbox.store import open_store  # noqa: E402
 from inbox.ingest.page import ingest_page  # noqa: E402
 from inbox.store.models import Message, Ticket  # noqa: E402
-from inbox.sync.account import make_connector, make_known, merge_pages, read_cursor  # noqa: E402
+from inbox.sync.account import make_connector, read_cursor  # noqa: E402
+from inbox.sync.pipeline import make_known, merge_pages  # noqa: E402
 from sandbox import Sandbox  # noqa: E402
 
 ACCOUNTS = ("tokoshop-fb", "tokoshop-ig", "tokoshop-x")

@@ -128,7 +128,7 @@ def bench_ingest(url: str, all_pages: dict[str, list[list[InboundMessage]]], *, 
     from sqlmodel import Session
 
     from inbox.settings import Settings
-    from inbox.store.engine import open_store
+    from inbox.store import open_store
     from inbox.ingest.page import IngestResult, account_ref, ingest_page
     from inbox.store.models import Account
 

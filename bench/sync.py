@@ -121,8 +121,9 @@ def child(size: int, seed: int) -> dict[str, object]:
     import requests
 
     from inbox.settings import parse_settings
-    from inbox.store.engine import open_store
-    from inbox.sync.account import make_connector, sync_all
+    from inbox.store import open_store
+    from inbox.sync.account import make_connector
+    from inbox.sync.pool import sync_all
 
     proc = subprocess.Popen([sys.executable, "-c", SANDBOX, str(size), str(seed)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:

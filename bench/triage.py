@@ -53,7 +53,8 @@ def text_for(rng: random.Random) -> str:
 
 def generate(url: str, n_tickets: int, n_messages: int, seed: int = 1) -> int:
     """Fill an empty store; returns the id of a ticket to `show`."""
-    from inbox.store.engine import is_sqlite, open_store
+    from inbox.store import open_store
+    from inbox.store.engine import is_sqlite
 
     engine = open_store(url)
     rng = random.Random(seed)
@@ -222,7 +223,7 @@ def report(label: str, results: dict[str, float]) -> dict[str, float]:
 def _count_tickets(url: str) -> int:
     import sqlalchemy as sa
 
-    from inbox.store.engine import open_store
+    from inbox.store import open_store
 
     engine = open_store(url)
     try:

@@ -54,7 +54,7 @@ class State:
 
     def engine(self) -> "Engine":
         if self._engine is None:
-            from inbox.store.engine import open_store
+            from inbox.store import open_store
 
             url = self.settings().database_url()
             note_sqlite_file(url)
@@ -225,7 +225,7 @@ def filter_options(command: Callable[..., None]) -> Callable[..., None]:
 
 def ticket_filter(ctx: typer.Context, status: Optional[list[str]], filters: FilterOpts, agent: Optional[str] = None) -> "TicketFilter":
     """The filter options' values as one validated TicketFilter."""
-    from inbox.store.tables import ACTIVE_STATUSES
+    from inbox.store.types import ACTIVE_STATUSES
     from inbox.tickets.queue import TicketFilter
 
     statuses = split_values(status)

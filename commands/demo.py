@@ -26,9 +26,11 @@ if TYPE_CHECKING:
 
     from connectors.base import Connector
     from inbox.settings import Settings
-    from inbox.replies.outbox import ReplyPlan, SendOutcome
+    from inbox.replies.outbox import SendOutcome
+    from inbox.replies.route import ReplyPlan
     from inbox.tickets.detail import ThreadMessage
     from inbox.tickets.queue import TicketRow
+
 
 AGENT = "demo-agent"
 
@@ -83,7 +85,7 @@ class Demo:
     # ── lifecycle ──────────────────────────────────────────────────────────────────────────
     def start(self) -> None:
         from inbox.settings import load_settings
-        from inbox.store.engine import open_store
+        from inbox.store import open_store
         from sandbox import Sandbox
 
         self.sandbox = Sandbox(seed=7).start()
@@ -136,7 +138,7 @@ class Demo:
         return make_connector(self.settings, self.settings.account(account_name), min_interval=0.0)
 
     def sync(self, progress: Callable[[Any], None] | None = None) -> list[Any]:
-        from inbox.sync.account import sync_all
+        from inbox.sync.pool import sync_all
 
         assert self.engine is not None and self.settings is not None
         # Each account's connector is made, and closed, by its sync.
@@ -158,7 +160,7 @@ class Demo:
         raise RuntimeError("the sandbox has no ticket a reply can reach")
 
     def plan(self, ticket_id: int) -> ReplyPlan:
-        from inbox.replies import outbox as replies
+        from inbox.replies import route
         from inbox.replies import templates
 
         assert self.engine is not None and self.settings is not None
@@ -166,13 +168,13 @@ class Demo:
         if not variables["customer"]:
             variables["customer"] = "kak"
         text = templates.render(REPLY_TEMPLATE, variables)
-        return replies.plan_reply(self.engine, ticket_id, text, human_agent_tag=self.settings.replies.human_agent_tag)
+        return route.plan_reply(self.engine, ticket_id, text, human_agent_tag=self.settings.replies.human_agent_tag)
 
     def send(self, plan: ReplyPlan) -> SendOutcome:
-        from inbox.replies import outbox as replies
+        from inbox.replies import outbox
 
         assert self.engine is not None
-        return replies.send_reply(self.engine, plan, self.connector, AGENT)
+        return outbox.send_reply(self.engine, plan, self.connector, AGENT)
 
     def webhook_arrival(self, account_name: str = "tokoshop-ig") -> tuple[str, int | None, float]:
         """`inbox serve` in this process, the sandbox sending it signed webhooks, and one new customer
@@ -181,13 +183,13 @@ class Demo:
 
         import sqlalchemy as sa
 
-        from inbox.intake import receiver as intake
-        from inbox.intake import server as webserver
+        from inbox.intake import receiver
+        from inbox.intake import server
         from inbox.store.tables import message
 
         assert self.engine is not None and self.settings is not None
-        secrets = intake.resolve_secrets(self.settings)
-        with webserver.InThread(self.engine, self.settings, secrets) as base:
+        secrets = receiver.resolve_secrets(self.settings)
+        with server.InThread(self.engine, self.settings, secrets) as base:
             self.sandbox.webhooks(base, meta_secret=secrets.meta_app_secret or "", x_secret=secrets.x_consumer_secret or "")
             try:
                 started = time.perf_counter()

@@ -79,7 +79,8 @@ def reply_cmd(
     from rich.text import Text
 
     from inbox.replies import drafts
-    from inbox.replies import outbox as replies
+    from inbox.replies import ledger, outbox
+    from inbox.replies.route import plan_reply
     from inbox.errors import InboxError, UsageError
     from inbox.safe_text import clean, one_line
 
@@ -100,7 +101,7 @@ def reply_cmd(
     try:
         if via and via not in ("instagram", "facebook", "x"):
             raise UsageError(f"unknown channel '{via}' for --via (instagram, facebook or x)")
-        plan = replies.plan_reply(engine, ticket_id, body, human_agent_tag=settings.replies.human_agent_tag, via=via, to=to)
+        plan = plan_reply(engine, ticket_id, body, human_agent_tag=settings.replies.human_agent_tag, via=via, to=to)
         route = plan.route
         err.print(Text(plan.describe(), style="bold"), Text(f"  (contact {route.contact_id}, {one_line(route.account_name, 100)})", style="dim"))
         claimed_by = plan.assignee if plan.assignee and plan.assignee != who else None
@@ -114,9 +115,9 @@ def reply_cmd(
                 raise UsageError("cancelled: nothing sent")
         while True:
             try:
-                claim = replies.record_reply(engine, plan, who, again=again)
+                claim = ledger.record_reply(engine, plan, who, again=again)
                 break
-            except replies.ReplyRaceError as race:
+            except ledger.ReplyRaceError as race:
                 if not ask:
                     raise
                 # Another agent answered while we were deciding: show it and ask again.
@@ -135,7 +136,7 @@ def reply_cmd(
                         hint=exc.hint) from None
     if editor:
         drafts.discard(settings.database_url(), ticket_id)  # from here on the outbox holds the text
-    outcome = replies.deliver(engine, claim, replies.connector_factory(settings, engine), who)
+    outcome = outbox.deliver(engine, claim, outbox.connector_factory(settings, engine), who)
     emit(ctx, {"reply": {"id": outcome.reply_id, "state": outcome.state, "platform_id": outcome.external_id,
                          "ticket_id": ticket_id, "policy": plan.policy.value, "channel": route.channel,
                          "contact_id": route.contact_id, "recipient_id": route.recipient_id, "claimed_by": claimed_by}},
@@ -155,14 +156,14 @@ def outbox_list(
     """List the outbox (after matching in-doubt replies against the echoes synced so far)."""
     if ctx.invoked_subcommand is not None:
         return
-    from inbox.replies import outbox as replies
-    from inbox.store.tables import REPLY_STATES
+    from inbox.replies import ledger, outbox, reconcile
+    from inbox.store.types import REPLY_OPEN, REPLY_STATES
 
     st = state(ctx)
     engine = st.engine()
-    replies.reconcile_all(engine, replies.Timing.of(st.settings()))
-    states = REPLY_STATES if all_ else replies.OPEN_STATES
-    rows = replies.outbox(engine, states=states, limit=limit)
+    reconcile.reconcile_all(engine, ledger.Timing.of(st.settings()))
+    states = REPLY_STATES if all_ else REPLY_OPEN
+    rows = outbox.outbox(engine, states=states, limit=limit)
 
     def render() -> None:
         from commands.render.queue import outbox_table
@@ -189,13 +190,13 @@ def outbox_retry(
     """Send a failed reply again; refuses one that may have been delivered (exit 6) until a sync settles it, or --force."""
     from rich.text import Text
 
-    from inbox.replies import outbox as replies
+    from inbox.replies import ledger, outbox
     from inbox.safe_text import one_line
 
     st = state(ctx)
     settings = st.settings()
-    outcome = replies.retry(st.engine(), reply_id, replies.connector_factory(settings, st.engine()), agent_for(ctx, agent),
-                            human_agent_tag=settings.replies.human_agent_tag, force=force, timing=replies.Timing.of(settings))
+    outcome = outbox.retry(st.engine(), reply_id, outbox.connector_factory(settings, st.engine()), agent_for(ctx, agent),
+                            human_agent_tag=settings.replies.human_agent_tag, force=force, timing=ledger.Timing.of(settings))
     emit(ctx, {"reply": {"id": outcome.reply_id, "state": outcome.state, "platform_id": outcome.external_id}},
          lambda: console().print(Text(f"sent: reply #{outcome.reply_id} (platform id {one_line(outcome.external_id, 80)})")))
 

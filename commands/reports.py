@@ -30,7 +30,7 @@ def stats_cmd(
         from rich.text import Text
 
         from inbox.replies.windows import format_duration
-        from inbox.store.tables import STATUSES
+        from inbox.store.types import STATUSES
 
         out = console()
         statuses = list(STATUSES)

@@ -56,7 +56,8 @@ def sync_cmd(
     from commands.render.queue import sync_table
     from inbox.errors import ConfigError
     from inbox.safe_text import one_line
-    from inbox.sync.account import exit_code, selected_accounts, sync_all, totals
+    from inbox.sync.account import exit_code, selected_accounts, totals
+    from inbox.sync.pool import sync_all
 
     st = state(ctx)
     settings = st.settings()
@@ -162,24 +163,23 @@ def serve_cmd(
     Each verified delivery is committed before it is acknowledged, then stored as messages and
     tickets by the same rules as a sync; `inbox run` keeps polling as the reconcile.
     """
-    from inbox.intake import receiver as intake
-    from inbox.intake import server as webserver
+    from inbox.intake import receiver, server
     from inbox.errors import UsageError
 
     st = state(ctx)
     st.daemon = True
     settings = st.settings()
     require_config_file(settings)
-    secrets = intake.resolve_secrets(settings)  # exit 3 naming the variable that is missing
+    secrets = receiver.resolve_secrets(settings)  # exit 3 naming the variable that is missing
     engine = st.engine()
     try:
-        sock = webserver.bind(host, port)
+        sock = server.bind(host, port)
     except OSError as exc:
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     bound_host, bound_port = sock.getsockname()[:2]
     sys.stderr.write(f"listening on http://{bound_host}:{bound_port} (webhooks at /webhooks/meta and /webhooks/x)\n")
     sys.stderr.flush()
-    webserver.serve(engine, settings, secrets, sock, log_level=settings.log_level)
+    server.serve(engine, settings, secrets, sock, log_level=settings.log_level)
 
 
 accounts_app = typer.Typer(help="Accounts and their sync health (exit 1 when any is unhealthy).", invoke_without_command=True)
@@ -212,7 +212,7 @@ def accounts_list(ctx: typer.Context, json_: bool = JsonOpt) -> None:
             out.print("no accounts configured", style="dim")
             return
         from commands.render.queue import accounts_table
-        from inbox.store.models import utcnow
+        from inbox.store.types import utcnow
 
         table, notes = accounts_table(rows, deliveries, utcnow(), st.zone())
         out.print(table)

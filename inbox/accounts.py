@@ -18,17 +18,19 @@ import sqlalchemy as sa
 
 from connectors.base import RateInfo
 from connectors.redact import redact
+from inbox.store.engine import write_tx
 from inbox.store.fastpath import upsert
 from inbox.errors import ConfigError
-from inbox.store.engine import write_tx
 from inbox.vocab import AccountRef
 from inbox.leases import Holder
-from inbox.store.models import Account, Quarantine, SyncGap, SyncState, utcnow
-from inbox.sync.scheduler import interval_of
+from inbox.settings import interval_for
+from inbox.store.models import Account, Quarantine, SyncGap, SyncState
+from inbox.store.types import utcnow
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
+    from connectors.base import Connector
     from inbox.settings import AccountSettings, Settings
 
 _a = Account.__table__
@@ -132,6 +134,16 @@ def repoint(engine: Engine, settings: Settings, name: str) -> Repointed:
 
 def ensure_account(engine: Engine, account: AccountSettings) -> AccountRef:
     return ensure_accounts(engine, [account])[account.name]
+
+
+def connector_for(settings: Settings, account: AccountSettings, **spec_overrides: Any) -> Connector:
+    """The account's connector: its spec from the settings (secrets from the environment), with
+    `spec_overrides` in place of the spec's own fields. The one place connectors are made."""
+    from dataclasses import replace
+
+    from connectors import connect
+
+    return connect(replace(settings.spec_for(account), **spec_overrides))
 
 
 # ── health writes ─────────────────────────────────────────────────────────────────────────────
@@ -281,7 +293,7 @@ def health(engine: Engine, settings: Settings, *, now: datetime | None = None) -
         ref = refs[acc.name]
         row = rows[ref.id]
         rate = RateInfo(row.rate_limit, row.rate_remaining, row.rate_reset_at, row.rate_usage_pct)
-        interval = interval_of(settings, acc)
+        interval = interval_for(settings, acc)
         problems: list[str] = []
         # Paused until the platform's reset: waiting its turn (a pass stopped for the rate limit keeps
         # what it read and goes on after the reset), not failing -- even before its first complete pass.

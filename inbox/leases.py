@@ -25,11 +25,14 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
+from inbox.store.engine import write_tx
 from inbox.store.fastpath import upsert
 from inbox.errors import ConflictError
 from inbox.errors import LeaseLostError
+from inbox.runtime.procs import local_process_gone
 from inbox.store.engine import write_tx
-from inbox.store.models import SyncState, utcnow
+from inbox.store.models import SyncState
+from inbox.store.types import utcnow
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -70,26 +73,7 @@ class Holder:
             return False
         if self.pid == os.getpid():
             return False  # another worker thread of this process: alive
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return _is_zombie(self.pid)
-
-
-def _is_zombie(pid: int) -> bool:
-    """True for a process that has exited but was not reaped (Linux /proc).
-
-    A worker process killed together with its `inbox sync` is adopted by PID 1, and a container's
-    PID 1 often never reaps it: the pid stays taken, but the holder is gone.
-    """
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
+        return local_process_gone(self.host, self.pid, zombie_is_gone=True) is True
 
 
 @dataclass(frozen=True, slots=True)

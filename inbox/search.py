@@ -1,11 +1,4 @@
-"""Full-text search over messages, returning tickets.
-
-SQLite: the FTS5 table `message_fts` (external content over message.text, kept by triggers;
-migration 0002; the page ingest indexes its messages in one statement instead, `deferred_index`,
-migration 0004). PostgreSQL: a GIN index on a `simple`-config tsvector of the text with
-punctuation turned into spaces, so an invoice number matches whole or by its parts. The `simple`
-configuration does no stemming: right for mixed Indonesian and English, where an English stemmer
-would mangle Indonesian words.
+"""Full-text search over messages, returning tickets (the index and its SQL: `inbox.store.fts`).
 
 The user's query is never spliced into SQL or into FTS syntax: it is split into words, each word
 into its alphanumeric parts, and every part is bound as a parameter (a word with several parts,
@@ -15,8 +8,6 @@ like `INV/20261120/MPL/3817265540`, becomes a phrase). All words must match.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -25,16 +16,15 @@ import sqlalchemy as sa
 
 from inbox.errors import UsageError
 from inbox.store import tables as tb
+from inbox.store.fts import matching_message_ids
 from inbox.store.types import utcnow
 from inbox.tickets.queue import TicketFilter, TicketRow, list_tickets
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection, Engine
+    from sqlalchemy.engine import Engine
 
 M = tb.message
 
-# Must be the exact expression of ix_message_text_fts (migration 0002) for the index to be used.
-PG_TSVECTOR = "to_tsvector('simple'::regconfig, regexp_replace(coalesce(message.text, ''), '[^[:alnum:]]+', ' ', 'g'))"
 MAX_WORDS = 12
 # The newest matching messages considered: keeps a very common word bounded on a large store
 # (results list the best tickets among the tickets of these messages).
@@ -50,31 +40,6 @@ class SearchHit:
     text: str | None  # the newest matching message of the ticket (display through inbox.safe_text)
 
 
-@contextmanager
-def deferred_index(conn: Connection) -> Iterator[None]:
-    """Index the messages inserted inside the block with one statement instead of one per row.
-
-    For a writer holding SQLite's write lock (BEGIN IMMEDIATE): the per-row trigger skips rows
-    while `message_fts_deferred` is non-empty, and the block's new messages (ids above the
-    highest before it; the lock means they are all ours) go into `message_fts` in one
-    `INSERT ... SELECT`. The flag row is written and removed inside the caller's transaction, so
-    no other connection ever sees it. Other backends: nothing to do.
-    """
-    if conn.dialect.name != "sqlite":
-        yield
-        return
-    # On the DBAPI cursor: four small statements per page, not worth SQLAlchemy's per-call work.
-    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    try:
-        top = cur.execute("SELECT coalesce(max(id), 0) FROM message").fetchone()[0]
-        cur.execute("INSERT INTO message_fts_deferred (id) VALUES (1)")
-        yield
-        cur.execute("INSERT INTO message_fts (rowid, text) SELECT id, text FROM message WHERE id > ?", (top,))
-        cur.execute("DELETE FROM message_fts_deferred")
-    finally:
-        cur.close()
-
-
 def parse_query(query: str) -> list[list[str]]:
     """Words of the query, each as its list of alphanumeric parts (a phrase when several)."""
     words = [[p.lower() for p in _PART.findall(w)] for w in query.split()]
@@ -82,42 +47,6 @@ def parse_query(query: str) -> list[list[str]]:
     if not words:
         raise UsageError("the search query has no words to look for")
     return words[:MAX_WORDS]
-
-
-def _fts5_query(words: list[list[str]]) -> str:
-    # Parts contain only \w characters, so quoting them makes plain FTS5 strings/phrases;
-    # the whole string is still passed as a bound parameter.
-    return " ".join('"' + " ".join(parts) + '"' for parts in words)
-
-
-def _matching_message_ids(conn: Connection, words: list[list[str]], limit: int) -> list[tuple[int, int, int | None]]:
-    """(message id, ticket id, the ticket's merged_into_id) of the newest matching messages, newest first."""
-    tt = tb.ticket
-    if conn.dialect.name == "sqlite":
-        fts = sa.text(
-            "SELECT m.id, m.ticket_id, t.merged_into_id FROM message AS m JOIN ticket AS t ON t.id = m.ticket_id"
-            " WHERE m.id IN ("
-            " SELECT rowid FROM message_fts WHERE message_fts MATCH :q ORDER BY rowid DESC LIMIT :n"
-            ") ORDER BY m.id DESC"
-        )
-        rows = conn.execute(fts, {"q": _fts5_query(words), "n": limit}).all()
-    else:
-        if conn.dialect.name == "postgresql":
-            query = None
-            for parts in words:
-                part = sa.func.phraseto_tsquery(sa.literal_column("'simple'::regconfig"), sa.bindparam(None, " ".join(parts)))
-                query = part if query is None else query.op("&&")(part)
-            conds = [sa.literal_column(PG_TSVECTOR).op("@@")(query)]
-        else:  # pragma: no cover - other backends: a plain scan, still parameterized
-            conds = [M.c.text.ilike(f"%{' '.join(parts)}%") for parts in words]
-        rows = conn.execute(
-            sa.select(M.c.id, M.c.ticket_id, tt.c.merged_into_id)
-            .select_from(M.join(tt, tt.c.id == M.c.ticket_id))
-            .where(*conds)
-            .order_by(M.c.id.desc())
-            .limit(limit)
-        ).all()
-    return [(int(r[0]), int(r[1]), r[2]) for r in rows]
 
 
 def search(
@@ -132,7 +61,7 @@ def search(
     words = parse_query(query)
     flt = flt or TicketFilter()
     with engine.connect() as conn:
-        matches = _matching_message_ids(conn, words, max_matches)
+        matches = matching_message_ids(conn, words, max_matches)
     newest: dict[int, int] = {}
     for mid, tid, _into in matches:  # newest first: the first match per ticket is its newest
         newest.setdefault(tid, mid)

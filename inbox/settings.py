@@ -361,6 +361,11 @@ class Settings(_Strict):
         return "sqlite:///" + str(path.resolve())
 
 
+def interval_for(settings: Settings, account: AccountSettings) -> int:
+    """Seconds between an account's scheduled syncs: its own interval, else `sync.interval_seconds`."""
+    return account.interval_seconds or settings.sync.interval_seconds
+
+
 def candidate_paths(explicit: str | os.PathLike[str] | None) -> list[Path]:
     if explicit:
         return [Path(explicit).expanduser()]

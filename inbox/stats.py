@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from inbox.store import tables as tb
-from inbox.store.tables import ACTIVE_STATUSES
+from inbox.store.types import ACTIVE_STATUSES
 from inbox.timefmt import json_time
 
 if TYPE_CHECKING:

@@ -126,7 +126,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path) -> str:  # type: ignore[no-
 
 @pytest.fixture
 def engine(db_url: str):  # type: ignore[no-untyped-def]
-    from inbox.store.engine import open_store
+    from inbox.store import open_store
 
     eng = open_store(db_url)
     yield eng
@@ -135,7 +135,7 @@ def engine(db_url: str):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def sqlite_engine(tmp_path):  # type: ignore[no-untyped-def]
-    from inbox.store.engine import open_store
+    from inbox.store import open_store
 
     eng = open_store(f"sqlite:///{tmp_path / 'inbox.db'}")
     yield eng

@@ -112,7 +112,7 @@ class LoopMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        from inbox.store.engine import open_store
+        from inbox.store import open_store
         from sandbox import Sandbox
 
         self.tmp = Path(tempfile.mkdtemp(prefix="inbox-loop-"))
@@ -295,7 +295,7 @@ class LoopMachine(RuleBasedStateMachine):
     # ── rules: the sync ────────────────────────────────────────────────────────────────────
     @rule(names=st.sets(st.sampled_from(ACCOUNTS), min_size=1))
     def sync(self, names: set[str]) -> None:
-        from inbox.sync.account import sync_all
+        from inbox.sync.pool import sync_all
 
         now = datetime.now(timezone.utc)
         faulted = self.faulted()
@@ -341,7 +341,7 @@ class LoopMachine(RuleBasedStateMachine):
     # ── rules: the agents ──────────────────────────────────────────────────────────────────
     @rule(pick=PICK, body=hostile_text(allow_nul=False))
     def agent_reply(self, pick: int, body: str) -> None:
-        from inbox.replies import outbox as replies
+        from inbox.replies import outbox, route
 
         tickets = self.tickets()
         if not tickets:
@@ -349,22 +349,22 @@ class LoopMachine(RuleBasedStateMachine):
         ticket = tickets[pick % len(tickets)]
         text = self.next_text("balasan", body)
         try:
-            plan = replies.plan_reply(self.engine, ticket, text, human_agent_tag=self.settings.replies.human_agent_tag)
-            note(f"reply: {replies.send_reply(self.engine, plan, self.reply_connectors(), 'ana').state}")
+            plan = route.plan_reply(self.engine, ticket, text, human_agent_tag=self.settings.replies.human_agent_tag)
+            note(f"reply: {outbox.send_reply(self.engine, plan, self.reply_connectors(), 'ana').state}")
         except EXPECTED_REPLY_ERRORS as exc:
             note(f"reply: {exc.__class__.__name__}")
 
     @rule(pick=PICK)
     def reply_retry(self, pick: int) -> None:
         """`inbox outbox retry` on any reply not known to be delivered (in doubt ones must refuse)."""
-        from inbox.replies import outbox as replies
+        from inbox.replies import outbox
 
         open_ids = [r[0] for r in self.rows("SELECT id FROM reply WHERE state <> 'sent' ORDER BY id")]
         if not open_ids:
             return
         rid = open_ids[pick % len(open_ids)]
         try:
-            replies.retry(self.engine, rid, self.reply_connectors(), "budi", human_agent_tag=self.settings.replies.human_agent_tag)
+            outbox.retry(self.engine, rid, self.reply_connectors(), "budi", human_agent_tag=self.settings.replies.human_agent_tag)
             note("retry: sent")
         except EXPECTED_REPLY_ERRORS as exc:
             note(f"retry: {exc.__class__.__name__}")
@@ -372,7 +372,7 @@ class LoopMachine(RuleBasedStateMachine):
     @rule(pick=PICK, same_text=st.booleans())
     def two_agents_reply(self, pick: int, same_text: bool) -> None:
         """Two terminals reply to one ticket at once: both saw the route and said yes."""
-        from inbox.replies import outbox as replies
+        from inbox.replies import outbox, route
 
         tickets = self.tickets()
         if not tickets:
@@ -387,10 +387,10 @@ class LoopMachine(RuleBasedStateMachine):
         def agent(who: str, text: str) -> None:
             try:
                 try:
-                    plan = replies.plan_reply(self.engine, ticket, text, human_agent_tag=self.settings.replies.human_agent_tag)
+                    plan = route.plan_reply(self.engine, ticket, text, human_agent_tag=self.settings.replies.human_agent_tag)
                 finally:
                     seen.wait()  # both routes shown before either confirms
-                replies.send_reply(self.engine, plan, self.reply_connectors(), who)
+                outbox.send_reply(self.engine, plan, self.reply_connectors(), who)
             except EXPECTED_REPLY_ERRORS:
                 pass
             except BaseException as exc:  # noqa: BLE001 - reported below, in the machine's thread
@@ -408,8 +408,8 @@ class LoopMachine(RuleBasedStateMachine):
     @rule(pick=PICK, names=st.sets(st.sampled_from(ACCOUNTS), min_size=1))
     def reply_during_sync(self, pick: int, names: set[str]) -> None:
         """An agent replies while a sync runs (the echo may be stored before the send returns)."""
-        from inbox.replies import outbox as replies
-        from inbox.sync.account import sync_all
+        from inbox.replies import outbox, route
+        from inbox.sync.pool import sync_all
 
         tickets = self.tickets()
         if not tickets:
@@ -422,8 +422,8 @@ class LoopMachine(RuleBasedStateMachine):
         def agent() -> None:
             try:
                 go.wait()
-                plan = replies.plan_reply(self.engine, ticket, text, human_agent_tag=self.settings.replies.human_agent_tag)
-                replies.send_reply(self.engine, plan, self.reply_connectors(), "ana")
+                plan = route.plan_reply(self.engine, ticket, text, human_agent_tag=self.settings.replies.human_agent_tag)
+                outbox.send_reply(self.engine, plan, self.reply_connectors(), "ana")
             except EXPECTED_REPLY_ERRORS:
                 pass
             except BaseException as exc:  # noqa: BLE001 - reported below
@@ -444,7 +444,8 @@ class LoopMachine(RuleBasedStateMachine):
     @rule(names=st.tuples(st.sets(st.sampled_from(ACCOUNTS), min_size=1), st.sets(st.sampled_from(ACCOUNTS), min_size=1)))
     def two_syncs(self, names: tuple[set[str], set[str]]) -> None:
         """Two syncs at once (cron and an agent's `inbox sync`): one of them holds each account."""
-        from inbox.sync.account import CONFLICT, sync_all
+        from inbox.sync.account import SyncStatus
+        from inbox.sync.pool import sync_all
 
         go = threading.Barrier(2, timeout=30)
         errors: list[BaseException] = []
@@ -463,7 +464,7 @@ class LoopMachine(RuleBasedStateMachine):
         for r in results:
             note(f"two syncs {r.account}: {r.status}")
             assert r.status != "failed", f"{r.account}: failed in a concurrent sync: {r.error}"
-        assert not any(r.status == CONFLICT for r in results if r.account not in names[0] & names[1]), "a conflict on an account only one sync wanted"
+        assert not any(r.status == SyncStatus.CONFLICT for r in results if r.account not in names[0] & names[1]), "a conflict on an account only one sync wanted"
 
     def _together(self, *fns: Any) -> None:
         threads = [threading.Thread(target=f) for f in fns]
@@ -594,7 +595,7 @@ class LoopMachine(RuleBasedStateMachine):
 
     def settle(self) -> None:
         from inbox import accounts as accounts_mod
-        from inbox.sync.account import sync_all
+        from inbox.sync.pool import sync_all
 
         self.control("clear_faults", {})
         for env in sorted(self.stale):
@@ -624,24 +625,24 @@ class LoopMachine(RuleBasedStateMachine):
 
         import cli
 
-        import inbox.store.engine
+        import inbox.store
 
         # The command's engine would live until this process exits (atexit): close it here, or a
         # long run on PostgreSQL ends with "too many clients".
         made: list[Any] = []
-        real = inbox.store.engine.open_store
+        real = inbox.store.open_store
 
         def tracked(*a: Any, **kw: Any) -> Any:
             made.append(real(*a, **kw))
             return made[-1]
 
         out = io.StringIO()
-        inbox.store.engine.open_store = tracked
+        inbox.store.open_store = tracked
         try:
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
                 code = cli.main(["-c", str(self.config), *args])
         finally:
-            inbox.store.engine.open_store = real
+            inbox.store.open_store = real
             for engine in made:
                 engine.dispose()
         return code, out.getvalue()
@@ -738,8 +739,8 @@ if shift:
     import time_machine
     time_machine.travel(time.time() + shift, tick=True).start()
 import cli
-from inbox.sync import account as sync
-real = sync.make_connector
-sync.make_connector = lambda settings, account, **kw: real(settings, account, min_interval=0.0, **kw)
+import inbox.sync.account
+real = inbox.sync.account.make_connector
+inbox.sync.account.make_connector = lambda settings, account, **kw: real(settings, account, min_interval=0.0, **kw)
 sys.exit(cli.main(["-c", sys.argv[1], "sync"]))
 """

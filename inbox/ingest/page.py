@@ -44,11 +44,12 @@ from inbox.ingest.gaps import gap_sizes, write_gaps
 from inbox.ingest.threads import upsert_contacts, upsert_conversations
 from inbox.ingest.writer import PageWriter
 from inbox.quarantine import store_quarantined
-from inbox.search import deferred_index
-from inbox.store import sqlite_lock as writer_lock
-from inbox.store.engine import write_tx
+from inbox.store.fts import deferred_index
+from inbox.store import sqlite_lock
+from inbox.store.engine import tune_sqlite_writer, write_tx
 from inbox.store.fastpath import execute, insert_values, many
-from inbox.store.models import Account, Message, SyncState, UTCDateTime, utcnow
+from inbox.store.models import Account, Message, SyncState
+from inbox.store.types import UTCDateTime, utcnow
 from inbox.vocab import AccountRef
 
 if TYPE_CHECKING:
@@ -143,13 +144,13 @@ def ingest_page(
     """
     ref = account_ref(engine, account)
     explain = dry_run if explain is None else explain
-    with writer_lock.hold(engine, settings.sync.writer_lock_timeout_seconds), write_tx(engine) as conn:
+    with sqlite_lock.hold(engine, settings.sync.writer_lock_timeout_seconds), write_tx(engine) as conn:
         if conn.dialect.name == "sqlite":
-            _tune_sqlite_writer(conn)
+            tune_sqlite_writer(conn)
         if conn.dialect.name == "postgresql":
             # Page ingests are serialized, as SQLite's write lock does: dedup of one account's
             # page must see the tickets another account's page just created (cross-channel rules).
-            writer_lock.pg_acquire(conn, INGEST_LOCK_KEY, settings.sync.writer_lock_timeout_seconds)
+            sqlite_lock.pg_acquire(conn, INGEST_LOCK_KEY, settings.sync.writer_lock_timeout_seconds)
         result = _write_page(PageWriter(conn, ref, settings, explain=explain, via=via), page)
         _write_cursor(conn, ref, page, lease_owner, lease_seconds or settings.sync.lease_seconds)
         if dry_run:
@@ -157,27 +158,10 @@ def ingest_page(
             assert tx is not None
             tx.rollback()
     if not dry_run and engine.dialect.name == "sqlite":
-        from inbox.store import sqlite_wal as checkpoint
+        from inbox.store import sqlite_wal
 
-        checkpoint.committed(engine.url)
+        sqlite_wal.committed(engine.url)
     return result
-
-
-# The page writer's own connection settings (SQLite). A page dirties index pages all over the
-# store (messages of many threads, tickets, conversations): checkpointing the WAL every 1,000
-# pages (SQLite's default) copies and syncs the same hot pages again and again, and the default
-# 2 MB page cache re-reads them. Durability is unchanged (WAL, synchronous=NORMAL, inbox/store/engine.py).
-_WRITER_PRAGMAS = ("wal_autocheckpoint=10000", "cache_size=-16000")
-
-
-def _tune_sqlite_writer(conn: Connection) -> None:
-    info = conn.connection.info
-    if info.get("ingest_tuned"):
-        return
-    driver = conn.connection.driver_connection
-    for pragma in _WRITER_PRAGMAS:
-        driver.execute("PRAGMA " + pragma)
-    info["ingest_tuned"] = True
 
 
 def _write_cursor(conn: Connection, ref: AccountRef, page: Page, lease_owner: str | None, lease_seconds: float) -> None:

@@ -35,7 +35,7 @@ from inbox.errors import ConfigError, ConflictError, describe
 from inbox.ingest.page import IngestResult, ingest_page
 from inbox.vocab import AccountRef
 from inbox.intake.meta_threads import META_CHANNELS, MetaThreads, graph_lookup
-from inbox.store.models import utcnow
+from inbox.store.types import utcnow
 from inbox.store.tables import webhook_delivery as _d
 
 if TYPE_CHECKING:
@@ -287,12 +287,12 @@ def apply_edits(engine: Engine, ref: AccountRef, edits: Sequence[Edit], lock_tim
     message's raw payload (`edits`). An edit is applied once, and never over a later one
     (`num_edit`); an edit of a message not stored yet is left to the poll, which reads the text as
     it is now. Returns how many messages changed."""
-    from inbox.store import sqlite_lock as writer_lock
+    from inbox.store import sqlite_lock
     from inbox.store.engine import write_tx
     from inbox.store.tables import message as _m
 
     changed = 0
-    with writer_lock.hold(engine, lock_timeout), write_tx(engine) as conn:
+    with sqlite_lock.hold(engine, lock_timeout), write_tx(engine) as conn:
         rows = {r.external_id: r for r in conn.execute(
             sa.select(_m.c.id, _m.c.external_id, _m.c.text, _m.c.raw).where(
                 _m.c.channel == ref.channel, _m.c.account_id == ref.id, _m.c.external_id.in_(sorted({e.external_id for e in edits}))))}

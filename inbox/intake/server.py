@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from inbox.intake import receiver as intake
+from inbox.intake import receiver
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -50,9 +50,9 @@ async def _read_body(request: Request, limit: int) -> bytes:
 def make_app(
     engine: Engine,
     settings: Settings,
-    secrets: intake.Secrets,
+    secrets: receiver.Secrets,
     *,
-    worker: intake.IntakeWorker | None = None,
+    worker: receiver.IntakeWorker | None = None,
 ) -> Starlette:
     """The ASGI app. `worker` is started and stopped with the app (its lifespan)."""
     from starlette.applications import Starlette
@@ -63,7 +63,7 @@ def make_app(
 
     limit = settings.webhooks.max_body_bytes
 
-    def answer(r: intake.Response) -> Response:
+    def answer(r: receiver.Response) -> Response:
         return Response(r.body, status_code=r.status, media_type=r.media_type)
 
     async def healthz(_request: Request) -> Response:
@@ -79,10 +79,10 @@ def make_app(
         return JSONResponse({"ok": ok}, status_code=200 if ok else 503)
 
     async def meta_get(request: Request) -> Response:
-        return answer(intake.meta_handshake(secrets, request.query_params))
+        return answer(receiver.meta_handshake(secrets, request.query_params))
 
     async def x_get(request: Request) -> Response:
-        return answer(intake.x_crc(secrets, request.query_params))
+        return answer(receiver.x_crc(secrets, request.query_params))
 
     def poster(source: str) -> Callable[[Request], Any]:
         async def post(request: Request) -> Response:
@@ -91,7 +91,7 @@ def make_app(
             except _TooLarge:
                 return JSONResponse({"error": f"body over {limit} bytes"}, status_code=413)
             headers = {k.lower(): v for k, v in request.headers.items()}
-            response, stored = await run_in_threadpool(intake.receive, engine, secrets, source, body, headers)
+            response, stored = await run_in_threadpool(receiver.receive, engine, secrets, source, body, headers)
             if stored is not None and response.status == 200 and worker is not None:
                 worker.notify()
             return answer(response)
@@ -137,10 +137,10 @@ def server(app: Starlette, *, log_level: str = "warning") -> Any:
     return uvicorn.Server(config)
 
 
-def serve(engine: Engine, settings: Settings, secrets: intake.Secrets, sock: socket.socket, *, log_level: str = "warning") -> None:
+def serve(engine: Engine, settings: Settings, secrets: receiver.Secrets, sock: socket.socket, *, log_level: str = "warning") -> None:
     """Serve until stopped; pending deliveries of an earlier run are processed first thing."""
-    processor = intake.Processor.build(engine, settings)
-    worker = intake.IntakeWorker(processor)
+    processor = receiver.Processor.build(engine, settings)
+    worker = receiver.IntakeWorker(processor)
     app = make_app(engine, settings, secrets, worker=worker)
     srv = server(app, log_level=log_level)
     # uvicorn finishes the requests in flight on SIGTERM / SIGINT, then raises the signal again for
@@ -156,7 +156,7 @@ def serve(engine: Engine, settings: Settings, secrets: intake.Secrets, sock: soc
 class InThread:
     """`inbox serve` in a thread of this process (the demo, the benchmark): `with InThread(...) as url:`."""
 
-    def __init__(self, engine: Engine, settings: Settings, secrets: intake.Secrets, *, host: str = "127.0.0.1", port: int = 0,
+    def __init__(self, engine: Engine, settings: Settings, secrets: receiver.Secrets, *, host: str = "127.0.0.1", port: int = 0,
                  graph: bool = True) -> None:
         self.engine, self.settings, self.secrets = engine, settings, secrets
         self.host, self.port, self.graph = host, port, graph
@@ -168,8 +168,8 @@ class InThread:
         import threading
         import time
 
-        processor = intake.Processor.build(self.engine, self.settings, graph=self.graph)
-        app = make_app(self.engine, self.settings, self.secrets, worker=intake.IntakeWorker(processor))
+        processor = receiver.Processor.build(self.engine, self.settings, graph=self.graph)
+        app = make_app(self.engine, self.settings, self.secrets, worker=receiver.IntakeWorker(processor))
         self._sock = bind(self.host, self.port)
         self._srv = server(app)
         self._thread = threading.Thread(target=self._srv.run, kwargs={"sockets": [self._sock]}, name="inbox-serve", daemon=True)

@@ -12,8 +12,8 @@ Linux only (`available()`), and the rules a forked child must follow:
 
 - it touches no connection it inherited: the job drops them (`Engine.dispose(close=False)`) and
   opens its own; module-level locks and caches that another thread might hold at the moment of
-  the fork are re-created after it (`os.register_at_fork` in `inbox.ingest.page`, `inbox.store.sqlite_wal`,
-  `connectors.http`);
+  the fork are re-created after it (`inbox.runtime.forksafe`, where `inbox.store.sqlite_lock` and
+  `inbox.store.sqlite_wal` register their resets; `connectors.http` has its own `os.register_at_fork`);
 - it dies with its parent (`PR_SET_PDEATHSIG`), as a thread would: a `kill -9` of `inbox sync`
   ends the whole pass, and every page stored so far is stored whole;
 - it ignores SIGINT (Ctrl-C reaches the whole process group); the caller's stop event is relayed
@@ -23,12 +23,12 @@ Linux only (`available()`), and the rules a forked child must follow:
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import logging
 import logging.handlers
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -64,6 +64,34 @@ class Job(Generic[T]):
     name: str
     run: Callable[[ProgressSink, StopFlag], T]
     failed: Callable[[str], T]
+
+
+def local_process_gone(host: str, pid: int, *, zombie_is_gone: bool = False) -> bool | None:
+    """Whether the process `pid` of machine `host` (an owner recorded by a lease or a reply) has exited:
+    True when it is gone, False when it still runs (or is another user's), None on another machine.
+    With `zombie_is_gone`, an exited process nobody reaped counts as gone (`is_zombie`)."""
+    if host != socket.gethostname():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return zombie_is_gone and is_zombie(pid)
+
+
+def is_zombie(pid: int) -> bool:
+    """True for a process that has exited but was not reaped (Linux /proc).
+
+    A worker process killed together with its `inbox sync` is adopted by PID 1, and a container's
+    PID 1 often never reaps it: the pid stays taken, but the holder is gone.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def available() -> bool:
@@ -146,6 +174,8 @@ class _Sender:
 
 
 def _die_with_parent(parent: int) -> None:
+    import ctypes  # here: the liveness checks below are imported by commands that never fork
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)

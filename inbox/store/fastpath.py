@@ -75,7 +75,7 @@ def _refuse_expanding(key: str, stmt: Any) -> None:
     if found:
         raise ValueError(
             f"statement {key!r} is prepared once and run with bound rows, but has IN-list parameters "
-            f"({', '.join(found)}): use bulk.one_of for constants, bulk.in_values in a single statement"
+            f"({', '.join(found)}): use fastpath.one_of for constants, fastpath.in_values in a single statement"
         )
 
 

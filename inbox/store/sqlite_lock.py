@@ -14,7 +14,7 @@ it. The kernel frees the lock when its holder exits or is killed; a holder that 
 
 On PostgreSQL the page writers queue on a transaction advisory lock instead (`pg_acquire`), with the
 same bound (`lock_timeout`); the holder is named from `pg_stat_activity`, where every connection of
-inbox says who opened it (`application_name`, `inbox.store.engine`).
+inbox says who opened it (`inbox.store.engine.application_name`).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ except ImportError:  # Windows: SQLite's own lock serializes processes
 from connectors.redact import redact
 from inbox.store.engine import sqlite_file
 from inbox.errors import ConflictError
+from inbox.runtime import forksafe
 from inbox.safe_text import one_line
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ _write_locks_guard = threading.Lock()
 _lock_files: dict[str, int] = {}  # database path -> open descriptor of its writers' lock file
 
 
+@forksafe.after_fork
 def _forget() -> None:
     # In a forked child: locks another thread held at the fork would never be released, and a
     # lock file descriptor shared with the parent would be the parent's own lock (flock belongs
@@ -72,10 +74,6 @@ def _forget() -> None:
         except OSError:
             pass
     _lock_files.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget)
 
 
 def _lock_file(path: str) -> int | None:
@@ -175,11 +173,6 @@ def _pg_holder(engine: Engine, key: int) -> str:
     if row.xact_start is not None:
         who += f", in a transaction since {row.xact_start.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
     return who
-
-
-def application_name() -> str:
-    """What a PostgreSQL connection of this process says it is (pg_stat_activity; 63 bytes at most)."""
-    return f"inbox pid {os.getpid()} on {socket.gethostname()}".encode()[:63].decode("utf-8", "ignore")
 
 
 @contextmanager

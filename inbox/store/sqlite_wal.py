@@ -13,10 +13,11 @@ and comes back with the next commit.
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import threading
 from typing import TYPE_CHECKING
+
+from inbox.runtime import forksafe
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
@@ -34,6 +35,7 @@ _by_path: dict[str, _Checkpointer] = {}
 _in_sqlite = threading.Lock()
 
 
+@forksafe.after_fork
 def _forget() -> None:
     # A forked child (inbox.runtime.procs) has none of the parent's threads: start its own checkpointers.
     global _lock, _in_sqlite
@@ -42,8 +44,7 @@ def _forget() -> None:
     _by_path.clear()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=lambda: _in_sqlite.acquire(), after_in_parent=lambda: _in_sqlite.release(), after_in_child=_forget)
+forksafe.around_fork(lambda: _in_sqlite.acquire(), lambda: _in_sqlite.release())
 
 
 class _Checkpointer:

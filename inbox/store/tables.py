@@ -1,18 +1,16 @@
 """Plain SQLAlchemy Core tables for the CLI's hot paths (list, show, search, claim, triage writes).
 
-The same tables as `inbox/store/models.py`, without SQLModel: building the fifteen SQLModel classes
-(pydantic + ORM mapping) costs ~0.2 s at every start, which is most of the budget of
-`inbox list`. Schema changes still go through the models and Alembic; tests/store/test_tickets.py
-checks that these definitions match the models column for column.
+GENERATED from `inbox/store/models.py` by `python -m inbox.store.gen`: do not edit; change the
+models and run it again (tests/store/test_schema_gen.py fails while this file is out of date).
+The same tables as the models, without SQLModel: building the SQLModel classes (pydantic + ORM
+mapping) costs ~0.2 s at every start, which is most of the budget of `inbox list`.
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
-from inbox.store.types import ACTIVE_STATUSES, PRIORITY_RANK, REPLY_STATES, STATUSES, UTCDateTime
-
-__all__ = ["ACTIVE_STATUSES", "PRIORITY_RANK", "REPLY_STATES", "STATUSES", "UTCDateTime", "metadata"]
+from inbox.store.types import UTCDateTime
 
 metadata = sa.MetaData()
 
@@ -184,12 +182,22 @@ reply = sa.Table(
     sa.Column("attempts", sa.Integer()),
     sa.Column("error", sa.String()),
     sa.Column("owner", sa.String(200)),
-    sa.Column("echo_after_message_id", sa.Integer),
+    sa.Column("echo_after_message_id", sa.Integer()),
     sa.Column("external_id", sa.String(255)),
     sa.Column("author", sa.String(100)),
     sa.Column("created_at", UTCDateTime()),
     sa.Column("updated_at", UTCDateTime()),
     sa.Column("sent_at", UTCDateTime()),
+)
+
+sync_state = sa.Table(
+    "sync_state",
+    metadata,
+    sa.Column("account_id", sa.Integer(), primary_key=True),
+    sa.Column("cursor", sa.JSON()),
+    sa.Column("updated_at", UTCDateTime()),
+    sa.Column("lease_owner", sa.String(200)),
+    sa.Column("lease_expires_at", UTCDateTime()),
 )
 
 sync_gap = sa.Table(
@@ -205,6 +213,20 @@ sync_gap = sa.Table(
     sa.Column("missing", sa.Integer()),
     sa.Column("missing_after", UTCDateTime()),
     sa.Column("missing_before", UTCDateTime()),
+)
+
+quarantine = sa.Table(
+    "quarantine",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True),
+    sa.Column("account_id", sa.Integer()),
+    sa.Column("channel", sa.String(20)),
+    sa.Column("external_id", sa.String(255)),
+    sa.Column("thread_id", sa.String(255)),
+    sa.Column("reason", sa.String()),
+    sa.Column("raw", sa.JSON()),
+    sa.Column("received_at", UTCDateTime()),
+    sa.Column("resolved_at", UTCDateTime()),
 )
 
 webhook_delivery = sa.Table(

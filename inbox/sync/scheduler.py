@@ -26,14 +26,15 @@ from typing import TYPE_CHECKING, Any
 
 from connectors.base import RateInfo
 from connectors.budget import META_PAUSE, SLOW_ABOVE
-from inbox.store.models import utcnow
+from inbox.settings import interval_for
+from inbox.store.types import utcnow
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.background import BackgroundScheduler
     from sqlalchemy.engine import Engine
 
     from connectors.base import Connector
-    from inbox.settings import AccountSettings, Settings
+    from inbox.settings import Settings
     from inbox.sync.account import AccountSyncResult
 
 log = logging.getLogger(__name__)
@@ -88,10 +89,6 @@ def next_run(
     return NextRun(base, "interval")
 
 
-def interval_of(settings: Settings, account: AccountSettings) -> int:
-    return account.interval_seconds or settings.sync.interval_seconds
-
-
 class SyncScheduler:
     """One APScheduler job per enabled account, each rescheduling itself after its sync."""
 
@@ -133,7 +130,7 @@ class SyncScheduler:
         for i, acc in enumerate(self.accounts):
             self.scheduler.add_job(
                 self._run_account,
-                trigger=IntervalTrigger(seconds=interval_of(self.settings, acc), jitter=self.settings.sync.jitter_seconds or None, timezone="UTC"),
+                trigger=IntervalTrigger(seconds=interval_for(self.settings, acc), jitter=self.settings.sync.jitter_seconds or None, timezone="UTC"),
                 args=[acc.name],
                 id=f"sync:{acc.name}",
                 name=f"sync {acc.name}",
@@ -164,7 +161,7 @@ class SyncScheduler:
         if self.stop_event.is_set():
             return
         plan = next_run(
-            interval_of(self.settings, acc),
+            interval_for(self.settings, acc),
             rate=result.rate,
             calls_per_sync=max(1, result.pages),
             retry_at=result.retry_at,
@@ -213,7 +210,7 @@ def run(
             previous[sig] = signal.signal(sig, _stop)
     try:
         sched.start()
-        names = ", ".join(f"{a.name} every {interval_of(settings, a)}s" for a in sched.accounts) or "no enabled accounts"
+        names = ", ".join(f"{a.name} every {interval_for(settings, a)}s" for a in sched.accounts) or "no enabled accounts"
         log.info("scheduler started: %s (jitter %ss, concurrency %s)", names, settings.sync.jitter_seconds, settings.sync.concurrency)
         while not stop.wait(0.5):
             pass

@@ -15,8 +15,7 @@ import sqlalchemy as sa
 from inbox.errors import UsageError
 from inbox.store import tables as tb
 from inbox.store.engine import write_tx
-from inbox.store.tables import PRIORITY_RANK, STATUSES
-from inbox.store.types import utcnow
+from inbox.store.types import PRIORITY_RANK, STATUSES, utcnow
 from inbox.tickets.queue import PRIORITIES, TicketRow, get_row
 from inbox.tickets.workflow import change_status, lock_ticket, merge_in_tx as workflow_merge, record_event, unmerge_in_tx
 from inbox.timefmt import json_time as _iso

@@ -17,7 +17,7 @@ from inbox.errors import ConflictError, NotFoundError, UsageError
 from inbox.replies.windows import HUMAN_AGENT_WINDOW, META_CHANNELS, RESPONSE_WINDOW, window_left
 from inbox.store import tables as tb
 from inbox.store.engine import write_tx
-from inbox.store.tables import ACTIVE_STATUSES, PRIORITY_RANK, STATUSES
+from inbox.store.types import ACTIVE_STATUSES, PRIORITY_RANK, STATUSES
 from inbox.store.types import utcnow
 from inbox.tickets.workflow import take
 from inbox.timefmt import json_time

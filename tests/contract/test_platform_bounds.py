@@ -54,7 +54,7 @@ def write_config(sb, tmp_path, db_url: str) -> str:  # type: ignore[no-untyped-d
 
 
 def test_message_dated_2100_never_moves_the_meta_cursor_or_the_reply_window(engine, db_url, sandbox, tmp_path, capsys):
-    from inbox.sync.account import sync_all
+    from inbox.sync.pool import sync_all
 
     settings = sandbox_settings(sandbox, db_url)
     factory = fast_factory(settings)
@@ -92,7 +92,7 @@ def test_message_dated_2100_never_moves_the_meta_cursor_or_the_reply_window(engi
 
 def test_x_event_dated_ahead_is_stored_at_the_platform_clock_and_never_moves_the_cursor(engine, db_url, sandbox):
     from connectors.times import snowflake_time
-    from inbox.sync.account import sync_all
+    from inbox.sync.pool import sync_all
 
     settings = sandbox_settings(sandbox, db_url)
     factory = fast_factory(settings)
@@ -112,7 +112,7 @@ def test_x_event_dated_ahead_is_stored_at_the_platform_clock_and_never_moves_the
 def test_times_follow_the_platform_clock_not_ours(engine, db_url, sandbox):
     """The sandbox clock runs two days ahead (as a platform's may, against a machine's): its `Date`
     header is the clock times are checked against, so its present is not "the future"."""
-    from inbox.sync.account import sync_all
+    from inbox.sync.pool import sync_all
 
     settings = sandbox_settings(sandbox, db_url)
     sandbox.advance(2 * 86400)
@@ -127,7 +127,7 @@ def test_times_follow_the_platform_clock_not_ours(engine, db_url, sandbox):
 
 
 def test_message_without_time_or_sender_reaches_its_ticket_and_the_unparseable_is_listed(engine, db_url, sandbox, tmp_path, capsys):
-    from inbox.sync.account import sync_all
+    from inbox.sync.pool import sync_all
 
     settings = sandbox_settings(sandbox, db_url)
     factory = fast_factory(settings)
@@ -175,7 +175,7 @@ def test_message_without_time_or_sender_reaches_its_ticket_and_the_unparseable_i
 @pytest.mark.parametrize("kind", ["oversize", "gzip_bomb"])
 def test_oversized_answer_is_a_platform_error_of_that_account_and_memory_stays_bounded(engine, db_url, sandbox, kind):
     from inbox.accounts import health
-    from inbox.sync.account import sync_all
+    from inbox.sync.pool import sync_all
 
     settings = sandbox_settings(sandbox, db_url, max_response_mb=1)
     factory = spec_factory(settings)
@@ -235,9 +235,9 @@ def test_quarantine_rows_keep_what_the_columns_hold(engine):
     from connectors.enums import Channel
     from inbox.settings import parse_settings
     from inbox.ingest.page import ingest_page
-    from tests import factories as store_factory
+    from tests import factories
 
-    acc = store_factory.account(engine, "tokoshop-x", "x", "1500000000000000001")
+    acc = factories.account(engine, "tokoshop-x", "x", "1500000000000000001")
     item = QuarantinedItem(Channel.X, "1500000000000000001", "id\x00 too long", {"id": "9" * 300}, external_id="9\x00" * 200,
                            thread_id="t" * 400)
     ingest_page(engine, acc, Page(messages=(), cursor=None, quarantined=(item,)), parse_settings({}, "t.toml"))

@@ -116,7 +116,7 @@ def sb() -> Iterator[Any]:
 def store(request: pytest.FixtureRequest, sb: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """(engine, settings, factory) with every account synced once."""
     from tests.conftest import PG_URL, _pg_schema_url
-    from inbox.store.engine import open_store
+    from inbox.store import open_store
 
     schema = None
     if request.param == "sqlite":
@@ -135,7 +135,7 @@ def store(request: pytest.FixtureRequest, sb: Any, tmp_path_factory: pytest.Temp
     # A short overlap: each case's thread is newer than the mark, and passes stay one list call.
     settings = sandbox_settings(sb, url, overlap_seconds=5)
     factory = poison_factory(settings)
-    from inbox.sync.account import sync_all
+    from inbox.sync.pool import sync_all
 
     assert {r.status for r in sync_all(engine, settings, connector_factory=factory)} == {"ok"}
     try:
@@ -197,7 +197,7 @@ def assert_cursor_not_ahead(engine: Any, account: str, skew: timedelta) -> None:
 
 
 def sync(engine: Any, settings: Any, factory: Any, account: str) -> Any:
-    from inbox.sync.account import sync_all
+    from inbox.sync.pool import sync_all
 
     [result] = sync_all(engine, settings, accounts=[account], connector_factory=factory)
     return result

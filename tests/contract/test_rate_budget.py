@@ -177,15 +177,15 @@ def test_x_resume_token_that_the_platform_refuses_falls_back_to_a_full_pass(engi
 
 def test_cli_sync_and_accounts_show_the_stop_and_the_headroom(tmp_path, monkeypatch, capsys):
     import cli
-    from inbox.sync import account as sync_mod
+    import inbox.sync.account
 
     with Sandbox(seed=7).start() as sb:
         for k, v in sb.env().items():
             monkeypatch.setenv(k, v)
         config = tmp_path / "inbox.toml"
         config.write_text(sb.config_toml(database=f"sqlite:///{tmp_path / 'inbox.db'}"))
-        real = sync_mod.make_connector
-        monkeypatch.setattr(sync_mod, "make_connector", lambda s, a, **kw: real(s, a, min_interval=0.0))
+        real = inbox.sync.account.make_connector
+        monkeypatch.setattr(inbox.sync.account, "make_connector", lambda s, a, **kw: real(s, a, min_interval=0.0))
         sb.meta_budget(4, window_seconds=WINDOW)
         assert cli.main(["-c", str(config), "--json", "sync"]) == 7
         out = json.loads(capsys.readouterr().out)
@@ -204,7 +204,7 @@ def test_inbox_run_reschedules_an_account_that_stopped_for_its_budget(tmp_path, 
     """The scheduler's job moves to the reset the pass reported; it does not sleep in its worker."""
     from datetime import timedelta
 
-    from inbox.store.engine import open_store
+    from inbox.store import open_store
     from inbox.sync.scheduler import SyncScheduler
 
     with Sandbox(seed=7).start() as sb:

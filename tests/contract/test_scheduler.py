@@ -88,7 +88,7 @@ def test_one_job_per_account_with_the_right_options(sandbox, sqlite_engine, tmp_
 def test_short_real_run_paces_the_x_account(sandbox, tmp_path):
     """Against the sandbox (X budget 15 per 900 s): after its first pass the X job's next run is
     pushed out to what the remaining budget allows, not the 10 s interval."""
-    from inbox.store.engine import open_store
+    from inbox.store import open_store
 
     url = f"sqlite:///{tmp_path / 'inbox.db'}"
     engine = open_store(url)

@@ -162,7 +162,7 @@ def _courier_agrees(channel: str, case: dict[str, Any]) -> bool:
 
 def _refused_as_unreadable() -> bool:
     """courier's "Not JSON": with a valid signature, answered 400 and the raw body quarantined."""
-    from inbox.intake import receiver as intake
+    from inbox.intake import receiver
 
     stored: list[str | None] = []
 
@@ -175,13 +175,13 @@ def _refused_as_unreadable() -> bool:
 
     body = b"not JSON"
     sig = "sha256=" + hmac.new(b"k", body, hashlib.sha256).hexdigest()
-    original = intake.store
-    intake.store = store  # type: ignore[assignment]
+    original = receiver.store
+    receiver.store = store  # type: ignore[assignment]
     try:
-        resp, _ = intake.receive(None, intake.Secrets(meta_app_secret="k"), "meta", body,  # type: ignore[arg-type]
+        resp, _ = receiver.receive(None, receiver.Secrets(meta_app_secret="k"), "meta", body,  # type: ignore[arg-type]
                                  {"content-type": "application/json", "x-hub-signature-256": sig})
     finally:
-        intake.store = original  # type: ignore[assignment]
+        receiver.store = original  # type: ignore[assignment]
     return resp.status == 400 and len(stored) == 1 and stored[0] is not None
 
 

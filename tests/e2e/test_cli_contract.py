@@ -56,8 +56,8 @@ class Store:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     """The seeded sandbox, served for the module, synced once into a SQLite store with a config file."""
-    from inbox.store.engine import open_store
-    from inbox.sync.account import sync_all
+    from inbox.store import open_store
+    from inbox.sync.pool import sync_all
 
     directory = tmp_path_factory.mktemp("contract")
     with Sandbox(seed=7).start() as sb, pytest.MonkeyPatch.context() as mp:

@@ -88,8 +88,9 @@ def sandbox() -> Any:
 def synced(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A store synced once from the seeded sandbox, with hostile messages in it."""
     from inbox.settings import load_settings
-    from inbox.store.engine import open_store
-    from inbox.sync.account import make_connector, sync_all
+    from inbox.store import open_store
+    from inbox.sync.account import make_connector
+    from inbox.sync.pool import sync_all
 
     sandbox.inject("tokoshop-ig", text=HOSTILE, customer="hostile[/]\x1b[31muser")
     sandbox.inject("tokoshop-fb", text="A" * 20_000, customer="Panjang Sekali")
@@ -405,15 +406,15 @@ def test_two_agents_replying_on_one_ticket_the_second_is_asked_again(e2e: Env) -
     e2e.run("claim", str(t["id"]), "--agent", "ana")
     ana_text, budi_text = "Halo kak, saya Ana, kami cek ya", "Halo kak, saya Budi, kami cek ya"
     # Budi's `reply` pauses after recording nothing yet: plan shown, then Ana sends before Budi's record.
-    from inbox.replies import outbox as rp
-    from inbox.store.engine import open_store
+    from inbox.replies import ledger, route
+    from inbox.store import open_store
 
     engine = open_store(f"sqlite:///{e2e.db}")
     try:
-        plan = rp.plan_reply(engine, t["id"], budi_text, via="x")
+        plan = route.plan_reply(engine, t["id"], budi_text, via="x")
         e2e.run("reply", "--via", "x", str(t["id"]), ana_text, "--yes")
-        with pytest.raises(rp.ReplyRaceError) as race:
-            rp.record_reply(engine, plan, "budi")
+        with pytest.raises(ledger.ReplyRaceError) as race:
+            ledger.record_reply(engine, plan, "budi")
         assert [o.author for o in race.value.others] == ["ana"] and race.value.others[0].text == ana_text
     finally:
         engine.dispose()
@@ -471,20 +472,20 @@ def test_two_terminals_both_answer_yes_the_second_is_shown_the_first_and_asked_a
 def test_reply_race_with_yes_is_refused_unless_again(e2e: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     """With --yes there is no one to ask: another reply recorded after the route was shown -> exit 6."""
     import cli
-    from inbox.replies import outbox as rp
+    from inbox.replies import ledger, route
 
     t = _ticket_where(e2e, lambda t: t["channel"] == "x" and t["status"] == "new")
     other, mine = "Sudah dibalas oleh Budi", "Balasan Ana"
-    real_plan = rp.plan_reply
+    real_plan = route.plan_reply
     raced: list[int] = []
 
     def plan_then_someone_else_replies(engine, ticket_id, text, **kw):  # type: ignore[no-untyped-def]
         plan = real_plan(engine, ticket_id, text, **kw)
         if text == mine:  # between Ana's route and her send, another reply of Budi's is recorded
-            raced.append(rp.record_reply(engine, real_plan(engine, ticket_id, f"{other} #{len(raced)}", **kw), "budi").reply_id)
+            raced.append(ledger.record_reply(engine, real_plan(engine, ticket_id, f"{other} #{len(raced)}", **kw), "budi").reply_id)
         return plan
 
-    monkeypatch.setattr(rp, "plan_reply", plan_then_someone_else_replies)
+    monkeypatch.setattr(route, "plan_reply", plan_then_someone_else_replies)
     for key, value in e2e.env.items():
         monkeypatch.setenv(key, value)
     argv = ["-c", str(e2e.config), "reply", "--via", "x", str(t["id"]), mine, "--yes", "--agent", "ana"]

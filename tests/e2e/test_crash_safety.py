@@ -31,9 +31,9 @@ FIRST_PASS_KILLS = 12  # kills during the first (full) pass; then one complete r
 DRIVER = """
 import sys
 import cli
-from inbox.sync import account as sync
-real = sync.make_connector
-sync.make_connector = lambda settings, account, **kw: real(settings, account, min_interval=0.0, **kw)
+import inbox.sync.account
+real = inbox.sync.account.make_connector
+inbox.sync.account.make_connector = lambda settings, account, **kw: real(settings, account, min_interval=0.0, **kw)
 sys.exit(cli.main(["-c", sys.argv[1], "sync"]))
 """
 
@@ -133,7 +133,7 @@ def gone(pid: int) -> bool:
 def test_kill_9_at_random_points_then_sync_again(tmp_path, monkeypatch):
     from sandbox import Sandbox
 
-    from inbox.sync.account import sync_all
+    from inbox.sync.pool import sync_all
 
     rng = random.Random(int(os.environ.get("CRASH_SEED", "20261125")))
     with Sandbox(seed=11, large=6000, x_rate_limit=100000).start() as sb:
@@ -191,7 +191,7 @@ def test_ctrl_c_stops_every_worker_after_its_page_and_the_next_sync_completes(tm
 
     from sandbox import Sandbox
 
-    from inbox.sync.account import sync_all
+    from inbox.sync.pool import sync_all
 
     with Sandbox(seed=12, large=6000, x_rate_limit=100000).start() as sb:
         env, url, cfg, engine = cli_store(sb, tmp_path, monkeypatch)

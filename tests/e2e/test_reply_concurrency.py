@@ -95,7 +95,7 @@ def _config(sb: Sandbox, database: str) -> str:
 
 def _single_customer_tickets(engine: Any, n: int) -> list[tuple[int, int]]:
     """(ticket, contact) pairs of tickets a reply can go to now (window open, one customer)."""
-    from inbox.replies import outbox as replies
+    from inbox.replies import route
     from inbox.errors import InboxError
 
     with engine.connect() as conn:
@@ -103,7 +103,7 @@ def _single_customer_tickets(engine: Any, n: int) -> list[tuple[int, int]]:
     found = []
     for tid in ids:
         try:
-            plan = replies.plan_reply(engine, tid, "probe")
+            plan = route.plan_reply(engine, tid, "probe")
         except InboxError:
             continue
         if plan.route.contact_id is not None:
@@ -154,8 +154,9 @@ def _check(rows: list[Any], delivered: dict[tuple[str, str, str], int], texts: s
 
 def _run(profile: Profile, db_url: str, tmp_path: Path, seed: int) -> dict[str, int]:
     from inbox.settings import load_settings
-    from inbox.store.engine import open_store
-    from inbox.sync.account import make_connector, sync_all
+    from inbox.store import open_store
+    from inbox.sync.account import make_connector
+    from inbox.sync.pool import sync_all
 
     rng = random.Random(seed)
     sb = Sandbox(seed=7, x_rate_limit=100_000, timeout_sleep=LATE, late_sleep=LATE).start()

@@ -192,7 +192,7 @@ def test_scrub_masks_token_bodies_bearer_strings_encoded_links_and_the_account_t
 
 
 def test_raw_payloads_of_every_channel_are_scrubbed_before_they_are_stored(engine: Any, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from inbox.sync.account import sync_all
+    from inbox.sync.pool import sync_all
     from tests.store.test_sync import fast_factory, sandbox_settings
 
     with Sandbox(seed=7).start() as sb:
@@ -271,7 +271,7 @@ def _refuse_text(engine: Any, table: str) -> None:
 
 def test_sync_error_keeps_the_statement_kind_and_drops_its_parameters(engine: Any, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from inbox.accounts import health
-    from inbox.sync.account import sync_all
+    from inbox.sync.pool import sync_all
     from tests.store.test_sync import fast_factory, sandbox_settings
 
     with Sandbox(seed=7).start() as sb:
@@ -292,7 +292,7 @@ def test_sync_error_keeps_the_statement_kind_and_drops_its_parameters(engine: An
 def test_cli_error_line_keeps_the_statement_kind_and_drops_its_parameters(db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     from tests import factories as sf
-    from inbox.store.engine import open_store
+    from inbox.store import open_store
 
     engine = open_store(db_url)
     tid = sf.ticket(engine).ticket_id
@@ -325,7 +325,7 @@ def umask_022() -> Any:
 
 
 def test_store_and_its_wal_and_shm_are_created_owner_only(tmp_path: Path, umask_022: None) -> None:
-    from inbox.store.engine import open_store
+    from inbox.store import open_store
 
     db = tmp_path / "inbox.db"
     engine = open_store(f"sqlite:///{db}")  # first use creates and migrates it

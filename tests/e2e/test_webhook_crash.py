@@ -28,20 +28,20 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_deliveries_a_crash_left_behind_are_processed_on_restart_once(engine, db_url) -> None:
-    from inbox.intake import receiver as intake
+    from inbox.intake import receiver
 
     settings = plain_settings(db_url)
     # 1. acknowledged (committed), then the process died before processing it
-    intake.store(engine, "meta", hello(mid="m_pending"), "application/json")
+    receiver.store(engine, "meta", hello(mid="m_pending"), "application/json")
     # 2. its messages committed, then the process died before marking it done
-    intake.store(engine, "meta", hello(mid="m_half", sender="5679"), "application/json")
-    processor = intake.Processor.build(engine, settings, graph=False)
+    receiver.store(engine, "meta", hello(mid="m_half", sender="5679"), "application/json")
+    processor = receiver.Processor.build(engine, settings, graph=False)
     row = processor.pending()[1]
     processor._ingest([processor.parse(row.source, bytes(row.body), row.received_at)])
     assert [(r.external_id, r.via) for r in messages(engine)] == [("m_half", "webhook")]
     assert [d.state for d in deliveries(engine)] == ["pending", "pending"]
     # 3. an unreadable one among them never holds the others up
-    intake.store(engine, "meta", b'{"object": "page", "entry": 5}', "application/json")
+    receiver.store(engine, "meta", b'{"object": "page", "entry": 5}', "application/json")
 
     with running(engine, settings):  # the restart
         wait_until(lambda: all(d.state != "pending" for d in deliveries(engine)))
@@ -75,8 +75,8 @@ def _serve(cfg: Path) -> tuple[subprocess.Popen[str], str]:
 
 @pytest.mark.slow
 def test_kill_9_right_after_the_acknowledgements_then_restart(tmp_path, db_url) -> None:
-    from inbox.store import sqlite_lock as writer_lock
-    from inbox.store.engine import open_store
+    from inbox.store import sqlite_lock
+    from inbox.store import open_store
     from inbox.ingest.page import INGEST_LOCK_KEY
     from inbox.store.engine import write_tx
 
@@ -87,10 +87,10 @@ def test_kill_9_right_after_the_acknowledgements_then_restart(tmp_path, db_url) 
     # The page writers' lock held here: the server acknowledges (commits) every delivery and cannot
     # process one, so the kill lands between the two for all of them.
     with ExitStack() as held, requests.Session() as s:
-        held.enter_context(writer_lock.hold(engine, 600))  # SQLite's page writers
+        held.enter_context(sqlite_lock.hold(engine, 600))  # SQLite's page writers
         if engine.dialect.name == "postgresql":
             conn = held.enter_context(write_tx(engine))
-            writer_lock.pg_acquire(conn, INGEST_LOCK_KEY, 600)
+            sqlite_lock.pg_acquire(conn, INGEST_LOCK_KEY, 600)
         for i in range(200):
             body = hello(mid=f"m_burst_{i}", sender=str(7000 + i % 17), text=f"pesan {i}")
             r = s.post(f"{base}/webhooks/meta", data=body, headers={"Content-Type": "application/json", "X-Hub-Signature-256": meta_sig(body)}, timeout=30)
@@ -118,8 +118,8 @@ def test_kill_9_right_after_the_acknowledgements_then_restart(tmp_path, db_url) 
 def test_a_busy_writer_lock_leaves_the_batch_pending_without_counting_an_attempt(engine, db_url) -> None:
     import sqlalchemy as sa
 
-    from inbox.intake import receiver as intake
-    from inbox.store import sqlite_lock as writer_lock
+    from inbox.intake import receiver
+    from inbox.store import sqlite_lock
     from inbox.errors import ConflictError
     from inbox.ingest.page import INGEST_LOCK_KEY
     from inbox.store.engine import write_tx
@@ -128,13 +128,13 @@ def test_a_busy_writer_lock_leaves_the_batch_pending_without_counting_an_attempt
     settings = plain_settings(db_url)
     settings = settings.model_copy(update={"sync": settings.sync.model_copy(update={"writer_lock_timeout_seconds": 0.2})})
     for i in range(3):
-        intake.store(engine, "meta", hello(mid=f"m_busy_{i}", sender=str(5600 + i)), "application/json")
-    processor = intake.Processor.build(engine, settings, graph=False)
+        receiver.store(engine, "meta", hello(mid=f"m_busy_{i}", sender=str(5600 + i)), "application/json")
+    processor = receiver.Processor.build(engine, settings, graph=False)
     with ExitStack() as held:  # a long sync holds the page writers' lock
-        held.enter_context(writer_lock.hold(engine, 10))
+        held.enter_context(sqlite_lock.hold(engine, 10))
         if engine.dialect.name == "postgresql":
             conn = held.enter_context(write_tx(engine))
-            writer_lock.pg_acquire(conn, INGEST_LOCK_KEY, 10)
+            sqlite_lock.pg_acquire(conn, INGEST_LOCK_KEY, 10)
         with pytest.raises(ConflictError):
             processor.process_pending()
     with engine.connect() as c:

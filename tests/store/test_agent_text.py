@@ -37,7 +37,7 @@ def test_line_and_paragraph_separators_are_line_breaks() -> None:
 
 @pytest.fixture
 def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    from inbox.store.engine import open_store
+    from inbox.store import open_store
 
     db = tmp_path / "inbox.db"
     cfg = tmp_path / "inbox.toml"

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from inbox.store import migrate
-from inbox.store.engine import make_engine, open_store
+from inbox.store import migrate, open_store
+from inbox.store.engine import make_engine
 
 EXPECTED_TABLES = {
     "account", "person", "contact", "person_event", "ticket", "ticket_tag", "ticket_event",
@@ -170,7 +170,7 @@ def test_database_newer_than_code_is_reported(tmp_path: Path) -> None:
 _RACER = textwrap.dedent(
     """
     import sys, time
-    from inbox.store.engine import open_store
+    from inbox.store import open_store
     from inbox.store import migrate
     url, start = sys.argv[1], float(sys.argv[2])
     time.sleep(max(0.0, start - time.time()))
@@ -203,7 +203,7 @@ def test_concurrent_first_use_by_two_processes(db_url: str) -> None:
 def test_opening_a_current_database_does_not_load_alembic(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'fast.db'}"
     open_store(url).dispose()
-    code = f"import sys; from inbox.store.engine import open_store; open_store({url!r}); print('alembic' in sys.modules)"
+    code = f"import sys; from inbox.store import open_store; open_store({url!r}); print('alembic' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 

@@ -329,7 +329,7 @@ def test_someone_quoting_an_invoice_never_takes_over_its_ticket(engine, accounts
 
 
 def test_a_person_link_the_sync_made_from_an_invoice_is_undone_by_the_migration(tmp_path):
-    from inbox.store.engine import open_store
+    from inbox.store import open_store
     from inbox.store.migrate import upgrade
 
     url = f"sqlite:///{tmp_path / 'old.db'}"

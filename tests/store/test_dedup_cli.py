@@ -54,12 +54,12 @@ def test_show_why_and_list_explain_dedup(sqlite_engine, tmp_path, capsys, monkey
 
 
 def test_sync_dry_run_json_explains_what_it_would_do(sandbox, tmp_path, capsys, monkeypatch):
-    from inbox.sync import account as sync_mod
+    import inbox.sync.account
 
     cfg = tmp_path / "inbox.toml"
     cfg.write_text(sandbox.config_toml(database=f"sqlite:///{tmp_path / 'dry.db'}"))
-    real = sync_mod.make_connector
-    monkeypatch.setattr(sync_mod, "make_connector", lambda s, a, **kw: real(s, a, min_interval=0.0))
+    real = inbox.sync.account.make_connector
+    monkeypatch.setattr(inbox.sync.account, "make_connector", lambda s, a, **kw: real(s, a, min_interval=0.0))
     assert cli.main(["-c", str(cfg), "--json", "sync"]) == 0
     capsys.readouterr()
     first = sandbox.inject("tokoshop-ig", text=f"Refund {INV} belum masuk kak", customer={"id": "5551", "username": "budi.hartono"})

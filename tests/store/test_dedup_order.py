@@ -13,7 +13,7 @@ from connectors.base import Page
 from inbox.settings import Settings
 from inbox.ingest.page import ingest_page
 from inbox.store.models import Account, SQLModel
-from inbox.sync.account import merge_pages
+from inbox.sync.pipeline import merge_pages
 
 from tests.dedup_cases import ACCOUNTS, PLATFORM, Msg, cases, expected_grouping, grouping
 

@@ -53,7 +53,7 @@ def ticket_row(engine: sa.Engine, external_id: str) -> Any:
 
 @pytest.fixture
 def store(sandbox: Any, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    from inbox.store.engine import open_store
+    from inbox.store import open_store
 
     monkeypatch.setenv("INBOX_AGENT", "ana")
     cfg = _config(sandbox, db_url, tmp_path)

@@ -287,21 +287,21 @@ def test_statements_per_page_do_not_grow_with_the_page(engine, settings):
 
 
 def test_sqlite_wal_is_checkpointed_off_the_ingest_path(sqlite_engine, settings):
-    from inbox.store import sqlite_wal as checkpoint
+    from inbox.store import sqlite_wal
 
     acc = make_account(sqlite_engine)
-    for i in range(checkpoint.EVERY_COMMITS):
+    for i in range(sqlite_wal.EVERY_COMMITS):
         ingest_page(sqlite_engine, acc, Page((msg(f"w{i}", f"t{i}", f"u{i}", "pesanan belum sampai", i),), cursor={"n": i}), settings)
-    cp = checkpoint._by_path[sqlite_engine.url.database]
+    cp = sqlite_wal._by_path[sqlite_engine.url.database]
     wait_until(lambda: cp.done >= 1)
     # the checkpointer's own connection sees every page, and nothing was written twice
     import sqlite3
 
     with sqlite3.connect(sqlite_engine.url.database) as db:
-        assert db.execute("SELECT count(*) FROM message").fetchone()[0] == checkpoint.EVERY_COMMITS
+        assert db.execute("SELECT count(*) FROM message").fetchone()[0] == sqlite_wal.EVERY_COMMITS
         busy, log_frames, done_frames = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     assert busy == 0 and done_frames == log_frames
-    assert cursor_of(sqlite_engine, acc.id) == {"n": checkpoint.EVERY_COMMITS - 1}
+    assert cursor_of(sqlite_engine, acc.id) == {"n": sqlite_wal.EVERY_COMMITS - 1}
 
 
 def test_a_fork_waits_while_the_checkpointer_is_inside_sqlite():
@@ -310,13 +310,13 @@ def test_a_fork_waits_while_the_checkpointer_is_inside_sqlite():
     import os
     import threading
 
-    from inbox.store import sqlite_wal as checkpoint
+    from inbox.store import sqlite_wal
 
     inside, leave = threading.Event(), threading.Event()
     order: list[str] = []
 
     def checkpointing() -> None:
-        with checkpoint._in_sqlite:
+        with sqlite_wal._in_sqlite:
             inside.set()
             leave.wait()
             order.append("checkpoint done")
@@ -327,7 +327,7 @@ def test_a_fork_waits_while_the_checkpointer_is_inside_sqlite():
     threading.Timer(0.2, leave.set).start()  # the checkpoint ends a little later, whenever
     pid = os.fork()
     if pid == 0:
-        os._exit(0 if checkpoint._in_sqlite.acquire(blocking=False) else 1)  # the child's lock is free
+        os._exit(0 if sqlite_wal._in_sqlite.acquire(blocking=False) else 1)  # the child's lock is free
     order.append("forked")
     _, status = os.waitpid(pid, 0)
     t.join()
@@ -336,7 +336,7 @@ def test_a_fork_waits_while_the_checkpointer_is_inside_sqlite():
 
 
 def test_a_page_indexes_its_messages_for_search_and_other_writers_still_index_theirs(engine, settings):
-    # SQLite: the page ingest fills the FTS index itself (inbox/search.py `deferred_index`, with the
+    # SQLite: the page ingest fills the FTS index itself (inbox/store/fts.py `deferred_index`, with the
     # per-row trigger held off for its transaction); anything else writing messages relies on the trigger.
     from tests import factories as sf
     from inbox import search as srch

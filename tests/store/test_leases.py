@@ -63,7 +63,7 @@ class SlowConnector:
 
 def test_two_workers_never_poll_the_same_account_at_once(db_url):
     """Two workers (own engines, own connections, own owners) loop over one account."""
-    from inbox.store.engine import open_store
+    from inbox.store import open_store
     from inbox.sync.account import sync_account
 
     settings = settings_for(db_url)
@@ -179,7 +179,7 @@ def test_second_sync_process_on_sqlite_is_told_clearly(tmp_path, sqlite_engine):
         f'database = "sqlite:///{db}"\n\n[[accounts]]\nname = "toko-x"\nchannel = "x"\nuser_id = "1500"\n'
         'base_url = "http://127.0.0.1:9"\naccess_token_env = "LEASE_TEST_TOKEN"\n'
     )
-    from inbox.store.engine import open_store
+    from inbox.store import open_store
 
     engine = open_store(f"sqlite:///{db}")
     ref = ensure_accounts(engine, settings_for(f"sqlite:///{db}").accounts)["toko-x"]

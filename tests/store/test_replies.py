@@ -18,11 +18,12 @@ from tests import factories as sf
 from connectors.base import OutboundReply, SendResult
 from connectors.enums import ReplyPolicy
 from connectors.errors import DeliveryUnknownError, RateLimitedError, WindowClosedError
-from inbox.replies import outbox as rp
+from inbox.replies import ledger, outbox, reconcile, route
 from inbox.replies import templates as tpl
 from inbox.tickets import operations, people, queue
 from inbox.store.engine import write_tx
 from inbox.errors import ConflictError, PlatformError, PolicyError, UsageError
+from inbox.store.engine import write_tx
 from inbox.store.models import Account, Reply, TicketEvent
 
 
@@ -73,17 +74,17 @@ def rate_limited_reply(engine):
     platform = Platform()
     platform.next_error = RateLimitedError("slow down")
     with pytest.raises(PlatformError):
-        rp.send_reply(engine, rp.plan_reply(engine, made.ticket_id, "satu"), platform.factory, "ana")
-    return made, platform, rp.outbox(engine)[0]
+        outbox.send_reply(engine, route.plan_reply(engine, made.ticket_id, "satu"), platform.factory, "ana")
+    return made, platform, outbox.outbox(engine)[0]
 
 
 def test_send_records_first_and_moves_ticket_to_pending(engine) -> None:
     made = sf.ticket(engine, handle="budi")
     platform = Platform()
-    plan = rp.plan_reply(engine, made.ticket_id, "Halo kak, kami cek dulu ya")
+    plan = route.plan_reply(engine, made.ticket_id, "Halo kak, kami cek dulu ya")
     assert plan.policy is ReplyPolicy.RESPONSE
     assert plan.describe().startswith("→ Instagram DM @budi · RESPONSE · 22 h")
-    out = rp.send_reply(engine, plan, platform.factory, "ana")
+    out = outbox.send_reply(engine, plan, platform.factory, "ana")
     assert out.state == "sent" and out.external_id == "mid_1"
     assert len(platform.delivered) == 1
     sent = platform.delivered[0]
@@ -107,54 +108,54 @@ def test_policy_refusals_send_nothing(engine, ago: timedelta, human_tag: bool, o
     made = sf.ticket(engine, last_customer_ago=ago)
     platform = Platform()
     if ok:
-        plan = rp.plan_reply(engine, made.ticket_id, "halo", human_agent_tag=human_tag)
+        plan = route.plan_reply(engine, made.ticket_id, "halo", human_agent_tag=human_tag)
         assert plan.policy is ReplyPolicy.HUMAN_AGENT
         return
     with pytest.raises(PolicyError):
-        rp.plan_reply(engine, made.ticket_id, "halo", human_agent_tag=human_tag)
+        route.plan_reply(engine, made.ticket_id, "halo", human_agent_tag=human_tag)
     assert platform.delivered == []
-    assert rp.outbox(engine) == []
+    assert outbox.outbox(engine) == []
 
 
 def test_window_counts_from_customer_messages_not_echoes(engine) -> None:
     made = sf.ticket(engine, last_customer_ago=timedelta(days=8))
     sf.outbound(engine, made, "our earlier answer", "m_echo_x")  # an echo an hour ago
     with pytest.raises(PolicyError, match="7 days"):
-        rp.plan_reply(engine, made.ticket_id, "halo")
+        route.plan_reply(engine, made.ticket_id, "halo")
 
 
 def test_length_limits_refused_before_recording(engine) -> None:
     made = sf.ticket(engine)
     with pytest.raises(PolicyError, match="1,000 bytes"):
-        rp.plan_reply(engine, made.ticket_id, "é" * 501)
+        route.plan_reply(engine, made.ticket_id, "é" * 501)
     x = sf.ticket(engine, channel="x", account_name="tokoshop-x", last_customer_ago=timedelta(days=20))
-    assert rp.plan_reply(engine, x.ticket_id, "a" * 10000).policy is ReplyPolicy.DIRECT
+    assert route.plan_reply(engine, x.ticket_id, "a" * 10000).policy is ReplyPolicy.DIRECT
     with pytest.raises(PolicyError):
-        rp.plan_reply(engine, x.ticket_id, "a" * 10001)
+        route.plan_reply(engine, x.ticket_id, "a" * 10001)
 
 
 def test_timeout_is_unknown_then_reconciled_by_echo_never_resent(engine) -> None:
     made = sf.ticket(engine)
     platform = Platform()
     platform.deliver_then_fail = True
-    plan = rp.plan_reply(engine, made.ticket_id, "Dana sudah kami kembalikan")
+    plan = route.plan_reply(engine, made.ticket_id, "Dana sudah kami kembalikan")
     with pytest.raises(PlatformError, match="outcome unknown"):
-        rp.send_reply(engine, plan, platform.factory, "ana")
-    rid = rp.outbox(engine)[0].id
+        outbox.send_reply(engine, plan, platform.factory, "ana")
+    rid = outbox.outbox(engine)[0].id
     assert reply_row(engine, rid).state == "unknown"
     # Not retried, and the same text is not accepted as a new reply either.
     with pytest.raises(ConflictError):
-        rp.retry(engine, rid, platform.factory, "ana")
+        outbox.retry(engine, rid, platform.factory, "ana")
     with pytest.raises(ConflictError):
-        rp.plan_reply(engine, made.ticket_id, "Dana sudah kami kembalikan")
+        route.plan_reply(engine, made.ticket_id, "Dana sudah kami kembalikan")
     # The next sync stores the echo: reconciliation matches it.
     sf.outbound(engine, made, "Dana sudah kami kembalikan", "m_echo_1")
-    assert rp.reconcile_unknown(engine, made.account_id) == 1
+    assert reconcile.reconcile_unknown(engine, made.account_id) == 1
     row = reply_row(engine, rid)
     assert row.state == "sent" and row.external_id == "m_echo_1"
     assert queue.get_ticket(engine, made.ticket_id).status == "pending"
     with pytest.raises(ConflictError, match="already delivered"):
-        rp.retry(engine, rid, platform.factory, "ana")
+        outbox.retry(engine, rid, platform.factory, "ana")
     assert len(platform.delivered) == 1
 
 
@@ -162,26 +163,26 @@ def test_unknown_without_echo_fails_only_after_the_quiet_period_then_is_retried_
     made = sf.ticket(engine)
     platform = Platform()
     platform.next_error = DeliveryUnknownError("connection dropped")
-    plan = rp.plan_reply(engine, made.ticket_id, "Mohon ditunggu")
+    plan = route.plan_reply(engine, made.ticket_id, "Mohon ditunggu")
     with pytest.raises(PlatformError):
-        rp.send_reply(engine, plan, platform.factory, "ana")
-    rid = rp.outbox(engine)[0].id
+        outbox.send_reply(engine, plan, platform.factory, "ana")
+    rid = outbox.outbox(engine)[0].id
     attempt = reply_row(engine, rid).updated_at
     # A sync that started before the attempt proves nothing.
     mark_synced(engine, made.account_id, attempt - timedelta(minutes=5))
-    assert rp.reconcile_unknown(engine, made.account_id) == 0
+    assert reconcile.reconcile_unknown(engine, made.account_id) == 0
     # Nor does one that started right after it: a slow platform may not show the message yet.
     mark_synced(engine, made.account_id, attempt + timedelta(seconds=30))
-    assert rp.reconcile_unknown(engine, made.account_id) == 0
+    assert reconcile.reconcile_unknown(engine, made.account_id) == 0
     with pytest.raises(ConflictError, match="may have been delivered") as refused:
-        rp.retry(engine, rid, platform.factory, "ana")
+        outbox.retry(engine, rid, platform.factory, "ana")
     assert "--force" in (refused.value.hint or "") and "started after" in (refused.value.hint or "")
     assert reply_row(engine, rid).state == "unknown"
     # An identical answer sent before the customer's latest message, stored only now (a late
     # delivery), is not ours.
     sf.outbound(engine, made, "Mohon ditunggu", "m_old", sent_at=datetime.now(timezone.utc) - timedelta(hours=2))
-    mark_synced(engine, made.account_id, attempt + rp.Timing().quiet + timedelta(seconds=1))
-    out = rp.retry(engine, rid, platform.factory, "ana")
+    mark_synced(engine, made.account_id, attempt + ledger.Timing().quiet + timedelta(seconds=1))
+    out = outbox.retry(engine, rid, platform.factory, "ana")
     assert out.state == "sent"
     assert len(platform.delivered) == 1
     assert reply_row(engine, rid).attempts == 2
@@ -192,11 +193,11 @@ def test_forced_retry_of_an_unknown_reply_is_audited(engine) -> None:
     platform = Platform()
     platform.next_error = DeliveryUnknownError("timed out after the request was sent")
     with pytest.raises(PlatformError):
-        rp.send_reply(engine, rp.plan_reply(engine, made.ticket_id, "Sudah kami proses"), platform.factory, "ana")
-    rid = rp.outbox(engine)[0].id
+        outbox.send_reply(engine, route.plan_reply(engine, made.ticket_id, "Sudah kami proses"), platform.factory, "ana")
+    rid = outbox.outbox(engine)[0].id
     with pytest.raises(ConflictError):
-        rp.retry(engine, rid, platform.factory, "budi")
-    assert rp.retry(engine, rid, platform.factory, "budi", force=True).state == "sent"
+        outbox.retry(engine, rid, platform.factory, "budi")
+    assert outbox.retry(engine, rid, platform.factory, "budi", force=True).state == "sent"
     assert len(platform.delivered) == 1
     te = TicketEvent.__table__
     with engine.connect() as conn:
@@ -211,16 +212,16 @@ def test_failures_are_recorded(engine) -> None:
     assert queue.get_ticket(engine, made.ticket_id).status == "new"  # nothing was sent
     platform.next_error = WindowClosedError("window closed", code=10, subcode=2534022)
     with pytest.raises(PolicyError):
-        rp.send_reply(engine, rp.plan_reply(engine, made.ticket_id, "dua"), platform.factory, "ana")
+        outbox.send_reply(engine, route.plan_reply(engine, made.ticket_id, "dua"), platform.factory, "ana")
     # A failed reply is retried on request: it certainly did not arrive.
-    assert rp.retry(engine, failed.id, platform.factory, "ana").state == "sent"
+    assert outbox.retry(engine, failed.id, platform.factory, "ana").state == "sent"
     assert [r.text for r in platform.delivered] == ["satu"]
 
 
 def test_killed_before_the_call_is_settled_without_sending(engine, tmp_path) -> None:
     made = sf.ticket(engine)
-    plan = rp.plan_reply(engine, made.ticket_id, "halo")
-    rid = rp.record_reply(engine, plan, "ana").reply_id
+    plan = route.plan_reply(engine, made.ticket_id, "halo")
+    rid = ledger.record_reply(engine, plan, "ana").reply_id
     # Pretend the recording process was another one that has since died.
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
     r = Reply.__table__
@@ -230,16 +231,16 @@ def test_killed_before_the_call_is_settled_without_sending(engine, tmp_path) -> 
             error=row.error.replace(f"pid {os.getpid()}", f"pid {dead}"), owner=row.owner.replace(f"pid {os.getpid()}", f"pid {dead}")))
     assert reply_row(engine, rid).state == "sending"
     platform = Platform()
-    assert rp.retry(engine, rid, platform.factory, "ana").state == "sent"
+    assert outbox.retry(engine, rid, platform.factory, "ana").state == "sent"
     assert len(platform.delivered) == 1
 
 
 def test_live_sender_is_left_alone(engine) -> None:
     made = sf.ticket(engine)
-    rid = rp.record_reply(engine, rp.plan_reply(engine, made.ticket_id, "halo"), "ana").reply_id  # this process: alive
-    assert rp.reconcile_unknown(engine, made.account_id) == 0
+    rid = ledger.record_reply(engine, route.plan_reply(engine, made.ticket_id, "halo"), "ana").reply_id  # this process: alive
+    assert reconcile.reconcile_unknown(engine, made.account_id) == 0
     with pytest.raises(ConflictError):
-        rp.retry(engine, rid, Platform().factory, "ana")
+        outbox.retry(engine, rid, Platform().factory, "ana")
 
 
 def test_templates(engine) -> None:
@@ -266,11 +267,11 @@ def test_echo_matched_despite_platform_rewriting(engine) -> None:
     platform.deliver_then_fail = True
     text = "Cek status di https://tokoshop.example/track/123  ya kak\n"
     with pytest.raises(PlatformError):
-        rp.send_reply(engine, rp.plan_reply(engine, made.ticket_id, text), platform.factory, "ana")
+        outbox.send_reply(engine, route.plan_reply(engine, made.ticket_id, text), platform.factory, "ana")
     # X shortens links and trims: still our reply.
     sf.outbound(engine, made, "Cek status di https://t.co/AbC123 ya kak", "dm_1", channel="x")
-    assert rp.reconcile_unknown(engine, made.account_id) == 1
-    assert rp.outbox(engine, states=("sent",))[0].external_id == "dm_1"
+    assert reconcile.reconcile_unknown(engine, made.account_id) == 1
+    assert outbox.outbox(engine, states=("sent",))[0].external_id == "dm_1"
 
 
 def test_route_is_the_tickets_own_channel_unless_asked(engine) -> None:
@@ -279,23 +280,23 @@ def test_route_is_the_tickets_own_channel_unless_asked(engine) -> None:
     operations.merge(engine, x.ticket_id, ig.ticket_id, "ana")  # the customer wrote on X more recently
     # Two contacts nobody said are one person: no guessing, the agent picks.
     with pytest.raises(PolicyError, match="2 customers") as asked:
-        rp.plan_reply(engine, ig.ticket_id, "halo")
+        route.plan_reply(engine, ig.ticket_id, "halo")
     assert "--to CONTACT" in (asked.value.hint or "")
     assert f"contact {ig.contact_id}" in str(asked.value) and f"contact {x.contact_id}" in str(asked.value)
-    assert rp.plan_reply(engine, ig.ticket_id, "halo", to=x.contact_id).route.recipient_id == rp.plan_reply(engine, ig.ticket_id, "halo", via="x").route.recipient_id
-    picked = rp.plan_reply(engine, ig.ticket_id, "halo", to=ig.contact_id)
+    assert route.plan_reply(engine, ig.ticket_id, "halo", to=x.contact_id).route.recipient_id == route.plan_reply(engine, ig.ticket_id, "halo", via="x").route.recipient_id
+    picked = route.plan_reply(engine, ig.ticket_id, "halo", to=ig.contact_id)
     assert picked.route.channel == "instagram" and picked.route.contact_id == ig.contact_id
     # Linked by an agent (audited): one customer; the ticket's own channel by default.
     people.link_contacts(engine, [ig.contact_id, x.contact_id], "customer confirmed both accounts", "ana")
-    plan = rp.plan_reply(engine, ig.ticket_id, "halo")
+    plan = route.plan_reply(engine, ig.ticket_id, "halo")
     assert plan.route.channel == "instagram" and plan.policy is ReplyPolicy.RESPONSE
-    assert rp.plan_reply(engine, ig.ticket_id, "halo", via="x").route.channel == "x"
+    assert route.plan_reply(engine, ig.ticket_id, "halo", via="x").route.channel == "x"
     with pytest.raises(PolicyError, match="no conversation on facebook"):
-        rp.plan_reply(engine, ig.ticket_id, "halo", via="facebook")
+        route.plan_reply(engine, ig.ticket_id, "halo", via="facebook")
     with pytest.raises(PolicyError, match="has no thread"):
-        rp.plan_reply(engine, ig.ticket_id, "halo", to=999999)
+        route.plan_reply(engine, ig.ticket_id, "halo", to=999999)
     with pytest.raises(PolicyError, match="merged into"):
-        rp.plan_reply(engine, x.ticket_id, "halo")
+        route.plan_reply(engine, x.ticket_id, "halo")
 
 
 def test_a_weak_person_link_never_routes_a_reply(engine) -> None:
@@ -313,14 +314,14 @@ def test_a_weak_person_link_never_routes_a_reply(engine) -> None:
             conn.execute(pe.insert().values(person_id=pid, contact_id=cid, action="link", reason="shared invoice INV/1", actor="sync", at=sf.now()))
         conn.execute(cv.update().where(cv.c.id == b.conversation_id).values(ticket_id=a.ticket_id))
     with pytest.raises(PolicyError, match="2 customers"):
-        rp.plan_reply(engine, a.ticket_id, "refund Anda ke rekening ...")
-    route = rp.plan_reply(engine, a.ticket_id, "refund Anda ke rekening ...", to=a.contact_id).route
-    assert route.contact_id == a.contact_id and route.customer == "@victim"
+        route.plan_reply(engine, a.ticket_id, "refund Anda ke rekening ...")
+    chosen = route.plan_reply(engine, a.ticket_id, "refund Anda ke rekening ...", to=a.contact_id).route
+    assert chosen.contact_id == a.contact_id and chosen.customer == "@victim"
     # Strong evidence (the same platform identity) does count.
     with engine.begin() as conn:
         conn.execute(pe.insert().values(person_id=pid, contact_id=b.contact_id, action="link", reason="same platform identity (IG user 1)", actor="sync", at=sf.now()))
         conn.execute(pe.insert().values(person_id=pid, contact_id=a.contact_id, action="link", reason="same platform identity (IG user 1)", actor="sync", at=sf.now()))
-    assert rp.plan_reply(engine, a.ticket_id, "halo").route.contact_id in (a.contact_id, b.contact_id)
+    assert route.plan_reply(engine, a.ticket_id, "halo").route.contact_id in (a.contact_id, b.contact_id)
 
 
 def test_connector_that_cannot_be_made_leaves_a_failed_reply(engine) -> None:
@@ -332,11 +333,11 @@ def test_connector_that_cannot_be_made_leaves_a_failed_reply(engine) -> None:
         raise ConfigError("account 'tokoshop-ig': environment variable X is not set")
 
     with pytest.raises(ConfigError):
-        rp.send_reply(engine, rp.plan_reply(engine, made.ticket_id, "halo"), broken, "ana")
-    row = rp.outbox(engine)[0]
+        outbox.send_reply(engine, route.plan_reply(engine, made.ticket_id, "halo"), broken, "ana")
+    row = outbox.outbox(engine)[0]
     assert row.state == "failed" and "not sent" in (row.error or "")
     platform = Platform()
-    assert rp.retry(engine, row.id, platform.factory, "ana").state == "sent"  # no sync needed: it never left
+    assert outbox.retry(engine, row.id, platform.factory, "ana").state == "sent"  # no sync needed: it never left
     assert len(platform.delivered) == 1
 
 
@@ -348,17 +349,17 @@ def test_concurrent_retry_sends_once(engine) -> None:
     _made, platform, failed = rate_limited_reply(engine)
     rid = failed.id
     r = Reply.__table__
-    outcome: list[BaseException | rp.SendOutcome] = []
+    outcome: list[BaseException | outbox.SendOutcome] = []
 
     def racer() -> None:
         try:
-            outcome.append(rp.retry(engine, rid, platform.factory, "budi"))
+            outcome.append(outbox.retry(engine, rid, platform.factory, "budi"))
         except BaseException as exc:  # noqa: BLE001 - inspected below
             outcome.append(exc)
 
     with write_tx(engine) as conn:  # the other process: holds the row while it marks it `sending`
-        owner = rp._new_owner()
-        conn.execute(r.update().where(r.c.id == rid).values(state="sending", owner=owner, error=rp._marker(rp.CALLING, owner)))
+        owner = ledger.new_owner()
+        conn.execute(r.update().where(r.c.id == rid).values(state="sending", owner=owner, error=ledger.marker(ledger.CALLING, owner)))
         thread = threading.Thread(target=racer)
         thread.start()
         time.sleep(0.5)  # the racer reads `failed` (PostgreSQL) or waits for the lock (SQLite)
@@ -371,9 +372,9 @@ def test_concurrent_retry_sends_once(engine) -> None:
 def test_the_same_text_again_after_a_failure_is_the_retry_not_a_copy(engine) -> None:
     made, platform, failed = rate_limited_reply(engine)
     with pytest.raises(ConflictError, match="not delivered") as copy:
-        rp.plan_reply(engine, made.ticket_id, "satu")
+        route.plan_reply(engine, made.ticket_id, "satu")
     assert copy.value.hint == f"inbox outbox retry {failed.id}"
-    assert rp.retry(engine, failed.id, platform.factory, "ana").state == "sent"
+    assert outbox.retry(engine, failed.id, platform.factory, "ana").state == "sent"
     assert [r.text for r in platform.delivered] == ["satu"]
 
 

@@ -26,7 +26,7 @@ def sandbox_settings(sb, db_url: str, **sync: object) -> Settings:
 
 def sandbox_store(sb, tmp_path, monkeypatch, name: str = "inbox.db"):
     """The sandbox's environment set for this process, a new SQLite store, and settings naming both."""
-    from inbox.store.engine import open_store
+    from inbox.store import open_store
 
     for k, v in sb.env().items():
         monkeypatch.setenv(k, v)
@@ -83,7 +83,7 @@ def assert_complete(engine, sb, names=ACCOUNTS, *, exact: bool = True) -> None:
 
 
 def test_first_sync_is_complete_and_the_second_finds_nothing_new(engine, db_url, sandbox):
-    from inbox.sync.account import sync_all
+    from inbox.sync.pool import sync_all
 
     settings = sandbox_settings(sandbox, db_url)
     factory = fast_factory(settings)
@@ -110,7 +110,7 @@ def test_first_sync_is_complete_and_the_second_finds_nothing_new(engine, db_url,
 def test_customer_on_two_channels_ends_in_one_ticket(engine, db_url, sandbox):
     """The seeded customer who DMs on Instagram and X about the same invoice, and the long complaint
     pasted on Messenger and Instagram: attached across channels, whichever account syncs first."""
-    from inbox.sync.account import sync_all
+    from inbox.sync.pool import sync_all
 
     settings = sandbox_settings(sandbox, db_url)
     sync_all(engine, settings, connector_factory=fast_factory(settings))
@@ -128,7 +128,7 @@ def test_customer_on_two_channels_ends_in_one_ticket(engine, db_url, sandbox):
 def test_new_message_and_the_echo_of_our_reply(engine, db_url, sandbox):
     from connectors.base import OutboundReply
     from connectors.enums import ReplyPolicy
-    from inbox.sync.account import sync_all
+    from inbox.sync.pool import sync_all
 
     settings = sandbox_settings(sandbox, db_url)
     factory = fast_factory(settings)
@@ -166,7 +166,7 @@ def test_new_message_and_the_echo_of_our_reply(engine, db_url, sandbox):
 
 
 def test_dry_run_fetches_and_decides_but_writes_nothing(engine, db_url, sandbox):
-    from inbox.sync.account import sync_all
+    from inbox.sync.pool import sync_all
 
     settings = sandbox_settings(sandbox, db_url)
     results = sync_all(engine, settings, dry_run=True, connector_factory=fast_factory(settings))
@@ -183,7 +183,7 @@ def test_dry_run_fetches_and_decides_but_writes_nothing(engine, db_url, sandbox)
 def test_stop_event_finishes_the_page_and_the_next_pass_completes(tmp_path, monkeypatch):
     from sandbox import Sandbox
 
-    from inbox.sync.account import sync_all
+    from inbox.sync.pool import sync_all
 
     with Sandbox(seed=3, large=1500, x_rate_limit=1000).start() as sb:
         _url, engine, settings = sandbox_store(sb, tmp_path, monkeypatch)
@@ -206,10 +206,10 @@ def test_stop_event_finishes_the_page_and_the_next_pass_completes(tmp_path, monk
 def test_accounts_in_worker_processes_stop_on_the_event_and_the_next_pass_completes(tmp_path, monkeypatch):
     from sandbox import Sandbox
 
-    from inbox.runtime import procs as workers
-    from inbox.sync.account import sync_all
+    from inbox.runtime import procs
+    from inbox.sync.pool import sync_all
 
-    if not workers.available():
+    if not procs.available():
         pytest.skip("worker processes need fork (Linux)")
     with Sandbox(seed=5, large=3000, x_rate_limit=1000).start() as sb:
         _url, engine, settings = sandbox_store(sb, tmp_path, monkeypatch)
@@ -234,12 +234,12 @@ def test_accounts_in_worker_processes_stop_on_the_event_and_the_next_pass_comple
 
 def test_cli_sync_json_and_accounts(tmp_path, sandbox, monkeypatch, capsys):
     import cli
-    from inbox.sync import account as sync_mod
+    import inbox.sync.account
 
     settings_path = tmp_path / "inbox.toml"
     settings_path.write_text(sandbox.config_toml(database=f"sqlite:///{tmp_path / 'cli.db'}"))
-    real = sync_mod.make_connector
-    monkeypatch.setattr(sync_mod, "make_connector", lambda s, a, **kw: real(s, a, min_interval=0.0))
+    real = inbox.sync.account.make_connector
+    monkeypatch.setattr(inbox.sync.account, "make_connector", lambda s, a, **kw: real(s, a, min_interval=0.0))
 
     assert cli.main(["-c", str(settings_path), "--json", "sync"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -298,7 +298,7 @@ def test_health_calls_an_account_stale_after_six_of_its_own_intervals(engine, db
     from datetime import timedelta
 
     from inbox.accounts import ensure_accounts, health
-    from inbox.store.models import utcnow
+    from inbox.store.types import utcnow
 
     settings = sandbox_settings(sandbox, db_url)
     now = utcnow()
@@ -317,8 +317,8 @@ def test_health_calls_an_account_stale_after_six_of_its_own_intervals(engine, db
 
 
 def test_a_complete_pass_settles_replies_in_doubt_against_its_echoes(engine, db_url, sandbox, monkeypatch):
-    from inbox.replies import outbox as replies
-    from inbox.sync.account import sync_all
+    import inbox.replies.reconcile
+    from inbox.sync.pool import sync_all
 
     settings = sandbox_settings(sandbox, db_url, processes=False)  # the fake below counts calls in this process
     calls = []
@@ -327,7 +327,7 @@ def test_a_complete_pass_settles_replies_in_doubt_against_its_echoes(engine, db_
         calls.append((account_id, synced_after))
         return 2
 
-    monkeypatch.setattr(replies, "reconcile_unknown", reconcile)
+    monkeypatch.setattr(inbox.replies.reconcile, "reconcile_unknown", reconcile)
     results = sync_all(engine, settings, connector_factory=fast_factory(settings))
     assert sorted(r.reconciled for r in results) == [2, 2, 2]
     from inbox.accounts import ensure_accounts
@@ -339,7 +339,7 @@ def test_a_complete_pass_settles_replies_in_doubt_against_its_echoes(engine, db_
 def test_pages_waiting_behind_one_are_stored_with_it_and_an_error_still_comes_where_it_happened():
     from connectors.base import Page
     from connectors.errors import ServerError
-    from inbox.sync.account import _Prefetch, merge_pages
+    from inbox.sync.pipeline import Prefetch, merge_pages
 
     gate = threading.Event()
 
@@ -351,7 +351,7 @@ def test_pages_waiting_behind_one_are_stored_with_it_and_an_error_still_comes_wh
         yield Page((), cursor=None)
         raise ServerError("boom")
 
-    prefetch = _Prefetch(pages(), None, depth=4)
+    prefetch = Prefetch(pages(), None, depth=4)
     batches = prefetch.batches(1000)
     assert [p.cursor for p in next(batches)] == [{"n": 0}]
     gate.set()
@@ -370,11 +370,11 @@ def test_pages_waiting_behind_one_are_stored_with_it_and_an_error_still_comes_wh
 def test_a_worker_process_that_dies_fails_its_account_only_and_says_so_in_health(engine, db_url, sandbox):
     import os
 
-    from inbox.runtime import procs as workers
+    from inbox.runtime import procs
     from inbox.accounts import health
-    from inbox.sync.account import sync_all
+    from inbox.sync.pool import sync_all
 
-    if not workers.available():
+    if not procs.available():
         pytest.skip("worker processes need fork (Linux)")
     settings = sandbox_settings(sandbox, db_url)
     make = fast_factory(settings)
@@ -397,7 +397,7 @@ def test_the_fetching_thread_runs_at_a_lower_priority_than_the_writer():
     import os
 
     from connectors.base import Page
-    from inbox.sync.account import FETCH_NICENESS, _Prefetch
+    from inbox.sync.pipeline import FETCH_NICENESS, Prefetch
 
     if not hasattr(os, "setpriority"):
         pytest.skip("no per-thread priorities here")
@@ -407,7 +407,7 @@ def test_the_fetching_thread_runs_at_a_lower_priority_than_the_writer():
         seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
         yield Page((), cursor=None, final=True)
 
-    prefetch = _Prefetch(pages(), None)
+    prefetch = Prefetch(pages(), None)
     assert [[p.final for p in batch] for batch in prefetch.batches(1000)] == [[True]]
     prefetch.close()
     writer = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())

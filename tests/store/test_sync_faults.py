@@ -32,7 +32,8 @@ def health_row(engine, name: str):
 
 @pytest.mark.parametrize(("kind", "victim", "path", "status", "words"), CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
 def test_fault_on_one_account(engine, db_url, sandbox, kind, victim, path, status, words):
-    from inbox.sync.account import exit_code, sync_all
+    from inbox.sync.account import exit_code
+    from inbox.sync.pool import sync_all
 
     settings = sandbox_settings(sandbox, db_url)
     factory = fast_factory(settings, retries=0, timeout=1.0)
@@ -75,7 +76,7 @@ def test_broken_item_is_stored_marked_and_an_unparseable_one_quarantined(engine,
     """Without time and sender, a message of a one-to-one thread is still the customer's: stored on its
     ticket and marked. Only an item without a usable id is quarantined. The account stays healthy."""
     from inbox.accounts import health
-    from inbox.sync.account import sync_all
+    from inbox.sync.pool import sync_all
 
     settings = sandbox_settings(sandbox, db_url)
     factory = fast_factory(settings, retries=0)
@@ -102,7 +103,7 @@ def test_an_error_answer_that_breaks_off_is_tried_again_not_failed(engine, db_ur
     """The platform revoked the Page token and its 400 (Graph 190) arrives cut in half: what it said
     is unknown, so the account is retried later rather than failed, and once the team renews the
     token nothing is lost (found by the loop machine, with two syncs of one account at once)."""
-    from inbox.sync.account import sync_all
+    from inbox.sync.pool import sync_all
 
     settings = sandbox_settings(sandbox, db_url)
     factory = fast_factory(settings, retries=0, timeout=1.0)

@@ -44,7 +44,7 @@ def ticket_of(engine: sa.Engine, external_id: str) -> int:
 def test_two_replies_awaiting_their_echoes_on_each_account(
     sandbox: Any, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], accounts: tuple[str, ...]
 ) -> None:
-    from inbox.store.engine import open_store
+    from inbox.store import open_store
 
     monkeypatch.setenv("INBOX_AGENT", "ana")
     cfg = _config(sandbox, db_url, tmp_path)

@@ -220,7 +220,7 @@ def test_core_tables_match_the_models() -> None:
     from sqlmodel import SQLModel
 
     import inbox.store.models as models
-    from inbox.store import tables
+    from inbox.store import tables, types
 
     for name, light in tables.metadata.tables.items():
         full = SQLModel.metadata.tables[name]
@@ -231,10 +231,10 @@ def test_core_tables_match_the_models() -> None:
             assert isinstance(lc.type, tables.UTCDateTime) == isinstance(fc.type, models.UTCDateTime), (name, lc.name)
             for dialect in (sqlite.dialect(), postgresql.dialect()):
                 assert str(lc.type.compile(dialect=dialect)) == str(fc.type.compile(dialect=dialect)), (name, lc.name)
-    assert tables.ACTIVE_STATUSES == models.ACTIVE_STATUSES
-    assert tables.STATUSES == tuple(s.value for s in models.TicketStatus)
-    assert tables.PRIORITY_RANK == models.PRIORITY_RANK
-    assert tables.REPLY_STATES == tuple(s.value for s in models.ReplyState)
+    assert types.ACTIVE_STATUSES == models.ACTIVE_STATUSES
+    assert types.STATUSES == tuple(s.value for s in models.TicketStatus)
+    assert types.PRIORITY_RANK == models.PRIORITY_RANK
+    assert types.REPLY_STATES == tuple(s.value for s in models.ReplyState)
 
 
 def test_stats_backlog_breaches_and_first_response(engine) -> None:

@@ -62,14 +62,14 @@ def plain_settings(db_url: str) -> Settings:
 @contextmanager
 def running(engine: Any, settings: Settings, *, worker: bool = True, graph: bool = False) -> Iterator[str]:
     """`inbox serve`'s app on 127.0.0.1 and a free port, in a thread; yields its base URL."""
-    from inbox.intake import receiver as intake
-    from inbox.intake import server as webserver
+    from inbox.intake import receiver
+    from inbox.intake import server
 
-    secrets = intake.resolve_secrets(settings, WEBHOOK_ENV)
-    w = intake.IntakeWorker(intake.Processor.build(engine, settings, graph=graph), idle=0.2) if worker else None
-    app = webserver.make_app(engine, settings, secrets, worker=w)
-    sock = webserver.bind("127.0.0.1", 0)
-    srv = webserver.server(app)
+    secrets = receiver.resolve_secrets(settings, WEBHOOK_ENV)
+    w = receiver.IntakeWorker(receiver.Processor.build(engine, settings, graph=graph), idle=0.2) if worker else None
+    app = server.make_app(engine, settings, secrets, worker=w)
+    sock = server.bind("127.0.0.1", 0)
+    srv = server.server(app)
     thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     wait_until(lambda: srv.started)
@@ -337,7 +337,7 @@ def stored_once(engine: Any, ids: list[str]) -> None:
 
 
 def poll(engine: Any, settings: Settings) -> Any:
-    from inbox.sync.account import sync_all
+    from inbox.sync.pool import sync_all
     from tests.store.test_sync import fast_factory
 
     results = {r.account: r for r in sync_all(engine, settings, connector_factory=fast_factory(settings))}
@@ -417,7 +417,7 @@ def test_a_dropped_webhook_is_found_by_the_next_poll_and_counted_as_missed(engin
 
 
 def test_meta_threads_come_from_the_store_then_the_platform_then_are_provisional(engine, db_url) -> None:
-    from inbox.intake import receiver as intake
+    from inbox.intake import receiver
 
     settings = plain_settings(db_url)
     asked: list[str] = []
@@ -428,8 +428,8 @@ def test_meta_threads_come_from_the_store_then_the_platform_then_are_provisional
             return "t_from_graph"
         raise ConnectionError("platform away")
 
-    processor = intake.Processor.build(engine, settings, lookup=lookup)
-    intake.store(engine, "meta", hello(mid="m_a", sender="5678"), "application/json")
+    processor = receiver.Processor.build(engine, settings, lookup=lookup)
+    receiver.store(engine, "meta", hello(mid="m_a", sender="5678"), "application/json")
     processor.process_pending()
     assert (conversation_of(engine, "m_a"), asked) == ("user:5678", ["5678"])  # unknown, and the platform failed
     # A customer the store knows (its thread seen by a poll): no call to the platform.
@@ -445,15 +445,15 @@ def test_meta_threads_come_from_the_store_then_the_platform_then_are_provisional
         datetime(2026, 12, 1, tzinfo=timezone.utc)),), None), settings)
     asked.clear()
     for mid, sender in (("m_b", "5000"), ("m_c", "6001"), ("m_d", "6002")):
-        intake.store(engine, "meta", hello(mid=mid, sender=sender), "application/json")
-    processor = intake.Processor.build(engine, settings, lookup=lookup)  # a fresh process: nothing cached
+        receiver.store(engine, "meta", hello(mid=mid, sender=sender), "application/json")
+    processor = receiver.Processor.build(engine, settings, lookup=lookup)  # a fresh process: nothing cached
     processor.process_pending()
     assert conversation_of(engine, "m_b") == "t_polled"
     assert conversation_of(engine, "m_c") == "t_from_graph"
     assert conversation_of(engine, "m_d") == "user:6002"
     assert sorted(asked) == ["6001", "6002"]
     asked.clear()  # the platform failed: no more lookups for a while, the message is stored at once
-    intake.store(engine, "meta", hello(mid="m_e", sender="6003"), "application/json")
+    receiver.store(engine, "meta", hello(mid="m_e", sender="6003"), "application/json")
     processor.process_pending()
     assert conversation_of(engine, "m_e") == "user:6003" and asked == []
 
@@ -465,7 +465,7 @@ def test_a_provisional_thread_becomes_the_real_one_when_a_poll_names_it(engine, 
 
     from connectors.base import InboundMessage, Page, Participant
     from connectors.enums import Channel, Direction, MessageKind
-    from inbox.intake import receiver as intake
+    from inbox.intake import receiver
     from inbox.ingest.page import ingest_page
     from inbox.store.tables import conversation as v
     from inbox.store.tables import message as m
@@ -475,8 +475,8 @@ def test_a_provisional_thread_becomes_the_real_one_when_a_poll_names_it(engine, 
     def away(ctx: Any, customer: str) -> str | None:
         raise ConnectionError("platform away")
 
-    processor = intake.Processor.build(engine, settings, lookup=away)
-    intake.store(engine, "meta", hello(mid="m_first", sender="7001"), "application/json")
+    processor = receiver.Processor.build(engine, settings, lookup=away)
+    receiver.store(engine, "meta", hello(mid="m_first", sender="7001"), "application/json")
     processor.process_pending()
     assert conversation_of(engine, "m_first") == "user:7001"
 
@@ -496,8 +496,8 @@ def test_a_provisional_thread_becomes_the_real_one_when_a_poll_names_it(engine, 
 
 def test_inbox_accounts_shows_missed_and_undelivered_counts(tmp_path, monkeypatch, capsys) -> None:
     import cli
-    from inbox.intake import receiver as intake
-    from inbox.store.engine import open_store
+    from inbox.intake import receiver
+    from inbox.store import open_store
 
     db = tmp_path / "inbox.db"
     config = tmp_path / "inbox.toml"
@@ -508,8 +508,8 @@ def test_inbox_accounts_shows_missed_and_undelivered_counts(tmp_path, monkeypatc
         encoding="utf-8",
     )
     engine = open_store(f"sqlite:///{db}")
-    intake.store(engine, "x", b"not json", "application/json", "invalid JSON")
-    intake.store(engine, "x", b"{}", "application/json")
+    receiver.store(engine, "x", b"not json", "application/json", "invalid JSON")
+    receiver.store(engine, "x", b"{}", "application/json")
     engine.dispose()
     cli.main(["--config", str(config), "accounts", "--json"])
     report = json.loads(capsys.readouterr().out)
@@ -607,7 +607,7 @@ REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" 
 
 @pytest.mark.skipif(not (REFERENCE / "meta_webhook_messenger_echo_edit_read.json").is_file(), reason="reference payloads not present")
 def test_an_edit_updates_the_stored_text_once_and_keeps_the_earlier_one(engine, db_url) -> None:
-    from inbox.intake import receiver as intake
+    from inbox.intake import receiver
     from inbox.search import search
     from inbox.store.tables import message as m
 
@@ -618,13 +618,13 @@ def test_an_edit_updates_the_stored_text_once_and_keeps_the_earlier_one(engine, 
     body = json.loads(raw)
     mid = body["entry"][0]["messaging"][0]["message"]["mid"]
     edited = body["entry"][2]["messaging"][0]["message_edit"]["text"]
-    processor = intake.Processor.build(engine, settings, graph=False)
+    processor = receiver.Processor.build(engine, settings, graph=False)
     for _ in range(2):  # and redelivered
-        intake.store(engine, "meta", raw, "application/json")
+        receiver.store(engine, "meta", raw, "application/json")
         processor.process_pending()
     older = {"object": "page", "entry": [{"id": page, "messaging": [{"sender": {"id": "27452381234567890"}, "recipient": {"id": page},
              "timestamp": 1735872200000, "message_edit": {"mid": mid, "text": "versi lama yang datang terlambat", "num_edit": 1}}]}]}
-    intake.store(engine, "meta", json.dumps(older).encode(), "application/json")
+    receiver.store(engine, "meta", json.dumps(older).encode(), "application/json")
     processor.process_pending()
     with engine.connect() as conn:
         rows = list(conn.execute(sa.select(m.c.external_id, m.c.text, m.c.raw, m.c.direction).order_by(m.c.id)))
@@ -648,11 +648,11 @@ def test_text_the_store_cannot_keep_is_repaired_as_the_poll_repairs_it(engine, d
 
 
 def test_the_sandbox_config_with_webhooks_names_the_keys_it_signs_with(sandbox) -> None:
-    from inbox.intake import receiver as intake
+    from inbox.intake import receiver
     from sandbox.accounts import WEBHOOK_ENV
     from sandbox.state import X_CONSUMER_SECRET
 
     settings = parse_settings(tomllib.loads(sandbox.config_toml(webhooks=True)), "sandbox.toml")
-    secrets = intake.resolve_secrets(settings, sandbox.env())
+    secrets = receiver.resolve_secrets(settings, sandbox.env())
     assert (secrets.meta_app_secret, secrets.x_consumer_secret) == (WEBHOOK_ENV["INBOX_SANDBOX_META_APP_SECRET"], X_CONSUMER_SECRET)
     assert secrets.meta_verify_token == WEBHOOK_ENV["INBOX_SANDBOX_META_VERIFY_TOKEN"]

@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 INBOX_HOLDER = """\
 import sys, time
-from inbox.store import sqlite_lock as writer_lock
-from inbox.store.engine import open_store
-with writer_lock.hold(open_store(sys.argv[1]), 5):
+from inbox.store import sqlite_lock
+from inbox.store import open_store
+with sqlite_lock.hold(open_store(sys.argv[1]), 5):
     print("held", flush=True)
     time.sleep(120)
 """
@@ -53,7 +53,7 @@ def _sync(config: Path, env: dict[str, str], *args: str) -> subprocess.Completed
 
 @pytest.fixture
 def store(tmp_path: Path, sandbox):  # type: ignore[no-untyped-def]
-    from inbox.store.engine import open_store
+    from inbox.store import open_store
 
     db = tmp_path / "inbox.db"
     config = tmp_path / "inbox.toml"
@@ -106,13 +106,13 @@ def test_a_holder_that_wrote_nothing_is_still_reported(tmp_path, sandbox, store)
 
 
 def test_the_holder_clears_its_name_when_it_lets_go(sqlite_engine):
-    from inbox.store import sqlite_lock as writer_lock
+    from inbox.store import sqlite_lock
 
-    lock_file = Path(str(sqlite_engine.url.database) + writer_lock.SUFFIX)
-    with writer_lock.hold(sqlite_engine, 1):
+    lock_file = Path(str(sqlite_engine.url.database) + sqlite_lock.SUFFIX)
+    with sqlite_lock.hold(sqlite_engine, 1):
         info = json.loads(lock_file.read_text())
         assert info["pid"] == os.getpid() and info["host"] == socket.gethostname()
-        assert writer_lock.describe_holder(lock_file.read_bytes()).startswith(f"pid {os.getpid()} on host ")
+        assert sqlite_lock.describe_holder(lock_file.read_bytes()).startswith(f"pid {os.getpid()} on host ")
     assert lock_file.read_text() == ""
 
 
@@ -120,7 +120,7 @@ def test_postgresql_page_writers_wait_a_bounded_time_and_name_the_holder(pg_url,
     """The same bound on PostgreSQL, where page writers queue on a transaction advisory lock."""
     import sqlalchemy as sa
 
-    from inbox.store.engine import open_store
+    from inbox.store import open_store
     from inbox.ingest.page import INGEST_LOCK_KEY
 
     config = tmp_path / "inbox.toml"

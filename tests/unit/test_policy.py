@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from connectors.enums import ReplyPolicy
-from inbox.replies import windows as policy
+from inbox.replies import windows
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=timezone.utc)
 H = timedelta(hours=1)
@@ -29,7 +29,7 @@ H = timedelta(hours=1)
     ],
 )
 def test_window_table(channel: str, age: timedelta, human_tag: bool, allowed: bool, expected: ReplyPolicy | None) -> None:
-    d = policy.reply_window(channel, NOW - age, NOW, human_agent_tag=human_tag)
+    d = windows.reply_window(channel, NOW - age, NOW, human_agent_tag=human_tag)
     assert d.allowed is allowed
     assert d.policy is expected
     if not allowed:
@@ -37,15 +37,15 @@ def test_window_table(channel: str, age: timedelta, human_tag: bool, allowed: bo
 
 
 def test_window_reasons_and_remaining() -> None:
-    d = policy.reply_window("instagram", NOW - 2 * 24 * H, NOW)
+    d = windows.reply_window("instagram", NOW - 2 * 24 * H, NOW)
     assert d.remaining == timedelta(days=5)
-    assert policy.describe_route("instagram", "@budi", d.policy, d.remaining) == "→ Instagram DM @budi · HUMAN_AGENT · 5 d left"
-    closed = policy.reply_window("facebook", NOW - 8 * 24 * H, NOW)
+    assert windows.describe_route("instagram", "@budi", d.policy, d.remaining) == "→ Instagram DM @budi · HUMAN_AGENT · 5 d left"
+    closed = windows.reply_window("facebook", NOW - 8 * 24 * H, NOW)
     assert "7 days" in closed.reason and "8 d" in closed.reason
-    never = policy.reply_window("facebook", None, NOW)
+    never = windows.reply_window("facebook", None, NOW)
     assert not never.allowed and "never opened" in never.reason
-    assert policy.window_left("facebook", NOW - 8 * 24 * H, NOW) == timedelta(0)
-    assert policy.window_left("x", NOW - H, NOW) is None
+    assert windows.window_left("facebook", NOW - 8 * 24 * H, NOW) == timedelta(0)
+    assert windows.window_left("x", NOW - H, NOW) is None
 
 
 @pytest.mark.parametrize(
@@ -66,7 +66,7 @@ def test_window_reasons_and_remaining() -> None:
     ],
 )
 def test_length_table(channel: str, text: str, ok: bool) -> None:
-    problem = policy.length_problem(channel, text)
+    problem = windows.length_problem(channel, text)
     assert (problem is None) is ok
     if problem and text.strip():
         assert ("bytes" in problem) == (channel == "instagram")
@@ -77,4 +77,4 @@ def test_length_table(channel: str, text: str, ok: bool) -> None:
     [(5, "5 s"), (600, "10 min"), (3600 * 2 + 60 * 30, "2 h 30 min"), (3600 * 5, "5 h"), (86400 * 3 + 3600 * 4, "3 d 4 h")],
 )
 def test_format_duration(seconds: int, text: str) -> None:
-    assert policy.format_duration(timedelta(seconds=seconds)) == text
+    assert windows.format_duration(timedelta(seconds=seconds)) == text

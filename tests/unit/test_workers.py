@@ -10,11 +10,11 @@ import time
 
 import pytest
 
-from inbox.runtime import procs as workers
+from inbox.runtime import procs
 from inbox.runtime.procs import Job, run_jobs
 from tests.waiting import wait_until
 
-pytestmark = pytest.mark.skipif(not workers.available(), reason="worker processes need fork (Linux)")
+pytestmark = pytest.mark.skipif(not procs.available(), reason="worker processes need fork (Linux)")
 
 log = logging.getLogger("inbox.test_workers")
 
@@ -96,5 +96,5 @@ def test_children_leave_the_inherited_heap_to_the_parent() -> None:
         return (gc.get_freeze_count(), gc.get_threshold())
 
     [(frozen, thresholds)] = run_jobs([Job("gc", run, _failed)], workers=1)
-    assert frozen > 1000 and thresholds == workers.GC_THRESHOLDS
-    assert gc.get_threshold() != workers.GC_THRESHOLDS  # this process keeps its own settings
+    assert frozen > 1000 and thresholds == procs.GC_THRESHOLDS
+    assert gc.get_threshold() != procs.GC_THRESHOLDS  # this process keeps its own settings

@@ -19,7 +19,7 @@ down_revision: str | Sequence[str] | None = '0001'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# Keep in step with inbox/search.py (PG_TSVECTOR must match the indexed expression exactly).
+# Keep in step with inbox/store/fts.py (PG_TSVECTOR must match the indexed expression exactly).
 PG_TSVECTOR = "to_tsvector('simple'::regconfig, regexp_replace(coalesce(text, ''), '[^[:alnum:]]+', ' ', 'g'))"
 
 SQLITE_UP = [

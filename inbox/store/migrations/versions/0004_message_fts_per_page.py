@@ -4,7 +4,7 @@ SQLite: the per-row AFTER INSERT trigger on message (FTS5 insert per row) is the
 part of storing a message. The trigger stays for every writer, but skips its row while the
 one-row table `message_fts_deferred` is non-empty: the page ingest fills it inside its write
 transaction, inserts the page's messages, indexes them with one `INSERT INTO message_fts ...
-SELECT` and empties it again before the commit (inbox/search.py `deferred_index`). Nobody else
+SELECT` and empties it again before the commit (inbox/store/fts.py `deferred_index`). Nobody else
 ever sees it non-empty: it is only written inside that one transaction (and rolled back with it).
 PostgreSQL: nothing to do (the GIN expression index is maintained by the server).
 
