@@ -21,7 +21,6 @@ from connectors.errors import DeliveryUnknownError, RateLimitedError, WindowClos
 from inbox.replies import ledger, outbox, reconcile, route
 from inbox.replies import templates as tpl
 from inbox.tickets import operations, people, queue
-from inbox.store.engine import write_tx
 from inbox.errors import ConflictError, PlatformError, PolicyError, UsageError
 from inbox.store.engine import write_tx
 from inbox.store.models import Account, Reply, TicketEvent
@@ -388,16 +387,16 @@ def test_echo_found_when_our_clock_runs_ahead_of_the_platforms(engine, platform_
     platform.deliver_then_fail = True
     text = "Pesanan INV/20261201/MPL/0001 sudah dikirim ya kak"
     with pytest.raises(PlatformError, match="outcome unknown"):
-        rp.send_reply(engine, rp.plan_reply(engine, made.ticket_id, text), platform.factory, "ana")
-    rid = rp.outbox(engine)[0].id
+        outbox.send_reply(engine, route.plan_reply(engine, made.ticket_id, text), platform.factory, "ana")
+    rid = outbox.outbox(engine)[0].id
     sf.outbound(engine, made, text, "m_echo_skew", sent_at=datetime.now(timezone.utc) - platform_behind)
     # A complete sync that started long after the attempt: without the echo it would settle as failed.
     mark_synced(engine, made.account_id, datetime.now(timezone.utc) + timedelta(hours=1))
-    assert rp.reconcile_unknown(engine, made.account_id) == 1
+    assert reconcile.reconcile_unknown(engine, made.account_id) == 1
     row = reply_row(engine, rid)
     assert row.state == "sent" and row.external_id == "m_echo_skew"
     with pytest.raises(ConflictError, match="already delivered"):
-        rp.retry(engine, rid, platform.factory, "ana")
+        outbox.retry(engine, rid, platform.factory, "ana")
     assert len(platform.delivered) == 1
 
 
@@ -410,10 +409,10 @@ def test_the_same_text_sent_before_the_reply_is_not_its_echo(engine) -> None:
     platform = Platform()
     platform.deliver_then_fail = True
     with pytest.raises(PlatformError, match="outcome unknown"):
-        rp.send_reply(engine, rp.plan_reply(engine, made.ticket_id, text), platform.factory, "ana")
-    rid = rp.outbox(engine)[0].id
-    assert rp.reconcile_unknown(engine, made.account_id) == 0
+        outbox.send_reply(engine, route.plan_reply(engine, made.ticket_id, text), platform.factory, "ana")
+    rid = outbox.outbox(engine)[0].id
+    assert reconcile.reconcile_unknown(engine, made.account_id) == 0
     assert reply_row(engine, rid).state == "unknown"
     sf.outbound(engine, made, text, "m_real_echo")
-    assert rp.reconcile_unknown(engine, made.account_id) == 1
+    assert reconcile.reconcile_unknown(engine, made.account_id) == 1
     assert reply_row(engine, rid).external_id == "m_real_echo"
