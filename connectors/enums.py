@@ -1,4 +1,4 @@
-"""The connector contract's enums (re-exported by `connectors.base`, where the rest of it lives).
+"""The connector contract's enums: Channel, Direction, MessageKind, MessageFlag, ReplyPolicy (imported from here only).
 
 A module of their own: the config and the reply policy need them on every CLI start, the value
 classes in `connectors.base` only the commands that talk to a platform or ingest.

@@ -1,4 +1,4 @@
-"""Schema migrations (Alembic, shipped in `inbox/migrations`).
+"""Schema migrations (Alembic, shipped in `inbox/store/migrations`).
 
 `upgrade(engine)` brings a database to the newest revision; `inbox.store.engine.ensure_schema` calls it on
 every open, so it first reads the stored revision with one query and returns at once when it is

@@ -1,4 +1,4 @@
-"""The store's tables (SQLModel). Schema changes go through Alembic (`inbox/migrations`).
+"""The store's tables (SQLModel). Schema changes go through Alembic (`inbox/store/migrations`).
 
 Times are stored as timezone-aware UTC (`UTCDateTime` gives them back aware on SQLite too).
 JSON columns hold raw payloads, attachments and cursors.
