@@ -23,7 +23,6 @@ API: dict[str, str] = {
     "show_ticket": "inbox.tickets.detail",
     "plan_reply": "inbox.replies.route",
     "send_reply": "inbox.replies.outbox",
-    "search": "inbox.search",
 }
 
 __all__ = sorted(API)
