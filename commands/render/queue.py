@@ -128,8 +128,8 @@ def accounts_table(rows: list[Any], deliveries: Optional[dict[str, int]], now: A
 
     table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 1, 0, 0))
     table.add_column("account", no_wrap=True, min_width=max(len(h.name) for h in rows))
-    for head in ("ch", "health", "last ok", "re-auth", "rate left", "gaps", "quarantined", "read today"):
-        table.add_column(head, no_wrap=True, justify="right" if head in ("gaps", "quarantined", "read today") else "left")
+    for head in ("ch", "health", "last ok", "re-auth", "rate left", "gaps", "quarantined"):
+        table.add_column(head, no_wrap=True, justify="right" if head in ("gaps", "quarantined") else "left")
     notes = []
     for h in rows:
         if not h.enabled:
@@ -147,6 +147,8 @@ def accounts_table(rows: list[Any], deliveries: Optional[dict[str, int]], now: A
         if h.missed_by_webhooks is not None:
             notes.append(Text(f"{h.name}: missed by webhooks: {h.missed_by_webhooks} in the last 24 h",
                               style="yellow" if h.missed_by_webhooks else "dim"))
+        if h.events_read_today is not None:  # X bills each DM event read (a note: the table stays in 80 columns)
+            notes.append(Text(f"{h.name}: {h.events_read_today} DM events read today (UTC), about ${h.est_cost_today:.2f}", style="dim"))
         if h.last_error and (not h.healthy or (h.last_error_at and h.last_success_at and h.last_error_at > h.last_success_at)):
             notes.append(Text(f"{h.name}: last error {ago(now, h.last_error_at)}: {one_line(h.last_error, 300)}", style="dim"))
         table.add_row(
@@ -154,8 +156,6 @@ def accounts_table(rows: list[Any], deliveries: Optional[dict[str, int]], now: A
             Text(ago(now, h.last_success_at)), Text("YES", style="bold red") if h.needs_reauth else Text("no"),
             Text(rate_left(h, now, zone)), Text(str(h.open_gaps), style="yellow" if h.open_gaps else ""),
             Text(str(h.quarantined), style="yellow" if h.quarantined else ""),
-            # X bills each DM event read: today's count (UTC) and its estimated cost; "-" where not billed.
-            Text("-" if h.events_read_today is None else f"{h.events_read_today} ~${h.est_cost_today:.2f}"),
         )
     if deliveries is not None and any(deliveries.values()):
         notes.append(Text(f"webhook deliveries: {deliveries['pending']} waiting to be stored, {deliveries['quarantined']} quarantined "
