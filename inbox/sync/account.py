@@ -92,7 +92,7 @@ class AccountSyncResult:
     seconds: float = 0.0
     reconciled: int = 0
     decisions: tuple[MessageDecision, ...] = ()
-    events_read: int = 0  # items the platform returned to this pass, new or not
+    events_read: int | None = None  # DM events X returned to this pass, new or not (None: not billed per read)
     est_cost: float | None = None  # their estimated cost (X bills each DM event read); None: not billed per read
     events_read_today: int | None = None  # the account's count for today (UTC), this pass included
     est_cost_today: float | None = None
@@ -308,9 +308,9 @@ def sync_account(
 def _usage(engine: Engine, account: AccountSettings, ref: AccountRef, read: int, *, dry_run: bool) -> dict[str, Any]:
     """Record the pass's reads on today's count (not in a dry run); its result's usage fields."""
     now = utcnow()
-    out: dict[str, Any] = {"events_read": read, "est_cost": usage.cost(account, read)}
     if not usage.billed_per_read(account):
-        return out
+        return {}  # null in the result: Graph does not bill per item read
+    out: dict[str, Any] = {"events_read": read, "est_cost": usage.cost(account, read)}
     try:
         if not dry_run:
             usage.record_reads(engine, ref.id, read, at=now)
