@@ -15,7 +15,7 @@ every DM sent is stored once and that the store's count of events read (`account
 with the sandbox's. `--baseline` asks for 100 events on every lookup, as the connector did before it
 sized `max_results` (same arrivals, same seed), so one run can show both.
 
-    .venv/bin/python bench/x_economy.py [--hours 24] [--per-day 200] [--interval 120] [--seed 7] [--baseline] [--json]
+    .venv/bin/python bench/x_economy.py [--hours 24] [--per-day 200] [--interval 120] [--seed 7] [--baseline] [--lag-seconds 600] [--json]
 """
 
 from __future__ import annotations
@@ -58,20 +58,35 @@ def arrivals(rng: random.Random, hours: float, per_day: float) -> list[float]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import sqlalchemy as sa
 
+    from datetime import timedelta
+
     import connectors.x as xconn
     from inbox.settings import interval_for, parse_settings
     from inbox.store import open_store
     from inbox.store.models import AccountUsage, Message
     from inbox.sync.account import SyncStatus, sync_account
+    import time_machine
+
     from sandbox import Sandbox
 
+    if args.lag_seconds is not None:  # how long the connector re-reads the stored events near the newest
+        xconn.LAG = timedelta(seconds=args.lag_seconds)
     if args.baseline:  # before: max_results=100 on every lookup
-        xconn.first_page_size = lambda recent, cap, backfill=False: cap  # type: ignore[assignment]
+        xconn.first_page_size = lambda recent, cap, **_: cap  # type: ignore[assignment]
     rng = random.Random(args.seed)
     tmp = tempfile.mkdtemp(prefix="x-economy-")
     # No X budget in the sandbox: its reset times run on the advanced sandbox clock, which the
     # connector's budget (real clock) cannot follow; the 15-minute windows are counted below instead.
+    # This process's clock moves with the sandbox's (leases, and the connector's "is the newest stored
+    # event recent" test), as in tests/loop_machine.py.
+    traveller = time_machine.travel(time.time(), tick=True)
+    ours = traveller.start()
     with Sandbox(seed=args.seed, x_rate_limit=10**9) as sb:
+
+        def advance(seconds: float) -> None:
+            sb.advance(seconds)
+            ours.shift(timedelta(seconds=seconds))
+
         for k, v in sb.env().items():
             os.environ[k] = v
         db = f"sqlite:///{tmp}/x.db"
@@ -98,7 +113,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             elapsed += interval
             new_now = 0
             while i < len(when) and when[i] <= elapsed:
-                sb.advance(start + when[i] - sb.state.now())
+                advance(start + when[i] - sb.state.now())
                 thread = rng.choice(customers) if customers and rng.random() < 0.6 else None
                 mid = sb.inject(ACCOUNT, text=f"Kak, pesanan INV/20261120/MPL/{rng.randrange(10**10):010d} belum sampai", thread=thread)
                 sent.append(mid)
@@ -106,7 +121,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     customers.append(sb.threads(ACCOUNT)[0])
                 new_now += 1
                 i += 1
-            sb.advance(start + elapsed - sb.state.now())
+            advance(start + elapsed - sb.state.now())
             before = meter.snapshot(user)
             res = sync_account(engine, settings, account)
             after = meter.snapshot(user)
@@ -123,6 +138,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             stored = {r[0]: r[1] for r in conn.execute(
                 sa.select(m.c.external_id, sa.func.count()).where(m.c.external_id.in_(sent)).group_by(m.c.external_id))}
         usage_read = _usage_total(engine, sa, AccountUsage) - usage_base
+    traveller.stop()
     new = len(sent)
     events = end["events"] - base["events"]
     billed = end["billed"] - base["billed"]
@@ -131,6 +147,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cost = account.x_cost_per_read
     return {
         "rule": "baseline: max_results=100 on every lookup" if args.baseline else "sized: max_results from what is likely new",
+        "lag_seconds": xconn.LAG.total_seconds(),
         "hours": args.hours, "interval_seconds": interval, "passes": len(polls), "new_dms": new,
         "lookups": lookups, "lookups_per_pass": round(lookups / max(1, len(polls)), 3),
         "events_read": events, "events_read_per_new": round(events / max(1, new), 3),
@@ -167,6 +184,8 @@ def main() -> None:
     ap.add_argument("--interval", type=int, default=None, help="seconds between passes (default: the account's interval)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--baseline", action="store_true", help="max_results=100 on every lookup (the rule before sizing)")
+    ap.add_argument("--lag-seconds", type=float, default=None,
+                    help="the connector's LAG (default 600): how long after activity a pass re-reads the events near the newest")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     import logging

@@ -3,12 +3,16 @@ HTTP against the sandbox, whose meter counts what X would bill."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
+import time_machine
 
 from connectors.base import Cursor
+from connectors.x import LAG
 from sandbox import Sandbox
 from tests.contract.test_connectors_contract import Store, calls_for, drain, open_connector
 
@@ -19,10 +23,19 @@ X = "tokoshop-x"
 def sb() -> Iterator[Any]:
     box = Sandbox(seed=7, x_rate_limit=10_000)
     box.start(host="127.0.0.1", port=0)
+    traveller = time_machine.travel(time.time(), tick=True)
+    box.clock = traveller.start()  # this process's clock, moved with the sandbox's (`later`)
     try:
         yield box
     finally:
+        traveller.stop()
         box.stop()
+
+
+def later(sb: Any, seconds: float) -> None:
+    """Both clocks, the platform's and ours, move on by `seconds`."""
+    sb.advance(seconds)
+    sb.clock.shift(timedelta(seconds=seconds))
 
 
 class Pass:
@@ -72,14 +85,34 @@ def test_a_burst_larger_than_the_first_page_grows_the_size_and_loses_nothing(sb:
     assert burst.events <= sum(burst.sizes) and burst.events - len(sent) < 100  # the last page holds the stored ones
     assert burst.cursor is not None and burst.cursor["recent"] == 150
     after = Pass(sb, store, burst.cursor)
-    assert not after.messages and after.sizes == [100]  # a busy account starts big (and then quiets down)
-    assert Pass(sb, store, after.cursor).sizes == [1]
+    assert not after.messages and after.sizes == [100]  # a busy account starts big...
+    later(sb, LAG.total_seconds() + 1)
+    assert Pass(sb, store, after.cursor).sizes == [1]  # ...and a quiet one reads one event
+
+
+def test_an_event_that_shows_up_late_behind_the_cursor_is_still_found(sb: Any) -> None:
+    store, cursor = settled(sb)
+    later(sb, LAG.total_seconds() + 1)
+    sent = [sb.inject(X, text=f"pesanan {i}") for i in range(3)]
+    stored = Pass(sb, store, cursor)
+    assert stored.ids == set(sent)
+    idle = Pass(sb, store, stored.cursor)
+    assert not idle.messages and idle.cursor["recent"] == 0 and idle.cursor["tail"] == 2
+    # Our reply, sent a minute before the customers' messages, appears in the feed only now.
+    late = sb.inject_own(X, sb.threads(X)[-1], "Baik kak, kami cek dulu", at=sb.state.now() - 60)
+    assert int(late) < int(stored.cursor["newest_id"])
+    got = Pass(sb, store, idle.cursor)
+    assert got.ids == {late} and got.sizes == [4]  # the stopping page reaches back over what was stored
+    later(sb, LAG.total_seconds() + 1)
+    quiet = Pass(sb, store, got.cursor)
+    assert quiet.sizes == [1] and not quiet.messages  # once nothing is that recent: one event again
 
 
 def test_steady_arrivals_are_read_once_plus_the_stored_newest(sb: Any) -> None:
     store, cursor = settled(sb)
     newest = None
     for round_ in range(5):
+        later(sb, LAG.total_seconds() + 1)  # three DMs every ten minutes or so
         sent = [sb.inject(X, text=f"round {round_} message {i}") for i in range(3)]
         got = Pass(sb, store, cursor)
         assert got.ids == set(sent)

@@ -29,6 +29,20 @@ def test_first_page_size(recent: int | None, cap: int, backfill: bool, size: int
 
 
 @pytest.mark.parametrize(
+    ("recent", "tail", "size"),
+    [
+        (0, 0, 1),
+        (0, 2, 4),  # the newest, the 2 stored near it, and one beyond: a late arrival among them is seen
+        (3, 2, 7),
+        (0, -4, 1),
+        (50, 80, 100),
+    ],
+)
+def test_first_page_size_reaches_over_the_recent_tail(recent: int, tail: int, size: int) -> None:
+    assert first_page_size(recent, 100, tail=tail) == size
+
+
+@pytest.mark.parametrize(
     ("size", "all_new", "cap", "after"),
     [
         (1, True, 100, 2),
@@ -64,3 +78,4 @@ def test_the_cursor_carries_recent_and_the_resume_size() -> None:
     assert _x_cursor(42, ("tok" * 6, 99, 16), recent=None) == {"newest_id": "42", "resume": {"token": "tok" * 6, "top": "99", "size": 16}}
     assert _x_cursor(None, ("tok" * 6, None, 4)) == {"resume": {"token": "tok" * 6, "size": 4}}
     assert _x_cursor(None, None, recent=5) is None  # nothing stored yet: no cursor at all
+    assert _x_cursor(42, None, recent=0, tail=2) == {"newest_id": "42", "recent": 0, "tail": 2}
