@@ -17,7 +17,7 @@
 - Cost: X bills every event a lookup returns, new or not (`Page.events_read` counts them). A pass's
   first lookup asks for what is likely new: the cursor remembers how many new events the last pass
   found (`recent`), so a quiet account reads one event (the stored newest, which shows nothing is new);
-  while a page is all new the next one doubles, up to the channel's page size (`page_sizes`). A
+  while a page is all new the next one doubles, up to the channel's page size (`first_page_size`, `next_page_size`). A
   resumed pass goes on at the size it had reached (`resume.size`). The all-events feed can lag
   after a send (an echo shows up behind events stored since): while the stored newest event is
   younger than `LAG`, the first lookup also re-reads the events stored within `LAG` of it (`tail`),
@@ -187,21 +187,22 @@ class XConnector:
             size = min(cap, _count(resume.get("size")) or cap)
             try:
                 newest = yield from self._walk(known, newest=newest, token=resume["token"], top=_snowflake(resume.get("top")),
-                                                  last=False, size=size, cap=cap, recent=recent)
+                                                  last=False, size=size, cap=cap, recent=recent, tail=tail)
             except PermanentError as exc:
                 log.warning("%s: could not resume the unfinished pass (%s); reading from the newest event again", self.spec.name, exc)
         yield from self._walk(known, newest=newest, token=None, top=None, last=True,
-                              size=first_page_size(recent, cap, backfill=newest is None, tail=tail), cap=cap, recent=recent)
+                              size=first_page_size(recent, cap, backfill=newest is None, tail=tail), cap=cap, recent=recent, tail=tail)
 
     def _walk(self, known: KnownIds, *, newest: int | None, token: str | None, top: int | None, last: bool,
-              size: int, cap: int, recent: int | None) -> Generator[Page, None, int | None]:
+              size: int, cap: int, recent: int | None, tail: int) -> Generator[Page, None, int | None]:
         """Events newest-first from `token` (None: the newest) down to `newest`, one `Page` per lookup.
 
         Until the walk reaches `newest`, each page's cursor keeps `newest_id` and says where to resume
         (`resume: {token, top, size}`): everything from `top` down to that page is stored. The page that
-        reaches it carries the new `newest_id` and `recent` (the events newer than the old `newest_id`
-        this walk found); the new `newest_id` is also returned. `last`: that page ends the pass. The first lookup
-        asks for `size` events; each all-new page doubles it, up to `cap`.
+        reaches it carries the new `newest_id`, `recent` (the events newer than the old `newest_id` this
+        walk found) and `tail`; the new `newest_id` is also returned (pages before it keep the old
+        `recent` and `tail`). `last`: that page ends the pass. The first lookup asks for `size`
+        events; each all-new page doubles it, up to `cap`.
         """
         best = max((i for i in (newest, top) if i is not None), default=None)
         pager = TokenPager(on_repeat=lambda _: MalformedResponseError("GET /2/dm_events: pagination token repeats", account=self.spec.name))
@@ -260,7 +261,9 @@ class XConnector:
             messages.sort(key=lambda m: (m.sent_at, int(m.external_id)))
             # A backfill (no cursor yet) says nothing about how many events a poll finds.
             found = (0 if newest is None else fresh) if done else recent
-            near = 0 if not done or best is None else sum(1 for i in seen if best - (int(LAG.total_seconds() * 1000) << 22) <= i < best)
+            near = tail  # the stored events within LAG of the newest, besides it (snowflakes hold ms << 22)
+            if done and best is not None:
+                near = sum(1 for i in seen if best - (int(LAG.total_seconds() * 1000) << 22) <= i < best)
             yield Page(
                 messages=tuple(messages),
                 cursor=_x_cursor(best if done else newest, None if done else (token, best, size), recent=found, tail=near),
@@ -324,8 +327,8 @@ class XConnector:
 def first_page_size(recent: int | None, cap: int, *, backfill: bool = False, tail: int = 0) -> int:
     """`max_results` of a pass's first lookup: the new events the last pass found (`recent`; None when
     the cursor does not say) plus the stored newest event that shows the walk reached the cursor,
-    plus the `tail` stored events a late arrival may hide among (and one more). An idle account reads 1 event; a
-    backfill, where everything is new, starts at `cap`."""
+    plus the `tail` stored events a late arrival may hide among (and one more). An idle account
+    reads 1 event; a backfill, where everything is new, starts at `cap`."""
     if backfill:
         return cap
     window = tail + 1 if tail > 0 else 0  # the stored events near the newest, and one beyond them

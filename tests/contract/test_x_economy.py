@@ -122,12 +122,13 @@ def test_steady_arrivals_are_read_once_plus_the_stored_newest(sb: Any) -> None:
         newest, cursor = got.cursor["newest_id"], got.cursor
 
 
-@pytest.mark.parametrize("recent", [-5, True, "lots", 10**30, None, [3], {"n": 1}, 2.5])
-def test_hostile_or_old_cursor_counts_still_read_everything(sb: Any, recent: Any) -> None:
+@pytest.mark.parametrize("key", ["recent", "tail"])
+@pytest.mark.parametrize("value", [-5, True, "lots", 10**30, None, [3], {"n": 1}, 2.5])
+def test_hostile_or_old_cursor_counts_still_read_everything(sb: Any, key: str, value: Any) -> None:
     store, cursor = settled(sb)
     assert cursor is not None
     sent = [sb.inject(X, text=f"halo {i}") for i in range(5)]
-    hostile = {"newest_id": cursor["newest_id"]} if recent is None else {**cursor, "recent": recent}
+    hostile = {"newest_id": cursor["newest_id"]} if value is None else {**cursor, key: value}
     got = Pass(sb, store, hostile)
     assert got.ids == set(sent) and all(1 <= s <= 100 for s in got.sizes)
     assert got.cursor is not None and got.cursor["recent"] == 5
