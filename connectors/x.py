@@ -18,12 +18,14 @@
   first lookup asks for what is likely new: the cursor remembers how many new events the last pass
   found (`recent`), so a quiet account reads one event (the stored newest, which shows nothing is new);
   while a page is all new the next one doubles, up to the channel's page size (`first_page_size`, `next_page_size`). A
-  resumed pass goes on at the size it had reached (`resume.size`). The all-events feed can lag
-  after a send (an echo shows up behind events stored since): while the stored newest event is
-  younger than `LAG`, the first lookup also re-reads the events stored within `LAG` of it (`tail`),
-  so a late arrival among them is still found on the stopping page (an unknown reply is settled
-  against its echo on that assumption, `inbox.replies.ledger.Timing.quiet`). Old cursors without
-  these keys work.
+  resumed pass goes on at the size it had reached (`resume.size`).
+- Late arrivals: the all-events feed can show an event up to `LAG` after its date (an echo after a
+  send, a customer's message), behind events stored since. The cursor keeps when the last complete
+  pass read the feed (`read_at`, the platform's clock from its `Date` header); while the newest stored
+  event is dated within `LAG` before that, the walk goes on below the cursor down to `read_at - LAG`
+  and keeps what the store lacks, however many newer events came since (the first lookup is sized
+  for it: `tail`). X bills a re-read on the same UTC day once; an unknown reply is settled against its
+  echo on the same assumption (`inbox.replies.ledger.Timing.quiet`). Old cursors without these keys work.
 """
 
 from __future__ import annotations
@@ -65,7 +67,17 @@ from connectors.errors import (
 from connectors.http import HttpSession, RetryPolicy, decode_json
 from connectors.paging import TokenPager
 from connectors.redact import redact, register_secret, scrub
-from connectors.times import snowflake_time
+from connectors.x_cursor import (
+    count_of,
+    cursor_id,
+    first_page_size,
+    id_time,
+    lowest_snowflake_at,
+    next_page_size,
+    read_at_of,
+    snowflake_of,
+    x_cursor,
+)
 from connectors.x_parse import (
     MESSAGE_CREATE,
     created_event,
@@ -174,27 +186,41 @@ class XConnector:
     # --- fetch --------------------------------------------------------------------------------
     def fetch(self, cursor: Cursor | None, known: KnownIds) -> Iterator[Page]:
         old_cursor = dict(cursor) if cursor else None
-        newest = _cursor_id(old_cursor)
-        recent = _count((old_cursor or {}).get("recent"))
+        newest = cursor_id(old_cursor)
+        recent = count_of((old_cursor or {}).get("recent"))
         cap = max(1, min(X.max_page_size or 100, self.spec.page_size))
-        tail = _count((old_cursor or {}).get("tail")) or 0
-        if newest is None or _id_time(newest) < self.session.clock() - LAG:
+        tail = count_of((old_cursor or {}).get("tail")) or 0
+        # When the last pass ran (old cursors: now). A late arrival is an event dated within LAG
+        # before the newest stored one that showed up after that pass read past it.
+        last_read = read_at_of((old_cursor or {}).get("read_at"))
+        read_at = last_read or self.session.clock()
+        floor = newest
+        reach_back = newest is not None and id_time(newest) >= read_at - LAG
+        if not reach_back:
             tail = 0  # nothing stored is recent enough for a late arrival behind it
+        else:
+            # It may hide behind any event dated later than LAG before that pass, however many newer
+            # ones came since: the walk stops only below that (read_at is the platform's clock).
+            floor = min(newest, lowest_snowflake_at(read_at - LAG))  # type: ignore[type-var]
         resume = (old_cursor or {}).get("resume")
         if isinstance(resume, Mapping) and isinstance(resume.get("token"), str) and resume["token"]:
             # An unfinished pass stored everything from `top` down to where `token` continues: read
             # on from there to the cursor first, then the events newer than `top` from the top.
-            size = min(cap, _count(resume.get("size")) or cap)
+            size = min(cap, count_of(resume.get("size")) or cap)
             try:
-                newest = yield from self._walk(known, newest=newest, token=resume["token"], top=_snowflake(resume.get("top")),
-                                                  last=False, size=size, cap=cap, recent=recent, tail=tail)
+                newest = yield from self._walk(known, newest=newest, token=resume["token"], top=snowflake_of(resume.get("top")),
+                                                  last=False, size=size, cap=cap, recent=recent, tail=tail, floor=floor,
+                                                  last_read=last_read)
             except PermanentError as exc:
                 log.warning("%s: could not resume the unfinished pass (%s); reading from the newest event again", self.spec.name, exc)
         yield from self._walk(known, newest=newest, token=None, top=None, last=True,
-                              size=first_page_size(recent, cap, backfill=newest is None, tail=tail), cap=cap, recent=recent, tail=tail)
+                              size=first_page_size(recent, cap, backfill=newest is None, tail=tail, reach_back=reach_back),
+                              cap=cap, recent=recent, tail=tail, last_read=last_read,
+                              floor=floor if newest is not None and floor is not None and floor < newest else newest)
 
     def _walk(self, known: KnownIds, *, newest: int | None, token: str | None, top: int | None, last: bool,
-              size: int, cap: int, recent: int | None, tail: int) -> Generator[Page, None, int | None]:
+              size: int, cap: int, recent: int | None, tail: int, floor: int | None = None,
+              last_read: datetime | None = None) -> Generator[Page, None, int | None]:
         """Events newest-first from `token` (None: the newest) down to `newest`, one `Page` per lookup.
 
         Until the walk reaches `newest`, each page's cursor keeps `newest_id` and says where to resume
@@ -202,8 +228,10 @@ class XConnector:
         reaches it carries the new `newest_id`, `recent` (the events newer than the old `newest_id` this
         walk found) and `tail`; the new `newest_id` is also returned (pages before it keep the old
         `recent` and `tail`). `last`: that page ends the pass. The first lookup asks for `size`
-        events; each all-new page doubles it, up to `cap`.
+        events; each all-new page doubles it, up to `cap`. The walk ends below `floor` (default
+        `newest`): events between it and `newest` are late arrivals when the store lacks them.
         """
+        floor = newest if floor is None else floor
         best = max((i for i in (newest, top) if i is not None), default=None)
         pager = TokenPager(on_repeat=lambda _: MalformedResponseError("GET /2/dm_events: pagination token repeats", account=self.spec.name))
         fresh = 0  # events newer than `newest` read by this walk
@@ -217,7 +245,8 @@ class XConnector:
             includes = parse_includes(body)
             messages: list[InboundMessage] = []
             quarantined: list[QuarantinedItem] = []
-            reached = False
+            reached = False  # the page holds an event the cursor covers
+            below = False  # ... and one below the floor: the walk is done
             older: list[InboundMessage] = []
             received = self.session.clock()
             for item in items:
@@ -237,6 +266,7 @@ class XConnector:
                     seen.append(event.snowflake)
                 is_old = newest is not None and event.snowflake <= newest
                 reached = reached or is_old
+                below = below or (floor is not None and event.snowflake <= floor)
                 fresh += not is_old
                 if event.event_type in NOT_MESSAGES:
                     continue  # joins and leaves are not messages
@@ -256,7 +286,7 @@ class XConnector:
                 stored = known([m.external_id for m in older])
                 messages.extend(m for m in older if m.external_id not in stored)
             token = next_token(body)
-            done = reached or pager.advance(token) is None
+            done = below or pager.advance(token) is None
             size = next_page_size(size, all_new=not reached, cap=cap)
             messages.sort(key=lambda m: (m.sent_at, int(m.external_id)))
             # A backfill (no cursor yet) says nothing about how many events a poll finds.
@@ -266,7 +296,8 @@ class XConnector:
                 near = sum(1 for i in seen if best - (int(LAG.total_seconds() * 1000) << 22) <= i < best)
             yield Page(
                 messages=tuple(messages),
-                cursor=_x_cursor(best if done else newest, None if done else (token, best, size), recent=found, tail=near),
+                cursor=x_cursor(best if done else newest, None if done else (token, best, size), recent=found, tail=near,
+                                 read_at=received if done else last_read),
                 quarantined=tuple(quarantined),
                 rate=self.rate,
                 final=done and last,
@@ -322,67 +353,3 @@ class XConnector:
 
     def close(self) -> None:
         self.session.close()
-
-
-def first_page_size(recent: int | None, cap: int, *, backfill: bool = False, tail: int = 0) -> int:
-    """`max_results` of a pass's first lookup: the new events the last pass found (`recent`; None when
-    the cursor does not say) plus the stored newest event that shows the walk reached the cursor,
-    plus the `tail` stored events a late arrival may hide among (and one more). An idle account
-    reads 1 event; a backfill, where everything is new, starts at `cap`."""
-    if backfill:
-        return cap
-    window = tail + 1 if tail > 0 else 0  # the stored events near the newest, and one beyond them
-    return max(1, min(cap, (recent or 0) + 1 + window))
-
-
-def next_page_size(size: int, *, all_new: bool, cap: int) -> int:
-    """The next lookup's `max_results`: twice this one while a page is all new (more is likely
-    waiting), up to `cap`; otherwise the same."""
-    return max(1, min(cap, size * 2 if all_new else size))
-
-
-def _x_cursor(newest: int | None, resume: tuple[str | None, int | None, int] | None, *, recent: int | None = None,
-              tail: int = 0) -> dict[str, Any] | None:
-    """`{"newest_id"}`: every event up to it is stored; `resume`: where an unfinished pass goes on (and
-    at what page size); `recent`: how many new events the last complete pass found; `tail`: how many
-    of the events it read are within `LAG` of the newest (besides it)."""
-    out: dict[str, Any] = {} if newest is None else {"newest_id": str(newest)}
-    if resume is not None and resume[0]:
-        token, top, size = resume
-        out["resume"] = {"token": token, "size": size} if top is None else {"token": token, "top": str(top), "size": size}
-    if recent is not None and out:
-        out["recent"] = recent
-    if tail and out:
-        out["tail"] = tail
-    return out or None
-
-
-def _id_time(snowflake: int) -> datetime:
-    try:
-        return snowflake_time(snowflake)
-    except ValueError:  # a hostile cursor id: as old as can be
-        return datetime.min.replace(tzinfo=timezone.utc)
-
-
-def _count(value: Any) -> int | None:
-    """A non-negative count from a cursor (hostile or missing: None)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        return None
-    return value
-
-
-def _snowflake(value: Any) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _cursor_id(cursor: Cursor | None) -> int | None:
-    if not cursor or cursor.get("newest_id") is None:
-        return None
-    try:
-        return int(cursor["newest_id"])
-    except (TypeError, ValueError):
-        log.warning("unreadable X cursor ignored; doing a full pass")
-        return None

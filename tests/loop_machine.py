@@ -60,15 +60,12 @@ JUMPS = (30, 600, 3600, 6 * 3600, 25 * 3600, 8 * 86400)
 
 # Switches for defects owned elsewhere (see the report of each in KNOWN_DEFECTS below).
 KNOWN_DEFECTS = {
-    # Found here, not named in issue 10: X has no since_id and its walk stops on the page where it
-    # meets the cursor; an event that appears late, dated a minute before events already listed and
-    # behind more than a page of newer ones, is never stored while every pass says ok. Minimal
-    # example: first_sync; customer_burst(x, n=19); sync(x); customer_burst(x, n=7);
-    # customer_message(x, late=59, existing thread); teardown. A fix (walk on past the cursor for
-    # sync.overlap_seconds of snowflake time) costs X lookups on busy accounts, against the
-    # 15-per-15-minutes budget: a decision for the X connector's owners. True leaves X's lateness
-    # at 2 s.
-    "x_late_beyond_the_stopping_page": True,
+    # Fixed: X has no since_id, and its walk stopped on the page where it met the cursor; an event
+    # that appeared late, dated a minute before events already listed and behind more than a page of
+    # newer ones, was never stored while every pass said ok. The walk now goes on below the cursor
+    # for `connectors.x.LAG` of snowflake time while the newest stored event is that recent
+    # (test_loop_stateful's replay). True would leave X's lateness at 2 s.
+    "x_late_beyond_the_stopping_page": False,
     # Issue 10 items 3/7 (fixed): a Graph conversation listed without `updated_time` moved the Meta
     # high-water mark to the present, past the newest stored message. Now such a thread is read but
     # its stand-in time never moves the mark. True would skip the check for accounts with that fault.

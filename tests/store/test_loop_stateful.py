@@ -66,9 +66,8 @@ def test_two_agents_on_one_ticket_reach_the_customer_once(same_text: bool) -> No
         state.close()
 
 
-@pytest.mark.xfail(reason="X: an event that shows up late behind more than a page of newer ones is never stored "
-                          "(found by the loop machine; see loop_machine.KNOWN_DEFECTS)", strict=False)
 def test_a_late_x_event_behind_a_page_of_newer_ones_is_stored() -> None:
+    """Found by the loop machine: a minute-late X event behind more than a page of newer ones."""
     state = SQLiteLoop()
     state.known["x_late_beyond_the_stopping_page"] = False
     try:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from connectors.x import _count, _x_cursor, first_page_size, next_page_size
+from connectors.x_cursor import count_of, first_page_size, next_page_size, x_cursor
 
 
 @pytest.mark.parametrize(
@@ -69,13 +69,13 @@ def test_the_sizes_of_a_burst_double_up_to_the_page_size() -> None:
     [(0, 0), (5, 5), (10**30, 10**30), (-1, None), (True, None), (False, None), ("5", None), (5.0, None), (None, None), ([3], None), ({}, None)],
 )
 def test_hostile_cursor_counts_are_ignored(value: Any, count: int | None) -> None:
-    assert _count(value) == count
-    assert 1 <= first_page_size(_count(value), 100) <= 100
+    assert count_of(value) == count
+    assert 1 <= first_page_size(count_of(value), 100) <= 100
 
 
 def test_the_cursor_carries_recent_and_the_resume_size() -> None:
-    assert _x_cursor(42, None, recent=3) == {"newest_id": "42", "recent": 3}
-    assert _x_cursor(42, ("tok" * 6, 99, 16), recent=None) == {"newest_id": "42", "resume": {"token": "tok" * 6, "top": "99", "size": 16}}
-    assert _x_cursor(None, ("tok" * 6, None, 4)) == {"resume": {"token": "tok" * 6, "size": 4}}
-    assert _x_cursor(None, None, recent=5) is None  # nothing stored yet: no cursor at all
-    assert _x_cursor(42, None, recent=0, tail=2) == {"newest_id": "42", "recent": 0, "tail": 2}
+    assert x_cursor(42, None, recent=3) == {"newest_id": "42", "recent": 3}
+    assert x_cursor(42, ("tok" * 6, 99, 16), recent=None) == {"newest_id": "42", "resume": {"token": "tok" * 6, "top": "99", "size": 16}}
+    assert x_cursor(None, ("tok" * 6, None, 4)) == {"resume": {"token": "tok" * 6, "size": 4}}
+    assert x_cursor(None, None, recent=5) is None  # nothing stored yet: no cursor at all
+    assert x_cursor(42, None, recent=0, tail=2) == {"newest_id": "42", "recent": 0, "tail": 2}
