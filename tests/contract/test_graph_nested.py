@@ -252,7 +252,7 @@ RECORDED = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / 
 
 
 @pytest.mark.skipif(not RECORDED.is_dir(), reason=f"recorded fixtures not present at {RECORDED}")
-def test_recorded_graph_payloads_parse_nested_in_a_list_page(wire: Any) -> None:
+def test_recorded_graph_payloads_parse_nested_in_a_list_page(request: pytest.FixtureRequest) -> None:
     """pyfacebook's recorded conversation and messages, served as Graph nests them in a list page
     (a short nested edge whose `next` is an absolute graph.facebook.com URL with the token): every
     message parses, and the read on goes to our base, the token in the header, not the URL."""
@@ -262,7 +262,7 @@ def test_recorded_graph_payloads_parse_nested_in_a_list_page(wire: Any) -> None:
     from connectors.base import AccountSpec
     from connectors.enums import Channel
 
-    base, script = wire
+    base, script = request.getfixturevalue("wire")  # the scripted loopback server of the contract suite
     load = lambda rel: json.loads((RECORDED / rel).read_text(encoding="utf-8-sig"))  # noqa: E731
     conv = dict(load("pyfacebook/apidata__conversations__cvs_info.json"))
     batch = load("pyfacebook/apidata__messages__messages_info.json")
