@@ -237,11 +237,12 @@ class MetaConnector:
         readable = 0
         hit_known = False
         pager = NextUrlPager(key=self.client.url, max_empty=1)  # a repeated link ends the thread (HORIZON bounds it too)
+        from_nested = False
         while True:
             if nested is not None:
                 body: Any = nested
                 items: list[Any] = list(nested["data"])
-                nested = None
+                nested, from_nested = None, True
                 stored = stored if stored is not None else set()
             else:
                 try:
@@ -283,6 +284,12 @@ class MetaConnector:
             if link is None:
                 break
             url, params = link, None
+            after = _after_cursor(body) if from_nested else None
+            if after is not None:
+                # Read on from the nested edge's cursor with our own fields (its `next` is built by
+                # Graph from the expansion, and carries the token).
+                url, params = f"{conv.id}/messages", {"fields": MESSAGE_FIELDS, "limit": HORIZON, "after": after}
+            from_nested = False
         gap = None
         if not hit_known and readable >= HORIZON:
             oldest = min((m.sent_at for m in messages), default=None)
@@ -358,6 +365,13 @@ class MetaConnector:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _after_cursor(edge: Mapping[str, Any]) -> str | None:
+    paging = edge.get("paging")
+    cursors = paging.get("cursors") if isinstance(paging, Mapping) else None
+    after = cursors.get("after") if isinstance(cursors, Mapping) else None
+    return after if isinstance(after, str) and after and len(after) <= 1024 else None
 
 
 def _cursor_time(cursor: Mapping[str, Any] | None) -> datetime | None:

@@ -92,6 +92,28 @@ def test_a_full_nested_edge_with_a_next_link_costs_no_call_of_its_own(sb_fresh: 
     assert [g.thread_id for p in pages for g in p.gaps] == [tid]
 
 
+@pytest.mark.parametrize("name", META)
+def test_a_cut_short_nested_read_reads_on_with_our_fields_from_its_cursor(sb_fresh: Sandbox, name: str) -> None:
+    """The read on after a nested edge cut short asks `/{thread}/messages` with the fields a thread's
+    own read asks, from the edge's `after` cursor: not the edge's `next` (built by Graph, here a
+    broken link to another port that names no fields)."""
+    sb = sb_fresh
+    store = Store()
+    conn = open_connector(sb, name)
+    _, _, cursor = drain(conn, None, store)
+    (tid,) = _new_messages(sb, name, [6])
+    sb.cut_nested(2)
+    sb.fault("poison", path="/conversations", target=tid, field="messages.paging.next",
+             value='"http://127.0.0.1:9/v23.0/elsewhere/messages?after=Zm9v&access_token=stolen"')
+    sb.clear_calls()
+    later, _, _ = drain(conn, cursor, store)
+    assert [m.text for m in later] == [f"Kak, ada kabar? ({i}/6)" for i in range(1, 7)]
+    assert _gets(sb, name) == (1, 1)
+    (read_on,) = [c for c in sb.calls if c.path.endswith("/messages")]
+    assert read_on.path.endswith(f"/{tid}/messages") and "message" in read_on.query["fields"].split(",")
+    assert "access_token" not in read_on.query
+
+
 @pytest.fixture
 def sb_fresh() -> Any:
     with Sandbox(seed=7).start() as box:
