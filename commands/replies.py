@@ -80,6 +80,7 @@ def reply_cmd(
 
     from inbox.replies import drafts
     from inbox.replies import ledger, outbox
+    from connectors.channels import CHANNELS
     from inbox.replies.route import plan_reply
     from inbox.errors import InboxError, UsageError
     from inbox.safe_text import clean, one_line
@@ -99,8 +100,8 @@ def reply_cmd(
             return False
 
     try:
-        if via and via not in ("instagram", "facebook", "x"):
-            raise UsageError(f"unknown channel '{via}' for --via (instagram, facebook or x)")
+        if via and via not in CHANNELS:
+            raise UsageError(f"unknown channel '{via}' for --via ({', '.join(list(CHANNELS)[:-1])} or {list(CHANNELS)[-1]})")
         plan = plan_reply(engine, ticket_id, body, human_agent_tag=settings.replies.human_agent_tag, via=via, to=to)
         route = plan.route
         err.print(Text(plan.describe(), style="bold"), Text(f"  (contact {route.contact_id}, {one_line(route.account_name, 100)})", style="dim"))

@@ -121,6 +121,7 @@ class Page:
     gaps: tuple[Gap, ...] = ()
     rate: RateInfo | None = None
     final: bool = False  # True on the last page of a pass
+    events_read: int = 0  # items the platform returned for this page, new or not (X bills each one)
 
 
 @dataclass(frozen=True, slots=True)

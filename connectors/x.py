@@ -14,6 +14,16 @@
   (`connectors.budget`); the pass stops there. Each page's cursor also says where an unfinished pass
   goes on (`resume: {token, top}`), so the next pass reads on from the pagination token instead of
   spending its 15 lookups on pages already stored, then reads what is newer than `top`.
+- Cost: X bills every event a lookup returns, new or not (`Page.events_read` counts them). A pass's
+  first lookup asks for what is likely new: the cursor remembers how many new events the last pass
+  found (`recent`), so a quiet account reads one event (the stored newest, which shows nothing is new);
+  while a page is all new the next one doubles, up to the channel's page size (`first_page_size`, `next_page_size`). A
+  resumed pass goes on at the size it had reached (`resume.size`). The all-events feed can lag
+  after a send (an echo shows up behind events stored since): while the stored newest event is
+  younger than `LAG`, the first lookup also re-reads the events stored within `LAG` of it (`tail`),
+  so a late arrival among them is still found on the stopping page (an unknown reply is settled
+  against its echo on that assumption, `inbox.replies.ledger.Timing.quiet`). Old cursors without
+  these keys work.
 """
 
 from __future__ import annotations
@@ -55,6 +65,7 @@ from connectors.errors import (
 from connectors.http import HttpSession, RetryPolicy, decode_json
 from connectors.paging import TokenPager
 from connectors.redact import redact, register_secret, scrub
+from connectors.times import snowflake_time
 from connectors.x_parse import (
     MESSAGE_CREATE,
     created_event,
@@ -73,6 +84,7 @@ TWEEPY_HOSTS = ("https://api.twitter.com", "https://api.x.com")
 DM_EVENT_FIELDS = ["id", "text", "event_type", "created_at", "dm_conversation_id", "sender_id", "attachments", "participant_ids"]
 EXPANSIONS = ["sender_id", "attachments.media_keys", "participant_ids"]
 USER_FIELDS = ["username", "name"]
+LAG = timedelta(minutes=10)  # how long a sent event may take to show up in GET /2/dm_events
 MEDIA_FIELDS = ["url", "type", "preview_image_url", "media_key"]
 
 # tweepy logs request headers (with the bearer token) at DEBUG; keep it quieter unless asked.
@@ -163,26 +175,39 @@ class XConnector:
     def fetch(self, cursor: Cursor | None, known: KnownIds) -> Iterator[Page]:
         old_cursor = dict(cursor) if cursor else None
         newest = _cursor_id(old_cursor)
+        recent = _count((old_cursor or {}).get("recent"))
+        cap = max(1, min(X.max_page_size or 100, self.spec.page_size))
+        tail = _count((old_cursor or {}).get("tail")) or 0
+        if newest is None or _id_time(newest) < self.session.clock() - LAG:
+            tail = 0  # nothing stored is recent enough for a late arrival behind it
         resume = (old_cursor or {}).get("resume")
         if isinstance(resume, Mapping) and isinstance(resume.get("token"), str) and resume["token"]:
             # An unfinished pass stored everything from `top` down to where `token` continues: read
             # on from there to the cursor first, then the events newer than `top` from the top.
+            size = min(cap, _count(resume.get("size")) or cap)
             try:
-                newest = yield from self._walk(known, newest=newest, token=resume["token"], top=_snowflake(resume.get("top")), last=False)
+                newest = yield from self._walk(known, newest=newest, token=resume["token"], top=_snowflake(resume.get("top")),
+                                                  last=False, size=size, cap=cap, recent=recent, tail=tail)
             except PermanentError as exc:
                 log.warning("%s: could not resume the unfinished pass (%s); reading from the newest event again", self.spec.name, exc)
-        yield from self._walk(known, newest=newest, token=None, top=None, last=True)
+        yield from self._walk(known, newest=newest, token=None, top=None, last=True,
+                              size=first_page_size(recent, cap, backfill=newest is None, tail=tail), cap=cap, recent=recent, tail=tail)
 
-    def _walk(self, known: KnownIds, *, newest: int | None, token: str | None, top: int | None, last: bool) -> Generator[Page, None, int | None]:
+    def _walk(self, known: KnownIds, *, newest: int | None, token: str | None, top: int | None, last: bool,
+              size: int, cap: int, recent: int | None, tail: int) -> Generator[Page, None, int | None]:
         """Events newest-first from `token` (None: the newest) down to `newest`, one `Page` per lookup.
 
         Until the walk reaches `newest`, each page's cursor keeps `newest_id` and says where to resume
-        (`resume: {token, top}`): everything from `top` down to that page is stored. The page that
-        reaches it carries the new `newest_id`, which is also returned. `last`: that page ends the pass.
+        (`resume: {token, top, size}`): everything from `top` down to that page is stored. The page that
+        reaches it carries the new `newest_id`, `recent` (the events newer than the old `newest_id` this
+        walk found) and `tail`; the new `newest_id` is also returned (pages before it keep the old
+        `recent` and `tail`). `last`: that page ends the pass. The first lookup asks for `size`
+        events; each all-new page doubles it, up to `cap`.
         """
         best = max((i for i in (newest, top) if i is not None), default=None)
         pager = TokenPager(on_repeat=lambda _: MalformedResponseError("GET /2/dm_events: pagination token repeats", account=self.spec.name))
-        size = max(1, min(X.max_page_size or 100, self.spec.page_size))
+        fresh = 0  # events newer than `newest` read by this walk
+        seen: list[int] = []  # the ids it read (for `tail`)
         while True:
             body = self._lookup(max_results=size, pagination_token=token)
             try:
@@ -202,13 +227,17 @@ class XConnector:
                     ext = item.get("id") if isinstance(item, dict) else None
                     ext = str(ext)[:MAX_ID_LENGTH] if isinstance(ext, (str, int)) and not isinstance(ext, bool) else None
                     quarantined.append(self._quarantine(str(exc), item, external_id=ext))
+                    fresh += 1
                     continue
                 # An id dated in the future (by its own snowflake time) never moves the cursor: every
                 # real event after it would look older than the cursor and be skipped.
                 if event.plausible and (best is None or event.snowflake > best):
                     best = event.snowflake
+                if event.plausible:
+                    seen.append(event.snowflake)
                 is_old = newest is not None and event.snowflake <= newest
                 reached = reached or is_old
+                fresh += not is_old
                 if event.event_type in NOT_MESSAGES:
                     continue  # joins and leaves are not messages
                 if event.event_type != MESSAGE_CREATE:
@@ -228,13 +257,20 @@ class XConnector:
                 messages.extend(m for m in older if m.external_id not in stored)
             token = next_token(body)
             done = reached or pager.advance(token) is None
+            size = next_page_size(size, all_new=not reached, cap=cap)
             messages.sort(key=lambda m: (m.sent_at, int(m.external_id)))
+            # A backfill (no cursor yet) says nothing about how many events a poll finds.
+            found = (0 if newest is None else fresh) if done else recent
+            near = tail  # the stored events within LAG of the newest, besides it (snowflakes hold ms << 22)
+            if done and best is not None:
+                near = sum(1 for i in seen if best - (int(LAG.total_seconds() * 1000) << 22) <= i < best)
             yield Page(
                 messages=tuple(messages),
-                cursor=_x_cursor(best if done else newest, None if done else (token, best)),
+                cursor=_x_cursor(best if done else newest, None if done else (token, best, size), recent=found, tail=near),
                 quarantined=tuple(quarantined),
                 rate=self.rate,
                 final=done and last,
+                events_read=len(items),
             )
             if done:
                 return best
@@ -288,13 +324,51 @@ class XConnector:
         self.session.close()
 
 
-def _x_cursor(newest: int | None, resume: tuple[str | None, int | None] | None) -> dict[str, Any] | None:
-    """`{"newest_id"}`: every event up to it is stored; `resume`: where an unfinished pass goes on."""
+def first_page_size(recent: int | None, cap: int, *, backfill: bool = False, tail: int = 0) -> int:
+    """`max_results` of a pass's first lookup: the new events the last pass found (`recent`; None when
+    the cursor does not say) plus the stored newest event that shows the walk reached the cursor,
+    plus the `tail` stored events a late arrival may hide among (and one more). An idle account
+    reads 1 event; a backfill, where everything is new, starts at `cap`."""
+    if backfill:
+        return cap
+    window = tail + 1 if tail > 0 else 0  # the stored events near the newest, and one beyond them
+    return max(1, min(cap, (recent or 0) + 1 + window))
+
+
+def next_page_size(size: int, *, all_new: bool, cap: int) -> int:
+    """The next lookup's `max_results`: twice this one while a page is all new (more is likely
+    waiting), up to `cap`; otherwise the same."""
+    return max(1, min(cap, size * 2 if all_new else size))
+
+
+def _x_cursor(newest: int | None, resume: tuple[str | None, int | None, int] | None, *, recent: int | None = None,
+              tail: int = 0) -> dict[str, Any] | None:
+    """`{"newest_id"}`: every event up to it is stored; `resume`: where an unfinished pass goes on (and
+    at what page size); `recent`: how many new events the last complete pass found; `tail`: how many
+    of the events it read are within `LAG` of the newest (besides it)."""
     out: dict[str, Any] = {} if newest is None else {"newest_id": str(newest)}
     if resume is not None and resume[0]:
-        token, top = resume
-        out["resume"] = {"token": token} if top is None else {"token": token, "top": str(top)}
+        token, top, size = resume
+        out["resume"] = {"token": token, "size": size} if top is None else {"token": token, "top": str(top), "size": size}
+    if recent is not None and out:
+        out["recent"] = recent
+    if tail and out:
+        out["tail"] = tail
     return out or None
+
+
+def _id_time(snowflake: int) -> datetime:
+    try:
+        return snowflake_time(snowflake)
+    except ValueError:  # a hostile cursor id: as old as can be
+        return datetime.min.replace(tzinfo=timezone.utc)
+
+
+def _count(value: Any) -> int | None:
+    """A non-negative count from a cursor (hostile or missing: None)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
 
 
 def _snowflake(value: Any) -> int | None:

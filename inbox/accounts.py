@@ -23,6 +23,7 @@ from inbox.store.fastpath import upsert
 from inbox.errors import ConfigError
 from inbox.vocab import AccountRef
 from inbox.leases import Holder
+from inbox.usage import billed_per_read, cost, reads_on
 from inbox.settings import interval_for
 from inbox.store.models import Account, Quarantine, SyncGap, SyncState
 from inbox.store.types import utcnow
@@ -247,6 +248,9 @@ class AccountHealth:
     # Messages sent and found by a poll in the last 24 h that no webhook had delivered first (None:
     # webhooks are not configured for the channel). More than a few: the subscription is broken.
     missed_by_webhooks: int | None = None
+    # DM events its syncs read today (UTC) and their estimated cost; None where reads are not billed (Meta).
+    events_read_today: int | None = None
+    est_cost_today: float | None = None
 
     @property
     def healthy(self) -> bool:
@@ -288,6 +292,7 @@ def health(engine: Engine, settings: Settings, *, now: datetime | None = None) -
             )
         } if ids else {}
     missed = _missed_by_webhooks(engine, now - timedelta(hours=24))
+    read = reads_on(engine, ids, at=now)
     out = []
     for acc in settings.accounts:
         ref = refs[acc.name]
@@ -335,6 +340,8 @@ def health(engine: Engine, settings: Settings, *, now: datetime | None = None) -
                 syncing=redact(Holder.parse(owner).describe()) if owner else None,
                 lease_expires_at=lease_expires_at,
                 missed_by_webhooks=int(missed.get(ref.id, 0)) if _webhooks_on(settings, acc) else None,
+                events_read_today=read.get(ref.id, 0) if billed_per_read(acc) else None,
+                est_cost_today=cost(acc, read.get(ref.id, 0)),
             )
         )
     return out

@@ -54,6 +54,8 @@ class AccountSettings(_Strict):
     # Client-side pacing. Meta allows 2 conversation calls/s per Page or IG account, so that is the
     # default there; X budgets are read from its headers instead. Raise it only for the sandbox.
     calls_per_second: Annotated[float, Field(gt=0, le=1000)] | None = None
+    # X bills each DM event a lookup returns (USD; pay-per-use): the estimate `inbox accounts` shows.
+    x_cost_per_read: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.01
 
     @model_validator(mode="before")
     @classmethod
@@ -88,6 +90,8 @@ class AccountSettings(_Strict):
     @model_validator(mode="after")
     def _check_ids(self) -> AccountSettings:
         info = channel_info(self.channel)
+        if "x_cost_per_read" in self.model_fields_set and self.channel != Channel.X:
+            raise ValueError("only x accounts take 'x_cost_per_read' (X bills each DM event read)")
         names = [f.name for f in info.flavours]
         if self.flavour is not None and self.flavour not in names:
             if names == [None]:

@@ -103,6 +103,9 @@ def handle(state: State, req: Request, parts: list[str], rates: RateLimits) -> R
         reply = too_many()
     else:
         reply = _dispatch(state, acc, req, r)
+        if r.name.endswith("dm_events") and reply.status == 200 and isinstance(reply.payload, dict):
+            data = reply.payload.get("data")
+            rates.reads.add(acc.me.id, [str(ev.get("id")) for ev in data] if isinstance(data, list) else [], now)
     reply.headers.update(headers)
     return reply
 

@@ -1,6 +1,8 @@
-"""X's per-endpoint rate limits: 15-minute windows and the `x-rate-limit-*` headers."""
+"""X's per-endpoint rate limits (15-minute windows and the `x-rate-limit-*` headers) and its meter of DM events read."""
 
 from __future__ import annotations
+
+import time
 
 
 
@@ -12,6 +14,7 @@ class RateLimits:
         self.limit = limit
         self.window = window_seconds
         self.windows: dict[tuple[str, str], list[float]] = {}  # key -> [window start, used]
+        self.reads = ReadMeter()
 
     def _current(self, key: tuple[str, str], now: float) -> list[float]:
         win = self.windows.get(key)
@@ -43,3 +46,29 @@ class RateLimits:
             "x-rate-limit-remaining": str(max(0, lim - int(win[1]))),
             "x-rate-limit-reset": str(int(win[0] + self.window)),
         }
+
+
+class ReadMeter:
+    """What X bills on pay-per-use: every DM event a lookup returns, per user. `events` counts each
+    one; `billed` counts an event once per UTC day of the sandbox clock, as X says it de-duplicates."""
+
+    def __init__(self) -> None:
+        self.lookups: dict[str, int] = {}
+        self.events: dict[str, int] = {}
+        self.billed: dict[str, int] = {}
+        self._day: dict[str, tuple[str, set[str]]] = {}  # user -> (UTC day, event ids read that day)
+
+    def add(self, user: str, event_ids: list[str], now: float) -> None:
+        self.lookups[user] = self.lookups.get(user, 0) + 1
+        self.events[user] = self.events.get(user, 0) + len(event_ids)
+        day = time.strftime("%Y-%m-%d", time.gmtime(now))
+        seen_day, seen = self._day.get(user, ("", set()))
+        if seen_day != day:
+            seen = set()  # a new day is billed anew; only the current day's ids are kept
+            self._day[user] = (day, seen)
+        fresh = [i for i in event_ids if i not in seen]
+        seen.update(fresh)
+        self.billed[user] = self.billed.get(user, 0) + len(fresh)
+
+    def snapshot(self, user: str) -> dict[str, int]:
+        return {"lookups": self.lookups.get(user, 0), "events": self.events.get(user, 0), "billed": self.billed.get(user, 0)}

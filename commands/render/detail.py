@@ -16,7 +16,7 @@ def print_detail(out: Any, detail: Any, *, full: bool, human_agent_tag: bool = T
     from rich.rule import Rule
     from rich.text import Text
 
-    from connectors.enums import Channel
+    from connectors.channels import find
     from inbox.replies.windows import format_duration, is_meta, reply_window
     from inbox.safe_text import clean, display_name, fold, one_line
 
@@ -25,7 +25,8 @@ def print_detail(out: Any, detail: Any, *, full: bool, human_agent_tag: bool = T
     zone = zone or resolve_zone()
     t = detail.ticket
     now = datetime.now(timezone.utc)
-    label = Channel(t.channel).label if t.channel in ("instagram", "facebook", "x") else t.channel
+    info = find(t.channel)
+    label = info.label if info is not None else t.channel
     head = Text.assemble(
         (f"#{t.id} ", "bold"), (label, "bold"), f" · {one_line(t.account, 100)} · ", (display_name(t.customer_handle, t.customer_name), "bold"),
         f" (contact {t.contact_id}" + (f", person {t.person_id})" if t.person_id else ")"),

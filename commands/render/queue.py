@@ -147,6 +147,8 @@ def accounts_table(rows: list[Any], deliveries: Optional[dict[str, int]], now: A
         if h.missed_by_webhooks is not None:
             notes.append(Text(f"{h.name}: missed by webhooks: {h.missed_by_webhooks} in the last 24 h",
                               style="yellow" if h.missed_by_webhooks else "dim"))
+        if h.events_read_today is not None:  # X bills each DM event read (a note: the table stays in 80 columns)
+            notes.append(Text(f"{h.name}: {h.events_read_today} DM events read today (UTC), about ${h.est_cost_today:.2f}", style="dim"))
         if h.last_error and (not h.healthy or (h.last_error_at and h.last_success_at and h.last_error_at > h.last_success_at)):
             notes.append(Text(f"{h.name}: last error {ago(now, h.last_error_at)}: {one_line(h.last_error, 300)}", style="dim"))
         table.add_row(

@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from connectors.base import InboundMessage
-from connectors.enums import Channel, Direction
+from connectors.enums import Direction
 from connectors.meta_webhook import PROVISIONAL, provisional_thread
 from inbox.dedup.identity import ContactInfo
 from inbox.store.fastpath import insert_values, many
 from inbox.store.models import Contact, Conversation
+from connectors.channels import CHANNELS
 
 if TYPE_CHECKING:
     from inbox.ingest.writer import PageWriter
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 _c = Contact.__table__
 _v = Conversation.__table__
 
-_META_CHANNELS = {Channel.FACEBOOK.value, Channel.INSTAGRAM.value}  # whose webhooks may leave a provisional thread
+_META_CHANNELS = {value for value, info in CHANNELS.items() if info.webhook_object}  # whose webhooks may leave a provisional thread
 
 
 def upsert_contacts(w: PageWriter, msgs: list[InboundMessage]) -> dict[str, ContactInfo]:

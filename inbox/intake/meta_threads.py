@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from connectors.enums import Channel
 from connectors.graph_parse import MetaContext
 from connectors.meta_webhook import PROVISIONAL, provisional_thread
 from inbox.errors import ConfigError, describe
 from inbox.vocab import AccountRef
 from inbox.store.tables import contact as _c
 from inbox.store.tables import conversation as _v
+from connectors.channels import CHANNELS
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-META_CHANNELS = {Channel.FACEBOOK, Channel.INSTAGRAM}
+META_CHANNELS = {info.channel for info in CHANNELS.values() if info.webhook_object}  # Meta's webhooks
 CACHE_SIZE = 100_000  # customers whose thread is remembered in memory
 LOOKUP_BACKOFF = 60  # seconds without conversation lookups after one failed
 

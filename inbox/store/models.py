@@ -285,6 +285,16 @@ class SyncState(SQLModel, table=True):
     lease_expires_at: datetime | None = _ts()
 
 
+class AccountUsage(SQLModel, table=True):
+    """Per account and UTC day: the items the platform returned to its syncs (X bills each DM event read)."""
+
+    __tablename__ = "account_usage"
+
+    account_id: int = Field(foreign_key="account.id", primary_key=True)
+    day: str = Field(primary_key=True, max_length=10)  # the UTC day, YYYY-MM-DD
+    events_read: int = 0
+
+
 class SyncGap(SQLModel, table=True):
     """Messages known to be unreadable (Meta's 20-message horizon)."""
 

@@ -200,6 +200,14 @@ sync_state = sa.Table(
     sa.Column("lease_expires_at", UTCDateTime()),
 )
 
+account_usage = sa.Table(
+    "account_usage",
+    metadata,
+    sa.Column("account_id", sa.Integer(), primary_key=True),
+    sa.Column("day", sa.String(10), primary_key=True),
+    sa.Column("events_read", sa.Integer()),
+)
+
 sync_gap = sa.Table(
     "sync_gap",
     metadata,

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from connectors.base import RateInfo
 from connectors.errors import ConnectorError, NeedsReauthError, RateLimitedError, RetryLaterError
 from connectors.redact import redact
-from inbox import accounts, leases
+from inbox import accounts, leases, usage
 from inbox.errors import ConfigError, ConflictError, InboxError, describe
 from inbox.ingest.page import IngestResult, MessageDecision, ingest_page
 from inbox.vocab import AccountRef
@@ -92,6 +92,10 @@ class AccountSyncResult:
     seconds: float = 0.0
     reconciled: int = 0
     decisions: tuple[MessageDecision, ...] = ()
+    events_read: int | None = None  # DM events X returned to this pass, new or not (None: not billed per read)
+    est_cost: float | None = None  # their estimated cost (X bills each DM event read); None: not billed per read
+    events_read_today: int | None = None  # the account's count for today (UTC), this pass included
+    est_cost_today: float | None = None
 
     @property
     def failed(self) -> bool:
@@ -117,6 +121,10 @@ class AccountSyncResult:
                 "usage_pct": self.rate.usage_pct,
             },
             "reconciled_replies": self.reconciled,
+            "events_read": self.events_read,
+            "est_cost": self.est_cost,
+            "events_read_today": self.events_read_today,
+            "est_cost_today": self.est_cost_today,
             "seconds": round(self.seconds, 3),
         }
 
@@ -168,9 +176,12 @@ def sync_account(
     clock = time.monotonic()
     ref = ref or accounts.ensure_account(engine, account_settings)
 
+    read = 0  # events the pass's pages returned (counted as they are stored, recorded at the end)
+
     def result(status: SyncStatus, **kw: Any) -> AccountSyncResult:
         if kw.get("error"):
             kw["error"] = redact(kw["error"])  # shown by `inbox sync` and its --json, not only logged
+        kw.update(_usage(engine, account_settings, ref, read, dry_run=dry_run))
         res = AccountSyncResult(name, channel, status, started_at=started, seconds=time.monotonic() - clock, **kw)
         if progress is not None:
             progress(SyncProgress(name, res.pages, res.counts, done=True, status=status))
@@ -211,6 +222,7 @@ def sync_account(
         prefetch = Prefetch(connector.fetch(cursor, known), None if dry_run else known, stop_event=stop_event)
         for batch in prefetch.batches(BATCH_MESSAGES):
             page = merge_pages(batch)
+            read += page.events_read  # billed when fetched, whatever storing it does
             got = ingest_page(
                 engine,
                 ref,
@@ -291,6 +303,22 @@ def sync_account(
                 leases.release(engine, lease)
             except Exception:  # noqa: BLE001 - it expires anyway
                 log.warning("account %s: could not release the sync lease", name, exc_info=True)
+
+
+def _usage(engine: Engine, account: AccountSettings, ref: AccountRef, read: int, *, dry_run: bool) -> dict[str, Any]:
+    """Record the pass's reads on today's count (not in a dry run); its result's usage fields."""
+    now = utcnow()
+    if not usage.billed_per_read(account):
+        return {}  # null in the result: Graph does not bill per item read
+    out: dict[str, Any] = {"events_read": read, "est_cost": usage.cost(account, read)}
+    try:
+        if not dry_run:
+            usage.record_reads(engine, ref.id, read, at=now)
+        today = usage.reads_on(engine, [ref.id], at=now).get(ref.id, 0) + (read if dry_run else 0)
+    except Exception:  # noqa: BLE001 - an estimate must not fail the pass
+        log.warning("account %s: could not record the events read", account.name, exc_info=True)
+        return out
+    return {**out, "events_read_today": today, "est_cost_today": usage.cost(account, today)}
 
 
 def _reconcile(engine: Engine, account_id: int, started: datetime, settings: Settings) -> int:

@@ -236,6 +236,7 @@ def merge_pages(pages: Sequence[Page]) -> Page:
         gaps=tuple(g for p in pages for g in p.gaps),
         rate=next((p.rate for p in reversed(pages) if p.rate is not None), None),
         final=pages[-1].final,
+        events_read=sum(p.events_read for p in pages),
     )
 
 

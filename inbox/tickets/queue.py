@@ -21,6 +21,7 @@ from inbox.store.types import ACTIVE_STATUSES, PRIORITY_RANK, STATUSES
 from inbox.store.types import utcnow
 from inbox.tickets.workflow import take
 from inbox.timefmt import json_time
+from connectors.channels import CHANNELS
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -56,8 +57,8 @@ class TicketFilter:
             if p not in PRIORITY_RANK:
                 raise UsageError(f"unknown priority '{p}' (one of: {', '.join(PRIORITIES)})")
         for ch in self.channels:
-            if ch not in ("instagram", "facebook", "x"):
-                raise UsageError(f"unknown channel '{ch}' (one of: instagram, facebook, x)")
+            if ch not in CHANNELS:
+                raise UsageError(f"unknown channel '{ch}' (one of: {', '.join(CHANNELS)})")
         if self.limit < 1:
             raise UsageError("--limit must be at least 1")
         return self

@@ -186,3 +186,18 @@ def test_the_graph_is_read() -> None:
     """The checks above see real edges (a parser that found none would pass them all)."""
     assert "inbox.store.models" in GRAPH["inbox.store.tables"] or "inbox.store.types" in GRAPH["inbox.store.tables"]
     assert any(_top(t) == "inbox" for t in GRAPH["cli"] | set().union(*(GRAPH[n] for n in GRAPH if _top(n) == "commands")))
+
+
+def test_the_library_api_names_what_its_modules_define() -> None:
+    import importlib
+    import subprocess
+    import sys
+
+    import inbox
+
+    for name, module in inbox.API.items():
+        assert getattr(importlib.import_module(module), name) is getattr(inbox, name)
+    # Importing the package loads none of them (the CLI's start stays light).
+    loaded = subprocess.run([sys.executable, "-c", "import sys, inbox; print(sorted(m for m in sys.modules if m.startswith('inbox')))"],
+                            capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert loaded.strip() == "['inbox']"
