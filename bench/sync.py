@@ -11,6 +11,16 @@ For each size, a fresh child process:
    `requests.Session` per account, the accounts concurrently, reading each body and nothing more.
 
     .venv/bin/python bench/sync.py [--sizes 50000,100000]
+    .venv/bin/python bench/sync.py --shape care-desk [--conversations 500 --messages-per-thread 100
+                                   --x-events-per-conversation 100 --paced]
+
+`--shape care-desk` replaces the random dataset with a care desk's shape (`sandbox.large.build_shape`):
+that many conversations on each account, Meta threads of `--messages-per-thread` messages (only the
+newest 20 readable), X conversations of `--x-events-per-conversation` events. Each account kind is
+synced alone (a first sync: every thread is a changed one), in a child of its own, so its wall and CPU
+time are its own; per account it reports calls, calls per changed thread, wall and CPU ratio to the
+bare crawl of the same GETs, and for Meta the wall time of that pass at Meta's real 2 calls/s, computed
+from the call count (`--paced`: also measured, client pacing at 0.5 s).
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ import time
 import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -33,7 +44,8 @@ sys.path.insert(0, str(ROOT))
 SANDBOX = """
 import json, sys, threading
 from sandbox import Sandbox
-sb = Sandbox(seed=int(sys.argv[2]), large=int(sys.argv[1]), x_rate_limit=10**9).start()
+shape = json.loads(sys.argv[3]) if len(sys.argv) > 3 else None
+sb = Sandbox(seed=int(sys.argv[2]), large=int(sys.argv[1]), x_rate_limit=10**9, shape=tuple(shape) if shape else None).start()
 print(json.dumps({"base_url": sb.base_url, "env": sb.env(), "config": sb.config_toml(database="sqlite:///unused.db"),
                   "tokens": {n: a.token for n, a in sb.accounts.items()}}), flush=True)
 threading.Event().wait()
@@ -117,7 +129,11 @@ def cpu_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def child(size: int, seed: int) -> dict[str, object]:
+META_PACE = 0.5  # seconds between calls: Meta's 2 calls/s per Page / IG account
+
+
+def child(size: int, seed: int, shape: list[int] | None = None, account: str | None = None,
+          paced: bool = False) -> dict[str, object]:
     import requests
 
     from inbox.settings import parse_settings
@@ -125,7 +141,8 @@ def child(size: int, seed: int) -> dict[str, object]:
     from inbox.sync.account import make_connector
     from inbox.sync.pool import sync_all
 
-    proc = subprocess.Popen([sys.executable, "-c", SANDBOX, str(size), str(seed)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    argv = [sys.executable, "-c", SANDBOX, str(size), str(seed)] + ([json.dumps(shape)] if shape else [])
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         info = json.loads(proc.stdout.readline())
         os.environ.update(info["env"])
@@ -137,14 +154,20 @@ def child(size: int, seed: int) -> dict[str, object]:
             engine = open_store(settings.database_url())
 
             def factory(acc):  # type: ignore[no-untyped-def]
-                return make_connector(settings, acc, min_interval=0.0)  # what `inbox sync` uses, pacing off
+                # What `inbox sync` uses, pacing off; `paced`: Meta's 2 calls/s on (X has no per-second pace).
+                interval = META_PACE if paced and acc.channel.value != "x" else 0.0
+                return make_connector(settings, acc, min_interval=interval)
+
+            chosen = [account] if account else None
+            threads = {name: len(requests.get(f"{base}/_sandbox/threads", params={"account": name}, timeout=60).json())
+                       for name in (chosen or [])}
 
             requests.post(f"{base}/_sandbox/clear_calls", json={}, timeout=10)
             rss_before = rss_mb()
             c0, s0 = cpu_self(), cpu_of(proc.pid)
             with MemoryWatch(exclude=proc.pid) as memory:
                 t0 = time.perf_counter()
-                results = sync_all(engine, settings, connector_factory=factory)
+                results = sync_all(engine, settings, accounts=chosen, connector_factory=factory)
                 sync_s = time.perf_counter() - t0
             sync_cpu, sync_sandbox_cpu = cpu_self() - c0, cpu_of(proc.pid) - s0
             rss_after_sync = rss_mb()
@@ -201,27 +224,83 @@ def child(size: int, seed: int) -> dict[str, object]:
         "pss_peak_mb": round(memory.peak_mb, 1),  # this process and its worker processes together
         "rss_sum_peak_mb": round(memory.peak_rss_sum_mb, 1),  # the same, shared pages counted in every process
         "worker_processes": memory.workers,
-        "per_account": {r.account: {"pages": r.pages, "new": r.counts.new_messages, "seconds": round(r.seconds, 2)} for r in results},
+        "per_account": {
+            r.account: {"pages": r.pages, "new": r.counts.new_messages, "seconds": round(r.seconds, 2),
+                        "calls": len(per_account.get(r.account, [])), "threads": threads.get(r.account)}
+            for r in results
+        },
     }
+
+
+def run_child(size: int, seed: int, shape: list[int] | None = None, account: str | None = None,
+              paced: bool = False) -> dict[str, Any]:
+    argv = [sys.executable, __file__, "--child", str(size), "--seed", str(seed)]
+    if shape:
+        argv += ["--child-shape", json.dumps(shape)]
+    if account:
+        argv += ["--child-account", account]
+    if paced:
+        argv.append("--child-paced")
+    out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        sys.stderr.write(out.stderr)
+        raise SystemExit(f"child for size {size} {shape or ''} {account or ''} failed")
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}" if b else "-"
+
+
+def care_desk(shape: list[int], seed: int, paced: bool) -> None:
+    conversations, per_thread, x_events = shape
+    print(f"care desk: {conversations} conversations per account; Meta threads of {per_thread} messages (the newest 20 "
+          f"readable); X conversations of {x_events} events; each account synced alone, a first sync (every thread changed)")
+    for account in ("tokoshop-fb", "tokoshop-ig", "tokoshop-x"):
+        row = run_child(0, seed, shape, account)
+        acc = row["per_account"][account]
+        threads = acc["threads"] or 0
+        sync_cpu = row["sync_cpu_s"] + row["sync_sandbox_cpu_s"]
+        crawl_cpu = row["crawl_cpu_s"] + row["crawl_sandbox_cpu_s"]
+        print(f"  {account}: {acc['calls']} calls for {threads} changed threads "
+              f"({_ratio(acc['calls'], threads)} per thread); {row['stored']:,} stored ({row['body_mb']} MB read)")
+        print(f"      wall: sync {row['sync_s']}s vs bare crawl {row['crawl_s']}s -> {row['ratio']}x; "
+              f"CPU s (ours + sandbox's): sync {row['sync_cpu_s']} + {row['sync_sandbox_cpu_s']}, crawl {row['crawl_cpu_s']} + "
+              f"{row['crawl_sandbox_cpu_s']} -> {_ratio(sync_cpu, crawl_cpu)}x; peak memory {row['pss_peak_mb']} MB")
+        if account != "tokoshop-x":
+            at_pace = max(0, acc["calls"] - 1) * META_PACE
+            per_500 = at_pace * 500 / threads if threads else 0.0
+            print(f"      at Meta's 2 calls/s: {at_pace:.1f}s for this pass ({per_500:.1f}s per 500 changed threads), from the call count")
+            if paced:
+                measured = run_child(0, seed, shape, account, paced=True)["per_account"][account]
+                print(f"      measured with pacing on: {measured['calls']} calls in {measured['seconds']}s")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="50000,100000", help="dataset sizes (messages over the three accounts)")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--shape", choices=("random", "care-desk"), default="random",
+                    help="random: the generated dataset of --sizes; care-desk: the shape below")
+    ap.add_argument("--conversations", type=int, default=500, help="care-desk: conversations per account")
+    ap.add_argument("--messages-per-thread", type=int, default=100, help="care-desk: messages per Meta thread (20 readable)")
+    ap.add_argument("--x-events-per-conversation", type=int, default=100, help="care-desk: events per X conversation")
+    ap.add_argument("--paced", action="store_true", help="care-desk: also measure the Meta passes at 2 calls/s")
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--child-shape", help=argparse.SUPPRESS)
+    ap.add_argument("--child-account", help=argparse.SUPPRESS)
+    ap.add_argument("--child-paced", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.child:
-        print(json.dumps(child(args.child, args.seed)))
+    if args.child is not None:
+        shape = json.loads(args.child_shape) if args.child_shape else None
+        print(json.dumps(child(args.child, args.seed, shape, args.child_account, paced=args.child_paced)))
+        return
+    if args.shape == "care-desk":
+        care_desk([args.conversations, args.messages_per_thread, args.x_events_per_conversation], args.seed, args.paced)
         return
     rows = []
     for size in [int(s) for s in args.sizes.split(",")]:
-        out = subprocess.run([sys.executable, __file__, "--child", str(size), "--seed", str(args.seed)], cwd=ROOT,
-                             capture_output=True, text=True, check=False)
-        if out.returncode != 0:
-            sys.stderr.write(out.stderr)
-            raise SystemExit(f"child for size {size} failed")
-        row = json.loads(out.stdout.strip().splitlines()[-1])
+        row = run_child(size, args.seed)
         rows.append(row)
         print(f"{row['size']:>7,} messages: {row['stored']:,} stored via {row['requests']:,} requests ({row['body_mb']} MB); "
               f"sync {row['sync_s']}s vs bare crawl {row['crawl_s']}s -> ratio {row['ratio']}x (goal <= 1.5x); "

@@ -1,18 +1,24 @@
 """What Messenger and Instagram share: the Graph client, the polling pass and the Send API.
 
-A polling pass (reference C.2-C.4):
+A polling pass (reference C.2-C.4) costs one call per page of the conversation list when nothing is
+cut short: the list carries each thread's readable messages by field expansion.
 
-1. List conversations newest-first (`fields=id,updated_time,participants,message_count`,
-   `limit=page_size`), following `paging.next` within the pass only (Graph cursors break when an item
-   is deleted, so none is persisted). Listing stops at the first page holding a thread whose
-   `updated_time` is at or below the high-water mark minus the overlap (`spec.overlap_seconds`): Graph
-   timestamps have one-second resolution and listings lag, so a thread can surface with an
-   `updated_time` just below the mark after the previous pass ended.
+1. List conversations newest-first (`fields=id,updated_time,participants,message_count,
+   messages.limit(20){...}`, `limit=page_size`), following `paging.next` within the pass only (Graph
+   cursors break when an item is deleted, so none is persisted). Listing stops at the first page
+   holding a thread whose `updated_time` is at or below the high-water mark minus the overlap
+   (`spec.overlap_seconds`): Graph timestamps have one-second resolution and listings lag, so a thread
+   can surface with an `updated_time` just below the mark after the previous pass ended.
 2. A thread above that line is read unless the cursor remembers it with the same `updated_time` and
    `message_count` (threads inside the overlap window are remembered, so a pass with nothing new costs
    exactly one list call).
-3. A changed thread is read newest-first (`/{conversation-id}/messages`, `limit=20`) until a message id
-   the store already knows (asked through `known`, one batch per page of messages).
+3. A changed thread's messages are taken newest-first from its nested `messages` edge until a message
+   id the store already knows (asked through `known`, one batch per list page for all its threads).
+   Only where the nested read is cut short -- its `paging.next` set while no known id was reached and
+   fewer than the readable 20 were seen -- does the thread cost calls of its own: `/{conversation-id}/
+   messages` from that `next`, one `known` batch per page. A row whose nested edge is missing or not an
+   edge (Graph may leave an expansion out, or answer it with an error) is read through
+   `/{conversation-id}/messages` (`limit=20`) from the start.
 4. Only the 20 newest messages of a thread are readable. When all of them are new, older new ones
    may be lost. A `Gap` is reported when all readable messages are new, the horizon was reached, and
    either Graph says the thread holds more messages than we could read (`message_count`), or -- count
@@ -20,14 +26,16 @@ A polling pass (reference C.2-C.4):
    pass (so something between the previous pass and it may be missing). On a first sync the count
    alone decides: a thread of 26 messages has 6 that can never be read, and that is reported; without
    a count a first sync reports nothing, since nothing shows that older messages exist.
+5. A broken conversation row or message is quarantined with its raw payload (scrubbed of tokens) and
+   the pass goes on; a thread its own read cannot reach (deleted, permission) is quarantined too.
 
 Each conversation-list page becomes one `Page` with the messages of its changed threads (ascending
 by time). The last page of the pass carries the new cursor
 `{"hwm": newest updated_time, "recent": {thread: [updated_time, message_count]}}`. Intermediate pages
 keep the old high-water mark and add the threads read so far to `recent`; a pass that stops early
-(the usage budget is spent, `connectors.budget`; throttled; the platform failing) first hands back the
-threads it finished. So the next pass skips what is stored and reads on, while the high-water mark
-never moves past a thread not read yet.
+(the usage budget is spent, `connectors.budget`; throttled; the platform failing -- on the list call
+or on a thread's own read) first hands back the threads it finished. So the next pass skips what is
+stored and reads on, while the high-water mark never moves past a thread not read yet.
 """
 
 from __future__ import annotations
@@ -69,6 +77,7 @@ from connectors.graph_parse import (
     MetaContext,
     iter_ids,
     message_items,
+    nested_messages,
     parse_conversation,
     parse_message,
     sent_message_id,
@@ -81,6 +90,8 @@ log = logging.getLogger(__name__)
 HORIZON = GRAPH_THREAD_HORIZON  # only the 20 newest messages of a thread are readable
 MESSAGE_FIELDS = "id,created_time,from,to,message,attachments,story,shares,sticker,is_unsupported"
 CONVERSATION_FIELDS = "id,updated_time,participants,message_count"
+# Each row carries its thread's readable messages, with the fields a thread's own read asks.
+LISTING_FIELDS = f"{CONVERSATION_FIELDS},messages.limit({HORIZON}){{{MESSAGE_FIELDS}}}"
 MAX_EMPTY_PAGES = 3  # Graph may send `next` on an empty page; do not walk an endless empty tail
 
 
@@ -118,7 +129,7 @@ class MetaConnector:
         seen: dict[str, list[Any]] = {}
         done: dict[str, list[Any]] = {}  # threads this pass has read and handed back, with their signatures
         url: str = f"{self.node}/conversations"
-        params: dict[str, Any] | None = {"platform": self.platform, "fields": CONVERSATION_FIELDS, "limit": self.spec.page_size}
+        params: dict[str, Any] | None = {"platform": self.platform, "fields": LISTING_FIELDS, "limit": self.spec.page_size}
         pager = NextUrlPager(
             key=self.client.url, max_empty=MAX_EMPTY_PAGES,
             on_repeat=lambda _: MalformedResponseError(f"GET /{self.node}/conversations: paging loops", account=self.spec.name),
@@ -134,6 +145,7 @@ class MetaConnector:
                 if not isinstance(body, Mapping) or not isinstance(body.get("data"), list):
                     raise MalformedResponseError(f"GET /{self.node}/conversations: no data list", account=self.spec.name)
                 received = self.client.session.clock()
+                changed: list[tuple[Conversation, list[Any], Mapping[str, Any] | None]] = []
                 for item in body["data"]:
                     try:
                         conv = parse_conversation(item, received=received, skew=self.skew)
@@ -157,7 +169,12 @@ class MetaConnector:
                         # Unchanged since a pass (or an unfinished one) read it. Without a count the
                         # time alone cannot say so (one-second resolution): the thread is read.
                         continue
-                    msgs, quar, gap = self._read_thread(conv, known, threshold)
+                    changed.append((conv, signature, nested_messages(item)))
+                # One question to the store for the nested messages of every changed thread of the page.
+                nested_ids = [i for _c, _s, edge in changed if edge is not None for i in iter_ids(edge["data"])]
+                stored = known(nested_ids) if nested_ids else set()
+                for conv, signature, edge in changed:
+                    msgs, quar, gap = self._read_thread(conv, known, threshold, nested=edge, stored=stored)
                     messages.extend(msgs)
                     quarantined.extend(quar)
                     if gap is not None:
@@ -207,8 +224,12 @@ class MetaConnector:
         return {"v": 1, "hwm": format_time(hwm), "recent": keep}
 
     def _read_thread(
-        self, conv: Conversation, known: KnownIds, threshold: datetime | None
+        self, conv: Conversation, known: KnownIds, threshold: datetime | None, *,
+        nested: Mapping[str, Any] | None = None, stored: set[str] | None = None,
     ) -> tuple[list[InboundMessage], list[QuarantinedItem], Gap | None]:
+        """A changed thread's new messages, newest first until a known one: from the list row's nested
+        edge (`nested`; the stored ones among its ids in `stored`), read on through the thread's own
+        edge only where that is cut short; without a nested edge, through its own edge from the start."""
         url: str = f"{conv.id}/messages"
         params: dict[str, Any] | None = {"fields": MESSAGE_FIELDS, "limit": HORIZON}
         messages: list[InboundMessage] = []
@@ -216,19 +237,26 @@ class MetaConnector:
         readable = 0
         hit_known = False
         pager = NextUrlPager(key=self.client.url, max_empty=1)  # a repeated link ends the thread (HORIZON bounds it too)
+        from_nested = False
         while True:
-            try:
-                body = self.client.get(url, params)
-                items = message_items(body)
-            except PermanentError as exc:
-                # One unreadable thread (deleted, permission) must not stop the account's sync.
-                quarantined.append(self._quarantine(f"thread unreadable: {exc}", {"conversation_id": conv.id}, thread_id=conv.id))
-                return messages, quarantined, None
-            except ParseError as exc:
-                quarantined.append(self._quarantine(f"thread messages: {exc}", body, thread_id=conv.id))
-                return messages, quarantined, None
-            ids = iter_ids(items)
-            stored = known(ids) if ids else set()
+            if nested is not None:
+                body: Any = nested
+                items: list[Any] = list(nested["data"])
+                nested, from_nested = None, True
+                stored = stored if stored is not None else set()
+            else:
+                try:
+                    body = self.client.get(url, params)
+                    items = message_items(body)
+                except PermanentError as exc:
+                    # One unreadable thread (deleted, permission) must not stop the account's sync.
+                    quarantined.append(self._quarantine(f"thread unreadable: {exc}", {"conversation_id": conv.id}, thread_id=conv.id))
+                    return messages, quarantined, None
+                except ParseError as exc:
+                    quarantined.append(self._quarantine(f"thread messages: {exc}", body, thread_id=conv.id))
+                    return messages, quarantined, None
+                ids = iter_ids(items)
+                stored = known(ids) if ids else set()
             received = self.client.session.clock()
             for item in items:
                 readable += 1
@@ -256,6 +284,12 @@ class MetaConnector:
             if link is None:
                 break
             url, params = link, None
+            after = _after_cursor(body) if from_nested else None
+            if after is not None:
+                # Read on from the nested edge's cursor with our own fields (its `next` is built by
+                # Graph from the expansion, and carries the token).
+                url, params = f"{conv.id}/messages", {"fields": MESSAGE_FIELDS, "limit": HORIZON, "after": after}
+            from_nested = False
         gap = None
         if not hit_known and readable >= HORIZON:
             oldest = min((m.sent_at for m in messages), default=None)
@@ -331,6 +365,13 @@ class MetaConnector:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _after_cursor(edge: Mapping[str, Any]) -> str | None:
+    paging = edge.get("paging")
+    cursors = paging.get("cursors") if isinstance(paging, Mapping) else None
+    after = cursors.get("after") if isinstance(cursors, Mapping) else None
+    return after if isinstance(after, str) and after and len(after) <= 1024 else None
 
 
 def _cursor_time(cursor: Mapping[str, Any] | None) -> datetime | None:

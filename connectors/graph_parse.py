@@ -273,6 +273,16 @@ def message_items(body: Any) -> list[Any]:
     raise ParseError("response has no message list")
 
 
+def nested_messages(item: Any) -> Mapping[str, Any] | None:
+    """A conversation row's nested `messages` edge when it is usable (an object with a `data` list);
+    else None, and the thread is read through its own edge (Graph may leave an expansion out or
+    answer it with an error)."""
+    edge = item.get("messages") if isinstance(item, Mapping) else None
+    if isinstance(edge, Mapping) and isinstance(edge.get("data"), list) and "error" not in edge:
+        return edge
+    return None
+
+
 def iter_ids(items: Iterable[Any]) -> list[str]:
     """The ids of whichever items have one (used to ask which are already stored)."""
     out: list[str] = []

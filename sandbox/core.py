@@ -41,7 +41,8 @@ class Sandbox(AccountsMixin, InjectionMixin, DispatchMixin):
     """
 
     def __init__(self, seed: int = 7, large: int = 0, x_rate_limit: int = 15, x_window_seconds: float = 900,
-                 meta_calls_per_second: float | None = None, timeout_sleep: float = 20.0, late_sleep: float | None = None) -> None:
+                 meta_calls_per_second: float | None = None, timeout_sleep: float = 20.0, late_sleep: float | None = None,
+                 shape: tuple[int, int, int] | None = None) -> None:
         self.seed = seed
         self.large = large
         self.timeout_sleep = timeout_sleep
@@ -66,6 +67,9 @@ class Sandbox(AccountsMixin, InjectionMixin, DispatchMixin):
             started = time.perf_counter()
             _large_build(self.state, large, seed)
             log.info("generated %d messages in %.2f s", large, time.perf_counter() - started)
+        if shape is not None:  # (conversations per account, messages per Meta thread, events per X conversation)
+            with self.state.lock:
+                large_data.build_shape(self.state, *shape, seed)
 
     # ── lifecycle ───────────────────────────────────────────────────────────────────────────
     def start(self, host: str = "127.0.0.1", port: int = 0) -> Sandbox:
@@ -174,6 +178,12 @@ class Sandbox(AccountsMixin, InjectionMixin, DispatchMixin):
         with self.state.lock:
             spent = {business_object(self._meta(name))[0]: n for name, n in (used or {}).items()}
             self.usage.set_budget(calls, window_seconds, spent)
+
+    def cut_nested(self, cap: int | None) -> None:
+        """Serve at most `cap` messages in each nested `messages` edge of a conversation listing, as
+        Graph may cut a page short of its limit (the edge's `paging.next` reads on); None: as asked."""
+        with self.state.lock:
+            self.state.nested_cap = cap
 
     def clear_faults(self) -> None:
         self.faults.clear()

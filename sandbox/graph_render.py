@@ -113,7 +113,9 @@ def page_limit(value: str | None, default: int, cap: int = 100) -> int:
 
 
 def messages_edge(ctx: Ctx, acc: MetaAccount, th: Thread, sub: dict[str, FieldSpec] | None, limit: int,
-                  after: str | None, before: str | None, fields_text: str) -> dict[str, Any]:
+                  after: str | None, before: str | None, fields_text: str, cap: int | None = None) -> dict[str, Any]:
+    """A page of a thread's readable messages (the 20 newest), newest first. `cap`: serve fewer than
+    `limit` (a page cut short); its `next` link still asks for `limit`."""
     fields = sub if sub else parse_fields(DEFAULT_MESSAGE_FIELDS)
     readable = th.readable()
     start = 0
@@ -124,7 +126,7 @@ def messages_edge(ctx: Ctx, acc: MetaAccount, th: Thread, sub: dict[str, FieldSp
         c_ms, c_id = uncursor(before)[:2]
         end = _position(readable, int(c_ms), c_id)
         start = max(0, end - limit)
-    page = readable[start : start + limit]
+    page = readable[start : start + (limit if cap is None else max(0, min(limit, cap)))]
     data = [render_message(acc, m, fields) for m in page]
     out: dict[str, Any] = {"data": data}
     if page:
@@ -133,7 +135,7 @@ def messages_edge(ctx: Ctx, acc: MetaAccount, th: Thread, sub: dict[str, FieldSp
         params = {"fields": fields_text or DEFAULT_MESSAGE_FIELDS, "limit": str(limit)}
         if start > 0:
             paging["previous"] = next_url(ctx, f"{th.id}/messages", {**params, "before": paging["cursors"]["before"]})
-        if start + limit < len(readable):
+        if start + len(page) < len(readable):
             paging["next"] = next_url(ctx, f"{th.id}/messages", {**params, "after": paging["cursors"]["after"]})
         out["paging"] = paging
     return out
@@ -206,7 +208,7 @@ def render_thread(ctx: Ctx, state: State, acc: MetaAccount, th: Thread, fields: 
         elif name == "messages":
             limit = page_limit(spec.mods.get("limit"), 25)
             sub_text = unparse_fields(spec.sub) if spec.sub else DEFAULT_MESSAGE_FIELDS
-            out["messages"] = messages_edge(ctx, acc, th, spec.sub, limit, None, None, sub_text)
+            out["messages"] = messages_edge(ctx, acc, th, spec.sub, limit, None, None, sub_text, cap=state.nested_cap)
         # subject, wallpaper: not set on these threads, so omitted as Graph does
     if "id" not in out:
         out["id"] = th.id

@@ -1,4 +1,5 @@
-"""A generated dataset of about N messages over the three default accounts, for paging and benchmarks.
+"""A generated dataset of about N messages over the three default accounts (or of a given shape:
+`build_shape`, a care desk's), for paging and benchmarks.
 
 Built directly into the state's structures (no per-message index maintenance: indexes are sorted once
 at the end), so 100k messages take well under a second. Deterministic from the seed.
@@ -70,7 +71,21 @@ def build(state: State, n: int, seed: int) -> None:
     _x(state, n - fb_n - ig_n, rng, now, span)
 
 
-def _meta(state: State, acc: MetaAccount, budget: int, rng: random.Random, now: float, span: int, platform: str) -> None:
+def build_shape(state: State, conversations: int, per_thread: int, x_per_conversation: int, seed: int) -> None:
+    """A care desk's shape: `conversations` threads of `per_thread` messages on each Meta account (only
+    the newest 20 readable) and `conversations` X conversations of `x_per_conversation` events."""
+    if conversations < 0 or per_thread < 1 or x_per_conversation < 1:
+        raise ValueError("a shape needs conversations >= 0 and at least one message per thread and conversation")
+    rng = random.Random(seed * 1_000_003 + conversations)
+    now = state.t0
+    span = 20 * 86400  # long X conversations still end inside the 30-day lookup window
+    for name, platform in (("tokoshop-fb", "messenger"), ("tokoshop-ig", "instagram")):
+        _meta(state, state.meta[name], conversations * per_thread, rng, now, span, platform, size=per_thread)
+    _x(state, conversations * x_per_conversation, rng, now, span, size=x_per_conversation)
+
+
+def _meta(state: State, acc: MetaAccount, budget: int, rng: random.Random, now: float, span: int, platform: str,
+          size: int | None = None) -> None:
     brand = acc.brand
     rand = rng.random
     getbits = rng.getrandbits
@@ -83,7 +98,7 @@ def _meta(state: State, acc: MetaAccount, budget: int, rng: random.Random, now: 
     base_uid = rng.randrange(2 * 10**16, 3 * 10**16) if platform == "messenger" else rng.randrange(10**15, 5 * 10**15)
     while budget > 0:
         k += 1
-        count = min(budget, 1 + int(rand() * META_HORIZON))
+        count = min(budget, size or 1 + int(rand() * META_HORIZON))
         budget -= count
         uid = str(base_uid + k * 7)
         name = f"{FIRST[int(rand() * len(FIRST))]} {LAST[int(rand() * len(LAST))]}"
@@ -94,10 +109,11 @@ def _meta(state: State, acc: MetaAccount, budget: int, rng: random.Random, now: 
             person = Person(uid, None, f"{name.lower().replace(' ', '.')}{k}")
             tid = b64(f"ig_message_thread:1:IGMessageThread:{ig_id}:{base_tid + k * 13}".encode())
         th = Thread(tid, acc.spec.name, person)
-        t = now - 60 - rand() * span - count * 3600
+        step = 3580 if size is None else 580  # a shaped thread's messages come closer together
+        t = now - 60 - rand() * span - count * (step + 20)
         msgs = th.messages
         for i in range(count):
-            t += 20 + int(rand() * 3580)
+            t += 20 + int(rand() * step)
             outbound = i > 0 and rand() < 0.3
             if platform == "messenger":
                 mid = "m_" + b64(getbits(384).to_bytes(48, "big"))
@@ -115,7 +131,7 @@ def _meta(state: State, acc: MetaAccount, budget: int, rng: random.Random, now: 
     acc.index.sort()
 
 
-def _x(state: State, budget: int, rng: random.Random, now: float, span: int) -> None:
+def _x(state: State, budget: int, rng: random.Random, now: float, span: int, size: int | None = None) -> None:
     acc = state.x["tokoshop-x"]
     me = acc.me.id
     rand = rng.random
@@ -124,7 +140,7 @@ def _x(state: State, budget: int, rng: random.Random, now: float, span: int) -> 
     seq = 0
     while budget > 0:
         k += 1
-        count = min(budget, 1 + int(rand() * 30))
+        count = min(budget, size or 1 + int(rand() * 30))
         budget -= count
         uid = str(base_uid + k * 11)
         first, last = FIRST[int(rand() * len(FIRST))], LAST[int(rand() * len(LAST))]

@@ -183,6 +183,9 @@ class State:
         self.t0 = time.time()  # real now at construction: seed timestamps are relative to it
         self._mono0 = time.monotonic()
         self.offset = 0.0  # advance() moves the clock forward
+        # At most this many messages in a conversation listing's nested `messages` edge (None: as
+        # asked), `paging.next` still set: Graph may cut a page short of its limit.
+        self.nested_cap: int | None = None
         self.meta: dict[str, MetaAccount] = {}
         self.x: dict[str, XAccount] = {}
         self.msg_index: dict[str, Msg] = {}

@@ -223,13 +223,21 @@ def test_broken_body_is_a_clear_error(sb: Any, name: str, kind: str) -> None:
     assert sb.accounts[name].token not in text
 
 
-@pytest.mark.parametrize("name", ACCOUNTS)
-def test_item_without_time_and_sender_is_repaired_and_the_page_continues(sb: Any, name: str) -> None:
+@pytest.mark.parametrize("name,where", [*((n, "nested") for n in META), *((n, "read on") for n in META), ("tokoshop-x", "page")])
+def test_item_without_time_and_sender_is_repaired_and_the_page_continues(sb: Any, name: str, where: str) -> None:
     """A one-to-one thread's message without its time and its author is still the customer's message:
-    stored with the time it was received and the thread's other participant, marked as repaired."""
+    stored with the time it was received and the thread's other participant, marked as repaired.
+    Meta: in a list row's nested edge, and on a thread's own read after a nested read cut short."""
     whole, _, _ = drain(open_connector(sb, name), None, Store())
-    path = "/messages" if name in META else READ_PATH[name]
-    sb.fault("bad_item", account=name, path=path)
+    if where == "nested":
+        target = next(m for m in whole[len(whole) // 2:] if m.direction is Direction.IN).external_id
+        sb.fault("poison", account=name, path=READ_PATH[name], target=target, field="created_time", value=None)
+        sb.fault("poison", account=name, path=READ_PATH[name], target=target, field="from", value="null")
+    elif where == "read on":
+        sb.cut_nested(1)  # every thread of more than one message reads on through its own edge, where the fault lands
+        sb.fault("bad_item", account=name, path="/messages")
+    else:
+        sb.fault("bad_item", account=name, path=READ_PATH[name])
     messages, pages, cursor = drain(open_connector(sb, name), None, Store())
     assert not [q for p in pages for q in p.quarantined]
     assert {m.external_id for m in messages} == {m.external_id for m in whole}
@@ -237,6 +245,8 @@ def test_item_without_time_and_sender_is_repaired_and_the_page_continues(sb: Any
     assert len(repaired) == 1
     assert MessageFlag.SENDER_INFERRED in repaired[0].flags
     assert repaired[0].raw and "created_time" not in repaired[0].raw  # the platform's own payload is kept
+    if where == "nested":
+        assert repaired[0].external_id == target
     assert cursor is not None
 
 
@@ -474,13 +484,14 @@ def test_specs_from_the_generated_config(sb: Any, tmp_path: Any) -> None:
 
 
 def test_pacing_keeps_a_meta_account_under_its_call_rate() -> None:
-    """Unpaced, a full pass trips the per-second limit; paced, the same pass goes through."""
+    """Unpaced, a full pass trips the per-second limit; paced, the same pass goes through. (A list page
+    of one thread: a pass of many calls, now that a page of threads costs one call.)"""
     with Sandbox(seed=7, meta_calls_per_second=10).start() as box:
         with pytest.raises(RateLimitedError) as info:
-            drain(open_connector(box, "tokoshop-fb", min_interval=0.0), None, Store())
+            drain(open_connector(box, "tokoshop-fb", min_interval=0.0, page_size=1), None, Store())
         assert info.value.code == 80006 and info.value.retry_at is not None
     with Sandbox(seed=7, meta_calls_per_second=10).start() as box:
-        messages, _, _ = drain(open_connector(box, "tokoshop-fb", min_interval=0.12), None, Store())
+        messages, _, _ = drain(open_connector(box, "tokoshop-fb", min_interval=0.12, page_size=1), None, Store())
         assert messages and len(box.calls) >= 10  # the sandbox enforced its per-second limit on every call
 
 

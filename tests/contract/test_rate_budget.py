@@ -55,6 +55,7 @@ def test_a_meta_page_with_a_small_budget_stores_every_message_over_a_few_passes(
         assert sync_account(engine, settings, acc, connector_factory=factory).status == "ok"
         _inject_backlog(sb, "tokoshop-fb")
         baseline = len(stored_ids(engine, "tokoshop-fb"))
+        sb.cut_nested(1)  # each thread's nested read is cut short: it costs calls of its own
         sb.meta_budget(4, window_seconds=WINDOW)
         sb.clear_calls()
 
@@ -88,6 +89,7 @@ def test_a_page_already_at_97_percent_stores_what_its_last_calls_read(engine, db
         factory = fast_factory(settings)
         assert sync_account(engine, settings, acc, connector_factory=factory).status == "ok"
         _inject_backlog(sb, "tokoshop-fb", threads=4)
+        sb.cut_nested(1)  # each thread's nested read is cut short: it costs a call of its own
         sb.meta_budget(50, window_seconds=WINDOW, used={"tokoshop-fb": 48})
         sb.clear_calls()
         res = sync_account(engine, settings, acc, connector_factory=factory)
@@ -186,6 +188,7 @@ def test_cli_sync_and_accounts_show_the_stop_and_the_headroom(tmp_path, monkeypa
         config.write_text(sb.config_toml(database=f"sqlite:///{tmp_path / 'inbox.db'}"))
         real = inbox.sync.account.make_connector
         monkeypatch.setattr(inbox.sync.account, "make_connector", lambda s, a, **kw: real(s, a, min_interval=0.0))
+        sb.cut_nested(1)  # a first pass of more calls than the budget: every thread read on by itself
         sb.meta_budget(4, window_seconds=WINDOW)
         assert cli.main(["-c", str(config), "--json", "sync"]) == 7
         out = json.loads(capsys.readouterr().out)
@@ -213,6 +216,7 @@ def test_inbox_run_reschedules_an_account_that_stopped_for_its_budget(tmp_path, 
         url = f"sqlite:///{tmp_path / 'inbox.db'}"
         engine = open_store(url)
         settings = sandbox_settings(sb, url, interval_seconds=30, jitter_seconds=0)
+        sb.cut_nested(1)  # a first pass of more calls than the budget: every thread read on by itself
         sb.meta_budget(4, window_seconds=WINDOW)
         sched = SyncScheduler(settings, engine, connector_factory=fast_factory(settings), first_run_delay=3600)
         sched.start()

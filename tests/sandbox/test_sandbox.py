@@ -203,6 +203,60 @@ def test_nested_messages_in_listing_and_previous_cursor(sandbox: Sandbox) -> Non
     assert [c["id"] for c in back["data"]] == [c["id"] for c in body["data"]]
 
 
+def test_nested_messages_page_within_the_horizon_and_can_be_cut_short(sandbox: Sandbox) -> None:
+    """`messages.limit(N){...}` in the listing: at most N newest messages per thread, never past the
+    20 readable ones; its `paging.next` reads on through `/{thread}/messages` within the horizon, and
+    is absent when the edge holds every readable message. `cut_nested(k)` serves k with `next` on."""
+    g = Graph(sandbox)
+    tid = sandbox.threads("tokoshop-fb")[0]
+    sandbox.burst("tokoshop-fb", tid, 25)  # 25 new: only the newest 20 stay readable
+    readable = [m["id"] for m in reversed(sandbox.thread_messages("tokoshop-fb", tid)) if m["readable"]]
+    assert len(readable) == 20
+
+    def row(**params: Any) -> dict[str, Any]:
+        body = g.get(f"{PAGE_ID}/conversations", platform="messenger", **params).json()
+        return next(c for c in body["data"] if c["id"] == tid)
+
+    assert [m["id"] for m in row(fields="id,messages.limit(100){id}")["messages"]["data"]] == readable
+    whole = row(fields="id,message_count,messages.limit(20){id,created_time}")
+    assert whole["message_count"] > 20 and len(whole["messages"]["data"]) == 20
+    assert "next" not in whole["messages"]["paging"]  # nothing more is readable
+    short = row(fields="id,messages.limit(7){id,created_time}")["messages"]
+    assert [m["id"] for m in short["data"]] == readable[:7]
+    seen, nxt = [m["id"] for m in short["data"]], short["paging"]["next"]
+    assert urlsplit(nxt).path.endswith(f"/{tid}/messages")
+    while nxt:
+        page = g.http.get(nxt, timeout=5).json()
+        seen += [m["id"] for m in page["data"]]
+        nxt = page.get("paging", {}).get("next")
+    assert seen == readable
+    sandbox.cut_nested(3)
+    cut = row(fields="id,messages.limit(20){id}")["messages"]
+    assert [m["id"] for m in cut["data"]] == readable[:3] and "next" in cut["paging"]
+    rest = g.http.get(cut["paging"]["next"], timeout=5).json()
+    assert [m["id"] for m in rest["data"]] == readable[3:]  # the thread's own edge is not cut
+    sandbox.cut_nested(None)
+    assert len(row(fields="id,messages.limit(20){id}")["messages"]["data"]) == 20
+
+
+def test_faults_apply_to_the_listing_with_nested_messages(sandbox: Sandbox) -> None:
+    g = Graph(sandbox)
+    fields = "id,updated_time,messages.limit(20){id,created_time,from,message}"
+    sandbox.fault("503", path="/conversations", account="tokoshop-fb")
+    assert g.get(f"{PAGE_ID}/conversations", platform="messenger", fields=fields).status_code == 503
+    body = g.get(f"{PAGE_ID}/conversations", platform="messenger", fields=fields).json()
+    target = body["data"][0]["messages"]["data"][0]["id"]
+    sandbox.fault("poison", path="/conversations", target=target, field="created_time", value=None)
+    poisoned = g.get(f"{PAGE_ID}/conversations", platform="messenger", fields=fields).json()
+    assert "created_time" not in poisoned["data"][0]["messages"]["data"][0]
+    sandbox.clear_faults()
+    sandbox.fault("bad_item", path="/conversations")
+    broken = g.get(f"{PAGE_ID}/conversations", platform="messenger", fields=fields).json()["data"]
+    assert sum("updated_time" not in c for c in broken) == 1  # one row broken, its nested edge intact
+    assert all(c["messages"]["data"] for c in broken)
+    assert graph_error(g.get(f"{PAGE_ID}/conversations", platform="messenger", fields="id,messages.limit(x){id}"))["code"] == 100
+
+
 def test_message_node_shapes(sandbox: Sandbox) -> None:
     g = Graph(sandbox)
     fields = "id,created_time,from,to,message,attachments,shares,story,sticker,is_unsupported"

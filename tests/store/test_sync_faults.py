@@ -14,8 +14,10 @@ CASES = [
     # kind, account, path, expected status, words expected in the recorded error
     ("429", "tokoshop-x", None, "retry-later", ("429", "rate")),
     ("500", "tokoshop-fb", "/conversations", "retry-later", ("500", "unknown error", "(code 1)", "(code 2)")),
-    ("503", "tokoshop-ig", "/messages", "retry-later", ("503", "unavailable", "(code 1)", "(code 2)")),
-    ("timeout", "tokoshop-fb", "/messages", "retry-later", ("time",)),
+    # Meta reads threads nested in the list: a pass makes no /messages GET unless a nested read is
+    # cut short (faults there: tests/contract/test_graph_nested.py).
+    ("503", "tokoshop-ig", "/conversations", "retry-later", ("503", "unavailable", "(code 1)", "(code 2)")),
+    ("timeout", "tokoshop-fb", "/conversations", "retry-later", ("time",)),
     ("drop", "tokoshop-x", None, "retry-later", ("connection",)),
     ("expired_token", "tokoshop-fb", None, "needs-reauth", ("190",)),
     ("expired_token", "tokoshop-x", None, "needs-reauth", ("401",)),

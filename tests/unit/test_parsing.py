@@ -311,3 +311,28 @@ def test_scrub_masks_every_secret_parameter_in_nested_payloads() -> None:
     assert clean["attachments"]["paging"]["next"].endswith("access_token=****&after=QQ")
     assert clean["message"] == payload["message"] and clean["attachments"]["data"] == payload["attachments"]["data"]
     assert "EAAGsecret123" in payload["attachments"]["paging"]["next"], "the input is not modified"
+
+
+@pytest.mark.parametrize(
+    ("row", "usable"),
+    [
+        ({"id": "t_1", "messages": {"data": [{"id": "m_1"}], "paging": {"cursors": {"after": "QVFI"}}}}, True),
+        ({"id": "t_1", "messages": {"data": []}}, True),  # an empty edge is an answer: nothing readable
+        ({"id": "t_1"}, False),
+        ({"id": "t_1", "messages": None}, False),
+        ({"id": "t_1", "messages": [{"id": "m_1"}]}, False),
+        ({"id": "t_1", "messages": "m_1"}, False),
+        ({"id": "t_1", "messages": {"data": {"id": "m_1"}}}, False),
+        ({"id": "t_1", "messages": {"data": [], "error": {"code": 1, "message": "An unknown error occurred"}}}, False),
+        ("t_1", False),
+        (None, False),
+    ],
+)
+def test_a_list_row_nested_messages_edge_is_used_only_when_it_is_one(row: Any, usable: bool) -> None:
+    """A row without a usable nested `messages` edge is read through the thread's own edge."""
+    from connectors.graph_parse import nested_messages
+
+    edge = nested_messages(row)
+    assert (edge is not None) == usable
+    if usable:
+        assert edge is row["messages"]
