@@ -11,7 +11,6 @@ On PostgreSQL they are plain SQLAlchemy calls.
 
 from __future__ import annotations
 
-import json
 from collections import namedtuple
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from inbox.store.types import UTCDateTime
+from inbox.store.types import UTCDateTime, dumps
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -86,7 +85,9 @@ class _JSONList(sa.types.TypeDecorator[list[Any]]):
     cache_ok = True
 
     def process_bind_param(self, value: Any, dialect: sa.Dialect) -> str:
-        return json.dumps(list(value))
+        # orjson (`inbox.store.types.dumps`): the same array for json_each, a few times faster
+        # than json.dumps; a page binds a list to most of its reads.
+        return dumps(list(value))
 
 
 @lru_cache(maxsize=8192)  # a page's timestamps recur across its statements (message, ticket, thread)
