@@ -11,7 +11,7 @@ process. The baseline does nothing but `INSERT OR IGNORE` of flat tuples; `inges
 upserts contacts and conversations, runs dedup, creates tickets with triage and SLA clocks,
 counters, events and the cursor.
 
-    .venv/bin/python bench/ingest.py [--messages 200000] [--page-size 200]
+    .venv/bin/python bench/ingest.py [--messages 200000] [--page-size 200] [--runs 3]
 """
 
 from __future__ import annotations
@@ -36,6 +36,9 @@ from sandbox.large import FIRST as NAMES  # noqa: E402
 
 T0 = datetime(2026, 10, 27, tzinfo=timezone.utc)
 ACCOUNTS = (("bench-fb", Channel.FACEBOOK, "104920378912345"), ("bench-ig", Channel.INSTAGRAM, "17841400000000001"), ("bench-x", Channel.X, "1500000000000000001"))
+
+
+CPU: dict[str, float] = {}  # the last run's CPU seconds per side (time.process_time)
 
 
 def generate(n: int, seed: int = 7) -> dict[str, list[InboundMessage]]:
@@ -110,6 +113,7 @@ def bench_raw(path: str, all_pages: dict[str, list[list[InboundMessage]]]) -> tu
         " UNIQUE (channel, account_id, external_id))"
     )
     sql = "INSERT OR IGNORE INTO message (channel, account_id, external_id, thread, direction, author_id, author_handle, author_name, text, kind, sent_at, raw) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+    cpu = time.process_time()
     start = time.perf_counter()
     delivered = 0
     for acc_no, (_name, pgs) in enumerate(all_pages.items(), 1):
@@ -119,6 +123,7 @@ def bench_raw(path: str, all_pages: dict[str, list[list[InboundMessage]]]) -> tu
             db.execute("COMMIT")
             delivered += len(page)
     elapsed = time.perf_counter() - start
+    CPU["raw"] = time.process_time() - cpu
     stored = db.execute("SELECT count(*) FROM message").fetchone()[0]
     db.close()
     return elapsed, stored
@@ -148,11 +153,13 @@ def bench_ingest(url: str, all_pages: dict[str, list[list[InboundMessage]]], *, 
             s.refresh(acc)
             refs[name] = account_ref(engine, acc)
     total = IngestResult()
+    cpu = time.process_time()
     start = time.perf_counter()
     for name, pgs in all_pages.items():
         for i, page in enumerate(pgs):
             total = total + ingest_page(engine, refs[name], Page(tuple(page), cursor={"page": i}), settings)
     elapsed = time.perf_counter() - start
+    CPU["ingest"] = time.process_time() - cpu  # the process's: the WAL checkpoint thread counts too
     engine.dispose()
     return elapsed, total.counts()
 
@@ -162,6 +169,7 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=200_000)
     ap.add_argument("--page-size", type=int, default=200)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--runs", type=int, default=1, help="runs of both sides; the minimum of each is reported")
     ap.add_argument("--attribute", action="store_true", help="also run without the search index's triggers, to show their share")
     args = ap.parse_args()
 
@@ -172,18 +180,33 @@ def main() -> None:
     print(f"generated {args.messages:,} messages, {delivered:,} delivered in {sum(len(p) for p in all_pages.values()):,} pages "
           f"of {args.page_size} (+10% re-delivered) in {time.perf_counter() - t:.1f}s")
 
-    with tempfile.TemporaryDirectory() as tmp:
-        raw_s, raw_stored = bench_raw(os.path.join(tmp, "raw.db"), all_pages)
-        ing_s, counts = bench_ingest(f"sqlite:///{os.path.join(tmp, 'inbox.db')}", all_pages)
-        bare_s = bench_ingest(f"sqlite:///{os.path.join(tmp, 'nofts.db')}", all_pages, without_fts=True)[0] if args.attribute else None
+    walls: dict[str, list[float]] = {"raw": [], "ingest": []}
+    cpus: dict[str, list[float]] = {"raw": [], "ingest": []}
+    bare_s = None
+    for run in range(args.runs):
+        with tempfile.TemporaryDirectory() as tmp:
+            raw_s, raw_stored = bench_raw(os.path.join(tmp, "raw.db"), all_pages)
+            ing_s, counts = bench_ingest(f"sqlite:///{os.path.join(tmp, 'inbox.db')}", all_pages)
+            if args.attribute and run == 0:
+                bare_s = bench_ingest(f"sqlite:///{os.path.join(tmp, 'nofts.db')}", all_pages, without_fts=True)[0]
+        assert raw_stored == counts["new_messages"] == args.messages, "both sides must store every message exactly once"
+        for side, wall in (("raw", raw_s), ("ingest", ing_s)):
+            walls[side].append(wall)
+            cpus[side].append(CPU[side])
+        if args.runs > 1:
+            print(f"run {run + 1}: raw {raw_s:.2f}s (CPU {CPU['raw']:.2f}s), ingest_page {ing_s:.2f}s (CPU {CPU['ingest']:.2f}s) "
+                  f"-> {raw_s / ing_s:.3f}x")
+    # The minimum of each side over the runs: on a shared machine, load only ever adds time.
+    raw_s, ing_s = min(walls["raw"]), min(walls["ingest"])
     raw_rate, ing_rate = delivered / raw_s, delivered / ing_s
-    print(f"raw sqlite3.executemany : {raw_rate:10,.0f} rows/s  ({raw_s:.2f}s, {raw_stored:,} stored)")
-    print(f"inbox ingest_page       : {ing_rate:10,.0f} rows/s  ({ing_s:.2f}s, {counts['new_messages']:,} stored, "
+    print(f"raw sqlite3.executemany : {raw_rate:10,.0f} rows/s  ({raw_s:.2f}s, CPU {min(cpus['raw']):.2f}s, {raw_stored:,} stored)")
+    print(f"inbox ingest_page       : {ing_rate:10,.0f} rows/s  ({ing_s:.2f}s, CPU {min(cpus['ingest']):.2f}s, {counts['new_messages']:,} stored, "
           f"{counts['duplicates']:,} duplicates skipped, {counts['new_tickets']:,} tickets, {counts['echoes']:,} echoes, "
           f"{counts['attached']:,} attached, {counts['flagged']:,} flagged)")
-    assert raw_stored == counts["new_messages"] == args.messages, "both sides must store every message exactly once"
     ratio = ing_rate / raw_rate
-    print(f"ratio ingest/raw        : {ratio:.3f}x  (goal >= 0.25x) {'OK' if ratio >= 0.25 else 'BELOW GOAL'}")
+    best = "" if args.runs == 1 else f" (minimum of {args.runs} runs each side)"
+    print(f"ratio ingest/raw        : {ratio:.3f}x{best}  (goal >= 0.25x) {'OK' if ratio >= 0.25 else 'BELOW GOAL'}; "
+          f"CPU {min(cpus['raw']) / min(cpus['ingest']):.3f}x")
     if bare_s is not None:
         print(f"without FTS triggers    : {delivered / bare_s:10,.0f} rows/s  ({bare_s:.2f}s) -> ratio {delivered / bare_s / raw_rate:.3f}x; "
               f"the message_fts index costs {ing_s - bare_s:.2f}s of {ing_s:.2f}s")

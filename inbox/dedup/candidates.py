@@ -241,19 +241,25 @@ def _load_said(conn: Connection, cands: Candidates, messages: list[InboundMessag
     def build() -> Any:
         # A page message looks back at most REPEAT_LOOKBACK customer messages: those stored
         # since the page's oldest message (usually none), and each thread's last few before
-        # it. A long thread costs no more than a short one.
-        since = _m.c.sent_at >= sa.bindparam("mid", type_=UTCDateTime())
-        recent = _customer_messages_between(
-            conn, _m.c.conversation_id, "convs", _m.c.id, _m.c.conversation_id, _m.c.text, _m.c.sent_at,
-            since.label("since"),
-            sa.func.row_number().over(partition_by=(_m.c.conversation_id, since), order_by=(_m.c.sent_at.desc(), _m.c.id.desc())).label("nth"),
-        ).where(sa.func.length(_m.c.text) >= MIN_RAW_CHARS).order_by(None).limit(None).subquery()
-        return (
-            sa.select(recent.c.id, recent.c.conversation_id, recent.c.text, recent.c.sent_at)
-            .where(sa.or_(recent.c.since, recent.c.nth <= REPEAT_LOOKBACK))
-            .order_by(recent.c.sent_at, recent.c.id)
-            .limit(5000)  # bounded, as every candidate query
+        # it. A long thread costs no more than a short one: its last few are read newest first
+        # from the (conversation, sent_at) index, each thread on its own, stopping at the
+        # REPEAT_LOOKBACK-th (a window over every message of the threads' day read them all).
+        x = _m.alias("said")
+        lo, hi, mid = (sa.bindparam(n, type_=UTCDateTime()) for n in ("lo", "hi", "mid"))
+        long_enough = sa.func.length(x.c.text) >= MIN_RAW_CHARS
+        last_few = (
+            sa.select(x.c.id)
+            .where(x.c.conversation_id == _v.c.id, x.c.direction == Direction.IN.value, x.c.sent_at >= lo, x.c.sent_at < mid, x.c.sent_at <= hi, long_enough)
+            .order_by(x.c.sent_at.desc(), x.c.id.desc())
+            .limit(REPEAT_LOOKBACK)
+            .correlate(_v)
         )
+        before = sa.select(_m.c.id, _m.c.conversation_id, _m.c.text, _m.c.sent_at).select_from(_v).join(_m, _m.c.id.in_(last_few)).where(in_values(conn, _v.c.id, "convs"))
+        since = sa.select(x.c.id, x.c.conversation_id, x.c.text, x.c.sent_at).where(
+            in_values(conn, x.c.conversation_id, "convs"), x.c.direction == Direction.IN.value, x.c.sent_at >= mid, x.c.sent_at >= lo, x.c.sent_at <= hi, long_enough
+        )
+        both = sa.union_all(before, since).subquery()
+        return sa.select(both.c.id, both.c.conversation_id, both.c.text, both.c.sent_at).order_by(both.c.sent_at, both.c.id).limit(5000)  # bounded, as every candidate query
 
     first = min(sent)
     rows = select(conn, "message?said", build, convs=convs, lo=first - cands.sim_window, hi=max(sent), mid=first)

@@ -59,11 +59,37 @@ _MAP.update({_collapse(k): "" for k in _DROPPED})
 _MAP.update({_collapse(k): _collapse(v) for k, v in _WORDS.items()})
 
 
+_TOKEN = re.compile(r"[^\W_]+")  # the words `_NON_ALNUM` separates, found directly
+_WORD_CACHE: dict[str, str] = {}  # folded word -> its reduced form ("" when dropped)
+_WORD_CACHE_MAX = 1 << 16
+
+
+def _reduced(word: str) -> str:
+    """A folded word with its elongated letters collapsed, then mapped (negation, salutation, abbreviation)."""
+    collapsed = _ELONGATED.sub(r"\1", word)
+    out = _MAP.get(collapsed, collapsed)
+    if len(_WORD_CACHE) >= _WORD_CACHE_MAX:  # bounded: a flood of distinct words starts it afresh
+        _WORD_CACHE.clear()
+    _WORD_CACHE[word] = out
+    return out
+
+
 @lru_cache(maxsize=1 << 14)  # the same complaint arrives again and again; bounded
 def chat_text(text: str | None) -> str:
-    """Chat text reduced for near-duplicate comparison (RapidFuzz), words separated by one space."""
+    """Chat text reduced for near-duplicate comparison (RapidFuzz), words separated by one space.
+
+    Word by word, each distinct word reduced once per process: a run of one letter never spans a
+    separator (letters are word characters), so collapsing it inside each word is collapsing it in
+    the text, and the words of a complaint ("pesanan", "belum", "kak") recur in nearly every text.
+    """
     if not text:
         return ""
-    get = _MAP.get
-    words = [get(w, w) for w in _NON_ALNUM.split(_ELONGATED.sub(r"\1", _fold(text))) if w]
-    return " ".join(w for w in words if w)
+    get = _WORD_CACHE.get
+    out = []
+    for word in _TOKEN.findall(_fold(text)):
+        reduced = get(word)
+        if reduced is None:
+            reduced = _reduced(word)
+        if reduced:
+            out.append(reduced)
+    return " ".join(out)

@@ -261,7 +261,7 @@ def _write_page(w: PageWriter, page: Page) -> IngestResult:
     made = mark_repeats(w, new, made)
     w.update_tickets(dd, tid)
     write_events(w, dd, new, made, tid)
-    w.update_conversations(new, msg_conv, dd, tid)
+    w.update_conversations(new, msg_conv, dd, tid, {cid: t for (cid, _contact, t) in convs.values()})
     counts["echoes_matched"] = w.mark_replies(new, made)
     counts["gaps"] = write_gaps(w, gap_rows, tid)
     counts["quarantined"] = store_quarantined(conn, ref, page.quarantined, w.now)
