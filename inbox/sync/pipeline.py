@@ -18,7 +18,7 @@ from inbox.store.models import Message
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-    from inbox.ingest.page import AccountRef
+    from inbox.vocab import AccountRef
 
 BATCH_MESSAGES = 1000  # pages already fetched are stored together up to this many messages
 FETCH_NICENESS = 19

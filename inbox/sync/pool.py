@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from connectors.base import Connector
-    from inbox.ingest.page import AccountRef
+    from inbox.vocab import AccountRef
     from inbox.settings import AccountSettings, Settings
 
 log = logging.getLogger(__name__)
