@@ -61,7 +61,7 @@ _acc = Account.__table__
 _m = Message.__table__
 _ss = SyncState.__table__
 
-INGEST_LOCK_KEY = 0x1B0C5_0001  # pg_advisory_xact_lock key of the page ingest
+INGEST_LOCK_KEY = sqlite_lock.INGEST_LOCK_KEY
 
 
 @dataclass(frozen=True, slots=True)

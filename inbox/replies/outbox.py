@@ -44,6 +44,7 @@ from inbox.replies.reconcile import in_doubt_reason, reconcile_unknown
 from inbox.replies.route import ReplyPlan, check_policy, platform_now, resolve_route
 from inbox.store import tables as tb
 from inbox.store.engine import write_tx
+from inbox.store.sqlite_lock import with_page_writers
 from inbox.store.types import REPLY_OPEN, utcnow
 from inbox.tickets.workflow import record_event
 
@@ -161,6 +162,7 @@ def deliver(engine: Engine, claim: Claim, make_connector: ConnectorFactory, acto
         except Exception:  # noqa: BLE001 - closing must not hide the outcome
             log.debug("closing the connector failed", exc_info=True)
     with write_tx(engine) as conn:
+        with_page_writers(conn)  # first: a page ingest may be storing the echo right now
         row = conn.execute(sa.select(R).where(R.c.id == reply_id)).first()
         # Delivered is the truth whoever owns the row now; only a second `sent` is skipped.
         if row.state != "sent":

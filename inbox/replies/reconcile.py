@@ -21,6 +21,7 @@ from inbox.replies.ledger import RECORDED, Timing, declare_stopped, mark_sent, p
 from inbox.runtime.procs import local_process_gone
 from inbox.store import tables as tb
 from inbox.store.engine import write_tx
+from inbox.store.sqlite_lock import with_page_writers
 from inbox.store.types import REPLY_IN_DOUBT, utcnow
 from inbox.tickets.workflow import record_event
 
@@ -121,6 +122,7 @@ def reconcile_unknown(
         ).all()
         if not doubtful:
             return 0
+        with_page_writers(conn)  # an echo a page is storing now is seen, not declared missing
         sync_started = synced_after or _sync_started(conn, account_id)
         for reply in doubtful:
             if reply.state == "sending":

@@ -133,6 +133,20 @@ def _timed_out(what: str, waited: float, holder: str) -> ConflictError:
     )
 
 
+# pg_advisory_xact_lock key of the page writers: a page's ingest, and whatever must not interleave
+# with one (a delivered reply's echo matched while a page may be storing it).
+INGEST_LOCK_KEY = 0x1B0C5_0001
+PAGE_WAIT_SECONDS = 60.0
+
+
+def with_page_writers(conn: Connection, timeout: float = PAGE_WAIT_SECONDS) -> None:
+    """On PostgreSQL, queue this transaction behind any page ingest (SQLite's write lock already
+    does: every writer begins IMMEDIATE). A reply marked sent while a page stores its echo would
+    otherwise see neither the other's row: the echo stored unmatched, the reply sent without it."""
+    if conn.dialect.name == "postgresql":
+        pg_acquire(conn, INGEST_LOCK_KEY, timeout)
+
+
 def pg_acquire(conn: Connection, key: int, timeout: float) -> None:
     """`pg_advisory_xact_lock(key)` in the open transaction, waiting at most `timeout` s.
 

@@ -79,7 +79,10 @@ def _config_text(sb: Sandbox, db: Path, extra: str = "") -> str:
 
 @pytest.fixture(scope="module")
 def sandbox() -> Any:
-    sb = Sandbox(seed=7, timeout_sleep=8).start()  # longer than the 2 s client timeout; room to kill mid-call
+    # timeout_sleep: longer than the 2 s client timeout, room to kill mid-call. Every test here syncs
+    # its own copy of one store against this one sandbox, so X's 15 lookups per 15 minutes would be
+    # shared by the whole module; the rate budget has its own tests (tests/contract/test_rate_budget.py).
+    sb = Sandbox(seed=7, timeout_sleep=8, x_rate_limit=10**6).start()
     yield sb
     sb.stop()
 
