@@ -41,31 +41,7 @@ def load_candidates(
     msg_conv: list[int],
     msg_contact: list[int],
 ) -> None:
-    """Read every candidate for the page's new messages in a few queries (see `_load`), and which
-    accounts the config still syncs when a candidate ticket is another account's."""
-    _load(conn, cands, messages, conversations, contacts, msg_conv, msg_contact)
-    names = [a.name for a in cands.settings.accounts]
-    if names and any(t.account_id is not None and t.account_id != cands.account_id for t in cands.tickets.values()):
-        acc = Account.__table__
-        cands.synced_accounts = set(conn.execute(sa.select(acc.c.id).where(acc.c.name.in_(names))).scalars())
-
-
-def load_threads(conn: Connection, cands: Candidates, conversations: dict[int, int | None]) -> None:
-    """A page without new messages (gaps only): the threads' current tickets (conversation id -> ticket id)."""
-    _load_tickets(conn, cands, {t for t in conversations.values() if t is not None})
-    cands.conv_ticket.update(conversations)
-
-
-def _load(
-    conn: Connection,
-    cands: Candidates,
-    messages: list[InboundMessage],
-    conversations: dict[int, tuple[int | None, int | None]],
-    contacts: dict[int, ContactInfo],
-    msg_conv: list[int],
-    msg_contact: list[int],
-) -> None:
-    """Read every candidate for the page in a few queries.
+    """Read every candidate for the page's new messages in a few queries.
 
     `conversations`: conversation id -> (contact id, current ticket id);
     `msg_conv` / `msg_contact`: per message, its conversation and customer contact ids.
@@ -114,9 +90,28 @@ def _load(
             opening.append(i)
     # Rule 5 in the thread (repeats): the threads' recent customer messages.
     _load_said(conn, cands, messages, inbound, msg_conv)
-    if not opening:
+    if opening:
+        _load_opening(conn, cands, messages, contacts, msg_contact, opening)
+    else:
         _load_ticket_contacts(conn, cands)
-        return
+    # Which accounts the config still syncs, when a candidate ticket is another account's.
+    names = [a.name for a in cands.settings.accounts]
+    if names and any(t.account_id is not None and t.account_id != cands.account_id for t in cands.tickets.values()):
+        acc = Account.__table__
+        cands.synced_accounts = set(conn.execute(sa.select(acc.c.id).where(acc.c.name.in_(names))).scalars())
+
+
+def load_threads(conn: Connection, cands: Candidates, conversations: dict[int, int | None]) -> None:
+    """A page without new messages (gaps only): the threads' current tickets (conversation id -> ticket id)."""
+    _load_tickets(conn, cands, {t for t in conversations.values() if t is not None})
+    cands.conv_ticket.update(conversations)
+
+
+def _load_opening(
+    conn: Connection, cands: Candidates, messages: list[InboundMessage], contacts: dict[int, ContactInfo], msg_contact: list[int], opening: list[int]
+) -> None:
+    """The candidates of messages that may open a ticket (`opening`: their indexes): the active
+    tickets of linked persons (rule 4) and recent texts of the same customer anywhere (rule 5)."""
     persons = sorted({c.person_id for c in contacts.values() if c.person_id is not None})
     if persons:
         linked = dict(
@@ -132,7 +127,7 @@ def _load(
         _remember_tickets(cands, rows)
         for row in rows:
             cands.by_person[linked[row.contact_id]].append(row.id)
-    _load_ticket_contacts(conn, cands)
+    _load_ticket_contacts(conn, cands)  # before the texts' own contacts: the tickets' come first
 
     # Rule 5: recent customer messages of the same contact / person / handle, any channel.
     texts = [i for i in opening if len(normalize_text(messages[i].text)) >= MIN_SIMILAR_CHARS]

@@ -41,36 +41,38 @@ class Flag:
     reason: str
 
 
+class _NormalizedText:
+    """A customer text as rule 5 compares it, normalized when first compared (most candidates never are)."""
+
+    __slots__ = ("_text",)
+    raw_text: str
+
+    @property
+    def text(self) -> str:
+        try:
+            return self._text
+        except AttributeError:
+            self._text: str = normalize_text(self.raw_text)
+            return self._text
+
+
 @dataclass(slots=True)
-class Recent:
+class Recent(_NormalizedText):
+    """A recent customer message of a candidate ticket (rule 5 across threads)."""
+
     ticket_key: int
     contact: ContactInfo
     raw_text: str
     sent_at: datetime
-    _text: str | None = None
-
-    @property
-    def text(self) -> str:
-        """The normalized text, computed when first compared (most candidates never are)."""
-        if self._text is None:
-            self._text = normalize_text(self.raw_text)
-        return self._text
 
 
 @dataclass(slots=True)
-class Said:
+class Said(_NormalizedText):
     """An earlier customer message of a thread (rule 5's repeats): its id, or its platform id on this page."""
 
     ref: int | str
     raw_text: str
     sent_at: datetime
-    _text: str | None = None
-
-    @property
-    def text(self) -> str:
-        if self._text is None:
-            self._text = normalize_text(self.raw_text)
-        return self._text
 
 
 class RefHit(NamedTuple):
