@@ -44,6 +44,7 @@ from inbox.ingest.gaps import gap_sizes, write_gaps
 from inbox.ingest.threads import upsert_contacts, upsert_conversations
 from inbox.ingest.writer import PageWriter
 from inbox.quarantine import store_quarantined
+from inbox.runtime.gcpause import gc_paused
 from inbox.store.fts import deferred_index
 from inbox.store import sqlite_lock
 from inbox.store.engine import tune_sqlite_writer, write_tx
@@ -144,7 +145,7 @@ def ingest_page(
     """
     ref = account_ref(engine, account)
     explain = dry_run if explain is None else explain
-    with sqlite_lock.hold(engine, settings.sync.writer_lock_timeout_seconds), write_tx(engine) as conn:
+    with gc_paused(), sqlite_lock.hold(engine, settings.sync.writer_lock_timeout_seconds), write_tx(engine) as conn:
         if conn.dialect.name == "sqlite":
             tune_sqlite_writer(conn)
         if conn.dialect.name == "postgresql":
