@@ -50,8 +50,13 @@ SETTLE = LATE + 25.0
 # One agent: its replies one after the other through the CLI, and now and then `outbox retry` on
 # whatever the outbox lists. Progress goes to a file, so a killed agent is restarted where it was.
 AGENT = r"""
-import json, os, random, sys
+import json, os, random, sys, time
 import cli
+def run(argv):  # each command's output on stderr follows a line with the time it started
+    sys.stderr.write("@%.3f %s\n" % (time.time(), " ".join(argv[2:])))
+    sys.stderr.flush()
+    cli.main(argv)
+    sys.stderr.flush()
 config, name, plan_path, progress_path, seed = sys.argv[1:6]
 plan = json.load(open(plan_path))
 done = int(open(progress_path).read() or 0) if os.path.exists(progress_path) else 0
@@ -59,20 +64,20 @@ rng = random.Random(int(seed) + done)
 for i in range(done, len(plan)):
     ticket, contact, text, again = plan[i]
     argv = ["-c", config, "reply", str(ticket), text, "--to", str(contact), "--yes", "--agent", name]
-    cli.main(argv + (["--again"] if again else []))
+    run(argv + (["--again"] if again else []))
     with open(progress_path, "w") as fh:
         fh.write(str(i + 1))
     if rng.random() < 0.5:
         import io, contextlib
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
-            cli.main(["-c", config, "--json", "outbox"])
+            run(["-c", config, "--json", "outbox"])
         try:
             ids = [r["id"] for r in json.loads(out.getvalue())["replies"]]
         except ValueError:
             ids = []
         for rid in rng.sample(ids, min(2, len(ids))):
-            cli.main(["-c", config, "outbox", "retry", str(rid), "--agent", name])
+            run(["-c", config, "outbox", "retry", str(rid), "--agent", name])
 """
 
 
@@ -156,6 +161,72 @@ def _check(rows: list[Any], delivered: dict[tuple[str, str, str], int], texts: s
     assert not stray, f"delivered without a reply row: {stray}"
 
 
+def _epoch(at: Any) -> float:
+    return float(at) if isinstance(at, (int, float)) else at.timestamp()
+
+
+def _late_summary(sb: Sandbox) -> dict[str, Any]:
+    """How late the sandbox carried out its late requests: how much later than their delay (not asserted)."""
+    done = [r for r in sb.late_requests if r.carried_out is not None and not r.released]
+    over = sorted(r.carried_out - r.arrived - r.delay for r in done)
+    return {"late_sends": len(sb.late_requests), "late_released": sum(r.released for r in sb.late_requests),
+            "late_overdue_max_s": round(over[-1], 2) if over else None,
+            "late_overdue_median_s": round(over[len(over) // 2], 2) if over else None}
+
+
+def _timeline(engine: Any, sb: Sandbox, delivered: dict[tuple[str, str, str], int], t0: float,
+              syncs: list[tuple[float, float, str]], logs: list[Path]) -> str:
+    """For each reply delivered more than once: what the store, the sandbox and the agents saw, in
+    time order (seconds since the test started): its record, each attempt and outcome, each
+    delivery (and, for a late one, when it arrived, its delay and when it was carried out), its
+    stored echoes, and the syncs that ran meanwhile."""
+    lines: list[str] = []
+    sent = [dict(s, account=a) for a in sb.accounts for s in sb.sent(a)]
+    late = {r.message_id: r for r in sb.late_requests if r.message_id}
+    agent_lines: list[tuple[float, str, str, str]] = []  # (when its command started, agent, command, line)
+    for path in logs:
+        at, command = t0, ""
+        for ln in path.read_text(errors="replace").splitlines() if path.exists() else []:
+            if ln.startswith("@") and " " in ln:
+                stamp, command = ln[1:].split(" ", 1)
+                at = float(stamp)
+            agent_lines.append((at, path.stem, command, ln))
+    with engine.connect() as conn:
+        events = conn.execute(sa.text("SELECT at, actor, action, detail FROM ticket_event WHERE action LIKE 'reply%' ORDER BY id")).all()
+        for (_acc, _rec, text), n in sorted(delivered.items()):
+            if n < 2:
+                continue
+            r = conn.execute(sa.text("SELECT * FROM reply WHERE text = :t"), {"t": text}).mappings().first()
+            if r is None:
+                lines.append(f"{text!r}: delivered {n} times, no reply row")
+                continue
+            rows: list[tuple[float, str]] = [(_epoch(r["created_at"]), f"store  reply #{r['id']} recorded (ticket {r['ticket_id']})")]
+            for ev in events:
+                detail = ev.detail if isinstance(ev.detail, dict) else json.loads(ev.detail or "{}")
+                if detail.get("reply_id") == r["id"]:
+                    rows.append((_epoch(ev.at), f"store  event {ev.action} by {ev.actor} {json.dumps(detail, default=str)}"))
+            for s in sent:
+                if s.get("text") == text:
+                    mid = s.get("message_id") or s.get("dm_event_id")
+                    lr = late.get(mid)
+                    if lr is not None:
+                        rows.append((lr.arrived, f"sandbox late send {mid} arrived (delay {lr.delay} s)"))
+                        how = "released" if lr.released else f"{lr.carried_out - lr.arrived - lr.delay:+.2f} s after its delay"
+                        rows.append((float(lr.carried_out or s["at"]), f"sandbox late send {mid} carried out ({how})"))
+                    else:
+                        rows.append((float(s["at"]), f"sandbox delivered {mid}"))
+            echoes = conn.execute(sa.text("SELECT id, external_id, sent_at, received_at, reply_id FROM message WHERE text = :t"), {"t": text}).all()
+            for m in echoes:
+                rows.append((_epoch(m.received_at), f"store  echo {m.external_id} stored as message {m.id} (sent {_epoch(m.sent_at) - t0:.2f}), matched to reply {m.reply_id}"))
+            first, last = min(t for t, _ in rows), max(t for t, _ in rows)
+            rows += [(a, f"test   {what} sync ran until {b - t0:.2f}") for a, b, what in syncs if b >= first - 1 and a <= last + SETTLE + 5]
+            rows += [(at, f"agent  {name}: {ln[:300]}") for at, name, command, ln in agent_lines
+                     if f"#{r['id']}" in ln or (ln.startswith("@") and (text in command or f"retry {r['id']} " in command))]
+            lines.append(f"reply #{r['id']} delivered {n} times, now {r['state']} after {r['attempts']} attempts ({r['error']}): {text!r}")
+            lines += [f"  {t - t0:8.2f}  {what}" for t, what in sorted(rows, key=lambda x: x[0])]
+    return "\n".join(lines)
+
+
 def _run(profile: Profile, db_url: str, tmp_path: Path, seed: int) -> dict[str, int]:
     from inbox.settings import load_settings
     from inbox.store import open_store
@@ -163,6 +234,9 @@ def _run(profile: Profile, db_url: str, tmp_path: Path, seed: int) -> dict[str, 
     from inbox.sync.pool import sync_all
 
     rng = random.Random(seed)
+    t0 = time.time()
+    syncs: list[tuple[float, float, str]] = []  # (started, ended, what) of each sync the test ran
+    logs = [tmp_path / f"agent{i}.log" for i in range(profile.agents)]
     sb = Sandbox(seed=7, x_rate_limit=100_000, timeout_sleep=LATE, late_sleep=LATE).start()
     saved = dict(os.environ)
     os.environ.update(sb.env())
@@ -183,10 +257,23 @@ def _run(profile: Profile, db_url: str, tmp_path: Path, seed: int) -> dict[str, 
             agent_env = dict(env)
             if i == 0:  # this one oversleeps its lease before every send: the others' retries may take its replies
                 agent_env["INBOX_TEST_PAUSE_BEFORE_SEND"] = str(LEASE + 1)
-            return subprocess.Popen(
-                [sys.executable, "-c", AGENT, str(cfg), f"agent{i}", str(tmp_path / f"plan{i}.json"), str(tmp_path / f"progress{i}"), str(seed + i)],
-                env=agent_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(tmp_path),
-            )
+            with logs[i].open("ab") as log:  # what the agent was told (kept for the failure report)
+                return subprocess.Popen(
+                    [sys.executable, "-c", AGENT, str(cfg), f"agent{i}", str(tmp_path / f"plan{i}.json"), str(tmp_path / f"progress{i}"), str(seed + i)],
+                    env=agent_env, stdout=subprocess.DEVNULL, stderr=log, cwd=str(tmp_path),
+                )
+
+        def sync(what: str) -> None:
+            started = time.time()
+            subprocess.run([INBOX, "-c", str(cfg), "sync"], env=env, capture_output=True, timeout=120)
+            syncs.append((started, time.time(), what))
+
+        def check(rows: list[Any]) -> None:
+            delivered = sb.deliveries()
+            try:
+                _check(rows, delivered, texts)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{_late_summary(sb)}\n{_timeline(engine, sb, delivered, t0, syncs, logs)}") from None
 
         texts: set[str] = set()
         for i in range(profile.agents):
@@ -214,7 +301,7 @@ def _run(profile: Profile, db_url: str, tmp_path: Path, seed: int) -> dict[str, 
                 kills += 1
                 procs[victim] = start(victim)  # restarted where its progress file says
             if rng.random() < 0.3:
-                subprocess.run([INBOX, "-c", str(cfg), "sync"], env=env, capture_output=True, timeout=120)
+                sync("agents running:")
         stop.set()
         chaos.join(5)
         faults_hit = len(armed) - len(sb.faults.pending())
@@ -226,9 +313,9 @@ def _run(profile: Profile, db_url: str, tmp_path: Path, seed: int) -> dict[str, 
         checked_failed = 0
         for _ in range(8):
             time.sleep(SETTLE + 0.2)
-            subprocess.run([INBOX, "-c", str(cfg), "sync"], env=env, capture_output=True, timeout=120)
+            sync("settling:")
             rows = _replies(engine)
-            _check(rows, sb.deliveries(), texts)
+            check(rows)
             checked_failed += sum(r.state == "failed" for r in rows)
             if all(r.state == "sent" for r in rows):
                 break
@@ -236,8 +323,8 @@ def _run(profile: Profile, db_url: str, tmp_path: Path, seed: int) -> dict[str, 
                 if r.state == "failed":
                     subprocess.run([INBOX, "-c", str(cfg), "outbox", "retry", str(r.id)], env=env, capture_output=True, timeout=60)
         rows = _replies(engine)
+        check(rows)
         delivered = sb.deliveries()
-        _check(rows, delivered, texts)
         with engine.connect() as conn:
             events = dict(conn.execute(sa.text("SELECT action, COUNT(*) FROM ticket_event WHERE action LIKE 'reply%' GROUP BY action")).all())
         engine.dispose()
@@ -248,7 +335,7 @@ def _run(profile: Profile, db_url: str, tmp_path: Path, seed: int) -> dict[str, 
             "deliveries": sum(n for (_a, _r, t), n in delivered.items() if t in texts),
             "send_faults_hit": faults_hit, "retried": sum(r.attempts > 1 for r in rows),
             "failed_checked_undelivered": checked_failed, "declared_not_delivered": events.get("reply_not_delivered", 0),
-            "taken_in_doubt_from_stopped_sender": events.get("reply_in_doubt", 0),
+            "taken_in_doubt_from_stopped_sender": events.get("reply_in_doubt", 0), **_late_summary(sb),
         }
         print("reply concurrency:", json.dumps(counts))
         return counts
