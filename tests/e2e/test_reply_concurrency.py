@@ -218,6 +218,12 @@ def _timeline(engine: Any, sb: Sandbox, delivered: dict[tuple[str, str, str], in
             echoes = conn.execute(sa.text("SELECT id, external_id, sent_at, received_at, reply_id FROM message WHERE text = :t"), {"t": text}).all()
             for m in echoes:
                 rows.append((_epoch(m.received_at), f"store  echo {m.external_id} stored as message {m.id} (sent {_epoch(m.sent_at) - t0:.2f}), matched to reply {m.reply_id}"))
+            gaps = conn.execute(sa.text(
+                "SELECT g.detected_at, g.missing, g.missing_after, g.missing_before, g.detail FROM sync_gap g "
+                "JOIN conversation c ON c.external_id = g.conversation_external_id AND c.account_id = g.account_id "
+                "WHERE c.id = :c"), {"c": r["conversation_id"]}).all()
+            for g in gaps:
+                rows.append((_epoch(g.detected_at), f"store  gap on its thread: {g.missing} missing between {g.missing_after} and {g.missing_before} ({g.detail})"))
             first, last = min(t for t, _ in rows), max(t for t, _ in rows)
             rows += [(a, f"test   {what} sync ran until {b - t0:.2f}") for a, b, what in syncs if b >= first - 1 and a <= last + SETTLE + 5]
             rows += [(at, f"agent  {name}: {ln[:300]}") for at, name, command, ln in agent_lines
@@ -327,6 +333,7 @@ def _run(profile: Profile, db_url: str, tmp_path: Path, seed: int) -> dict[str, 
         delivered = sb.deliveries()
         with engine.connect() as conn:
             events = dict(conn.execute(sa.text("SELECT action, COUNT(*) FROM ticket_event WHERE action LIKE 'reply%' GROUP BY action")).all())
+            gap_count = conn.execute(sa.text("SELECT COUNT(*) FROM sync_gap")).scalar()
         engine.dispose()
         counts = {
             "agents": profile.agents, "replies_planned": profile.agents * profile.replies, "kills": kills,
@@ -335,7 +342,7 @@ def _run(profile: Profile, db_url: str, tmp_path: Path, seed: int) -> dict[str, 
             "deliveries": sum(n for (_a, _r, t), n in delivered.items() if t in texts),
             "send_faults_hit": faults_hit, "retried": sum(r.attempts > 1 for r in rows),
             "failed_checked_undelivered": checked_failed, "declared_not_delivered": events.get("reply_not_delivered", 0),
-            "taken_in_doubt_from_stopped_sender": events.get("reply_in_doubt", 0), **_late_summary(sb),
+            "taken_in_doubt_from_stopped_sender": events.get("reply_in_doubt", 0), "sync_gaps": gap_count, "syncs": len(syncs), "sync_longest_s": round(max(b - a for a, b, _ in syncs), 1), **_late_summary(sb),
         }
         print("reply concurrency:", json.dumps(counts))
         return counts
