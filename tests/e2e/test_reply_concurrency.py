@@ -51,6 +51,10 @@ SETTLE = LATE + 25.0
 
 # One agent: its replies one after the other through the CLI, and now and then `outbox retry` on
 # whatever the outbox lists. Progress goes to a file, so a killed agent is restarted where it was.
+# A reply the killed agent had already recorded is not asked for again: the store has it, and the
+# outbox settles it. (Asked again, it is refused while `sending`, `unknown` or `failed`; but once a
+# sync found its echo it is `sent`, and the same text then is a new reply by the product's rules —
+# a second delivery the agent asked for, which this test once counted against the product.)
 AGENT = r"""
 import json, os, random, sys, time
 import cli
@@ -63,8 +67,25 @@ config, name, plan_path, progress_path, seed = sys.argv[1:6]
 plan = json.load(open(plan_path))
 done = int(open(progress_path).read() or 0) if os.path.exists(progress_path) else 0
 rng = random.Random(int(seed) + done)
+def recorded(text):
+    import sqlalchemy as sa
+    from inbox.settings import load_settings
+    from inbox.store import open_store
+    engine = open_store(load_settings(config).database_url())
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text("SELECT id, state FROM reply WHERE text = :t"), {"t": text}).first()
+    finally:
+        engine.dispose()
 for i in range(done, len(plan)):
     ticket, contact, text, again = plan[i]
+    row = recorded(text) if i == done and os.path.exists(progress_path + ".started") else None
+    open(progress_path + ".started", "w").close()
+    if row is not None:
+        sys.stderr.write("@%.3f restarted: reply #%s (%s) is %s; not asked for again\n" % (time.time(), row[0], text, row[1]))
+        with open(progress_path, "w") as fh:
+            fh.write(str(i + 1))
+        continue
     argv = ["-c", config, "reply", str(ticket), text, "--to", str(contact), "--yes", "--agent", name]
     run(argv + (["--again"] if again else []))
     with open(progress_path, "w") as fh:
@@ -200,43 +221,46 @@ def _timeline(engine: Any, sb: Sandbox, delivered: dict[tuple[str, str, str], in
             agent_lines.append((at, path.stem, command, ln))
     with engine.connect() as conn:
         events = conn.execute(sa.text("SELECT at, actor, action, detail FROM ticket_event WHERE action LIKE 'reply%' ORDER BY id")).all()
-        for (_acc, _rec, text), n in sorted(delivered.items()):
-            if n < 2:
-                continue
-            r = conn.execute(sa.text("SELECT * FROM reply WHERE text = :t"), {"t": text}).mappings().first()
-            if r is None:
+        counts: dict[str, int] = {}
+        for (_acc, _rec, text), n in delivered.items():
+            counts[text] = counts.get(text, 0) + n
+        copied = {t for (t,) in conn.execute(sa.text("SELECT text FROM reply GROUP BY text HAVING COUNT(*) > 1"))}
+        for text in sorted({t for t, n in counts.items() if n > 1} | copied):
+            n = counts.get(text, 0)
+            found = conn.execute(sa.text("SELECT * FROM reply WHERE text = :t ORDER BY id"), {"t": text}).mappings().all()
+            if not found:
                 lines.append(f"{text!r}: delivered {n} times, no reply row")
-                continue
-            rows: list[tuple[float, str]] = [(_epoch(r["created_at"]), f"store  reply #{r['id']} recorded (ticket {r['ticket_id']})")]
-            for ev in events:
-                detail = ev.detail if isinstance(ev.detail, dict) else json.loads(ev.detail or "{}")
-                if detail.get("reply_id") == r["id"]:
-                    rows.append((_epoch(ev.at), f"store  event {ev.action} by {ev.actor} {json.dumps(detail, default=str)}"))
-            for s in sent:
-                if s.get("text") == text:
-                    mid = s.get("message_id") or s.get("dm_event_id")
-                    lr = late.get(mid)
-                    if lr is not None:
-                        rows.append((lr.arrived, f"sandbox late send {mid} arrived (delay {lr.delay} s)"))
-                        how = "released" if lr.released else f"{lr.carried_out - lr.arrived - lr.delay:+.2f} s after its delay"
-                        rows.append((float(lr.carried_out or s["at"]), f"sandbox late send {mid} carried out ({how})"))
-                    else:
-                        rows.append((float(s["at"]), f"sandbox delivered {mid}"))
-            echoes = conn.execute(sa.text("SELECT id, external_id, sent_at, received_at, reply_id FROM message WHERE text = :t"), {"t": text}).all()
-            for m in echoes:
-                rows.append((_epoch(m.received_at), f"store  echo {m.external_id} stored as message {m.id} (sent {_epoch(m.sent_at) - t0:.2f}), matched to reply {m.reply_id}"))
-            gaps = conn.execute(sa.text(
-                "SELECT g.detected_at, g.missing, g.missing_after, g.missing_before, g.detail FROM sync_gap g "
-                "JOIN conversation c ON c.external_id = g.conversation_external_id AND c.account_id = g.account_id "
-                "WHERE c.id = :c"), {"c": r["conversation_id"]}).all()
-            for g in gaps:
-                rows.append((_epoch(g.detected_at), f"store  gap on its thread: {g.missing} missing between {g.missing_after} and {g.missing_before} ({g.detail})"))
-            first, last = min(t for t, _ in rows), max(t for t, _ in rows)
-            rows += [(a, f"test   {what} sync ran until {b - t0:.2f}") for a, b, what in syncs if b >= first - 1 and a <= last + SETTLE + 5]
-            rows += [(at, f"agent  {name}: {ln[:300]}") for at, name, command, ln in agent_lines
-                     if f"#{r['id']}" in ln or (ln.startswith("@") and (text in command or f"retry {r['id']} " in command))]
-            lines.append(f"reply #{r['id']} delivered {n} times, now {r['state']} after {r['attempts']} attempts ({r['error']}): {text!r}")
-            lines += [f"  {t - t0:8.2f}  {what}" for t, what in sorted(rows, key=lambda x: x[0])]
+            for r in found:
+                rows: list[tuple[float, str]] = [(_epoch(r["created_at"]), f"store  reply #{r['id']} recorded (ticket {r['ticket_id']})")]
+                for ev in events:
+                    detail = ev.detail if isinstance(ev.detail, dict) else json.loads(ev.detail or "{}")
+                    if detail.get("reply_id") == r["id"]:
+                        rows.append((_epoch(ev.at), f"store  event {ev.action} by {ev.actor} {json.dumps(detail, default=str)}"))
+                for s in sent:
+                    if s.get("text") == text:
+                        mid = s.get("message_id") or s.get("dm_event_id")
+                        lr = late.get(mid)
+                        if lr is not None:
+                            rows.append((lr.arrived, f"sandbox late send {mid} arrived (delay {lr.delay} s)"))
+                            how = "released" if lr.released else f"{lr.carried_out - lr.arrived - lr.delay:+.2f} s after its delay"
+                            rows.append((float(lr.carried_out or s["at"]), f"sandbox late send {mid} carried out ({how})"))
+                        else:
+                            rows.append((float(s["at"]), f"sandbox delivered {mid}"))
+                echoes = conn.execute(sa.text("SELECT id, external_id, sent_at, received_at, reply_id FROM message WHERE text = :t"), {"t": text}).all()
+                for m in echoes:
+                    rows.append((_epoch(m.received_at), f"store  echo {m.external_id} stored as message {m.id} (sent {_epoch(m.sent_at) - t0:.2f}), matched to reply {m.reply_id}"))
+                gaps = conn.execute(sa.text(
+                    "SELECT g.detected_at, g.missing, g.missing_after, g.missing_before, g.detail FROM sync_gap g "
+                    "JOIN conversation c ON c.external_id = g.conversation_external_id AND c.account_id = g.account_id "
+                    "WHERE c.id = :c"), {"c": r["conversation_id"]}).all()
+                for g in gaps:
+                    rows.append((_epoch(g.detected_at), f"store  gap on its thread: {g.missing} missing between {g.missing_after} and {g.missing_before} ({g.detail})"))
+                first, last = min(t for t, _ in rows), max(t for t, _ in rows)
+                rows += [(a, f"test   {what} sync ran until {b - t0:.2f}") for a, b, what in syncs if b >= first - 1 and a <= last + SETTLE + 5]
+                rows += [(at, f"agent  {name}: {ln[:300]}") for at, name, command, ln in agent_lines
+                         if f"#{r['id']}" in ln or (ln.startswith("@") and (text in command or f"retry {r['id']} " in command))]
+                lines.append(f"reply #{r['id']} (its text delivered {n} times) now {r['state']} after {r['attempts']} attempts ({r['error']}): {text!r}")
+                lines += [f"  {t - t0:8.2f}  {what}" for t, what in sorted(rows, key=lambda x: x[0])]
     return "\n".join(lines)
 
 
