@@ -20,6 +20,8 @@ class Controllable(Protocol):
     @property
     def calls(self) -> list[Any]: ...
     @property
+    def late_requests(self) -> list[Any]: ...
+    @property
     def accounts(self) -> dict[str, Any]: ...
     def inject(self, account_name: str, text: str | None = None, thread: str | None = None, customer: Any = None,
                attachments: Any = None, at: Any = None) -> str: ...
@@ -111,6 +113,8 @@ def _route(sb: Controllable, method: str, name: str, query: dict[str, str], data
         return 200, {"ok": True}
     if method == "GET" and name == "calls":
         return 200, [asdict(c) for c in sb.calls]
+    if method == "GET" and name == "late":
+        return 200, [asdict(r) for r in sb.late_requests]
     if method == "POST" and name == "clear_calls":
         sb.clear_calls()
         return 200, {"ok": True}

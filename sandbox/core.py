@@ -24,7 +24,7 @@ from sandbox.graph_request import business_object
 from sandbox.graph_usage import Usage
 from sandbox.injection import InjectionMixin
 from sandbox.server import SandboxServer, make_server
-from sandbox.state import X_CONSUMER_SECRET, Call, State
+from sandbox.state import X_CONSUMER_SECRET, Call, LateRequest, State
 from sandbox.x_rates import RateLimits
 from sandbox.x_render import iso as x_iso
 
@@ -56,6 +56,7 @@ class Sandbox(AccountsMixin, InjectionMixin, DispatchMixin):
         self.rates = RateLimits(x_rate_limit, x_window_seconds)
         self.stopping = threading.Event()
         self._calls: deque[Call] = deque(maxlen=CALL_LOG_LIMIT)  # bounded: `inbox sandbox serve` may run for hours
+        self._late_log: deque[LateRequest] = deque(maxlen=CALL_LOG_LIMIT)  # see `late_requests`
         self._calls_lock = threading.Lock()
         self._server: SandboxServer | None = None
         self._thread: threading.Thread | None = None
@@ -194,8 +195,10 @@ class Sandbox(AccountsMixin, InjectionMixin, DispatchMixin):
             return list(self._calls)
 
     def clear_calls(self) -> None:
+        """Forget the call log and the record of late requests (one still waiting is no longer listed)."""
         with self._calls_lock:
             self._calls.clear()
+            self._late_log.clear()
 
     def sent(self, account_name: str) -> list[dict[str, Any]]:
         with self.state.lock:

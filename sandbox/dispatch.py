@@ -11,6 +11,7 @@ import json
 import threading
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from sandbox import graph
@@ -20,11 +21,20 @@ from sandbox.graph_usage import Usage
 from sandbox.x_rates import RateLimits
 from sandbox.faults import ERROR_KINDS, Fault, FaultBook, break_one_item, error_reply, gzip_bomb, oversize_body, poisoned_body
 from sandbox.server import Outcome
-from sandbox.state import Call, State
+from sandbox.state import Call, LateRequest, State
 from sandbox.wire import JSON_GRAPH, JSON_X, Reply, Request
 
 # (sandbox, method, endpoint name, query, body, headers) -> (status, JSON-able payload or text)
 ControlHandler = Callable[[Any, str, str, dict[str, str], bytes, dict[str, str]], tuple[int, Any]]
+
+
+def _created_id(payload: Any) -> str | None:
+    """The id of the message a send created, from its answer (Graph: `message_id`; X: `data.dm_event_id`)."""
+    if not isinstance(payload, dict):
+        return None
+    data = payload.get("data")
+    found = payload.get("message_id") or (data.get("dm_event_id") if isinstance(data, dict) else None)
+    return None if found is None else str(found)
 
 
 def _ctype(api: str, headers: dict[str, str]) -> dict[str, str]:
@@ -46,6 +56,7 @@ class DispatchMixin:
     _late_gen: int
     _late_done: threading.Condition
     _calls: deque[Call]
+    _late_log: deque[LateRequest]
     _calls_lock: threading.Lock
 
     # ── request dispatch (called from server threads) ───────────────────────────────────────
@@ -73,26 +84,42 @@ class DispatchMixin:
             if f.kind == "header":
                 outcome.headers = {k: v for k, v in outcome.headers.items() if k.lower() != str(f.options["name"]).lower()}
                 outcome.headers[str(f.options["name"])] = str(f.options.get("value") or "")
-        self._log(method, path, query, account, 0 if outcome.drop else outcome.status, arrived)
+        self._log(method, path, query, account, 0 if outcome.drop else outcome.status, arrived, fault.kind if fault else None)
         return outcome
 
     def _late_answer(self, api: str, req: Request, method: str, path: str, query: dict[str, str], account: str | None,
                      arrived: float, delay: float | None) -> Outcome:
         """Accepted now; carried out (a send: delivered, its echo in the thread) only after
         `late_sleep` (or the fault's own delay, or `release_late()`), and answered then — to a
-        client that has usually given up."""
+        client that has usually given up. Recorded in `late_requests` (complete once `wait_late()`
+        returns): when it arrived, how long it was to wait, and when it was carried out."""
+        record = LateRequest(method, path, account, arrived, self.late_sleep if delay is None else delay)
+        with self._calls_lock:
+            self._late_log.append(record)
         with self._late_done:
             self._late += 1
             gen = self._late_gen
-            self._late_done.wait_for(lambda: self._late_gen != gen, timeout=delay if delay is not None else self.late_sleep)
+            released = self._late_done.wait_for(lambda: self._late_gen != gen, timeout=record.delay)
         try:
             reply = self._answer(api, req)
+            with self._calls_lock:
+                record.carried_out = self.state.now()
+                record.released = released
+                record.status = reply.status
+                record.message_id = _created_id(reply.payload)
         finally:
             with self._late_done:
                 self._late -= 1
                 self._late_done.notify_all()
-        self._log(method, path, query, account, reply.status, arrived)
+        self._log(method, path, query, account, reply.status, arrived, "late")
         return Outcome(reply.status, reply.body(), reply.headers)
+
+    @property
+    def late_requests(self) -> list[LateRequest]:
+        """Every request a `late` fault held back, in arrival order (copies: one still waiting has
+        `carried_out` None)."""
+        with self._calls_lock:
+            return [replace(r) for r in self._late_log]
 
     def release_late(self) -> None:
         """Carry out every late request waiting now (a test decides when the platform catches up)."""
@@ -161,9 +188,10 @@ class DispatchMixin:
             return Outcome(reply.status, gzip_bomb(reply.payload, size), {**reply.headers, "content-encoding": "gzip"})
         raise AssertionError(kind)
 
-    def _log(self, method: str, path: str, query: dict[str, str], account: str | None, status: int, at: float) -> None:
+    def _log(self, method: str, path: str, query: dict[str, str], account: str | None, status: int, at: float,
+             fault: str | None = None) -> None:
         with self._calls_lock:
-            self._calls.append(Call(method, path, dict(query), account, status, at))
+            self._calls.append(Call(method, path, dict(query), account, status, at, fault))
 
     # ── control API ─────────────────────────────────────────────────────────────────────────
     def _control(self, method: str, path: str, query: dict[str, str], headers: dict[str, str], body: bytes) -> Outcome:

@@ -65,6 +65,24 @@ class Call:
     account: str | None
     status: int  # 0 when the connection was dropped without an answer
     at: float  # sandbox clock, epoch seconds
+    fault: str | None = None  # the fault that took this request, if one did ("late", "timeout", "500", ...)
+
+
+@dataclass
+class LateRequest:
+    """One request a `late` fault held back: when it arrived, how long it was meant to wait, and when
+    it was carried out — so a test sees how late the platform really was (a loaded machine wakes the
+    waiting thread after its delay, not at it)."""
+
+    method: str
+    path: str
+    account: str | None
+    arrived: float  # sandbox clock, epoch seconds
+    delay: float  # seconds it was meant to wait
+    carried_out: float | None = None  # sandbox clock once carried out (a send: delivered); None while it waits
+    released: bool = False  # carried out early, by release_late()
+    status: int | None = None  # what it was answered
+    message_id: str | None = None  # the platform id of the message a send created
 
 
 class Person:

@@ -4,7 +4,8 @@ late, lost and failed sends from the sandbox.
 
 Afterwards, counted on the sandbox (what customers received, never rows in the store): every reply
 reached its customer at most once, every `sent` reply exactly once, every `failed` one never, and
-nothing reached anyone who was not the reply's recipient.
+nothing reached anyone who was not the reply's recipient. A late send is carried out after its
+delay, or before the next sync if that comes first (see SETTLE).
 
 The small profile runs by default; the bigger one is marked `slow`.
 """
@@ -21,6 +22,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -36,43 +38,69 @@ INBOX = str(Path(sys.executable).parent / "inbox")
 CLIENT_TIMEOUT = 1.0  # seconds; the sandbox's slow and late answers take longer
 LATE = 2.5
 LEASE = 2.0
-# The quiet period must outlast the platform's lateness: a late send lands about LATE - CLIENT_TIMEOUT
-# after the reply turned `unknown`, and a sync before that proves nothing. Equal to it, a sync in
-# that window marked the reply failed and its retry made a second delivery (as it would in
-# production with settle_after_seconds shorter than the platform's delays). On a loaded machine the
-# sandbox carries a late send out seconds after LATE: the margin is several seconds, not one. Late
-# in a full CI run (one large pytest process whose threads include the sandbox's) this test saw
-# replies delivered twice and three times with a margin of 8 s, and passed on its own; a sandbox
-# slower than the quiet period is the likely cause (the reply is then rightly declared not
-# delivered and retried, and its late copy arrives too), so the margin is generous.
+# The product settles a reply in doubt only on a sync that started `settle_after_seconds` after the
+# attempt, and states the condition: the platform is never later than that. The test holds the
+# sandbox to it exactly rather than by timing: before every sync, each late request accepted so far
+# is carried out (`release_late`, `wait_late`), so whatever the machine's load, everything an
+# attempt delivered is on the platform before a sync that could settle it starts. The quiet period
+# then only has to outlast the time from that release to the sync process's own start (a request
+# arriving in between belongs to an attempt too recent for that sync to settle). The sandbox's
+# record (`late_requests`) shows how late it really was: within 0.2 s of LATE in every run measured,
+# under CPU burners and busy threads in the test process alike. The margin stays generous.
 SETTLE = LATE + 25.0
 
 # One agent: its replies one after the other through the CLI, and now and then `outbox retry` on
 # whatever the outbox lists. Progress goes to a file, so a killed agent is restarted where it was.
+# A reply the killed agent had already recorded is not asked for again: the store has it, and the
+# outbox settles it. (Asked again, it is refused while `sending`, `unknown` or `failed`; but once a
+# sync found its echo it is `sent`, and the same text then is a new reply by the product's rules —
+# a second delivery the agent asked for, which this test once counted against the product.)
 AGENT = r"""
-import json, os, random, sys
+import json, os, random, sys, time
 import cli
+def run(argv):  # each command's output on stderr follows a line with the time it started
+    sys.stderr.write("@%.3f %s\n" % (time.time(), " ".join(argv[2:])))
+    sys.stderr.flush()
+    cli.main(argv)
+    sys.stderr.flush()
 config, name, plan_path, progress_path, seed = sys.argv[1:6]
 plan = json.load(open(plan_path))
 done = int(open(progress_path).read() or 0) if os.path.exists(progress_path) else 0
 rng = random.Random(int(seed) + done)
+def recorded(text):
+    import sqlalchemy as sa
+    from inbox.settings import load_settings
+    from inbox.store import open_store
+    engine = open_store(load_settings(config).database_url())
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text("SELECT id, state FROM reply WHERE text = :t"), {"t": text}).first()
+    finally:
+        engine.dispose()
 for i in range(done, len(plan)):
     ticket, contact, text, again = plan[i]
+    row = recorded(text) if i == done and os.path.exists(progress_path + ".started") else None
+    open(progress_path + ".started", "w").close()
+    if row is not None:
+        sys.stderr.write("@%.3f restarted: reply #%s (%s) is %s; not asked for again\n" % (time.time(), row[0], text, row[1]))
+        with open(progress_path, "w") as fh:
+            fh.write(str(i + 1))
+        continue
     argv = ["-c", config, "reply", str(ticket), text, "--to", str(contact), "--yes", "--agent", name]
-    cli.main(argv + (["--again"] if again else []))
+    run(argv + (["--again"] if again else []))
     with open(progress_path, "w") as fh:
         fh.write(str(i + 1))
     if rng.random() < 0.5:
         import io, contextlib
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
-            cli.main(["-c", config, "--json", "outbox"])
+            run(["-c", config, "--json", "outbox"])
         try:
             ids = [r["id"] for r in json.loads(out.getvalue())["replies"]]
         except ValueError:
             ids = []
         for rid in rng.sample(ids, min(2, len(ids))):
-            cli.main(["-c", config, "outbox", "retry", str(rid), "--agent", name])
+            run(["-c", config, "outbox", "retry", str(rid), "--agent", name])
 """
 
 
@@ -156,6 +184,86 @@ def _check(rows: list[Any], delivered: dict[tuple[str, str, str], int], texts: s
     assert not stray, f"delivered without a reply row: {stray}"
 
 
+def _epoch(at: Any) -> float:
+    """Epoch seconds of a sandbox time (a float) or a store time (raw SQL on SQLite gives text, in UTC)."""
+    if isinstance(at, (int, float)):
+        return float(at)
+    if isinstance(at, str):
+        at = datetime.fromisoformat(at)
+    return (at if at.tzinfo else at.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def _late_summary(sb: Sandbox) -> dict[str, Any]:
+    """How late the sandbox carried out its late requests: how much later than their delay (not asserted)."""
+    done = [r for r in sb.late_requests if r.carried_out is not None and not r.released]
+    over = sorted(r.carried_out - r.arrived - r.delay for r in done)
+    return {"late_sends": len(sb.late_requests), "late_released": sum(r.released for r in sb.late_requests),
+            "late_overdue_max_s": round(over[-1], 2) if over else None,
+            "late_overdue_median_s": round(over[len(over) // 2], 2) if over else None}
+
+
+def _timeline(engine: Any, sb: Sandbox, delivered: dict[tuple[str, str, str], int], t0: float,
+              syncs: list[tuple[float, float, str]], logs: list[Path]) -> str:
+    """For each reply delivered more than once: what the store, the sandbox and the agents saw, in
+    time order (seconds since the test started): its record, each attempt and outcome, each
+    delivery (and, for a late one, when it arrived, its delay and when it was carried out), its
+    stored echoes, and the syncs that ran meanwhile."""
+    lines: list[str] = []
+    sent = [dict(s, account=a) for a in sb.accounts for s in sb.sent(a)]
+    late = {r.message_id: r for r in sb.late_requests if r.message_id}
+    agent_lines: list[tuple[float, str, str, str]] = []  # (when its command started, agent, command, line)
+    for path in logs:
+        at, command = t0, ""
+        for ln in path.read_text(errors="replace").splitlines() if path.exists() else []:
+            if ln.startswith("@") and " " in ln:
+                stamp, command = ln[1:].split(" ", 1)
+                at = float(stamp)
+            agent_lines.append((at, path.stem, command, ln))
+    with engine.connect() as conn:
+        events = conn.execute(sa.text("SELECT at, actor, action, detail FROM ticket_event WHERE action LIKE 'reply%' ORDER BY id")).all()
+        counts: dict[str, int] = {}
+        for (_acc, _rec, text), n in delivered.items():
+            counts[text] = counts.get(text, 0) + n
+        copied = {t for (t,) in conn.execute(sa.text("SELECT text FROM reply GROUP BY text HAVING COUNT(*) > 1"))}
+        for text in sorted({t for t, n in counts.items() if n > 1} | copied):
+            n = counts.get(text, 0)
+            found = conn.execute(sa.text("SELECT * FROM reply WHERE text = :t ORDER BY id"), {"t": text}).mappings().all()
+            if not found:
+                lines.append(f"{text!r}: delivered {n} times, no reply row")
+            for r in found:
+                rows: list[tuple[float, str]] = [(_epoch(r["created_at"]), f"store  reply #{r['id']} recorded (ticket {r['ticket_id']})")]
+                for ev in events:
+                    detail = ev.detail if isinstance(ev.detail, dict) else json.loads(ev.detail or "{}")
+                    if detail.get("reply_id") == r["id"]:
+                        rows.append((_epoch(ev.at), f"store  event {ev.action} by {ev.actor} {json.dumps(detail, default=str)}"))
+                for s in sent:
+                    if s.get("text") == text:
+                        mid = s.get("message_id") or s.get("dm_event_id")
+                        lr = late.get(mid)
+                        if lr is not None:
+                            rows.append((lr.arrived, f"sandbox late send {mid} arrived (delay {lr.delay} s)"))
+                            how = "released" if lr.released else f"{lr.carried_out - lr.arrived - lr.delay:+.2f} s after its delay"
+                            rows.append((float(lr.carried_out or s["at"]), f"sandbox late send {mid} carried out ({how})"))
+                        else:
+                            rows.append((float(s["at"]), f"sandbox delivered {mid}"))
+                echoes = conn.execute(sa.text("SELECT id, external_id, sent_at, received_at, reply_id FROM message WHERE text = :t"), {"t": text}).all()
+                for m in echoes:
+                    rows.append((_epoch(m.received_at), f"store  echo {m.external_id} stored as message {m.id} (sent {_epoch(m.sent_at) - t0:.2f}), matched to reply {m.reply_id}"))
+                gaps = conn.execute(sa.text(
+                    "SELECT g.detected_at, g.missing, g.missing_after, g.missing_before, g.detail FROM sync_gap g "
+                    "JOIN conversation c ON c.external_id = g.conversation_external_id AND c.account_id = g.account_id "
+                    "WHERE c.id = :c"), {"c": r["conversation_id"]}).all()
+                for g in gaps:
+                    rows.append((_epoch(g.detected_at), f"store  gap on its thread: {g.missing} missing between {g.missing_after} and {g.missing_before} ({g.detail})"))
+                first, last = min(t for t, _ in rows), max(t for t, _ in rows)
+                rows += [(a, f"test   {what} sync ran until {b - t0:.2f}") for a, b, what in syncs if b >= first - 1 and a <= last + SETTLE + 5]
+                rows += [(at, f"agent  {name}: {ln[:300]}") for at, name, command, ln in agent_lines
+                         if f"#{r['id']}" in ln or (ln.startswith("@") and (text in command or f"retry {r['id']} " in command))]
+                lines.append(f"reply #{r['id']} (its text delivered {n} times) now {r['state']} after {r['attempts']} attempts ({r['error']}): {text!r}")
+                lines += [f"  {t - t0:8.2f}  {what}" for t, what in sorted(rows, key=lambda x: x[0])]
+    return "\n".join(lines)
+
+
 def _run(profile: Profile, db_url: str, tmp_path: Path, seed: int) -> dict[str, int]:
     from inbox.settings import load_settings
     from inbox.store import open_store
@@ -163,6 +271,9 @@ def _run(profile: Profile, db_url: str, tmp_path: Path, seed: int) -> dict[str, 
     from inbox.sync.pool import sync_all
 
     rng = random.Random(seed)
+    t0 = time.time()
+    syncs: list[tuple[float, float, str]] = []  # (started, ended, what) of each sync the test ran
+    logs = [tmp_path / f"agent{i}.log" for i in range(profile.agents)]
     sb = Sandbox(seed=7, x_rate_limit=100_000, timeout_sleep=LATE, late_sleep=LATE).start()
     saved = dict(os.environ)
     os.environ.update(sb.env())
@@ -183,10 +294,26 @@ def _run(profile: Profile, db_url: str, tmp_path: Path, seed: int) -> dict[str, 
             agent_env = dict(env)
             if i == 0:  # this one oversleeps its lease before every send: the others' retries may take its replies
                 agent_env["INBOX_TEST_PAUSE_BEFORE_SEND"] = str(LEASE + 1)
-            return subprocess.Popen(
-                [sys.executable, "-c", AGENT, str(cfg), f"agent{i}", str(tmp_path / f"plan{i}.json"), str(tmp_path / f"progress{i}"), str(seed + i)],
-                env=agent_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(tmp_path),
-            )
+            with logs[i].open("ab") as log:  # what the agent was told (kept for the failure report)
+                return subprocess.Popen(
+                    [sys.executable, "-c", AGENT, str(cfg), f"agent{i}", str(tmp_path / f"plan{i}.json"), str(tmp_path / f"progress{i}"), str(seed + i)],
+                    env=agent_env, stdout=subprocess.DEVNULL, stderr=log, cwd=str(tmp_path),
+                )
+
+        def sync(what: str) -> None:
+            # The platform catches up first: no sync starts while a late request accepted before it waits.
+            sb.release_late()
+            assert sb.wait_late(60), "late requests still waiting a minute after their release"
+            started = time.time()
+            subprocess.run([INBOX, "-c", str(cfg), "sync"], env=env, capture_output=True, timeout=120)
+            syncs.append((started, time.time(), what))
+
+        def check(rows: list[Any]) -> None:
+            delivered = sb.deliveries()
+            try:
+                _check(rows, delivered, texts)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{_late_summary(sb)}\n{_timeline(engine, sb, delivered, t0, syncs, logs)}") from None
 
         texts: set[str] = set()
         for i in range(profile.agents):
@@ -214,7 +341,7 @@ def _run(profile: Profile, db_url: str, tmp_path: Path, seed: int) -> dict[str, 
                 kills += 1
                 procs[victim] = start(victim)  # restarted where its progress file says
             if rng.random() < 0.3:
-                subprocess.run([INBOX, "-c", str(cfg), "sync"], env=env, capture_output=True, timeout=120)
+                sync("agents running:")
         stop.set()
         chaos.join(5)
         faults_hit = len(armed) - len(sb.faults.pending())
@@ -226,9 +353,9 @@ def _run(profile: Profile, db_url: str, tmp_path: Path, seed: int) -> dict[str, 
         checked_failed = 0
         for _ in range(8):
             time.sleep(SETTLE + 0.2)
-            subprocess.run([INBOX, "-c", str(cfg), "sync"], env=env, capture_output=True, timeout=120)
+            sync("settling:")
             rows = _replies(engine)
-            _check(rows, sb.deliveries(), texts)
+            check(rows)
             checked_failed += sum(r.state == "failed" for r in rows)
             if all(r.state == "sent" for r in rows):
                 break
@@ -236,10 +363,11 @@ def _run(profile: Profile, db_url: str, tmp_path: Path, seed: int) -> dict[str, 
                 if r.state == "failed":
                     subprocess.run([INBOX, "-c", str(cfg), "outbox", "retry", str(r.id)], env=env, capture_output=True, timeout=60)
         rows = _replies(engine)
+        check(rows)
         delivered = sb.deliveries()
-        _check(rows, delivered, texts)
         with engine.connect() as conn:
             events = dict(conn.execute(sa.text("SELECT action, COUNT(*) FROM ticket_event WHERE action LIKE 'reply%' GROUP BY action")).all())
+            gap_count = conn.execute(sa.text("SELECT COUNT(*) FROM sync_gap")).scalar()
         engine.dispose()
         counts = {
             "agents": profile.agents, "replies_planned": profile.agents * profile.replies, "kills": kills,
@@ -248,7 +376,7 @@ def _run(profile: Profile, db_url: str, tmp_path: Path, seed: int) -> dict[str, 
             "deliveries": sum(n for (_a, _r, t), n in delivered.items() if t in texts),
             "send_faults_hit": faults_hit, "retried": sum(r.attempts > 1 for r in rows),
             "failed_checked_undelivered": checked_failed, "declared_not_delivered": events.get("reply_not_delivered", 0),
-            "taken_in_doubt_from_stopped_sender": events.get("reply_in_doubt", 0),
+            "taken_in_doubt_from_stopped_sender": events.get("reply_in_doubt", 0), "sync_gaps": gap_count, "syncs": len(syncs), "sync_longest_s": round(max(b - a for a, b, _ in syncs), 1), **_late_summary(sb),
         }
         print("reply concurrency:", json.dumps(counts))
         return counts

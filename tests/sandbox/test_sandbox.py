@@ -931,3 +931,38 @@ def test_late_send_is_delivered_and_shown_only_after_the_delay(tmp_path: Any) ->
                              headers={"Authorization": f"Bearer {sb.accounts['tokoshop-x'].token}"}, timeout=5)
         assert resp.status_code == 201, resp.text
         assert sb.deliveries()[("tokoshop-x", customer, "halo x")] == 1
+
+
+def test_late_requests_record_arrival_delay_and_when_they_were_carried_out() -> None:
+    """Each late request is recorded: when it arrived, how long it was to wait, when it was carried
+    out (after its delay, or earlier by release_late), and the message a send created; the call log
+    names the fault of each call. The same record is served by the control API."""
+    with Sandbox(seed=7, late_sleep=30) as sb:
+        g = Graph(sb)
+        psid = customer_of(sb, "tokoshop-fb", thread_by_age(sb, "tokoshop-fb", 0, 24))
+        sb.fault("late", path="/messages", account="tokoshop-fb", delay=0.4)
+        sb.fault("late", path="/messages", account="tokoshop-fb")  # waits late_sleep: released below
+        for text in ("Halo, sebentar", "Halo, ditahan"):
+            with pytest.raises(requests.Timeout):
+                g.http.post(f"{g.root}/me/messages", params={"access_token": g.token}, timeout=0.2,
+                            json={"recipient": {"id": psid}, "messaging_type": "RESPONSE", "message": {"text": text}})
+        deadline = time.monotonic() + 10
+        while sb.late_requests[0].carried_out is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        first, second = sb.late_requests
+        assert second.carried_out is None and second.delay == 30 and not second.released
+        sb.release_late()
+        assert sb.wait_late(10)
+        first, second = sb.late_requests
+        sent = {s["message_id"]: s for s in sb.sent("tokoshop-fb")}
+        assert first.delay == 0.4 and not first.released and first.carried_out >= first.arrived + 0.4
+        assert second.released and second.carried_out < second.arrived + 30
+        assert [sent[r.message_id]["text"] for r in (first, second)] == ["Halo, sebentar", "Halo, ditahan"]
+        assert all(r.status == 200 and r.account == "tokoshop-fb" and r.method == "POST" for r in (first, second))
+        assert [c.fault for c in sb.calls if c.method == "POST"] == ["late", "late"]
+        assert all(c.fault is None for c in sb.calls if c.method == "GET")
+        served = requests.get(f"{sb.base_url}/_sandbox/late", timeout=5).json()
+        assert [r["message_id"] for r in served] == [first.message_id, second.message_id]
+        assert served[0]["carried_out"] == first.carried_out
+        sb.clear_calls()
+        assert sb.late_requests == [] and sb.calls == []
