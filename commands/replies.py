@@ -71,7 +71,7 @@ def reply_cmd(
     yes: bool = typer.Option(False, "--yes", "-y", help="Send without asking (required when there is no terminal to ask on)."),
     via: Optional[str] = typer.Option(None, "--via", metavar="CHANNEL", help="Reply in the ticket's thread on this channel (instagram, facebook, x) instead of its own channel."),
     to: Optional[int] = typer.Option(None, "--to", metavar="CONTACT", help="Reply to this contact's thread (see `inbox show`); needed when the ticket holds threads of several customers."),
-    again: bool = typer.Option(False, "--again", help="Send even though another reply was recorded on the ticket since the route was shown."),
+    again: bool = typer.Option(False, "--again", help="Send even though another reply was recorded on the ticket since the route was shown, or the ticket's last reply already delivered this text."),
     agent: Optional[str] = AgentOpt,
     json_: bool = JsonOpt,
 ) -> None:
@@ -102,7 +102,7 @@ def reply_cmd(
     try:
         if via and via not in CHANNELS:
             raise UsageError(f"unknown channel '{via}' for --via ({', '.join(list(CHANNELS)[:-1])} or {list(CHANNELS)[-1]})")
-        plan = plan_reply(engine, ticket_id, body, human_agent_tag=settings.replies.human_agent_tag, via=via, to=to)
+        plan = plan_reply(engine, ticket_id, body, human_agent_tag=settings.replies.human_agent_tag, via=via, to=to, again=again)
         route = plan.route
         err.print(Text(plan.describe(), style="bold"), Text(f"  (contact {route.contact_id}, {one_line(route.account_name, 100)})", style="dim"))
         claimed_by = plan.assignee if plan.assignee and plan.assignee != who else None

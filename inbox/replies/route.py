@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from connectors.enums import ReplyPolicy
+from connectors.enums import Direction, ReplyPolicy
 from inbox.errors import ConflictError, NotFoundError, PolicyError
 from inbox.replies.windows import describe_route, length_problem, reply_window
 from inbox.store import tables as tb
@@ -201,8 +201,11 @@ def plan_reply(
     now: datetime | None = None,
     via: str | None = None,
     to: int | None = None,
+    again: bool = False,
 ) -> ReplyPlan:
-    """Route and policy for a reply; raises PolicyError (nothing sent) or ConflictError."""
+    """Route and policy for a reply; raises PolicyError (nothing sent) or ConflictError.
+
+    `again`: the agent means another copy of a text the ticket's last reply already delivered."""
     with engine.connect() as conn:
         route = resolve_route(conn, ticket_id, via=via, to=to)
         pnow = now or platform_now(conn, route.account_id)
@@ -212,6 +215,7 @@ def plan_reply(
         ).first()
         seen = conn.execute(sa.select(sa.func.max(R.c.id)).where(R.c.ticket_id == ticket_id)).scalar() or 0
         assignee = conn.execute(sa.select(T.c.assignee).where(T.c.id == ticket_id)).scalar()
+        delivered = None if again or doubt is not None else _same_as_last_reply(conn, ticket_id, text)
     if doubt is not None and doubt.state in REPLY_IN_DOUBT:
         raise ConflictError(
             f"reply #{doubt.id} with this text is {doubt.state}: it may already have reached the customer",
@@ -223,4 +227,31 @@ def plan_reply(
             f"reply #{doubt.id} with this text is {doubt.state} (not delivered); send that one instead of a copy",
             hint=f"inbox outbox retry {doubt.id}",
         )
+    if delivered is not None:
+        # The same command run again (a terminal that died after the send, a script retried):
+        # the customer has the answer already. Once they write again, the same text is a new answer.
+        raise ConflictError(
+            f"reply #{delivered.id} with this text was already sent on ticket #{ticket_id}"
+            f" ({delivered.created_at:%Y-%m-%d %H:%M} UTC) and the customer has not written since",
+            hint="pass --again to send it once more",
+        )
     return ReplyPlan(route, text, policy, remaining, pnow, seen_reply_id=int(seen), assignee=assignee)
+
+
+def _same_as_last_reply(conn: Connection, ticket_id: int, text: str) -> Any:
+    """The ticket's newest reply when it is `sent` with this text and no customer message was
+    stored on the ticket after it was recorded; else None. "After" is by message id (the newest
+    message of the thread when the reply was recorded), not by clocks that may disagree."""
+    last = conn.execute(
+        sa.select(R.c.id, R.c.state, R.c.text, R.c.created_at, R.c.echo_after_message_id)
+        .where(R.c.ticket_id == ticket_id)
+        .order_by(R.c.id.desc())
+        .limit(1)
+    ).first()
+    if last is None or last.state != "sent" or last.text != text:
+        return None
+    since = M.c.id > last.echo_after_message_id if last.echo_after_message_id is not None else M.c.sent_at > last.created_at
+    wrote = conn.execute(
+        sa.select(M.c.id).where(M.c.ticket_id == ticket_id, M.c.direction == Direction.IN.value, since).limit(1)
+    ).first()
+    return None if wrote is not None else last

@@ -416,3 +416,40 @@ def test_the_same_text_sent_before_the_reply_is_not_its_echo(engine) -> None:
     sf.outbound(engine, made, text, "m_real_echo")
     assert reconcile.reconcile_unknown(engine, made.account_id) == 1
     assert reply_row(engine, rid).external_id == "m_real_echo"
+
+
+def test_the_same_text_again_after_it_was_delivered_needs_again_until_the_customer_writes(engine) -> None:
+    """An agent whose terminal died after the send runs the same command again: the customer has
+    that answer already. With --again, or once the customer has written since, it is a new answer."""
+    made = sf.ticket(engine)
+    platform = Platform()
+    text = "Baik kak, pesanan sudah kami cek"
+    first = outbox.send_reply(engine, route.plan_reply(engine, made.ticket_id, text), platform.factory, "ana")
+    assert first.state == "sent"
+    with pytest.raises(ConflictError, match=r"already sent .* has not written since") as refused:
+        route.plan_reply(engine, made.ticket_id, text)
+    assert refused.value.exit_code == 6 and "--again" in (refused.value.hint or "")
+    # Another text is another answer; the same one with again=True is what the agent asked for.
+    assert route.plan_reply(engine, made.ticket_id, "Mohon ditunggu ya kak").text
+    second = outbox.send_reply(engine, route.plan_reply(engine, made.ticket_id, text, again=True), platform.factory, "ana")
+    assert second.state == "sent" and len(platform.delivered) == 2
+    # The customer writes again (a later message id, whatever its clock says): the text is allowed.
+    with pytest.raises(ConflictError):
+        route.plan_reply(engine, made.ticket_id, text)
+    with engine.begin() as conn:
+        m = sa.table("message", *(sa.column(c) for c in (
+            "channel", "account_id", "external_id", "conversation_id", "ticket_id", "contact_id", "direction",
+            "author_id", "text", "kind", "sent_at", "received_at")))
+        early = sf.now() - timedelta(days=1)  # the platform's clock far behind ours
+        conn.execute(m.insert().values(channel="instagram", account_id=made.account_id, external_id="m_late_1", conversation_id=made.conversation_id,
+                                       ticket_id=made.ticket_id, contact_id=made.contact_id, direction="in", author_id="u",
+                                       text="kak belum sampai", kind="text", sent_at=early, received_at=sf.now()))
+    assert route.plan_reply(engine, made.ticket_id, text).text == text
+
+
+def test_a_sent_reply_that_is_not_the_last_does_not_block_its_text(engine) -> None:
+    made = sf.ticket(engine)
+    platform = Platform()
+    outbox.send_reply(engine, route.plan_reply(engine, made.ticket_id, "satu"), platform.factory, "ana")
+    outbox.send_reply(engine, route.plan_reply(engine, made.ticket_id, "dua"), platform.factory, "ana")
+    assert route.plan_reply(engine, made.ticket_id, "satu").text == "satu"
