@@ -5,21 +5,18 @@ from typing import Optional
 
 import typer
 
-from commands import AccountOpt, ChannelOpt, FilterOpts, JsonOpt, TagOpt, console, emit, say, split_values, state, ticket_filter
+from commands import DAYS, AccountOpt, ChannelOpt, FilterOpts, JsonOpt, TagOpt, console, emit, say, split_values, state, ticket_filter
 
 
 def stats_cmd(
     ctx: typer.Context,
-    days: float = typer.Option(7, "--days", metavar="DAYS", help="Period for first-response times and late answers."),
+    days: float = typer.Option(7, "--days", metavar="DAYS", parser=DAYS, help="Period for first-response times and late answers."),
     channel: Optional[list[str]] = ChannelOpt,
     json_: bool = JsonOpt,
 ) -> None:
     """Backlog by channel and status, SLA breaches, first-response times (median, p90), escalations."""
-    from inbox.errors import UsageError
     from inbox.stats import compute
 
-    if not days > 0:  # also refuses nan
-        raise UsageError(f"--days must be a positive number of days (got {days:g})")
     st = state(ctx)
     s = compute(st.engine(), period_days=days, channels=split_values(channel))
 
