@@ -148,7 +148,7 @@ def problem(err: Any, data: dict[str, Any], root: Any) -> str:
     last = err.get("loc", ("",))[-1] if err.get("loc") else ""
     # Never echo what may be a secret: tokens, or a database URL with its password.
     secretish = isinstance(last, str) and (last.endswith("_env") or last in SECRET_KEYS or last == "database")
-    if err.get("type") not in ("missing", "extra_forbidden") and not secretish and not isinstance(given, (dict, list)) and given is not None:
+    if err.get("type") not in ("missing", "extra_forbidden") and not secretish and not isinstance(given, (dict, list)) and given is not None and repr(given) not in detail:
         detail += f" (got {given!r})"
     return f"{where + ': ' if where else ''}{detail}"
 

@@ -62,6 +62,7 @@ CASES = [
     ("token in an _env key", FB.replace('"INBOX_T_FB"', f'"{GRAPH_TOKEN}"'), ["accounts[0] (fb-main).access_token_env", "name of an environment variable"]),
     ("unsupported database", 'database = "mysql://care:EAAdbpass1234567890@db/inbox"\n', ["database", "expected a SQLite file path"]),
     ("bad regex", '[dedup]\norder_patterns = ["INV/(["]\n', ["dedup.order_patterns", "invalid regular expression"]),
+    ("unknown time zone", 'timezone = "Mars/Olympus"\n', ["timezone: unknown time zone 'Mars/Olympus'"]),
 ]
 
 
@@ -76,6 +77,8 @@ def test_bad_config_is_one_precise_error(tmp_path: Path, text: str, expected: li
         assert part in message
     assert "\n" not in message
     assert GRAPH_TOKEN not in message and "EAAdbpass" not in message  # secrets are never echoed back
+    for given in re.findall(r"\(got ('[^']*')\)", message):  # what was given, quoted once
+        assert message.count(given) == 1, message
 
 
 @pytest.mark.parametrize("text,expected", [(c[1], c[2]) for c in CASES], ids=[c[0] for c in CASES])
