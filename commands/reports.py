@@ -73,7 +73,11 @@ def export_cmd(
     if output:
         from inbox.runtime.files import open_private
 
-        with open_private(output, newline="") as fh:
+        try:
+            fh = open_private(output, newline="")
+        except OSError as exc:  # a missing directory, a directory, no permission: the path is what is wrong
+            raise UsageError(f"cannot write {output}: {exc.strerror or type(exc).__name__}", hint="give --output a file in a directory that exists and you can write to") from exc
+        with fh:
             n = writer(state(ctx).engine(), flt, fh)
         say(f"exported {n} tickets to {output}\n", err=True)
     else:

@@ -52,3 +52,11 @@ def test_ids_and_periods_in_range_still_work(store: Store) -> None:  # noqa: F81
     assert missing.returncode == 5 and "no ticket #9223372036854775807" in _one_error(missing)
     bare = store.inbox()  # options but no command: say so on one line
     assert bare.returncode == 2 and "Missing command" in _one_error(bare)
+
+
+def test_an_export_to_a_path_that_cannot_be_written_is_a_usage_error(store: Store) -> None:  # noqa: F811
+    for target in (store.dir / "no-such-dir" / "out.csv", store.dir):
+        res = store.inbox("export", "--format", "csv", "--output", str(target))
+        line = _one_error(res)
+        assert res.returncode == 2 and f"cannot write {target}" in line and "unexpected" not in line, line
+    assert not (store.dir / "no-such-dir").exists()
