@@ -24,6 +24,12 @@ _SUPPORTED_DATABASE = re.compile(r"^(sqlite(\+pysqlite)?|postgresql(\+psycopg)?)
 def unsupported_database(value: str) -> str | None:
     """Why a `database` value cannot be used, or None. The URL itself is never echoed (it may
     carry a password): only its scheme."""
+    if not value.strip():
+        return "empty: expected a SQLite file path, sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
+    if _SUPPORTED_DATABASE.match(value) and value.split("://", 1)[0].startswith("sqlite"):
+        path = value.split("://", 1)[1].split("?", 1)[0].removeprefix("/")
+        if path in ("", ":memory:"):  # every command is its own process: an in-memory store is lost at its exit
+            return "a SQLite URL needs a file (sqlite:///PATH); without one the store would be in memory and lost when the command ends"
     if "://" not in value or _SUPPORTED_DATABASE.match(value):
         return None
     scheme = value.split("://", 1)[0]

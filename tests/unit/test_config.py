@@ -62,6 +62,9 @@ CASES = [
     ("token in an _env key", FB.replace('"INBOX_T_FB"', f'"{GRAPH_TOKEN}"'), ["accounts[0] (fb-main).access_token_env", "name of an environment variable"]),
     ("unsupported database", 'database = "mysql://care:EAAdbpass1234567890@db/inbox"\n', ["database", "expected a SQLite file path"]),
     ("bad regex", '[dedup]\norder_patterns = ["INV/(["]\n', ["dedup.order_patterns", "invalid regular expression"]),
+    ("in-memory SQLite", 'database = "sqlite://"\n', ["database", "needs a file (sqlite:///PATH)", "in memory"]),
+    ("in-memory SQLite by name", 'database = "sqlite:///:memory:"\n', ["database", "needs a file (sqlite:///PATH)"]),
+    ("empty database", 'database = ""\n', ["database", "empty"]),
     ("unknown time zone", 'timezone = "Mars/Olympus"\n', ["timezone: unknown time zone 'Mars/Olympus'"]),
 ]
 
@@ -173,6 +176,10 @@ def test_database_path_relative_to_the_file_and_env_override(tmp_path: Path, mon
     assert settings.database_url() == f"sqlite:///{tmp_path.resolve() / 'data' / 'inbox.db'}"
     monkeypatch.setenv("INBOX_DATABASE_URL", "postgresql+psycopg://care@db/inbox")
     assert settings.database_url() == "postgresql+psycopg://care@db/inbox"
+    for memory in ("sqlite:///", "sqlite://", "sqlite:///:memory:"):  # `sqlite:///$UNSET`: a store lost at exit
+        monkeypatch.setenv("INBOX_DATABASE_URL", memory)
+        with pytest.raises(ConfigError, match=r"^\$INBOX_DATABASE_URL: a SQLite URL needs a file"):
+            settings.database_url()
 
 
 # ── config.example.toml ───────────────────────────────────────────────────────────────────────
