@@ -168,6 +168,10 @@ def test_search_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INBOX_CONFIG", str(tmp_path / "gone.toml"))
     with pytest.raises(ConfigError, match="gone.toml: config file not found"):
         load_settings()
+    monkeypatch.setenv("INBOX_CONFIG", str(env))
+    for empty in ("", "  "):  # `--config "$CFG"` with CFG unset names no file: never fall back to another one
+        with pytest.raises(ConfigError, match="--config is empty"):
+            load_settings(empty)
 
 
 def test_database_path_relative_to_the_file_and_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
