@@ -60,3 +60,12 @@ def test_an_export_to_a_path_that_cannot_be_written_is_a_usage_error(store: Stor
         line = _one_error(res)
         assert res.returncode == 2 and f"cannot write {target}" in line and "unexpected" not in line, line
     assert not (store.dir / "no-such-dir").exists()
+
+
+def test_a_reply_with_control_characters_or_nothing_visible_is_not_sent(store: Store) -> None:  # noqa: F811
+    before = len(store.sb.sent("tokoshop-x"))
+    for text in ("Halo kak\x00 kami cek", "cek \x1b[31mINV\x1b[0m ya", "\u200b\u2060"):
+        res = store.inbox("reply", "1", "-", "--yes", stdin=text)
+        line = _one_error(res)
+        assert res.returncode == 2 and ("control character" in line or "empty reply" in line), line
+    assert len(store.sb.sent("tokoshop-x")) == before
