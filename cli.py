@@ -148,10 +148,22 @@ def _exit_without_teardown(code: int) -> None:
 def _run(argv: list[str] | None) -> int:
     args = _global_flags_first(list(argv if argv is not None else sys.argv[1:]))
     debug = args[:1] == ["--debug"]
+    from typer._click import exceptions as click_errors  # typer's own click (0.29 carries one)
+
     try:
-        # Standalone mode turns usage errors into exit 2 with a message; anything else reaches us.
-        app(args=args, prog_name="inbox")
-        return 0
+        # Not standalone: usage errors reach us (below) to become one line like every other error.
+        code = app(args=args, prog_name="inbox", standalone_mode=False)
+        return code if isinstance(code, int) else 0
+    except click_errors.NoArgsIsHelpError as exc:  # `inbox`, `inbox config`: the help itself
+        exc.show()
+        return exc.exit_code
+    except click_errors.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "inbox"
+        return _fail(exc.format_message().rstrip("."), exc.exit_code, f"see `{where} --help`")
+    except click_errors.ClickException as exc:
+        return _fail(exc.format_message(), exc.exit_code)
+    except typer.Abort:  # a prompt answered with Ctrl-D or Ctrl-C
+        return _fail("aborted", 1)
     except SystemExit as exc:
         if exc.code == 1 and type(sys.stdout).__name__ == "PacifyFlushWrapper":
             # click's answer to a closed pipe (EPIPE) is exit 1; ours is the one below.

@@ -148,6 +148,46 @@ def say(text: str, *, err: bool = False) -> None:
     (sys.stderr if err else sys.stdout).write(clean(text))
 
 
+# ─── the numbers people type ─────────────────────────────────────────────────────────────────
+
+INT64_MAX = 2**63 - 1  # the largest id or count the store (SQLite INTEGER, PostgreSQL BIGINT) holds
+
+
+def whole_number(value: Any) -> int:
+    """An id or a count (the parser of every ID argument and --limit): a whole number from 1 that
+    fits the store's 64-bit integers, so `inbox show 99999999999999999999` is a usage error, not
+    a database overflow."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            raise typer.BadParameter(f"{str(value)!r} is not a whole number") from None
+    if not 1 <= number <= INT64_MAX:
+        raise typer.BadParameter(f"{number} is out of range (a whole number from 1 to {INT64_MAX})")
+    return number
+
+
+def _span(unit: str, most: float) -> Callable[[Any], float]:
+    def parse(value: Any) -> float:
+        """A period: a finite number above 0, at most a century (so `inf`, `nan` and `1e300` are
+        usage errors, not overflows in the date arithmetic)."""
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise typer.BadParameter(f"{str(value)!r} is not a number of {unit}") from None
+        if not 0 < number <= most:  # also refuses nan
+            raise typer.BadParameter(f"{str(value)!r} is out of range (a number of {unit} above 0, at most {most:g})")
+        return number
+
+    return parse
+
+
+ID = COUNT = whole_number
+HOURS = _span("hours", 100 * 365 * 24)
+DAYS = _span("days", 100 * 365)
+
 # ─── shared options ──────────────────────────────────────────────────────────────────────────
 
 JsonOpt = typer.Option(False, "--json", help="Machine-readable JSON output (same as the global --json).")
@@ -160,8 +200,8 @@ AssigneeOpt = typer.Option(None, "--assignee", "-a", metavar="AGENT", help="'me'
 TagOpt = typer.Option(None, "--tag", metavar="TAG", help="Only tickets with this tag (repeat: all of them).")
 PriorityOpt = typer.Option(None, "--priority", "-p", metavar="PRIORITY", help="urgent, high, normal, low (repeat or comma-separate).")
 OverdueOpt = typer.Option(False, "--overdue", help="Only tickets past their SLA (first response or escalation).")
-WindowOpt = typer.Option(None, "--window-closing", metavar="HOURS", help="Meta threads whose reply window closes within HOURS.")
-LimitOpt = typer.Option(50, "--limit", "-n", metavar="N", help="At most this many tickets.")
+WindowOpt = typer.Option(None, "--window-closing", metavar="HOURS", parser=HOURS, help="Meta threads whose reply window closes within HOURS.")
+LimitOpt = typer.Option(50, "--limit", "-n", metavar="N", parser=COUNT, help="At most this many tickets.")
 
 
 def agent_for(ctx: typer.Context, explicit: Optional[str]) -> str:

@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from commands import AgentOpt, JsonOpt, agent_for, console, emit, prog, state
+from commands import COUNT, ID, AgentOpt, JsonOpt, agent_for, console, emit, prog, state
 
 
 def _reply_text(ctx: typer.Context, ticket_id: int, text: Optional[str], editor: bool, template: Optional[str], agent: str) -> str:
@@ -64,13 +64,13 @@ def _reply_text(ctx: typer.Context, ticket_id: int, text: Optional[str], editor:
 
 def reply_cmd(
     ctx: typer.Context,
-    ticket_id: int = typer.Argument(..., metavar="ID", help="Ticket id (see `inbox list`)."),
+    ticket_id: int = typer.Argument(..., parser=ID, metavar="ID", help="Ticket id (see `inbox list`)."),
     text: Optional[str] = typer.Argument(None, metavar="[TEXT]", help="The reply; - reads it from standard input (or use --editor / --template)."),
     editor: bool = typer.Option(False, "--editor", "-e", help="Write the reply in $EDITOR."),
     template: Optional[str] = typer.Option(None, "--template", "-t", metavar="NAME", help="A canned reply from settings.templates ({customer}, {handle}, {invoice}, {ticket}, {agent})."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Send without asking (required when there is no terminal to ask on)."),
     via: Optional[str] = typer.Option(None, "--via", metavar="CHANNEL", help="Reply in the ticket's thread on this channel (instagram, facebook, x) instead of its own channel."),
-    to: Optional[int] = typer.Option(None, "--to", metavar="CONTACT", help="Reply to this contact's thread (see `inbox show`); needed when the ticket holds threads of several customers."),
+    to: Optional[int] = typer.Option(None, "--to", parser=ID, metavar="CONTACT", help="Reply to this contact's thread (see `inbox show`); needed when the ticket holds threads of several customers."),
     again: bool = typer.Option(False, "--again", help="Send even though another reply was recorded on the ticket since the route was shown, or the ticket's last reply already delivered this text."),
     agent: Optional[str] = AgentOpt,
     json_: bool = JsonOpt,
@@ -83,7 +83,7 @@ def reply_cmd(
     from connectors.channels import CHANNELS
     from inbox.replies.route import plan_reply
     from inbox.errors import InboxError, UsageError
-    from inbox.safe_text import clean, one_line
+    from inbox.safe_text import clean, one_line, unsendable
 
     st = state(ctx)
     settings = st.settings()
@@ -100,6 +100,9 @@ def reply_cmd(
             return False
 
     try:
+        problem = unsendable(body)
+        if problem:
+            raise UsageError(problem)
         if via and via not in CHANNELS:
             raise UsageError(f"unknown channel '{via}' for --via ({', '.join(list(CHANNELS)[:-1])} or {list(CHANNELS)[-1]})")
         plan = plan_reply(engine, ticket_id, body, human_agent_tag=settings.replies.human_agent_tag, via=via, to=to, again=again)
@@ -151,7 +154,7 @@ outbox_app = typer.Typer(help="Replies not (yet) known to be delivered: queued, 
 def outbox_list(
     ctx: typer.Context,
     all_: bool = typer.Option(False, "--all", help="Include sent replies."),
-    limit: int = typer.Option(100, "--limit", "-n", metavar="N", help="At most this many replies."),
+    limit: int = typer.Option(100, "--limit", "-n", metavar="N", parser=COUNT, help="At most this many replies."),
     json_: bool = JsonOpt,
 ) -> None:
     """List the outbox (after matching in-doubt replies against the echoes synced so far)."""
@@ -183,7 +186,7 @@ def outbox_list(
 @outbox_app.command("retry")
 def outbox_retry(
     ctx: typer.Context,
-    reply_id: int = typer.Argument(..., metavar="ID", help="Reply id (see `inbox outbox`)."),
+    reply_id: int = typer.Argument(..., parser=ID, metavar="ID", help="Reply id (see `inbox outbox`)."),
     force: bool = typer.Option(False, "--force", help="Send an `unknown` reply again: you checked the customer's thread and it is not there (audited)."),
     agent: Optional[str] = AgentOpt,
     json_: bool = JsonOpt,

@@ -5,21 +5,18 @@ from typing import Optional
 
 import typer
 
-from commands import AccountOpt, ChannelOpt, FilterOpts, JsonOpt, TagOpt, console, emit, say, split_values, state, ticket_filter
+from commands import DAYS, AccountOpt, ChannelOpt, FilterOpts, JsonOpt, TagOpt, console, emit, say, split_values, state, ticket_filter
 
 
 def stats_cmd(
     ctx: typer.Context,
-    days: float = typer.Option(7, "--days", metavar="DAYS", help="Period for first-response times and late answers."),
+    days: float = typer.Option(7, "--days", metavar="DAYS", parser=DAYS, help="Period for first-response times and late answers."),
     channel: Optional[list[str]] = ChannelOpt,
     json_: bool = JsonOpt,
 ) -> None:
     """Backlog by channel and status, SLA breaches, first-response times (median, p90), escalations."""
-    from inbox.errors import UsageError
     from inbox.stats import compute
 
-    if not days > 0:  # also refuses nan
-        raise UsageError(f"--days must be a positive number of days (got {days:g})")
     st = state(ctx)
     s = compute(st.engine(), period_days=days, channels=split_values(channel))
 
@@ -76,7 +73,11 @@ def export_cmd(
     if output:
         from inbox.runtime.files import open_private
 
-        with open_private(output, newline="") as fh:
+        try:
+            fh = open_private(output, newline="")
+        except OSError as exc:  # a missing directory, a directory, no permission: the path is what is wrong
+            raise UsageError(f"cannot write {output}: {exc.strerror or type(exc).__name__}", hint="give --output a file in a directory that exists and you can write to") from exc
+        with fh:
             n = writer(state(ctx).engine(), flt, fh)
         say(f"exported {n} tickets to {output}\n", err=True)
     else:

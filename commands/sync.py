@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 import typer
 
-from commands import JsonOpt, console, emit, state, wants_json
+from commands import COUNT, ID, JsonOpt, console, emit, state, wants_json
 
 
 def require_config_file(settings: Any) -> None:
@@ -262,7 +262,7 @@ def quarantine_list(
     ctx: typer.Context,
     account: Optional[str] = typer.Option(None, "--account", metavar="NAME", help="Only this account."),
     all_: bool = typer.Option(False, "--all", help="Include resolved items."),
-    limit: int = typer.Option(100, "--limit", "-n", min=1, metavar="N", help="At most this many, newest first."),
+    limit: int = typer.Option(100, "--limit", "-n", metavar="N", parser=COUNT, help="At most this many, newest first."),
     json_: bool = JsonOpt,
 ) -> None:
     """List quarantined items, newest first (`inbox quarantine show ID` for one item's raw payload)."""
@@ -289,7 +289,7 @@ def quarantine_list(
 @quarantine_app.command("show")
 def quarantine_show(
     ctx: typer.Context,
-    item_id: int = typer.Argument(..., metavar="ID", help="Item id (see `inbox quarantine`)."),
+    item_id: int = typer.Argument(..., parser=ID, metavar="ID", help="Item id (see `inbox quarantine`)."),
     json_: bool = JsonOpt,
 ) -> None:
     """One quarantined item: why, where from, and its raw payload exactly as received (shown safely)."""

@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import typer
 
-from commands import AgentOpt, FilterOpts, JsonOpt, agent_for, console, emit, filter_options, split_values, state, ticket_filter
+from commands import ID, AgentOpt, FilterOpts, JsonOpt, agent_for, console, emit, filter_options, split_values, state, ticket_filter
 
 
 @filter_options
@@ -46,7 +46,7 @@ def list_cmd(
 
 def show_cmd(
     ctx: typer.Context,
-    ticket_id: int = typer.Argument(..., metavar="ID", help="Ticket id."),
+    ticket_id: int = typer.Argument(..., parser=ID, metavar="ID", help="Ticket id."),
     full: bool = typer.Option(False, "--full", help="Do not fold long messages."),
     why: bool = typer.Option(False, "--why", help="Also list the other tickets dedup considered and why they were not chosen."),
     pager: Optional[bool] = typer.Option(None, "--pager/--no-pager", help="Page long output (default: when stdout is a terminal)."),
@@ -93,7 +93,7 @@ def _done(ctx: typer.Context, row: Any, message: str) -> None:
 
 def claim_cmd(
     ctx: typer.Context,
-    ticket_id: Optional[int] = typer.Argument(None, metavar="[ID]", help="A specific ticket; without it, the next best unassigned one."),
+    ticket_id: Optional[int] = typer.Argument(None, parser=ID, metavar="[ID]", help="A specific ticket; without it, the next best unassigned one."),
     force: bool = typer.Option(False, "--force", help="Take the ticket even if another agent holds it."),
     channel: Optional[list[str]] = typer.Option(None, "--channel", metavar="CHANNEL", help="Only claim from these channels."),
     agent: Optional[str] = AgentOpt,
@@ -119,7 +119,7 @@ def claim_cmd(
 
 def assign_cmd(
     ctx: typer.Context,
-    ticket_id: int = typer.Argument(..., metavar="ID", help="Ticket id (see `inbox list`)."),
+    ticket_id: int = typer.Argument(..., parser=ID, metavar="ID", help="Ticket id (see `inbox list`)."),
     assignee: str = typer.Argument(..., metavar="AGENT|none", help="An agent name, 'me', or 'none' to unassign."),
     agent: Optional[str] = AgentOpt,
     json_: bool = JsonOpt,
@@ -136,7 +136,7 @@ def assign_cmd(
 
 def status_cmd(
     ctx: typer.Context,
-    ticket_id: int = typer.Argument(..., metavar="ID", help="Ticket id (see `inbox list`)."),
+    ticket_id: int = typer.Argument(..., parser=ID, metavar="ID", help="Ticket id (see `inbox list`)."),
     new_status: str = typer.Argument(..., metavar="STATUS", help="new, open, pending, resolved or closed."),
     agent: Optional[str] = AgentOpt,
     json_: bool = JsonOpt,
@@ -150,7 +150,7 @@ def status_cmd(
 
 def priority_cmd(
     ctx: typer.Context,
-    ticket_id: int = typer.Argument(..., metavar="ID", help="Ticket id (see `inbox list`)."),
+    ticket_id: int = typer.Argument(..., parser=ID, metavar="ID", help="Ticket id (see `inbox list`)."),
     new_priority: str = typer.Argument(..., metavar="PRIORITY", help="urgent, high, normal or low."),
     agent: Optional[str] = AgentOpt,
     json_: bool = JsonOpt,
@@ -166,7 +166,7 @@ def priority_cmd(
 
 def tag_cmd(
     ctx: typer.Context,
-    ticket_id: int = typer.Argument(..., metavar="ID", help="Ticket id (see `inbox list`)."),
+    ticket_id: int = typer.Argument(..., parser=ID, metavar="ID", help="Ticket id (see `inbox list`)."),
     tag_name: str = typer.Argument(..., metavar="TAG", help="The tag, e.g. refund."),
     remove: bool = typer.Option(False, "--remove", help="Remove the tag instead."),
     agent: Optional[str] = AgentOpt,
@@ -182,7 +182,7 @@ def tag_cmd(
 
 def note_cmd(
     ctx: typer.Context,
-    ticket_id: int = typer.Argument(..., metavar="ID", help="Ticket id (see `inbox list`)."),
+    ticket_id: int = typer.Argument(..., parser=ID, metavar="ID", help="Ticket id (see `inbox list`)."),
     text: str = typer.Argument(..., metavar="TEXT", help="The note (private: never sent to the customer)."),
     agent: Optional[str] = AgentOpt,
     json_: bool = JsonOpt,
@@ -196,8 +196,8 @@ def note_cmd(
 
 def merge_cmd(
     ctx: typer.Context,
-    ticket_id: int = typer.Argument(..., metavar="ID", help="The ticket to fold in."),
-    into_id: int = typer.Argument(..., metavar="INTO_ID", help="The ticket that stays."),
+    ticket_id: int = typer.Argument(..., parser=ID, metavar="ID", help="The ticket to fold in."),
+    into_id: int = typer.Argument(..., parser=ID, metavar="INTO_ID", help="The ticket that stays."),
     agent: Optional[str] = AgentOpt,
     json_: bool = JsonOpt,
 ) -> None:
@@ -210,7 +210,7 @@ def merge_cmd(
 
 def unmerge_cmd(
     ctx: typer.Context,
-    ticket_id: int = typer.Argument(..., metavar="ID", help="Ticket id (see `inbox list`)."),
+    ticket_id: int = typer.Argument(..., parser=ID, metavar="ID", help="Ticket id (see `inbox list`)."),
     agent: Optional[str] = AgentOpt,
     json_: bool = JsonOpt,
 ) -> None:
@@ -223,7 +223,7 @@ def unmerge_cmd(
 
 def link_cmd(
     ctx: typer.Context,
-    contact_ids: list[int] = typer.Argument(..., metavar="CONTACT_ID CONTACT_ID...", help="Contacts (see `inbox show`) that are one person."),
+    contact_ids: list[int] = typer.Argument(..., parser=ID, metavar="CONTACT_ID CONTACT_ID...", help="Contacts (see `inbox show`) that are one person."),
     reason: str = typer.Option(..., "--reason", "-r", metavar="TEXT", help="Why: shared invoice number, customer said so..."),
     agent: Optional[str] = AgentOpt,
     json_: bool = JsonOpt,
@@ -238,7 +238,7 @@ def link_cmd(
 
 def unlink_cmd(
     ctx: typer.Context,
-    contact_id: int = typer.Argument(..., metavar="CONTACT_ID", help="The contact (see `inbox show`)."),
+    contact_id: int = typer.Argument(..., parser=ID, metavar="CONTACT_ID", help="The contact (see `inbox show`)."),
     reason: str = typer.Option("unlinked by an agent", "--reason", "-r", metavar="TEXT", help="Why (kept in the audit log)."),
     agent: Optional[str] = AgentOpt,
     json_: bool = JsonOpt,

@@ -75,6 +75,20 @@ def clean(text: str | None, *, visible_bidi: bool = True) -> str:
 
 # Characters JSON leaves raw with ensure_ascii=False that a terminal may still act on or that
 # reorder what is read: DEL and C1 controls (U+009B is CSI), bidi controls, line/paragraph separators.
+def unsendable(text: str) -> str | None:
+    """Why a reply's text cannot go to a customer, or None: a control character or a terminal escape
+    (pasted terminal output, a stray NUL) means nothing to the customer's app, and text with
+    nothing visible left once those are gone is an empty reply."""
+    text = text.replace("\r\n", "\n")  # a pasted Windows line end is a line end
+    bad = _ESCAPES.search(text) or _CONTROLS.search(text)
+    if not clean(text).strip():
+        return "empty reply: nothing sent"
+    if bad:
+        char = bad.group(0)[0]
+        return f"not sent: the reply has a control character (U+{ord(char):04X}) at position {bad.start() + 1}; remove it"
+    return None
+
+
 _JSON_UNSAFE = re.compile(f"[\x7f-\x9f\u2028\u2029{BIDI_CONTROLS}]")
 
 

@@ -371,6 +371,8 @@ def interval_for(settings: Settings, account: AccountSettings) -> int:
 
 
 def candidate_paths(explicit: str | os.PathLike[str] | None) -> list[Path]:
+    if explicit is not None and not str(explicit).strip():  # `-c "$CFG"` with CFG unset: never another file
+        raise ConfigError("--config is empty: give the path of a config file")
     if explicit:
         return [Path(explicit).expanduser()]
     if os.environ.get("INBOX_CONFIG"):

@@ -24,6 +24,12 @@ _SUPPORTED_DATABASE = re.compile(r"^(sqlite(\+pysqlite)?|postgresql(\+psycopg)?)
 def unsupported_database(value: str) -> str | None:
     """Why a `database` value cannot be used, or None. The URL itself is never echoed (it may
     carry a password): only its scheme."""
+    if not value.strip():
+        return "empty: expected a SQLite file path, sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
+    if _SUPPORTED_DATABASE.match(value) and value.split("://", 1)[0].startswith("sqlite"):
+        path = value.split("://", 1)[1].split("?", 1)[0].removeprefix("/")
+        if path in ("", ":memory:"):  # every command is its own process: an in-memory store is lost at its exit
+            return "a SQLite URL needs a file (sqlite:///PATH); without one the store would be in memory and lost when the command ends"
     if "://" not in value or _SUPPORTED_DATABASE.match(value):
         return None
     scheme = value.split("://", 1)[0]
@@ -148,7 +154,7 @@ def problem(err: Any, data: dict[str, Any], root: Any) -> str:
     last = err.get("loc", ("",))[-1] if err.get("loc") else ""
     # Never echo what may be a secret: tokens, or a database URL with its password.
     secretish = isinstance(last, str) and (last.endswith("_env") or last in SECRET_KEYS or last == "database")
-    if err.get("type") not in ("missing", "extra_forbidden") and not secretish and not isinstance(given, (dict, list)) and given is not None:
+    if err.get("type") not in ("missing", "extra_forbidden") and not secretish and not isinstance(given, (dict, list)) and given is not None and repr(given) not in detail:
         detail += f" (got {given!r})"
     return f"{where + ': ' if where else ''}{detail}"
 

@@ -280,10 +280,11 @@ def take(
 
 def change_status(conn: Connection, row: Any, status: str, actor: str, *, now: datetime) -> None:
     """An agent sets the status of the (locked) ticket `row`: resolving stamps it, reopening counts."""
-    if row.merged_into_id and status in ACTIVE_STATUSES:
-        raise ConflictError(f"ticket #{row.id} is merged into #{row.merged_into_id}", hint=f"unmerge it first: inbox unmerge {row.id}")
     if row.status == status:
         return
+    if row.merged_into_id:  # its status is the merge's: unmerge gives the earlier one back, over any set here
+        raise ConflictError(f"ticket #{row.id} is merged into #{row.merged_into_id}",
+                            hint=f"set #{row.merged_into_id}'s status, or unmerge it first: inbox unmerge {row.id}")
     values: dict[str, Any] = {"status": status, "updated_at": now}
     if status in (RESOLVED, CLOSED):
         values["resolved_at"] = row.resolved_at or now

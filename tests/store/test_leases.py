@@ -139,7 +139,7 @@ def test_expired_lease_is_taken_over_and_the_old_holder_is_fenced(engine):
 def test_lease_of_a_dead_local_process_is_taken_at_once(engine):
     from inbox.accounts import ensure_accounts
 
-    settings = settings_for("sqlite://")
+    settings = settings_for("sqlite:///leases.db")
     ref = ensure_accounts(engine, settings.accounts)["toko-x"]
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
     pid = int(gone.stdout)
@@ -157,7 +157,7 @@ def test_lease_of_an_exited_but_unreaped_process_is_taken_at_once(engine):
     """A worker killed with its `inbox sync` may stay a zombie (a container's PID 1 that never reaps)."""
     from inbox.accounts import ensure_accounts
 
-    settings = settings_for("sqlite://")
+    settings = settings_for("sqlite:///leases.db")
     ref = ensure_accounts(engine, settings.accounts)["toko-x"]
     zombie = subprocess.Popen([sys.executable, "-c", "pass"])
     os.waitid(os.P_PID, zombie.pid, os.WEXITED | os.WNOWAIT)  # exited, and left unreaped: a zombie

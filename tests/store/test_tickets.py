@@ -165,6 +165,10 @@ def test_show_spans_threads_merges_and_events(engine) -> None:
         operations.merge(engine, fb.ticket_id, ig.ticket_id, "ana")
     with pytest.raises(ConflictError):
         operations.merge(engine, ig.ticket_id, fb.ticket_id, "ana")
+    for status in ("open", "resolved"):  # a merged ticket's status is the merge's; unmerge would undo it
+        with pytest.raises(ConflictError, match=f"#{fb.ticket_id} is merged into #{ig.ticket_id}"):
+            operations.set_status(engine, fb.ticket_id, status, "ana")
+    operations.set_status(engine, fb.ticket_id, "closed", "ana")  # what it is: nothing to change
 
     back = operations.unmerge(engine, fb.ticket_id, "ana")
     assert back.status == "new" and back.merged_into_id is None

@@ -62,6 +62,10 @@ CASES = [
     ("token in an _env key", FB.replace('"INBOX_T_FB"', f'"{GRAPH_TOKEN}"'), ["accounts[0] (fb-main).access_token_env", "name of an environment variable"]),
     ("unsupported database", 'database = "mysql://care:EAAdbpass1234567890@db/inbox"\n', ["database", "expected a SQLite file path"]),
     ("bad regex", '[dedup]\norder_patterns = ["INV/(["]\n', ["dedup.order_patterns", "invalid regular expression"]),
+    ("in-memory SQLite", 'database = "sqlite://"\n', ["database", "needs a file (sqlite:///PATH)", "in memory"]),
+    ("in-memory SQLite by name", 'database = "sqlite:///:memory:"\n', ["database", "needs a file (sqlite:///PATH)"]),
+    ("empty database", 'database = ""\n', ["database", "empty"]),
+    ("unknown time zone", 'timezone = "Mars/Olympus"\n', ["timezone: unknown time zone 'Mars/Olympus'"]),
 ]
 
 
@@ -76,6 +80,8 @@ def test_bad_config_is_one_precise_error(tmp_path: Path, text: str, expected: li
         assert part in message
     assert "\n" not in message
     assert GRAPH_TOKEN not in message and "EAAdbpass" not in message  # secrets are never echoed back
+    for given in re.findall(r"\(got ('[^']*')\)", message):  # what was given, quoted once
+        assert message.count(given) == 1, message
 
 
 @pytest.mark.parametrize("text,expected", [(c[1], c[2]) for c in CASES], ids=[c[0] for c in CASES])
@@ -162,6 +168,10 @@ def test_search_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INBOX_CONFIG", str(tmp_path / "gone.toml"))
     with pytest.raises(ConfigError, match="gone.toml: config file not found"):
         load_settings()
+    monkeypatch.setenv("INBOX_CONFIG", str(env))
+    for empty in ("", "  "):  # `--config "$CFG"` with CFG unset names no file: never fall back to another one
+        with pytest.raises(ConfigError, match="--config is empty"):
+            load_settings(empty)
 
 
 def test_database_path_relative_to_the_file_and_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -170,6 +180,10 @@ def test_database_path_relative_to_the_file_and_env_override(tmp_path: Path, mon
     assert settings.database_url() == f"sqlite:///{tmp_path.resolve() / 'data' / 'inbox.db'}"
     monkeypatch.setenv("INBOX_DATABASE_URL", "postgresql+psycopg://care@db/inbox")
     assert settings.database_url() == "postgresql+psycopg://care@db/inbox"
+    for memory in ("sqlite:///", "sqlite://", "sqlite:///:memory:"):  # `sqlite:///$UNSET`: a store lost at exit
+        monkeypatch.setenv("INBOX_DATABASE_URL", memory)
+        with pytest.raises(ConfigError, match=r"^\$INBOX_DATABASE_URL: a SQLite URL needs a file"):
+            settings.database_url()
 
 
 # ── config.example.toml ───────────────────────────────────────────────────────────────────────

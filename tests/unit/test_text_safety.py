@@ -92,3 +92,23 @@ def test_json_output_escapes_terminal_active_characters(engine) -> None:
     written = out.getvalue()
     assert not any(ch in written for ch in "\x9b\x9d\u202e\u2028")
     assert json.loads(written)["messages"][-1]["text"] == hostile
+
+
+@pytest.mark.parametrize(("text", "why"), [
+    ("Halo kak\x00", "control character (U+0000) at position 9"),
+    ("cek \x1b[31mINV\x1b[0m", "control character (U+001B) at position 5"),
+    ("a\rb", "control character (U+000D)"),
+    ("\u200b\u200b", "empty reply"),
+    ("\x1b[31m\u200b", "empty reply"),
+])
+def test_unsendable_replies_say_why(text: str, why: str) -> None:
+    from inbox.safe_text import unsendable
+
+    assert why in (unsendable(text) or ""), repr(text)
+
+
+@pytest.mark.parametrize("text", ["Halo kak 🙏", "baris 1\nbaris 2\tINV/20261120/MPL/3817265540", "windows\r\nline", "مرحبا"])
+def test_ordinary_replies_are_sendable(text: str) -> None:
+    from inbox.safe_text import unsendable
+
+    assert unsendable(text) is None

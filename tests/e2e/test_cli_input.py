@@ -1,0 +1,71 @@
+"""What people type at the CLI that it cannot use: every such input is a usage error (exit 2) on
+one line saying what is wrong and where to look, never an overflow from the store or the date
+arithmetic, never click's four-line usage block."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.test_cli_contract import Store, _one_error, store  # noqa: F401 - the module's synced store
+
+pytestmark = pytest.mark.slow
+
+HUGE = "99999999999999999999999"  # past 64 bits: no store holds such an id
+
+
+@pytest.mark.parametrize("args", [
+    ("show", HUGE), ("claim", HUGE), ("note", HUGE, "x"), ("status", HUGE, "open"), ("merge", "1", HUGE),
+    ("link", "1", HUGE, "-r", "x"), ("unlink", HUGE), ("reply", "1", "hi", "--to", HUGE, "--yes"),
+    ("outbox", "retry", HUGE), ("quarantine", "show", HUGE), ("show", "0"), ("show", "--", "-1"),
+    ("list", "--limit", HUGE), ("outbox", "--limit", HUGE), ("quarantine", "--limit", "0"),
+    ("list", "--window-closing", "nan"), ("list", "--window-closing", "inf"), ("list", "--window-closing", "1e308"),
+    ("list", "--window-closing", "-1"), ("search", "refund", "--window-closing", "1e308"),
+    ("stats", "--days", "1e20"), ("stats", "--days", "inf"),
+])
+def test_numbers_out_of_range_are_usage_errors(store: Store, args: tuple[str, ...]) -> None:  # noqa: F811
+    res = store.inbox(*args)
+    line = _one_error(res)
+    assert res.returncode == 2 and "unexpected" not in line and "Overflow" not in line, line
+    assert "out of range" in line and f"see `inbox {args[0]}" in line, line
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (("show", "-1"), "No such option: -1"),
+    (("show",), "Missing argument 'ID'"),
+    (("no-such-command",), "No such command 'no-such-command'"),
+    (("list", "--jsn"), "No such option: --jsn"),
+    (("link", "1", "2"), "Missing option '--reason'"),
+    (("show", "abc"), "'abc' is not a whole number"),
+    (("config", "bogus"), "No such command 'bogus'"),
+])
+def test_usage_errors_are_one_line_with_where_to_look(store: Store, args: tuple[str, ...], words: str) -> None:  # noqa: F811
+    res = store.inbox(*args)
+    line = _one_error(res)
+    assert res.returncode == 2 and words in line and "--help`" in line and res.stdout == "", line
+
+
+def test_ids_and_periods_in_range_still_work(store: Store) -> None:  # noqa: F811
+    assert store.inbox("show", "1", "--no-pager").returncode == 0
+    assert store.inbox("list", "--window-closing", "4", "--limit", "3").returncode == 0
+    assert store.inbox("stats", "--days", "0.5").returncode == 0
+    missing = store.inbox("show", "9223372036854775807")  # the largest id: a real lookup, not found
+    assert missing.returncode == 5 and "no ticket #9223372036854775807" in _one_error(missing)
+    bare = store.inbox()  # options but no command: say so on one line
+    assert bare.returncode == 2 and "Missing command" in _one_error(bare)
+
+
+def test_an_export_to_a_path_that_cannot_be_written_is_a_usage_error(store: Store) -> None:  # noqa: F811
+    for target in (store.dir / "no-such-dir" / "out.csv", store.dir):
+        res = store.inbox("export", "--format", "csv", "--output", str(target))
+        line = _one_error(res)
+        assert res.returncode == 2 and f"cannot write {target}" in line and "unexpected" not in line, line
+    assert not (store.dir / "no-such-dir").exists()
+
+
+def test_a_reply_with_control_characters_or_nothing_visible_is_not_sent(store: Store) -> None:  # noqa: F811
+    before = len(store.sb.sent("tokoshop-x"))
+    for text in ("Halo kak\x00 kami cek", "cek \x1b[31mINV\x1b[0m ya", "\u200b\u2060"):
+        res = store.inbox("reply", "1", "-", "--yes", stdin=text)
+        line = _one_error(res)
+        assert res.returncode == 2 and ("control character" in line or "empty reply" in line), line
+    assert len(store.sb.sent("tokoshop-x")) == before
