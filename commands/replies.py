@@ -83,7 +83,7 @@ def reply_cmd(
     from connectors.channels import CHANNELS
     from inbox.replies.route import plan_reply
     from inbox.errors import InboxError, UsageError
-    from inbox.safe_text import clean, one_line, unsendable
+    from inbox.safe_text import clean, one_line
 
     st = state(ctx)
     settings = st.settings()
@@ -100,9 +100,6 @@ def reply_cmd(
             return False
 
     try:
-        problem = unsendable(body)
-        if problem:
-            raise UsageError(problem)
         if via and via not in CHANNELS:
             raise UsageError(f"unknown channel '{via}' for --via ({', '.join(list(CHANNELS)[:-1])} or {list(CHANNELS)[-1]})")
         plan = plan_reply(engine, ticket_id, body, human_agent_tag=settings.replies.human_agent_tag, via=via, to=to, again=again)

@@ -73,8 +73,6 @@ def clean(text: str | None, *, visible_bidi: bool = True) -> str:
     return text
 
 
-# Characters JSON leaves raw with ensure_ascii=False that a terminal may still act on or that
-# reorder what is read: DEL and C1 controls (U+009B is CSI), bidi controls, line/paragraph separators.
 def unsendable(text: str) -> str | None:
     """Why a reply's text cannot go to a customer, or None: a control character or a terminal escape
     (pasted terminal output, a stray NUL) means nothing to the customer's app, and text with
@@ -89,6 +87,8 @@ def unsendable(text: str) -> str | None:
     return None
 
 
+# Characters JSON leaves raw with ensure_ascii=False that a terminal may still act on or that
+# reorder what is read: DEL and C1 controls (U+009B is CSI), bidi controls, line/paragraph separators.
 _JSON_UNSAFE = re.compile(f"[\x7f-\x9f\u2028\u2029{BIDI_CONTROLS}]")
 
 

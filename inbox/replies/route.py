@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from connectors.enums import Direction, ReplyPolicy
-from inbox.errors import ConflictError, NotFoundError, PolicyError
+from inbox.errors import ConflictError, NotFoundError, PolicyError, UsageError
 from inbox.replies.windows import describe_route, length_problem, reply_window
+from inbox.safe_text import unsendable
 from inbox.store import tables as tb
 from inbox.store.types import REPLY_IN_DOUBT, REPLY_OPEN, utcnow
 
@@ -206,6 +207,9 @@ def plan_reply(
     """Route and policy for a reply; raises PolicyError (nothing sent) or ConflictError.
 
     `again`: the agent means another copy of a text the ticket's last reply already delivered."""
+    problem = unsendable(text)
+    if problem:
+        raise UsageError(problem)
     with engine.connect() as conn:
         route = resolve_route(conn, ticket_id, via=via, to=to)
         pnow = now or platform_now(conn, route.account_id)

@@ -453,3 +453,13 @@ def test_a_sent_reply_that_is_not_the_last_does_not_block_its_text(engine) -> No
     outbox.send_reply(engine, route.plan_reply(engine, made.ticket_id, "satu"), platform.factory, "ana")
     outbox.send_reply(engine, route.plan_reply(engine, made.ticket_id, "dua"), platform.factory, "ana")
     assert route.plan_reply(engine, made.ticket_id, "satu").text == "satu"
+
+
+@pytest.mark.parametrize("text", ["halo\x00kak", "\x1b[31mhalo", "halo\x07", "\u200b \u200b", "\x1b]0;title\x07"])
+def test_a_reply_with_a_control_character_or_nothing_visible_is_refused_by_the_library_too(engine, text: str) -> None:
+    """Every caller (CLI, demo, scripts on the library) goes through plan_reply: nothing recorded, nothing sent."""
+    made = sf.ticket(engine)
+    with pytest.raises(UsageError):
+        route.plan_reply(engine, made.ticket_id, text)
+    assert route.plan_reply(engine, made.ticket_id, "halo kak\nbaris dua\r\nbaris tiga\tok").text
+    assert outbox.outbox(engine, states=("sending", "sent", "unknown", "failed")) == []
