@@ -148,13 +148,17 @@ def _exit_without_teardown(code: int) -> None:
 def _run(argv: list[str] | None) -> int:
     args = _global_flags_first(list(argv if argv is not None else sys.argv[1:]))
     debug = args[:1] == ["--debug"]
-    from typer._click import exceptions as click_errors  # typer's own click (0.29 carries one)
+    try:
+        from typer._click import exceptions as click_errors  # typer's own click (0.29 carries one)
+    except ImportError:  # a typer that uses the click package
+        from click import exceptions as click_errors  # type: ignore[no-redef]
+    no_args_help = getattr(click_errors, "NoArgsIsHelpError", ())  # click < 8.2 prints that help itself
 
     try:
         # Not standalone: usage errors reach us (below) to become one line like every other error.
         code = app(args=args, prog_name="inbox", standalone_mode=False)
         return code if isinstance(code, int) else 0
-    except click_errors.NoArgsIsHelpError as exc:  # `inbox`, `inbox config`: the help itself
+    except no_args_help as exc:  # `inbox`, `inbox config`: the help itself
         exc.show()
         return exc.exit_code
     except click_errors.UsageError as exc:
