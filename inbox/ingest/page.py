@@ -62,9 +62,6 @@ _acc = Account.__table__
 _m = Message.__table__
 _ss = SyncState.__table__
 
-INGEST_LOCK_KEY = sqlite_lock.INGEST_LOCK_KEY
-
-
 @dataclass(frozen=True, slots=True)
 class MessageDecision:
     """What happened (or would happen, in a dry run) to one new message."""
@@ -148,10 +145,9 @@ def ingest_page(
     with gc_paused(), sqlite_lock.hold(engine, settings.sync.writer_lock_timeout_seconds), write_tx(engine) as conn:
         if conn.dialect.name == "sqlite":
             tune_sqlite_writer(conn)
-        if conn.dialect.name == "postgresql":
-            # Page ingests are serialized, as SQLite's write lock does: dedup of one account's
-            # page must see the tickets another account's page just created (cross-channel rules).
-            sqlite_lock.pg_acquire(conn, INGEST_LOCK_KEY, settings.sync.writer_lock_timeout_seconds)
+        # Page ingests are serialized, as SQLite's write lock does: dedup of one account's page
+        # must see the tickets another account's page just created (cross-channel rules).
+        sqlite_lock.with_page_writers(conn, settings.sync.writer_lock_timeout_seconds)
         result = _write_page(PageWriter(conn, ref, settings, explain=explain, via=via), page)
         _write_cursor(conn, ref, page, lease_owner, lease_seconds or settings.sync.lease_seconds)
         if dry_run:

@@ -217,9 +217,15 @@ def plan_reply(
         doubt = conn.execute(
             sa.select(R.c.id, R.c.state).where(R.c.ticket_id == ticket_id, R.c.state.in_(REPLY_OPEN), R.c.text == text).limit(1)
         ).first()
-        seen = conn.execute(sa.select(sa.func.max(R.c.id)).where(R.c.ticket_id == ticket_id)).scalar() or 0
+        last = conn.execute(
+            sa.select(R.c.id, R.c.state, R.c.text, R.c.created_at, R.c.echo_after_message_id)
+            .where(R.c.ticket_id == ticket_id)
+            .order_by(R.c.id.desc())
+            .limit(1)
+        ).first()
+        seen = last.id if last is not None else 0
         assignee = conn.execute(sa.select(T.c.assignee).where(T.c.id == ticket_id)).scalar()
-        delivered = None if again or doubt is not None else _same_as_last_reply(conn, ticket_id, text)
+        delivered = None if again or doubt is not None else _delivered_unanswered(conn, ticket_id, last, text)
     if doubt is not None and doubt.state in REPLY_IN_DOUBT:
         raise ConflictError(
             f"reply #{doubt.id} with this text is {doubt.state}: it may already have reached the customer",
@@ -242,16 +248,10 @@ def plan_reply(
     return ReplyPlan(route, text, policy, remaining, pnow, seen_reply_id=int(seen), assignee=assignee)
 
 
-def _same_as_last_reply(conn: Connection, ticket_id: int, text: str) -> Any:
-    """The ticket's newest reply when it is `sent` with this text and no customer message was
-    stored on the ticket after it was recorded; else None. "After" is by message id (the newest
+def _delivered_unanswered(conn: Connection, ticket_id: int, last: Any, text: str) -> Any:
+    """`last` (the ticket's newest reply) when it is `sent` with this text and no customer message
+    was stored on the ticket after it was recorded; else None. "After" is by message id (the newest
     message of the thread when the reply was recorded), not by clocks that may disagree."""
-    last = conn.execute(
-        sa.select(R.c.id, R.c.state, R.c.text, R.c.created_at, R.c.echo_after_message_id)
-        .where(R.c.ticket_id == ticket_id)
-        .order_by(R.c.id.desc())
-        .limit(1)
-    ).first()
     if last is None or last.state != "sent" or last.text != text:
         return None
     since = M.c.id > last.echo_after_message_id if last.echo_after_message_id is not None else M.c.sent_at > last.created_at

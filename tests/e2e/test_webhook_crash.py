@@ -77,7 +77,7 @@ def _serve(cfg: Path) -> tuple[subprocess.Popen[str], str]:
 def test_kill_9_right_after_the_acknowledgements_then_restart(tmp_path, db_url) -> None:
     from inbox.store import sqlite_lock
     from inbox.store import open_store
-    from inbox.ingest.page import INGEST_LOCK_KEY
+    from inbox.store.sqlite_lock import INGEST_LOCK_KEY
     from inbox.store.engine import write_tx
 
     cfg = _config(tmp_path, db_url)
@@ -121,7 +121,7 @@ def test_a_busy_writer_lock_leaves_the_batch_pending_without_counting_an_attempt
     from inbox.intake import receiver
     from inbox.store import sqlite_lock
     from inbox.errors import ConflictError
-    from inbox.ingest.page import INGEST_LOCK_KEY
+    from inbox.store.sqlite_lock import INGEST_LOCK_KEY
     from inbox.store.engine import write_tx
     from inbox.store.tables import webhook_delivery as d
 

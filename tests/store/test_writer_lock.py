@@ -121,7 +121,7 @@ def test_postgresql_page_writers_wait_a_bounded_time_and_name_the_holder(pg_url,
     import sqlalchemy as sa
 
     from inbox.store import open_store
-    from inbox.ingest.page import INGEST_LOCK_KEY
+    from inbox.store.sqlite_lock import INGEST_LOCK_KEY
 
     config = tmp_path / "inbox.toml"
     config.write_text(sandbox.config_toml(database=pg_url) + "\n[sync]\nwriter_lock_timeout_seconds = 0.5\n")
