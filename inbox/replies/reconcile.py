@@ -114,7 +114,7 @@ def reconcile_unknown(
       the attempt (`synced_after`, or the account's last successful sync) found no echo -> `failed`.
     """
     timing = timing or Timing()
-    now = now or utcnow()
+    given_now = now
     settled = 0
     with write_tx(engine) as conn:
         doubtful = conn.execute(
@@ -123,6 +123,7 @@ def reconcile_unknown(
         if not doubtful:
             return 0
         with_page_writers(conn)  # an echo a page is storing now is seen, not declared missing
+        now = given_now or utcnow()  # read after the wait: a settled reply is stamped when it was settled
         sync_started = synced_after or _sync_started(conn, account_id)
         for reply in doubtful:
             if reply.state == "sending":
