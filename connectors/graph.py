@@ -83,7 +83,7 @@ from connectors.graph_parse import (
     sent_message_id,
 )
 from connectors.redact import scrub
-from connectors.times import format_time, parse_time
+from connectors.times import format_time, parse_time, platform_time
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +261,11 @@ class MetaConnector:
             for item in items:
                 readable += 1
                 if isinstance(item, Mapping) and str(item.get("id")) in stored:
+                    if platform_time(item.get("created_time"), received, self.skew)[1] is not None:
+                        # Graph lists a thread by created_time: a stored message dated in the future
+                        # (or undated) stays on top of it, above messages written after it. Only a
+                        # known message with a believable time shows the older ones are known too.
+                        continue
                     hit_known = True
                     break
                 try:

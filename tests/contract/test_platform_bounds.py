@@ -90,6 +90,36 @@ def test_message_dated_2100_never_moves_the_meta_cursor_or_the_reply_window(engi
     assert "days old" not in out.out + out.err
 
 
+@pytest.mark.parametrize("account", ["tokoshop-fb", "tokoshop-ig"])
+def test_a_message_written_after_one_dated_2100_in_its_thread_is_stored(engine, db_url, sandbox, account):
+    """Graph lists a thread's messages by created_time, so the stored one dated 2100 stays on top of
+    its thread, above everything the customer (or the brand) writes after it. Reading newest first
+    "until a known message" stopped there: every later message of the thread was never stored, while
+    each pass said ok (the thread's count changed, so it was read, and remembered as read)."""
+    from inbox.sync.pool import sync_all
+
+    settings = sandbox_settings(sandbox, db_url)
+    factory = fast_factory(settings)
+    assert {r.status for r in sync_all(engine, settings, connector_factory=factory)} == {"ok"}
+    future = sandbox.inject(account, text="halo dari masa depan", customer="Waktu Rusak",
+                            at=datetime(2100, 1, 1, tzinfo=timezone.utc))
+    [res] = sync_all(engine, settings, accounts=[account], connector_factory=factory)
+    assert res.status == "ok" and future in stored_ids(engine, account)
+    [thread] = [t for t in sandbox.threads(account) if future in {m["id"] for m in sandbox.thread_messages(account, t)}]
+    later = []
+    for text in ("kak pesanan saya belum sampai", "tolong dicek ya kak, INV/20261120/MPL/3817265540"):
+        later.append(sandbox.inject(account, text=text, thread=thread))
+        [res] = sync_all(engine, settings, accounts=[account], connector_factory=factory)
+        assert res.status == "ok"
+        assert set(later) <= set(stored_ids(engine, account)), "a message behind the one dated 2100 was not stored"
+    assert sandbox.thread_messages(account, thread)[-1]["id"] == future  # the platform keeps it on top
+    rows = [message_row(engine, i) for i in later]
+    assert all(r.flags is None for r in rows) and len({r.ticket_id for r in rows} | {message_row(engine, future).ticket_id}) == 1
+    # Nothing new: the pass reads the thread no more (one list call), and stores nothing twice.
+    [res] = sync_all(engine, settings, accounts=[account], connector_factory=factory)
+    assert res.status == "ok" and res.counts.new_messages == 0
+
+
 def test_x_event_dated_ahead_is_stored_at_the_platform_clock_and_never_moves_the_cursor(engine, db_url, sandbox):
     from connectors.times import snowflake_time
     from inbox.sync.pool import sync_all
