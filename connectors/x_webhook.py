@@ -95,6 +95,19 @@ def _str(value: Any) -> str | None:
     return str(value)
 
 
+def _bitrate(variant: Mapping[str, Any]) -> float:
+    """A video variant's bitrate for choosing the best one; anything but a finite number counts as 0
+    (a string or an object there must not make the variants incomparable and lose the delivery)."""
+    value = variant.get("bitrate")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 0.0
+    try:
+        number = float(value)
+    except OverflowError:
+        return 0.0
+    return number if number - number == 0 else 0.0
+
+
 def _users(users: Any) -> dict[str, Participant]:
     """`users` as a map keyed by id (Account Activity), or a list of v2 user objects."""
     items = users.values() if isinstance(users, Mapping) else users if isinstance(users, list) else []
@@ -158,7 +171,7 @@ def v2_event(event: Any, owner: str) -> tuple[dict[str, Any] | None, dict[str, A
         if isinstance(variants, list):
             mp4 = [v for v in variants if isinstance(v, Mapping) and isinstance(v.get("url"), str)]
             if mp4:
-                url = max(mp4, key=lambda v: v.get("bitrate") or 0)["url"]
+                url = max(mp4, key=_bitrate)["url"]
         media[key] = Attachment(type=kind, url=url if isinstance(url, str) else None)
         keys.append(key)
         # The text ends with the t.co link of the media itself: not something the customer wrote.

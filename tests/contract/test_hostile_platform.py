@@ -8,7 +8,10 @@ should not be.
 
 from __future__ import annotations
 
+import copy
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -70,3 +73,36 @@ def test_a_paging_link_is_followed_under_the_base_url_without_its_token(link: st
         assert client.url(link) == "http://127.0.0.1:9" + expected
     finally:
         client.close()
+
+
+# ── webhook bodies ─────────────────────────────────────────────────────────────────────────────
+
+RECORDED = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "recorded"
+X_MEDIA = RECORDED / "zammad" / "twitter_webhook_events" / "direct_message-incoming_with_media.json"
+
+
+@pytest.mark.skipif(not X_MEDIA.is_file(), reason=f"recorded fixture not present at {X_MEDIA}")
+@pytest.mark.parametrize("variants", [
+    [{"bitrate": "832000", "url": "https://video.example/a.mp4"}, {"bitrate": 0, "url": "https://video.example/b.mp4"}],
+    [{"bitrate": {"kbps": 1}, "url": "https://video.example/a.mp4"}, {"bitrate": 5, "url": "https://video.example/b.mp4"}],
+    [{"bitrate": None, "url": "https://video.example/a.mp4"}, {"bitrate": [1], "url": "https://video.example/b.mp4"}],
+    [{"bitrate": 1e400, "url": "https://video.example/a.mp4"}, {"bitrate": "NaN", "url": "https://video.example/b.mp4"}],
+], ids=["string", "object", "null-and-list", "overflow-and-nan"])
+def test_x_webhook_media_variants_of_any_shape_never_lose_the_delivery(variants: list[dict[str, Any]]) -> None:
+    """A recorded X delivery of two DMs, the first with video variants whose bitrates are not numbers:
+    both messages come out (the hostile one with a video URL of its own), nothing is quarantined."""
+    from connectors import safejson, x_webhook
+
+    body = json.loads(X_MEDIA.read_text(encoding="utf-8-sig"))
+    first = body["direct_message_events"][0]
+    first["message_create"]["message_data"]["attachment"]["media"]["video_info"]["variants"] = variants
+    second = copy.deepcopy(first)
+    second["id"] = str(int(first["id"]) + 1)
+    body["direct_message_events"].append(second)
+    wire = json.dumps(body).replace('"1e400"', "1e400").replace("1e+400", "1e400")
+    parsed = x_webhook.parse(safejson.loads(wire), frozenset({body["for_user_id"]}))
+    [batch] = parsed.batches
+    assert [m.external_id for m in batch.messages] == [first["id"], second["id"]] and not batch.quarantined
+    for message in batch.messages:
+        [attachment] = message.attachments
+        assert attachment.url in {v["url"] for v in variants}
