@@ -192,9 +192,16 @@ class MetaConnector:
                                quarantined=tuple(quarantined), gaps=tuple(gaps), rate=self.client.rate, final=False)
                 raise
             done.update(read)
-            link = None if reached_old else pager.advance(next_link(body), empty=not body["data"])
-            final = link is None
             messages.sort(key=lambda m: (m.sent_at, m.thread_id))  # stable: a thread keeps the platform's order within a second
+            try:
+                link = None if reached_old else pager.advance(next_link(body), empty=not body["data"])
+            except MalformedResponseError:
+                # The link leads back to a page already read (paging loops): what this page read is
+                # kept, then the pass stops, the high-water mark unmoved (threads past it are unread).
+                yield Page(messages=tuple(messages), cursor=self._progress_cursor(old_cursor, recent, done),
+                           quarantined=tuple(quarantined), gaps=tuple(gaps), rate=self.client.rate, final=False)
+                raise
+            final = link is None
             yield Page(
                 messages=tuple(messages),
                 cursor=self._new_cursor(new_hwm, recent, seen) if final else self._progress_cursor(old_cursor, recent, done),

@@ -286,7 +286,16 @@ class XConnector:
                 stored = known([m.external_id for m in older])
                 messages.extend(m for m in older if m.external_id not in stored)
             token = next_token(body)
-            done = below or pager.advance(token) is None
+            try:
+                done = below or pager.advance(token) is None
+            except MalformedResponseError:
+                # The token leads back to a page already read (paging loops): this page is kept under
+                # the cursor the walk started from, without a resume token (resuming would walk into
+                # the loop again and never reach the new events above it), then the pass stops.
+                messages.sort(key=lambda m: (m.sent_at, int(m.external_id)))
+                yield Page(messages=tuple(messages), cursor=x_cursor(newest, None, recent=recent, tail=tail, read_at=last_read),
+                           quarantined=tuple(quarantined), rate=self.rate, final=False, events_read=len(items))
+                raise
             size = next_page_size(size, all_new=not reached, cap=cap)
             messages.sort(key=lambda m: (m.sent_at, int(m.external_id)))
             # A backfill (no cursor yet) says nothing about how many events a poll finds.

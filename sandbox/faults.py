@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import zlib
+from urllib.parse import urlencode
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from sandbox.state import MetaAccount
 
 KINDS = ("429", "500", "503", "timeout", "late", "drop", "expired_token", "malformed", "truncated", "cut", "bad_item",
-         "oversize", "gzip_bomb", "poison", "header")
+         "oversize", "gzip_bomb", "poison", "header", "loop")
 ERROR_KINDS = ("429", "500", "503", "expired_token")
 STANDING_KINDS = ("poison", "header")  # applied to every matching answer until cleared
 _OPTIONS = {"late": ("delay",), "oversize": ("size",), "gzip_bomb": ("size",), "poison": ("target", "field", "value"), "header": ("name", "value")}
@@ -128,6 +129,21 @@ def error_reply(kind: str, api: str, req: Request, acc: MetaAccount | None, now:
     reply.headers["X-Business-Use-Case-Usage"] = usage.header(obj, bucket, now, throttled=kind == "429")
     reply.headers["content-type"] = JSON_GRAPH
     return reply
+
+
+def loop_back(api: str, req: Request, payload: Any) -> None:
+    """Point the answer's paging link back at the page just asked for (a cursor that repeats): Graph's
+    `paging.next` becomes the request's own URL, X's `meta.next_token` the request's own token. A first
+    page (no `after`, no `pagination_token`) keeps its link, so the loop starts on the page after it."""
+    if not isinstance(payload, dict):
+        return
+    if api == "x":
+        token = req.query.get("pagination_token")
+        if token and isinstance(payload.get("meta"), dict):
+            payload["meta"]["next_token"] = token
+        return
+    if req.query.get("after") and isinstance(payload.get("paging"), dict):
+        payload["paging"]["next"] = f"{req.base_url}{req.path}?{urlencode(req.query)}"
 
 
 def break_one_item(api: str, payload: Any) -> None:

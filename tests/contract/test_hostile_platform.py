@@ -106,3 +106,76 @@ def test_x_webhook_media_variants_of_any_shape_never_lose_the_delivery(variants:
     for message in batch.messages:
         [attachment] = message.attachments
         assert attachment.url in {v["url"] for v in variants}
+
+
+# ── paging links that loop ─────────────────────────────────────────────────────────────────────
+
+
+def passes(conn: Any, cursor: Any, store: Store) -> tuple[list[Any], Any, Exception | None]:
+    """One pass, storing each page as the sync does (messages and cursor together), up to its error."""
+    pages: list[Any] = []
+    try:
+        for page in conn.fetch(cursor, store):
+            pages.append(page)
+            store.ids.update(m.external_id for m in page.messages)
+            cursor = page.cursor
+    except Exception as exc:  # noqa: BLE001 - the error a pass ends with is what is asserted
+        return pages, cursor, exc
+    return pages, cursor, None
+
+
+@pytest.mark.parametrize("name", ["tokoshop-fb", "tokoshop-ig", "tokoshop-x"])
+def test_a_paging_link_that_loops_keeps_the_page_it_came_with_and_never_starves_the_account(sb: Any, name: str) -> None:
+    """The second page's link points back at itself, for as long as the platform is broken: the pass
+    stores what the pages it read hold (the looping one included), ends with a clear error, and the
+    next pass still takes new messages instead of walking back into the loop."""
+    from connectors.errors import MalformedResponseError
+
+    x = name == "tokoshop-x"
+    conn = open_connector(sb, name, page_size=3 if x else 1)
+    sb.fault("loop", account=name, path="/2/dm_events" if x else "/conversations", count=10_000)
+    store = Store()
+    pages, cursor, error = passes(conn, None, store)
+    assert isinstance(error, MalformedResponseError) and ("loop" in str(error) or "repeat" in str(error)), error
+    looped = [c for c in sb.calls if c.account == name and c.fault == "loop" and (c.query.get("after") or c.query.get("pagination_token"))]
+    assert looped, "the fault never applied"
+    # Everything the looping page showed is stored: read it again by hand.
+    first_looping = looped[0]
+    sb.clear_faults()
+    if x:
+        seen = {e["id"] for e in _x_page(sb, first_looping.query)}
+    else:
+        seen = {m for t in _graph_page_threads(sb, name, first_looping.query) for m in _readable(sb, name, t)}
+    assert seen and seen <= store.ids, sorted(seen - store.ids)
+    sb.fault("loop", account=name, path="/2/dm_events" if x else "/conversations", count=10_000)
+
+    fresh = sb.inject(name, text="kak, pesanan INV/20261120/MPL/3817265540 belum sampai", customer="pembeli baru")
+    for _ in range(2):  # the loop is still there: each pass takes what is new above it
+        _pages, cursor, error = passes(conn, cursor, store)
+        assert error is not None
+    assert fresh in store.ids
+    if not x:
+        assert cursor is None or "hwm" not in cursor  # the high-water mark never passed threads not read
+    conn.close()
+
+
+def _x_page(sb: Any, query: dict[str, str]) -> list[dict[str, Any]]:
+    import requests
+
+    acc = sb.accounts["tokoshop-x"]
+    r = requests.get(f"{sb.base_url}/x/2/dm_events", params=query, headers={"Authorization": f"Bearer {acc.token}"}, timeout=5)
+    return r.json().get("data") or []
+
+
+def _graph_page_threads(sb: Any, name: str, query: dict[str, str]) -> list[str]:
+    import requests
+
+    spec = make_spec(sb, name)
+    node = spec.page_id or spec.account_id
+    r = requests.get(f"{spec.base_url}/{node}/conversations", params={**query, "fields": "id"},
+                     headers={"Authorization": f"Bearer {spec.secrets['access_token']}"}, timeout=5)
+    return [row["id"] for row in r.json()["data"]]
+
+
+def _readable(sb: Any, name: str, thread: str) -> list[str]:
+    return [m["id"] for m in sb.thread_messages(name, thread) if m["readable"]]

@@ -638,6 +638,19 @@ def test_body_faults(sandbox: Sandbox) -> None:
     assert sum("created_at" not in e for e in events) == 1
 
 
+def test_loop_fault_points_a_page_back_at_itself(sandbox: Sandbox) -> None:
+    g, x = Graph(sandbox), X(sandbox)
+    sandbox.fault("loop", path="/conversations", count=2)
+    first = g.get(f"{PAGE_ID}/conversations", limit=1).json()
+    assert "after=" in first["paging"]["next"]  # a first page keeps its link
+    second = g.http.get(first["paging"]["next"], timeout=5).json()
+    assert second["paging"]["next"].split("?")[0] == first["paging"]["next"].split("?")[0]
+    assert g.http.get(second["paging"]["next"], timeout=5).json()["data"] == second["data"]
+    sandbox.fault("loop", path="/2/dm_events", count=2)
+    token = x.get("2/dm_events", max_results=2).json()["meta"]["next_token"]
+    assert x.get("2/dm_events", max_results=2, pagination_token=token).json()["meta"]["next_token"] == token
+
+
 def test_drop_and_timeout(sandbox: Sandbox) -> None:
     g, x = Graph(sandbox), X(sandbox)
     sandbox.fault("drop", path="/2/dm_events")
