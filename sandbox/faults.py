@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 import zlib
 from urllib.parse import urlencode
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from sandbox.state import MetaAccount
 
 KINDS = ("429", "500", "503", "timeout", "late", "drop", "expired_token", "malformed", "truncated", "cut", "bad_item",
-         "oversize", "gzip_bomb", "poison", "header", "loop")
+         "oversize", "gzip_bomb", "poison", "header", "loop", "empty_tail")
 ERROR_KINDS = ("429", "500", "503", "expired_token")
 STANDING_KINDS = ("poison", "header")  # applied to every matching answer until cleared
 _OPTIONS = {"late": ("delay",), "oversize": ("size",), "gzip_bomb": ("size",), "poison": ("target", "field", "value"), "header": ("name", "value")}
@@ -144,6 +145,18 @@ def loop_back(api: str, req: Request, payload: Any) -> None:
         return
     if req.query.get("after") and isinstance(payload.get("paging"), dict):
         payload["paging"]["next"] = f"{req.base_url}{req.path}?{urlencode(req.query)}"
+
+
+def empty_tail(api: str, req: Request, payload: Any) -> Any:
+    """An empty page whose paging link leads to yet another empty page, never the same twice (Graph
+    documents that `next` may appear on an empty page); a first page is answered as it is."""
+    token = uuid.uuid4().hex + uuid.uuid4().hex[:8]
+    if api == "x":
+        return {"meta": {"result_count": 0, "next_token": token}} if req.query.get("pagination_token") else payload
+    if not req.query.get("after"):
+        return payload
+    query = {**req.query, "after": token}
+    return {"data": [], "paging": {"cursors": {"before": token, "after": token}, "next": f"{req.base_url}{req.path}?{urlencode(query)}"}}
 
 
 def break_one_item(api: str, payload: Any) -> None:

@@ -179,3 +179,20 @@ def _graph_page_threads(sb: Any, name: str, query: dict[str, str]) -> list[str]:
 
 def _readable(sb: Any, name: str, thread: str) -> list[str]:
     return [m["id"] for m in sb.thread_messages(name, thread) if m["readable"]]
+
+
+@pytest.mark.parametrize("name", ["tokoshop-fb", "tokoshop-x"])
+def test_an_endless_empty_tail_ends_the_pass(sb: Any, name: str) -> None:
+    """Past the first page, empty pages whose link leads to another empty page, for ever: the pass
+    ends after a few of them, with every message of the first page stored; it does not walk on until
+    the rate budget (or, with a large one, never) stops it."""
+    x = name == "tokoshop-x"
+    conn = open_connector(sb, name, page_size=3 if x else 1)
+    sb.fault("empty_tail", account=name, path="/2/dm_events" if x else "/conversations", count=50)
+    store = Store()
+    pages, _cursor, error = passes(conn, None, store)
+    assert error is None, error
+    tail = [c for c in sb.calls if c.account == name and c.fault == "empty_tail" and (c.query.get("after") or c.query.get("pagination_token"))]
+    assert 1 <= len(tail) <= 3, len(tail)
+    assert pages and pages[-1].final and pages[0].messages
+    conn.close()
