@@ -24,7 +24,7 @@ from connectors.errors import ParseError
 from connectors.redact import scrub
 from connectors.times import DEFAULT_SKEW
 from connectors.webhook import DeliveryError, check_signature, hmac_sha256
-from connectors.x_parse import MESSAGE_CREATE, Includes, pair_id, parse_event, to_message
+from connectors.x_parse import MESSAGE_CREATE, Includes, numeric_id, pair_id, parse_event, to_message
 
 _IGNORED_LISTS = {
     "direct_message_indicate_typing_events": "typing",
@@ -114,6 +114,7 @@ def _users(users: Any) -> dict[str, Participant]:
     out: dict[str, Participant] = {}
     for u in items:
         if isinstance(u, Mapping) and (uid := _str(u.get("id_str") or u.get("id"))):
+            uid = numeric_id(uid)  # the key the event's canonical sender_id looks it up by
             out[uid] = Participant(id=uid, handle=_str(u.get("screen_name") or u.get("username")), name=_str(u.get("name")))
     return out
 

@@ -196,3 +196,28 @@ def test_an_endless_empty_tail_ends_the_pass(sb: Any, name: str) -> None:
     assert 1 <= len(tail) <= 3, len(tail)
     assert pages and pages[-1].final and pages[0].messages
     conn.close()
+
+
+# ── ids with leading zeros ─────────────────────────────────────────────────────────────────────
+
+
+def test_x_ids_written_with_leading_zeros_are_the_same_users_threads_and_events(sb: Any) -> None:
+    """X ids are numbers (tweepy reads them as ints): `"0900"` is user 900. Our own DM whose sender_id
+    comes zero-padded is still ours (not a customer's message opening a ticket), a customer's padded
+    sender_id lands in the customer's one thread, and a padded event id is the event's own id."""
+    name = "tokoshop-x"
+    own = make_spec(sb, name).account_id
+    customer_event = sb.inject(name, text="kak, refund saya belum masuk", customer="pembeli nol")
+    thread = next(t for t in sb.threads(name) if any(m["id"] == customer_event for m in sb.thread_messages(name, t)))
+    customer = next(m for m in sb.thread_messages(name, thread) if m["id"] == customer_event)["sender_id"]
+    ours = sb.inject_own(name, thread, "baik kak, kami cek dulu ya")
+    again = sb.inject(name, text="sudah dicek belum kak?", thread=thread)
+    sb.fault("poison", account=name, target=ours, field="sender_id", value=json.dumps("00" + own))
+    sb.fault("poison", account=name, target=customer_event, field="sender_id", value=json.dumps("0" + str(customer)))
+    sb.fault("poison", account=name, target=again, field="id", value=json.dumps("0" + again))
+    messages, _pages, _cursor = drain(open_connector(sb, name), None, Store())
+    got = {m.external_id: m for m in messages}
+    assert set(got) >= {customer_event, ours, again}, sorted(got)
+    assert got[ours].direction.value == "out" and got[ours].author.id == own and got[ours].customer.id == str(customer)
+    assert got[customer_event].direction.value == "in" and got[customer_event].author.id == str(customer)
+    assert {got[i].thread_id for i in (customer_event, ours, again)} == {thread}
