@@ -19,7 +19,7 @@ from sandbox import x as x_api
 from sandbox.graph_request import attribute, split
 from sandbox.graph_usage import Usage
 from sandbox.x_rates import RateLimits
-from sandbox.faults import ERROR_KINDS, Fault, FaultBook, break_one_item, empty_tail, error_reply, gzip_bomb, loop_back, oversize_body, poisoned_body
+from sandbox.faults import ERROR_KINDS, Fault, FaultBook, break_one_item, duplicate_item, empty_tail, error_reply, gzip_bomb, loop_back, oversize_body, poisoned_body
 from sandbox.server import Outcome
 from sandbox.state import Call, LateRequest, State
 from sandbox.wire import JSON_GRAPH, JSON_X, Reply, Request
@@ -180,6 +180,9 @@ class DispatchMixin:
             return Outcome(reply.status, reply.body(), reply.headers, cut=True)
         if kind == "bad_item":
             break_one_item(api, reply.payload)
+            return Outcome(reply.status, reply.body(), reply.headers)
+        if kind == "duplicate":
+            duplicate_item(reply.payload)
             return Outcome(reply.status, reply.body(), reply.headers)
         if kind == "empty_tail":
             tail = empty_tail(api, req, reply.payload)

@@ -7,6 +7,7 @@ platform and comes back on every read: `poison` (one field of one item gets a ho
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 import uuid
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from sandbox.state import MetaAccount
 
 KINDS = ("429", "500", "503", "timeout", "late", "drop", "expired_token", "malformed", "truncated", "cut", "bad_item",
-         "oversize", "gzip_bomb", "poison", "header", "loop", "empty_tail")
+         "oversize", "gzip_bomb", "poison", "header", "loop", "empty_tail", "duplicate")
 ERROR_KINDS = ("429", "500", "503", "expired_token")
 STANDING_KINDS = ("poison", "header")  # applied to every matching answer until cleared
 _OPTIONS = {"late": ("delay",), "oversize": ("size",), "gzip_bomb": ("size",), "poison": ("target", "field", "value"), "header": ("name", "value")}
@@ -157,6 +158,14 @@ def empty_tail(api: str, req: Request, payload: Any) -> Any:
         return payload
     query = {**req.query, "after": token}
     return {"data": [], "paging": {"cursors": {"before": token, "after": token}, "next": f"{req.base_url}{req.path}?{urlencode(query)}"}}
+
+
+def duplicate_item(payload: Any) -> None:
+    """The page's first item once more at its end (a listing that shifted while it was read)."""
+    found = _default_item(payload)
+    if found is not None:
+        items, _ = found
+        items.append(copy.deepcopy(items[0]))
 
 
 def break_one_item(api: str, payload: Any) -> None:

@@ -221,3 +221,37 @@ def test_x_ids_written_with_leading_zeros_are_the_same_users_threads_and_events(
     assert got[ours].direction.value == "out" and got[ours].author.id == own and got[ours].customer.id == str(customer)
     assert got[customer_event].direction.value == "in" and got[customer_event].author.id == str(customer)
     assert {got[i].thread_id for i in (customer_event, ours, again)} == {thread}
+
+
+# ── the same item twice on a page ──────────────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize("name", ["tokoshop-fb", "tokoshop-ig", "tokoshop-x"])
+def test_an_item_twice_on_a_page_is_stored_once(engine: Any, db_url: str, sandbox: Any, name: str) -> None:
+    """Every answer repeats its first item (a thread, a message, a DM event): each message is stored
+    once, one ticket per thread, nothing quarantined, and the account goes on taking new messages."""
+    import sqlalchemy as sa
+
+    from inbox.store.models import Account, Message, Quarantine
+    from inbox.sync.pool import sync_all
+    from tests.contract.test_platform_bounds import spec_factory
+    from tests.store.test_sync import sandbox_settings
+
+    settings = sandbox_settings(sandbox, db_url, overlap_seconds=5)
+    factory = spec_factory(settings)
+    sandbox.fault("duplicate", account=name, count=10_000)
+    fresh = sandbox.inject(name, text="kak, paket saya belum sampai", customer="pembeli ganda")
+    for _ in range(2):
+        [result] = sync_all(engine, settings, accounts=[name], connector_factory=factory)
+        assert result.status == "ok", result.error
+    assert any(c.fault == "duplicate" for c in sandbox.calls)
+    a, m, q = Account.__table__, Message.__table__, Quarantine.__table__
+    with engine.connect() as conn:
+        account_id = conn.execute(sa.select(a.c.id).where(a.c.name == name)).scalar_one()
+        ids = list(conn.execute(sa.select(m.c.external_id).where(m.c.account_id == account_id)).scalars())
+        quarantined = conn.execute(sa.select(sa.func.count()).select_from(q).where(q.c.account_id == account_id)).scalar_one()
+        threads = conn.execute(sa.select(sa.func.count(sa.distinct(m.c.conversation_id))).where(m.c.account_id == account_id)).scalar_one()
+        opened = conn.execute(sa.select(sa.func.count(sa.distinct(m.c.ticket_id))).where(m.c.account_id == account_id)).scalar_one()
+    assert len(ids) == len(set(ids)) and fresh in ids
+    assert quarantined == 0
+    assert opened <= threads
