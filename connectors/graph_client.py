@@ -17,7 +17,7 @@ from connectors.budget import CallBudget
 from connectors.errors import DeliveryUnknownError, MalformedResponseError, NeedsReauthError
 from connectors.http import HttpSession, RetryPolicy, decode_json, raise_for
 from connectors.redact import register_secret
-from connectors.responses import rate_info
+from connectors.responses import error_in_success, rate_info
 
 
 _VERSION = re.compile(r"^/v\d+(?:\.\d+)?(?=/|$)")  # a Graph link's leading /vNN.0
@@ -62,7 +62,11 @@ class GraphClient:
         self.budget.observe(reported)
         self.rate = reported or self.rate
         raise_for(response, sending=sending, account=self.account)
-        return decode_json(response, account=self.account)
+        body = decode_json(response, account=self.account)
+        error = error_in_success(body, response, sending=sending, account=self.account)
+        if error is not None:
+            raise error
+        return body
 
     def get(self, path_or_url: str, params: Mapping[str, Any] | None = None) -> Any:
         """One read; `BudgetSpentError` instead when it would reach the usage limit (`connectors.budget`)."""

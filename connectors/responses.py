@@ -223,6 +223,15 @@ def classify(
     return _http_error(body, status, response.headers, where, sending, account, now)
 
 
+def error_in_success(body: Any, response: requests.Response, *, sending: bool = False, account: str | None = None) -> ConnectorError | None:
+    """The error a 2xx Graph answer stands for when its body is an error object and nothing else
+    (`suppress_http_code`, or a proxy answering 200): classified as if it came with its own status,
+    so an expired token is still a reconnect. None for any other body."""
+    if not isinstance(body, Mapping) or not isinstance(body.get("error"), Mapping) or "data" in body:
+        return None
+    return _graph_error(body["error"], response.status_code, response.headers, _where(response), sending, account, _now())
+
+
 def _as_int(value: Any) -> int | None:
     try:
         return int(value)

@@ -181,6 +181,11 @@ class DispatchMixin:
         if kind == "bad_item":
             break_one_item(api, reply.payload)
             return Outcome(reply.status, reply.body(), reply.headers)
+        if kind == "answer":  # the answer replaced whole: any status, body and content type
+            headers = {k: v for k, v in reply.headers.items() if k.lower() != "content-type"}
+            if fault.options.get("content_type") is not None:
+                headers["content-type"] = str(fault.options["content_type"])
+            return Outcome(int(fault.options.get("status") or 200), str(fault.options.get("body") or "").encode("utf-8", "surrogatepass"), headers)
         if kind == "duplicate":
             duplicate_item(reply.payload)
             return Outcome(reply.status, reply.body(), reply.headers)

@@ -255,3 +255,29 @@ def test_an_item_twice_on_a_page_is_stored_once(engine: Any, db_url: str, sandbo
     assert len(ids) == len(set(ids)) and fresh in ids
     assert quarantined == 0
     assert opened <= threads
+
+
+# ── a Graph error with HTTP 200 ────────────────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize("name", META)
+@pytest.mark.parametrize(("error", "expected"), [
+    ({"message": "Error validating access token: Session has expired", "type": "OAuthException", "code": 190, "error_subcode": 463},
+     "NeedsReauthError"),
+    ({"message": "(#4) Application request limit reached", "type": "OAuthException", "code": 4, "is_transient": True},
+     "RateLimitedError"),
+    ({"message": "(#10) Requires pages_messaging permission", "type": "OAuthException", "code": 10}, "PermanentError"),
+], ids=["expired-token", "rate-limited", "permission"])
+def test_a_graph_error_answered_with_http_200_is_that_error(sb: Any, name: str, error: dict[str, Any], expected: str) -> None:
+    """Graph error bodies can come with a 200 (suppress_http_code, proxies): an expired token is still
+    a reconnect, a throttle still a wait, a missing permission still permanent; never "malformed"."""
+    from connectors import errors
+
+    sb.fault("answer", account=name, path="/conversations", body=json.dumps({"error": error}), content_type="application/json")
+    conn = open_connector(sb, name)
+    with pytest.raises(errors.ConnectorError) as caught:
+        list(conn.fetch(None, Store()))
+    assert type(caught.value).__name__ == expected, repr(caught.value)
+    assert caught.value.code == error["code"]
+    assert sb.env()["INBOX_SANDBOX_FB_TOKEN" if name != "tokoshop-ig-direct" else "INBOX_SANDBOX_IG_TOKEN"] not in str(caught.value)
+    conn.close()
