@@ -281,3 +281,64 @@ def test_a_graph_error_answered_with_http_200_is_that_error(sb: Any, name: str, 
     assert caught.value.code == error["code"]
     assert sb.env()["INBOX_SANDBOX_FB_TOKEN" if name != "tokoshop-ig-direct" else "INBOX_SANDBOX_IG_TOKEN"] not in str(caught.value)
     conn.close()
+
+
+# ── whole answers that are not what was asked for ──────────────────────────────────────────────
+
+HTML = "<!DOCTYPE html><html><body><h1>502 Bad Gateway</h1>access_token={token}</body></html>"
+ANSWERS = [
+    ("html-200", 200, HTML, "text/html"),
+    ("html-502", 502, HTML, "text/html"),
+    ("empty-200", 200, "", None),
+    ("null-200", 200, "null", "application/json"),
+    ("list-200", 200, "[]", "application/json"),
+    ("string-200", 200, '"ok"', "text/plain"),
+    ("number-200", 200, "5", "application/json"),
+    ("data-null", 200, '{"data": null}', "application/json"),
+    ("data-object", 200, '{"data": {"id": "1"}}', "application/json"),
+    ("cut-json", 200, '{"data": [{"id": "1", "created', "application/json"),
+    ("429-empty", 429, "", None),
+    ("429-html", 429, HTML, "text/html"),
+    ("503-json-with-token", 503, '{"error": {"message": "token {token} is fine", "code": 2, "is_transient": true}}', "application/json"),
+    ("401-html", 401, HTML, "text/html"),
+    ("deep", 200, "[" * 100_000, "application/json"),
+]
+
+
+@pytest.mark.parametrize("name", ["tokoshop-fb", "tokoshop-x"])
+@pytest.mark.parametrize(("status", "body", "ctype"), [pytest.param(*a[1:], id=a[0]) for a in ANSWERS])
+def test_a_hostile_whole_answer_fails_the_pass_cleanly_and_the_next_one_goes_on(
+    engine: Any, db_url: str, sandbox: Any, name: str, status: int, body: str, ctype: str | None, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An answer that is no page (HTML with 200, nothing, the wrong JSON, JSON that breaks off, a
+    throttle without a body): the pass ends with a classified status, never a crash, no token in the
+    error or the log; the next pass, the platform well again, stores what came meanwhile."""
+    import logging
+
+    from inbox import accounts as accounts_mod
+    from inbox.sync.pool import sync_all
+    from tests.contract.test_platform_bounds import spec_factory
+    from tests.store.test_sync import sandbox_settings, stored_ids
+
+    caplog.set_level(logging.DEBUG)
+    token = sandbox.accounts[name].token
+    settings = sandbox_settings(sandbox, db_url, overlap_seconds=5)
+    factory = spec_factory(settings)
+    [first] = sync_all(engine, settings, accounts=[name], connector_factory=factory)
+    assert first.status == "ok", first.error
+    path = "/2/dm_events" if name == "tokoshop-x" else "/conversations"
+    sandbox.fault("answer", account=name, path=path, count=10, status=status, body=body.replace("{token}", token), content_type=ctype)
+    [broken] = sync_all(engine, settings, accounts=[name], connector_factory=factory)
+    if name == "tokoshop-x" and body == '{"data": null}':
+        expected = {"ok"}  # X's empty page has no `data`: a null one is read as empty, the cursor kept
+    else:
+        expected = {"needs-reauth"} if status == 401 else {"retry-later"}
+    assert broken.status in expected, (broken.status, broken.error)
+    assert (broken.error or "ok" in expected) and token not in (broken.error or "")
+    assert token not in caplog.text
+    sandbox.clear_faults()
+    accounts_mod.reset(engine, settings, name)
+    fresh = sandbox.inject(name, text="halo kak, pesanan saya gimana?", customer="pembeli sabar")
+    [after] = sync_all(engine, settings, accounts=[name], connector_factory=factory)
+    assert after.status == "ok", after.error
+    assert fresh in stored_ids(engine, name)
