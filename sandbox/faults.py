@@ -29,10 +29,10 @@ if TYPE_CHECKING:
     from sandbox.state import MetaAccount
 
 KINDS = ("429", "500", "503", "timeout", "late", "drop", "expired_token", "malformed", "truncated", "cut", "bad_item",
-         "oversize", "gzip_bomb", "poison", "header", "loop", "empty_tail", "duplicate", "answer")
+         "oversize", "gzip_bomb", "poison", "header", "loop", "empty_tail", "duplicate", "answer", "encoded")
 ERROR_KINDS = ("429", "500", "503", "expired_token")
 STANDING_KINDS = ("poison", "header")  # applied to every matching answer until cleared
-_OPTIONS = {"answer": ("status", "body", "content_type"), "late": ("delay",), "oversize": ("size",), "gzip_bomb": ("size",), "poison": ("target", "field", "value"), "header": ("name", "value")}
+_OPTIONS = {"encoded": ("encoding",), "answer": ("status", "body", "content_type"), "late": ("delay",), "oversize": ("size",), "gzip_bomb": ("size",), "poison": ("target", "field", "value"), "header": ("name", "value")}
 
 
 @dataclass
@@ -275,6 +275,27 @@ def poisoned_body(payload: Any, faults: list[Fault]) -> bytes | None:
     # Hostile text (lone surrogates) leaves as the bytes it would arrive as: surrogatepass, then the
     # client sees invalid UTF-8; an escape (\\ud800) in `value` arrives as the escape.
     return text.encode("utf-8", errors="surrogatepass")
+
+
+def encoded(body: bytes, encoding: str) -> tuple[bytes, str]:
+    """The body compressed as `encoding` and the Content-Encoding header to send: "gzip", "deflate"
+    (zlib-wrapped, as the RFC says), "raw-deflate" (sent as "deflate", as some servers do), or a list
+    applied in order ("deflate, gzip"); any other name is sent as it is over the plain body."""
+    names = [e.strip() for e in encoding.split(",") if e.strip()]
+    sent: list[str] = []
+    for name in names:  # content codings are case-insensitive: "GZIP" is gzip, sent as written
+        if name.lower() == "gzip":
+            packer = zlib.compressobj(6, zlib.DEFLATED, 31)
+        elif name.lower() == "deflate":
+            packer = zlib.compressobj(6, zlib.DEFLATED, 15)
+        elif name.lower() == "raw-deflate":
+            packer, name = zlib.compressobj(6, zlib.DEFLATED, -15), "deflate"
+        else:
+            sent.append(name)
+            continue
+        body = packer.compress(body) + packer.flush()
+        sent.append(name)
+    return body, ", ".join(sent)
 
 
 def padded(payload: Any, size: int) -> tuple[bytes, bytes, bytes]:

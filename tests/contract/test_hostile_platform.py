@@ -342,3 +342,28 @@ def test_a_hostile_whole_answer_fails_the_pass_cleanly_and_the_next_one_goes_on(
     [after] = sync_all(engine, settings, accounts=[name], connector_factory=factory)
     assert after.status == "ok", after.error
     assert fresh in stored_ids(engine, name)
+
+
+# ── compressed answers ─────────────────────────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize("name", ["tokoshop-fb", "tokoshop-x"])
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "raw-deflate", "deflate, gzip", "identity, gzip", "GZIP"])
+def test_a_compressed_answer_is_read(sb: Any, name: str, encoding: str) -> None:
+    sb.fault("encoded", account=name, count=10_000, encoding=encoding)
+    messages, _pages, _cursor = drain(open_connector(sb, name), None, Store())
+    assert {m.external_id for m in messages} == reachable_ids(sb, name)
+    assert any(c.fault == "encoded" for c in sb.calls)
+
+
+@pytest.mark.parametrize("name", ["tokoshop-fb", "tokoshop-x"])
+def test_an_encoding_never_asked_for_is_a_malformed_answer_and_the_read_is_tried_again(sb: Any, name: str) -> None:
+    from connectors.errors import MalformedResponseError
+
+    sb.fault("encoded", account=name, count=10_000, encoding="br")
+    conn = open_connector(sb, name)
+    with pytest.raises(MalformedResponseError):
+        list(conn.fetch(None, Store()))
+    sb.clear_faults()
+    messages, _pages, _cursor = drain(conn, None, Store())
+    assert {m.external_id for m in messages} == reachable_ids(sb, name)
