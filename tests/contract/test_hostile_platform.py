@@ -367,3 +367,28 @@ def test_an_encoding_never_asked_for_is_a_malformed_answer_and_the_read_is_tried
     sb.clear_faults()
     messages, _pages, _cursor = drain(conn, None, Store())
     assert {m.external_id for m in messages} == reachable_ids(sb, name)
+
+
+# ── times in other forms ───────────────────────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize("name", ["tokoshop-fb", "tokoshop-x"])
+@pytest.mark.parametrize(("form", "offset"), [
+    ("%a, %d %b %Y %H:%M:%S +0000", 0),  # RFC 2822 / HTTP-date style
+    ("%a, %d %b %Y %H:%M:%S GMT", 0),
+    ("%Y-%m-%dT%H:%M:%S+0700", 7),  # an odd offset: the same instant written in Jakarta time
+    ("%Y-%m-%dT%H:%M:%S-0330", -3.5),
+    ("ms", 0),  # epoch milliseconds, as a string
+])
+def test_a_time_written_another_way_is_read_as_the_instant_it_names(sb: Any, name: str, form: str, offset: float) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    at = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=2)
+    mid = sb.inject(name, text="kak, saya transfer jam segini", customer="pembeli waktu", at=at)
+    local = at + timedelta(hours=offset)
+    value = str(int(at.timestamp() * 1000)) if form == "ms" else local.strftime(form)
+    field = "created_at" if name == "tokoshop-x" else "created_time"
+    sb.fault("poison", account=name, target=mid, field=field, value=json.dumps(value))
+    messages, _pages, _cursor = drain(open_connector(sb, name), None, Store())
+    [message] = [m for m in messages if m.external_id == mid]
+    assert message.sent_at == at and not message.flags, (value, message.sent_at, message.flags)
