@@ -174,7 +174,8 @@ class MetaConnector:
                 nested_ids = [i for _c, _s, edge in changed if edge is not None for i in iter_ids(edge["data"])]
                 stored = known(nested_ids) if nested_ids else set()
                 for conv, signature, edge in changed:
-                    msgs, quar, gap = self._read_thread(conv, known, threshold, nested=edge, stored=stored)
+                    msgs, quar, gap = self._read_thread(conv, known, threshold, nested=edge, stored=stored,
+                                                        grew=_count_growth(recent.get(conv.id), conv.message_count))
                     messages.extend(msgs)
                     quarantined.extend(quar)
                     if gap is not None:
@@ -232,7 +233,7 @@ class MetaConnector:
 
     def _read_thread(
         self, conv: Conversation, known: KnownIds, threshold: datetime | None, *,
-        nested: Mapping[str, Any] | None = None, stored: set[str] | None = None,
+        nested: Mapping[str, Any] | None = None, stored: set[str] | None = None, grew: int = 0,
     ) -> tuple[list[InboundMessage], list[QuarantinedItem], Gap | None]:
         """A changed thread's new messages, newest first until a known one: from the list row's nested
         edge (`nested`; the stored ones among its ids in `stored`), read on through the thread's own
@@ -242,7 +243,8 @@ class MetaConnector:
         messages: list[InboundMessage] = []
         quarantined: list[QuarantinedItem] = []
         readable = 0
-        hit_known = False
+        hit_known = False  # the read stops here: a known message, and every new one the count announced found
+        saw_known = False
         pager = NextUrlPager(key=self.client.url, max_empty=1)  # a repeated link ends the thread (HORIZON bounds it too)
         from_nested = False
         while True:
@@ -268,8 +270,13 @@ class MetaConnector:
             for item in items:
                 readable += 1
                 if isinstance(item, Mapping) and str(item.get("id")) in stored:
-                    hit_known = True
-                    break
+                    saw_known = True
+                    if len(messages) + len(quarantined) >= grew:
+                        hit_known = True
+                        break
+                    # The count grew by more than the new messages above this one: a message
+                    # delivered late sits below it (dated before it). Read on, past stored ones.
+                    continue
                 try:
                     message = parse_message(item, self.ctx, thread_id=conv.id, participants=conv.participants,
                                             received=received, skew=self.skew)
@@ -298,7 +305,7 @@ class MetaConnector:
                 url, params = f"{conv.id}/messages", {"fields": MESSAGE_FIELDS, "limit": HORIZON, "after": after}
             from_nested = False
         gap = None
-        if not hit_known and readable >= HORIZON:
+        if not saw_known and readable >= HORIZON:
             oldest = min((m.sent_at for m in messages), default=None)
             if conv.message_count is not None:
                 lost = conv.message_count > readable
@@ -372,6 +379,15 @@ class MetaConnector:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _count_growth(signature: Any, count: int | None) -> int:
+    """How many messages a thread gained since a pass remembered it (`recent`: [time, count]): a
+    late arrival dated before the stored newest one shows only here. 0 when either count is unknown."""
+    old = signature[1] if isinstance(signature, list) and len(signature) > 1 else None
+    if count is None or isinstance(old, bool) or not isinstance(old, int) or old < 0:
+        return 0
+    return max(0, min(count - old, HORIZON))
 
 
 def _after_cursor(edge: Mapping[str, Any]) -> str | None:

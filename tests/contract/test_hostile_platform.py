@@ -392,3 +392,30 @@ def test_a_time_written_another_way_is_read_as_the_instant_it_names(sb: Any, nam
     messages, _pages, _cursor = drain(open_connector(sb, name), None, Store())
     [message] = [m for m in messages if m.external_id == mid]
     assert message.sent_at == at and not message.flags, (value, message.sent_at, message.flags)
+
+
+# ── late deliveries ────────────────────────────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize("name", META)
+def test_a_meta_message_that_shows_up_late_below_a_stored_one_is_still_found(sb: Any, name: str) -> None:
+    """Graph lists a message that arrived late (dated before the thread's newest, which is stored):
+    the thread's updated_time does not move, its message_count does. The read goes on past the
+    stored newest message until it has found as many new ones as the count grew by."""
+    from datetime import datetime, timedelta, timezone
+
+    conn = open_connector(sb, name)
+    store = Store()
+    _messages, _pages, cursor = drain(conn, None, store)
+    thread = sb.threads(name)[0]  # the most recently updated thread: inside the overlap window
+    newest = sb.thread_messages(name, thread)[-1]
+    at = datetime.fromtimestamp(newest["created_ms"] / 1000, tz=timezone.utc) - timedelta(seconds=90)
+    late = sb.inject(name, text="maaf kak, ini pesan yang tadi", thread=thread, at=at)
+    assert sb.thread_messages(name, thread)[-1]["id"] == newest["id"]  # the newest is still the newest
+    messages, pages, cursor = drain(conn, cursor, store)
+    assert late in {m.external_id for m in messages}
+    assert not any(p.gaps for p in pages)
+    sb.clear_calls()
+    again, _pages, _cursor = drain(conn, cursor, store)
+    assert not again and len([c for c in sb.calls if c.account == name]) == 1  # nothing new costs one call
+    conn.close()
