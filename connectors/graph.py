@@ -18,7 +18,10 @@ cut short: the list carries each thread's readable messages by field expansion.
    fewer than the readable 20 were seen -- does the thread cost calls of its own: `/{conversation-id}/
    messages` from that `next`, one `known` batch per page. A row whose nested edge is missing or not an
    edge (Graph may leave an expansion out, or answer it with an error) is read through
-   `/{conversation-id}/messages` (`limit=20`) from the start.
+   `/{conversation-id}/messages` (`limit=20`) from the start. When the cursor remembers the thread's
+   `message_count` and it grew by more than the new messages above the first known one, a message
+   was delivered late (dated before stored ones): the read goes on past known ids until it has found
+   as many new ones as the count grew by, or reached the horizon.
 4. Only the 20 newest messages of a thread are readable. When all of them are new, older new ones
    may be lost. A `Gap` is reported when all readable messages are new, the horizon was reached, and
    either Graph says the thread holds more messages than we could read (`message_count`), or -- count
