@@ -160,11 +160,12 @@ def retry_hint(headers: Mapping[str, str], *, now: datetime | None = None, rate_
         if seconds is not None:
             candidates.append(_after(now, seconds))
         else:
-            try:
-                at = parsedate_to_datetime(retry_after).astimezone(timezone.utc)
-                candidates.append(min(at, now + MAX_WAIT))
-            except (TypeError, ValueError, OverflowError, IndexError):
-                pass
+            at = _http_date(retry_after)
+            if at is not None:
+                # A date on the platform's clock: the wait is from its own `Date` (a platform an hour
+                # behind us would otherwise mean "now", one ahead an hour too long), never negative.
+                sent = _http_date(headers.get("Date") or "")
+                candidates.append(_after(now, (at - (sent or now)).total_seconds()))
     if rate_limited:
         reset = _epoch_header(headers, "x-rate-limit-reset", now)
         if reset is not None:
@@ -173,6 +174,16 @@ def retry_hint(headers: Mapping[str, str], *, now: datetime | None = None, rate_
         if minutes is not None:
             candidates.append(_after(now, minutes * 60))
     return max(candidates) if candidates else None
+
+
+def _http_date(value: str) -> datetime | None:
+    """An HTTP-date header value as an aware UTC time; None when it is none."""
+    if not value:
+        return None
+    try:
+        return parsedate_to_datetime(value).astimezone(timezone.utc)
+    except (TypeError, ValueError, OverflowError, IndexError):
+        return None
 
 
 def _body(response: requests.Response) -> Any:

@@ -419,3 +419,53 @@ def test_a_meta_message_that_shows_up_late_below_a_stored_one_is_still_found(sb:
     again, _pages, _cursor = drain(conn, cursor, store)
     assert not again and len([c for c in sb.calls if c.account == name]) == 1  # nothing new costs one call
     conn.close()
+
+
+# ── when to come back ──────────────────────────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize("name", ["tokoshop-fb", "tokoshop-x"])
+@pytest.mark.parametrize(("status", "retry_after", "low", "high"), [
+    (429, "120", 100, 200),
+    (429, "http-date+7200", 7000, 7300),
+    (429, None, 30, 20 * 60),  # no hint at all: a default wait, never none and never for good (X: its window reset)
+    (429, "http-date-3600", 0, 20 * 60),  # a date in the past: come back soon
+    (503, "30", 20, 60),
+    (503, "http-date+600", 550, 650),
+    (429, "99999999999", 23 * 3600, 24 * 3600 + 60),  # absurd: bounded to a day
+    (503, "skewed-date+600", 550, 650),  # the platform's clock an hour behind ours: the wait is from its Date
+], ids=["429-seconds", "429-date", "429-none", "429-past-date", "503-seconds", "503-date", "429-absurd", "503-skewed-date"])
+def test_retry_after_in_seconds_or_as_a_date_sets_when_the_account_is_tried_again(
+    engine: Any, db_url: str, sandbox: Any, name: str, status: int, retry_after: str | None, low: float, high: float,
+) -> None:
+    from datetime import datetime, timedelta, timezone
+    from email.utils import format_datetime
+
+    from inbox.sync.pool import sync_all
+    from tests.contract.test_platform_bounds import spec_factory
+    from tests.store.test_sync import sandbox_settings
+
+    settings = sandbox_settings(sandbox, db_url, overlap_seconds=5)
+    now = datetime.now(timezone.utc)
+    if retry_after is not None and retry_after.startswith("http-date"):
+        retry_after = format_datetime(now + timedelta(seconds=int(retry_after.removeprefix("http-date"))), usegmt=True)
+    if retry_after is not None and retry_after.startswith("skewed-date"):
+        behind = now - timedelta(hours=1)
+        retry_after = format_datetime(behind + timedelta(seconds=int(retry_after.removeprefix("skewed-date"))), usegmt=True)
+        sandbox.fault("header", account=name, name="Date", value=format_datetime(behind, usegmt=True))
+    x = name == "tokoshop-x"
+    body = ('{"title": "Too Many Requests", "type": "about:blank", "status": 429}' if x else
+            '{"error": {"message": "(#4) Application request limit reached", "type": "OAuthException", "code": 4}}')
+    if status == 503:
+        body = '{"title": "Service Unavailable", "status": 503}' if x else '{"error": {"message": "Service temporarily unavailable", "code": 2, "is_transient": true}}'
+    sandbox.fault("answer", account=name, path="/2/dm_events" if x else "/conversations", count=10, status=status, body=body,
+                  content_type="application/json")
+    if retry_after is not None:
+        sandbox.fault("header", account=name, name="Retry-After", value=retry_after)
+    [result] = sync_all(engine, settings, accounts=[name], connector_factory=spec_factory(settings))
+    assert result.status == "retry-later", (result.status, result.error)
+    assert result.retry_at is not None
+    wait = (result.retry_at - now).total_seconds()
+    if x and status == 429:
+        high = max(high, 15 * 60 + 60)  # X's x-rate-limit-reset (the window's end) may say later: the later wins
+    assert low <= wait <= high, (retry_after, wait)
