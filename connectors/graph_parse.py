@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from connectors.base import (
+    MAX_COUNT,
     MAX_ID_LENGTH,
     MAX_USER_ID_LENGTH,
     Attachment,
@@ -99,7 +100,7 @@ def parse_conversation(item: Any, *, received: datetime | None = None, skew: tim
         id=conv_id,
         updated_time=updated,
         participants=tuple(participants),
-        message_count=count if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else None,
+        message_count=count if isinstance(count, int) and not isinstance(count, bool) and 0 <= count <= MAX_COUNT else None,
         stamp=None if flag is None else str(item.get("updated_time"))[:64],
     )
 

@@ -17,7 +17,7 @@ from typing import Any
 import requests
 
 from connectors import safejson
-from connectors.base import RateInfo
+from connectors.base import MAX_COUNT, RateInfo
 from connectors.errors import (
     ConnectorError,
     DeliveryUnknownError,
@@ -46,7 +46,6 @@ DEFAULT_RATE_WAIT = timedelta(seconds=60)
 # The longest wait a header can impose: a reset years away (or one that overflows) would pause the
 # account for good. Meta's longest documented block is about an hour; X windows are 15 minutes.
 MAX_WAIT = timedelta(hours=24)
-_MAX_COUNT = 2**31 - 1  # limits and counters are stored in INTEGER columns
 MAX_USAGE_PCT = 1000.0  # Meta usage percentages run a little past 100 when throttled, never to this
 
 
@@ -81,7 +80,7 @@ def _int_header(headers: Mapping[str, str], name: str) -> int | None:
     number = _finite(headers.get(name))
     if number is None or number < 0:
         return None
-    return int(min(number, _MAX_COUNT))
+    return int(min(number, MAX_COUNT))
 
 
 def _epoch_header(headers: Mapping[str, str], name: str, now: datetime) -> datetime | None:

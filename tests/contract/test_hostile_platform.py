@@ -469,3 +469,31 @@ def test_retry_after_in_seconds_or_as_a_date_sets_when_the_account_is_tried_agai
     if x and status == 429:
         high = max(high, 15 * 60 + 60)  # X's x-rate-limit-reset (the window's end) may say later: the later wins
     assert low <= wait <= high, (retry_after, wait)
+
+
+# ── counts a column cannot hold ────────────────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize("count", ["5000000000", "9223372036854775807", "2147483648"])
+def test_a_thread_count_beyond_a_counter_never_stops_the_account(engine: Any, db_url: str, sandbox: Any, count: str) -> None:
+    """A burst past the 20-message horizon in a thread whose message_count is a 64-bit number: the
+    readable messages are stored and the account keeps syncing (the gap's size is unknown, not a
+    number the store refuses)."""
+    from inbox.sync.pool import sync_all
+    from tests.contract.test_platform_bounds import spec_factory
+    from tests.store.test_sync import sandbox_settings, stored_ids
+
+    name = "tokoshop-fb"
+    settings = sandbox_settings(sandbox, db_url, overlap_seconds=5)
+    factory = spec_factory(settings)
+    [first] = sync_all(engine, settings, accounts=[name], connector_factory=factory)
+    assert first.status == "ok", first.error
+    thread = sandbox.threads(name)[0]
+    burst = sandbox.burst(name, thread, 25)
+    sandbox.fault("poison", account=name, target=thread, field="message_count", value=count)
+    [result] = sync_all(engine, settings, accounts=[name], connector_factory=factory)
+    assert result.status == "ok", result.error
+    assert set(burst[-20:]) <= set(stored_ids(engine, name))
+    fresh = sandbox.inject(name, text="halo kak", customer="pembeli lain")
+    [after] = sync_all(engine, settings, accounts=[name], connector_factory=factory)
+    assert after.status == "ok" and fresh in stored_ids(engine, name), after.error
