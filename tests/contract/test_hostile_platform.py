@@ -497,3 +497,30 @@ def test_a_thread_count_beyond_a_counter_never_stops_the_account(engine: Any, db
     fresh = sandbox.inject(name, text="halo kak", customer="pembeli lain")
     [after] = sync_all(engine, settings, accounts=[name], connector_factory=factory)
     assert after.status == "ok" and fresh in stored_ids(engine, name), after.error
+
+
+# ── Instagram's `changes` form of a message webhook ────────────────────────────────────────────
+
+
+def test_an_instagram_message_in_the_changes_form_is_stored_like_its_messaging_form() -> None:
+    """Instagram Login (and the App Dashboard's test button) may deliver a DM as
+    `entry[].changes[{field: "messages", value: <messaging event>}]`: the same message as the
+    `messaging[]` form, under the same key; a comment in the same entry is still not a DM."""
+    from connectors import meta_webhook
+    from connectors.enums import Channel
+    from connectors.graph_parse import MetaContext
+
+    ig = "17841400000000002"
+    ctx = MetaContext(channel=Channel.INSTAGRAM, account_id=ig, own_ids=frozenset({ig}))
+    event = {"sender": {"id": "7010000000000001"}, "recipient": {"id": ig}, "timestamp": "1764750000",
+             "message": {"mid": "aWdfZAG1faXRlbToxOklHTWVzc2FnZAUlEOjE3ODQxNDAw", "text": "kak, barang saya rusak"}}
+    comment = {"field": "comments", "value": {"id": "179", "from": {"id": "70100", "username": "x"}, "text": "mantap"}}
+    as_changes = {"object": "instagram", "entry": [{"id": ig, "time": 1764750001000,
+                                                    "changes": [comment, {"field": "messages", "value": event}]}]}
+    as_messaging = {"object": "instagram", "entry": [{"id": ig, "time": 1764750001000, "messaging": [event]}]}
+    thread_of = lambda _ctx, customer: "user:" + customer  # noqa: E731
+    accounts = {(Channel.INSTAGRAM, ig): ctx}
+    [got] = meta_webhook.parse(as_changes, accounts, thread_of).batches
+    [want] = meta_webhook.parse(as_messaging, accounts, thread_of).batches
+    assert got.messages == want.messages and len(got.messages) == 1
+    assert meta_webhook.customers(as_changes, accounts) == {(ctx, "7010000000000001")}
