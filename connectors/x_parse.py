@@ -253,6 +253,8 @@ def created_event(body: Any) -> tuple[str, str | None]:
     """`(dm_event_id, dm_conversation_id)` of a create-DM answer `{"data": {...}}` (HTTP 201)."""
     data = body.get("data") if isinstance(body, Mapping) else None
     event_id = _opt_str(data.get("dm_event_id")) if isinstance(data, Mapping) else None
-    if event_id is None:
-        raise ParseError("create-DM answer without dm_event_id")
-    return event_id, _opt_str(data.get("dm_conversation_id"))  # type: ignore[union-attr]
+    if event_id is None or len(event_id) > MAX_ID_LENGTH:  # nothing the store could keep: unknown
+        raise ParseError("create-DM answer without a usable dm_event_id")
+    conversation = _opt_str(data.get("dm_conversation_id"))  # type: ignore[union-attr]
+    # The ids the poll will read its echo under (canonical numbers), so the two meet.
+    return numeric_id(event_id), conversation_id(conversation) if conversation else None

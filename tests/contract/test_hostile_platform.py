@@ -524,3 +524,39 @@ def test_an_instagram_message_in_the_changes_form_is_stored_like_its_messaging_f
     [want] = meta_webhook.parse(as_messaging, accounts, thread_of).batches
     assert got.messages == want.messages and len(got.messages) == 1
     assert meta_webhook.customers(as_changes, accounts) == {(ctx, "7010000000000001")}
+
+
+# ── send answers ───────────────────────────────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize("name", ["tokoshop-fb", "tokoshop-x"])
+@pytest.mark.parametrize(("given", "expected"), [
+    ("12345678901234567", "12345678901234567"),  # the id as a JSON number
+    ("x" * 300, None),  # longer than any platform id (and the store's column): not an id we can keep
+    ("", None),
+    ("[1]", None),
+], ids=["number", "too-long", "empty", "list"])
+def test_a_send_answer_with_an_odd_message_id_is_kept_or_is_an_unknown_delivery(sb: Any, name: str, given: str, expected: str | None) -> None:
+    """The platform carried the send out; its answer's id is a number (kept, as the string it is), or
+    nothing a message id can be: then the delivery is unknown (settled by the echo), never an id the
+    store refuses after the customer got the message."""
+    from connectors.base import OutboundReply
+    from connectors.enums import ReplyPolicy
+    from connectors.errors import DeliveryUnknownError
+
+    x = name == "tokoshop-x"
+    value = given if given.startswith("[") or given.isdigit() else json.dumps(given)
+    body = f'{{"data": {{"dm_conversation_id": "1-2", "dm_event_id": {value}}}}}' if x else f'{{"recipient_id": "1", "message_id": {value}}}'
+    sb.fault("answer", account=name, path="/messages", method="POST", status=201 if x else 200, body=body, content_type="application/json")
+    conn = open_connector(sb, name)
+    thread = sb.threads(name)[0]
+    customer = next(m for m in sb.thread_messages(name, thread) if m.get("direction", "in") == "in")
+    recipient = str(customer.get("sender_id") or customer.get("from_id"))
+    reply = OutboundReply(thread_id=thread, recipient_id=recipient, text="Halo kak, sudah kami cek ya",
+                          policy=ReplyPolicy.DIRECT if x else ReplyPolicy.RESPONSE, idempotency_key="reply-odd-id")
+    if expected is None:
+        with pytest.raises(DeliveryUnknownError):
+            conn.send(reply)
+    else:
+        assert conn.send(reply).external_id == expected
+    conn.close()
