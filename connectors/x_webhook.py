@@ -52,7 +52,7 @@ def parse(body: Any, accounts: frozenset[str], *, received: datetime | None = No
         body = body["data"]
     if isinstance(body.get("event_type"), str):
         return _activity(body, accounts, received, skew)
-    owner = _str(body.get("for_user_id"))
+    owner = _user(body.get("for_user_id"))
     if owner is None:
         raise DeliveryError("delivery has neither for_user_id nor event_type")
     if owner not in accounts:
@@ -73,7 +73,7 @@ def parse(body: Any, accounts: frozenset[str], *, received: datetime | None = No
 def _activity(env: Mapping[str, Any], accounts: frozenset[str], received: datetime | None, skew: timedelta) -> ParsedDelivery:
     kind = str(env.get("event_type"))[:40]
     filt = env.get("filter")
-    owner = _str(filt.get("user_id")) if isinstance(filt, Mapping) else None
+    owner = _user(filt.get("user_id")) if isinstance(filt, Mapping) else None
     if kind not in ("dm.received", "dm.sent"):
         return ParsedDelivery(ignored=(Ignored(kind, f"{kind} event: not a message", owner),))
     if owner is None or owner not in accounts:
@@ -93,6 +93,12 @@ def _str(value: Any) -> str | None:
     if isinstance(value, bool) or not isinstance(value, (str, int)) or str(value) == "":
         return None
     return str(value)
+
+
+def _user(value: Any) -> str | None:
+    """An X user id as the number it is ("00150…" is account 150…), or None."""
+    text = _str(value)
+    return numeric_id(text) if text is not None else None
 
 
 def _bitrate(variant: Mapping[str, Any]) -> float:

@@ -55,8 +55,8 @@ def test_paging_links_on_the_platforms_public_host_are_followed_on_the_base_url(
 
 
 @pytest.mark.parametrize(("link", "expected"), [
-    ("https://graph.facebook.com/v23.0/t_1/messages?after=QQ&access_token=SECRET", "/proxy/graph/v23.0/t_1/messages?after=QQ"),
-    ("https://evil.example/v19.0/t_1/messages?after=QQ&ACCESS_TOKEN=SECRET", "/proxy/graph/v23.0/t_1/messages?after=QQ"),
+    ("https://graph.facebook.com/v23.0/t_1/messages?after=QQ&access_token=EAAtestlinktoken9f3c", "/proxy/graph/v23.0/t_1/messages?after=QQ"),
+    ("https://evil.example/v19.0/t_1/messages?after=QQ&ACCESS_TOKEN=EAAtestlinktoken9f3c", "/proxy/graph/v23.0/t_1/messages?after=QQ"),
     ("https://graph.facebook.com/t_1/messages?after=QQ", "/proxy/graph/v23.0/t_1/messages?after=QQ"),
     ("http://127.0.0.1:9/proxy/graph/v23.0/t_1/messages?after=QQ", "/proxy/graph/v23.0/t_1/messages?after=QQ"),
     ("http://127.0.0.1:9/v23.0/t_1/messages", "/proxy/graph/v23.0/t_1/messages"),
@@ -67,7 +67,7 @@ def test_a_paging_link_is_followed_under_the_base_url_without_its_token(link: st
     from connectors.graph_client import GraphClient
 
     spec = AccountSpec(name="a", channel=Channel.FACEBOOK, account_id="1", base_url="http://127.0.0.1:9/proxy/graph/v23.0",
-                       secrets={"access_token": "SECRET"})
+                       secrets={"access_token": "EAAtestlinktoken9f3c"})
     client = GraphClient(spec)
     try:
         assert client.url(link) == "http://127.0.0.1:9" + expected
@@ -560,3 +560,14 @@ def test_a_send_answer_with_an_odd_message_id_is_kept_or_is_an_unknown_delivery(
     else:
         assert conn.send(reply).external_id == expected
     conn.close()
+
+
+@pytest.mark.skipif(not X_MEDIA.is_file(), reason=f"recorded fixture not present at {X_MEDIA}")
+def test_an_x_webhook_for_a_zero_padded_account_id_is_that_accounts() -> None:
+    from connectors import x_webhook
+
+    body = json.loads(X_MEDIA.read_text(encoding="utf-8-sig"))
+    owner = body["for_user_id"]
+    body["for_user_id"] = "00" + owner
+    [batch] = x_webhook.parse(body, frozenset({owner})).batches
+    assert batch.account_id == owner and len(batch.messages) == 1 and not batch.quarantined
