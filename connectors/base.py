@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 # An id beyond these is no real platform id: the item is quarantined, never cut (two cut ids could collide).
 MAX_ID_LENGTH = 255  # message and thread ids (Instagram mids run to about 150 characters)
 MAX_USER_ID_LENGTH = 100  # PSIDs, IGSIDs, X user ids
+# Counts a platform reports (a thread's message_count, rate limits) land in INTEGER columns: a larger
+# one is no real count, and is taken as unknown rather than refused by the store with the page.
+MAX_COUNT = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,11 @@ cut short: the list carries each thread's readable messages by field expansion.
    fewer than the readable 20 were seen -- does the thread cost calls of its own: `/{conversation-id}/
    messages` from that `next`, one `known` batch per page. A row whose nested edge is missing or not an
    edge (Graph may leave an expansion out, or answer it with an error) is read through
-   `/{conversation-id}/messages` (`limit=20`) from the start.
+   `/{conversation-id}/messages` (`limit=20`) from the start. When the cursor remembers the thread's
+   `message_count` and it grew by more than the new messages above the first known one, a message
+   was delivered late (dated before stored ones): the read goes on past known ids until it has found
+   as many new ones as the count grew by, or reached the horizon. A known message dated in the
+   future (or undated) never ends the read: Graph keeps it on top of its thread.
 4. Only the 20 newest messages of a thread are readable. When all of them are new, older new ones
    may be lost. A `Gap` is reported when all readable messages are new, the horizon was reached, and
    either Graph says the thread holds more messages than we could read (`message_count`), or -- count
@@ -174,7 +178,8 @@ class MetaConnector:
                 nested_ids = [i for _c, _s, edge in changed if edge is not None for i in iter_ids(edge["data"])]
                 stored = known(nested_ids) if nested_ids else set()
                 for conv, signature, edge in changed:
-                    msgs, quar, gap = self._read_thread(conv, known, threshold, nested=edge, stored=stored)
+                    msgs, quar, gap = self._read_thread(conv, known, threshold, nested=edge, stored=stored,
+                                                        grew=_count_growth(recent.get(conv.id), conv.message_count))
                     messages.extend(msgs)
                     quarantined.extend(quar)
                     if gap is not None:
@@ -192,9 +197,16 @@ class MetaConnector:
                                quarantined=tuple(quarantined), gaps=tuple(gaps), rate=self.client.rate, final=False)
                 raise
             done.update(read)
-            link = None if reached_old else pager.advance(next_link(body), empty=not body["data"])
-            final = link is None
             messages.sort(key=lambda m: (m.sent_at, m.thread_id))  # stable: a thread keeps the platform's order within a second
+            try:
+                link = None if reached_old else pager.advance(next_link(body), empty=not body["data"])
+            except MalformedResponseError:
+                # The link leads back to a page already read (paging loops): what this page read is
+                # kept, then the pass stops, the high-water mark unmoved (threads past it are unread).
+                yield Page(messages=tuple(messages), cursor=self._progress_cursor(old_cursor, recent, done),
+                           quarantined=tuple(quarantined), gaps=tuple(gaps), rate=self.client.rate, final=False)
+                raise
+            final = link is None
             yield Page(
                 messages=tuple(messages),
                 cursor=self._new_cursor(new_hwm, recent, seen) if final else self._progress_cursor(old_cursor, recent, done),
@@ -225,7 +237,7 @@ class MetaConnector:
 
     def _read_thread(
         self, conv: Conversation, known: KnownIds, threshold: datetime | None, *,
-        nested: Mapping[str, Any] | None = None, stored: set[str] | None = None,
+        nested: Mapping[str, Any] | None = None, stored: set[str] | None = None, grew: int = 0,
     ) -> tuple[list[InboundMessage], list[QuarantinedItem], Gap | None]:
         """A changed thread's new messages, newest first until a known one: from the list row's nested
         edge (`nested`; the stored ones among its ids in `stored`), read on through the thread's own
@@ -235,7 +247,8 @@ class MetaConnector:
         messages: list[InboundMessage] = []
         quarantined: list[QuarantinedItem] = []
         readable = 0
-        hit_known = False
+        hit_known = False  # the read stops here: a known message, and every new one the count announced found
+        saw_known = False
         pager = NextUrlPager(key=self.client.url, max_empty=1)  # a repeated link ends the thread (HORIZON bounds it too)
         from_nested = False
         while True:
@@ -262,12 +275,14 @@ class MetaConnector:
                 readable += 1
                 if isinstance(item, Mapping) and str(item.get("id")) in stored:
                     if platform_time(item.get("created_time"), received, self.skew)[1] is not None:
-                        # Graph lists a thread by created_time: a stored message dated in the future
-                        # (or undated) stays on top of it, above messages written after it. Only a
-                        # known message with a believable time shows the older ones are known too.
-                        continue
-                    hit_known = True
-                    break
+                        continue  # misdated: it stays on top, above messages written after it
+                    saw_known = True
+                    if len(messages) + len(quarantined) >= grew:
+                        hit_known = True
+                        break
+                    # The count grew by more than the new messages above this one: a message
+                    # delivered late sits below it (dated before it). Read on, past stored ones.
+                    continue
                 try:
                     message = parse_message(item, self.ctx, thread_id=conv.id, participants=conv.participants,
                                             received=received, skew=self.skew)
@@ -296,7 +311,7 @@ class MetaConnector:
                 url, params = f"{conv.id}/messages", {"fields": MESSAGE_FIELDS, "limit": HORIZON, "after": after}
             from_nested = False
         gap = None
-        if not hit_known and readable >= HORIZON:
+        if not saw_known and readable >= HORIZON:
             oldest = min((m.sent_at for m in messages), default=None)
             if conv.message_count is not None:
                 lost = conv.message_count > readable
@@ -370,6 +385,15 @@ class MetaConnector:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _count_growth(signature: Any, count: int | None) -> int:
+    """How many messages a thread gained since a pass remembered it (`recent`: [time, count]): a
+    late arrival dated before the stored newest one shows only here. 0 when either count is unknown."""
+    old = signature[1] if isinstance(signature, list) and len(signature) > 1 else None
+    if count is None or isinstance(old, bool) or not isinstance(old, int) or old < 0:
+        return 0
+    return max(0, min(count - old, HORIZON))
 
 
 def _after_cursor(edge: Mapping[str, Any]) -> str | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+import re
 from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 
 import requests
@@ -16,7 +17,10 @@ from connectors.budget import CallBudget
 from connectors.errors import DeliveryUnknownError, MalformedResponseError, NeedsReauthError
 from connectors.http import HttpSession, RetryPolicy, decode_json, raise_for
 from connectors.redact import register_secret
-from connectors.responses import rate_info
+from connectors.responses import error_in_success, rate_info
+
+
+_VERSION = re.compile(r"^/v\d+(?:\.\d+)?(?=/|$)")  # a Graph link's leading /vNN.0
 
 
 class GraphClient:
@@ -38,20 +42,31 @@ class GraphClient:
         self.budget = CallBudget(spec.name, interval=spec.min_interval, sleep=self.session.sleep)
 
     def url(self, path_or_url: str) -> str:
-        """An absolute URL on our base. `paging.next` links lose their `access_token` and keep our origin."""
+        """An absolute URL on our base. `paging.next` links lose their `access_token` and are followed
+        under our base URL: Graph writes them on its public host (https://graph.facebook.com/vNN.0/...)
+        whatever proxy or emulator was called, so a link outside the base keeps only its path after
+        the version, put under the base (its path prefix and pinned version)."""
         if not path_or_url.startswith(("http://", "https://")):
             return f"{self.base}/{path_or_url.lstrip('/')}"
         parts = urlparse(path_or_url)
         base = urlparse(self.base)
-        query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "access_token"])
-        return urlunparse((base.scheme, base.netloc, parts.path, "", query, ""))
+        query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k.lower() != "access_token"])
+        path = parts.path
+        root = base.path.rstrip("/")
+        if (parts.scheme, parts.netloc) != (base.scheme, base.netloc) or not path.startswith(root + "/"):
+            path = f"{root}/{_VERSION.sub('', path).lstrip('/')}"
+        return urlunparse((base.scheme, base.netloc, path, "", query, ""))
 
     def _handle(self, response: requests.Response, *, sending: bool) -> Any:
         reported = rate_info(response.headers)
         self.budget.observe(reported)
         self.rate = reported or self.rate
         raise_for(response, sending=sending, account=self.account)
-        return decode_json(response, account=self.account)
+        body = decode_json(response, account=self.account)
+        error = error_in_success(body, response, sending=sending, account=self.account)
+        if error is not None:
+            raise error
+        return body
 
     def get(self, path_or_url: str, params: Mapping[str, Any] | None = None) -> Any:
         """One read; `BudgetSpentError` instead when it would reach the usage limit (`connectors.budget`)."""

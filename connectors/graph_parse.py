@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from connectors.base import (
+    MAX_COUNT,
     MAX_ID_LENGTH,
     MAX_USER_ID_LENGTH,
     Attachment,
@@ -99,7 +100,7 @@ def parse_conversation(item: Any, *, received: datetime | None = None, skew: tim
         id=conv_id,
         updated_time=updated,
         participants=tuple(participants),
-        message_count=count if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else None,
+        message_count=count if isinstance(count, int) and not isinstance(count, bool) and 0 <= count <= MAX_COUNT else None,
         stamp=None if flag is None else str(item.get("updated_time"))[:64],
     )
 
@@ -296,6 +297,9 @@ def iter_ids(items: Iterable[Any]) -> list[str]:
 def sent_message_id(body: Any) -> str:
     """The `message_id` of a Send API answer `{"recipient_id": ..., "message_id": "m_..."}`."""
     message_id = body.get("message_id") if isinstance(body, Mapping) else None
-    if not isinstance(message_id, str) or not message_id:
-        raise ParseError("Send API answer without message_id")
+    if isinstance(message_id, int) and not isinstance(message_id, bool):
+        message_id = str(message_id)  # an id written as a JSON number is still the id
+    if not isinstance(message_id, str) or not message_id or len(message_id) > MAX_ID_LENGTH:
+        # Nothing the echo could be matched by or the store could keep: the delivery is unknown.
+        raise ParseError("Send API answer without a usable message_id")
     return message_id

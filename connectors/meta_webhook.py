@@ -34,6 +34,7 @@ _NOT_MESSAGES = ("delivery", "read", "reaction", "postback", "referral", "optin"
                  "app_roles", "policy_enforcement", "game_play")
 
 ThreadOf = Callable[[MetaContext, str], str]
+MESSAGE_CHANGES = frozenset({"messages", "message_echoes", "message_edit", "messaging_seen", "message_reactions", "messaging_postbacks"})
 PROVISIONAL = "user:"  # a thread id not known yet: "user:<customer id>", renamed when a poll meets the real one
 
 
@@ -95,7 +96,7 @@ def parse(
         if ctx is None:
             ignored.append(Ignored("entry", f"entry for an account not configured here ({str(entry_id)[:40]})", entry_id))
             continue
-        events = [e for key in ("messaging", "standby") for e in (entry.get(key) if isinstance(entry.get(key), list) else [])]
+        events = entry_events(entry)
         if not events:
             if isinstance(entry.get("changes"), list):
                 ignored.append(Ignored("changes", "entry changes (comments, mentions) are not direct messages", ctx.account_id))
@@ -136,14 +137,24 @@ def customers(body: Any, accounts: Mapping[tuple[Channel, str], MetaContext]) ->
         ctx = _account(accounts, channel, _id(entry.get("id"))) if isinstance(entry, Mapping) else None
         if ctx is None:
             continue
-        for key in ("messaging", "standby"):
-            for event in entry.get(key) if isinstance(entry.get(key), list) else []:
-                if isinstance(event, Mapping) and isinstance(event.get("message"), Mapping):
-                    sender, recipient = _id(event.get("sender")), _id(event.get("recipient"))
-                    customer = recipient if sender in ctx.own_ids else sender
-                    if customer and customer not in ctx.own_ids:
-                        out.add((ctx, customer))
+        for event in entry_events(entry):
+            if isinstance(event, Mapping) and isinstance(event.get("message"), Mapping):
+                sender, recipient = _id(event.get("sender")), _id(event.get("recipient"))
+                customer = recipient if sender in ctx.own_ids else sender
+                if customer and customer not in ctx.own_ids:
+                    out.add((ctx, customer))
     return out
+
+
+def entry_events(entry: Mapping[str, Any]) -> list[Any]:
+    """An entry's messaging events: `messaging[]`, `standby[]` (handover protocol), and the
+    `changes[]` form Instagram Login (and the App Dashboard's test button) uses for messages,
+    `{"field": "messages", "value": <the same event>}`. Other changes (comments, mentions) are not."""
+    events = [e for key in ("messaging", "standby") for e in (entry.get(key) if isinstance(entry.get(key), list) else [])]
+    for change in entry.get("changes") if isinstance(entry.get("changes"), list) else []:
+        if isinstance(change, Mapping) and change.get("field") in MESSAGE_CHANGES and isinstance(change.get("value"), Mapping):
+            events.append(change["value"])
+    return events
 
 
 def _account(accounts: Mapping[tuple[Channel, str], MetaContext], channel: Channel | None, entry_id: str | None) -> MetaContext | None:

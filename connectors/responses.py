@@ -17,7 +17,7 @@ from typing import Any
 import requests
 
 from connectors import safejson
-from connectors.base import RateInfo
+from connectors.base import MAX_COUNT, RateInfo
 from connectors.errors import (
     ConnectorError,
     DeliveryUnknownError,
@@ -46,7 +46,6 @@ DEFAULT_RATE_WAIT = timedelta(seconds=60)
 # The longest wait a header can impose: a reset years away (or one that overflows) would pause the
 # account for good. Meta's longest documented block is about an hour; X windows are 15 minutes.
 MAX_WAIT = timedelta(hours=24)
-_MAX_COUNT = 2**31 - 1  # limits and counters are stored in INTEGER columns
 MAX_USAGE_PCT = 1000.0  # Meta usage percentages run a little past 100 when throttled, never to this
 
 
@@ -81,7 +80,7 @@ def _int_header(headers: Mapping[str, str], name: str) -> int | None:
     number = _finite(headers.get(name))
     if number is None or number < 0:
         return None
-    return int(min(number, _MAX_COUNT))
+    return int(min(number, MAX_COUNT))
 
 
 def _epoch_header(headers: Mapping[str, str], name: str, now: datetime) -> datetime | None:
@@ -160,11 +159,12 @@ def retry_hint(headers: Mapping[str, str], *, now: datetime | None = None, rate_
         if seconds is not None:
             candidates.append(_after(now, seconds))
         else:
-            try:
-                at = parsedate_to_datetime(retry_after).astimezone(timezone.utc)
-                candidates.append(min(at, now + MAX_WAIT))
-            except (TypeError, ValueError, OverflowError, IndexError):
-                pass
+            at = _http_date(retry_after)
+            if at is not None:
+                # A date on the platform's clock: the wait is from its own `Date` (a platform an hour
+                # behind us would otherwise mean "now", one ahead an hour too long), never negative.
+                sent = _http_date(headers.get("Date") or "")
+                candidates.append(_after(now, (at - (sent or now)).total_seconds()))
     if rate_limited:
         reset = _epoch_header(headers, "x-rate-limit-reset", now)
         if reset is not None:
@@ -173,6 +173,16 @@ def retry_hint(headers: Mapping[str, str], *, now: datetime | None = None, rate_
         if minutes is not None:
             candidates.append(_after(now, minutes * 60))
     return max(candidates) if candidates else None
+
+
+def _http_date(value: str) -> datetime | None:
+    """An HTTP-date header value as an aware UTC time; None when it is none."""
+    if not value:
+        return None
+    try:
+        return parsedate_to_datetime(value).astimezone(timezone.utc)
+    except (TypeError, ValueError, OverflowError, IndexError):
+        return None
 
 
 def _body(response: requests.Response) -> Any:
@@ -221,6 +231,15 @@ def classify(
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         return _graph_error(body["error"], status, response.headers, where, sending, account, now)
     return _http_error(body, status, response.headers, where, sending, account, now)
+
+
+def error_in_success(body: Any, response: requests.Response, *, sending: bool = False, account: str | None = None) -> ConnectorError | None:
+    """The error a 2xx Graph answer stands for when its body is an error object and nothing else
+    (`suppress_http_code`, or a proxy answering 200): classified as if it came with its own status,
+    so an expired token is still a reconnect. None for any other body."""
+    if not isinstance(body, Mapping) or not isinstance(body.get("error"), Mapping) or "data" in body:
+        return None
+    return _graph_error(body["error"], response.status_code, response.headers, _where(response), sending, account, _now())
 
 
 def _as_int(value: Any) -> int | None:

@@ -7,6 +7,7 @@ milliseconds, X uses ISO `...Z` with milliseconds. Every form ends up as an awar
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
 
 from connectors.enums import MessageFlag
 
@@ -22,7 +23,7 @@ DEFAULT_SKEW = timedelta(minutes=5)  # how far ahead of the platform's clock a t
 
 
 def parse_time(value: object) -> datetime:
-    """Parse an ISO string (`+0000`, `+00:00`, `Z`) or an epoch number (s or ms) to aware UTC.
+    """Parse an ISO string (`+0000`, `+00:00`, `Z`), an RFC 2822 date or an epoch number (s or ms) to aware UTC.
 
     Raises ValueError for anything else, including booleans and empty strings.
     """
@@ -43,6 +44,16 @@ def _parse(value: object) -> datetime:
             raise ValueError("empty timestamp")
         if text.lstrip("-").replace(".", "", 1).isdigit():
             return _from_epoch(float(text))
+        if text[:1].isalpha():
+            # RFC 2822 / HTTP-date ("Thu, 03 Dec 2026 08:58:04 GMT"): a form some proxies and
+            # exporters write, never an ISO string (those start with a digit).
+            try:
+                parsed = parsedate_to_datetime(text)
+            except (TypeError, ValueError, IndexError) as exc:
+                raise ValueError(f"not a timestamp: {text[:40]!r}") from exc
+            if parsed.tzinfo is None:  # "-0000": UTC, origin unknown
+                parsed = parsed.replace(tzinfo=timezone.utc)
+            return parsed.astimezone(timezone.utc)
         if text.endswith(("Z", "z")):
             text = text[:-1] + "+00:00"
         parsed = datetime.fromisoformat(text)

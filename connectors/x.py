@@ -96,6 +96,7 @@ TWEEPY_HOSTS = ("https://api.twitter.com", "https://api.x.com")
 DM_EVENT_FIELDS = ["id", "text", "event_type", "created_at", "dm_conversation_id", "sender_id", "attachments", "participant_ids"]
 EXPANSIONS = ["sender_id", "attachments.media_keys", "participant_ids"]
 USER_FIELDS = ["username", "name"]
+MAX_EMPTY_PAGES = 3  # empty pages in a row that still carry a next_token: the tail ends there, not at the budget
 LAG = timedelta(minutes=10)  # how long a sent event may take to show up in GET /2/dm_events
 MEDIA_FIELDS = ["url", "type", "preview_image_url", "media_key"]
 
@@ -233,7 +234,8 @@ class XConnector:
         """
         floor = newest if floor is None else floor
         best = max((i for i in (newest, top) if i is not None), default=None)
-        pager = TokenPager(on_repeat=lambda _: MalformedResponseError("GET /2/dm_events: pagination token repeats", account=self.spec.name))
+        pager = TokenPager(on_repeat=lambda _: MalformedResponseError("GET /2/dm_events: pagination token repeats", account=self.spec.name),
+                           max_empty=MAX_EMPTY_PAGES)
         fresh = 0  # events newer than `newest` read by this walk
         seen: list[int] = []  # the ids it read (for `tail`)
         while True:
@@ -286,7 +288,16 @@ class XConnector:
                 stored = known([m.external_id for m in older])
                 messages.extend(m for m in older if m.external_id not in stored)
             token = next_token(body)
-            done = below or pager.advance(token) is None
+            try:
+                done = below or pager.advance(token, empty=not items) is None
+            except MalformedResponseError:
+                # The token leads back to a page already read (paging loops): this page is kept under
+                # the cursor the walk started from, without a resume token (resuming would walk into
+                # the loop again and never reach the new events above it), then the pass stops.
+                messages.sort(key=lambda m: (m.sent_at, int(m.external_id)))
+                yield Page(messages=tuple(messages), cursor=x_cursor(newest, None, recent=recent, tail=tail, read_at=last_read),
+                           quarantined=tuple(quarantined), rate=self.rate, final=False, events_read=len(items))
+                raise
             size = next_page_size(size, all_new=not reached, cap=cap)
             messages.sort(key=lambda m: (m.sent_at, int(m.external_id)))
             # A backfill (no cursor yet) says nothing about how many events a poll finds.

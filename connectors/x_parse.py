@@ -65,8 +65,21 @@ def _opt_str(value: Any) -> str | None:
     return None
 
 
+def numeric_id(text: str) -> str:
+    """An X id as X means it: a number, so `"0900"` is user 900 (tweepy reads ids as ints). Digits
+    lose their leading zeros (`"0"` stays); anything else is left as it is."""
+    return text.lstrip("0") or "0" if text.isascii() and text.isdigit() else text
+
+
+def conversation_id(text: str) -> str:
+    """A DM conversation id with each numeric part canonical: `"0900-15…"` is the pair `"900-15…"`."""
+    return "-".join(numeric_id(part) for part in text.split("-"))
+
+
 def _opt_id(value: Any, what: str, limit: int = MAX_USER_ID_LENGTH) -> str | None:
     text = _opt_str(value)
+    if text is not None:
+        text = conversation_id(text) if what == "dm_conversation_id" else numeric_id(text)
     if text is not None and len(text) > limit:
         raise ParseError(f"{what} is {len(text):,} characters long (at most {limit})")
     return text
@@ -76,6 +89,7 @@ def _snowflake(value: Any) -> str:
     event_id = _opt_str(value)
     if event_id is None or not (event_id.isascii() and event_id.isdigit()):
         raise ParseError("missing or non-numeric event id")
+    event_id = numeric_id(event_id)
     if len(event_id) > 19 or int(event_id) > MAX_SNOWFLAKE:
         raise ParseError(f"event id {event_id[:40]}… is beyond X's 64-bit ids")
     return event_id
@@ -117,7 +131,7 @@ def parse_event(obj: Any, *, received: datetime | None = None, skew: timedelta =
         sender_id=sender_id,
         conversation_id=_opt_id(obj.get("dm_conversation_id"), "dm_conversation_id", MAX_ID_LENGTH),
         media_keys=keys,
-        participant_ids=tuple(str(p) for p in participants if isinstance(p, (str, int)) and len(str(p)) <= MAX_USER_ID_LENGTH)
+        participant_ids=tuple(numeric_id(str(p)) for p in participants if isinstance(p, (str, int)) and len(numeric_id(str(p))) <= MAX_USER_ID_LENGTH)
         if isinstance(participants, list)
         else (),
         raw=scrub(dict(obj)),  # kept as the message's raw payload: no secret may ride along
@@ -133,6 +147,7 @@ def parse_includes(body: Any) -> Includes:
     users: dict[str, Participant] = {}
     for u in _list(inc.get("users")):
         uid = _opt_str(u.get("id")) if isinstance(u, Mapping) else None
+        uid = numeric_id(uid) if uid else uid
         if uid and len(uid) <= MAX_USER_ID_LENGTH:
             users[uid] = Participant(id=uid, handle=_opt_str(u.get("username")), name=_opt_str(u.get("name")))
     media: dict[str, Attachment] = {}
@@ -238,6 +253,8 @@ def created_event(body: Any) -> tuple[str, str | None]:
     """`(dm_event_id, dm_conversation_id)` of a create-DM answer `{"data": {...}}` (HTTP 201)."""
     data = body.get("data") if isinstance(body, Mapping) else None
     event_id = _opt_str(data.get("dm_event_id")) if isinstance(data, Mapping) else None
-    if event_id is None:
-        raise ParseError("create-DM answer without dm_event_id")
-    return event_id, _opt_str(data.get("dm_conversation_id"))  # type: ignore[union-attr]
+    if event_id is None or len(event_id) > MAX_ID_LENGTH:  # nothing the store could keep: unknown
+        raise ParseError("create-DM answer without a usable dm_event_id")
+    conversation = _opt_str(data.get("dm_conversation_id"))  # type: ignore[union-attr]
+    # The ids the poll will read its echo under (canonical numbers), so the two meet.
+    return numeric_id(event_id), conversation_id(conversation) if conversation else None

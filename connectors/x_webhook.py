@@ -24,7 +24,7 @@ from connectors.errors import ParseError
 from connectors.redact import scrub
 from connectors.times import DEFAULT_SKEW
 from connectors.webhook import DeliveryError, check_signature, hmac_sha256
-from connectors.x_parse import MESSAGE_CREATE, Includes, pair_id, parse_event, to_message
+from connectors.x_parse import MESSAGE_CREATE, Includes, numeric_id, pair_id, parse_event, to_message
 
 _IGNORED_LISTS = {
     "direct_message_indicate_typing_events": "typing",
@@ -52,7 +52,7 @@ def parse(body: Any, accounts: frozenset[str], *, received: datetime | None = No
         body = body["data"]
     if isinstance(body.get("event_type"), str):
         return _activity(body, accounts, received, skew)
-    owner = _str(body.get("for_user_id"))
+    owner = _user(body.get("for_user_id"))
     if owner is None:
         raise DeliveryError("delivery has neither for_user_id nor event_type")
     if owner not in accounts:
@@ -73,7 +73,7 @@ def parse(body: Any, accounts: frozenset[str], *, received: datetime | None = No
 def _activity(env: Mapping[str, Any], accounts: frozenset[str], received: datetime | None, skew: timedelta) -> ParsedDelivery:
     kind = str(env.get("event_type"))[:40]
     filt = env.get("filter")
-    owner = _str(filt.get("user_id")) if isinstance(filt, Mapping) else None
+    owner = _user(filt.get("user_id")) if isinstance(filt, Mapping) else None
     if kind not in ("dm.received", "dm.sent"):
         return ParsedDelivery(ignored=(Ignored(kind, f"{kind} event: not a message", owner),))
     if owner is None or owner not in accounts:
@@ -95,12 +95,32 @@ def _str(value: Any) -> str | None:
     return str(value)
 
 
+def _user(value: Any) -> str | None:
+    """An X user id as the number it is ("00150…" is account 150…), or None."""
+    text = _str(value)
+    return numeric_id(text) if text is not None else None
+
+
+def _bitrate(variant: Mapping[str, Any]) -> float:
+    """A video variant's bitrate for choosing the best one; anything but a finite number counts as 0
+    (a string or an object there must not make the variants incomparable and lose the delivery)."""
+    value = variant.get("bitrate")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 0.0
+    try:
+        number = float(value)
+    except OverflowError:
+        return 0.0
+    return number if number - number == 0 else 0.0
+
+
 def _users(users: Any) -> dict[str, Participant]:
     """`users` as a map keyed by id (Account Activity), or a list of v2 user objects."""
     items = users.values() if isinstance(users, Mapping) else users if isinstance(users, list) else []
     out: dict[str, Participant] = {}
     for u in items:
         if isinstance(u, Mapping) and (uid := _str(u.get("id_str") or u.get("id"))):
+            uid = numeric_id(uid)  # the key the event's canonical sender_id looks it up by
             out[uid] = Participant(id=uid, handle=_str(u.get("screen_name") or u.get("username")), name=_str(u.get("name")))
     return out
 
@@ -158,7 +178,7 @@ def v2_event(event: Any, owner: str) -> tuple[dict[str, Any] | None, dict[str, A
         if isinstance(variants, list):
             mp4 = [v for v in variants if isinstance(v, Mapping) and isinstance(v.get("url"), str)]
             if mp4:
-                url = max(mp4, key=lambda v: v.get("bitrate") or 0)["url"]
+                url = max(mp4, key=_bitrate)["url"]
         media[key] = Attachment(type=kind, url=url if isinstance(url, str) else None)
         keys.append(key)
         # The text ends with the t.co link of the media itself: not something the customer wrote.

@@ -186,6 +186,13 @@ class Sandbox(AccountsMixin, InjectionMixin, DispatchMixin):
         with self.state.lock:
             self.state.nested_cap = cap
 
+    def public_links(self, on: bool = True) -> None:
+        """Write Graph `paging.next` / `previous` links on the platform's public origin
+        (`https://graph.facebook.com/v23.0/...`, `https://graph.instagram.com/...`), as real Graph
+        does whatever proxy the client called through: a client must bring them back to its base URL."""
+        with self.state.lock:
+            self.state.public_links = bool(on)
+
     def clear_faults(self) -> None:
         self.faults.clear()
 

@@ -19,7 +19,7 @@ from sandbox import x as x_api
 from sandbox.graph_request import attribute, split
 from sandbox.graph_usage import Usage
 from sandbox.x_rates import RateLimits
-from sandbox.faults import ERROR_KINDS, Fault, FaultBook, break_one_item, error_reply, gzip_bomb, oversize_body, poisoned_body
+from sandbox.faults import ERROR_KINDS, Fault, FaultBook, break_one_item, duplicate_item, empty_tail, encoded, error_reply, gzip_bomb, loop_back, oversize_body, poisoned_body
 from sandbox.server import Outcome
 from sandbox.state import Call, LateRequest, State
 from sandbox.wire import JSON_GRAPH, JSON_X, Reply, Request
@@ -180,6 +180,25 @@ class DispatchMixin:
             return Outcome(reply.status, reply.body(), reply.headers, cut=True)
         if kind == "bad_item":
             break_one_item(api, reply.payload)
+            return Outcome(reply.status, reply.body(), reply.headers)
+        if kind == "answer":  # the answer replaced whole: any status, body and content type
+            headers = {k: v for k, v in reply.headers.items() if k.lower() != "content-type"}
+            if fault.options.get("content_type") is not None:
+                headers["content-type"] = str(fault.options["content_type"])
+            return Outcome(int(fault.options.get("status") or 200), str(fault.options.get("body") or "").encode("utf-8", "surrogatepass"), headers)
+        if kind == "encoded":
+            body, header = encoded(reply.body(), str(fault.options.get("encoding") or "gzip"))
+            return Outcome(reply.status, body, {**reply.headers, "content-encoding": header})
+        if kind == "duplicate":
+            duplicate_item(reply.payload)
+            return Outcome(reply.status, reply.body(), reply.headers)
+        if kind == "empty_tail":
+            tail = empty_tail(api, req, reply.payload)
+            if tail is reply.payload:
+                return Outcome(reply.status, reply.body(), reply.headers)
+            return Outcome(200, json.dumps(tail).encode(), reply.headers)  # its made-up cursors are no real ones
+        if kind == "loop":
+            loop_back(api, req, reply.payload)
             return Outcome(reply.status, reply.body(), reply.headers)
         size = int(fault.options.get("size") or 16 * 1024 * 1024)
         if kind == "oversize":

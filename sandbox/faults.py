@@ -7,9 +7,12 @@ platform and comes back on every read: `poison` (one field of one item gets a ho
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
+import uuid
 import zlib
+from urllib.parse import urlencode
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -26,10 +29,10 @@ if TYPE_CHECKING:
     from sandbox.state import MetaAccount
 
 KINDS = ("429", "500", "503", "timeout", "late", "drop", "expired_token", "malformed", "truncated", "cut", "bad_item",
-         "oversize", "gzip_bomb", "poison", "header")
+         "oversize", "gzip_bomb", "poison", "header", "loop", "empty_tail", "duplicate", "answer", "encoded")
 ERROR_KINDS = ("429", "500", "503", "expired_token")
 STANDING_KINDS = ("poison", "header")  # applied to every matching answer until cleared
-_OPTIONS = {"late": ("delay",), "oversize": ("size",), "gzip_bomb": ("size",), "poison": ("target", "field", "value"), "header": ("name", "value")}
+_OPTIONS = {"encoded": ("encoding",), "answer": ("status", "body", "content_type"), "late": ("delay",), "oversize": ("size",), "gzip_bomb": ("size",), "poison": ("target", "field", "value"), "header": ("name", "value")}
 
 
 @dataclass
@@ -128,6 +131,41 @@ def error_reply(kind: str, api: str, req: Request, acc: MetaAccount | None, now:
     reply.headers["X-Business-Use-Case-Usage"] = usage.header(obj, bucket, now, throttled=kind == "429")
     reply.headers["content-type"] = JSON_GRAPH
     return reply
+
+
+def loop_back(api: str, req: Request, payload: Any) -> None:
+    """Point the answer's paging link back at the page just asked for (a cursor that repeats): Graph's
+    `paging.next` becomes the request's own URL, X's `meta.next_token` the request's own token. A first
+    page (no `after`, no `pagination_token`) keeps its link, so the loop starts on the page after it."""
+    if not isinstance(payload, dict):
+        return
+    if api == "x":
+        token = req.query.get("pagination_token")
+        if token and isinstance(payload.get("meta"), dict):
+            payload["meta"]["next_token"] = token
+        return
+    if req.query.get("after") and isinstance(payload.get("paging"), dict):
+        payload["paging"]["next"] = f"{req.base_url}{req.path}?{urlencode(req.query)}"
+
+
+def empty_tail(api: str, req: Request, payload: Any) -> Any:
+    """An empty page whose paging link leads to yet another empty page, never the same twice (Graph
+    documents that `next` may appear on an empty page); a first page is answered as it is."""
+    token = uuid.uuid4().hex + uuid.uuid4().hex[:8]
+    if api == "x":
+        return {"meta": {"result_count": 0, "next_token": token}} if req.query.get("pagination_token") else payload
+    if not req.query.get("after"):
+        return payload
+    query = {**req.query, "after": token}
+    return {"data": [], "paging": {"cursors": {"before": token, "after": token}, "next": f"{req.base_url}{req.path}?{urlencode(query)}"}}
+
+
+def duplicate_item(payload: Any) -> None:
+    """The page's first item once more at its end (a listing that shifted while it was read)."""
+    found = _default_item(payload)
+    if found is not None:
+        items, _ = found
+        items.append(copy.deepcopy(items[0]))
 
 
 def break_one_item(api: str, payload: Any) -> None:
@@ -237,6 +275,27 @@ def poisoned_body(payload: Any, faults: list[Fault]) -> bytes | None:
     # Hostile text (lone surrogates) leaves as the bytes it would arrive as: surrogatepass, then the
     # client sees invalid UTF-8; an escape (\\ud800) in `value` arrives as the escape.
     return text.encode("utf-8", errors="surrogatepass")
+
+
+def encoded(body: bytes, encoding: str) -> tuple[bytes, str]:
+    """The body compressed as `encoding` and the Content-Encoding header to send: "gzip", "deflate"
+    (zlib-wrapped, as the RFC says), "raw-deflate" (sent as "deflate", as some servers do), or a list
+    applied in order ("deflate, gzip"); any other name is sent as it is over the plain body."""
+    names = [e.strip() for e in encoding.split(",") if e.strip()]
+    sent: list[str] = []
+    for name in names:  # content codings are case-insensitive: "GZIP" is gzip, sent as written
+        if name.lower() == "gzip":
+            packer = zlib.compressobj(6, zlib.DEFLATED, 31)
+        elif name.lower() == "deflate":
+            packer = zlib.compressobj(6, zlib.DEFLATED, 15)
+        elif name.lower() == "raw-deflate":
+            packer, name = zlib.compressobj(6, zlib.DEFLATED, -15), "deflate"
+        else:
+            sent.append(name)
+            continue
+        body = packer.compress(body) + packer.flush()
+        sent.append(name)
+    return body, ", ".join(sent)
 
 
 def padded(payload: Any, size: int) -> tuple[bytes, bytes, bytes]:

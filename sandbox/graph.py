@@ -13,6 +13,7 @@ usage headers in `graph_usage`.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from dataclasses import replace
 from typing import Any
 
 from sandbox.fields import FieldSyntaxError, parse_fields
@@ -20,7 +21,7 @@ from sandbox.state import IG_DIRECT_ID, IG_FB_ID, PAGE_ID, MetaAccount, State, T
 from sandbox.wire import Reply
 from sandbox.graph_errors import GraphError, error_reply, not_found, rate_error
 from sandbox.graph_render import DEFAULT_MESSAGE_FIELDS, page_limit, cursor, messages_edge, next_url, render_message, render_thread, uncursor
-from sandbox.graph_request import Ctx, attribute, business_object
+from sandbox.graph_request import PUBLIC_ORIGINS, Ctx, attribute, business_object
 from sandbox.graph_send import send
 from sandbox.graph_usage import Usage
 
@@ -31,6 +32,8 @@ DEFAULT_CONVERSATION_FIELDS = "id,updated_time"
 # ── endpoints ───────────────────────────────────────────────────────────────────────────────
 def handle(state: State, ctx: Ctx, usage: Usage) -> Reply:
     """Answer one Graph request (the caller holds the state lock)."""
+    if state.public_links:
+        ctx = replace(ctx, link_origin=PUBLIC_ORIGINS[ctx.host])
     acc = attribute(state, ctx)
     obj, bucket = business_object(acc)
     now = state.now()

@@ -155,7 +155,7 @@ def _position(readable: list[Msg], created_ms: int, mid: str) -> int:
 def next_url(ctx: Ctx, path: str, params: dict[str, str]) -> str:
     # The real `next` carries the access token in the URL; so does ours.
     query = {"access_token": ctx.token or "", "pretty": "0", **params}
-    return f"{ctx.root}/{path}?{urlencode(query)}"
+    return f"{ctx.link_root}/{path}?{urlencode(query)}"
 
 
 def unparse_fields(fields: dict[str, FieldSpec]) -> str:

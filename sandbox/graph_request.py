@@ -10,6 +10,8 @@ from sandbox.wire import Request
 
 
 VERSION_RE = re.compile(r"^v\d{1,2}\.0$")
+# The platform's own origins, which real paging links name whatever proxy or emulator was called.
+PUBLIC_ORIGINS = {"facebook": "https://graph.facebook.com", "instagram": "https://graph.instagram.com"}
 
 
 # ── request context ─────────────────────────────────────────────────────────────────────────
@@ -20,10 +22,16 @@ class Ctx:
     version: str
     parts: list[str]
     token: str | None
+    link_origin: str | None = None  # paging links on this origin instead of the one called (`State.public_links`)
 
     @property
     def root(self) -> str:
         return f"{self.req.base_url}/{self.host}/{self.version}"
+
+    @property
+    def link_root(self) -> str:
+        """Where `paging.next` / `previous` links point: the host called, or the public one."""
+        return self.root if self.link_origin is None else f"{self.link_origin}/{self.version}"
 
 
 def split(req: Request) -> Ctx | None:

@@ -204,6 +204,9 @@ class State:
         # At most this many messages in a conversation listing's nested `messages` edge (None: as
         # asked), `paging.next` still set: Graph may cut a page short of its limit.
         self.nested_cap: int | None = None
+        # Graph paging links on the platform's public origin (https://graph.facebook.com/vNN.0/...),
+        # as real Graph writes them, instead of the sandbox's own host and path prefix.
+        self.public_links = False
         self.meta: dict[str, MetaAccount] = {}
         self.x: dict[str, XAccount] = {}
         self.msg_index: dict[str, Msg] = {}

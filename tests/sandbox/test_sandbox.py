@@ -203,6 +203,22 @@ def test_nested_messages_in_listing_and_previous_cursor(sandbox: Sandbox) -> Non
     assert [c["id"] for c in back["data"]] == [c["id"] for c in body["data"]]
 
 
+def test_paging_links_can_name_the_platforms_public_host(sandbox: Sandbox) -> None:
+    g = Graph(sandbox)
+    fields = "id,updated_time,messages.limit(1){id}"
+    own = g.get(f"{PAGE_ID}/conversations", platform="messenger", limit=1, fields=fields).json()
+    assert own["paging"]["next"].startswith(f"{sandbox.base_url}/facebook/v23.0/{PAGE_ID}/conversations?")
+    sandbox.public_links()
+    body = g.get(f"{PAGE_ID}/conversations", platform="messenger", limit=1, fields=fields).json()
+    assert body["paging"]["next"].startswith(f"https://graph.facebook.com/v23.0/{PAGE_ID}/conversations?")
+    assert body["data"][0]["messages"]["paging"]["next"].startswith("https://graph.facebook.com/v23.0/")
+    direct = Graph(sandbox, host="instagram").get("me/conversations", platform="instagram", limit=1).json()
+    assert direct["paging"]["next"].startswith("https://graph.instagram.com/v23.0/")
+    sandbox.public_links(False)
+    again = g.get(f"{PAGE_ID}/conversations", platform="messenger", limit=1, fields=fields).json()
+    assert again["paging"]["next"] == own["paging"]["next"]
+
+
 def test_nested_messages_page_within_the_horizon_and_can_be_cut_short(sandbox: Sandbox) -> None:
     """`messages.limit(N){...}` in the listing: at most N newest messages per thread, never past the
     20 readable ones; its `paging.next` reads on through `/{thread}/messages` within the horizon, and
@@ -620,6 +636,19 @@ def test_body_faults(sandbox: Sandbox) -> None:
     sandbox.fault("bad_item", path="/2/dm_events")
     events = x.get("2/dm_events", max_results=5, **FULL).json()["data"]
     assert sum("created_at" not in e for e in events) == 1
+
+
+def test_loop_fault_points_a_page_back_at_itself(sandbox: Sandbox) -> None:
+    g, x = Graph(sandbox), X(sandbox)
+    sandbox.fault("loop", path="/conversations", count=2)
+    first = g.get(f"{PAGE_ID}/conversations", limit=1).json()
+    assert "after=" in first["paging"]["next"]  # a first page keeps its link
+    second = g.http.get(first["paging"]["next"], timeout=5).json()
+    assert second["paging"]["next"].split("?")[0] == first["paging"]["next"].split("?")[0]
+    assert g.http.get(second["paging"]["next"], timeout=5).json()["data"] == second["data"]
+    sandbox.fault("loop", path="/2/dm_events", count=2)
+    token = x.get("2/dm_events", max_results=2).json()["meta"]["next_token"]
+    assert x.get("2/dm_events", max_results=2, pagination_token=token).json()["meta"]["next_token"] == token
 
 
 def test_drop_and_timeout(sandbox: Sandbox) -> None:
