@@ -27,22 +27,37 @@ T = tb.ticket
 TT = tb.ticket_tag
 
 
+MAX_AGENT_NAME = 100  # the width of every actor and assignee column
+MAX_NOTE_CHARS = 10_000  # a note is a few lines for colleagues, not a pasted log
+
+
+def agent_name(name: str, what: str = "agent name") -> str:
+    """A name an agent typed (or configured), stripped; refused when empty or too long to store
+    whole: cut short, two long names could become one."""
+    name = name.strip()
+    if not name:
+        raise UsageError(f"the {what} is empty")
+    if len(name) > MAX_AGENT_NAME:
+        raise UsageError(f"the {what} has {len(name)} characters; the limit is {MAX_AGENT_NAME}")
+    return name
+
+
 def resolve_agent(explicit: str | None = None, configured: str | None = None) -> str:
     """The acting agent: --agent, else $INBOX_AGENT, else settings.agent, else the OS user name."""
-    for candidate in (explicit, os.environ.get("INBOX_AGENT"), configured):
-        if candidate and candidate.strip():
-            return candidate.strip()[:100]
+    for candidate, what in ((explicit, "--agent name"), (os.environ.get("INBOX_AGENT"), "INBOX_AGENT name"), (configured, "configured agent name")):
+        if candidate is not None and (candidate.strip() or what == "--agent name"):
+            return agent_name(candidate, what)
     import getpass  # only when no name was given (it loads pwd/termios)
 
     try:
-        return getpass.getuser()[:100] or "agent"
+        return getpass.getuser()[:MAX_AGENT_NAME] or "agent"
     except Exception:  # noqa: BLE001 - no user database (containers): still need a name
         return "agent"
 
 
 def assign(engine: Engine, ticket_id: int, assignee: str | None, actor: str) -> TicketRow:
-    """Give the ticket to `assignee` (None / "none" unassigns)."""
-    target = None if assignee in (None, "", "none") else assignee.strip()[:100]  # type: ignore[union-attr]
+    """Give the ticket to `assignee` (None / "none" unassigns; an empty name is refused)."""
+    target = None if assignee is None or assignee.strip().lower() == "none" else agent_name(assignee, "assignee")
     with write_tx(engine) as conn:
         row = lock_ticket(conn, ticket_id)
         if row.assignee != target:
@@ -101,6 +116,8 @@ def add_note(engine: Engine, ticket_id: int, text: str, actor: str) -> TicketRow
     """A private note: stored as an event, never sent to the customer."""
     if not text.strip():
         raise UsageError("the note is empty")
+    if len(text) > MAX_NOTE_CHARS:
+        raise UsageError(f"the note has {len(text):,} characters; the limit is {MAX_NOTE_CHARS:,} (attach long logs elsewhere and link them)")
     with write_tx(engine) as conn:
         lock_ticket(conn, ticket_id)
         record_event(conn, ticket_id, actor, "note", {"text": text})

@@ -69,3 +69,32 @@ def test_a_reply_with_control_characters_or_nothing_visible_is_not_sent(store: S
         line = _one_error(res)
         assert res.returncode == 2 and ("control character" in line or "empty reply" in line), line
     assert len(store.sb.sent("tokoshop-x")) == before
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (("assign", "1", ""), "the assignee is empty"),
+    (("assign", "1", "   "), "the assignee is empty"),
+    (("assign", "1", "b" * 101), "the assignee has 101 characters; the limit is 100"),
+    (("note", "1", "ok", "--agent", "a" * 101), "the --agent name has 101 characters"),
+    (("note", "1", "ok", "--agent", " "), "the --agent name is empty"),
+    (("note", "1", "x" * 10_001), "the note has 10,001 characters; the limit is 10,000"),
+])
+def test_names_and_notes_that_cannot_be_stored_whole_are_refused(store: Store, args: tuple[str, ...], words: str) -> None:  # noqa: F811
+    """Cut at the column's width, two long names became one assignee; an empty one unassigned."""
+    before = store.inbox("show", "1", "--json")
+    res = store.inbox(*args)
+    line = _one_error(res)
+    assert res.returncode == 2 and words in line, line
+    assert store.inbox("show", "1", "--json").stdout == before.stdout  # nothing changed
+
+
+def test_names_at_the_limit_and_none_in_any_case_still_work(store: Store) -> None:  # noqa: F811
+    import json
+
+    name = "budi." + "s" * 95
+    assert store.inbox("assign", "1", name).returncode == 0
+    assert json.loads(store.inbox("show", "1", "--json").stdout)["ticket"]["assignee"] == name
+    assert store.inbox("assign", "1", "None").returncode == 0
+    assert json.loads(store.inbox("show", "1", "--json").stdout)["ticket"]["assignee"] is None
+    res = store.inbox("note", "1", "x" * 10_000, "--agent", name)
+    assert res.returncode == 0, res.stderr
