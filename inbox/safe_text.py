@@ -82,8 +82,10 @@ def unsendable(text: str) -> str | None:
     if not clean(text).strip():
         return "empty reply: nothing sent"
     if bad:
-        char = bad.group(0)[0]
-        return f"not sent: the reply has a control character (U+{ord(char):04X}) at position {bad.start() + 1}; remove it"
+        char, at = bad.group(0)[0], bad.start()
+        # Line and column: the editor's terms, and the same whatever line ends were pasted.
+        line, column = text.count("\n", 0, at) + 1, at - text.rfind("\n", 0, at)
+        return f"not sent: the reply has a control character (U+{ord(char):04X}) at line {line}, column {column}; remove it"
     return None
 
 

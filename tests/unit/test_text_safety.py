@@ -95,8 +95,10 @@ def test_json_output_escapes_terminal_active_characters(engine) -> None:
 
 
 @pytest.mark.parametrize(("text", "why"), [
-    ("Halo kak\x00", "control character (U+0000) at position 9"),
-    ("cek \x1b[31mINV\x1b[0m", "control character (U+001B) at position 5"),
+    ("Halo kak\x00", "control character (U+0000) at line 1, column 9"),
+    ("cek \x1b[31mINV\x1b[0m", "control character (U+001B) at line 1, column 5"),
+    ("baris 1\r\nbaris 2\r\nkak\x07", "control character (U+0007) at line 3, column 4"),
+    ("baris 1\nbaris 2\nkak\x07", "control character (U+0007) at line 3, column 4"),
     ("a\rb", "control character (U+000D)"),
     ("\u200b\u200b", "empty reply"),
     ("\x1b[31m\u200b", "empty reply"),
