@@ -8,24 +8,15 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sandbox import Sandbox
 from tests.contract.test_connectors_contract import META, Store, drain, open_connector, reachable_ids
+from tests.contract.test_connectors_contract import sb  # noqa: F401 - the contract tests' sandbox fixture
 
 
-@pytest.fixture
-def sb() -> Iterator[Any]:
-    box = Sandbox(seed=7, x_rate_limit=10_000, timeout_sleep=1.5)
-    box.start(host="127.0.0.1", port=0)
-    try:
-        yield box
-    finally:
-        box.stop()
 
 # ── webhook bodies ─────────────────────────────────────────────────────────────────────────────
 

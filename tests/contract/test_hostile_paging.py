@@ -7,25 +7,16 @@ stored once, the cursor not past unsaved data, no token on the wire where it sho
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from sandbox import Sandbox
 from tests.contract.test_connectors_contract import META, Store, drain, make_spec, open_connector, reachable_ids
+from tests.contract.test_connectors_contract import sb  # noqa: F401 - the contract tests' sandbox fixture
 
 TOKEN_PARAM = "access_token"
 
 
-@pytest.fixture
-def sb() -> Iterator[Any]:
-    box = Sandbox(seed=7, x_rate_limit=10_000, timeout_sleep=1.5)
-    box.start(host="127.0.0.1", port=0)
-    try:
-        yield box
-    finally:
-        box.stop()
 
 
 @pytest.mark.parametrize("name", META)
