@@ -66,6 +66,11 @@ def run(argv):  # each command's output on stderr follows a line with the time i
 config, name, plan_path, progress_path, seed = sys.argv[1:6]
 plan = json.load(open(plan_path))
 done = int(open(progress_path).read() or 0) if os.path.exists(progress_path) else 0
+restarted = os.path.exists(progress_path + ".started")
+def advance(n):  # atomically: a kill while writing must not leave an empty file (a rewind to 0)
+    with open(progress_path + ".tmp", "w") as fh:
+        fh.write(str(n))
+    os.replace(progress_path + ".tmp", progress_path)
 rng = random.Random(int(seed) + done)
 def recorded(text):
     import sqlalchemy as sa
@@ -79,17 +84,17 @@ def recorded(text):
         engine.dispose()
 for i in range(done, len(plan)):
     ticket, contact, text, again = plan[i]
-    row = recorded(text) if i == done and os.path.exists(progress_path + ".started") else None
+    # A restarted agent looks up every reply it has left, not only the next: the progress file
+    # may be a step behind the store (killed between the reply and the write).
+    row = recorded(text) if restarted else None
     open(progress_path + ".started", "w").close()
     if row is not None:
         sys.stderr.write("@%.3f restarted: reply #%s (%s) is %s; not asked for again\n" % (time.time(), row[0], text, row[1]))
-        with open(progress_path, "w") as fh:
-            fh.write(str(i + 1))
+        advance(i + 1)
         continue
     argv = ["-c", config, "reply", str(ticket), text, "--to", str(contact), "--yes", "--agent", name]
     run(argv + (["--again"] if again else []))
-    with open(progress_path, "w") as fh:
-        fh.write(str(i + 1))
+    advance(i + 1)
     if rng.random() < 0.5:
         import io, contextlib
         out = io.StringIO()
