@@ -5,9 +5,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
-import re
 from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 
 import requests

@@ -28,7 +28,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -39,6 +38,7 @@ from connectors import safejson
 from connectors.responses import classify, is_retryable, retry_hint
 from connectors.errors import DeliveryUnknownError, MalformedResponseError, NotSentError, RateLimitedError, ResponseTooLargeError, ServerError
 from connectors.redact import redact
+from connectors.times import http_date
 from connectors.transport import PoolTransport, SendOptions, Transport, never_sent
 
 log = logging.getLogger(__name__)
@@ -258,11 +258,8 @@ class HttpSession(requests.Session):
 
     def _note_date(self, value: str | None) -> None:
         """Remember the platform's clock (its `Date` header) when it is believable."""
-        if not value:
-            return
-        try:
-            at = parsedate_to_datetime(value).astimezone(timezone.utc)
-        except (TypeError, ValueError, OverflowError, IndexError):
+        at = http_date(value)
+        if at is None:
             return
         if abs(at - datetime.now(timezone.utc)) <= MAX_CLOCK_DRIFT:
             self._platform_date = (at, time.monotonic())

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
@@ -31,6 +30,7 @@ from connectors.errors import (
     WindowClosedError,
 )
 from connectors.redact import redact
+from connectors.times import http_date
 
 log = logging.getLogger(__name__)
 
@@ -159,11 +159,11 @@ def retry_hint(headers: Mapping[str, str], *, now: datetime | None = None, rate_
         if seconds is not None:
             candidates.append(_after(now, seconds))
         else:
-            at = _http_date(retry_after)
+            at = http_date(retry_after)
             if at is not None:
                 # A date on the platform's clock: the wait is from its own `Date` (a platform an hour
                 # behind us would otherwise mean "now", one ahead an hour too long), never negative.
-                sent = _http_date(headers.get("Date") or "")
+                sent = http_date(headers.get("Date"))
                 candidates.append(_after(now, (at - (sent or now)).total_seconds()))
     if rate_limited:
         reset = _epoch_header(headers, "x-rate-limit-reset", now)
@@ -173,16 +173,6 @@ def retry_hint(headers: Mapping[str, str], *, now: datetime | None = None, rate_
         if minutes is not None:
             candidates.append(_after(now, minutes * 60))
     return max(candidates) if candidates else None
-
-
-def _http_date(value: str) -> datetime | None:
-    """An HTTP-date header value as an aware UTC time; None when it is none."""
-    if not value:
-        return None
-    try:
-        return parsedate_to_datetime(value).astimezone(timezone.utc)
-    except (TypeError, ValueError, OverflowError, IndexError):
-        return None
 
 
 def _body(response: requests.Response) -> Any:

@@ -47,13 +47,10 @@ def _parse(value: object) -> datetime:
         if text[:1].isalpha():
             # RFC 2822 / HTTP-date ("Thu, 03 Dec 2026 08:58:04 GMT"): a form some proxies and
             # exporters write, never an ISO string (those start with a digit).
-            try:
-                parsed = parsedate_to_datetime(text)
-            except (TypeError, ValueError, IndexError) as exc:
-                raise ValueError(f"not a timestamp: {text[:40]!r}") from exc
-            if parsed.tzinfo is None:  # "-0000": UTC, origin unknown
-                parsed = parsed.replace(tzinfo=timezone.utc)
-            return parsed.astimezone(timezone.utc)
+            at = http_date(text)
+            if at is None:
+                raise ValueError(f"not a timestamp: {text[:40]!r}")
+            return at
         if text.endswith(("Z", "z")):
             text = text[:-1] + "+00:00"
         parsed = datetime.fromisoformat(text)
@@ -90,6 +87,20 @@ def platform_time(
     if at < EARLIEST:
         return received, MessageFlag.TIME_INVALID
     return at, None
+
+
+def http_date(value: str | None) -> datetime | None:
+    """An RFC 2822 / HTTP-date (a `Date` or `Retry-After` header) as aware UTC; None when it is not one.
+    A date without a zone ("-0000") is UTC, never this machine's local time."""
+    if not value:
+        return None
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError, OverflowError, IndexError):
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc)
 
 
 def format_time(value: datetime) -> str:

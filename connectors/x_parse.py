@@ -68,7 +68,7 @@ def _opt_str(value: Any) -> str | None:
 def numeric_id(text: str) -> str:
     """An X id as X means it: a number, so `"0900"` is user 900 (tweepy reads ids as ints). Digits
     lose their leading zeros (`"0"` stays); anything else is left as it is."""
-    return text.lstrip("0") or "0" if text.isascii() and text.isdigit() else text
+    return (text.lstrip("0") or "0") if text.isascii() and text.isdigit() else text
 
 
 def conversation_id(text: str) -> str:
@@ -131,7 +131,7 @@ def parse_event(obj: Any, *, received: datetime | None = None, skew: timedelta =
         sender_id=sender_id,
         conversation_id=_opt_id(obj.get("dm_conversation_id"), "dm_conversation_id", MAX_ID_LENGTH),
         media_keys=keys,
-        participant_ids=tuple(numeric_id(str(p)) for p in participants if isinstance(p, (str, int)) and len(numeric_id(str(p))) <= MAX_USER_ID_LENGTH)
+        participant_ids=tuple(p for p in (numeric_id(str(p)) for p in participants if isinstance(p, (str, int))) if len(p) <= MAX_USER_ID_LENGTH)
         if isinstance(participants, list)
         else (),
         raw=scrub(dict(obj)),  # kept as the message's raw payload: no secret may ride along

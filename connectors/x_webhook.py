@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -109,9 +110,9 @@ def _bitrate(variant: Mapping[str, Any]) -> float:
         return 0.0
     try:
         number = float(value)
-    except OverflowError:
+    except OverflowError:  # an integer beyond any float
         return 0.0
-    return number if number - number == 0 else 0.0
+    return number if math.isfinite(number) else 0.0
 
 
 def _users(users: Any) -> dict[str, Participant]:

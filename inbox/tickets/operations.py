@@ -44,8 +44,10 @@ def agent_name(name: str, what: str = "agent name") -> str:
 
 def resolve_agent(explicit: str | None = None, configured: str | None = None) -> str:
     """The acting agent: --agent, else $INBOX_AGENT, else settings.agent, else the OS user name."""
-    for candidate, what in ((explicit, "--agent name"), (os.environ.get("INBOX_AGENT"), "INBOX_AGENT name"), (configured, "configured agent name")):
-        if candidate is not None and (candidate.strip() or what == "--agent name"):
+    if explicit is not None:  # typed: an empty one is a mistake, not "use the default"
+        return agent_name(explicit, "--agent name")
+    for candidate, what in ((os.environ.get("INBOX_AGENT"), "INBOX_AGENT name"), (configured, "configured agent name")):
+        if candidate and candidate.strip():
             return agent_name(candidate, what)
     import getpass  # only when no name was given (it loads pwd/termios)
 

@@ -336,3 +336,23 @@ def test_a_list_row_nested_messages_edge_is_used_only_when_it_is_one(row: Any, u
     assert (edge is not None) == usable
     if usable:
         assert edge is row["messages"]
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("Thu, 03 Dec 2026 08:58:04 GMT", datetime(2026, 12, 3, 8, 58, 4, tzinfo=timezone.utc)),
+    ("Thu, 03 Dec 2026 15:58:04 +0700", datetime(2026, 12, 3, 8, 58, 4, tzinfo=timezone.utc)),
+    ("Thu, 03 Dec 2026 08:58:04 -0000", datetime(2026, 12, 3, 8, 58, 4, tzinfo=timezone.utc)),  # no zone: UTC, not local time
+    ("", None), (None, None), ("soon", None), ("Thu, 99 Foo 2026", None),
+])
+def test_http_dates_are_read_as_utc_instants(value, expected, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    from connectors.times import http_date
+
+    monkeypatch.setenv("TZ", "Asia/Jakarta")  # a local zone that is not UTC must change nothing
+    time.tzset()
+    try:
+        assert http_date(value) == expected
+    finally:
+        monkeypatch.undo()
+        time.tzset()
