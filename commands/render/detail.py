@@ -86,7 +86,7 @@ def print_detail(out: Any, detail: Any, *, full: bool, human_agent_tag: bool = T
         if body:
             out.print(Text(body), overflow="fold")
         for a in m.attachments:
-            desc = " ".join(p for p in (clean(str(a.get("type") or "file")), clean(str(a.get("mime") or "")),
+            desc = " ".join(p for p in (one_line(str(a.get("type") or "file"), 40), one_line(str(a.get("mime") or ""), 80),
                                         f"{a['size']:,} bytes" if isinstance(a.get("size"), int) else "", one_line(str(a.get("name") or ""), 60),
                                         one_line(str(a.get("url") or ""), 100)) if p)
             out.print(Text("   📎 " + desc, style="blue"), overflow="fold")

@@ -106,7 +106,7 @@ def snippet_of(msg: InboundMessage, limit: int = 200) -> str:
     text = " ".join((msg.text or "").split())
     if not text:
         kinds = ", ".join(a.type for a in msg.attachments) if msg.attachments else msg.kind.value
-        return f"[{kinds}]"
+        text = f"[{kinds}]"  # the platform names the types: a hostile one may be any length
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

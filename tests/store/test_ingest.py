@@ -407,3 +407,31 @@ def test_json_columns_keep_what_the_platform_sent(engine, settings):
         stored = conn.execute(sa.select(Message.__table__.c.raw).where(Message.__table__.c.external_id == "j1")).scalar_one()
     assert stored == raw
     assert cursor_of(engine, acc.id) == {"v": 1, "high_water": "2026-11-20T09:00:00Z", "ids": {"t1": 2**65}}
+
+
+def test_attachment_metadata_of_any_length_is_stored_and_shown_bounded(engine, settings, tmp_path, monkeypatch, capsys):
+    """The platform names an attachment's type, mime, name and url: a hostile one may be a megabyte
+    long. It is stored as given, but the ticket's snippet and `inbox show` stay a few lines."""
+    import dataclasses
+
+    import cli
+    from connectors.base import Attachment
+
+    huge = "x" * 200_000 + "\x1b[2J"
+    acc = make_account(engine)
+    att = Attachment(type="image" + huge, url="https://cdn.example/" + huge, mime="image/" + huge, size=10, name="foto" + huge)
+    m = dataclasses.replace(msg("m1", "t1", "u1", None, 0), kind=MessageKind.ATTACHMENT, attachments=(att,))
+    assert ingest_page(engine, acc, Page((m,), cursor=None), settings).new_messages == 1
+    with engine.connect() as conn:
+        snippet, tid = conn.execute(sa.text("SELECT snippet, id FROM ticket")).one()
+        stored = conn.execute(sa.text("SELECT attachments FROM message")).scalar_one()
+    assert len(snippet) <= 200
+    assert len(str(stored)) > 800_000  # nothing of what the customer sent is cut in the store
+    cfg = tmp_path / "inbox.toml"
+    cfg.write_text(f'database = "{engine.url.render_as_string(hide_password=False)}"\n', encoding="utf-8")
+    monkeypatch.delenv("INBOX_DATABASE_URL", raising=False)
+    for argv in (["show", str(tid), "--no-pager"], ["show", str(tid), "--full", "--no-pager"], ["list"]):
+        assert cli.main(["-c", str(cfg), *argv]) == 0
+        out = capsys.readouterr().out
+        assert len(out) < 5_000, (argv, len(out))
+        assert "\x1b" not in out and "image" in out
