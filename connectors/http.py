@@ -3,7 +3,8 @@
 `HttpSession` is a `requests.Session` whose `request()` adds, for every call a connector makes
 (including the ones tweepy makes through it):
 
-- a timeout, and pacing per account (a minimum interval between calls);
+- a timeout, and pacing per account (a minimum interval between calls); the timeout bounds each
+  wait for bytes, and `DEADLINE_PER_TIMEOUT` timeouts bound the whole attempt (a trickled answer);
 - retries with exponential backoff and jitter, for retryable failures only. A GET is retried on
   timeouts, dropped connections, 5xx and rate limits. A send (POST) is retried only when it never left
   (connection refused) or the platform refused it outright (rate limited); a send that timed out or
@@ -39,12 +40,15 @@ from connectors.responses import classify, is_retryable, retry_hint
 from connectors.errors import DeliveryUnknownError, MalformedResponseError, NotSentError, RateLimitedError, ResponseTooLargeError, ServerError
 from connectors.redact import redact
 from connectors.times import http_date
-from connectors.transport import PoolTransport, SendOptions, Transport, never_sent
+from connectors.transport import DeadlineExceeded, PoolTransport, SendOptions, Transport, never_sent
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = "inbox/0.1 (+social-care inbox)"
 DEFAULT_MAX_BODY = 8 * 1024 * 1024  # decoded bytes of one response (`sync.max_response_mb`)
+# One attempt, sent and answered in full, takes at most this many read timeouts (`connectors.deadline`):
+# generous for a large page on a slow link, and a platform trickling its answer cannot hold a pass.
+DEADLINE_PER_TIMEOUT = 4.0
 # Only what the transport can inflate step by step is asked for (requests would add br and zstd).
 ACCEPT_ENCODING = "gzip, deflate"
 MAX_CLOCK_DRIFT = timedelta(days=30)  # a platform `Date` further from our clock than this is ignored
@@ -234,9 +238,12 @@ class HttpSession(requests.Session):
             proxies.setdefault(scheme, proxy)
         verify = kwargs.get("verify")
         verify = self.verify if verify is None else verify
+        timeout = kwargs.get("timeout")
+        read = timeout[1] if isinstance(timeout, tuple) else timeout
         options = SendOptions(
-            timeout=kwargs.get("timeout"), max_body=self.max_body, where=f"{prepared.method} {_path(url)}",
+            timeout=timeout, max_body=self.max_body, where=f"{prepared.method} {_path(url)}",
             account=self.account, verify=verify, cert=kwargs.get("cert") or self.cert, proxies=proxies,
+            deadline=None if read is None else DEADLINE_PER_TIMEOUT * read,
         )
         return prepared, options
 
@@ -322,6 +329,8 @@ class HttpSession(requests.Session):
                         f"{method} {_path(url)}: {kind} after the request was sent; it may have been delivered",
                         account=self.account,
                     ) from None
+                if isinstance(exc, DeadlineExceeded):  # that slow now, it will not be faster in a second
+                    raise ServerError(str(exc.args[0]), account=self.account) from None
                 delay = policy.backoff(attempt)
                 if attempt >= policy.max_retries or slept + delay > policy.max_sleep:
                     raise ServerError(

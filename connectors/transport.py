@@ -29,7 +29,7 @@ import requests
 import urllib3.exceptions
 from requests.structures import CaseInsensitiveDict
 
-from connectors import safejson
+from connectors import deadline, safejson
 from connectors.errors import ResponseTooLargeError
 
 _CHUNK = 64 * 1024  # read and inflate in steps of this size: memory stays near the cap, never the bomb
@@ -43,6 +43,7 @@ class SendOptions:
     max_body: int  # decoded bytes; more is `ResponseTooLargeError`
     where: str  # "GET /path", for messages (never the query: it may hold a token)
     account: str
+    deadline: float | None = None  # seconds for the whole attempt, however steadily the bytes trickle in
     verify: Any = True
     cert: Any = None
     proxies: Mapping[str, str] = field(default_factory=dict)
@@ -58,6 +59,10 @@ class Transport(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class DeadlineExceeded(requests.exceptions.ReadTimeout):
+    """The answer did not arrive in full within the attempt's deadline (`connectors.deadline`)."""
 
 
 def never_sent(exc: BaseException) -> bool:
@@ -94,6 +99,9 @@ class _WireMark:
     connect: Callable[[], None]
 
     def send(self, data: Any) -> None:
+        watch = getattr(_wire, "watch", None)
+        if watch is not None:
+            watch.attach(self)
         if self.sock is None and self.auto_open:
             self.connect()  # a failure here (DNS, refused, TLS) sent nothing
         _wire.left = True
@@ -224,6 +232,20 @@ class PoolTransport:
         origin), its exception types, and a `requests.Response` for tweepy and `classify`.
         """
         _wire.left = False
+        watch = _wire.watch = deadline.arm(options.deadline) if options.deadline else None
+        try:
+            return self._send(request, options, watch)
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            if watch is not None and watch.disarm():
+                raise DeadlineExceeded(f"{options.where}: no complete answer within {options.deadline:g}s "
+                                       "(the platform sends it too slowly)", request=request) from exc
+            raise
+        finally:
+            _wire.watch = None
+            if watch is not None:
+                watch.disarm()
+
+    def _send(self, request: requests.PreparedRequest, options: SendOptions, watch: deadline.Watch | None) -> requests.Response:
         prepared = request
         pool, full_url = self._pool(prepared, options.verify, options.cert, options.proxies)
         target = requests.utils.urldefragauth(prepared.url) if full_url else prepared.path_url
@@ -251,6 +273,12 @@ class PoolTransport:
             raw.close()
             raw.release_conn()
             raise requests.exceptions.ChunkedEncodingError(exc, request=prepared) from exc  # the body broke off
+        # Disarmed before the connection can serve another attempt: it is never cut after this.
+        if watch is not None and watch.disarm():
+            # Cut at the deadline: what arrived (headers ended by the cut, a short body) is not the answer.
+            raw.close()
+            raw.release_conn()
+            raise requests.exceptions.ConnectionError("the connection was cut at the attempt's deadline", request=prepared)
         raw.release_conn()
         response = _Response()
         response.status_code = raw.status

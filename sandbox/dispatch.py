@@ -176,6 +176,8 @@ class DispatchMixin:
         if kind == "truncated":
             body = reply.body()
             return Outcome(reply.status, body[: len(body) // 2], reply.headers)
+        if kind == "slow":
+            return Outcome(reply.status, reply.body(), reply.headers, trickle=float(fault.options.get("interval") or 0.5))
         if kind == "cut":
             return Outcome(reply.status, reply.body(), reply.headers, cut=True)
         if kind == "bad_item":

@@ -29,10 +29,10 @@ if TYPE_CHECKING:
     from sandbox.state import MetaAccount
 
 KINDS = ("429", "500", "503", "timeout", "late", "drop", "expired_token", "malformed", "truncated", "cut", "bad_item",
-         "oversize", "gzip_bomb", "poison", "header", "loop", "empty_tail", "duplicate", "answer", "encoded")
+         "oversize", "gzip_bomb", "poison", "header", "loop", "empty_tail", "duplicate", "answer", "encoded", "slow")
 ERROR_KINDS = ("429", "500", "503", "expired_token")
 STANDING_KINDS = ("poison", "header")  # applied to every matching answer until cleared
-_OPTIONS = {"encoded": ("encoding",), "answer": ("status", "body", "content_type"), "late": ("delay",), "oversize": ("size",), "gzip_bomb": ("size",), "poison": ("target", "field", "value"), "header": ("name", "value")}
+_OPTIONS = {"encoded": ("encoding",), "answer": ("status", "body", "content_type"), "late": ("delay",), "slow": ("interval",), "oversize": ("size",), "gzip_bomb": ("size",), "poison": ("target", "field", "value"), "header": ("name", "value")}
 
 
 @dataclass

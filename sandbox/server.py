@@ -6,6 +6,7 @@ drop the connection without a response.
 
 from __future__ import annotations
 
+import io
 import logging
 import socket
 import threading
@@ -25,6 +26,7 @@ class Outcome:
     drop: bool = False  # close the socket without answering
     cut: bool = False  # announce the full Content-Length, send half the body, close the socket
     delay: float = 0.0  # seconds to wait before answering (stopped early when the server stops)
+    trickle: float = 0.0  # > 0: the whole answer (status line, headers, body) leaves one byte every this many seconds
 
 
 class App(Protocol):
@@ -79,6 +81,9 @@ class Handler(BaseHTTPRequestHandler):
             except OSError:
                 pass
             return
+        real_wfile = self.wfile
+        if outcome.trickle > 0:
+            self.wfile = io.BytesIO()  # the answer is composed here, then sent a byte at a time (below)
         try:
             if any(name.lower() == "date" for name in outcome.headers):
                 # A `Date` of the answer's own (a header fault: a platform clock that is off) is the
@@ -99,8 +104,21 @@ class Handler(BaseHTTPRequestHandler):
                 self.connection.shutdown(socket.SHUT_RDWR)
                 return
             self.wfile.write(outcome.body)
+            if outcome.trickle > 0:
+                self._trickle(real_wfile, self.wfile.getvalue(), outcome.trickle)
         except OSError:
             self.close_connection = True  # the client gave up (e.g. its timeout fired)
+        finally:
+            self.wfile = real_wfile
+
+    def _trickle(self, out: Any, data: bytes, interval: float) -> None:
+        """A slow platform: each byte arrives well within any read timeout, the answer never does."""
+        for i in range(len(data)):
+            out.write(data[i : i + 1])
+            out.flush()
+            if self.server.app.stopping.wait(interval):
+                self.close_connection = True
+                return
 
     do_GET = do_POST = do_DELETE = do_PUT = _serve
 

@@ -223,6 +223,37 @@ def test_broken_body_is_a_clear_error(sb: Any, name: str, kind: str) -> None:
     assert sb.accounts[name].token not in text
 
 
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", ACCOUNTS)
+def test_an_answer_trickled_a_byte_at_a_time_is_a_timeout_not_a_hang(sb: Any, name: str) -> None:
+    """Every byte arrives well within the read timeout, the answer never does: the attempt's deadline
+    (4 timeouts) cuts it, the pass stops as retry-later without trying again at once, and the next
+    pass reads everything."""
+    sb.fault("slow", account=name, path=READ_PATH[name], interval=0.05)
+    conn = open_connector(sb, name, timeout=0.5)
+    with pytest.raises(ServerError) as info:
+        drain(conn, None, Store())
+    assert "no complete answer within 2s" in str(info.value) and READ_PATH[name] in str(info.value)
+    assert len(calls_for(sb, name)) == 1, "a trickling platform is not asked again in the same pass"
+    messages, _, _ = drain(conn, None, Store())  # the same session: its pool dropped the cut connection
+    assert {m.external_id for m in messages} == reachable_ids(sb, name)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", ACCOUNTS)
+def test_a_send_answered_a_byte_at_a_time_is_delivery_unknown(sb: Any, name: str) -> None:
+    conn = open_connector(sb, name, timeout=0.5)
+    store = Store()
+    _, _, cursor = drain(conn, None, store)
+    msg, _ = _fresh_thread(sb, conn, name, store, cursor)
+    sb.fault("slow", account=name, path=SEND_PATH, method="POST", interval=0.05)
+    policy = ReplyPolicy.DIRECT if name == "tokoshop-x" else ReplyPolicy.RESPONSE
+    before = len(sb.sent(name))
+    with pytest.raises(DeliveryUnknownError):
+        conn.send(_reply(msg, "Baik Kak, sedang kami cek", policy))
+    assert len(sb.sent(name)) == before + 1  # carried out: the echo settles it, it is never sent again blindly
+
+
 @pytest.mark.parametrize("name,where", [*((n, "nested") for n in META), *((n, "read on") for n in META), ("tokoshop-x", "page")])
 def test_item_without_time_and_sender_is_repaired_and_the_page_continues(sb: Any, name: str, where: str) -> None:
     """A one-to-one thread's message without its time and its author is still the customer's message:

@@ -23,6 +23,9 @@ CASES = [
     ("expired_token", "tokoshop-x", None, "needs-reauth", ("401",)),
     ("malformed", "tokoshop-ig", "/conversations", "retry-later", ("json",)),
     ("truncated", "tokoshop-x", None, "retry-later", ("json",)),
+    # every byte within the read timeout, the answer never: cut at the attempt's deadline
+    ("slow", "tokoshop-ig", "/conversations", "retry-later", ("too slowly",)),
+    ("slow", "tokoshop-x", None, "retry-later", ("too slowly",)),
 ]
 
 
