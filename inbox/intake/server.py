@@ -7,6 +7,7 @@ in flight, stop the worker after its batch, and exit 0 (uvicorn's own shutdown).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import socket
@@ -26,6 +27,11 @@ if TYPE_CHECKING:
     from inbox.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+# Meta and X send a delivery in one go: a body still arriving after this many seconds is a client
+# holding a connection open (a byte at a time), answered 408 instead of waited for.
+BODY_SECONDS = 10.0
 
 
 class _TooLarge(Exception):
@@ -87,9 +93,12 @@ def make_app(
     def poster(source: str) -> Callable[[Request], Any]:
         async def post(request: Request) -> Response:
             try:
-                body = await _read_body(request, limit)
+                body = await asyncio.wait_for(_read_body(request, limit), BODY_SECONDS)
             except _TooLarge:
                 return JSONResponse({"error": f"body over {limit} bytes"}, status_code=413)
+            except asyncio.TimeoutError:
+                return JSONResponse({"error": f"body not received within {BODY_SECONDS:g} s"}, status_code=408,
+                                    headers={"Connection": "close"})
             headers = {k.lower(): v for k, v in request.headers.items()}
             response, stored = await run_in_threadpool(receiver.receive, engine, secrets, source, body, headers)
             if stored is not None and response.status == 200 and worker is not None:

@@ -656,3 +656,34 @@ def test_the_sandbox_config_with_webhooks_names_the_keys_it_signs_with(sandbox) 
     secrets = receiver.resolve_secrets(settings, sandbox.env())
     assert (secrets.meta_app_secret, secrets.x_consumer_secret) == (WEBHOOK_ENV["INBOX_SANDBOX_META_APP_SECRET"], X_CONSUMER_SECRET)
     assert secrets.meta_verify_token == WEBHOOK_ENV["INBOX_SANDBOX_META_VERIFY_TOKEN"]
+
+
+def test_a_body_sent_a_byte_at_a_time_is_refused_and_holds_up_nothing(engine, db_url, monkeypatch) -> None:
+    """A client that opens a delivery and trickles its body gets 408 after `BODY_SECONDS`; deliveries
+    on other connections meanwhile are stored as usual."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from inbox.intake import server
+
+    monkeypatch.setattr(server, "BODY_SECONDS", 1.0)
+    settings = plain_settings(db_url)
+    body = hello(mid="m_slow_client")
+    with running(engine, settings) as base:
+        parts = urlsplit(base)
+        slow = socket.create_connection((parts.hostname, parts.port), timeout=30)
+        slow.sendall(b"POST /webhooks/meta HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     + f"Content-Length: {len(body)}\r\nX-Hub-Signature-256: {meta_sig(body)}\r\n\r\n".encode() + body[:5])
+        ok = hello(mid="m_meanwhile")
+        r = requests.post(f"{base}/webhooks/meta", data=ok, headers={"Content-Type": "application/json", "X-Hub-Signature-256": meta_sig(ok)}, timeout=10)
+        assert r.status_code == 200
+        answer = b""
+        while b"\r\n\r\n" not in answer:  # the server answers without waiting for the rest
+            chunk = slow.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+        slow.close()
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        wait_until(lambda: messages(engine, "m_meanwhile"))
+    assert [bytes(d.body) for d in deliveries(engine)] == [ok]
