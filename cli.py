@@ -199,7 +199,7 @@ def _run(argv: list[str] | None) -> int:
 
 _SQLITE_HINTS = (
     ("readonly", "the file (or its directory, for the -wal and -shm files beside it) is not writable by this user; fix its permissions or owner"),
-    ("unable to open", "the file cannot be opened: check that its directory exists and is writable, or point `database` elsewhere"),
+    ("unable to open", "the file cannot be opened: check that its directory is writable by this user, or point `database` elsewhere"),
     ("not a database", "this file is not an inbox database (not SQLite at all); point `database` at another file"),
     ("malformed", "the file is damaged; restore it from a backup"),
     ("disk i/o", "the disk failed to read or write the file; check the disk and free space"),
@@ -211,8 +211,29 @@ _SQLITE_HINTS = (
 def _sqlite_problem(detail: str) -> tuple[str, int, str | None]:
     where = f"SQLite file {SQLITE_FILE[-1]}" if SQLITE_FILE else "SQLite database"
     low = detail.lower()
+    if SQLITE_FILE and "unable to open" in low and (cause := _unopenable_path(SQLITE_FILE[-1])):
+        return f"{where}: {detail}: {cause[0]}", 1, cause[1]
     hint = next((h for key, h in _SQLITE_HINTS if key in low), "check `database` in the config (or $INBOX_DATABASE_URL)")
     return f"{where}: {detail}", 1, hint
+
+
+def _unopenable_path(path: str) -> tuple[str, str] | None:
+    """Why SQLite cannot open `path`, when the path itself shows it (SQLite says only "unable to
+    open"): what is wrong, and how to fix it."""
+    import shlex
+
+    elsewhere = "or point `database` (or $INBOX_DATABASE_URL) elsewhere"
+    if os.path.isdir(path):
+        return "it is a directory, not a file", f"point `database` at a file, e.g. sqlite:///{os.path.join(path, 'inbox.db')}"
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(parent):
+        return None  # the directory is there: permissions, a read-only disk (the generic hint)
+    ancestor = parent
+    while not os.path.exists(ancestor) and os.path.dirname(ancestor) != ancestor:
+        ancestor = os.path.dirname(ancestor)
+    if os.path.exists(ancestor) and not os.path.isdir(ancestor):
+        return f"{ancestor} is a file, not a directory", f"put the database in a directory, {elsewhere}"
+    return f"the directory {parent} does not exist", f"create it (mkdir -p {shlex.quote(parent)}), {elsewhere}"
 
 
 def _drop_stdout() -> None:
