@@ -148,6 +148,12 @@ def _exit_without_teardown(code: int) -> None:
 def _run(argv: list[str] | None) -> int:
     args = _global_flags_first(list(argv if argv is not None else sys.argv[1:]))
     debug = args[:1] == ["--debug"]
+    from inbox.safe_text import undecodable, utf8_problem
+
+    for arg in args:  # stored, such text breaks every later output of it; see utf8_problem
+        if undecodable(arg) is not None:
+            shown = "".join("\ufffd" if undecodable(ch) is not None else ch for ch in arg)
+            return _fail(utf8_problem(arg, f"the argument {shown!r}") or "", 2, "see `inbox --help`")
     try:
         from typer._click import exceptions as click_errors  # typer's own click (0.29 carries one)
     except ImportError:  # a typer that uses the click package

@@ -28,6 +28,10 @@ def _reply_text(ctx: typer.Context, ticket_id: int, text: Optional[str], editor:
         text = sys.stdin.read().strip()
         if not text:
             raise UsageError("empty reply on standard input: nothing sent")
+        from inbox.safe_text import utf8_problem
+
+        if problem := utf8_problem(text, "standard input"):
+            raise UsageError(f"{problem}: nothing sent")
         return text
     if template:
         from inbox.replies.templates import get_template, render, ticket_variables
