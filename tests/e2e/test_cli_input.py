@@ -130,3 +130,17 @@ def test_an_agent_name_or_reply_on_stdin_that_is_not_utf8_is_a_usage_error(store
     err = piped.stderr.decode("utf-8")
     assert piped.returncode == 2 and "standard input is not valid UTF-8" in err and "Traceback" not in err, err
     assert len(store.sb.sent("tokoshop-x")) == before
+
+
+def test_a_reply_written_in_the_editor_that_is_not_utf8_is_refused_and_kept(store: Store, tmp_path) -> None:  # noqa: F811
+    """An editor saving in Latin-1: the text was read strictly, lost with its temporary file, and the
+    error was 'unexpected UnicodeDecodeError'."""
+    state = tmp_path / "state"
+    env = store.env(XDG_STATE_HOME=str(state), EDITOR="sh -c 'printf \"Halo kak, sudah kami cek \\377\\n\" > \"$1\"' editor")
+    before = len(store.sb.sent("tokoshop-x"))
+    res = store.inbox("reply", "1", "--editor", "--yes", env=env)
+    line = _one_error(res)
+    assert res.returncode == 2 and "the edited reply is not valid UTF-8 (byte 0xFF" in line and "unexpected" not in line, line
+    [draft] = (state / "inbox" / "drafts").glob("ticket-1-*.txt")
+    assert str(draft) in line and draft.read_text(encoding="utf-8").strip() == "Halo kak, sudah kami cek \ufffd"
+    assert len(store.sb.sent("tokoshop-x")) == before
