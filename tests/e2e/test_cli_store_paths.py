@@ -70,3 +70,21 @@ def test_json_keeps_stdout_empty_and_debug_adds_the_traceback(tmp_path: Path, pr
     res = _inbox(tmp_path, f"sqlite:///{path}", "--debug", "list")
     assert res.returncode == 1 and "Traceback" in res.stderr
     assert res.stderr.splitlines()[-1].startswith(f"error: SQLite file {path}: ") and words in res.stderr.splitlines()[-1]
+
+
+def test_another_programs_sqlite_database_is_refused_not_built_on(tmp_path: Path) -> None:
+    """A SQLite file holding someone else's tables (the wrong file named): inbox's 17 tables were
+    added to it without a word. Refused (exit 3) and left as it was."""
+    import sqlite3
+
+    theirs = tmp_path / "notes.db"
+    with sqlite3.connect(theirs) as conn:
+        conn.execute("CREATE TABLE notes (body TEXT)")
+        conn.execute("INSERT INTO notes VALUES ('mine')")
+    for args in (("list",), ("db", "upgrade")):
+        res = _inbox(tmp_path, f"sqlite:///{theirs}", *args)
+        lines = res.stderr.splitlines()
+        assert res.returncode == 3 and len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+        assert "holds other tables (notes) and no inbox schema" in lines[0] and "at a new file" in lines[0], lines[0]
+    with sqlite3.connect(theirs) as conn:
+        assert [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")] == ["notes"]
