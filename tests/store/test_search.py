@@ -67,7 +67,8 @@ def test_merged_ticket_matches_count_for_target(engine) -> None:
 HOSTILE_QUERIES = ['"', '""', "AND", "OR", "NOT x", "*", "foo*", "NEAR(a b)", "-x", "a:b", "(", ")", '"foo', 'foo"', "^",
                    "^foo", "a\x00b", "x" * 5000, "foo " * 1250, "-".join(["foo"] * 1666), "é" * 2500, "🌸🤬🙏",
                    " " * 40, "\u200b", "\ud800", "a_b", "²", "\u0301", "message_fts:foo", "{foo bar}", "foo + bar",
-                   "text:foo OR 1=1", "'; DROP TABLE message; --", "foo & !bar | baz <-> qux"]
+                   "text:foo OR 1=1", "'; DROP TABLE message; --", "foo & !bar | baz <-> qux",
+                   "-".join(["foo"] * 20_000), "é-" * 30_000]  # a phrase of tens of thousands of parts: PostgreSQL's stack
 
 
 def test_every_query_a_person_might_type_gives_results_or_a_usage_error(engine) -> None:
@@ -84,3 +85,4 @@ def test_every_query_a_person_might_type_gives_results_or_a_usage_error(engine) 
     assert ids(srch.search(engine, "foo*")) == [foo.ticket_id]  # the word, not a prefix query
     assert ids(srch.search(engine, "NOT foo")) == []  # NOT is a word like any other
     assert ids(srch.search(engine, "^foo")) == [foo.ticket_id]
+    assert ids(srch.search(engine, "foo-and-bar-baz-qux")) == [foo.ticket_id]  # a phrase still
