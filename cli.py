@@ -6,6 +6,7 @@ Start-up stays light: only typer is imported at module level; everything heavy (
 requests, tweepy, rich tables) is imported inside the command that needs it (see commands/).
 """
 
+import errno
 import os
 import sys
 from typing import Optional
@@ -251,6 +252,9 @@ def _drop_stdout() -> None:
         pass
 
 
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
 def _classify(exc: BaseException) -> tuple[str, int, str | None]:
     from connectors.errors import ConnectorError, NeedsReauthError, PermanentError
     from inbox.errors import InboxError
@@ -263,6 +267,9 @@ def _classify(exc: BaseException) -> tuple[str, int, str | None]:
         return str(exc), 7, None
     if isinstance(exc, ConnectorError):
         return str(exc), 7, "try again later"
+    if isinstance(exc, OSError) and exc.errno in _DISK_FULL:  # the output (or the store's disk) has no room
+        where = f" {exc.filename}" if exc.filename else ""
+        return f"cannot write{where}: {exc.strerror}", 1, "free some space, or write elsewhere"
     sa_exc = sys.modules.get("sqlalchemy.exc")  # only loaded if a command touched the database
     if sa_exc is not None and isinstance(exc, sa_exc.DBAPIError):
         orig = getattr(exc, "orig", None)

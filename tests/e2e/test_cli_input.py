@@ -144,3 +144,16 @@ def test_a_reply_written_in_the_editor_that_is_not_utf8_is_refused_and_kept(stor
     [draft] = (state / "inbox" / "drafts").glob("ticket-1-*.txt")
     assert str(draft) in line and draft.read_text(encoding="utf-8").strip() == "Halo kak, sudah kami cek \ufffd"
     assert len(store.sb.sent("tokoshop-x")) == before
+
+
+def test_output_to_a_full_disk_says_so(store: Store) -> None:  # noqa: F811
+    import subprocess
+
+    from tests.e2e.test_cli_contract import INBOX
+
+    for args in (("list",), ("show", "1", "--json"), ("export",), ("export", "--format", "csv", "--output", "/dev/full")):
+        with open("/dev/full", "w") as full:
+            res = subprocess.run([INBOX, "-c", str(store.config), *args], cwd=store.dir, env=store.env(), stdout=full,
+                                 stderr=subprocess.PIPE, text=True, timeout=60)
+        line = _one_error(res)
+        assert res.returncode == 1 and "No space left on device" in line and "unexpected" not in line, (args, line)
