@@ -6,6 +6,7 @@ Start-up stays light: only typer is imported at module level; everything heavy (
 requests, tweepy, rich tables) is imported inside the command that needs it (see commands/).
 """
 
+import errno
 import os
 import sys
 from typing import Optional
@@ -148,6 +149,12 @@ def _exit_without_teardown(code: int) -> None:
 def _run(argv: list[str] | None) -> int:
     args = _global_flags_first(list(argv if argv is not None else sys.argv[1:]))
     debug = args[:1] == ["--debug"]
+    from inbox.safe_text import undecodable, utf8_problem
+
+    for arg in args:  # stored, such text breaks every later output of it; see utf8_problem
+        if undecodable(arg) is not None:
+            shown = "".join("\ufffd" if undecodable(ch) is not None else ch for ch in arg)
+            return _fail(utf8_problem(arg, f"the argument {shown!r}") or "", 2, "see `inbox --help`")
     try:
         from typer._click import exceptions as click_errors  # typer's own click (0.29 carries one)
     except ImportError:  # a typer that uses the click package
@@ -199,7 +206,7 @@ def _run(argv: list[str] | None) -> int:
 
 _SQLITE_HINTS = (
     ("readonly", "the file (or its directory, for the -wal and -shm files beside it) is not writable by this user; fix its permissions or owner"),
-    ("unable to open", "the file cannot be opened: check that its directory exists and is writable, or point `database` elsewhere"),
+    ("unable to open", "the file cannot be opened: check that its directory is writable by this user, or point `database` elsewhere"),
     ("not a database", "this file is not an inbox database (not SQLite at all); point `database` at another file"),
     ("malformed", "the file is damaged; restore it from a backup"),
     ("disk i/o", "the disk failed to read or write the file; check the disk and free space"),
@@ -211,8 +218,29 @@ _SQLITE_HINTS = (
 def _sqlite_problem(detail: str) -> tuple[str, int, str | None]:
     where = f"SQLite file {SQLITE_FILE[-1]}" if SQLITE_FILE else "SQLite database"
     low = detail.lower()
+    if SQLITE_FILE and "unable to open" in low and (cause := _unopenable_path(SQLITE_FILE[-1])):
+        return f"{where}: {detail}: {cause[0]}", 1, cause[1]
     hint = next((h for key, h in _SQLITE_HINTS if key in low), "check `database` in the config (or $INBOX_DATABASE_URL)")
     return f"{where}: {detail}", 1, hint
+
+
+def _unopenable_path(path: str) -> tuple[str, str] | None:
+    """Why SQLite cannot open `path`, when the path itself shows it (SQLite says only "unable to
+    open"): what is wrong, and how to fix it."""
+    import shlex
+
+    elsewhere = "or point `database` (or $INBOX_DATABASE_URL) elsewhere"
+    if os.path.isdir(path):
+        return "it is a directory, not a file", f"point `database` at a file, e.g. sqlite:///{os.path.join(path, 'inbox.db')}"
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(parent):
+        return None  # the directory is there: permissions, a read-only disk (the generic hint)
+    ancestor = parent
+    while not os.path.exists(ancestor) and os.path.dirname(ancestor) != ancestor:
+        ancestor = os.path.dirname(ancestor)
+    if os.path.exists(ancestor) and not os.path.isdir(ancestor):
+        return f"{ancestor} is a file, not a directory", f"put the database in a directory, {elsewhere}"
+    return f"the directory {parent} does not exist", f"create it (mkdir -p {shlex.quote(parent)}), {elsewhere}"
 
 
 def _drop_stdout() -> None:
@@ -222,6 +250,9 @@ def _drop_stdout() -> None:
         os.close(devnull)
     except (OSError, ValueError, AttributeError):  # no real file descriptor (a test's captured stdout)
         pass
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def _classify(exc: BaseException) -> tuple[str, int, str | None]:
@@ -236,6 +267,9 @@ def _classify(exc: BaseException) -> tuple[str, int, str | None]:
         return str(exc), 7, None
     if isinstance(exc, ConnectorError):
         return str(exc), 7, "try again later"
+    if isinstance(exc, OSError) and exc.errno in _DISK_FULL:  # the output (or the store's disk) has no room
+        where = f" {exc.filename}" if exc.filename else ""
+        return f"cannot write{where}: {exc.strerror}", 1, "free some space, or write elsewhere"
     sa_exc = sys.modules.get("sqlalchemy.exc")  # only loaded if a command touched the database
     if sa_exc is not None and isinstance(exc, sa_exc.DBAPIError):
         orig = getattr(exc, "orig", None)

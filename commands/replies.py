@@ -28,6 +28,10 @@ def _reply_text(ctx: typer.Context, ticket_id: int, text: Optional[str], editor:
         text = sys.stdin.read().strip()
         if not text:
             raise UsageError("empty reply on standard input: nothing sent")
+        from inbox.safe_text import utf8_problem
+
+        if problem := utf8_problem(text, "standard input"):
+            raise UsageError(f"{problem}: nothing sent")
         return text
     if template:
         from inbox.replies.templates import get_template, render, ticket_variables
@@ -51,13 +55,20 @@ def _reply_text(ctx: typer.Context, ticket_id: int, text: Optional[str], editor:
         try:
             if subprocess.call([*command, path]) != 0:
                 raise UsageError(f"the editor ({command[0]}) failed: nothing sent")
-            with open(path, encoding="utf-8") as fh:
+            # Bytes that are not UTF-8 (an editor saving in Latin-1) are read, not fatal: refused below, the text kept.
+            with open(path, encoding="utf-8", errors="surrogateescape") as fh:
                 edited = fh.read()
         finally:
             os.unlink(path)
         body = "\n".join(line for line in edited.splitlines() if not line.startswith("#")).strip()
         if not body:
             raise UsageError("empty reply: nothing sent")
+        from inbox.safe_text import utf8_problem
+
+        if problem := utf8_problem(body, "the edited reply"):
+            kept = drafts.save(settings.database_url(), ticket_id, body.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+            raise UsageError(f"{problem}: nothing sent; your text is kept in {kept}, each such byte as \ufffd "
+                             f"(`{prog()} reply {ticket_id} --editor` opens it again)")
         return body
     return text or ""
 

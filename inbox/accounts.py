@@ -53,6 +53,14 @@ def ensure_accounts(engine: Engine, accounts: list[AccountSettings]) -> dict[str
     out: dict[str, AccountRef] = {}
     if not accounts:
         return out
+    first_name: dict[tuple[str, str], str] = {}
+    for acc in accounts:  # one platform account has one name: which would the stored row carry?
+        other = first_name.setdefault((acc.channel.value, acc.platform_id), acc.name)
+        if other != acc.name:
+            raise ConfigError(
+                f"accounts '{other}' and '{acc.name}' are both {_platform_account(acc.channel.value, acc.platform_id)}",
+                hint="give each platform account one [[accounts]] entry (two entries still sync one at a time, with --account NAME)",
+            )
     cols = (_a.c.id, _a.c.name, _a.c.channel, _a.c.platform_id)
     with write_tx(engine) as conn:
         rows = conn.execute(sa.select(*cols)).all()

@@ -2,7 +2,7 @@
 
 Streams in batches (keyset on ticket id), so a large store exports in constant memory. CSV cells
 that a spreadsheet would run as a formula (=, +, -, @ at the start, also after leading whitespace or
-control characters, and their full-width forms) are prefixed with a quote and
+control characters, and their full-width and other compatibility forms) are prefixed with a quote and
 terminal control sequences are removed: customer text is hostile, and exports get opened in
 spreadsheets. JSON Lines keep the text exactly (control, C1 and bidi characters as JSON escapes).
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -80,13 +81,23 @@ def iter_tickets(engine: Engine, flt: TicketFilter, *, now: datetime | None = No
 # Spreadsheets skip leading whitespace and control characters before deciding that a cell is a
 # formula ("\t=cmd|...", "\r=HYPERLINK(...)"): the guard looks past them too.
 _FORMULA = re.compile(r"^[\s\x00-\x1f\x7f-\x9f\u200b\ufeff]*[=+\-@\uff1d\uff0b\uff0d\uff20]")
+_LEADING_BLANK = re.compile(r"^[\s\x00-\x1f\x7f-\x9f\u200b\ufeff]*")
+
+
+def _starts_formula(text: str) -> bool:
+    if _FORMULA.match(text):
+        return True
+    # A compatibility form of = + - @ (small "﹦", superscript "⁺", full-width "＝"): a spreadsheet
+    # that folds it to ASCII, as NFKC does, reads a formula.
+    first = text[_LEADING_BLANK.match(text).end():][:1]  # type: ignore[union-attr]
+    return bool(first) and unicodedata.normalize("NFKC", first)[:1] in ("=", "+", "-", "@")
 
 
 def _cell(value: Any) -> str:
     # Terminal escapes and control characters go (CSV lands in terminals and spreadsheets alike).
     raw = "" if value is None else str(value)
     text = clean(raw)
-    if _FORMULA.match(raw) or _FORMULA.match(text):
+    if _starts_formula(raw) or _starts_formula(text):
         return "'" + text
     return text
 

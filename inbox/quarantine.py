@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from connectors.base import MAX_ID_LENGTH, QuarantinedItem
+from connectors.redact import scrub
 from connectors.safejson import clean_text
 from inbox.errors import NotFoundError
 from inbox.store.models import Account, Quarantine
@@ -95,11 +96,12 @@ def store_quarantined(conn: Connection, ref: AccountRef, quarantined: Sequence[Q
     items = []
     for q in quarantined:
         # Ids as far as the columns hold them (the item may be quarantined for an over-long id),
-        # and every string storable: the reason and ids may quote what the platform sent.
+        # and every string storable: the reason and ids may quote what the platform sent, secrets
+        # too (scrubbed like the raw payload beside them, which `inbox quarantine` shows with them).
         items.append((
-            None if q.external_id is None else clean_text(q.external_id)[:MAX_ID_LENGTH],
-            None if q.thread_id is None else clean_text(q.thread_id)[:MAX_ID_LENGTH],
-            clean_text(q.reason)[:2000],
+            None if q.external_id is None else scrub(clean_text(q.external_id))[:MAX_ID_LENGTH],
+            None if q.thread_id is None else scrub(clean_text(q.thread_id))[:MAX_ID_LENGTH],
+            scrub(clean_text(q.reason))[:2000],
             q.raw if isinstance(q.raw, (dict, list)) else {"text": clean_text(str(q.raw))},
             q.channel.value,
         ))

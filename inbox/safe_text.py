@@ -91,13 +91,36 @@ def unsendable(text: str) -> str | None:
 
 # Characters JSON leaves raw with ensure_ascii=False that a terminal may still act on or that
 # reorder what is read: DEL and C1 controls (U+009B is CSI), bidi controls, line/paragraph separators.
-_JSON_UNSAFE = re.compile(f"[\x7f-\x9f\u2028\u2029{BIDI_CONTROLS}]")
+# Lone surrogates too: what bytes that are not UTF-8 become in Python (below); raw, they cannot be
+# written as UTF-8 and go out as the original bytes, which is not JSON text.
+_JSON_UNSAFE = re.compile(f"[\x7f-\x9f\u2028\u2029{BIDI_CONTROLS}\ud800-\udfff]")
 
 
 def json_safe(encoded: str) -> str:
     """JSON text (from json.dumps(..., ensure_ascii=False)) with terminal-active characters as \\u escapes:
     the same JSON value, safe to write to a terminal."""
     return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", encoded)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def undecodable(text: str) -> int | None:
+    """Where `text` holds a lone surrogate, or None. Python reads bytes that are not UTF-8 in argv,
+    the environment and standard input as surrogates (the byte 0xFF as U+DCFF): text no store
+    keeps and no UTF-8 output can carry."""
+    found = _SURROGATE.search(text)
+    return found.start() if found else None
+
+
+def utf8_problem(text: str, what: str) -> str | None:
+    """`"{what} is not valid UTF-8 …"`, saying which byte and where, or None when it is valid."""
+    at = undecodable(text)
+    if at is None:
+        return None
+    code = ord(text[at])
+    byte = f"byte 0x{code - 0xDC00:02X}" if 0xDC80 <= code <= 0xDCFF else f"U+{code:04X}"
+    return f"{what} is not valid UTF-8 ({byte} at character {at + 1}); retype it, or check the terminal's encoding (LANG, LC_ALL)"
 
 
 def escape(text: str) -> str:

@@ -2,7 +2,7 @@
 
 The user's query is never spliced into SQL or into FTS syntax: it is split into words, each word
 into its alphanumeric parts, and every part is bound as a parameter (a word with several parts,
-like `INV/20261120/MPL/3817265540`, becomes a phrase). All words must match.
+like `INV/20261120/MPL/3817265540`, becomes a phrase of its first MAX_PARTS parts). All words must match.
 """
 
 from __future__ import annotations
@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 M = tb.message
 
 MAX_WORDS = 12
+# Parts of one word kept (an invoice number has 4): a phrase of thousands of parts exhausts
+# PostgreSQL's stack and takes seconds in FTS5; its first parts still find every match of it.
+MAX_PARTS = 24
 # The newest matching messages considered: keeps a very common word bounded on a large store
 # (results list the best tickets among the tickets of these messages).
 MAX_MATCHES = 1000
@@ -42,7 +45,7 @@ class SearchHit:
 
 def parse_query(query: str) -> list[list[str]]:
     """Words of the query, each as its list of alphanumeric parts (a phrase when several)."""
-    words = [[p.lower() for p in _PART.findall(w)] for w in query.split()]
+    words = [[p.lower() for p in _PART.findall(w)][:MAX_PARTS] for w in query.split()]
     words = [w for w in words if w]
     if not words:
         raise UsageError("the search query has no words to look for")

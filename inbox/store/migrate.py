@@ -159,6 +159,17 @@ def _refuse_unversioned(conn: Connection) -> None:
             "database has inbox tables but no migration history (created before migrations existed)",
             hint="export what you need and start from an empty database",
         )
+    # A SQLite file is one program's: someone else's tables mean the wrong file was named, and
+    # inbox's tables are not added to it. (A PostgreSQL database may well be shared: left alone.)
+    theirs = sorted(n for n in names if not n.startswith("sqlite_"))
+    if theirs and conn.dialect.name == "sqlite":
+        from inbox.errors import ConfigError
+
+        shown = ", ".join(theirs[:5]) + (f" and {len(theirs) - 5} more" if len(theirs) > 5 else "")
+        raise ConfigError(
+            f"SQLite database {conn.engine.url.database} holds other tables ({shown}) and no inbox schema: another program's file",
+            hint="point `database` (or $INBOX_DATABASE_URL) at a new file, e.g. sqlite:///inbox.db",
+        )
 
 
 # Alembic's `context` and `op` are module-level proxies: one migration run per process at a time.

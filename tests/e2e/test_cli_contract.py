@@ -133,7 +133,7 @@ def test_sqlite_problems_name_the_file_not_a_server(tmp_path: Path) -> None:
     cfg = tmp_path / "inbox.toml"
     cfg.write_text(f'database = "{missing_dir}"\n')
     line = _one_error(res := run("list", cwd=tmp_path))
-    assert res.returncode == 1 and str(missing_dir) in line and "directory exists" in line and "server" not in line
+    assert res.returncode == 1 and str(missing_dir) in line and f"the directory {missing_dir.parent} does not exist" in line and "server" not in line
     not_db = tmp_path / "notes.db"
     not_db.write_text("these are my notes, not a database\n" * 100)
     cfg.write_text(f'database = "{not_db}"\n')

@@ -98,3 +98,62 @@ def test_names_at_the_limit_and_none_in_any_case_still_work(store: Store) -> Non
     assert json.loads(store.inbox("show", "1", "--json").stdout)["ticket"]["assignee"] is None
     res = store.inbox("note", "1", "x" * 10_000, "--agent", name)
     assert res.returncode == 0, res.stderr
+
+
+# Bytes that are not UTF-8 (a Latin-1 terminal, a mangled paste) reach Python as lone surrogates
+# ("\udcff" for the byte 0xFF): stored, they broke every later --json output of the ticket.
+NOT_UTF8 = "ok\udcff"
+
+
+@pytest.mark.parametrize("args", [
+    ("note", "1", NOT_UTF8), ("tag", "1", NOT_UTF8), ("assign", "1", NOT_UTF8), ("list", "--tag", NOT_UTF8),
+    ("search", NOT_UTF8), ("reply", "1", NOT_UTF8, "--yes"), ("note", "1", "ok", "--agent", NOT_UTF8),
+])
+def test_arguments_that_are_not_utf8_are_usage_errors(store: Store, args: tuple[str, ...]) -> None:  # noqa: F811
+    before = store.inbox("show", "1", "--json")
+    res = store.inbox(*args)
+    line = _one_error(res)
+    assert res.returncode == 2 and "is not valid UTF-8" in line and "0xFF" in line and "unexpected" not in line, line
+    assert store.inbox("show", "1", "--json").stdout == before.stdout  # nothing stored
+
+
+def test_an_agent_name_or_reply_on_stdin_that_is_not_utf8_is_a_usage_error(store: Store) -> None:  # noqa: F811
+    import subprocess
+
+    from tests.e2e.test_cli_contract import INBOX
+
+    res = store.inbox("note", "1", "ok", env=store.env(INBOX_AGENT=NOT_UTF8))
+    assert res.returncode == 2 and "INBOX_AGENT name is not valid UTF-8" in _one_error(res)
+    before = len(store.sb.sent("tokoshop-x"))
+    piped = subprocess.run([INBOX, "-c", str(store.config), "reply", "1", "-", "--yes"], input=b"Halo kak \xff", cwd=store.dir,
+                           env=store.env(), capture_output=True, timeout=60)
+    err = piped.stderr.decode("utf-8")
+    assert piped.returncode == 2 and "standard input is not valid UTF-8" in err and "Traceback" not in err, err
+    assert len(store.sb.sent("tokoshop-x")) == before
+
+
+def test_a_reply_written_in_the_editor_that_is_not_utf8_is_refused_and_kept(store: Store, tmp_path) -> None:  # noqa: F811
+    """An editor saving in Latin-1: the text was read strictly, lost with its temporary file, and the
+    error was 'unexpected UnicodeDecodeError'."""
+    state = tmp_path / "state"
+    env = store.env(XDG_STATE_HOME=str(state), EDITOR="sh -c 'printf \"Halo kak, sudah kami cek \\377\\n\" > \"$1\"' editor")
+    before = len(store.sb.sent("tokoshop-x"))
+    res = store.inbox("reply", "1", "--editor", "--yes", env=env)
+    line = _one_error(res)
+    assert res.returncode == 2 and "the edited reply is not valid UTF-8 (byte 0xFF" in line and "unexpected" not in line, line
+    [draft] = (state / "inbox" / "drafts").glob("ticket-1-*.txt")
+    assert str(draft) in line and draft.read_text(encoding="utf-8").strip() == "Halo kak, sudah kami cek \ufffd"
+    assert len(store.sb.sent("tokoshop-x")) == before
+
+
+def test_output_to_a_full_disk_says_so(store: Store) -> None:  # noqa: F811
+    import subprocess
+
+    from tests.e2e.test_cli_contract import INBOX
+
+    for args in (("list",), ("show", "1", "--json"), ("export",), ("export", "--format", "csv", "--output", "/dev/full")):
+        with open("/dev/full", "w") as full:
+            res = subprocess.run([INBOX, "-c", str(store.config), *args], cwd=store.dir, env=store.env(), stdout=full,
+                                 stderr=subprocess.PIPE, text=True, timeout=60)
+        line = _one_error(res)
+        assert res.returncode == 1 and "No space left on device" in line and "unexpected" not in line, (args, line)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -356,3 +357,104 @@ def test_cli_creates_the_store_export_files_and_demo_owner_only(tmp_path: Path, 
     res = _inbox("demo", "--db", str(tmp_path / "demo" / "demo.db"), env={}, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     assert _mode(tmp_path / "demo" / "demo.db") == 0o600
+
+
+# ── 27: --debug under every failure a platform can answer ────────────────────────────────────
+
+DEAD_ACCOUNTS = """
+[[accounts]]
+name = "dead-fb"
+channel = "facebook"
+page_id = "111"
+access_token_env = "INBOX_SANDBOX_FB_TOKEN"
+base_url = "http://127.0.0.1:9/v23.0"
+
+[[accounts]]
+name = "dead-x"
+channel = "x"
+user_id = "222"
+access_token_env = "INBOX_SANDBOX_X_TOKEN"
+base_url = "http://127.0.0.1:9/2"
+"""
+
+
+def test_debug_never_shows_or_stores_a_token_whatever_the_platform_answers(tmp_path: Path) -> None:
+    """Connection refused (the URL carries access_token), 500, expired tokens, error bodies quoting the
+    token as is and URL-encoded, an item whose id is the token, a hostile rate header, failed replies:
+    with --debug, no form of any token in any output, in the database's rows (last errors, reply
+    errors, quarantine) or in its files."""
+    with Sandbox(seed=7).start() as sb:
+        db = tmp_path / "inbox.db"
+        config = tmp_path / "inbox.toml"
+        config.write_text(sb.config_toml(database=f"sqlite:///{db}") + DEAD_ACCOUNTS + "\n[sync]\nprocesses = false\n",
+                          encoding="utf-8")
+        env = dict(sb.env())
+        fb, x = env["INBOX_SANDBOX_FB_TOKEN"], env["INBOX_SANDBOX_X_TOKEN"]
+        outputs: list[tuple[tuple[str, ...], str]] = []
+
+        def run(*args: str) -> subprocess.CompletedProcess[str]:
+            res = _inbox("--debug", "-c", str(config), *args, env={**env, "NO_COLOR": "1"}, cwd=tmp_path)
+            outputs.append((args, res.stdout + res.stderr))
+            return res
+
+        assert run("sync").returncode == 7  # the dead accounts: connection refused
+        graph_body = json.dumps({"error": {"message": f"Invalid OAuth access token {fb} (https://graph.facebook.com/v23.0/me?"
+                                           f"access_token={quote(fb, safe='')})", "type": "OAuthException", "code": 190,
+                                           "fbtrace_id": fb}})
+        x_body = json.dumps({"title": "Unauthorized", "detail": f"Bearer {x} rejected (token {quote(x, safe='')})", "status": 401})
+        sb.fault("500", account="tokoshop-fb", count=9)
+        sb.fault("expired_token", account="tokoshop-ig")
+        sb.fault("answer", account="tokoshop-x", status=401, body=x_body, content_type="application/json")
+        run("sync", "--account", "tokoshop-fb")
+        run("sync", "--account", "tokoshop-ig")
+        run("sync", "--account", "tokoshop-x", "--json")
+        sb.clear_faults()
+        sb.fault("answer", account="tokoshop-fb", status=400, body=graph_body, content_type="application/json", count=5)
+        sb.fault("answer", account="tokoshop-x", status=500, body=f"<html>{x} {fb}</html>", content_type="text/html", count=5)
+        run("sync", "--account", "tokoshop-fb", "--json")
+        run("sync", "--account", "tokoshop-x")
+        sb.clear_faults()
+        for name in ("tokoshop-fb", "tokoshop-ig", "tokoshop-x"):
+            assert run("accounts", "reset", name).returncode == 0
+        for name in ("tokoshop-fb", "tokoshop-ig", "tokoshop-x"):
+            sb.inject(name, text=f"halo kak, tolong cek {name}")
+        sb.fault("poison", account="tokoshop-x", field="id", value=json.dumps(x))  # not numeric: quarantined
+        sb.fault("header", account="tokoshop-x", name="x-rate-limit-reset", value=x)
+        sb.fault("header", account="tokoshop-fb", name="X-Business-Use-Case-Usage", value=json.dumps({fb: fb}))
+        run("sync", "--account", "tokoshop-fb")
+        run("sync", "--account", "tokoshop-x")
+        sb.clear_faults()
+        sb.inject("tokoshop-x", text="halo kak, tolong cek tokoshop-x")  # the first one was the poisoned event
+        for name in ("tokoshop-ig", "tokoshop-x"):
+            assert run("sync", "--account", name).returncode == 0
+        tickets = json.loads(run("list", "--json", "--status", "all", "--limit", "500").stdout)["tickets"]
+        for name in ("tokoshop-fb", "tokoshop-ig", "tokoshop-x"):
+            ticket = str(next(t["id"] for t in tickets if t["snippet"] == f"halo kak, tolong cek {name}"))
+            sb.fault("answer", path="messages", method="POST", status=400, body=x_body if name == "tokoshop-x" else graph_body,
+                     content_type="application/json")
+            assert run("reply", ticket, "Halo kak, kami cek dulu ya", "--yes").returncode in (4, 7)
+            sb.fault("500", path="messages", method="POST")
+            assert run("reply", ticket, "Halo kak, sebentar ya", "--yes").returncode == 7
+            sb.clear_faults()
+        quarantined = json.loads(run("quarantine", "--all", "--json").stdout)["quarantined"]
+        assert quarantined, "the poisoned X event was not quarantined"
+        for item in quarantined:
+            run("quarantine", "show", str(item["id"]))
+            run("quarantine", "show", str(item["id"]), "--json")
+        for args in (("accounts",), ("accounts", "--json"), ("quarantine", "--all"), ("outbox", "--all"), ("outbox", "--all", "--json"),
+                     ("config", "show"), ("export",)):
+            run(*args)
+        with sqlite3.connect(db) as conn:
+            rows = [repr(row) for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                    for row in conn.execute(f'SELECT * FROM "{table}"')]
+        files = b"".join(p.read_bytes() for p in tmp_path.glob("inbox.db*"))
+    secrets = [v for k, v in env.items() if any(w in k for w in ("TOKEN", "SECRET", "KEY"))]
+    # Whole, URL-encoded, and its middle (a cut-off one; an X access token starts with the public user id).
+    forms = {form for s in secrets for form in (s, quote(s, safe=""), s[len(s) // 4:-len(s) // 4])}
+    for args, text in outputs:
+        assert "****" in text or not any(w in text for w in ("access_token", "Bearer")), args
+        for form in forms:
+            assert form not in text, f"inbox --debug {' '.join(args)} showed {form[:8]}…"
+    for form in forms:
+        assert not any(form in row for row in rows), f"{form[:8]}… stored in {[r[:200] for r in rows if form in r]}"
+        assert form.encode() not in files, f"{form[:8]}… in the database's files"

@@ -83,3 +83,19 @@ def test_renamed_and_swapped_names_keep_each_platform_account_history(sandbox: A
     listed = json.loads(run(cfg, "list", "--account", "tokoshop-fb", "--status", "all", "--json", capsys=capsys))["tickets"]
     assert listed and {t["channel"] for t in listed} == {"instagram"}
 
+
+
+def test_two_names_for_one_platform_account_are_a_config_error(sandbox: Any, store: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """The same X user configured twice (a bearer token and OAuth 1.0a): each name syncs alone, but
+    both at once cannot both be the stored account's name (it was "unexpected NoResultFound")."""
+    cfg, engine = store
+    x = sandbox.accounts["tokoshop-x"]
+    with open(cfg, "a", encoding="utf-8") as fh:
+        fh.write(f'\n[[accounts]]\nname = "tokoshop-x-again"\nchannel = "x"\nuser_id = "{x.platform_id}"\n'
+                 f'base_url = "{x.base_url}"\naccess_token_env = "{x.token_env}"\n')
+    for args in (("sync",), ("accounts",)):
+        assert cli.main(["-c", cfg, *args]) == 3, args
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "accounts 'tokoshop-x' and 'tokoshop-x-again' are both X user " + x.platform_id in err, err
+        assert "unexpected" not in err
+    assert json.loads(run(cfg, "sync", "--account", "tokoshop-x-again", "--json", capsys=capsys))["accounts"][0]["status"] == "ok"

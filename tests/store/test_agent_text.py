@@ -104,3 +104,56 @@ def test_csv_export_never_starts_a_formula(text: str, engine: Any) -> None:
     assert cell.startswith("'"), repr(cell)
     first = cell.lstrip("'").lstrip()
     assert first[:1] in ("=", "+", "-", "@", "\uff1d")  # kept, only defused
+
+
+# What a spreadsheet may read as a formula once it looks past invisible characters, or once it
+# folds compatibility forms (small, superscript, full-width) to ASCII, as NFKC does.
+FORMULA_TRICKS = ["\x00=1+1", "\ufeff=1+1", "\u200d=1+1", "\u2060=1+1", "\u00ad=1+1", "\U000e0041=1+1", "\u3000=1+1",
+                  "\xa0=1+1", "\u2028=1+1", "\x85=1+1", "\x1b]8;;http://evil.example\x07=1+1", "a\n=1+1"[2:],
+                  "=cmd|' /C calc'!A0", "\ufe66cmd|' /C calc'!A0", "\ufe62SUM(1)", "\ufe63SUM(1)", "\ufe6bSUM(1)",
+                  "\u207a1+1", "\u207b1+1", "\u207c1+1", "\u208c1+1", "\uff20SUM(1)", "\uff0b1", "\uff0d1"]
+
+
+@pytest.mark.parametrize("text", FORMULA_TRICKS)
+def test_csv_export_never_starts_a_formula_in_any_text_column(text: str, engine: Any) -> None:
+    """Customer names and handles, tags and assignees are typed by people too, not only message text."""
+    import unicodedata
+
+    from inbox import export
+    from inbox.store.models import Contact
+    from inbox.tickets import operations
+    from inbox.tickets.queue import TicketFilter
+
+    if "\x00" in text and engine.dialect.name == "postgresql":
+        pytest.skip("PostgreSQL text cannot hold a NUL (what a platform sends is stored as U+FFFD)")
+    made = sf.ticket(engine, texts=[text], handle=text)
+    with engine.begin() as conn:
+        conn.execute(Contact.__table__.update().where(Contact.__table__.c.id == made.contact_id).values(name=text))
+    operations.tag(engine, made.ticket_id, text, "ana")
+    operations.assign(engine, made.ticket_id, text, "ana")
+    out = io.StringIO()
+    export.write_csv(engine, TicketFilter(statuses=None), out)
+    [row] = list(csv.DictReader(io.StringIO(out.getvalue())))
+    for column in ("customer_handle", "customer_name", "assignee", "tags", "author", "text"):
+        cell = row[column]
+        significant = cell.lstrip()[:1]
+        assert cell.startswith("'") or not significant or unicodedata.normalize("NFKC", significant)[:1] not in "=+-@", (column, cell)
+
+
+def test_jsonl_export_is_one_valid_json_value_per_line_whatever_the_text(engine: Any) -> None:
+    """Line and paragraph separators, NEL, C1 and bidi controls are line breaks or terminal commands
+    to some readers: in JSON Lines they are escapes, so every line is one ticket and the text is exact."""
+    import json
+
+    from inbox import export
+    from inbox.tickets.queue import TicketFilter
+
+    texts = ["a\u2028b\u2029c", "d\x85e\x9b31m", "\u202eINV\u2066", "\ufffd lone surrogate repaired", "tab\tand\nnewline", "\"}{\\"]
+    made = sf.ticket(engine, texts=texts, handle="h\u2028x")
+    out = io.StringIO()
+    assert export.write_jsonl(engine, TicketFilter(statuses=None), out) == 1
+    for bad in ("\u2028", "\u2029", "\x85", "\x9b", "\u202e", "\u2066"):
+        assert bad not in out.getvalue()
+    [line] = out.getvalue().splitlines()  # str.splitlines also splits at U+2028 and NEL
+    ticket = json.loads(line)
+    assert ticket["id"] == made.ticket_id and [m["text"] for m in ticket["messages"]] == texts

@@ -62,3 +62,27 @@ def test_merged_ticket_matches_count_for_target(engine) -> None:
     b = sf.ticket(engine, texts=["barang rusak saat diterima"])
     operations.merge(engine, b.ticket_id, a.ticket_id, "ana")
     assert ids(srch.search(engine, "rusak")) == [a.ticket_id]
+
+
+HOSTILE_QUERIES = ['"', '""', "AND", "OR", "NOT x", "*", "foo*", "NEAR(a b)", "-x", "a:b", "(", ")", '"foo', 'foo"', "^",
+                   "^foo", "a\x00b", "x" * 5000, "foo " * 1250, "-".join(["foo"] * 1666), "é" * 2500, "🌸🤬🙏",
+                   " " * 40, "\u200b", "\ud800", "a_b", "²", "\u0301", "message_fts:foo", "{foo bar}", "foo + bar",
+                   "text:foo OR 1=1", "'; DROP TABLE message; --", "foo & !bar | baz <-> qux",
+                   "-".join(["foo"] * 20_000), "é-" * 30_000]  # a phrase of tens of thousands of parts: PostgreSQL's stack
+
+
+def test_every_query_a_person_might_type_gives_results_or_a_usage_error(engine) -> None:
+    """FTS5 and tsquery syntax, words longer than PostgreSQL indexes (2,047 bytes), phrases of
+    thousands of parts, nothing searchable: never a database error."""
+    foo = sf.ticket(engine, texts=["foo and bar, baz qux", "x" * 5000, "é" * 2500])
+    for query in HOSTILE_QUERIES:
+        try:
+            hits = srch.search(engine, query)
+        except UsageError as exc:
+            assert "no words to look for" in exc.message, query
+        else:
+            assert ids(hits) in ([], [foo.ticket_id]), query
+    assert ids(srch.search(engine, "foo*")) == [foo.ticket_id]  # the word, not a prefix query
+    assert ids(srch.search(engine, "NOT foo")) == []  # NOT is a word like any other
+    assert ids(srch.search(engine, "^foo")) == [foo.ticket_id]
+    assert ids(srch.search(engine, "foo-and-bar-baz-qux")) == [foo.ticket_id]  # a phrase still

@@ -124,3 +124,22 @@ def test_an_error_answer_that_breaks_off_is_tried_again_not_failed(engine, db_ur
     again = {r.account: r for r in sync_all(engine, settings, accounts=["tokoshop-ig"], connector_factory=factory)}
     assert again["tokoshop-ig"].status == "ok"
     assert_complete(engine, sandbox, ["tokoshop-ig"])
+
+
+def test_a_quarantined_item_never_keeps_the_token_in_its_ids_or_reason(engine, db_url, sandbox):
+    """The raw payload of a quarantined item is scrubbed; its platform id, thread id and reason are
+    stored beside it and shown by `inbox quarantine`: scrubbed the same way."""
+    from inbox.quarantine import list_items
+    from inbox.sync.pool import sync_all
+
+    token = sandbox.env()["INBOX_SANDBOX_X_TOKEN"]
+    settings = sandbox_settings(sandbox, db_url)
+    sandbox.inject("tokoshop-x", text="halo kak")
+    sandbox.fault("poison", account="tokoshop-x", field="id", value=f'"{token}"')  # not numeric: quarantined
+    results = {r.account: r for r in sync_all(engine, settings, accounts=["tokoshop-x"], connector_factory=fast_factory(settings))}
+    assert results["tokoshop-x"].counts.quarantined >= 1
+    items = list_items(engine, include_resolved=True)
+    assert items and any(i.external_id == "****" for i in items)
+    with engine.connect() as conn:
+        stored = [tuple(r) for r in conn.execute(sa.text("SELECT external_id, thread_id, reason, raw FROM quarantine"))]
+    assert stored and token not in repr(stored)

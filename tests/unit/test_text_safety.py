@@ -114,3 +114,13 @@ def test_ordinary_replies_are_sendable(text: str) -> None:
     from inbox.safe_text import unsendable
 
     assert unsendable(text) is None
+
+
+def test_json_output_of_an_undecodable_string_is_valid_utf8() -> None:
+    """Bytes that are not UTF-8 reach Python as lone surrogates (argv, the environment, standard
+    input); one stored before they were refused would otherwise go out as those raw bytes."""
+    import json
+
+    encoded = tx.json_safe(json.dumps({"text": "ok\udcff\ud800"}, ensure_ascii=False))
+    assert json.loads(encoded.encode("utf-8").decode("utf-8")) == {"text": "ok\udcff\ud800"}
+    assert tx.undecodable("ok\udcff") == 2 and tx.undecodable("ok \ufffd 🌸") is None
