@@ -124,8 +124,8 @@ def test_csv_export_never_starts_a_formula_in_any_text_column(text: str, engine:
     from inbox.tickets import operations
     from inbox.tickets.queue import TicketFilter
 
-    if "\x00" in text and engine.dialect.name == "postgresql":
-        pytest.skip("PostgreSQL text cannot hold a NUL (what a platform sends is stored as U+FFFD)")
+    if engine.dialect.name == "postgresql":
+        text = text.replace("\x00", "\ufffd")  # PostgreSQL text cannot hold a NUL: a platform's is stored as U+FFFD
     made = sf.ticket(engine, texts=[text], handle=text)
     with engine.begin() as conn:
         conn.execute(Contact.__table__.update().where(Contact.__table__.c.id == made.contact_id).values(name=text))
