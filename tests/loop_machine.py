@@ -555,7 +555,9 @@ class LoopMachine(RuleBasedStateMachine):
     def cursors_behind_the_data_and_the_present(self) -> None:
         from connectors.times import parse_time
 
-        present = self.platform_now() + PRESENT_SKEW
+        now = self.platform_now()
+        present = now + PRESENT_SKEW
+        believed = (now + timedelta(seconds=self.settings.sync.clock_skew_seconds)).timestamp()
         for name, cursor in self.rows("SELECT a.name, s.cursor FROM sync_state s JOIN account a ON a.id = s.account_id"):
             if isinstance(cursor, str):
                 cursor = json.loads(cursor)
@@ -563,11 +565,17 @@ class LoopMachine(RuleBasedStateMachine):
                 continue
             if "hwm" in cursor and cursor["hwm"]:
                 hwm = parse_time(cursor["hwm"])
-                assert hwm <= present, f"{name}: cursor {hwm} is past the present ({present})"
+                have = set(self.stored_ids(name))
+                # The platform's own times of the messages stored (a misdated one is stored at the
+                # time it was received, and its thread's time becomes believable once the clock passes it).
+                given = [m["created_ms"] / 1000 for thread in self.sb.threads(name) for m in self.sb.thread_messages(name, thread)
+                         if m["id"] in have]
+                # A time up to the connector's skew ahead of the platform's clock is believed as given.
+                ahead_ok = max((t for t in given if t <= believed), default=0.0)
+                assert hwm <= present or hwm.timestamp() <= ahead_ok + 1, f"{name}: cursor {hwm} is past the present ({present})"
                 # Every message the platform shows in a thread last updated at or before the mark
                 # (less the overlap the next pass re-reads) is stored.
                 floor = (hwm - timedelta(seconds=self.settings.sync.overlap_seconds)).timestamp()
-                have = set(self.stored_ids(name))
                 for thread in self.sb.threads(name):
                     msgs = self.sb.thread_messages(name, thread)
                     if msgs and msgs[-1]["created_ms"] / 1000 <= floor:
@@ -576,7 +584,10 @@ class LoopMachine(RuleBasedStateMachine):
                 if name in self.timeless_listing and self.known["meta_hwm_from_a_conversation_without_time"]:
                     continue
                 newest = self.newest_sent(name)
-                assert newest is not None and hwm <= _aware(newest) + timedelta(seconds=1), f"{name}: cursor {hwm} is past the newest stored message ({newest})"
+                assert newest is not None, f"{name}: a cursor and no message stored"
+                newest_given = max(given, default=0.0)
+                assert hwm <= _aware(newest) + timedelta(seconds=1) or hwm.timestamp() <= newest_given + 1, \
+                    f"{name}: cursor {hwm} is past the newest stored message ({newest})"
             if cursor.get("newest_id"):
                 newest_id = int(cursor["newest_id"])
                 ids = [int(r[0]) for r in self.rows(
