@@ -113,6 +113,13 @@ def undecodable(text: str) -> int | None:
     return found.start() if found else None
 
 
+def control_problem(text: str, what: str) -> str | None:
+    """`"{what} has a control character (U+0000)"` for a one-line name (a NUL or a line break written
+    into the config, pasted terminal output), or None. PostgreSQL cannot store a NUL at all."""
+    bad = _CONTROLS.search(text) or re.search(r"[\n\t\r]", text)
+    return None if bad is None else f"{what} has a control character (U+{ord(bad.group(0)):04X}); remove it"
+
+
 def utf8_problem(text: str, what: str) -> str | None:
     """`"{what} is not valid UTF-8 …"`, saying which byte and where, or None when it is valid."""
     at = undecodable(text)

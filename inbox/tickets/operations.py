@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from inbox.errors import UsageError
-from inbox.safe_text import utf8_problem
+from inbox.safe_text import control_problem, utf8_problem
 from inbox.store import tables as tb
 from inbox.store.engine import write_tx
 from inbox.store.types import PRIORITY_RANK, STATUSES, utcnow
@@ -39,6 +39,8 @@ def agent_name(name: str, what: str = "agent name") -> str:
     if not name:
         raise UsageError(f"the {what} is empty")
     if problem := utf8_problem(name, f"the {what}"):  # $INBOX_AGENT holding bytes that are not UTF-8
+        raise UsageError(problem)
+    if problem := control_problem(name, f"the {what}"):  # a NUL or a line break in the config's `agent`
         raise UsageError(problem)
     if len(name) > MAX_AGENT_NAME:
         raise UsageError(f"the {what} has {len(name)} characters; the limit is {MAX_AGENT_NAME}")

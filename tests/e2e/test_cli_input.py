@@ -78,6 +78,8 @@ def test_a_reply_with_control_characters_or_nothing_visible_is_not_sent(store: S
     (("note", "1", "ok", "--agent", "a" * 101), "the --agent name has 101 characters"),
     (("note", "1", "ok", "--agent", " "), "the --agent name is empty"),
     (("note", "1", "x" * 10_001), "the note has 10,001 characters; the limit is 10,000"),
+    (("assign", "1", "budi\nsari"), "the assignee has a control character (U+000A)"),
+    (("note", "1", "ok", "--agent", "ana\x1b[2J"), "the --agent name has a control character (U+001B)"),
 ])
 def test_names_and_notes_that_cannot_be_stored_whole_are_refused(store: Store, args: tuple[str, ...], words: str) -> None:  # noqa: F811
     """Cut at the column's width, two long names became one assignee; an empty one unassigned."""
@@ -86,6 +88,19 @@ def test_names_and_notes_that_cannot_be_stored_whole_are_refused(store: Store, a
     line = _one_error(res)
     assert res.returncode == 2 and words in line, line
     assert store.inbox("show", "1", "--json").stdout == before.stdout  # nothing changed
+
+
+def test_a_configured_agent_name_holding_a_nul_is_refused_before_anything_is_stored(store: Store) -> None:  # noqa: F811
+    """TOML can write a NUL (`\\u0000`): PostgreSQL cannot store one, SQLite would keep it in the audit log."""
+    from tests.e2e.test_cli_contract import run
+
+    config = store.dir / "inbox-nul-agent.toml"
+    config.write_text('agent = "ana\\u0000"\n' + store.config.read_text(encoding="utf-8"), encoding="utf-8")
+    before = store.inbox("show", "1", "--json")
+    res = run("-c", str(config), "note", "1", "cek dulu", cwd=store.dir, env=store.env())
+    line = _one_error(res)
+    assert res.returncode == 2 and "the configured agent name has a control character (U+0000)" in line, line
+    assert store.inbox("show", "1", "--json").stdout == before.stdout
 
 
 def test_names_at_the_limit_and_none_in_any_case_still_work(store: Store) -> None:  # noqa: F811
