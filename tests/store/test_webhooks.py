@@ -314,9 +314,11 @@ def test_serve_refuses_to_start_without_a_webhook_secret(tmp_path, monkeypatch, 
 SB_ACCOUNTS = ("tokoshop-fb", "tokoshop-ig", "tokoshop-x")
 
 
-def sandbox_webhook_settings(sb: Any, db_url: str) -> Settings:
+def sandbox_webhook_settings(sb: Any, db_url: str, **sync: object) -> Settings:
     data = tomllib.loads(sb.config_toml(database=db_url))
     data["webhooks"] = dict(WEBHOOKS, max_body_bytes=1024 * 1024)
+    if sync:
+        data["sync"] = dict(sync)
     return parse_settings(data, "sandbox.toml")
 
 
