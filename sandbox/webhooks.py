@@ -36,6 +36,7 @@ class WebhookStats:
     duplicated: int = 0
     failed: int = 0  # not answered 200 (the receiver was down, or refused it)
     dropped_ids: list[str] = field(default_factory=list)
+    delivered_ids: list[str] = field(default_factory=list)  # answered 200 at least once, per delivery
 
 
 @dataclass
@@ -133,10 +134,11 @@ class WebhookSender:
         copies = 2 if cfg.duplicate and self.rng.random() < cfg.duplicate else 1
         if copies == 2:
             self.stats.duplicated += 1
-        for _ in range(copies):
-            self._post(url, body, headers)
+        ok = [self._post(url, body, headers) for _ in range(copies)]
+        if any(ok):
+            self.stats.delivered_ids.append(msg.id)
 
-    def _post(self, url: str, body: bytes, headers: dict[str, str]) -> None:
+    def _post(self, url: str, body: bytes, headers: dict[str, str]) -> bool:
         req = urllib.request.Request(url, data=body, headers=headers, method="POST")
         try:
             with urllib.request.urlopen(req, timeout=10) as resp:
@@ -147,6 +149,7 @@ class WebhookSender:
             self.stats.sent += 1
         else:
             self.stats.failed += 1
+        return ok
 
     # ── bodies ──────────────────────────────────────────────────────────────────────────────
     def _meta(self, acc: Any, msg: Msg) -> tuple[str, bytes, dict[str, str]] | None:

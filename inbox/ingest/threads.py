@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from connectors.base import InboundMessage
-from connectors.enums import Direction
 from connectors.meta_webhook import PROVISIONAL, provisional_thread
 from inbox.dedup.identity import ContactInfo
 from inbox.store.fastpath import insert_values, many
@@ -105,10 +104,12 @@ def _known(w: PageWriter, name: str, table: sa.Table, columns: tuple[Any, ...], 
 def _adopt_provisional_threads(w: PageWriter, msgs: list[InboundMessage]) -> None:
     """A Meta webhook whose thread could not be looked up stored its message on a provisional
     thread (`user:<customer id>`). The first page that names the customer's real thread renames
-    it, so the customer's messages, and their ticket, stay one conversation."""
+    it, so the customer's messages, and their ticket, stay one conversation. Our own message names
+    it as well (`customer` is its recipient): the echo of a reply to the provisional thread's ticket
+    may be the poll's only new message there."""
     if w.ref.channel not in _META_CHANNELS:
         return
-    real = {m.customer.id: m.thread_id for m in msgs if m.direction is Direction.IN and not m.thread_id.startswith(PROVISIONAL)}
+    real = {m.customer.id: m.thread_id for m in msgs if not m.thread_id.startswith(PROVISIONAL)}
     if not real:
         return
     columns = (_v.c.id, _v.c.external_id)

@@ -314,9 +314,11 @@ def test_serve_refuses_to_start_without_a_webhook_secret(tmp_path, monkeypatch, 
 SB_ACCOUNTS = ("tokoshop-fb", "tokoshop-ig", "tokoshop-x")
 
 
-def sandbox_webhook_settings(sb: Any, db_url: str) -> Settings:
+def sandbox_webhook_settings(sb: Any, db_url: str, **sync: object) -> Settings:
     data = tomllib.loads(sb.config_toml(database=db_url))
     data["webhooks"] = dict(WEBHOOKS, max_body_bytes=1024 * 1024)
+    if sync:
+        data["sync"] = dict(sync)
     return parse_settings(data, "sandbox.toml")
 
 
@@ -492,6 +494,40 @@ def test_a_provisional_thread_becomes_the_real_one_when_a_poll_names_it(engine, 
         tickets = set(conn.execute(sa.select(m.c.ticket_id).where(m.c.external_id.in_(["m_first", "m_next"]))).scalars())
     assert threads == ["t_real_7001"] and len(tickets) == 1 and None not in tickets
     stored_once(engine, ["m_first", "m_next"])
+
+
+def test_a_provisional_thread_becomes_the_real_one_when_a_poll_names_it_by_our_echo_alone(engine, db_url) -> None:
+    """Found by the webhook machine: the agent answered the provisional thread's ticket, and the
+    poll's only new message in the real thread was the echo of that reply (the customer's message
+    was known, so the read stopped there). The echo named the thread and was stored in a second
+    conversation of the customer, on no ticket; now it renames the provisional one."""
+    from datetime import datetime, timezone
+
+    from connectors.base import InboundMessage, Page, Participant
+    from connectors.enums import Channel, Direction, MessageKind
+    from inbox.intake import receiver
+    from inbox.ingest.page import ingest_page
+    from inbox.store.tables import conversation as v
+
+    settings = plain_settings(db_url)
+
+    def away(ctx: Any, customer: str) -> str | None:
+        raise ConnectionError("platform away")
+
+    processor = receiver.Processor.build(engine, settings, lookup=away)
+    receiver.store(engine, "meta", hello(mid="m_first", sender="7002"), "application/json")
+    processor.process_pending()
+    assert conversation_of(engine, "m_first") == "user:7002"
+
+    customer, page, ref = Participant("7002"), Participant(PAGE_ID), processor.refs[("facebook", PAGE_ID)]
+    echo = InboundMessage(Channel.FACEBOOK, PAGE_ID, "m_echo", "t_real_7002", Direction.OUT, page, customer, "Baik kak, kami cek",
+                          MessageKind.TEXT, datetime(2025, 12, 2, 2, tzinfo=timezone.utc))
+    ingest_page(engine, ref, Page((echo,), None), settings)
+    assert conversation_of(engine, "m_first") == conversation_of(engine, "m_echo") == "t_real_7002"
+    with engine.connect() as conn:
+        threads = list(conn.execute(sa.select(v.c.external_id).where(v.c.account_id == ref.id)).scalars())
+    assert threads == ["t_real_7002"]
+    assert len({r.ticket_id for r in messages(engine)}) == 1
 
 
 def test_inbox_accounts_shows_missed_and_undelivered_counts(tmp_path, monkeypatch, capsys) -> None:
