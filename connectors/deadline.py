@@ -2,8 +2,10 @@
 
 A read timeout bounds each wait for the next bytes, not the answer: a platform (or a proxy in front
 of it) that sends one byte every few seconds never trips it, and the sync waits for hours. One
-daemon thread per process watches the attempts in flight; when one passes its deadline it shuts
-the attempt's socket down, so the blocked read returns and the attempt fails as timed out.
+daemon thread per process watches the attempts in flight. An attempt gets a window of time; if its
+answer is still arriving when the window ends, at `MIN_BYTES_PER_SECOND` or more over the window
+(a large page on a slow link), it gets another. Otherwise the watcher shuts its socket down, so the
+blocked read returns and the attempt fails as timed out.
 """
 
 from __future__ import annotations
@@ -17,15 +19,22 @@ import time
 from typing import Any
 
 
+MIN_BYTES_PER_SECOND = 1024  # an answer arriving slower than this over a whole window is cut
+
+
 class Watch:
-    """One attempt's deadline. `conn` is the connection it uses, once known (set by the transport)."""
+    """One attempt's deadline. `conn` is the connection it uses, once known (set by the transport);
+    `received` the answer's bytes read so far (counted by the transport as they arrive)."""
 
-    __slots__ = ("deadline", "conn", "fired", "_done")
+    __slots__ = ("deadline", "window", "conn", "fired", "received", "_seen", "_done")
 
-    def __init__(self, deadline: float) -> None:
-        self.deadline = deadline
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self.deadline = time.monotonic() + window
         self.conn: Any = None
         self.fired = False
+        self.received = 0  # written by the attempt's thread only; the watcher reads it
+        self._seen = 0  # `received` when the window before ended
         self._done = False
 
     def attach(self, conn: Any) -> None:
@@ -61,9 +70,10 @@ if hasattr(os, "register_at_fork"):
 
 
 def arm(seconds: float) -> Watch:
-    """Watch an attempt that must be over within `seconds` from now (disarm it when it is)."""
+    """Watch an attempt that must be over within `seconds` from now, or still be receiving its answer
+    fast enough (disarm it when it is over)."""
     global _thread
-    watch = Watch(time.monotonic() + seconds)
+    watch = Watch(seconds)
     with _lock:
         if _thread is None:
             _thread = threading.Thread(target=_run, name="http-deadline", daemon=True)
@@ -88,6 +98,11 @@ def _run() -> None:
                 _lock.wait(wait)
                 continue
             heapq.heappop(_heap)
+            if watch.window > 0 and watch.received - watch._seen >= max(1.0, MIN_BYTES_PER_SECOND * watch.window):
+                watch._seen = watch.received  # still arriving at a useful rate: another window
+                watch.deadline = deadline + watch.window
+                heapq.heappush(_heap, (watch.deadline, next(_seq), watch))
+                continue
             watch.fired = True
             _cut(watch.conn)
 

@@ -43,7 +43,7 @@ class SendOptions:
     max_body: int  # decoded bytes; more is `ResponseTooLargeError`
     where: str  # "GET /path", for messages (never the query: it may hold a token)
     account: str
-    deadline: float | None = None  # seconds for the whole attempt, however steadily the bytes trickle in
+    deadline: float | None = None  # seconds for the attempt, renewed while its answer arrives fast enough (`connectors.deadline`)
     verify: Any = True
     cert: Any = None
     proxies: Mapping[str, str] = field(default_factory=dict)
@@ -179,7 +179,16 @@ def _inflate(chunks: Iterator[bytes], encoding: str) -> Iterator[bytes]:
         yield rest
 
 
-def _read_body(raw: Any, limit: int, where: str, account: str) -> bytes:
+_READ = 16 * 1024  # bytes asked of the socket at a time: the deadline sees an answer's progress this often
+
+
+def _counted(chunks: Iterator[bytes], watch: deadline.Watch) -> Iterator[bytes]:
+    for chunk in chunks:
+        watch.received += len(chunk)
+        yield chunk
+
+
+def _read_body(raw: Any, limit: int, where: str, account: str, watch: deadline.Watch | None = None) -> bytes:
     """The decoded body, read and inflated step by step; `ResponseTooLargeError` past `limit` bytes."""
 
     def too_large() -> ResponseTooLargeError:
@@ -194,7 +203,9 @@ def _read_body(raw: Any, limit: int, where: str, account: str) -> bytes:
     length = raw.headers.get("Content-Length") or ""
     if not encodings and length.isdigit() and int(length) > limit:
         raise too_large()
-    chunks: Iterator[bytes] = raw.stream(_CHUNK, decode_content=False)
+    chunks: Iterator[bytes] = raw.stream(_READ, decode_content=False)
+    if watch is not None:
+        chunks = _counted(chunks, watch)
     for encoding in reversed(encodings):  # listed in the order they were applied
         chunks = _inflate(chunks, encoding)
     parts: list[bytes] = []
@@ -237,8 +248,8 @@ class PoolTransport:
             return self._send(request, options, watch)
         except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
             if watch is not None and watch.disarm():
-                raise DeadlineExceeded(f"{options.where}: no complete answer within {options.deadline:g}s "
-                                       "(the platform sends it too slowly)", request=request) from exc
+                raise DeadlineExceeded(f"{options.where}: the answer stalled (less than {deadline.MIN_BYTES_PER_SECOND // 1024} KB "
+                                       f"a second for {options.deadline:g}s: the platform sends it too slowly)", request=request) from exc
             raise
         finally:
             _wire.watch = None
@@ -261,7 +272,7 @@ class PoolTransport:
         except Exception as exc:
             raise _as_requests_error(exc, prepared) from exc
         try:
-            body = _read_body(raw, options.max_body, options.where, options.account)
+            body = _read_body(raw, options.max_body, options.where, options.account, watch)
         except ResponseTooLargeError:
             raw.close()  # the rest is never read: the connection cannot be reused
             raw.release_conn()

@@ -177,7 +177,8 @@ class DispatchMixin:
             body = reply.body()
             return Outcome(reply.status, body[: len(body) // 2], reply.headers)
         if kind == "slow":
-            return Outcome(reply.status, reply.body(), reply.headers, trickle=float(fault.options.get("interval") or 0.5))
+            return Outcome(reply.status, reply.body(), reply.headers, trickle=float(fault.options.get("interval") or 0.5),
+                           step=int(fault.options.get("step") or 1))
         if kind == "cut":
             return Outcome(reply.status, reply.body(), reply.headers, cut=True)
         if kind == "bad_item":

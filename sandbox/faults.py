@@ -32,7 +32,7 @@ KINDS = ("429", "500", "503", "timeout", "late", "drop", "expired_token", "malfo
          "oversize", "gzip_bomb", "poison", "header", "loop", "empty_tail", "duplicate", "answer", "encoded", "slow")
 ERROR_KINDS = ("429", "500", "503", "expired_token")
 STANDING_KINDS = ("poison", "header")  # applied to every matching answer until cleared
-_OPTIONS = {"encoded": ("encoding",), "answer": ("status", "body", "content_type"), "late": ("delay",), "slow": ("interval",), "oversize": ("size",), "gzip_bomb": ("size",), "poison": ("target", "field", "value"), "header": ("name", "value")}
+_OPTIONS = {"encoded": ("encoding",), "answer": ("status", "body", "content_type"), "late": ("delay",), "slow": ("interval", "step"), "oversize": ("size",), "gzip_bomb": ("size",), "poison": ("target", "field", "value"), "header": ("name", "value")}
 
 
 @dataclass

@@ -26,7 +26,8 @@ class Outcome:
     drop: bool = False  # close the socket without answering
     cut: bool = False  # announce the full Content-Length, send half the body, close the socket
     delay: float = 0.0  # seconds to wait before answering (stopped early when the server stops)
-    trickle: float = 0.0  # > 0: the whole answer (status line, headers, body) leaves one byte every this many seconds
+    trickle: float = 0.0  # > 0: the whole answer (status line, headers, body) leaves `step` bytes every this many seconds
+    step: int = 1
 
 
 class App(Protocol):
@@ -105,16 +106,16 @@ class Handler(BaseHTTPRequestHandler):
                 return
             self.wfile.write(outcome.body)
             if outcome.trickle > 0:
-                self._trickle(real_wfile, self.wfile.getvalue(), outcome.trickle)
+                self._trickle(real_wfile, self.wfile.getvalue(), outcome.trickle, max(1, outcome.step))
         except OSError:
             self.close_connection = True  # the client gave up (e.g. its timeout fired)
         finally:
             self.wfile = real_wfile
 
-    def _trickle(self, out: Any, data: bytes, interval: float) -> None:
-        """A slow platform: each byte arrives well within any read timeout, the answer never does."""
-        for i in range(len(data)):
-            out.write(data[i : i + 1])
+    def _trickle(self, out: Any, data: bytes, interval: float, step: int) -> None:
+        """A slow platform: each piece arrives well within any read timeout, the answer much later."""
+        for i in range(0, len(data), step):
+            out.write(data[i : i + step])
             out.flush()
             if self.server.app.stopping.wait(interval):
                 self.close_connection = True

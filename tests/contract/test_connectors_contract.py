@@ -233,10 +233,23 @@ def test_an_answer_trickled_a_byte_at_a_time_is_a_timeout_not_a_hang(sb: Any, na
     conn = open_connector(sb, name, timeout=0.5)
     with pytest.raises(ServerError) as info:
         drain(conn, None, Store())
-    assert "no complete answer within 2s" in str(info.value) and READ_PATH[name] in str(info.value)
+    assert "the answer stalled (less than 1 KB a second for 2s" in str(info.value) and READ_PATH[name] in str(info.value)
     assert len(calls_for(sb, name)) == 1, "a trickling platform is not asked again in the same pass"
     messages, _, _ = drain(conn, None, Store())  # the same session: its pool dropped the cut connection
     assert {m.external_id for m in messages} == reachable_ids(sb, name)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", ["tokoshop-fb", "tokoshop-x"])
+def test_a_large_answer_on_a_slow_but_steady_link_is_read_whole(sb: Any, name: str) -> None:
+    """Past the deadline but still arriving well above 1 KB a second: the attempt gets another window."""
+    store = Store()
+    expected, _, _ = drain(open_connector(sb, name), None, store)
+    sb.fault("slow", account=name, path=READ_PATH[name], interval=0.1, step=2048)  # about 20 KB a second
+    conn = open_connector(sb, name, timeout=0.1)  # windows of 0.4 s: a page takes several
+    messages, _, _ = drain(conn, None, Store())
+    assert {m.external_id for m in messages} == {m.external_id for m in expected}
+    assert not sb.faults.pending(), "the slow answer was read"
 
 
 @pytest.mark.timeout(120)
