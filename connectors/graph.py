@@ -239,15 +239,15 @@ class MetaConnector:
         self, conv: Conversation, known: KnownIds, threshold: datetime | None, *,
         nested: Mapping[str, Any] | None = None, stored: set[str] | None = None, grew: int = 0,
     ) -> tuple[list[InboundMessage], list[QuarantinedItem], Gap | None]:
-        """A changed thread's new messages, newest first until a known one: from the list row's nested
-        edge (`nested`; the stored ones among its ids in `stored`), read on through the thread's own
-        edge only where that is cut short; without a nested edge, through its own edge from the start."""
+        """A changed thread's messages the store lacks, newest first, page by page until a page that
+        reaches a known one: from the list row's nested edge (`nested`; the stored ones among its ids
+        in `stored`), read on through the thread's own edge only where that is cut short; without a
+        nested edge, through its own edge from the start."""
         url: str = f"{conv.id}/messages"
         params: dict[str, Any] | None = {"fields": MESSAGE_FIELDS, "limit": HORIZON}
         messages: list[InboundMessage] = []
         quarantined: list[QuarantinedItem] = []
         readable = 0
-        hit_known = False  # the read stops here: a known message, and every new one the count announced found
         saw_known = False
         pager = NextUrlPager(key=self.client.url, max_empty=1)  # a repeated link ends the thread (HORIZON bounds it too)
         from_nested = False
@@ -274,14 +274,11 @@ class MetaConnector:
             for item in items:
                 readable += 1
                 if isinstance(item, Mapping) and str(item.get("id")) in stored:
-                    if platform_time(item.get("created_time"), received, self.skew)[1] is not None:
-                        continue  # misdated: it stays on top, above messages written after it
-                    saw_known = True
-                    if len(messages) + len(quarantined) >= grew:
-                        hit_known = True
-                        break
-                    # The count grew by more than the new messages above this one: a message
-                    # delivered late sits below it (dated before it). Read on, past stored ones.
+                    # A page already read is read to its end, past the stored ones: a message stored
+                    # by webhook says nothing of the older ones (its neighbour's webhook may have been
+                    # lost), and one delivered late sits below newer ones. Unstored ones cost a parse.
+                    if platform_time(item.get("created_time"), received, self.skew)[1] is None:
+                        saw_known = True  # a misdated one stays on top, above messages written after it
                     continue
                 try:
                     message = parse_message(item, self.ctx, thread_id=conv.id, participants=conv.participants,
@@ -298,7 +295,9 @@ class MetaConnector:
             link = next_link(body) if isinstance(body, Mapping) else None
             if isinstance(body, Mapping) and isinstance(body.get("messages"), Mapping):
                 link = next_link(body["messages"])
-            if hit_known or readable >= HORIZON:
+            # The next page only while no known message was reached, or fewer new ones were found
+            # than the thread's count grew by (late deliveries below the known ones).
+            if (saw_known and len(messages) + len(quarantined) >= grew) or readable >= HORIZON:
                 break
             link = pager.advance(link, empty=not items)
             if link is None:

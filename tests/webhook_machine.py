@@ -41,12 +41,10 @@ X_SHAPES = ("account_activity", "activity")
 # Switches for defects this machine found and that are not fixed yet (True: the machine steps around
 # the defect, so it can look for others; a regression test in test_webhook_stateful replays each).
 KNOWN_DEFECTS = {
-    # The Graph poll reads a thread newest first and stops at the first message the store knows,
-    # whoever stored it. A message stored by webhook is known, yet says nothing of the older ones:
-    # a customer's message whose webhook was lost, followed by one whose webhook came, is never
-    # stored (and the history of a thread first seen by webhook, before any poll, is never read).
-    # True excuses a missing Meta message with a newer message of its thread stored by webhook.
-    "meta_poll_stops_at_a_webhook_message": True,
+    # Fixed: the Graph poll stopped at the first message the store knew, whoever stored it, so a
+    # message whose webhook was lost, below one whose webhook came, was never stored. Kept as a
+    # switch (False) for the replays in tests/store/test_webhook_stateful.py.
+    "meta_poll_stops_at_a_webhook_message": False,
     # A webhook's message on a provisional thread (`user:<id>`, the lookup failed) moves to the real
     # one only when a poll stores a message of that thread; a poll that finds nothing new in it
     # (the webhook's message is its newest, known: see above) leaves it provisional.

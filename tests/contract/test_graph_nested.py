@@ -303,3 +303,24 @@ def test_recorded_graph_payloads_parse_nested_in_a_list_page(request: pytest.Fix
     assert len(script.seen) == 2 and script.seen[1].startswith(f"GET /v23.0/{conv['id']}/messages?")
     assert "access_token" not in script.seen[1] and script.auth[1] == "Bearer EAArecordedtoken"
     assert "messages.limit(20)" in script.seen[0].replace("%28", "(").replace("%29", ")")
+
+
+@pytest.mark.parametrize("name", META)
+@pytest.mark.parametrize("nested", [True, False])
+def test_a_message_below_one_stored_by_webhook_is_read(name: str, nested: bool) -> None:
+    """A customer writes twice; the first message's webhook is lost, the second's is stored. The
+    poll reads the thread's readable page to its end, past the stored one, and finds the first,
+    without a call more (the nested edge, or the thread's own first page, holds both)."""
+    with Sandbox(seed=7).start() as sb:
+        store = Store()
+        _, _, cursor = drain(open_connector(sb, name), None, store)
+        thread = sb.threads(name)[2]
+        lost = sb.inject(name, text="Kak, pesanan INV/20261203/MPL/4455667788 belum sampai", thread=thread)
+        came = sb.inject(name, text="Tolong dibantu ya kak", thread=thread)
+        if not nested:  # the row comes without its nested edge: the thread is read through its own
+            sb.fault("poison", account=name, path="/conversations", target=thread, field="messages", value=None)
+        store.ids.add(came)  # stored by its webhook
+        sb.clear_calls()
+        messages, _, _ = drain(open_connector(sb, name), cursor, store)
+        assert [m.external_id for m in messages] == [lost]
+        assert _gets(sb, name) == (1, 0 if nested else 1)

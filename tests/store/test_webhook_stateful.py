@@ -62,7 +62,6 @@ def _without(defect: str) -> SQLiteWebhooks:
     return state
 
 
-@pytest.mark.xfail(strict=True, reason="KNOWN_DEFECTS['meta_poll_stops_at_a_webhook_message'] (not fixed)", raises=AssertionError)
 @pytest.mark.parametrize("account", ["tokoshop-fb", "tokoshop-ig"])
 def test_a_message_whose_webhook_was_lost_is_polled_when_a_later_one_s_webhook_came(account: str) -> None:
     """The poll stopped at the later message (stored by webhook) and never read the lost one."""
@@ -80,7 +79,6 @@ def test_a_message_whose_webhook_was_lost_is_polled_when_a_later_one_s_webhook_c
         state.close()
 
 
-@pytest.mark.xfail(strict=True, reason="KNOWN_DEFECTS['meta_poll_stops_at_a_webhook_message'] (not fixed)", raises=AssertionError)
 def test_the_history_of_a_thread_first_seen_by_webhook_is_polled() -> None:
     """Webhooks on before the first poll: the first poll stopped at the burst the webhooks stored."""
     state = _without("meta_poll_stops_at_a_webhook_message")
