@@ -120,18 +120,7 @@ class LoopMachine(RuleBasedStateMachine):
         self.sb = Sandbox(seed=7, x_rate_limit=1_000_000, timeout_sleep=SANDBOX_SLEEP).start()
         self.saved_env = {k: os.environ.get(k) for k in self.sb.env()}
         os.environ.update(self.sb.env())
-        self.schema: str | None = None
-        if self.backend == "postgres":
-            assert self.pg_base, "the PostgreSQL machine needs INBOX_TEST_PG_URL"
-            self.schema = "loop_" + uuid.uuid4().hex[:12]
-            admin = sa.create_engine(self.pg_base)
-            with admin.begin() as conn:
-                conn.exec_driver_sql(f'CREATE SCHEMA "{self.schema}"')
-            admin.dispose()
-            sep = "&" if "?" in self.pg_base else "?"
-            self.url = f"{self.pg_base}{sep}options=-csearch_path%3D{self.schema}"
-        else:
-            self.url = f"sqlite:///{self.tmp / 'inbox.db'}"
+        self.url, self.schema = store_url(self.backend, self.pg_base, self.tmp, "loop_")
         self.engine = open_store(self.url)
         self.settings = sandbox_settings(self.sb, self.url, processes=False)
         self.factory = fast_factory(self.settings, retries=0, timeout=CLIENT_TIMEOUT)
@@ -700,6 +689,20 @@ class LoopMachine(RuleBasedStateMachine):
 
 
 STATS: Counter[str] = Counter()  # what the runs did, for a report (tests/loop_machine.py's callers print it)
+
+
+def store_url(backend: str, pg_base: str | None, tmp: Path, prefix: str) -> tuple[str, str | None]:
+    """A machine's own store: a SQLite file in `tmp`, or a fresh PostgreSQL schema (url, schema)."""
+    if backend != "postgres":
+        return f"sqlite:///{tmp / 'inbox.db'}", None
+    assert pg_base, "the PostgreSQL machine needs INBOX_TEST_PG_URL"
+    schema = prefix + uuid.uuid4().hex[:12]
+    admin = sa.create_engine(pg_base)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    admin.dispose()
+    sep = "&" if "?" in pg_base else "?"
+    return f"{pg_base}{sep}options=-csearch_path%3D{schema}", schema
 
 
 def note(what: str) -> None:

@@ -22,7 +22,6 @@ import os
 import shutil
 import tempfile
 import threading
-import uuid
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ import sqlalchemy as sa
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from tests.loop_machine import PICK, note
+from tests.loop_machine import PICK, note, store_url
 from tests.store.test_sync import ACCOUNTS, fast_factory, readable_ids
 from tests.store.test_webhooks import META_SECRET, X_SECRET, running, sandbox_webhook_settings
 from tests.waiting import wait_until
@@ -69,18 +68,7 @@ class WebhookPollMachine(RuleBasedStateMachine):
         self.stack.callback(self.sb.stop)
         self.saved_env = {k: os.environ.get(k) for k in self.sb.env()}
         os.environ.update(self.sb.env())  # the receiver's Graph lookups and the poll read the tokens here
-        self.schema: str | None = None
-        if self.backend == "postgres":
-            assert self.pg_base, "the PostgreSQL machine needs INBOX_TEST_PG_URL"
-            self.schema = "wh_" + uuid.uuid4().hex[:12]
-            admin = sa.create_engine(self.pg_base)
-            with admin.begin() as conn:
-                conn.exec_driver_sql(f'CREATE SCHEMA "{self.schema}"')
-            admin.dispose()
-            sep = "&" if "?" in self.pg_base else "?"
-            self.url = f"{self.pg_base}{sep}options=-csearch_path%3D{self.schema}"
-        else:
-            self.url = f"sqlite:///{self.tmp / 'inbox.db'}"
+        self.url, self.schema = store_url(self.backend, self.pg_base, self.tmp, "wh_")
         self.engine = open_store(self.url)
         # Accounts polled in threads: worker processes forked from a process running the receiver's
         # threads could inherit a held lock.
