@@ -125,6 +125,9 @@ class Page:
     rate: RateInfo | None = None
     final: bool = False  # True on the last page of a pass
     events_read: int = 0  # items the platform returned for this page, new or not (X bills each one)
+    # (thread id, customer id) of each thread this page read, new messages or not: names the real
+    # thread of a webhook's provisional one even when the poll finds nothing new in it.
+    threads: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

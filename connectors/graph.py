@@ -143,6 +143,7 @@ class MetaConnector:
             quarantined: list[QuarantinedItem] = []
             gaps: list[Gap] = []
             read: dict[str, list[Any]] = {}  # threads of this list page read so far
+            owners: list[tuple[str, str]] = []  # (thread, customer) of those threads
             reached_old = False
             try:
                 body = self.client.get(url, params)
@@ -185,6 +186,7 @@ class MetaConnector:
                     if gap is not None:
                         gaps.append(gap)
                     read[conv.id] = signature
+                    owners.extend((conv.id, p.id) for p in conv.participants[:8] if p.id not in self.ctx.own_ids)
             except ConnectorError:
                 # The pass stops here (budget spent, throttled, the platform failing): hand back the
                 # threads read so far, with a cursor that skips them next time, so every pass gains
@@ -193,8 +195,7 @@ class MetaConnector:
                 if messages or quarantined or gaps or read:
                     done.update(read)
                     messages.sort(key=lambda m: (m.sent_at, m.thread_id))  # stable: a thread keeps the platform's order within a second
-                    yield Page(messages=tuple(messages), cursor=self._progress_cursor(old_cursor, recent, done),
-                               quarantined=tuple(quarantined), gaps=tuple(gaps), rate=self.client.rate, final=False)
+                    yield self._page(messages, quarantined, gaps, owners, self._progress_cursor(old_cursor, recent, done))
                 raise
             done.update(read)
             messages.sort(key=lambda m: (m.sent_at, m.thread_id))  # stable: a thread keeps the platform's order within a second
@@ -203,21 +204,19 @@ class MetaConnector:
             except MalformedResponseError:
                 # The link leads back to a page already read (paging loops): what this page read is
                 # kept, then the pass stops, the high-water mark unmoved (threads past it are unread).
-                yield Page(messages=tuple(messages), cursor=self._progress_cursor(old_cursor, recent, done),
-                           quarantined=tuple(quarantined), gaps=tuple(gaps), rate=self.client.rate, final=False)
+                yield self._page(messages, quarantined, gaps, owners, self._progress_cursor(old_cursor, recent, done))
                 raise
             final = link is None
-            yield Page(
-                messages=tuple(messages),
-                cursor=self._new_cursor(new_hwm, recent, seen) if final else self._progress_cursor(old_cursor, recent, done),
-                quarantined=tuple(quarantined),
-                gaps=tuple(gaps),
-                rate=self.client.rate,
-                final=final,
-            )
+            cursor = self._new_cursor(new_hwm, recent, seen) if final else self._progress_cursor(old_cursor, recent, done)
+            yield self._page(messages, quarantined, gaps, owners, cursor, final=final)
             if final:
                 return
             url, params = link, None
+
+    def _page(self, messages: list[InboundMessage], quarantined: list[QuarantinedItem], gaps: list[Gap],
+              owners: list[tuple[str, str]], cursor: Cursor | None, *, final: bool = False) -> Page:
+        return Page(messages=tuple(messages), cursor=cursor, quarantined=tuple(quarantined), gaps=tuple(gaps),
+                    rate=self.client.rate, final=final, threads=tuple(owners))
 
     @staticmethod
     def _progress_cursor(old: Mapping[str, Any] | None, recent: Mapping[str, list[Any]], done: Mapping[str, list[Any]]) -> dict[str, Any] | None:

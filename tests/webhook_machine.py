@@ -44,11 +44,10 @@ KNOWN_DEFECTS = {
     # message whose webhook was lost, below one whose webhook came, was never stored. Kept as a
     # switch (False) for the replays in tests/store/test_webhook_stateful.py.
     "meta_poll_stops_at_a_webhook_message": False,
-    # A webhook's message on a provisional thread (`user:<id>`, the lookup failed) moves to the real
-    # one only when a poll stores a message of that thread; a poll that finds nothing new in it
-    # (the webhook's message is its newest, known: see above) leaves it provisional.
-    # True excuses a message left on a provisional thread after a poll.
-    "provisional_thread_kept_when_the_poll_finds_nothing_new": True,
+    # Fixed: a webhook's message on a provisional thread (`user:<id>`, the lookup failed) moved to the
+    # real one only when a poll stored a message of that thread; a poll that found nothing new in it
+    # left it provisional. True excuses a message left on a provisional thread after a poll.
+    "provisional_thread_kept_when_the_poll_finds_nothing_new": False,
 }
 WEBHOOK_FATE = ("delivered", "delivered", "delivered", "dropped", "duplicated", "late")
 

@@ -212,7 +212,7 @@ def _write_page(w: PageWriter, page: Page) -> IngestResult:
 
     contacts = upsert_contacts(w, new)
     gap_threads = [g.thread_id for g in page.gaps]
-    convs = upsert_conversations(w, new, contacts, gap_threads)
+    convs = upsert_conversations(w, new, contacts, gap_threads, page.threads)
     dd = Candidates(w.settings, ref.id, ref.channel)
     msg_conv = [convs[m.thread_id][0] for m in new]
     msg_contact = [contacts[m.customer.id].id for m in new]

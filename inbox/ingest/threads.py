@@ -60,15 +60,16 @@ def upsert_contacts(w: PageWriter, msgs: list[InboundMessage]) -> dict[str, Cont
     )
     return out
 
-def upsert_conversations(w: PageWriter, msgs: list[InboundMessage], contacts: dict[str, ContactInfo], extra_threads: list[str]
-) -> dict[str, tuple[int, int | None, int | None]]:
-    """thread id -> (conversation id, contact id, current ticket id)."""
+def upsert_conversations(w: PageWriter, msgs: list[InboundMessage], contacts: dict[str, ContactInfo], extra_threads: list[str],
+                         read: tuple[tuple[str, str], ...] = ()) -> dict[str, tuple[int, int | None, int | None]]:
+    """thread id -> (conversation id, contact id, current ticket id). `read`: (thread, customer) of
+    the threads the page read, new messages or not (`Page.threads`)."""
     ref = w.ref
     rows: dict[str, tuple[Any, ...]] = {}
     for m in msgs:
         if m.thread_id not in rows:
             rows[m.thread_id] = (ref.channel, ref.id, m.thread_id, contacts[m.customer.id].id, w.now)
-    _adopt_provisional_threads(w, msgs)
+    _adopt_provisional_threads(w, msgs, read)
     threads = list(rows) + [t for t in extra_threads if t not in rows]
     if not threads:
         return {}
@@ -101,15 +102,16 @@ def _known(w: PageWriter, name: str, table: sa.Table, columns: tuple[Any, ...], 
         found.update((getattr(r, id_column), r) for r in w.of_account(key, table, columns, id_column, missing))
     return [found[i] for i in ids if i in found]
 
-def _adopt_provisional_threads(w: PageWriter, msgs: list[InboundMessage]) -> None:
+def _adopt_provisional_threads(w: PageWriter, msgs: list[InboundMessage], read: tuple[tuple[str, str], ...]) -> None:
     """A Meta webhook whose thread could not be looked up stored its message on a provisional
     thread (`user:<customer id>`). The first page that names the customer's real thread renames
-    it, so the customer's messages, and their ticket, stay one conversation. Our own message names
-    it as well (`customer` is its recipient): the echo of a reply to the provisional thread's ticket
-    may be the poll's only new message there."""
+    it, so the customer's messages, and their ticket, stay one conversation. A thread the poll
+    read names it even when nothing in it is new (the webhook's message was its newest); so does
+    our own message (`customer` is its recipient)."""
     if w.ref.channel not in _META_CHANNELS:
         return
-    real = {m.customer.id: m.thread_id for m in msgs if not m.thread_id.startswith(PROVISIONAL)}
+    real = {customer: thread for thread, customer in read if not thread.startswith(PROVISIONAL)}
+    real.update((m.customer.id, m.thread_id) for m in msgs if not m.thread_id.startswith(PROVISIONAL))
     if not real:
         return
     columns = (_v.c.id, _v.c.external_id)

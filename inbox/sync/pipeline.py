@@ -237,6 +237,7 @@ def merge_pages(pages: Sequence[Page]) -> Page:
         rate=next((p.rate for p in reversed(pages) if p.rate is not None), None),
         final=pages[-1].final,
         events_read=sum(p.events_read for p in pages),
+        threads=tuple(t for p in pages for t in p.threads),
     )
 
 
