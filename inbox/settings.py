@@ -354,9 +354,11 @@ class Settings(_Strict):
             if problem:
                 raise ConfigError(f"${DATABASE_URL_ENV}: {problem}")
         if "://" in db:
-            if db.startswith("sqlite:///") and not db.startswith("sqlite:////") and self.source:
+            if db.startswith("sqlite:///") and not db.startswith("sqlite:////"):
                 rel = db.removeprefix("sqlite:///")
-                if rel and rel != ":memory:":
+                if rel.startswith("~"):  # a home directory, as in a bare path
+                    return "sqlite:///" + str(Path(rel).expanduser())
+                if rel and rel != ":memory:" and self.source:
                     return "sqlite:///" + str((Path(self.source).parent / rel).resolve())
             return db
         path = Path(db).expanduser()

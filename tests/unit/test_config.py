@@ -186,6 +186,19 @@ def test_database_path_relative_to_the_file_and_env_override(tmp_path: Path, mon
             settings.database_url()
 
 
+def test_a_home_directory_in_a_database_url_is_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`sqlite:///~/inbox.db` is the file in the home directory, as the bare path `~/inbox.db` is,
+    from the config file or the environment; not a directory named `~` beside the config."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("INBOX_DATABASE_URL", raising=False)
+    home_db = f"sqlite:///{tmp_path / 'home' / 'inbox.db'}"
+    for value in ("~/inbox.db", "sqlite:///~/inbox.db"):
+        settings = load_settings(_write(tmp_path, f'database = "{value}"\n'))
+        assert settings.database_url() == home_db, value
+    monkeypatch.setenv("INBOX_DATABASE_URL", "sqlite:///~/inbox.db")
+    assert settings.database_url() == home_db
+
+
 # ── config.example.toml ───────────────────────────────────────────────────────────────────────
 
 
