@@ -14,9 +14,10 @@ cut short: the list carries each thread's readable messages by field expansion.
    exactly one list call).
 3. A changed thread's messages are taken newest-first from its nested `messages` edge until a message
    id the store already knows (asked through `known`, one batch per list page for all its threads).
-   Only where the nested read is cut short -- its `paging.next` set while no known id was reached and
-   fewer than the readable 20 were seen -- does the thread cost calls of its own: `/{conversation-id}/
-   messages` from that `next`, one `known` batch per page. A row whose nested edge is missing or not an
+   Only where the nested read is cut short -- its `paging.next` set while fewer than the readable 20
+   were seen, and no known id was reached or no remembered count says every new one was found (a
+   lost webhook's message may sit below the one stored) -- does the thread cost calls of its own:
+   `/{conversation-id}/messages` from that `next`, one `known` batch per page. A row whose nested edge is missing or not an
    edge (Graph may leave an expansion out, or answer it with an error) is read through
    `/{conversation-id}/messages` (`limit=20`) from the start. When the cursor remembers the thread's
    `message_count` and it grew by more than the new messages above the first known one, a message
@@ -73,7 +74,7 @@ from connectors.errors import (
     PermanentError,
     TextTooLongError,
 )
-from connectors.graph_client import GraphClient, next_link
+from connectors.graph_client import GraphClient, after_cursor, next_link
 from connectors.http import RetryPolicy
 from connectors.paging import NextUrlPager
 from connectors.graph_parse import (
@@ -236,7 +237,7 @@ class MetaConnector:
 
     def _read_thread(
         self, conv: Conversation, known: KnownIds, threshold: datetime | None, *,
-        nested: Mapping[str, Any] | None = None, stored: set[str] | None = None, grew: int = 0,
+        nested: Mapping[str, Any] | None = None, stored: set[str] | None = None, grew: int | None = None,
     ) -> tuple[list[InboundMessage], list[QuarantinedItem], Gap | None]:
         """A changed thread's messages the store lacks, newest first, page by page until a page that
         reaches a known one: from the list row's nested edge (`nested`; the stored ones among its ids
@@ -295,14 +296,16 @@ class MetaConnector:
             if isinstance(body, Mapping) and isinstance(body.get("messages"), Mapping):
                 link = next_link(body["messages"])
             # The next page only while no known message was reached, or fewer new ones were found
-            # than the thread's count grew by (late deliveries below the known ones).
-            if (saw_known and len(messages) + len(quarantined) >= grew) or readable >= HORIZON:
+            # than the thread's count grew by (late deliveries below the known ones); a nested edge
+            # cut short, without that count, is read on as the thread's own first page would be.
+            counted = grew is not None or not (from_nested and link is not None)
+            if (saw_known and counted and len(messages) + len(quarantined) >= (grew or 0)) or readable >= HORIZON:
                 break
             link = pager.advance(link, empty=not items)
             if link is None:
                 break
             url, params = link, None
-            after = _after_cursor(body) if from_nested else None
+            after = after_cursor(body) if from_nested else None
             if after is not None:
                 # Read on from the nested edge's cursor with our own fields (its `next` is built by
                 # Graph from the expansion, and carries the token).
@@ -385,20 +388,13 @@ class MetaConnector:
         self.client.close()
 
 
-def _count_growth(signature: Any, count: int | None) -> int:
+def _count_growth(signature: Any, count: int | None) -> int | None:
     """How many messages a thread gained since a pass remembered it (`recent`: [time, count]): a
-    late arrival dated before the stored newest one shows only here. 0 when either count is unknown."""
+    late arrival dated before the stored newest one shows only here. None when either count is unknown."""
     old = signature[1] if isinstance(signature, list) and len(signature) > 1 else None
     if count is None or isinstance(old, bool) or not isinstance(old, int) or old < 0:
-        return 0
+        return None
     return max(0, min(count - old, HORIZON))
-
-
-def _after_cursor(edge: Mapping[str, Any]) -> str | None:
-    paging = edge.get("paging")
-    cursors = paging.get("cursors") if isinstance(paging, Mapping) else None
-    after = cursors.get("after") if isinstance(cursors, Mapping) else None
-    return after if isinstance(after, str) and after and len(after) <= 1024 else None
 
 
 def _cursor_time(cursor: Mapping[str, Any] | None) -> datetime | None:

@@ -91,3 +91,11 @@ def next_link(body: Mapping[str, Any]) -> str | None:
     if isinstance(paging, Mapping) and isinstance(paging.get("next"), str) and paging["next"]:
         return str(paging["next"])
     return None
+
+
+def after_cursor(edge: Mapping[str, Any]) -> str | None:
+    """An edge's `paging.cursors.after`, to read on with our own fields instead of its `next`."""
+    paging = edge.get("paging")
+    cursors = paging.get("cursors") if isinstance(paging, Mapping) else None
+    after = cursors.get("after") if isinstance(cursors, Mapping) else None
+    return after if isinstance(after, str) and after and len(after) <= 1024 else None

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from inbox.store.models import Account, SyncGap
+from inbox.store.models import Account, SyncGap, SyncState
 from sandbox import Sandbox
 from tests.contract.test_connectors_contract import Store, drain, open_connector, wire  # noqa: F401 (a fixture)
 from tests.store.test_sync import assert_complete, fast_factory, sandbox_settings, stored_ids
@@ -149,19 +149,27 @@ def test_changed_threads_cost_only_the_listing(engine, db_url, sandbox, name):
 @pytest.mark.parametrize("name", META)
 def test_a_nested_read_cut_short_reads_on_through_the_thread_alone(engine, db_url, sandbox, name):
     """The list serves 3 of each thread's messages: a thread whose 3 are all new (no known one
-    reached) reads on through its own edge; one whose 3 reach a stored message does not."""
+    reached) reads on through its own edge; one whose 3 reach a stored message reads on only when
+    the cursor remembers no count for it (below the stored one may sit a message whose webhook was
+    lost); with its count remembered, the count says every new one was found."""
     from inbox.sync.account import sync_account
 
     settings = sandbox_settings(sandbox, db_url)
     acc = settings.account(name)
     factory = fast_factory(settings)
     assert sync_account(engine, settings, acc, connector_factory=factory).status == "ok"
-    _new_messages(sandbox, name, [2, 8, 1, 12])  # two threads with more new messages than the nested 3
+    with engine.connect() as conn:
+        remembered = set(conn.execute(sa.select(SyncState.__table__.c.cursor).join(
+            Account.__table__, Account.__table__.c.id == SyncState.__table__.c.account_id).where(
+            Account.__table__.c.name == name)).scalar_one()["recent"])
+    threads = _new_messages(sandbox, name, [2, 8, 1, 12])  # two threads with more new messages than the nested 3
     sandbox.cut_nested(3)
     sandbox.clear_calls()
     res = sync_account(engine, settings, acc, connector_factory=factory)
     assert res.status == "ok" and res.counts.new_messages == 23
-    assert _gets(sandbox, name) == (1, 2)
+    short_uncounted = [t for t in (threads[0], threads[2])  # cut: more than the 3 served
+                       if t not in remembered and len(sandbox.thread_messages(name, t)) > 3]
+    assert _gets(sandbox, name) == (1, 2 + len(short_uncounted))
     assert_complete(engine, sandbox, (name,), exact=False)
     assert len(stored_ids(engine, name)) == len(set(stored_ids(engine, name)))
 
@@ -324,3 +332,21 @@ def test_a_message_below_one_stored_by_webhook_is_read(name: str, nested: bool) 
         messages, _, _ = drain(open_connector(sb, name), cursor, store)
         assert [m.external_id for m in messages] == [lost]
         assert _gets(sb, name) == (1, 0 if nested else 1)
+
+
+@pytest.mark.parametrize("name", META)
+def test_a_message_below_one_stored_by_webhook_is_read_past_a_cut_short_nested_edge(name: str) -> None:
+    """As above, but Graph cuts the nested edge to its newest message, the one stored by webhook:
+    a cut edge is read on to the horizon, as the thread's own first page would be, at one call."""
+    with Sandbox(seed=7).start() as sb:
+        store = Store()
+        _, _, cursor = drain(open_connector(sb, name), None, store)
+        thread = sb.threads(name)[2]
+        lost = sb.inject(name, text="Kak, pesanan INV/20261203/MPL/4455667788 belum sampai", thread=thread)
+        came = sb.inject(name, text="Tolong dibantu ya kak", thread=thread)
+        store.ids.add(came)  # stored by its webhook
+        sb.cut_nested(1)
+        sb.clear_calls()
+        messages, _, _ = drain(open_connector(sb, name), cursor, store)
+        assert [m.external_id for m in messages] == [lost]
+        assert _gets(sb, name) == (1, 1)
