@@ -16,7 +16,8 @@ cut short: the list carries each thread's readable messages by field expansion.
    id the store already knows (asked through `known`, one batch per list page for all its threads).
    Only where the nested read is cut short -- its `paging.next` set while fewer than the readable 20
    were seen, and no known id was reached or no remembered count says every new one was found (a
-   lost webhook's message may sit below the one stored) -- does the thread cost calls of its own:
+   lost webhook's message may sit below the one stored; the same holds for any page cut short) --
+   does the thread cost calls of its own:
    `/{conversation-id}/messages` from that `next`, one `known` batch per page. A row whose nested edge is missing or not an
    edge (Graph may leave an expansion out, or answer it with an error) is read through
    `/{conversation-id}/messages` (`limit=20`) from the start. When the cursor remembers the thread's
@@ -296,9 +297,9 @@ class MetaConnector:
             if isinstance(body, Mapping) and isinstance(body.get("messages"), Mapping):
                 link = next_link(body["messages"])
             # The next page only while no known message was reached, or fewer new ones were found
-            # than the thread's count grew by (late deliveries below the known ones); a nested edge
-            # cut short, without that count, is read on as the thread's own first page would be.
-            counted = grew is not None or not (from_nested and link is not None)
+            # than the thread's count grew by (late deliveries below the known ones); a page cut short
+            # of the horizon (nested or not), without that count, is read on to the horizon.
+            counted = grew is not None or link is None
             if (saw_known and counted and len(messages) + len(quarantined) >= (grew or 0)) or readable >= HORIZON:
                 break
             link = pager.advance(link, empty=not items)

@@ -186,6 +186,12 @@ class Sandbox(AccountsMixin, InjectionMixin, DispatchMixin):
         with self.state.lock:
             self.state.nested_cap = cap
 
+    def cut_pages(self, cap: int | None) -> None:
+        """Serve at most `cap` messages in each page of a thread's own `/{thread}/messages` edge (its
+        `paging.next` reads on), as `cut_nested` does for the listing's nested edge; None: as asked."""
+        with self.state.lock:
+            self.state.page_cap = cap
+
     def public_links(self, on: bool = True) -> None:
         """Write Graph `paging.next` / `previous` links on the platform's public origin
         (`https://graph.facebook.com/v23.0/...`, `https://graph.instagram.com/...`), as real Graph

@@ -74,7 +74,8 @@ def _route(state: State, ctx: Ctx) -> Reply:
         acc = state.meta[th.account]
         fields = parse_fields(q.get("fields") or DEFAULT_MESSAGE_FIELDS)
         limit = page_limit(q.get("limit"), 25)
-        return Reply(200, messages_edge(ctx, acc, th, fields, limit, q.get("after"), q.get("before"), q.get("fields") or ""))
+        return Reply(200, messages_edge(ctx, acc, th, fields, limit, q.get("after"), q.get("before"), q.get("fields") or "",
+                                        cap=state.page_cap))
     if len(parts) == 1 and method == "GET":
         return Reply(200, get_node(state, ctx, head))
     raise GraphError(100, f"(#100) Unsupported {method.lower()} request.", type_="GraphMethodException")

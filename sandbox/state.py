@@ -204,6 +204,7 @@ class State:
         # At most this many messages in a conversation listing's nested `messages` edge (None: as
         # asked), `paging.next` still set: Graph may cut a page short of its limit.
         self.nested_cap: int | None = None
+        self.page_cap: int | None = None  # the same for a thread's own `/{thread}/messages` pages
         # Graph paging links on the platform's public origin (https://graph.facebook.com/vNN.0/...),
         # as real Graph writes them, instead of the sandbox's own host and path prefix.
         self.public_links = False

@@ -335,9 +335,11 @@ def test_a_message_below_one_stored_by_webhook_is_read(name: str, nested: bool) 
 
 
 @pytest.mark.parametrize("name", META)
-def test_a_message_below_one_stored_by_webhook_is_read_past_a_cut_short_nested_edge(name: str) -> None:
-    """As above, but Graph cuts the nested edge to its newest message, the one stored by webhook:
-    a cut edge is read on to the horizon, as the thread's own first page would be, at one call."""
+@pytest.mark.parametrize("nested", [True, False])
+def test_a_message_below_one_stored_by_webhook_is_read_past_a_page_cut_short(name: str, nested: bool) -> None:
+    """As above, but Graph cuts the page (the nested edge, or the thread's own first page) to its
+    newest message, the one stored by webhook: a page cut short is read on to the horizon when no
+    remembered count says every new message was found."""
     with Sandbox(seed=7).start() as sb:
         store = Store()
         _, _, cursor = drain(open_connector(sb, name), None, store)
@@ -345,8 +347,13 @@ def test_a_message_below_one_stored_by_webhook_is_read_past_a_cut_short_nested_e
         lost = sb.inject(name, text="Kak, pesanan INV/20261203/MPL/4455667788 belum sampai", thread=thread)
         came = sb.inject(name, text="Tolong dibantu ya kak", thread=thread)
         store.ids.add(came)  # stored by its webhook
-        sb.cut_nested(1)
+        if nested:
+            sb.cut_nested(1)
+        else:
+            sb.fault("poison", account=name, path="/conversations", target=thread, field="messages", value=None)
+            sb.cut_pages(1)
         sb.clear_calls()
         messages, _, _ = drain(open_connector(sb, name), cursor, store)
         assert [m.external_id for m in messages] == [lost]
-        assert _gets(sb, name) == (1, 1)
+        # Nested: one read on, a whole page. Own edge: a page a message, to the horizon or the end.
+        assert _gets(sb, name) == (1, 1 if nested else min(20, len(sb.thread_messages(name, thread))))
