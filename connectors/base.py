@@ -192,10 +192,11 @@ class Ignored:
 
 @dataclass(frozen=True, slots=True)
 class Edit:
-    """A message's new text (Messenger `message_edit`): the stored message is updated in place."""
+    """A message's new text (Messenger `message_edit`): the stored message is updated in place.
+    No text: the customer unsent it (Instagram `is_deleted`); the stored message becomes deleted."""
 
     external_id: str
-    text: str
+    text: str | None
     num_edit: int  # the platform's count of edits: an older edit arriving late never wins
     edited_at: datetime
 

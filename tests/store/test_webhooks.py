@@ -723,3 +723,41 @@ def test_a_body_sent_a_byte_at_a_time_is_refused_and_holds_up_nothing(engine, db
         assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
         wait_until(lambda: messages(engine, "m_meanwhile"))
     assert [bytes(d.body) for d in deliveries(engine)] == [ok]
+
+
+def test_an_instagram_unsend_of_a_stored_message_marks_it_deleted_once(engine, db_url) -> None:
+    """Instagram's unsend is the message's own `mid` again with `is_deleted: true`. It was taken for
+    a redelivery of a stored message and dropped: the store kept showing the text the customer took
+    back. Now the stored message becomes deleted (its text kept in the raw payload, as an edit's
+    earlier text is), its words leave the search index, and a redelivery or a late edit changes
+    nothing; an unsend of a message never stored is stored as the deleted message it is."""
+    from inbox.intake import receiver
+    from inbox.search import search
+    from inbox.store.tables import message as m
+
+    settings = plain_settings(db_url)
+    processor = receiver.Processor.build(engine, settings, graph=False)
+
+    def ig(mid: str, message: dict[str, Any], ts: int) -> bytes:
+        return json.dumps({"object": "instagram", "entry": [{"id": IG_ID, "time": ts, "messaging": [
+            {"sender": {"id": "7301"}, "recipient": {"id": IG_ID}, "timestamp": ts, "message": {"mid": mid, **message}}]}]}).encode()
+
+    receiver.store(engine, "meta", ig("ig_unsent", {"text": "alamat saya Jl. Kenanga 12 no hp 0812"}, 1764640000000), "application/json")
+    processor.process_pending()
+    assert len(search(engine, "Kenanga")) == 1
+    for _ in range(2):  # and redelivered
+        receiver.store(engine, "meta", ig("ig_unsent", {"is_deleted": True}, 1764640060000), "application/json")
+        processor.process_pending()
+    late_edit = {"object": "instagram", "entry": [{"id": IG_ID, "time": 1764640090000, "messaging": [
+        {"sender": {"id": "7301"}, "recipient": {"id": IG_ID}, "timestamp": 1764640090000,
+         "message_edit": {"mid": "ig_unsent", "text": "versi lain", "num_edit": 1}}]}]}
+    receiver.store(engine, "meta", json.dumps(late_edit).encode(), "application/json")
+    receiver.store(engine, "meta", ig("ig_never_stored", {"is_deleted": True}, 1764640070000), "application/json")
+    processor.process_pending()
+    with engine.connect() as conn:
+        rows = {r.external_id: r for r in conn.execute(sa.select(m.c.external_id, m.c.text, m.c.kind, m.c.raw))}
+    assert (rows["ig_unsent"].kind, rows["ig_unsent"].text) == ("deleted", None)
+    assert [(h.get("unsent"), h["previous_text"]) for h in rows["ig_unsent"].raw["edits"]] == [(True, "alamat saya Jl. Kenanga 12 no hp 0812")]
+    assert (rows["ig_never_stored"].kind, rows["ig_never_stored"].text) == ("deleted", None)
+    assert search(engine, "Kenanga") == []
+    assert {d.state for d in deliveries(engine)} == {"done"}
