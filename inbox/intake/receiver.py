@@ -49,6 +49,9 @@ PENDING, DONE, QUARANTINED = "pending", "done", "quarantined"
 SOURCES = ("meta", "x")
 MAX_ATTEMPTS = 5  # a delivery whose messages fail to store this often is quarantined (never blocks the rest)
 BATCH = 500  # deliveries ingested together (one page per account): a burst costs one transaction, not hundreds
+# ...and at most this many bytes of their bodies (at least one delivery): a backlog of full deliveries
+# (Meta's hold up to 1,000 events) read and decoded 500 at a time is gigabytes, met again on every restart.
+BATCH_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,10 +197,22 @@ class Processor:
         return x_webhook.parse(data, xs, received=received, skew=self.skew)
 
     def pending(self, limit: int = BATCH) -> list[Any]:
+        """The oldest pending deliveries: `limit` of them, or fewer whose bodies fill `BATCH_BYTES`."""
         with self.engine.connect() as conn:
+            sizes = conn.execute(
+                sa.select(_d.c.id, sa.func.length(_d.c.body).label("size")).where(_d.c.state == PENDING).order_by(_d.c.id).limit(limit)
+            ).all()
+            ids, total = [], 0
+            for row in sizes:
+                total += row.size or 0
+                if ids and total > BATCH_BYTES:
+                    break
+                ids.append(row.id)
+            if not ids:
+                return []
             return conn.execute(
                 sa.select(_d.c.id, _d.c.source, _d.c.body, _d.c.received_at, _d.c.attempts)
-                .where(_d.c.state == PENDING).order_by(_d.c.id).limit(limit)
+                .where(_d.c.id.in_(ids), _d.c.state == PENDING).order_by(_d.c.id)
             ).all()
 
     def process_pending(self, limit: int = BATCH) -> IngestResult:

@@ -761,3 +761,24 @@ def test_an_instagram_unsend_of_a_stored_message_marks_it_deleted_once(engine, d
     assert (rows["ig_never_stored"].kind, rows["ig_never_stored"].text) == ("deleted", None)
     assert search(engine, "Kenanga") == []
     assert {d.state for d in deliveries(engine)} == {"done"}
+
+
+def test_a_batch_of_deliveries_is_bounded_by_their_bytes_as_well_as_their_number(engine, db_url, monkeypatch) -> None:
+    """A batch was up to 500 deliveries whatever their size: after an outage, a backlog of Meta's
+    full deliveries (up to 1,000 events, `max_body_bytes` each) was read and decoded whole into one
+    batch, gigabytes, and a process killed for its memory met the same batch on every restart.
+    A batch now stops at `BATCH_BYTES` of bodies, and always takes at least one delivery."""
+    from inbox.intake import receiver
+
+    settings = plain_settings(db_url)
+    processor = receiver.Processor.build(engine, settings, graph=False)
+    bodies = [hello(mid=f"m_sized_{i}", sender=str(7400 + i), text="pesanan belum sampai " * (40 if i != 2 else 400)) for i in range(4)]
+    monkeypatch.setattr(receiver, "BATCH_BYTES", len(bodies[0]) * 2)
+    for body in bodies:
+        receiver.store(engine, "meta", body, "application/json")
+    assert processor.process_pending().new_messages == 2  # the first two fill the batch
+    assert processor.process_pending().new_messages == 1  # the third is over the bound alone: taken all the same
+    assert processor.process_pending().new_messages == 1
+    assert processor.process_pending().new_messages == 0
+    assert [r.external_id for r in messages(engine)] == [f"m_sized_{i}" for i in range(4)]
+    assert {d.state for d in deliveries(engine)} == {"done"}
