@@ -638,6 +638,97 @@ def test_hostile_x_deliveries_are_quarantined_or_ignored_never_an_error(body: An
             assert msg.external_id.isdigit() and msg.sent_at.tzinfo is not None
 
 
+def _meta_event(event: dict[str, Any], obj: str = "page", entry: str = PAGE_ID, ts: int = 1764640000000, key: str = "messaging") -> dict[str, Any]:
+    return {"object": obj, "entry": [{"id": entry, "time": ts, key: [{"sender": {"id": "5678"}, "recipient": {"id": entry}, "timestamp": ts, **event}]}]}
+
+
+def _x_event(event_id: str, message_create: dict[str, Any], **more: Any) -> dict[str, Any]:
+    return {"for_user_id": X_ID, "direct_message_events": [{"type": "message_create", "id": event_id, "created_timestamp": "1764640000000",
+                                                            "message_create": message_create}], **more}
+
+
+_CUSTOMER = "1205290247124217856"
+T = "2025-12-02T01:46:40+00:00"
+# Shapes the sandbox does not send, each with what the parser makes of it: a message (id, direction,
+# kind, text, attachments), an edit, an item quarantined, or an event ignored.
+SHAPES: list[tuple[str, str, Any, list[tuple[Any, ...]]]] = [
+    ("fallback attachment (a link)", "meta", _meta_event({"message": {"mid": "m_fb", "attachments": [{"type": "fallback", "payload": {"url": "https://l.example/x", "title": "Promo"}}]}}),
+     [("message", "m_fb", "in", "attachment", None, (("fallback", "https://l.example/x"),), T)]),
+    ("template echo (our buttons)", "meta", _meta_event({"sender": {"id": PAGE_ID}, "recipient": {"id": "5678"}, "message": {
+        "mid": "m_tpl", "is_echo": True, "app_id": 1, "attachments": [{"type": "template", "payload": {"template_type": "button", "buttons": []}}]}}),
+     [("message", "m_tpl", "out", "attachment", None, (("template", None),), T)]),
+    ("sticker (not a like)", "meta", _meta_event({"message": {"mid": "m_st", "sticker_id": 123, "attachments": [{"type": "image", "payload": {"url": "https://s.example/1.png", "sticker_id": 123}}]}}),
+     [("message", "m_st", "in", "attachment", None, (("image", "https://s.example/1.png"),), T)]),
+    ("like sticker", "meta", _meta_event({"message": {"mid": "m_like", "sticker_id": 369239263222822, "attachments": [{"type": "image", "payload": {"url": "https://s.example/l.png", "sticker_id": 369239263222822}}]}}),
+     [("message", "m_like", "in", "text", "\N{THUMBS UP SIGN}", (), T)]),
+    ("ig_reel", "meta", _meta_event({"message": {"mid": "m_reel", "attachments": [{"type": "ig_reel", "payload": {"reel_video_id": "1", "title": "reel", "url": "https://r.example/1"}}]}}, "instagram", IG_ID),
+     [("message", "m_reel", "in", "attachment", None, (("ig_reel", "https://r.example/1"),), T)]),
+    ("story mention", "meta", _meta_event({"message": {"mid": "m_sm", "attachments": [{"type": "story_mention", "payload": {"url": "https://st.example/1"}}]}}, "instagram", IG_ID),
+     [("message", "m_sm", "in", "story_mention", None, (("story_mention", "https://st.example/1"),), T)]),
+    ("story reply", "meta", _meta_event({"message": {"mid": "m_sr", "text": "wah", "reply_to": {"story": {"url": "https://st.example/2", "id": "99"}}}}, "instagram", IG_ID),
+     [("message", "m_sr", "in", "story_reply", "wah", (("story_reply", "https://st.example/2"),), T)]),
+    ("quoted reply (reply_to a mid)", "meta", _meta_event({"message": {"mid": "m_q", "text": "yang ini kak", "reply_to": {"mid": "m_fb"}}}),
+     [("message", "m_q", "in", "text", "yang ini kak", (), T)]),
+    ("is_unsupported", "meta", _meta_event({"message": {"mid": "m_un", "is_unsupported": True}}, "instagram", IG_ID),
+     [("message", "m_un", "in", "unsupported", None, (), T)]),
+    ("unsend: a deleted message and its edit to nothing", "meta", _meta_event({"message": {"mid": "m_del", "is_deleted": True}}, "instagram", IG_ID),
+     [("message", "m_del", "in", "deleted", None, (), T), ("edit", "m_del", None)]),
+    ("message_edit", "meta", _meta_event({"message_edit": {"mid": "m_fb", "text": "baru", "num_edit": 2}}), [("edit", "m_fb", "baru")]),
+    ("reaction", "meta", _meta_event({"reaction": {"mid": "m_fb", "action": "react", "reaction": "love", "emoji": "\u2764"}}), [("ignored", "reaction")]),
+    ("postback", "meta", _meta_event({"postback": {"title": "Mulai", "payload": "GET_STARTED", "mid": "m_pb"}}), [("ignored", "postback")]),
+    ("referral", "meta", _meta_event({"referral": {"ref": "promo", "source": "ADS", "type": "OPEN_THREAD"}}), [("ignored", "referral")]),
+    ("read", "meta", _meta_event({"read": {"watermark": 1764640000000}}), [("ignored", "read")]),
+    ("delivery without mids", "meta", _meta_event({"delivery": {"watermark": 1764640000000}}), [("ignored", "delivery")]),
+    ("standby (handover protocol)", "meta", _meta_event({"message": {"mid": "m_sb", "text": "halo"}}, key="standby"), [("message", "m_sb", "in", "text", "halo", (), T)]),
+    ("time in seconds", "meta", _meta_event({"message": {"mid": "m_s", "text": "detik"}}, ts=1764640000), [("message", "m_s", "in", "text", "detik", (), T)]),
+    ("a mid in two entries of one delivery (the ingest stores it once)", "meta",
+     {"object": "page", "entry": [_meta_event({"message": {"mid": "m_2x", "text": "a"}})["entry"][0]] * 2},
+     [("message", "m_2x", "in", "text", "a", (), T)] * 2),
+    ("an entry for an account not configured", "meta", _meta_event({"message": {"mid": "m_other", "text": "a"}}, entry="999"), [("ignored", "entry")]),
+    ("X: no target (the customer's)", "x", _x_event("1995000000000000201", {"sender_id": _CUSTOMER, "message_data": {"text": "halo"}}),
+     [("message", "1995000000000000201", "in", "text", "halo", (), T)]),
+    ("X: no target (ours): no thread to put it in", "x", _x_event("1995000000000000202", {"sender_id": X_ID, "message_data": {"text": "x"}}), [("quarantined",)]),
+    ("X: no sender", "x", _x_event("1995000000000000203", {"target": {"recipient_id": X_ID}, "message_data": {"text": "x"}}), [("quarantined",)]),
+    ("X: no message_data", "x", _x_event("1995000000000000204", {"sender_id": _CUSTOMER, "target": {"recipient_id": X_ID}}),
+     [("message", "1995000000000000204", "in", "text", None, (), T)]),
+    ("X: users and apps absent, ids as numbers", "x", {"for_user_id": int(X_ID), "direct_message_events": [{"type": "message_create", "id": 1995000000000000205,
+     "created_timestamp": "1764640000000", "message_create": {"sender_id": int(_CUSTOMER), "target": {"recipient_id": int(X_ID)}, "message_data": {"text": "angka"}}}]},
+     [("message", "1995000000000000205", "in", "text", "angka", (), T)]),
+    ("X: typing and read", "x", {"for_user_id": X_ID, "direct_message_indicate_typing_events": [{"sender_id": _CUSTOMER}],
+                                 "direct_message_mark_read_events": [{"sender_id": _CUSTOMER, "last_read_event_id": "1"}]}, [("ignored", "typing"), ("ignored", "read")]),
+    ("X: another kind of event", "x", {"for_user_id": X_ID, "tweet_create_events": [{}]}, [("ignored", "delivery")]),
+    ("X Activity: dm.read", "x", {"event_type": "dm.read", "filter": {"user_id": X_ID}, "payload": {}}, [("ignored", "dm.read")]),
+]
+
+
+def _shape_outcome(parsed: Any) -> list[tuple[Any, ...]]:
+    out: list[tuple[Any, ...]] = []
+    for b in parsed.batches:
+        out += [("message", m.external_id, m.direction.value, m.kind.value, m.text, tuple((a.type, a.url) for a in m.attachments),
+                 m.sent_at.isoformat()) for m in b.messages]
+        out += [("edit", e.external_id, e.text) for e in b.edits]
+        out += [("quarantined",) for _q in b.quarantined]
+    return out + [("ignored", i.what) for i in parsed.ignored]
+
+
+@pytest.mark.parametrize(("case", "source", "body", "expected"), SHAPES, ids=[c[0] for c in SHAPES])
+def test_payload_shapes_the_sandbox_does_not_send(case: str, source: str, body: Any, expected: list[tuple[Any, ...]]) -> None:
+    from datetime import datetime, timezone
+
+    from connectors import meta_webhook, x_webhook
+    from connectors.enums import Channel
+    from connectors.graph_parse import MetaContext
+
+    received = datetime(2026, 12, 2, tzinfo=timezone.utc)
+    if source == "meta":
+        accounts = {(Channel.FACEBOOK, PAGE_ID): MetaContext(Channel.FACEBOOK, PAGE_ID, frozenset({PAGE_ID})),
+                    (Channel.INSTAGRAM, IG_ID): MetaContext(Channel.INSTAGRAM, IG_ID, frozenset({IG_ID, PAGE_ID}))}
+        parsed = meta_webhook.parse(body, accounts, lambda c, u: f"t_{u}", received=received)
+    else:
+        parsed = x_webhook.parse(body, frozenset({X_ID}), received=received)
+    assert _shape_outcome(parsed) == expected
+
+
 REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "payloads"
 
 
