@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from connectors.base import AccountBatch, Edit, Ignored, InboundMessage, ParsedDelivery, QuarantinedItem
+from connectors.base import AccountBatch, Edit, Ignored, InboundMessage, ParsedDelivery, QuarantinedItem, bounded_text
 from connectors.channels import CHANNELS
 from connectors.enums import Channel, MessageKind
 from connectors.errors import ParseError
@@ -215,7 +215,7 @@ def parse_edit(event: Mapping[str, Any], ctx: MetaContext, *, received: datetime
         return Ignored("message_edit", "edit without text", ctx.account_id)
     at, _flag = platform_time(event.get("timestamp"), received, skew)
     number = count if isinstance(count, int) and not isinstance(count, bool) and 0 <= count < 2**31 else 0
-    return Edit(mid, text, number, at)
+    return Edit(mid, bounded_text(text)[0], number, at)  # cut as a message's text is (the delivery keeps it whole)
 
 
 def graph_node(message: Mapping[str, Any], event: Mapping[str, Any], author: str, customer: str) -> dict[str, Any]:

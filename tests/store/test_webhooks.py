@@ -873,3 +873,27 @@ def test_a_batch_of_deliveries_is_bounded_by_their_bytes_as_well_as_their_number
     assert processor.process_pending().new_messages == 0
     assert [r.external_id for r in messages(engine)] == [f"m_sized_{i}" for i in range(4)]
     assert {d.state for d in deliveries(engine)} == {"done"}
+
+
+def test_a_text_longer_than_the_store_keeps_is_cut_and_never_stops_the_intake(engine, db_url) -> None:
+    """A signed delivery within `max_body_bytes` whose text is 700 kB of distinct words: PostgreSQL's
+    search index refuses it ("string is too long for tsvector"), an OperationalError the intake took
+    for a store that is away, so it tried the same batch every second for ever and no later delivery
+    was stored. The text is now cut at `MAX_TEXT_LENGTH` (the whole of it stays in the raw payload,
+    the message flagged), as the poll cuts it; the next delivery is stored as usual."""
+    from connectors.base import MAX_TEXT_LENGTH
+    from inbox.intake import receiver
+    from inbox.store.tables import message as m
+
+    settings = plain_settings(db_url)
+    processor = receiver.Processor.build(engine, settings, graph=False)
+    text = " ".join(f"w{i:x}" for i in range(110_000))
+    receiver.store(engine, "meta", hello(mid="m_long", text=text), "application/json")
+    receiver.store(engine, "meta", hello(mid="m_after_long", sender="7501"), "application/json")
+    processor.process_pending()
+    with engine.connect() as conn:
+        rows = {r.external_id: r for r in conn.execute(sa.select(m.c.external_id, m.c.text, m.c.flags, m.c.raw))}
+    assert set(rows) == {"m_long", "m_after_long"}
+    assert rows["m_long"].text == text[:MAX_TEXT_LENGTH] and rows["m_long"].flags == "text_cut"
+    assert rows["m_long"].raw["message"] == text
+    assert {d.state for d in deliveries(engine)} == {"done"}
