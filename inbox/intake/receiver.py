@@ -247,9 +247,9 @@ class Processor:
             parsed.append((row, result))
         try:
             total = self._ingest([p for _row, p in parsed])
-        except (ConflictError, sa.exc.OperationalError, sa.exc.InterfaceError):
-            raise  # the writer lock is busy or the store is away: the whole batch again later, no attempt counted
         except Exception as exc:
+            if store_away(exc):
+                raise  # the writer lock is busy or the store is away: the whole batch again later, no attempt counted
             log.warning("webhook: a batch of %d deliveries failed to store (%s); storing them one by one", len(parsed), describe(exc))
             for row, p in parsed:
                 try:
@@ -295,6 +295,18 @@ class Processor:
         with self.engine.begin() as conn:
             for start in range(0, len(ids), 500):
                 conn.execute(sa.update(_d).where(_d.c.id.in_(ids[start:start + 500])).values(**values))
+
+
+def store_away(exc: BaseException) -> bool:
+    """The writer lock is busy or the store is away: not the deliveries' fault. A limit of the store
+    (PostgreSQL's class 54, "program limit exceeded", is an OperationalError as a lost connection
+    is; SQLite's too many variables) refuses these deliveries, and would refuse them for ever."""
+    if isinstance(exc, (ConflictError, sa.exc.InterfaceError)):
+        return True
+    if not isinstance(exc, sa.exc.OperationalError):
+        return False
+    code = str(getattr(exc.orig, "sqlstate", None) or "")
+    return not code.startswith("54") and "too many SQL variables" not in str(exc.orig)
 
 
 def apply_edits(engine: Engine, ref: AccountRef, edits: Sequence[Edit], lock_timeout: float) -> int:

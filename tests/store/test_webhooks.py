@@ -897,3 +897,30 @@ def test_a_text_longer_than_the_store_keeps_is_cut_and_never_stops_the_intake(en
     assert rows["m_long"].text == text[:MAX_TEXT_LENGTH] and rows["m_long"].flags == "text_cut"
     assert rows["m_long"].raw["message"] == text
     assert {d.state for d in deliveries(engine)} == {"done"}
+
+
+def test_a_store_limit_is_the_delivery_s_failure_not_a_store_that_is_away(engine, db_url, monkeypatch) -> None:
+    """Any other limit of the store (PostgreSQL's class 54, "program limit exceeded": an
+    OperationalError, as a lost connection is) was taken for a store that is away: the batch again
+    every second, no attempt counted, for ever. It is now the delivery's own failure: the batch is
+    stored one by one, the others go in, and the refused one is quarantined after its attempts."""
+    import psycopg
+
+    from inbox.intake import receiver
+
+    real = receiver.ingest_page
+
+    def refusing(engine_: Any, ref: Any, page: Any, *args: Any, **kw: Any) -> Any:
+        if any(m.external_id == "m_refused" for m in page.messages):
+            raise sa.exc.OperationalError("INSERT INTO message ...", {}, psycopg.errors.ProgramLimitExceeded("string is too long for tsvector"))
+        return real(engine_, ref, page, *args, **kw)
+
+    monkeypatch.setattr(receiver, "ingest_page", refusing)
+    settings = plain_settings(db_url)
+    processor = receiver.Processor.build(engine, settings, graph=False)
+    receiver.store(engine, "meta", hello(mid="m_refused", sender="7601"), "application/json")
+    receiver.store(engine, "meta", hello(mid="m_fine", sender="7602"), "application/json")
+    for _ in range(receiver.MAX_ATTEMPTS):
+        processor.process_pending()
+    assert [r.external_id for r in messages(engine)] == ["m_fine"]
+    assert [(d.state, (d.error or "")[:12]) for d in deliveries(engine)] == [("quarantined", "store failed"), ("done", "")]
