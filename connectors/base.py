@@ -24,6 +24,18 @@ MAX_USER_ID_LENGTH = 100  # PSIDs, IGSIDs, X user ids
 # Counts a platform reports (a thread's message_count, rate limits) land in INTEGER columns: a larger
 # one is no real count, and is taken as unknown rather than refused by the store with the page.
 MAX_COUNT = 2**31 - 1
+# The characters of a message's text the store keeps; the whole text stays in the raw payload and
+# the message is flagged `text_cut`. Every platform's own limit is far below (X: 10,000). Beyond
+# about 300,000 distinct words PostgreSQL's search index refuses the text, and the page (or the
+# webhook batch) holding it could never be stored.
+MAX_TEXT_LENGTH = 65_536
+
+
+def bounded_text(text: str | None) -> tuple[str | None, bool]:
+    """`text` cut at MAX_TEXT_LENGTH, and whether it was."""
+    if text is None or len(text) <= MAX_TEXT_LENGTH:
+        return text, False
+    return text[:MAX_TEXT_LENGTH], True
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,10 +207,11 @@ class Ignored:
 
 @dataclass(frozen=True, slots=True)
 class Edit:
-    """A message's new text (Messenger `message_edit`): the stored message is updated in place."""
+    """A message's new text (Messenger `message_edit`): the stored message is updated in place.
+    No text: the customer unsent it (Instagram `is_deleted`); the stored message becomes deleted."""
 
     external_id: str
-    text: str
+    text: str | None
     num_edit: int  # the platform's count of edits: an older edit arriving late never wins
     edited_at: datetime
 

@@ -52,6 +52,7 @@ class MessageFlag(str, Enum):
     TIME_INVALID = "time_invalid"  # unreadable, or before any of these platforms existed: received time
     TIME_FUTURE = "time_future"  # beyond the platform's clock plus the allowed skew: received time
     SENDER_INFERRED = "sender_inferred"  # no usable sender: the thread's one other participant
+    TEXT_CUT = "text_cut"  # longer than the store keeps (connectors.base.MAX_TEXT_LENGTH): its start is stored
 
     @property
     def description(self) -> str:
@@ -60,4 +61,5 @@ class MessageFlag(str, Enum):
             "time_invalid": "the platform's time was unusable; the time it was received is shown",
             "time_future": "the platform dated it in the future; the time it was received is shown",
             "sender_inferred": "the platform gave no sender; the thread's other participant is shown",
+            "text_cut": "the text is longer than the store keeps; its start is shown, the whole of it is in the raw payload",
         }[self.value]

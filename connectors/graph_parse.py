@@ -22,6 +22,7 @@ from connectors.base import (
     Attachment,
     InboundMessage,
     Participant,
+    bounded_text,
 )
 from connectors.enums import Channel, Direction, MessageFlag, MessageKind
 from connectors.errors import ParseError
@@ -221,7 +222,9 @@ def parse_message(
         customer = author
 
     text = item.get("message")
-    text = text if isinstance(text, str) and text != "" else None
+    text, cut = bounded_text(text if isinstance(text, str) and text != "" else None)
+    if cut:
+        flags.append(MessageFlag.TEXT_CUT)
     attachments: list[Attachment] = []
     for att in _data(item.get("attachments")):
         attachments.append(parse_attachment(att))

@@ -4,7 +4,9 @@ Each `entry[].messaging[]` (or `standby[]`, under the handover protocol) event t
 `message` is rewritten into the Graph message node the poll reads (`{id, created_time, from, to,
 message, attachments, shares, story, is_deleted, is_unsupported}`) and parsed by
 `meta_parse.parse_message`, so both paths store the same values under the same key (the `mid`).
-Echoes (`is_echo`) are ours: from the account, to the customer. Other events (reads, deliveries,
+Echoes (`is_echo`) are ours: from the account, to the customer. An Instagram unsend (`is_deleted`,
+the message's own mid again) is a message and also an `Edit` without text, for when it is stored
+already. Other events (reads, deliveries,
 edits, reactions, postbacks, referrals, opt-ins) are acknowledged, not stored, each with a reason.
 
 A webhook names the customer, not the Graph conversation; `thread_of(ctx, customer_id)` (the
@@ -17,9 +19,9 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from connectors.base import AccountBatch, Edit, Ignored, InboundMessage, ParsedDelivery, QuarantinedItem
+from connectors.base import AccountBatch, Edit, Ignored, InboundMessage, ParsedDelivery, QuarantinedItem, bounded_text
 from connectors.channels import CHANNELS
-from connectors.enums import Channel
+from connectors.enums import Channel, MessageKind
 from connectors.errors import ParseError
 from connectors.graph_parse import MetaContext, parse_message
 from connectors.redact import scrub
@@ -118,6 +120,9 @@ def parse(
                 edits.setdefault(ctx, []).append(msg)
             else:
                 messages.setdefault(ctx, []).append(msg)
+                if msg.kind is MessageKind.DELETED and msg.raw.get("is_deleted") is True:
+                    # An unsend repeats the message's mid: stored before, it is a change, not a new message.
+                    edits.setdefault(ctx, []).append(Edit(msg.external_id, None, 0, msg.sent_at))
     batches = tuple(
         AccountBatch(ctx.channel, ctx.account_id, tuple(messages.get(ctx, ())), tuple(quarantined.get(ctx, ())), tuple(edits.get(ctx, ())))
         for ctx in dict.fromkeys([*messages, *quarantined, *edits])
@@ -210,7 +215,7 @@ def parse_edit(event: Mapping[str, Any], ctx: MetaContext, *, received: datetime
         return Ignored("message_edit", "edit without text", ctx.account_id)
     at, _flag = platform_time(event.get("timestamp"), received, skew)
     number = count if isinstance(count, int) and not isinstance(count, bool) and 0 <= count < 2**31 else 0
-    return Edit(mid, text, number, at)
+    return Edit(mid, bounded_text(text)[0], number, at)  # cut as a message's text is (the delivery keeps it whole)
 
 
 def graph_node(message: Mapping[str, Any], event: Mapping[str, Any], author: str, customer: str) -> dict[str, Any]:

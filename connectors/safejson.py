@@ -28,8 +28,10 @@ _INT64 = 2**63
 
 # A run of backslashes, then `u` and four hex digits that are NUL, a surrogate pair, or a lone
 # surrogate. Only an odd run is an escape (an even run is escaped backslashes before a literal "u").
+# A match starts only where a run starts (the lookbehind): tried from inside a run too, a long run
+# of backslashes (a customer's text) costs the square of its length.
 _ESCAPE = re.compile(
-    r"(\\+)u(0000|[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|[dD][89a-fA-F][0-9a-fA-F]{2})"
+    r"(?<!\\)(\\+)u(0000|[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|[dD][89a-fA-F][0-9a-fA-F]{2})"
 )
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _SURROGATE = re.compile("[\ud800-\udfff]")

@@ -21,6 +21,7 @@ from connectors.base import (
     Attachment,
     InboundMessage,
     Participant,
+    bounded_text,
 )
 from connectors.enums import Channel, Direction, MessageFlag, MessageKind
 from connectors.errors import ParseError
@@ -214,6 +215,9 @@ def to_message(event: DmEvent, includes: Includes, *, account_id: str) -> Inboun
         return includes.users.get(user_id) or Participant(id=user_id)
 
     attachments = tuple(includes.media.get(k) or Attachment(type="media", name=k) for k in event.media_keys)
+    text, cut = bounded_text(event.text or None)
+    if cut:
+        flags.append(MessageFlag.TEXT_CUT)
     return InboundMessage(
         channel=Channel.X,
         account_id=account_id,
@@ -222,7 +226,7 @@ def to_message(event: DmEvent, includes: Includes, *, account_id: str) -> Inboun
         direction=Direction.OUT if outbound else Direction.IN,
         author=person(sender_id),
         customer=person(customer_id),
-        text=event.text if event.text else None,
+        text=text,
         kind=MessageKind.ATTACHMENT if attachments else MessageKind.TEXT,
         sent_at=event.created_at,
         attachments=attachments,

@@ -49,6 +49,9 @@ PENDING, DONE, QUARANTINED = "pending", "done", "quarantined"
 SOURCES = ("meta", "x")
 MAX_ATTEMPTS = 5  # a delivery whose messages fail to store this often is quarantined (never blocks the rest)
 BATCH = 500  # deliveries ingested together (one page per account): a burst costs one transaction, not hundreds
+# ...and at most this many bytes of their bodies (at least one delivery): a backlog of full deliveries
+# (Meta's hold up to 1,000 events) read and decoded 500 at a time is gigabytes, met again on every restart.
+BATCH_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,10 +197,22 @@ class Processor:
         return x_webhook.parse(data, xs, received=received, skew=self.skew)
 
     def pending(self, limit: int = BATCH) -> list[Any]:
+        """The oldest pending deliveries: `limit` of them, or fewer whose bodies fill `BATCH_BYTES`."""
         with self.engine.connect() as conn:
+            sizes = conn.execute(
+                sa.select(_d.c.id, sa.func.length(_d.c.body).label("size")).where(_d.c.state == PENDING).order_by(_d.c.id).limit(limit)
+            ).all()
+            ids, total = [], 0
+            for row in sizes:
+                total += row.size or 0
+                if ids and total > BATCH_BYTES:
+                    break
+                ids.append(row.id)
+            if not ids:
+                return []
             return conn.execute(
                 sa.select(_d.c.id, _d.c.source, _d.c.body, _d.c.received_at, _d.c.attempts)
-                .where(_d.c.state == PENDING).order_by(_d.c.id).limit(limit)
+                .where(_d.c.id.in_(ids), _d.c.state == PENDING).order_by(_d.c.id)
             ).all()
 
     def process_pending(self, limit: int = BATCH) -> IngestResult:
@@ -232,9 +247,9 @@ class Processor:
             parsed.append((row, result))
         try:
             total = self._ingest([p for _row, p in parsed])
-        except (ConflictError, sa.exc.OperationalError, sa.exc.InterfaceError):
-            raise  # the writer lock is busy or the store is away: the whole batch again later, no attempt counted
         except Exception as exc:
+            if store_away(exc):
+                raise  # the writer lock is busy or the store is away: the whole batch again later, no attempt counted
             log.warning("webhook: a batch of %d deliveries failed to store (%s); storing them one by one", len(parsed), describe(exc))
             for row, p in parsed:
                 try:
@@ -282,35 +297,58 @@ class Processor:
                 conn.execute(sa.update(_d).where(_d.c.id.in_(ids[start:start + 500])).values(**values))
 
 
+def store_away(exc: BaseException) -> bool:
+    """The writer lock is busy or the store is away: not the deliveries' fault. A limit of the store
+    (PostgreSQL's class 54, "program limit exceeded", is an OperationalError as a lost connection
+    is; SQLite's too many variables) refuses these deliveries, and would refuse them for ever."""
+    if isinstance(exc, (ConflictError, sa.exc.InterfaceError)):
+        return True
+    if not isinstance(exc, sa.exc.OperationalError):
+        return False
+    code = str(getattr(exc.orig, "sqlstate", None) or "")
+    return not code.startswith("54") and "too many SQL variables" not in str(exc.orig)
+
+
 def apply_edits(engine: Engine, ref: AccountRef, edits: Sequence[Edit], lock_timeout: float) -> int:
     """New texts of stored messages (Messenger edits), in place; each earlier text is kept in the
     message's raw payload (`edits`). An edit is applied once, and never over a later one
     (`num_edit`); an edit of a message not stored yet is left to the poll, which reads the text as
-    it is now. Returns how many messages changed."""
+    it is now. An edit without text is an unsend: the message becomes deleted (its text kept in
+    `edits` the same way), and nothing after it brings the text back. Returns how many messages changed."""
+    from connectors.enums import MessageKind
     from inbox.store import sqlite_lock
     from inbox.store.engine import write_tx
     from inbox.store.tables import message as _m
 
+    deleted = MessageKind.DELETED.value
     changed = 0
     with sqlite_lock.hold(engine, lock_timeout), write_tx(engine) as conn:
         rows = {r.external_id: r for r in conn.execute(
-            sa.select(_m.c.id, _m.c.external_id, _m.c.text, _m.c.raw).where(
+            sa.select(_m.c.id, _m.c.external_id, _m.c.text, _m.c.raw, _m.c.kind).where(
                 _m.c.channel == ref.channel, _m.c.account_id == ref.id, _m.c.external_id.in_(sorted({e.external_id for e in edits}))))}
-        current: dict[str, tuple[str | None, dict[str, Any]]] = {
-            mid: (r.text, dict(r.raw) if isinstance(r.raw, Mapping) else {}) for mid, r in rows.items()}
+        current: dict[str, tuple[str | None, dict[str, Any], str | None]] = {
+            mid: (r.text, dict(r.raw) if isinstance(r.raw, Mapping) else {}, r.kind) for mid, r in rows.items()}
         for edit in sorted(edits, key=lambda e: (e.num_edit, e.edited_at)):
             if edit.external_id not in current:
                 log.info("webhook: an edit of a message not stored yet; the poll reads its text as it is now")
                 continue
-            text, raw = current[edit.external_id]
+            text, raw, kind = current[edit.external_id]
+            if kind == deleted:
+                continue  # unsent (or stored as unsent): a redelivery or a late edit changes nothing
             history = [h for h in raw.get("edits", []) if isinstance(h, Mapping)]
             last = max((h.get("num_edit") or 0 for h in history), default=0)
-            if text == edit.text or (edit.num_edit and edit.num_edit <= last):
+            unsend = edit.text is None
+            if not unsend and (text == edit.text or (edit.num_edit and edit.num_edit <= last)):
                 continue  # a redelivery, or older than what is stored
-            history.append({"num_edit": edit.num_edit, "edited_at": edit.edited_at.isoformat(), "previous_text": text})
-            raw = {**raw, "edits": history}
-            current[edit.external_id] = (edit.text, raw)
-            conn.execute(sa.update(_m).where(_m.c.id == rows[edit.external_id].id).values(text=safejson.clean_text(edit.text), raw=raw))
+            entry: dict[str, Any] = {"num_edit": edit.num_edit, "edited_at": edit.edited_at.isoformat(), "previous_text": text}
+            if unsend:
+                entry["unsent"] = True
+            raw = {**raw, "edits": [*history, entry]}
+            values: dict[str, Any] = {"text": None if edit.text is None else safejson.clean_text(edit.text), "raw": raw}
+            if unsend:
+                values["kind"] = kind = deleted
+            current[edit.external_id] = (edit.text, raw, kind)
+            conn.execute(sa.update(_m).where(_m.c.id == rows[edit.external_id].id).values(**values))
             changed += 1
     return changed
 

@@ -638,6 +638,97 @@ def test_hostile_x_deliveries_are_quarantined_or_ignored_never_an_error(body: An
             assert msg.external_id.isdigit() and msg.sent_at.tzinfo is not None
 
 
+def _meta_event(event: dict[str, Any], obj: str = "page", entry: str = PAGE_ID, ts: int = 1764640000000, key: str = "messaging") -> dict[str, Any]:
+    return {"object": obj, "entry": [{"id": entry, "time": ts, key: [{"sender": {"id": "5678"}, "recipient": {"id": entry}, "timestamp": ts, **event}]}]}
+
+
+def _x_event(event_id: str, message_create: dict[str, Any], **more: Any) -> dict[str, Any]:
+    return {"for_user_id": X_ID, "direct_message_events": [{"type": "message_create", "id": event_id, "created_timestamp": "1764640000000",
+                                                            "message_create": message_create}], **more}
+
+
+_CUSTOMER = "1205290247124217856"
+T = "2025-12-02T01:46:40+00:00"
+# Shapes the sandbox does not send, each with what the parser makes of it: a message (id, direction,
+# kind, text, attachments), an edit, an item quarantined, or an event ignored.
+SHAPES: list[tuple[str, str, Any, list[tuple[Any, ...]]]] = [
+    ("fallback attachment (a link)", "meta", _meta_event({"message": {"mid": "m_fb", "attachments": [{"type": "fallback", "payload": {"url": "https://l.example/x", "title": "Promo"}}]}}),
+     [("message", "m_fb", "in", "attachment", None, (("fallback", "https://l.example/x"),), T)]),
+    ("template echo (our buttons)", "meta", _meta_event({"sender": {"id": PAGE_ID}, "recipient": {"id": "5678"}, "message": {
+        "mid": "m_tpl", "is_echo": True, "app_id": 1, "attachments": [{"type": "template", "payload": {"template_type": "button", "buttons": []}}]}}),
+     [("message", "m_tpl", "out", "attachment", None, (("template", None),), T)]),
+    ("sticker (not a like)", "meta", _meta_event({"message": {"mid": "m_st", "sticker_id": 123, "attachments": [{"type": "image", "payload": {"url": "https://s.example/1.png", "sticker_id": 123}}]}}),
+     [("message", "m_st", "in", "attachment", None, (("image", "https://s.example/1.png"),), T)]),
+    ("like sticker", "meta", _meta_event({"message": {"mid": "m_like", "sticker_id": 369239263222822, "attachments": [{"type": "image", "payload": {"url": "https://s.example/l.png", "sticker_id": 369239263222822}}]}}),
+     [("message", "m_like", "in", "text", "\N{THUMBS UP SIGN}", (), T)]),
+    ("ig_reel", "meta", _meta_event({"message": {"mid": "m_reel", "attachments": [{"type": "ig_reel", "payload": {"reel_video_id": "1", "title": "reel", "url": "https://r.example/1"}}]}}, "instagram", IG_ID),
+     [("message", "m_reel", "in", "attachment", None, (("ig_reel", "https://r.example/1"),), T)]),
+    ("story mention", "meta", _meta_event({"message": {"mid": "m_sm", "attachments": [{"type": "story_mention", "payload": {"url": "https://st.example/1"}}]}}, "instagram", IG_ID),
+     [("message", "m_sm", "in", "story_mention", None, (("story_mention", "https://st.example/1"),), T)]),
+    ("story reply", "meta", _meta_event({"message": {"mid": "m_sr", "text": "wah", "reply_to": {"story": {"url": "https://st.example/2", "id": "99"}}}}, "instagram", IG_ID),
+     [("message", "m_sr", "in", "story_reply", "wah", (("story_reply", "https://st.example/2"),), T)]),
+    ("quoted reply (reply_to a mid)", "meta", _meta_event({"message": {"mid": "m_q", "text": "yang ini kak", "reply_to": {"mid": "m_fb"}}}),
+     [("message", "m_q", "in", "text", "yang ini kak", (), T)]),
+    ("is_unsupported", "meta", _meta_event({"message": {"mid": "m_un", "is_unsupported": True}}, "instagram", IG_ID),
+     [("message", "m_un", "in", "unsupported", None, (), T)]),
+    ("unsend: a deleted message and its edit to nothing", "meta", _meta_event({"message": {"mid": "m_del", "is_deleted": True}}, "instagram", IG_ID),
+     [("message", "m_del", "in", "deleted", None, (), T), ("edit", "m_del", None)]),
+    ("message_edit", "meta", _meta_event({"message_edit": {"mid": "m_fb", "text": "baru", "num_edit": 2}}), [("edit", "m_fb", "baru")]),
+    ("reaction", "meta", _meta_event({"reaction": {"mid": "m_fb", "action": "react", "reaction": "love", "emoji": "\u2764"}}), [("ignored", "reaction")]),
+    ("postback", "meta", _meta_event({"postback": {"title": "Mulai", "payload": "GET_STARTED", "mid": "m_pb"}}), [("ignored", "postback")]),
+    ("referral", "meta", _meta_event({"referral": {"ref": "promo", "source": "ADS", "type": "OPEN_THREAD"}}), [("ignored", "referral")]),
+    ("read", "meta", _meta_event({"read": {"watermark": 1764640000000}}), [("ignored", "read")]),
+    ("delivery without mids", "meta", _meta_event({"delivery": {"watermark": 1764640000000}}), [("ignored", "delivery")]),
+    ("standby (handover protocol)", "meta", _meta_event({"message": {"mid": "m_sb", "text": "halo"}}, key="standby"), [("message", "m_sb", "in", "text", "halo", (), T)]),
+    ("time in seconds", "meta", _meta_event({"message": {"mid": "m_s", "text": "detik"}}, ts=1764640000), [("message", "m_s", "in", "text", "detik", (), T)]),
+    ("a mid in two entries of one delivery (the ingest stores it once)", "meta",
+     {"object": "page", "entry": [_meta_event({"message": {"mid": "m_2x", "text": "a"}})["entry"][0]] * 2},
+     [("message", "m_2x", "in", "text", "a", (), T)] * 2),
+    ("an entry for an account not configured", "meta", _meta_event({"message": {"mid": "m_other", "text": "a"}}, entry="999"), [("ignored", "entry")]),
+    ("X: no target (the customer's)", "x", _x_event("1995000000000000201", {"sender_id": _CUSTOMER, "message_data": {"text": "halo"}}),
+     [("message", "1995000000000000201", "in", "text", "halo", (), T)]),
+    ("X: no target (ours): no thread to put it in", "x", _x_event("1995000000000000202", {"sender_id": X_ID, "message_data": {"text": "x"}}), [("quarantined",)]),
+    ("X: no sender", "x", _x_event("1995000000000000203", {"target": {"recipient_id": X_ID}, "message_data": {"text": "x"}}), [("quarantined",)]),
+    ("X: no message_data", "x", _x_event("1995000000000000204", {"sender_id": _CUSTOMER, "target": {"recipient_id": X_ID}}),
+     [("message", "1995000000000000204", "in", "text", None, (), T)]),
+    ("X: users and apps absent, ids as numbers", "x", {"for_user_id": int(X_ID), "direct_message_events": [{"type": "message_create", "id": 1995000000000000205,
+     "created_timestamp": "1764640000000", "message_create": {"sender_id": int(_CUSTOMER), "target": {"recipient_id": int(X_ID)}, "message_data": {"text": "angka"}}}]},
+     [("message", "1995000000000000205", "in", "text", "angka", (), T)]),
+    ("X: typing and read", "x", {"for_user_id": X_ID, "direct_message_indicate_typing_events": [{"sender_id": _CUSTOMER}],
+                                 "direct_message_mark_read_events": [{"sender_id": _CUSTOMER, "last_read_event_id": "1"}]}, [("ignored", "typing"), ("ignored", "read")]),
+    ("X: another kind of event", "x", {"for_user_id": X_ID, "tweet_create_events": [{}]}, [("ignored", "delivery")]),
+    ("X Activity: dm.read", "x", {"event_type": "dm.read", "filter": {"user_id": X_ID}, "payload": {}}, [("ignored", "dm.read")]),
+]
+
+
+def _shape_outcome(parsed: Any) -> list[tuple[Any, ...]]:
+    out: list[tuple[Any, ...]] = []
+    for b in parsed.batches:
+        out += [("message", m.external_id, m.direction.value, m.kind.value, m.text, tuple((a.type, a.url) for a in m.attachments),
+                 m.sent_at.isoformat()) for m in b.messages]
+        out += [("edit", e.external_id, e.text) for e in b.edits]
+        out += [("quarantined",) for _q in b.quarantined]
+    return out + [("ignored", i.what) for i in parsed.ignored]
+
+
+@pytest.mark.parametrize(("case", "source", "body", "expected"), SHAPES, ids=[c[0] for c in SHAPES])
+def test_payload_shapes_the_sandbox_does_not_send(case: str, source: str, body: Any, expected: list[tuple[Any, ...]]) -> None:
+    from datetime import datetime, timezone
+
+    from connectors import meta_webhook, x_webhook
+    from connectors.enums import Channel
+    from connectors.graph_parse import MetaContext
+
+    received = datetime(2026, 12, 2, tzinfo=timezone.utc)
+    if source == "meta":
+        accounts = {(Channel.FACEBOOK, PAGE_ID): MetaContext(Channel.FACEBOOK, PAGE_ID, frozenset({PAGE_ID})),
+                    (Channel.INSTAGRAM, IG_ID): MetaContext(Channel.INSTAGRAM, IG_ID, frozenset({IG_ID, PAGE_ID}))}
+        parsed = meta_webhook.parse(body, accounts, lambda c, u: f"t_{u}", received=received)
+    else:
+        parsed = x_webhook.parse(body, frozenset({X_ID}), received=received)
+    assert _shape_outcome(parsed) == expected
+
+
 REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "payloads"
 
 
@@ -723,3 +814,113 @@ def test_a_body_sent_a_byte_at_a_time_is_refused_and_holds_up_nothing(engine, db
         assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
         wait_until(lambda: messages(engine, "m_meanwhile"))
     assert [bytes(d.body) for d in deliveries(engine)] == [ok]
+
+
+def test_an_instagram_unsend_of_a_stored_message_marks_it_deleted_once(engine, db_url) -> None:
+    """Instagram's unsend is the message's own `mid` again with `is_deleted: true`. It was taken for
+    a redelivery of a stored message and dropped: the store kept showing the text the customer took
+    back. Now the stored message becomes deleted (its text kept in the raw payload, as an edit's
+    earlier text is), its words leave the search index, and a redelivery or a late edit changes
+    nothing; an unsend of a message never stored is stored as the deleted message it is."""
+    from inbox.intake import receiver
+    from inbox.search import search
+    from inbox.store.tables import message as m
+
+    settings = plain_settings(db_url)
+    processor = receiver.Processor.build(engine, settings, graph=False)
+
+    def ig(mid: str, message: dict[str, Any], ts: int) -> bytes:
+        return json.dumps({"object": "instagram", "entry": [{"id": IG_ID, "time": ts, "messaging": [
+            {"sender": {"id": "7301"}, "recipient": {"id": IG_ID}, "timestamp": ts, "message": {"mid": mid, **message}}]}]}).encode()
+
+    receiver.store(engine, "meta", ig("ig_unsent", {"text": "alamat saya Jl. Kenanga 12 no hp 0812"}, 1764640000000), "application/json")
+    processor.process_pending()
+    assert len(search(engine, "Kenanga")) == 1
+    for _ in range(2):  # and redelivered
+        receiver.store(engine, "meta", ig("ig_unsent", {"is_deleted": True}, 1764640060000), "application/json")
+        processor.process_pending()
+    late_edit = {"object": "instagram", "entry": [{"id": IG_ID, "time": 1764640090000, "messaging": [
+        {"sender": {"id": "7301"}, "recipient": {"id": IG_ID}, "timestamp": 1764640090000,
+         "message_edit": {"mid": "ig_unsent", "text": "versi lain", "num_edit": 1}}]}]}
+    receiver.store(engine, "meta", json.dumps(late_edit).encode(), "application/json")
+    receiver.store(engine, "meta", ig("ig_never_stored", {"is_deleted": True}, 1764640070000), "application/json")
+    processor.process_pending()
+    with engine.connect() as conn:
+        rows = {r.external_id: r for r in conn.execute(sa.select(m.c.external_id, m.c.text, m.c.kind, m.c.raw))}
+    assert (rows["ig_unsent"].kind, rows["ig_unsent"].text) == ("deleted", None)
+    assert [(h.get("unsent"), h["previous_text"]) for h in rows["ig_unsent"].raw["edits"]] == [(True, "alamat saya Jl. Kenanga 12 no hp 0812")]
+    assert (rows["ig_never_stored"].kind, rows["ig_never_stored"].text) == ("deleted", None)
+    assert search(engine, "Kenanga") == []
+    assert {d.state for d in deliveries(engine)} == {"done"}
+
+
+def test_a_batch_of_deliveries_is_bounded_by_their_bytes_as_well_as_their_number(engine, db_url, monkeypatch) -> None:
+    """A batch was up to 500 deliveries whatever their size: after an outage, a backlog of Meta's
+    full deliveries (up to 1,000 events, `max_body_bytes` each) was read and decoded whole into one
+    batch, gigabytes, and a process killed for its memory met the same batch on every restart.
+    A batch now stops at `BATCH_BYTES` of bodies, and always takes at least one delivery."""
+    from inbox.intake import receiver
+
+    settings = plain_settings(db_url)
+    processor = receiver.Processor.build(engine, settings, graph=False)
+    bodies = [hello(mid=f"m_sized_{i}", sender=str(7400 + i), text="pesanan belum sampai " * (40 if i != 2 else 400)) for i in range(4)]
+    monkeypatch.setattr(receiver, "BATCH_BYTES", len(bodies[0]) * 2)
+    for body in bodies:
+        receiver.store(engine, "meta", body, "application/json")
+    assert processor.process_pending().new_messages == 2  # the first two fill the batch
+    assert processor.process_pending().new_messages == 1  # the third is over the bound alone: taken all the same
+    assert processor.process_pending().new_messages == 1
+    assert processor.process_pending().new_messages == 0
+    assert [r.external_id for r in messages(engine)] == [f"m_sized_{i}" for i in range(4)]
+    assert {d.state for d in deliveries(engine)} == {"done"}
+
+
+def test_a_text_longer_than_the_store_keeps_is_cut_and_never_stops_the_intake(engine, db_url) -> None:
+    """A signed delivery within `max_body_bytes` whose text is 700 kB of distinct words: PostgreSQL's
+    search index refuses it ("string is too long for tsvector"), an OperationalError the intake took
+    for a store that is away, so it tried the same batch every second for ever and no later delivery
+    was stored. The text is now cut at `MAX_TEXT_LENGTH` (the whole of it stays in the raw payload,
+    the message flagged), as the poll cuts it; the next delivery is stored as usual."""
+    from connectors.base import MAX_TEXT_LENGTH
+    from inbox.intake import receiver
+    from inbox.store.tables import message as m
+
+    settings = plain_settings(db_url)
+    processor = receiver.Processor.build(engine, settings, graph=False)
+    text = " ".join(f"w{i:x}" for i in range(110_000))
+    receiver.store(engine, "meta", hello(mid="m_long", text=text), "application/json")
+    receiver.store(engine, "meta", hello(mid="m_after_long", sender="7501"), "application/json")
+    processor.process_pending()
+    with engine.connect() as conn:
+        rows = {r.external_id: r for r in conn.execute(sa.select(m.c.external_id, m.c.text, m.c.flags, m.c.raw))}
+    assert set(rows) == {"m_long", "m_after_long"}
+    assert rows["m_long"].text == text[:MAX_TEXT_LENGTH] and rows["m_long"].flags == "text_cut"
+    assert rows["m_long"].raw["message"] == text
+    assert {d.state for d in deliveries(engine)} == {"done"}
+
+
+def test_a_store_limit_is_the_delivery_s_failure_not_a_store_that_is_away(engine, db_url, monkeypatch) -> None:
+    """Any other limit of the store (PostgreSQL's class 54, "program limit exceeded": an
+    OperationalError, as a lost connection is) was taken for a store that is away: the batch again
+    every second, no attempt counted, for ever. It is now the delivery's own failure: the batch is
+    stored one by one, the others go in, and the refused one is quarantined after its attempts."""
+    import psycopg
+
+    from inbox.intake import receiver
+
+    real = receiver.ingest_page
+
+    def refusing(engine_: Any, ref: Any, page: Any, *args: Any, **kw: Any) -> Any:
+        if any(m.external_id == "m_refused" for m in page.messages):
+            raise sa.exc.OperationalError("INSERT INTO message ...", {}, psycopg.errors.ProgramLimitExceeded("string is too long for tsvector"))
+        return real(engine_, ref, page, *args, **kw)
+
+    monkeypatch.setattr(receiver, "ingest_page", refusing)
+    settings = plain_settings(db_url)
+    processor = receiver.Processor.build(engine, settings, graph=False)
+    receiver.store(engine, "meta", hello(mid="m_refused", sender="7601"), "application/json")
+    receiver.store(engine, "meta", hello(mid="m_fine", sender="7602"), "application/json")
+    for _ in range(receiver.MAX_ATTEMPTS):
+        processor.process_pending()
+    assert [r.external_id for r in messages(engine)] == ["m_fine"]
+    assert [(d.state, (d.error or "")[:12]) for d in deliveries(engine)] == [("quarantined", "store failed"), ("done", "")]
