@@ -123,10 +123,23 @@ def graph_lookup(settings: Settings) -> Callable[[MetaContext, str], str | None]
         conn = connectors[key]
         if conn is None:
             return None
-        body = conn.client.get(f"{conn.node}/conversations", {"platform": conn.platform, "user_id": customer_id, "fields": "id"})
-        data = body.get("data") if isinstance(body, Mapping) else None
-        first = data[0] if isinstance(data, list) and data else None
-        tid = first.get("id") if isinstance(first, Mapping) else None
-        return str(tid) if isinstance(tid, (str, int)) and str(tid) else None
+        body = conn.client.get(f"{conn.node}/conversations",
+                               {"platform": conn.platform, "user_id": customer_id, "fields": "id,participants"})
+        return thread_with(body, customer_id)
 
     return lookup
+
+
+def thread_with(body: Any, customer_id: str) -> str | None:
+    """The id of the first conversation in a `user_id=` answer that the customer takes part in.
+    Graph filters on `user_id`; were it ever to ignore the filter, its first row would be another
+    customer's thread, and their replies would go to that customer. Unsure: None (provisional)."""
+    data = body.get("data") if isinstance(body, Mapping) else None
+    for row in data if isinstance(data, list) else []:
+        people = row.get("participants") if isinstance(row, Mapping) else None
+        people = people.get("data") if isinstance(people, Mapping) else None
+        ids = {str(p.get("id")) for p in people if isinstance(p, Mapping)} if isinstance(people, list) else set()
+        tid = row.get("id")
+        if customer_id in ids and isinstance(tid, (str, int)) and not isinstance(tid, bool) and str(tid):
+            return str(tid)
+    return None

@@ -924,3 +924,29 @@ def test_a_store_limit_is_the_delivery_s_failure_not_a_store_that_is_away(engine
         processor.process_pending()
     assert [r.external_id for r in messages(engine)] == ["m_fine"]
     assert [(d.state, (d.error or "")[:12]) for d in deliveries(engine)] == [("quarantined", "store failed"), ("done", "")]
+
+
+@pytest.mark.parametrize("name", ["tokoshop-fb", "tokoshop-ig"])
+def test_a_looked_up_thread_is_the_customer_s_own_or_none(sandbox, db_url, name: str) -> None:
+    """The conversation lookup takes the thread only when the customer takes part in it: an answer
+    that ignored `user_id` (another customer's thread first) would put the message, and the replies
+    to it, on someone else's conversation. Then the thread is provisional, for the poll to name."""
+    from connectors.graph_parse import MetaContext
+    from inbox.intake.meta_threads import graph_lookup
+    from tests.store.test_sync import sandbox_settings
+
+    settings = sandbox_settings(sandbox, db_url)
+    acc = settings.account(name)
+    ctx = MetaContext(channel=acc.channel, account_id=acc.platform_id, own_ids=frozenset())
+    mine, other = sandbox.threads(name)[:2]
+    customer = sandbox.state.meta[name].threads[mine].customer.id
+    assert graph_lookup(settings)(ctx, customer) == mine
+    someone_else = sandbox.state.meta[name].threads[other].customer.id
+    wrong = {"data": [{"id": other, "participants": {"data": [{"id": someone_else}, {"id": acc.platform_id}]}}]}
+    for body in (wrong, {"data": [{"id": other}]}, {"data": [{"id": mine, "participants": None}]}):
+        sandbox.fault("answer", path="/conversations", account=name, status=200, body=json.dumps(body))
+        assert graph_lookup(settings)(ctx, customer) is None, body
+    sandbox.clear_faults()
+    both = {"data": [wrong["data"][0], {"id": mine, "participants": {"data": [{"id": customer}]}}]}
+    sandbox.fault("answer", path="/conversations", account=name, status=200, body=json.dumps(both))
+    assert graph_lookup(settings)(ctx, customer) == mine
