@@ -27,13 +27,14 @@ import orjson
 import sqlalchemy as sa
 
 from connectors import meta_webhook, safejson, x_webhook
-from connectors.base import AccountBatch, Edit, Page, ParsedDelivery
+from connectors.base import AccountBatch, Page, ParsedDelivery
 from connectors.enums import Channel
 from connectors.graph_parse import MetaContext
 from connectors.webhook import DeliveryError
 from inbox.errors import ConfigError, ConflictError, describe
 from inbox.ingest.page import IngestResult, ingest_page
 from inbox.vocab import AccountRef
+from inbox.intake.edits import apply_edits
 from inbox.intake.meta_threads import META_CHANNELS, MetaThreads, graph_lookup
 from inbox.store.types import utcnow
 from inbox.store.tables import webhook_delivery as _d
@@ -307,50 +308,6 @@ def store_away(exc: BaseException) -> bool:
         return False
     code = str(getattr(exc.orig, "sqlstate", None) or "")
     return not code.startswith("54") and "too many SQL variables" not in str(exc.orig)
-
-
-def apply_edits(engine: Engine, ref: AccountRef, edits: Sequence[Edit], lock_timeout: float) -> int:
-    """New texts of stored messages (Messenger edits), in place; each earlier text is kept in the
-    message's raw payload (`edits`). An edit is applied once, and never over a later one
-    (`num_edit`); an edit of a message not stored yet is left to the poll, which reads the text as
-    it is now. An edit without text is an unsend: the message becomes deleted (its text kept in
-    `edits` the same way), and nothing after it brings the text back. Returns how many messages changed."""
-    from connectors.enums import MessageKind
-    from inbox.store import sqlite_lock
-    from inbox.store.engine import write_tx
-    from inbox.store.tables import message as _m
-
-    deleted = MessageKind.DELETED.value
-    changed = 0
-    with sqlite_lock.hold(engine, lock_timeout), write_tx(engine) as conn:
-        rows = {r.external_id: r for r in conn.execute(
-            sa.select(_m.c.id, _m.c.external_id, _m.c.text, _m.c.raw, _m.c.kind).where(
-                _m.c.channel == ref.channel, _m.c.account_id == ref.id, _m.c.external_id.in_(sorted({e.external_id for e in edits}))))}
-        current: dict[str, tuple[str | None, dict[str, Any], str | None]] = {
-            mid: (r.text, dict(r.raw) if isinstance(r.raw, Mapping) else {}, r.kind) for mid, r in rows.items()}
-        for edit in sorted(edits, key=lambda e: (e.num_edit, e.edited_at)):
-            if edit.external_id not in current:
-                log.info("webhook: an edit of a message not stored yet; the poll reads its text as it is now")
-                continue
-            text, raw, kind = current[edit.external_id]
-            if kind == deleted:
-                continue  # unsent (or stored as unsent): a redelivery or a late edit changes nothing
-            history = [h for h in raw.get("edits", []) if isinstance(h, Mapping)]
-            last = max((h.get("num_edit") or 0 for h in history), default=0)
-            unsend = edit.text is None
-            if not unsend and (text == edit.text or (edit.num_edit and edit.num_edit <= last)):
-                continue  # a redelivery, or older than what is stored
-            entry: dict[str, Any] = {"num_edit": edit.num_edit, "edited_at": edit.edited_at.isoformat(), "previous_text": text}
-            if unsend:
-                entry["unsent"] = True
-            raw = {**raw, "edits": [*history, entry]}
-            values: dict[str, Any] = {"text": None if edit.text is None else safejson.clean_text(edit.text), "raw": raw}
-            if unsend:
-                values["kind"] = kind = deleted
-            current[edit.external_id] = (edit.text, raw, kind)
-            conn.execute(sa.update(_m).where(_m.c.id == rows[edit.external_id].id).values(**values))
-            changed += 1
-    return changed
 
 
 class IntakeWorker:

@@ -103,11 +103,17 @@ class TicketState:
 
 
 def snippet_of(msg: InboundMessage, limit: int = 200) -> str:
-    text = " ".join((msg.text or "").split())
-    if not text:
-        kinds = ", ".join(a.type for a in msg.attachments) if msg.attachments else msg.kind.value
-        text = f"[{kinds}]"  # the platform names the types: a hostile one may be any length
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    kinds = ", ".join(a.type for a in msg.attachments) if msg.attachments else msg.kind.value
+    return text_snippet(msg.text, kinds, limit)
+
+
+def text_snippet(text: str | None, kinds: str, limit: int = 200) -> str:
+    """A ticket's subject or snippet from a message's text; without text, `[kinds]` (its attachments'
+    types, or its kind)."""
+    line = " ".join((text or "").split())
+    if not line:
+        line = f"[{kinds}]" if kinds else ""  # the platform names the types: a hostile one may be any length
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def new_ticket(key: int, msg: InboundMessage, contact_id: int, person_id: int | None) -> TicketState:

@@ -761,6 +761,9 @@ def test_an_edit_updates_the_stored_text_once_and_keeps_the_earlier_one(engine, 
     hits = search(engine, "3456789013")  # the search index follows the new text
     assert len(hits) == 1 and hits[0].text == edited
     assert {d.state for d in deliveries(engine)} == {"done"}
+    with engine.connect() as conn:  # the ticket's subject and snippet, which showed the earlier text, follow
+        (ticket,) = conn.execute(sa.text("SELECT subject, snippet FROM ticket")).all()
+    assert tuple(ticket) == (" ".join(edited.split()),) * 2
 
 
 def test_text_the_store_cannot_keep_is_repaired_as_the_poll_repairs_it(engine, db_url) -> None:
@@ -851,6 +854,10 @@ def test_an_instagram_unsend_of_a_stored_message_marks_it_deleted_once(engine, d
     assert [(h.get("unsent"), h["previous_text"]) for h in rows["ig_unsent"].raw["edits"]] == [(True, "alamat saya Jl. Kenanga 12 no hp 0812")]
     assert (rows["ig_never_stored"].kind, rows["ig_never_stored"].text) == ("deleted", None)
     assert search(engine, "Kenanga") == []
+    with engine.connect() as conn:  # nor does the queue show it: the ticket's subject and snippet leave it
+        tickets = conn.execute(sa.text("SELECT subject, snippet FROM ticket")).all()
+    assert tickets and all("Kenanga" not in (t.subject or "") + (t.snippet or "") for t in tickets)
+    assert ("[deleted]", "[deleted]") in [tuple(t) for t in tickets]
     assert {d.state for d in deliveries(engine)} == {"done"}
 
 

@@ -1,0 +1,77 @@
+"""Changes to stored messages a webhook reports: a Messenger edit's new text, an Instagram unsend."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from connectors import safejson
+from connectors.base import Edit
+from connectors.enums import MessageKind
+from inbox.store import sqlite_lock
+from inbox.store.engine import write_tx
+from inbox.store.tables import message as _m
+from inbox.store.tables import ticket as _t
+from inbox.tickets.workflow import text_snippet
+from inbox.vocab import AccountRef
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+log = logging.getLogger(__name__)
+
+
+def apply_edits(engine: Engine, ref: AccountRef, edits: Sequence[Edit], lock_timeout: float) -> int:
+    """New texts of stored messages (Messenger edits), in place; each earlier text is kept in the
+    message's raw payload (`edits`). An edit is applied once, and never over a later one
+    (`num_edit`); an edit of a message not stored yet is left to the poll, which reads the text as
+    it is now. An edit without text is an unsend: the message becomes deleted (its text kept in
+    `edits` the same way), and nothing after it brings the text back. The ticket's subject and
+    snippet, where they show the earlier text, show the new one. Returns how many messages changed."""
+    deleted = MessageKind.DELETED.value
+    changed = 0
+    with sqlite_lock.hold(engine, lock_timeout), write_tx(engine) as conn:
+        rows = {r.external_id: r for r in conn.execute(
+            sa.select(_m.c.id, _m.c.external_id, _m.c.text, _m.c.raw, _m.c.kind, _m.c.ticket_id).where(
+                _m.c.channel == ref.channel, _m.c.account_id == ref.id, _m.c.external_id.in_(sorted({e.external_id for e in edits}))))}
+        current: dict[str, tuple[str | None, dict[str, Any], str | None]] = {
+            mid: (r.text, dict(r.raw) if isinstance(r.raw, Mapping) else {}, r.kind) for mid, r in rows.items()}
+        for edit in sorted(edits, key=lambda e: (e.num_edit, e.edited_at)):
+            if edit.external_id not in current:
+                log.info("webhook: an edit of a message not stored yet; the poll reads its text as it is now")
+                continue
+            text, raw, kind = current[edit.external_id]
+            if kind == deleted:
+                continue  # unsent (or stored as unsent): a redelivery or a late edit changes nothing
+            history = [h for h in raw.get("edits", []) if isinstance(h, Mapping)]
+            last = max((h.get("num_edit") or 0 for h in history), default=0)
+            unsend = edit.text is None
+            if not unsend and (text == edit.text or (edit.num_edit and edit.num_edit <= last)):
+                continue  # a redelivery, or older than what is stored
+            entry: dict[str, Any] = {"num_edit": edit.num_edit, "edited_at": edit.edited_at.isoformat(), "previous_text": text}
+            if unsend:
+                entry["unsent"] = True
+            raw = {**raw, "edits": [*history, entry]}
+            values: dict[str, Any] = {"text": None if edit.text is None else safejson.clean_text(edit.text), "raw": raw}
+            if unsend:
+                values["kind"] = kind = deleted
+            current[edit.external_id] = (edit.text, raw, kind)
+            conn.execute(sa.update(_m).where(_m.c.id == rows[edit.external_id].id).values(**values))
+            _follow_on_ticket(conn, rows[edit.external_id].ticket_id, text, values["text"], deleted if unsend else None)
+            changed += 1
+    return changed
+
+
+def _follow_on_ticket(conn: Connection, ticket_id: int | None, old: str | None, new: str | None, kind: str | None) -> None:
+    """The ticket's subject and snippet follow an edit or an unsend where they show the earlier text
+    (an unsent text must not stay on the queue's screen); where they show a later message, they stay."""
+    if ticket_id is None or old is None:
+        return
+    before, after = text_snippet(old, ""), text_snippet(new, kind or "")
+    if not before or before == after:
+        return
+    for column in (_t.c.subject, _t.c.snippet):
+        conn.execute(sa.update(_t).where(_t.c.id == ticket_id, column == before).values({column.name: after}))
