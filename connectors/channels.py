@@ -45,6 +45,7 @@ class Flavour:
     secret_keys: tuple[str, ...]  # keys of AccountSpec.secrets (the config names each `<key>_env`)
     base_url: str
     id_keys: tuple[str, ...]  # the platform ids an account of this flavour needs in the config
+    token_life: str | None = None  # how long its user token lives, for the team reconnecting it
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +116,8 @@ INSTAGRAM = ChannelInfo(
     id_key="ig_user_id",
     flavours=(
         Flavour("facebook_login", ("access_token",), _GRAPH, ("ig_user_id", "page_id")),  # through the linked Page
-        Flavour("instagram_login", ("access_token",), f"https://graph.instagram.com/{GRAPH_VERSION}", ("ig_user_id",)),
+        Flavour("instagram_login", ("access_token",), f"https://graph.instagram.com/{GRAPH_VERSION}", ("ig_user_id",),
+                token_life="Instagram Login tokens last 60 days, unless refreshed"),
     ),
     graph_version=GRAPH_VERSION,
     calls_per_second=2.0,  # Meta: 2 conversation calls/s per IG account
@@ -132,7 +134,7 @@ X = ChannelInfo(
     account_noun="X user",
     id_key="user_id",
     flavours=(
-        Flavour("oauth2", ("access_token",), "https://api.x.com", ("user_id",)),
+        Flavour("oauth2", ("access_token",), "https://api.x.com", ("user_id",), token_life="X OAuth 2.0 user tokens last 2 hours"),
         Flavour("oauth1", ("consumer_key", "consumer_secret", "access_token", "access_token_secret"), "https://api.x.com",
                 ("user_id",)),
     ),

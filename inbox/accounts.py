@@ -158,6 +158,17 @@ def connector_for(settings: Settings, account: AccountSettings, **spec_overrides
 # ── health writes ─────────────────────────────────────────────────────────────────────────────
 
 
+def reauth_hint(acc: AccountSettings) -> str:
+    """What to do for an account whose token the platform refused: which variables to set, and how
+    long such a token lives where that is short."""
+    from connectors.channels import channel_info
+
+    names = [str(getattr(acc, key)) for key in acc.secret_env_keys() if getattr(acc, key, None)]
+    life = channel_info(acc.channel).flavour(acc.resolved_flavour).token_life
+    where = " and ".join(f"${n}" for n in names) or "its token variables"
+    return f"reconnect the account and put its new token in {where}" + (f" ({life})" if life else "") + f", then `inbox accounts reset {acc.name}`"
+
+
 def _rate_values(rate: RateInfo | None) -> dict[str, Any]:
     if rate is None:
         return {}
@@ -314,7 +325,7 @@ def health(engine: Engine, settings: Settings, *, now: datetime | None = None) -
         if not acc.enabled:
             pass
         elif row.needs_reauth:
-            problems.append("needs re-auth: reconnect the account, then `inbox accounts reset " + acc.name + "`")
+            problems.append("needs re-auth: " + reauth_hint(acc))
         elif row.last_success_at is None:
             if not paused:
                 problems.append("failing: " + (row.last_error or "") if row.last_error else "never synced")

@@ -191,7 +191,7 @@ def sync_account(
     row = _account_row(engine, ref.id)
     if row.needs_reauth and not accounts.config_changed_since(settings, row.last_error_at):
         return result(SyncStatus.NEEDS_REAUTH, error=f"needs re-auth since {row.last_error_at:%Y-%m-%d %H:%M} UTC ({row.last_error}); "
-                      f"reconnect, then `inbox accounts reset {name}`")
+                      + accounts.reauth_hint(account_settings))
     if row.paused_until is not None and row.paused_until > started:
         return result(SyncStatus.SKIPPED, error=f"paused until {row.paused_until:%H:%M:%S} UTC (rate limit)", retry_at=row.paused_until)
 

@@ -321,3 +321,16 @@ def test_http_loggers_stay_quiet_unless_debug() -> None:
         root.setLevel(before)
         for name in ("urllib3", "tweepy.client", "tweepy", "alembic"):
             logging.getLogger(name).setLevel(logging.NOTSET)
+
+
+def test_the_reauth_hint_names_the_variables_to_set_and_a_short_token_life() -> None:
+    from inbox.accounts import reauth_hint
+
+    x2 = AccountSettings(name="x-care", channel="x", flavour="oauth2", user_id="7", access_token_env="INBOX_X_TOKEN")
+    assert reauth_hint(x2) == ("reconnect the account and put its new token in $INBOX_X_TOKEN (X OAuth 2.0 user tokens "
+                                "last 2 hours), then `inbox accounts reset x-care`")
+    x1 = AccountSettings(name="x-1", channel="x", flavour="oauth1", user_id="7", consumer_key_env="CK", consumer_secret_env="CS",
+                         access_token_env="AT", access_token_secret_env="ATS")
+    assert "$CK and $CS and $AT and $ATS, then" in reauth_hint(x1) and "hours" not in reauth_hint(x1)
+    fb = AccountSettings(name="fb", channel="facebook", page_id="1", access_token_env="FB_T")
+    assert reauth_hint(fb) == "reconnect the account and put its new token in $FB_T, then `inbox accounts reset fb`"
