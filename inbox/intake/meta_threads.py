@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 META_CHANNELS = {info.channel for info in CHANNELS.values() if info.webhook_object}  # Meta's webhooks
 CACHE_SIZE = 100_000  # customers whose thread is remembered in memory
 LOOKUP_BACKOFF = 60  # seconds without conversation lookups after one failed
+# Seconds of lookups one batch of deliveries may spend: a slow platform (answering, only slowly)
+# would hold a burst of new customers' messages back by a call each; past it, threads are provisional.
+LOOKUP_BUDGET = 10.0
 
 
 class MetaThreads:
@@ -46,6 +49,8 @@ class MetaThreads:
         self.cache: dict[tuple[str, str, str], str] = {}
         self.failing_until: dict[tuple[str, str], float] = {}
         self.checked: set[tuple[str, str, str]] = set()  # looked up in the store by `prefetch`: not there
+        self.spent = 0.0  # seconds of lookups in this batch (`prefetch` starts a batch)
+        self.clock = time.monotonic
 
     def __call__(self, ctx: MetaContext, customer_id: str) -> str:
         key = (ctx.channel.value, ctx.account_id, customer_id)
@@ -56,14 +61,18 @@ class MetaThreads:
         if key not in self.checked:
             ref = self.refs.get(account)
             found = self._stored(ref, [customer_id]).get(customer_id) if ref is not None else None
-        if found is None and self.lookup is not None and time.monotonic() >= self.failing_until.get(account, 0.0):
+        if (found is None and self.lookup is not None and self.spent < LOOKUP_BUDGET
+                and self.clock() >= self.failing_until.get(account, 0.0)):
+            began = self.clock()
             try:
                 found = self.lookup(ctx, customer_id)
             except Exception as exc:  # the message is stored anyway, on a provisional thread
                 # The platform is away: no more lookups for a while, so intake never waits on it.
-                self.failing_until[account] = time.monotonic() + LOOKUP_BACKOFF
+                self.failing_until[account] = self.clock() + LOOKUP_BACKOFF
                 log.warning("webhook: conversation lookup for an %s customer failed (%s); provisional threads for %d s",
                             ctx.channel.value, describe(exc), LOOKUP_BACKOFF)
+            finally:
+                self.spent += self.clock() - began
         thread = found or provisional_thread(customer_id)
         if found:
             if len(self.cache) >= CACHE_SIZE:
@@ -74,7 +83,9 @@ class MetaThreads:
 
     def prefetch(self, wanted: set[tuple[MetaContext, str]]) -> None:
         """Look up the stored threads of these customers in one query per account (a batch of
-        deliveries asks for hundreds); those the store lacks are asked of the platform one by one."""
+        deliveries asks for hundreds); those the store lacks are asked of the platform one by one,
+        within LOOKUP_BUDGET seconds for the batch."""
+        self.spent = 0.0
         by_account: dict[tuple[str, str], list[str]] = {}
         for ctx, customer in wanted:
             key = (ctx.channel.value, ctx.account_id)

@@ -957,3 +957,32 @@ def test_a_looked_up_thread_is_the_customer_s_own_or_none(sandbox, db_url, name:
     both = {"data": [wrong["data"][0], {"id": mine, "participants": {"data": [{"id": customer}]}}]}
     sandbox.fault("answer", path="/conversations", account=name, status=200, body=json.dumps(both))
     assert graph_lookup(settings)(ctx, customer) == mine
+
+
+def test_a_slow_platform_holds_a_batch_back_by_at_most_the_lookup_budget(engine, db_url) -> None:
+    """Each new customer's thread is asked of Graph; a platform that answers, but slowly, held a burst
+    back by a slow call each. One batch spends at most LOOKUP_BUDGET seconds on lookups (here each
+    takes 4 s of a fake clock, the budget 10 s: 3 calls); the rest are stored on provisional threads
+    at once, and the next batch has its own budget."""
+    from inbox.intake import meta_threads, receiver
+
+    clock = [1000.0]
+    asked: list[str] = []
+
+    def slow(ctx: Any, customer: str) -> str | None:
+        asked.append(customer)
+        clock[0] += 4.0
+        return f"t_{customer}"
+
+    settings = plain_settings(db_url)
+    processor = receiver.Processor.build(engine, settings, lookup=slow)
+    assert isinstance(processor.threads, meta_threads.MetaThreads)
+    processor.threads.clock = lambda: clock[0]
+    for i in range(6):
+        receiver.store(engine, "meta", hello(mid=f"m_burst_{i}", sender=str(8100 + i)), "application/json")
+    assert processor.process_pending().new_messages == 6
+    threads = [conversation_of(engine, f"m_burst_{i}") for i in range(6)]
+    assert len(asked) == 3 and sorted(t for t in threads if not t.startswith("user:")) == sorted(f"t_{c}" for c in asked)
+    receiver.store(engine, "meta", hello(mid="m_next_batch", sender="8200"), "application/json")
+    processor.process_pending()
+    assert conversation_of(engine, "m_next_batch") == "t_8200"
