@@ -188,7 +188,9 @@ class MetaConnector:
                     if gap is not None:
                         gaps.append(gap)
                     read[conv.id] = signature
-                    owners.extend((conv.id, p.id) for p in conv.participants[:8] if p.id not in self.ctx.own_ids)
+                    # Whose thread it is, only where the row says so plainly: one customer.
+                    others = {p.id for p in conv.participants[:8] if p.id not in self.ctx.own_ids}
+                    owners.extend((conv.id, c) for c in others if len(others) == 1)
             except ConnectorError:
                 # The pass stops here (budget spent, throttled, the platform failing): hand back the
                 # threads read so far, with a cursor that skips them next time, so every pass gains

@@ -4,6 +4,7 @@ cut short (or the row has no usable nested edge); gaps, the known-id stop and th
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -339,3 +340,23 @@ def test_a_message_below_one_stored_by_webhook_is_read(name: str, nested: bool, 
         # Cut: nested, one read on (a whole page); own edge, a page a message, to the horizon or the end.
         own = (1 if nested else min(20, len(sb.thread_messages(name, thread)))) if cut else (0 if nested else 1)
         assert _gets(sb, name) == (1, own)
+
+
+@pytest.mark.parametrize("name", META)
+def test_a_page_names_whose_threads_it_read_only_where_the_row_says_so_plainly(sb_fresh: Sandbox, name: str) -> None:
+    """`Page.threads` (which renames a webhook's provisional thread) pairs each thread read with its
+    one customer, new messages or not; a row listing two customers names none, so one customer's
+    provisional thread never moves into another's conversation."""
+    sb = sb_fresh
+    store = Store()
+    conn = open_connector(sb, name)
+    _, _, cursor = drain(conn, None, store)
+    quiet, crowded = sb.threads(name)[:2]
+    for tid in (quiet, crowded):
+        store.ids.add(sb.inject(name, text="Kak?", thread=tid))  # stored already (by webhook): nothing new
+    own = sb.state.meta[name].threads[quiet].customer.id
+    sb.fault("poison", account=name, path="/conversations", target=crowded, field="participants",
+             value=json.dumps({"data": [{"id": "9001"}, {"id": "9002"}]}))
+    messages, pages, _ = drain(conn, cursor, store)
+    named = dict(t for p in pages for t in p.threads)
+    assert messages == [] and named.get(quiet) == own and crowded not in named
