@@ -200,10 +200,15 @@ class WebhookPollMachine(RuleBasedStateMachine):
             self.sb.clear_faults()
         note("lookup fails")
 
-    @precondition(lambda self: bool(self.late))
+    # No precondition on `self.late`: what it holds depends on timing (an agent's reply holds its
+    # echo back only if it was sent, and which ticket `pick` names depends on the order concurrent
+    # webhooks and polls made tickets), and a precondition that flips between runs of one example
+    # makes Hypothesis stop with FlakyStrategyDefinition (seed 858618792). Nothing late: a no-op.
     @rule(x_shape=st.sampled_from(X_SHAPES), duplicate=st.booleans())
     def late_deliveries(self, x_shape: str, duplicate: bool) -> None:
         """The held-back webhooks arrive now, whatever happened since (a poll, more messages)."""
+        if not self.late:
+            return
         self.webhooks(fate="duplicated" if duplicate else "delivered", x_shape=x_shape)
         for account, mid in self.late:
             self.sb.redeliver(account, mid)

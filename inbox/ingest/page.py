@@ -15,13 +15,14 @@ counter updates: `inbox.ingest.writer`, `.events`, `.gaps`). Never one ORM objec
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from connectors.base import InboundMessage, Page
+from connectors.base import InboundMessage, Page, Participant
+from connectors.enums import Direction, MessageFlag
 from inbox.dedup.candidates import load_candidates, load_threads
 from inbox.dedup.state import Candidates
 from inbox.dedup.rules import (
@@ -49,7 +50,7 @@ from inbox.store.fts import deferred_index
 from inbox.store import sqlite_lock
 from inbox.store.engine import tune_sqlite_writer, write_tx
 from inbox.store.fastpath import execute, insert_values, many
-from inbox.store.models import Account, Message, SyncState
+from inbox.store.models import Account, Message, Reply, SyncState
 from inbox.store.types import UTCDateTime, utcnow
 from inbox.vocab import AccountRef
 
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
 _acc = Account.__table__
 _m = Message.__table__
 _ss = SyncState.__table__
+_r = Reply.__table__
 
 @dataclass(frozen=True, slots=True)
 class MessageDecision:
@@ -192,6 +194,22 @@ def _write_cursor(conn: Connection, ref: AccountRef, page: Page, lease_owner: st
     many(conn, "cursor", build, ("account_id", "cursor", "updated_at"), [(ref.id, dict(page.cursor), now)])
 
 
+def _our_inferred(w: PageWriter, new: list[InboundMessage]) -> list[InboundMessage]:
+    """A message whose sender the connector had to infer (`sender_inferred`: taken as the customer's,
+    the thread's other participant) but whose platform id is one of our replies' is our echo: the
+    platform took that id for our send. An X event has nothing else to tell it by (no recipient)."""
+    inferred = [m.external_id for m in new if m.direction is Direction.IN and MessageFlag.SENDER_INFERRED in m.flags]
+    if not inferred:
+        return new
+    ours = {r.external_id for r in w.of_account("reply?inferred", _r, (_r.c.external_id,), "external_id", inferred)}
+    if not ours:
+        return new
+    return [
+        replace(m, direction=Direction.OUT, author=Participant(id=m.account_id)) if m.external_id in ours and m.direction is Direction.IN else m
+        for m in new
+    ]
+
+
 def _write_page(w: PageWriter, page: Page) -> IngestResult:
     """Everything a page stores, in order: contacts, threads, dedup, tickets, messages, events, gaps."""
     conn, ref = w.conn, w.ref
@@ -206,6 +224,7 @@ def _write_page(w: PageWriter, page: Page) -> IngestResult:
     # Oldest first. Within one second a thread keeps the page's order (the platform's: Meta's
     # times have no finer grain); threads are ordered by id so a batching never changes it.
     new = sorted((m for k, m in seen.items() if k not in stored), key=lambda m: (m.sent_at, m.thread_id))
+    new = _our_inferred(w, new)
     counts: dict[str, int] = defaultdict(int)
     counts["duplicates"] = repeats + len(stored)
     decisions: list[MessageDecision] = []

@@ -143,3 +143,33 @@ def test_a_quarantined_item_never_keeps_the_token_in_its_ids_or_reason(engine, d
     with engine.connect() as conn:
         stored = [tuple(r) for r in conn.execute(sa.text("SELECT external_id, thread_id, reason, raw FROM quarantine"))]
     assert stored and token not in repr(stored)
+
+
+def test_an_echo_without_its_sender_is_still_our_reply(engine, db_url, sandbox):
+    """An X event has no recipient: one without a usable sender is taken as the customer's. But when
+    its id is one our reply was given, it is that reply's echo, not a customer message (found by
+    the loop machine: a bad_item fault on the page holding the echo of a sent reply)."""
+    from inbox.replies import outbox, route
+    from inbox.store.models import Reply
+    from inbox.sync.pool import sync_all
+
+    settings = sandbox_settings(sandbox, db_url)
+    factory = fast_factory(settings, retries=0)
+    sync_all(engine, settings, accounts=["tokoshop-x"], connector_factory=factory)
+    m, r = Message.__table__, Reply.__table__
+    with engine.connect() as conn:
+        ticket = conn.execute(
+            sa.select(m.c.ticket_id).where(m.c.channel == "x", m.c.direction == "in", m.c.ticket_id.is_not(None)).order_by(m.c.sent_at.desc())
+        ).scalars().first()
+    plan = route.plan_reply(engine, ticket, "Halo kak, kami cek dulu ya", human_agent_tag=settings.replies.human_agent_tag)
+    sent = outbox.send_reply(engine, plan, lambda name: factory(settings.account(name)), "ana")
+    assert sent.state == "sent" and sent.external_id
+    sandbox.fault("poison", account="tokoshop-x", target=sent.external_id, field="sender_id", value="null")
+
+    result = sync_all(engine, settings, accounts=["tokoshop-x"], connector_factory=factory)[0]
+    assert result.status == "ok", result.error
+    with engine.connect() as conn:
+        echo = conn.execute(sa.select(m).where(m.c.external_id == sent.external_id)).one()
+        reply = conn.execute(sa.select(r).where(r.c.id == sent.reply_id)).one()
+    assert echo.direction == "out" and echo.reply_id == reply.id and echo.ticket_id == reply.ticket_id
+    assert "sender_inferred" in echo.flags
