@@ -176,11 +176,13 @@ def mark_sent(conn: Connection, reply: Any, external_id: str, sent_at: datetime,
         .where(R.c.id == reply.id)
         .values(state="sent", external_id=external_id, sent_at=sent_at, error=None, updated_at=now)
     )
-    # The echo may already be stored (a sync ran while we waited for the response).
+    # The echo may already be stored (a sync ran while we waited for the response), taken as the
+    # customer's if it came without a sender (`sender_inferred`): its id says it is ours.
     conn.execute(
         M.update()
         .where(M.c.account_id == reply.account_id, M.c.external_id == external_id, M.c.reply_id.is_(None))
-        .values(reply_id=reply.id)
+        .values(reply_id=reply.id, direction=sa.case(
+            (sa.and_(M.c.direction == "in", M.c.flags.contains("sender_inferred")), "out"), else_=M.c.direction))
     )
     status = brand_replied(conn, reply.ticket_id, at=sent_at, now=now)
     detail: dict[str, Any] = {"reply_id": reply.id, "external_id": external_id, "policy": reply.policy, "channel": reply.channel, "how": how}

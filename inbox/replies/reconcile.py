@@ -136,10 +136,12 @@ def reconcile_unknown(
                     continue
                 reply = conn.execute(sa.select(R).where(R.c.id == reply.id)).first()
             candidates = conn.execute(
-                sa.select(M.c.id, M.c.external_id, M.c.sent_at, M.c.text, M.c.raw)
+                sa.select(M.c.id, M.c.external_id, M.c.sent_at, M.c.text, M.c.raw, M.c.direction)
                 .where(
                     M.c.conversation_id == reply.conversation_id,
-                    M.c.direction == "out",
+                    # Ours, or taken as the customer's for want of a sender (an X event names no
+                    # recipient): left unmatched, the reply would fail and could be sent twice.
+                    sa.or_(M.c.direction == "out", sa.and_(M.c.direction == "in", M.c.flags.contains("sender_inferred"))),
                     M.c.reply_id.is_(None),
                     *_after_recorded(conn, reply),
                 )
@@ -149,7 +151,7 @@ def reconcile_unknown(
             echo = next((c for c in candidates if _is_echo_of(c, reply)), None)
             if echo is not None:
                 mark_sent(conn, reply, echo.external_id, echo.sent_at, "sync", "matched echo")
-                conn.execute(M.update().where(M.c.id == echo.id).values(reply_id=reply.id))
+                conn.execute(M.update().where(M.c.id == echo.id).values(reply_id=reply.id, direction="out"))
                 log.info("reply #%s: delivered (echo %s)", reply.id, echo.external_id)
                 settled += 1
             elif sync_started is not None and sync_started >= settles_at(reply, timing):

@@ -158,6 +158,55 @@ def test_timeout_is_unknown_then_reconciled_by_echo_never_resent(engine) -> None
     assert len(platform.delivered) == 1
 
 
+def test_an_unknown_reply_is_settled_by_its_echo_stored_without_a_sender(engine) -> None:
+    """The echo came without a usable sender, so it was stored as the customer's (`sender_inferred`:
+    an X event names no recipient). With the reply's outcome unknown there is no platform id to tell
+    it by, only its text: it settles the reply as sent, and becomes ours, so a full sync never marks
+    the reply failed and no retry reaches the customer twice. A customer message that merely
+    repeats our text, its sender given, is not taken for the echo."""
+    made = sf.ticket(engine)
+    platform = Platform()
+    platform.deliver_then_fail = True
+    plan = route.plan_reply(engine, made.ticket_id, "Pesanan sedang kami cek")
+    with pytest.raises(PlatformError, match="outcome unknown"):
+        outbox.send_reply(engine, plan, platform.factory, "ana")
+    rid = outbox.outbox(engine)[0].id
+    from inbox.store.tables import message as m
+
+    for mid, flags in (("m_copied", None), ("m_no_sender", "sender_inferred")):
+        sf.outbound(engine, made, "Pesanan sedang kami cek", mid)
+        with write_tx(engine) as conn:
+            conn.execute(sa.update(m).where(m.c.external_id == mid).values(direction="in", flags=flags))
+        if flags is None:
+            assert reconcile.reconcile_unknown(engine, made.account_id) == 0
+    assert reconcile.reconcile_unknown(engine, made.account_id) == 1
+    row = reply_row(engine, rid)
+    assert row.state == "sent" and row.external_id == "m_no_sender"
+    with engine.connect() as conn:
+        got = dict(conn.execute(sa.select(m.c.external_id, m.c.direction).where(m.c.external_id.in_(["m_copied", "m_no_sender"]))).all())
+    assert got == {"m_copied": "in", "m_no_sender": "out"}
+    with pytest.raises(ConflictError, match="already delivered"):
+        outbox.retry(engine, rid, platform.factory, "ana")
+    assert len(platform.delivered) == 1
+
+
+def test_an_echo_stored_without_a_sender_before_the_send_returned_becomes_ours(engine) -> None:
+    """A sync stored the echo while the send call was still waiting, without a usable sender, so as
+    the customer's: the id the send returns names it, and it is linked to the reply as ours."""
+    from inbox.store.tables import message as m
+
+    made = sf.ticket(engine)
+    platform = Platform()
+    sf.outbound(engine, made, "Sudah kami teruskan", "mid_1")  # the id the fake platform gives the first send
+    with write_tx(engine) as conn:
+        conn.execute(sa.update(m).where(m.c.external_id == "mid_1").values(direction="in", flags="sender_inferred"))
+    sent = outbox.send_reply(engine, route.plan_reply(engine, made.ticket_id, "Sudah kami teruskan"), platform.factory, "ana")
+    assert sent.state == "sent" and sent.external_id == "mid_1"
+    with engine.connect() as conn:
+        echo = conn.execute(sa.select(m.c.direction, m.c.reply_id).where(m.c.external_id == "mid_1")).one()
+    assert tuple(echo) == ("out", sent.reply_id)
+
+
 def test_unknown_without_echo_fails_only_after_the_quiet_period_then_is_retried_once(engine) -> None:
     made = sf.ticket(engine)
     platform = Platform()
