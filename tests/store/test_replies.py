@@ -133,15 +133,20 @@ def test_length_limits_refused_before_recording(engine) -> None:
         route.plan_reply(engine, x.ticket_id, "a" * 10001)
 
 
+def unknown_reply(engine, made, platform: Platform, text: str) -> int:
+    """A reply that reached the customer while its response was lost: recorded `unknown`."""
+    platform.deliver_then_fail = True
+    with pytest.raises(PlatformError, match="outcome unknown"):
+        outbox.send_reply(engine, route.plan_reply(engine, made.ticket_id, text), platform.factory, "ana")
+    rid = outbox.outbox(engine)[0].id
+    assert reply_row(engine, rid).state == "unknown"
+    return rid
+
+
 def test_timeout_is_unknown_then_reconciled_by_echo_never_resent(engine) -> None:
     made = sf.ticket(engine)
     platform = Platform()
-    platform.deliver_then_fail = True
-    plan = route.plan_reply(engine, made.ticket_id, "Dana sudah kami kembalikan")
-    with pytest.raises(PlatformError, match="outcome unknown"):
-        outbox.send_reply(engine, plan, platform.factory, "ana")
-    rid = outbox.outbox(engine)[0].id
-    assert reply_row(engine, rid).state == "unknown"
+    rid = unknown_reply(engine, made, platform, "Dana sudah kami kembalikan")
     # Not retried, and the same text is not accepted as a new reply either.
     with pytest.raises(ConflictError):
         outbox.retry(engine, rid, platform.factory, "ana")
@@ -166,11 +171,7 @@ def test_an_unknown_reply_is_settled_by_its_echo_stored_without_a_sender(engine)
     repeats our text, its sender given, is not taken for the echo."""
     made = sf.ticket(engine)
     platform = Platform()
-    platform.deliver_then_fail = True
-    plan = route.plan_reply(engine, made.ticket_id, "Pesanan sedang kami cek")
-    with pytest.raises(PlatformError, match="outcome unknown"):
-        outbox.send_reply(engine, plan, platform.factory, "ana")
-    rid = outbox.outbox(engine)[0].id
+    rid = unknown_reply(engine, made, platform, "Pesanan sedang kami cek")
     from inbox.store.tables import message as m
 
     for mid, flags in (("m_copied", None), ("m_no_sender", "sender_inferred")):
