@@ -24,19 +24,25 @@ class Corrupt(Exception):
 
 
 def _inflate(body: bytes, wbits: int, limit: int) -> bytes:
-    d = zlib.decompressobj(wbits)
-    try:
-        out = d.decompress(body, limit + 1)  # at most limit + 1 bytes: one past the limit is enough to refuse
-        if len(out) > limit or d.unconsumed_tail:
+    out = b""
+    rest = body
+    while True:  # a gzip body may hold several members, one after the other (RFC 1952)
+        d = zlib.decompressobj(wbits)
+        try:
+            # at most one byte past what is left of the limit: enough to refuse, never a bomb in memory
+            out += d.decompress(rest, limit - len(out) + 1)
+            if len(out) > limit or d.unconsumed_tail:
+                raise TooLarge
+            out += d.flush()
+        except zlib.error as exc:
+            raise Corrupt(str(exc)[:200]) from None
+        if len(out) > limit:
             raise TooLarge
-        out += d.flush()
-    except zlib.error as exc:
-        raise Corrupt(str(exc)[:200]) from None
-    if len(out) > limit:
-        raise TooLarge
-    if not d.eof:
-        raise Corrupt("truncated compressed body")
-    return out
+        if not d.eof:
+            raise Corrupt("truncated compressed body")
+        rest = d.unused_data
+        if not rest:
+            return out
 
 
 def decode(body: bytes, content_encoding: str | None, limit: int) -> bytes:

@@ -35,6 +35,7 @@ CASES = [  # (case, plain body -> bytes sent, which bytes are signed, Content-En
     ("gzip, signed decompressed", gzip.compress, "plain", "gzip"),
     ("deflate (zlib), signed as sent", zlib.compress, "sent", "deflate"),
     ("raw deflate, signed decompressed", lambda b: zlib.compress(b, wbits=-15), "plain", "deflate"),
+    ("gzip in two members", lambda b: gzip.compress(b[:10]) + gzip.compress(b[10:]), "sent", "gzip"),
     ("BOM-prefixed", lambda b: b, "sent", None),
     ("BOM-prefixed and gzip", gzip.compress, "plain", "gzip"),
 ]
@@ -62,10 +63,12 @@ def test_a_bomb_an_unknown_encoding_a_bad_signature_and_corrupt_gzip_are_refused
         assert post(base, gzip.compress(small), b"other bytes", "gzip") == 403  # neither the sent nor the plain bytes
         truncated = gzip.compress(small)[:-12]
         assert post(base, truncated, truncated, "gzip") == 400  # signed, but does not decompress: quarantined
+        trailing = gzip.compress(small) + b"garbage"
+        assert post(base, trailing, trailing, "gzip") == 400
         ok = hello(mid="m_after_bomb")
         assert post(base, gzip.compress(ok), ok, "gzip") == 200  # and the next delivery is taken
         wait_until(lambda: messages(engine, "m_after_bomb"))
-    assert [d.state for d in deliveries(engine)] == ["quarantined", "done"]
+    assert [d.state for d in deliveries(engine)] == ["quarantined", "quarantined", "done"]
 
 
 def test_x_accepts_a_gzip_body_signed_as_sent(engine, db_url) -> None:
