@@ -295,9 +295,10 @@ class Processor:
                 cursor=None,  # a webhook never moves the poll's cursor
                 quarantined=tuple(q for b in batches for q in b.quarantined),
             )
-            total = total + ingest_page(self.engine, ref, page, self.settings, via="webhook")
+            got = ingest_page(self.engine, ref, page, self.settings, via="webhook")
+            total = total + got
             edits = [e for b in batches for e in b.edits]
-            if edits:
+            if edits or got.new_messages:  # new messages: an edit kept for one of them applies now
                 apply_edits(self.engine, ref, edits, self.settings.sync.writer_lock_timeout_seconds)
         return total
 
