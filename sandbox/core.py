@@ -117,7 +117,8 @@ class Sandbox(AccountsMixin, InjectionMixin, DispatchMixin):
     # ── webhooks ────────────────────────────────────────────────────────────────────────────
     def webhooks(self, base_url: str, *, meta_secret: str = WEBHOOK_ENV["INBOX_SANDBOX_META_APP_SECRET"],
                  x_secret: str = X_CONSUMER_SECRET, x_shape: str = "account_activity",
-                 drop: float = 0.0, duplicate: float = 0.0, delay: float = 0.0, reorder: bool = False) -> Any:
+                 drop: float = 0.0, duplicate: float = 0.0, delay: float = 0.0, reorder: bool = False,
+                 encoding: str | None = None, bom: bool = False, sign: str = "sent") -> Any:
         """Send a signed webhook to `base_url` (`/webhooks/meta`, `/webhooks/x`) for every message created
         from now on; returns the sender (`stats`, `wait_idle()`, `close()`). One sender at a time."""
         from sandbox.webhooks import WebhookConfig, WebhookSender
@@ -125,7 +126,7 @@ class Sandbox(AccountsMixin, InjectionMixin, DispatchMixin):
         self.stop_webhooks()
         root = base_url.rstrip("/")
         config = WebhookConfig(f"{root}/webhooks/meta", f"{root}/webhooks/x", meta_secret, x_secret, x_shape,
-                               drop, duplicate, delay, reorder)
+                               drop, duplicate, delay, reorder, encoding, bom, sign)
         self._webhooks = WebhookSender(self.state, config, seed=self.seed)
         return self._webhooks
 

@@ -14,6 +14,7 @@ thread, after the message is complete (attachments are set after it is created).
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import hmac
 import json
@@ -23,6 +24,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +52,11 @@ class WebhookConfig:
     duplicate: float = 0.0
     delay: float = 0.0
     reorder: bool = False
+    # How the bytes go out: `encoding` "gzip" / "deflate" compresses the body, `bom` prefixes a UTF-8
+    # BOM, `sign` says which bytes the signature is over ("sent": the compressed ones, or "plain").
+    encoding: str | None = None
+    bom: bool = False
+    sign: str = "sent"
 
 
 class WebhookSender:
@@ -124,7 +131,7 @@ class WebhookSender:
             built = self._meta(acc, msg) if isinstance(msg, Msg) else self._x(acc, msg)
         if built is None:
             return
-        url, body, headers = built
+        url, body, headers = self._wire(*built)
         if cfg.delay:
             time.sleep(cfg.delay)
         if cfg.drop and self.rng.random() < cfg.drop:
@@ -150,6 +157,28 @@ class WebhookSender:
         else:
             self.stats.failed += 1
         return ok
+
+    def _wire(self, url: str, raw: bytes, headers: dict[str, str]) -> tuple[str, bytes, dict[str, str]]:
+        """The delivery as the switches send it: BOM-prefixed, compressed, re-signed."""
+        cfg = self.config
+        if not cfg.bom and not cfg.encoding:
+            return url, raw, headers
+        plain = b"\xef\xbb\xbf" + raw if cfg.bom else raw
+        sent = plain
+        headers = dict(headers)
+        if cfg.encoding == "gzip":
+            sent = gzip.compress(plain)
+        elif cfg.encoding == "deflate":
+            sent = zlib.compress(plain)
+        if cfg.encoding:
+            headers["Content-Encoding"] = cfg.encoding
+        signed = sent if cfg.sign == "sent" else plain
+        if url == cfg.meta_url:
+            headers["X-Hub-Signature-256"] = "sha256=" + hmac.new(cfg.meta_secret.encode(), signed, hashlib.sha256).hexdigest()
+        else:
+            digest = hmac.new(cfg.x_secret.encode(), signed, hashlib.sha256).digest()
+            headers["x-twitter-webhooks-signature"] = "sha256=" + base64.b64encode(digest).decode("ascii")
+        return url, sent, headers
 
     # ── bodies ──────────────────────────────────────────────────────────────────────────────
     def _meta(self, acc: Any, msg: Msg) -> tuple[str, bytes, dict[str, str]] | None:

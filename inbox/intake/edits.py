@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from connectors import safejson
 from connectors.base import Edit
 from connectors.enums import MessageKind
+from inbox.intake import early_edits
 from inbox.store import sqlite_lock
 from inbox.store.engine import write_tx
 from inbox.store.tables import message as _m
@@ -27,13 +28,19 @@ log = logging.getLogger(__name__)
 def apply_edits(engine: Engine, ref: AccountRef, edits: Sequence[Edit], lock_timeout: float) -> int:
     """New texts of stored messages (Messenger edits), in place; each earlier text is kept in the
     message's raw payload (`edits`). An edit is applied once, and never over a later one
-    (`num_edit`); an edit of a message not stored yet is left to the poll, which reads the text as
-    it is now. An edit without text is an unsend: the message becomes deleted (its text kept in
-    `edits` the same way), and nothing after it brings the text back. The ticket's subject and
+    (`num_edit`); an edit of a message not stored yet is kept (`early_edits`) and applied by a later
+    call, once the message is stored (pass no edits to apply only those). An edit without text is
+    an unsend: the message becomes deleted (its text kept in `edits` the same way), and nothing after it brings the text back. The ticket's subject and
     snippet, where they show the earlier text, show the new one. Returns how many messages changed."""
     deleted = MessageKind.DELETED.value
     changed = 0
+    applied: list[int] = []
     with sqlite_lock.hold(engine, lock_timeout), write_tx(engine) as conn:
+        kept = early_edits.waiting(conn, ref)
+        early = {id(w.edit): w.row_id for w in kept}
+        edits = [*edits, *(w.edit for w in kept)]
+        if not edits:
+            return 0
         rows = {r.external_id: r for r in conn.execute(
             sa.select(_m.c.id, _m.c.external_id, _m.c.text, _m.c.raw, _m.c.kind, _m.c.ticket_id).where(
                 _m.c.channel == ref.channel, _m.c.account_id == ref.id, _m.c.external_id.in_(sorted({e.external_id for e in edits}))))}
@@ -41,8 +48,12 @@ def apply_edits(engine: Engine, ref: AccountRef, edits: Sequence[Edit], lock_tim
             mid: (r.text, dict(r.raw) if isinstance(r.raw, Mapping) else {}, r.kind) for mid, r in rows.items()}
         for edit in sorted(edits, key=lambda e: (e.num_edit, e.edited_at)):
             if edit.external_id not in current:
-                log.info("webhook: an edit of a message not stored yet; the poll reads its text as it is now")
+                if id(edit) not in early:
+                    log.info("webhook: an edit of a message not stored yet; kept until the message is")
+                    early_edits.keep(conn, ref, edit, kept)
                 continue
+            if id(edit) in early:
+                applied.append(early[id(edit)])
             text, raw, kind = current[edit.external_id]
             if kind == deleted:
                 continue  # unsent (or stored as unsent): a redelivery or a late edit changes nothing
@@ -62,6 +73,7 @@ def apply_edits(engine: Engine, ref: AccountRef, edits: Sequence[Edit], lock_tim
             conn.execute(sa.update(_m).where(_m.c.id == rows[edit.external_id].id).values(**values))
             _follow_on_ticket(conn, rows[edit.external_id].ticket_id, text, values["text"], deleted if unsend else None)
             changed += 1
+        early_edits.forget(conn, applied)
     return changed
 
 

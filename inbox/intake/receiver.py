@@ -34,6 +34,7 @@ from connectors.webhook import DeliveryError
 from inbox.errors import ConfigError, ConflictError, describe
 from inbox.ingest.page import IngestResult, ingest_page
 from inbox.vocab import AccountRef
+from inbox.intake import encoding
 from inbox.intake.edits import apply_edits
 from inbox.intake.meta_threads import META_CHANNELS, MetaThreads, graph_lookup
 from inbox.store.types import utcnow
@@ -125,20 +126,35 @@ def verified(secrets: Secrets, source: str, body: bytes, headers: Mapping[str, s
     return bool(secrets.x_consumer_secret) and x_webhook.verify(secrets.x_consumer_secret or "", body, headers.get("x-twitter-webhooks-signature"))
 
 
-def receive(engine: Engine, secrets: Secrets, source: str, body: bytes, headers: Mapping[str, str]) -> tuple[Response, int | None]:
-    """Answer one POST: (response, id of the stored delivery or None). Headers with lower-case names."""
-    if not verified(secrets, source, body, headers):
-        return Response.json(403, {"error": "invalid signature"}), None
-    content_type = (headers.get("content-type") or "")[:200]
+def receive(engine: Engine, secrets: Secrets, source: str, body: bytes, headers: Mapping[str, str],
+            limit: int = 1024 * 1024) -> tuple[Response, int | None]:
+    """Answer one POST: (response, id of the stored delivery or None). Headers with lower-case names.
+
+    `body` is the bytes as sent: a gzip / deflate body is decompressed (to at most `limit` bytes), and
+    the signature may be over the bytes sent or the decompressed ones (the platforms do not document
+    which), never neither. A leading BOM is stripped before the JSON is read and stored.
+    """
     problem = None
-    if content_type.split(";", 1)[0].strip().lower() != "application/json":
+    try:
+        plain = encoding.decode(body, headers.get("content-encoding"), limit)
+    except encoding.Unsupported as exc:
+        return Response.json(415, {"error": f"content encoding {str(exc)!r} is not supported"}), None
+    except encoding.TooLarge:
+        return Response.json(413, {"error": "decompressed body over the body limit"}), None
+    except encoding.Corrupt as exc:
+        plain, problem = body, f"compressed body does not decompress: {exc}"
+    if not (verified(secrets, source, body, headers) or (plain is not body and verified(secrets, source, plain, headers))):
+        return Response.json(403, {"error": "invalid signature"}), None
+    plain = encoding.strip_bom(plain)
+    content_type = (headers.get("content-type") or "")[:200]
+    if problem is None and content_type.split(";", 1)[0].strip().lower() != "application/json":
         problem = f"content type {content_type[:60] or '(none)'!r} is not application/json"
-    else:
+    elif problem is None:
         try:
-            safejson.loads(body)  # the poll's decoder: NULs, lone surrogates and huge numbers repaired, not refused
+            safejson.loads(plain)  # the poll's decoder: NULs, lone surrogates and huge numbers repaired, not refused
         except ValueError as exc:
             problem = f"invalid JSON: {str(exc)[:200]}"
-    delivery_id = store(engine, source, body, content_type or None, None if problem is None else problem)
+    delivery_id = store(engine, source, plain, content_type or None, None if problem is None else problem)
     if problem is not None:
         return Response.json(400, {"error": problem}), delivery_id
     return Response.json(200, {"ok": True}), delivery_id
@@ -279,9 +295,10 @@ class Processor:
                 cursor=None,  # a webhook never moves the poll's cursor
                 quarantined=tuple(q for b in batches for q in b.quarantined),
             )
-            total = total + ingest_page(self.engine, ref, page, self.settings, via="webhook")
+            got = ingest_page(self.engine, ref, page, self.settings, via="webhook")
+            total = total + got
             edits = [e for b in batches for e in b.edits]
-            if edits:
+            if edits or got.new_messages:  # new messages: an edit kept for one of them applies now
                 apply_edits(self.engine, ref, edits, self.settings.sync.writer_lock_timeout_seconds)
         return total
 

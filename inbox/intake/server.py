@@ -100,7 +100,7 @@ def make_app(
                 return JSONResponse({"error": f"body not received within {BODY_SECONDS:g} s"}, status_code=408,
                                     headers={"Connection": "close"})
             headers = {k.lower(): v for k, v in request.headers.items()}
-            response, stored = await run_in_threadpool(receiver.receive, engine, secrets, source, body, headers)
+            response, stored = await run_in_threadpool(receiver.receive, engine, secrets, source, body, headers, limit)
             if stored is not None and response.status == 200 and worker is not None:
                 worker.notify()
             return answer(response)

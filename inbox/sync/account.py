@@ -30,6 +30,7 @@ from connectors.redact import redact
 from inbox import accounts, leases, usage
 from inbox.errors import ConfigError, ConflictError, InboxError, describe
 from inbox.ingest.page import IngestResult, MessageDecision, ingest_page
+from inbox.intake.edits import apply_edits
 from inbox.vocab import AccountRef
 from inbox.safe_text import one_line
 from inbox.store.models import Account, SyncState
@@ -233,6 +234,8 @@ def sync_account(
                 lease_seconds=settings.sync.lease_seconds,
             )
             prefetch.stored(page)
+            if got.new_messages and not dry_run:  # an edit that came by webhook before its message applies now
+                apply_edits(engine, ref, (), settings.sync.writer_lock_timeout_seconds)
             pages += len(batch)
             counts = counts + IngestResult(**got.counts())
             if dry_run and len(decisions) < MAX_DECISIONS:
