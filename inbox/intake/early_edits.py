@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from connectors.base import Edit
 from inbox.store.tables import webhook_delivery as _d
@@ -32,6 +32,12 @@ class Waiting:
 
 def _key(edit: Edit) -> tuple[str, str | None, int]:
     return edit.external_id, edit.text, edit.num_edit
+
+
+def any_kept(engine: Engine) -> bool:
+    """Whether any early edit is kept (one indexed read, outside any write transaction)."""
+    with engine.connect() as conn:
+        return conn.execute(sa.select(_d.c.id).where(_d.c.state == EARLY).limit(1)).first() is not None
 
 
 def waiting(conn: Connection, ref: AccountRef, now: datetime | None = None) -> list[Waiting]:

@@ -30,8 +30,11 @@ def apply_edits(engine: Engine, ref: AccountRef, edits: Sequence[Edit], lock_tim
     message's raw payload (`edits`). An edit is applied once, and never over a later one
     (`num_edit`); an edit of a message not stored yet is kept (`early_edits`) and applied by a later
     call, once the message is stored (pass no edits to apply only those). An edit without text is
-    an unsend: the message becomes deleted (its text kept in `edits` the same way), and nothing after it brings the text back. The ticket's subject and
-    snippet, where they show the earlier text, show the new one. Returns how many messages changed."""
+    an unsend: the message becomes deleted (its text kept in `edits` the same way), and nothing
+    after it brings the text back. The ticket's subject and snippet, where they show the earlier
+    text, show the new one. Returns how many messages changed."""
+    if not edits and not early_edits.any_kept(engine):
+        return 0  # the usual case after a poll page: no write transaction, no lock
     deleted = MessageKind.DELETED.value
     changed = 0
     applied: list[int] = []
