@@ -158,30 +158,25 @@ class WebhookSender:
             self.stats.failed += 1
         return ok
 
-    def _wire(self, url: str, raw: bytes, headers: dict[str, str]) -> tuple[str, bytes, dict[str, str]]:
-        """The delivery as the switches send it: BOM-prefixed, compressed, re-signed."""
+    def _wire(self, url: str, raw: bytes) -> tuple[str, bytes, dict[str, str]]:
+        """The delivery as the switches send it (BOM-prefixed, compressed), signed as the platform signs."""
         cfg = self.config
-        if not cfg.bom and not cfg.encoding:
-            return url, raw, headers
         plain = b"\xef\xbb\xbf" + raw if cfg.bom else raw
+        headers = {"Content-Type": "application/json"}
         sent = plain
-        headers = dict(headers)
-        if cfg.encoding == "gzip":
-            sent = gzip.compress(plain)
-        elif cfg.encoding == "deflate":
-            sent = zlib.compress(plain)
         if cfg.encoding:
+            sent = gzip.compress(plain) if cfg.encoding == "gzip" else zlib.compress(plain)
             headers["Content-Encoding"] = cfg.encoding
         signed = sent if cfg.sign == "sent" else plain
+        digest = hmac.new((cfg.meta_secret if url == cfg.meta_url else cfg.x_secret).encode(), signed, hashlib.sha256)
         if url == cfg.meta_url:
-            headers["X-Hub-Signature-256"] = "sha256=" + hmac.new(cfg.meta_secret.encode(), signed, hashlib.sha256).hexdigest()
+            headers["X-Hub-Signature-256"] = f"sha256={digest.hexdigest()}"
         else:
-            digest = hmac.new(cfg.x_secret.encode(), signed, hashlib.sha256).digest()
-            headers["x-twitter-webhooks-signature"] = "sha256=" + base64.b64encode(digest).decode("ascii")
+            headers["x-twitter-webhooks-signature"] = "sha256=" + base64.b64encode(digest.digest()).decode("ascii")
         return url, sent, headers
 
     # ── bodies ──────────────────────────────────────────────────────────────────────────────
-    def _meta(self, acc: Any, msg: Msg) -> tuple[str, bytes, dict[str, str]] | None:
+    def _meta(self, acc: Any, msg: Msg) -> tuple[str, bytes] | None:
         cfg = self.config
         if not cfg.meta_url:
             return None
@@ -214,11 +209,9 @@ class WebhookSender:
         }
         body = {"object": "page" if acc.platform == "messenger" else "instagram",
                 "entry": [{"id": ours, "time": msg.created_ms, "messaging": [event]}]}
-        raw = json.dumps(body, separators=(",", ":")).encode("utf-8")  # non-ASCII as \\u escapes, as Meta sends
-        sig = hmac.new(cfg.meta_secret.encode(), raw, hashlib.sha256).hexdigest()
-        return cfg.meta_url, raw, {"Content-Type": "application/json", "X-Hub-Signature-256": f"sha256={sig}"}
+        return cfg.meta_url, json.dumps(body, separators=(",", ":")).encode("utf-8")  # non-ASCII as \\u escapes, as Meta sends
 
-    def _x(self, acc: Any, ev: XEvent) -> tuple[str, bytes, dict[str, str]] | None:
+    def _x(self, acc: Any, ev: XEvent) -> tuple[str, bytes] | None:
         cfg = self.config
         if not cfg.x_url or ev.event_type != "MessageCreate" or "-" not in ev.conv:
             return None  # group conversations and joins are not in the v1.1 DM shape
@@ -251,9 +244,7 @@ class WebhookSender:
             }}
         else:
             body = {"for_user_id": me, "direct_message_events": [event], "users": users}
-        raw = json.dumps(body, separators=(",", ":")).encode("utf-8")
-        sig = base64.b64encode(hmac.new(cfg.x_secret.encode(), raw, hashlib.sha256).digest()).decode("ascii")
-        return cfg.x_url, raw, {"Content-Type": "application/json", "x-twitter-webhooks-signature": f"sha256={sig}"}
+        return cfg.x_url, json.dumps(body, separators=(",", ":")).encode("utf-8")
 
 
 def _meta_attachment(att: dict[str, Any]) -> dict[str, Any]:

@@ -40,23 +40,23 @@ def apply_edits(engine: Engine, ref: AccountRef, edits: Sequence[Edit], lock_tim
     applied: list[int] = []
     with sqlite_lock.hold(engine, lock_timeout), write_tx(engine) as conn:
         kept = early_edits.waiting(conn, ref)
-        early = {id(w.edit): w.row_id for w in kept}
-        edits = [*edits, *(w.edit for w in kept)]
-        if not edits:
+        # (edit, its kept row): the row is None for an edit just delivered
+        todo: list[tuple[Edit, int | None]] = [*((e, None) for e in edits), *((w.edit, w.row_id) for w in kept)]
+        if not todo:
             return 0
         rows = {r.external_id: r for r in conn.execute(
             sa.select(_m.c.id, _m.c.external_id, _m.c.text, _m.c.raw, _m.c.kind, _m.c.ticket_id).where(
-                _m.c.channel == ref.channel, _m.c.account_id == ref.id, _m.c.external_id.in_(sorted({e.external_id for e in edits}))))}
+                _m.c.channel == ref.channel, _m.c.account_id == ref.id, _m.c.external_id.in_(sorted({e.external_id for e, _row in todo}))))}
         current: dict[str, tuple[str | None, dict[str, Any], str | None]] = {
             mid: (r.text, dict(r.raw) if isinstance(r.raw, Mapping) else {}, r.kind) for mid, r in rows.items()}
-        for edit in sorted(edits, key=lambda e: (e.num_edit, e.edited_at)):
+        for edit, row_id in sorted(todo, key=lambda t: (t[0].num_edit, t[0].edited_at)):
             if edit.external_id not in current:
-                if id(edit) not in early:
+                if row_id is None:
                     log.info("webhook: an edit of a message not stored yet; kept until the message is")
                     early_edits.keep(conn, ref, edit, kept)
                 continue
-            if id(edit) in early:
-                applied.append(early[id(edit)])
+            if row_id is not None:
+                applied.append(row_id)
             text, raw, kind = current[edit.external_id]
             if kind == deleted:
                 continue  # unsent (or stored as unsent): a redelivery or a late edit changes nothing

@@ -51,7 +51,7 @@ def test_arbitrary_bodies_are_answered_200_or_4xx_and_the_account_keeps_taking_d
                 status = post(base, body, signed, encoding)
             except (UnicodeEncodeError, requests.exceptions.InvalidHeader):
                 return  # a header requests itself refuses to send
-            assert status < 500 and (status == 200 or 400 <= status < 500), status
+            assert status == 200 or 400 <= status < 500, status
 
         one()
         assert post(base, VALID, VALID) == 200
