@@ -119,3 +119,15 @@ def test_an_early_edit_whose_message_never_comes_expires(engine, db_url) -> None
         assert early_edits.waiting(conn, ref, now=utcnow() + early_edits.EXPIRY / 2)  # still kept
         early_edits.waiting(conn, ref, now=utcnow() + early_edits.EXPIRY + early_edits.EXPIRY / 10)
     assert early_rows(engine) == 0
+
+
+def test_an_early_edit_applies_only_to_its_own_account_s_message(engine, db_url) -> None:
+    from inbox.intake import receiver
+
+    processor = receiver.Processor.build(engine, plain_settings(db_url), graph=False)
+    deliver(engine, processor, edit_body("m_shared", "teks halaman Facebook yang diedit"))  # kept for the Page
+    ig = json.dumps({"object": "instagram", "entry": [{"id": IG_ID, "time": 1764640000000, "messaging": [
+        {"sender": {"id": "7301"}, "recipient": {"id": IG_ID}, "timestamp": 1764640000000,
+         "message": {"mid": "m_shared", "text": "pesan Instagram"}}]}]}).encode()
+    deliver(engine, processor, ig)  # the same mid on the other account: not the edit's message
+    assert stored(engine, "m_shared").text == "pesan Instagram" and early_rows(engine) == 1
