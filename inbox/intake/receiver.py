@@ -37,6 +37,7 @@ from inbox.vocab import AccountRef
 from inbox.intake import encoding
 from inbox.intake.edits import apply_edits
 from inbox.intake.meta_threads import META_CHANNELS, MetaThreads, graph_lookup
+from inbox.settings import WebhookSettings
 from inbox.store.types import utcnow
 from inbox.store.tables import webhook_delivery as _d
 
@@ -120,6 +121,9 @@ def x_crc(secrets: Secrets, params: Mapping[str, str]) -> Response:
     return Response.json(200, x_webhook.crc_response(secrets.x_consumer_secret, token))
 
 
+_DEFAULT_LIMIT: int = WebhookSettings.model_fields["max_body_bytes"].default  # `[webhooks] max_body_bytes` unset
+
+
 def verified(secrets: Secrets, source: str, body: bytes, headers: Mapping[str, str]) -> bool:
     if source == "meta":
         return bool(secrets.meta_app_secret) and meta_webhook.verify(secrets.meta_app_secret or "", body, headers.get("x-hub-signature-256"))
@@ -127,7 +131,7 @@ def verified(secrets: Secrets, source: str, body: bytes, headers: Mapping[str, s
 
 
 def receive(engine: Engine, secrets: Secrets, source: str, body: bytes, headers: Mapping[str, str],
-            limit: int = 1024 * 1024) -> tuple[Response, int | None]:
+            limit: int = _DEFAULT_LIMIT) -> tuple[Response, int | None]:
     """Answer one POST: (response, id of the stored delivery or None). Headers with lower-case names.
 
     `body` is the bytes as sent: a gzip / deflate body is decompressed (to at most `limit` bytes), and
