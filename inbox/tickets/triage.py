@@ -28,27 +28,43 @@ class Triage:
     escalation_due_at: datetime
 
 
-def _keyword_pattern(keyword: str) -> str:
-    parts = [re.escape(p) for p in keyword.strip().split()]
-    return r"(?<!\w)" + r"\s+".join(parts)
+def _keyword_body(keyword: str) -> str:
+    """The keyword as a regex: its words in order, any whitespace between them (the word boundary
+    before it is checked by the scan)."""
+    return r"\s+".join(re.escape(p) for p in keyword.split())
+
+
+@dataclass(frozen=True, slots=True)
+class _Matcher:
+    """The keyword rules compiled: one scan finds every place a keyword may start, then only the
+    keywords beginning with that character are tried there."""
+
+    scan: re.Pattern[str]  # zero-width: each position where some keyword matches
+    by_first: dict[str, tuple[tuple[re.Pattern[str], tuple[int, int, str, str]], ...]]  # (pattern, rank key)
 
 
 @lru_cache(maxsize=16)
-def _compiled(rules: tuple[tuple[str, str, tuple[str, ...]], ...]) -> tuple[tuple[str, re.Pattern[str], str, str, int], ...]:
-    """Per keyword: a cheap substring probe (its first word) and the exact word-ish pattern."""
-    out = []
+def _compiled(rules: tuple[tuple[str, str, tuple[str, ...]], ...]) -> _Matcher:
+    by_first: dict[str, list[tuple[re.Pattern[str], tuple[int, int, str, str]]]] = {}
+    alternatives = []
     for order, (category, priority, keywords) in enumerate(rules):
         for keyword in keywords:
-            words = keyword.lower().split()
-            if words:
-                out.append((words[0], re.compile(_keyword_pattern(keyword.lower())), category, priority, order))
-    return tuple(out)
+            lowered = keyword.lower().strip()
+            if not lowered:
+                continue
+            body = _keyword_body(lowered)
+            alternatives.append(body)
+            key = (PRIORITY_RANK[priority], order, category, priority)
+            by_first.setdefault(lowered[0], []).append((re.compile(body), key))
+    # No keyword: a pattern that never matches.
+    scan = re.compile(r"(?<!\w)(?=" + "|".join(alternatives) + ")" if alternatives else r"(?!)")
+    return _Matcher(scan, {c: tuple(v) for c, v in by_first.items()})
 
 
-_last: tuple[object, tuple[tuple[str, re.Pattern[str], str, str, int], ...]] | None = None
+_last: tuple[object, _Matcher] | None = None
 
 
-def _compiled_rules(rules: list[TriageRule] | tuple[TriageRule, ...]) -> tuple[tuple[str, re.Pattern[str], str, str, int], ...]:
+def _compiled_rules(rules: list[TriageRule] | tuple[TriageRule, ...]) -> _Matcher:
     """`_compiled` for the settings' rules; the same rules object as last time (every new ticket of
     a sync) skips rebuilding the cache key from the rule models. Settings are never mutated."""
     global _last
@@ -65,12 +81,14 @@ def classify(text: str | None, rules: list[TriageRule] | tuple[TriageRule, ...])
     if not text:
         return None, Priority.NORMAL.value
     lowered = text.lower()
+    matcher = _compiled_rules(rules)
+    by_first = matcher.by_first
     best: tuple[int, int, str, str] | None = None
-    for probe, pattern, category, priority, order in _compiled_rules(rules):
-        # most keywords are absent: the substring probe (C speed) skips the regex for them
-        if probe in lowered and pattern.search(lowered):
-            key = (PRIORITY_RANK[priority], order, category, priority)
-            if best is None or key < best:
+    # One pass of the text (in C) instead of one per keyword; keywords are few per position.
+    for found in matcher.scan.finditer(lowered):
+        pos = found.start()
+        for pattern, key in by_first.get(lowered[pos], ()):
+            if (best is None or key < best) and pattern.match(lowered, pos):
                 best = key
     if best is None:
         return None, Priority.NORMAL.value
