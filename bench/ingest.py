@@ -17,6 +17,7 @@ counters, events and the cursor.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -26,6 +27,7 @@ import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -129,7 +131,9 @@ def bench_raw(path: str, all_pages: dict[str, list[list[InboundMessage]]]) -> tu
     return elapsed, stored
 
 
-def bench_ingest(url: str, all_pages: dict[str, list[list[InboundMessage]]], *, without_fts: bool = False) -> tuple[float, dict[str, int]]:
+def bench_ingest(
+    url: str, all_pages: dict[str, list[list[InboundMessage]]], *, without_fts: bool = False, around: Any = None
+) -> tuple[float, dict[str, int]]:
     from sqlmodel import Session
 
     from inbox.settings import Settings
@@ -153,15 +157,40 @@ def bench_ingest(url: str, all_pages: dict[str, list[list[InboundMessage]]], *, 
             s.refresh(acc)
             refs[name] = account_ref(engine, acc)
     total = IngestResult()
-    cpu = time.process_time()
-    start = time.perf_counter()
-    for name, pgs in all_pages.items():
-        for i, page in enumerate(pgs):
-            total = total + ingest_page(engine, refs[name], Page(tuple(page), cursor={"page": i}), settings)
-    elapsed = time.perf_counter() - start
+    with around(engine) if around is not None else contextlib.nullcontext():
+        cpu = time.process_time()
+        start = time.perf_counter()
+        for name, pgs in all_pages.items():
+            for i, page in enumerate(pgs):
+                total = total + ingest_page(engine, refs[name], Page(tuple(page), cursor={"page": i}), settings)
+        elapsed = time.perf_counter() - start
     CPU["ingest"] = time.process_time() - cpu  # the process's: the WAL checkpoint thread counts too
     engine.dispose()
     return elapsed, total.counts()
+
+
+def sql_floor(tmp: str, all_pages: dict[str, list[list[InboundMessage]]]) -> tuple[float, int]:
+    """Seconds SQLite alone takes for the ingest's statements (bench/sql_floor.py), and their count."""
+    import sql_floor
+
+    from inbox.store.engine import WRITER_PRAGMAS
+
+    sql_floor.install()
+    copy = os.path.join(tmp, "floor-start.db")
+    recorded: list[Any] = []
+
+    @contextlib.contextmanager
+    def around(engine: Any) -> Any:
+        src, dst = sqlite3.connect(engine.url.database), sqlite3.connect(copy)
+        src.backup(dst)  # the store as the ingest finds it: schema and accounts
+        src.close(), dst.close()
+        with sql_floor.record() as ops:
+            yield
+        recorded.extend(ops)
+
+    bench_ingest(f"sqlite:///{os.path.join(tmp, 'floor.db')}", all_pages, around=around)
+    pragmas = ("busy_timeout=30000", "journal_mode=WAL", "foreign_keys=ON", "synchronous=NORMAL", *WRITER_PRAGMAS)
+    return sql_floor.replay(recorded, copy, pragmas), sum(1 for kind, _sql, _p in recorded if kind in "xm")
 
 
 def main() -> None:
@@ -171,6 +200,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--runs", type=int, default=1, help="runs of both sides; the minimum of each is reported")
     ap.add_argument("--attribute", action="store_true", help="also run without the search index's triggers, to show their share")
+    ap.add_argument("--floor", action="store_true", help="also replay the ingest's own SQL alone, to split its time into SQLite's and Python's")
     args = ap.parse_args()
 
     t = time.perf_counter()
@@ -182,13 +212,15 @@ def main() -> None:
 
     walls: dict[str, list[float]] = {"raw": [], "ingest": []}
     cpus: dict[str, list[float]] = {"raw": [], "ingest": []}
-    bare_s = None
+    bare_s = floor_s = None
     for run in range(args.runs):
         with tempfile.TemporaryDirectory() as tmp:
             raw_s, raw_stored = bench_raw(os.path.join(tmp, "raw.db"), all_pages)
             ing_s, counts = bench_ingest(f"sqlite:///{os.path.join(tmp, 'inbox.db')}", all_pages)
             if args.attribute and run == 0:
                 bare_s = bench_ingest(f"sqlite:///{os.path.join(tmp, 'nofts.db')}", all_pages, without_fts=True)[0]
+            if args.floor and run == args.runs - 1:  # last: the recording connections stay for the process
+                floor_s, statements = sql_floor(tmp, all_pages)
         assert raw_stored == counts["new_messages"] == args.messages, "both sides must store every message exactly once"
         for side, wall in (("raw", raw_s), ("ingest", ing_s)):
             walls[side].append(wall)
@@ -210,6 +242,10 @@ def main() -> None:
     if bare_s is not None:
         print(f"without FTS triggers    : {delivered / bare_s:10,.0f} rows/s  ({bare_s:.2f}s) -> ratio {delivered / bare_s / raw_rate:.3f}x; "
               f"the message_fts index costs {ing_s - bare_s:.2f}s of {ing_s:.2f}s")
+    if floor_s is not None:
+        print(f"its SQL alone, replayed  : {floor_s:.2f}s for {statements:,} statements = {floor_s / raw_s:.2f}x the raw side's time; "
+              f"the rest of ingest_page (Python: decisions, rows, SQLAlchemy) {ing_s - floor_s:.2f}s = {(ing_s - floor_s) / raw_s:.2f}x; "
+              f"the goal allows {1 / 0.25:.0f}x in all")
 
 
 if __name__ == "__main__":

@@ -294,14 +294,16 @@ class PageWriter:
                 kept.append((conv_id, last, lc))  # coalesce(ticket, ticket_id) would leave it as it is
             else:
                 moved.append((conv_id, last, lc, ticket))
-        times = {
-            "last_message_at": _later(_v.c.last_message_at, "b_last"),
-            "last_customer_message_at": _later(_v.c.last_customer_message_at, "b_lc"),
-        }
+        def times() -> dict[str, Any]:  # built only when the statement is first compiled, not per page
+            return {
+                "last_message_at": _later(_v.c.last_message_at, "b_last"),
+                "last_customer_message_at": _later(_v.c.last_customer_message_at, "b_lc"),
+            }
+
         many(
             self.conn,
             "conversation~",
-            lambda: sa.update(_v).where(_v.c.id == sa.bindparam("b_id")).values(**times),
+            lambda: sa.update(_v).where(_v.c.id == sa.bindparam("b_id")).values(**times()),
             ("b_id", "b_last", "b_lc"),
             kept,
         )
@@ -310,7 +312,7 @@ class PageWriter:
             "conversation~ticket",
             lambda: sa.update(_v)
             .where(_v.c.id == sa.bindparam("b_id"))
-            .values(**times, ticket_id=sa.func.coalesce(sa.bindparam("b_ticket", type_=sa.Integer()), _v.c.ticket_id)),
+            .values(**times(), ticket_id=sa.func.coalesce(sa.bindparam("b_ticket", type_=sa.Integer()), _v.c.ticket_id)),
             ("b_id", "b_last", "b_lc", "b_ticket"),
             moved,
         )

@@ -113,8 +113,19 @@ def _sqlite_utc_result(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value).replace(tzinfo=timezone.utc)
 
 
-def _none_is_json_null(proc: Any) -> Any:
-    """SQLAlchemy's JSON bind processor, with its answer for None ('null', JSON null) given directly."""
+def _json_bind(type_: sa.JSON, dialect: sa.Dialect, proc: Any) -> Any:
+    """A JSON column's bind processor: None is JSON null ('null').
+
+    With no string processing on top (SQLite's), SQLAlchemy's processor is the dialect's JSON
+    serializer called through two layers: that serializer is called directly (a page binds
+    one raw payload per message)."""
+    serializer = dialect._json_serializer  # type: ignore[attr-defined]
+    if serializer is not None and type_._str_impl.bind_processor(dialect) is None:
+
+        def direct(value: Any) -> Any:
+            return "null" if value is None else serializer(value)
+
+        return direct
 
     def process(value: Any) -> Any:
         return "null" if value is None else proc(value)
@@ -160,7 +171,7 @@ def _compile(conn: Connection, key: str, build: Callable[[], Any], names: Sequen
         if isinstance(type_, UTCDateTime):
             processors[name] = sqlite_utc
         elif (proc := type_._cached_bind_processor(dialect)) is not None:
-            processors[name] = _none_is_json_null(proc) if isinstance(type_, sa.JSON) else proc
+            processors[name] = _json_bind(type_, dialect, proc) if isinstance(type_, sa.JSON) else proc
     consts = []
     for name, i in zip(order, index):
         value = None if i >= 0 else compiled.binds[name].effective_value

@@ -70,3 +70,35 @@ def test_a_statement_run_once_per_row_never_holds_an_in_list(engine):
         )
         got = [r.display_name for r in select(conn, "t:person?all2", lambda: sa.select(_p.c.display_name).order_by(_p.c.id))]
         assert got == ["x", "x", "Dewi"]
+
+
+JSON_VALUES = [
+    None,
+    {},
+    [],
+    {"id": "m_1", "message": "Halo kak 🙏 pesanan INV/20261101/MPL/1234567890", "nested": {"a": [1, 2.5, True, None]}},
+    {"big": 2**70},  # beyond 64 bits: orjson refuses it, json.dumps writes it
+    {"nan": float("nan"), "inf": float("inf")},
+    {1: "non-string key"},
+    "a bare string",
+    {"nul": "a\x00b", "bidi": "\u202eabc", "surrogate-free": "\U0001f600"},
+]
+
+
+def test_a_json_column_is_stored_as_sqlalchemy_would_store_it(engine):
+    """The page path binds JSON values itself (the serializer called directly on SQLite): each value
+    is stored byte for byte as an ordinary SQLAlchemy insert of the same column type stores it."""
+    docs = sa.Table("t_json_docs", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True), sa.Column("doc", sa.JSON))
+    docs.create(engine)
+    try:
+        n = len(JSON_VALUES)
+        with engine.begin() as conn:
+            for i, value in enumerate(JSON_VALUES):
+                conn.execute(sa.insert(docs).values(id=i, doc=value))
+            many(conn, "t:json+", lambda: insert_values(conn, docs, ("id", "doc")), ("id", "doc"), [(n + i, v) for i, v in enumerate(JSON_VALUES)])
+            stored = dict(conn.execute(sa.select(docs.c.id, sa.cast(docs.c.doc, sa.Text))).all())
+        for i, value in enumerate(JSON_VALUES):
+            assert stored[n + i] == stored[i], value
+        assert stored[0] == "null" and stored[n] == "null"  # None is JSON null, not SQL NULL, both ways
+    finally:
+        docs.drop(engine)
