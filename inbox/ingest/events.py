@@ -78,25 +78,38 @@ def write_events(w: PageWriter, dd: Candidates, msgs: list[InboundMessage], made
     many(w.conn, "event+", lambda: insert_values(w.conn, _ev, names), names, rows)
 
 
-def mark_repeats(w: PageWriter, msgs: list[InboundMessage], made: list[Decision]) -> list[Decision]:
-    """Repeats of a message stored on this same page point at it by id once it has one."""
-    pending = [(i, d) for i, d in enumerate(made) if isinstance(d.repeat_of, str)]
-    if not pending:
-        return made
-    ids = {
-        r.external_id: r.id
-        for r in w.of_account("message?ids", _m, (_m.c.id, _m.c.external_id), "external_id", sorted({str(d.repeat_of) for _i, d in pending}))
-    }
-    out = list(made)
-    rows = []
-    for i, d in pending:
-        earlier = ids.get(str(d.repeat_of))
+def point_repeats(msgs: list[InboundMessage], made: list[Decision], ids: dict[str, int]) -> tuple[list[Decision], list[int]]:
+    """Repeats of a message of this same page point at it by id (`ids`: platform id -> message id):
+    the decisions with the earlier message's id and reason, and the positions that changed."""
+    out, changed = made, []
+    for i, d in enumerate(made):
+        if not isinstance(d.repeat_of, str):
+            continue
+        earlier = ids.get(d.repeat_of)
         if earlier is None:
             continue
+        if out is made:
+            out = list(made)
         head, _sep, _old = d.reason.rpartition("; customer repeated")
-        score = d.score * 100
-        out[i] = d._replace(reason=f"{head}; {repeat_reason(earlier, score)}", repeat_of=earlier)
-        rows.append((w.ref.channel, w.ref.id, msgs[i].external_id, earlier, out[i].reason))
+        out[i] = d._replace(reason=f"{head}; {repeat_reason(earlier, d.score * 100)}", repeat_of=earlier)
+        changed.append(i)
+    return out, changed
+
+
+def page_ids(msgs: list[InboundMessage], first_id: int) -> dict[str, int]:
+    """The ids a page's messages take when inserted in order from `first_id` (SQLite, under the write lock)."""
+    return {m.external_id: first_id + i for i, m in enumerate(msgs)}
+
+
+def mark_repeats(w: PageWriter, msgs: list[InboundMessage], made: list[Decision]) -> list[Decision]:
+    """After the insert, where ids were not known before it (PostgreSQL): repeats of a message
+    stored on this same page point at it, read back by platform id."""
+    wanted = sorted({d.repeat_of for d in made if isinstance(d.repeat_of, str)})
+    if not wanted:
+        return made
+    ids = {r.external_id: r.id for r in w.of_account("message?ids", _m, (_m.c.id, _m.c.external_id), "external_id", wanted)}
+    out, changed = point_repeats(msgs, made, ids)
+    rows = [(w.ref.channel, w.ref.id, msgs[i].external_id, out[i].repeat_of, out[i].reason) for i in changed]
     many(
         w.conn,
         "message~repeat",

@@ -40,7 +40,7 @@ from inbox.dedup.rules import (
     decide,
 )
 from inbox.errors import LeaseLostError, NotFoundError
-from inbox.ingest.events import mark_repeats, merge_tickets, write_events
+from inbox.ingest.events import mark_repeats, merge_tickets, page_ids, point_repeats, write_events
 from inbox.ingest.gaps import gap_sizes, write_gaps
 from inbox.ingest.threads import upsert_contacts, upsert_conversations
 from inbox.ingest.writer import PageWriter
@@ -263,8 +263,11 @@ def _write_page(w: PageWriter, page: Page) -> IngestResult:
     ids = w.insert_tickets(dd)
     tid = lambda key: None if key is None else (ids.get(key, key) if key < 0 else key)  # noqa: E731
     w.insert_refs(dd, tid)
-    with deferred_index(conn):  # the page's search index in one statement, not a trigger per row
-        inserted = w.insert_messages(new, made, msg_conv, msg_contact, tid)
+    with deferred_index(conn) as top:  # the page's search index in one statement, not a trigger per row
+        first_id = None if top is None else top + 1
+        if first_id is not None:  # SQLite: the ids are known, a repeat points at its message in the insert itself
+            made = point_repeats(new, made, page_ids(new, first_id))[0]
+        inserted = w.insert_messages(new, made, msg_conv, msg_contact, tid, first_id=first_id)
     counts["new_messages"] = len(inserted)
     counts["duplicates"] += len(new) - len(inserted)  # lost a race: someone stored them first
     many(
@@ -274,7 +277,8 @@ def _write_page(w: PageWriter, page: Page) -> IngestResult:
         ("b_id", "b_ticket"),
         [(mid, tid(key)) for mid, key in strays],
     )
-    made = mark_repeats(w, new, made)
+    if first_id is None:
+        made = mark_repeats(w, new, made)
     w.update_tickets(dd, tid)
     write_events(w, dd, new, made, tid)
     w.update_conversations(new, msg_conv, dd, tid, {cid: t for (cid, _contact, t) in convs.values()})

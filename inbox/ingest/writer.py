@@ -219,8 +219,11 @@ class PageWriter:
         store_page_transitions(conn, dd.tickets.values())
 
     def insert_messages(
-        self, msgs: list[InboundMessage], made: list[Decision], msg_conv: list[int], msg_contact: list[int], tid: Any
+        self, msgs: list[InboundMessage], made: list[Decision], msg_conv: list[int], msg_contact: list[int], tid: Any,
+        *, first_id: int | None = None,
     ) -> set[str]:
+        """The page's messages; with `first_id` (SQLite, under the write lock) they take the ids
+        from it on, in order, as `inbox.ingest.events.page_ids` gave them to the decisions."""
         if not msgs:
             return set()
         ref, now = self.ref, self.now
@@ -261,8 +264,14 @@ class PageWriter:
         build = lambda: insert_values(self.conn, _m, _MESSAGE_COLUMNS, ignore=["channel", "account_id", "external_id"])  # noqa: E731
         if self.conn.dialect.name == "sqlite":
             # BEGIN IMMEDIATE holds the write lock since the key lookup, so nobody stored any of
-            # these in between: one executemany of prepared tuples (SQLite's fast path) is exact.
-            many(self.conn, "message+", build, _MESSAGE_COLUMNS, rows)
+            # these in between: one executemany of prepared tuples (SQLite's fast path) is exact,
+            # and the ids are the next ones (given explicitly, so that stays true, not assumed).
+            if first_id is None:
+                many(self.conn, "message+", build, _MESSAGE_COLUMNS, rows)
+            else:
+                names = ("id", *_MESSAGE_COLUMNS)
+                with_ids = [(first_id + i, *r) for i, r in enumerate(rows)]
+                many(self.conn, "message+id", lambda: insert_values(self.conn, _m, names), names, with_ids)
             return {r[2] for r in rows}
         stmt = build()
         return set(

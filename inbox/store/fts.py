@@ -31,7 +31,7 @@ PG_TSVECTOR = "to_tsvector('simple'::regconfig, regexp_replace(coalesce(message.
 
 
 @contextmanager
-def deferred_index(conn: Connection) -> Iterator[None]:
+def deferred_index(conn: Connection) -> Iterator[int | None]:
     """Index the messages inserted inside the block with one statement instead of one per row.
 
     For a writer holding SQLite's write lock (BEGIN IMMEDIATE): the per-row trigger skips rows
@@ -39,16 +39,19 @@ def deferred_index(conn: Connection) -> Iterator[None]:
     highest before it; the lock means they are all ours) go into `message_fts` in one
     `INSERT ... SELECT`. The flag row is written and removed inside the caller's transaction, so
     no other connection ever sees it. Other backends: nothing to do.
+
+    Yields the highest message id before the block on SQLite (the block's inserts take the ids
+    after it, in order), None elsewhere.
     """
     if conn.dialect.name != "sqlite":
-        yield
+        yield None
         return
     # On the DBAPI cursor: four small statements per page, not worth SQLAlchemy's per-call work.
     cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         top = cur.execute("SELECT coalesce(max(id), 0) FROM message").fetchone()[0]
         cur.execute("INSERT INTO message_fts_deferred (id) VALUES (1)")
-        yield
+        yield int(top)
         cur.execute("INSERT INTO message_fts (rowid, text) SELECT id, text FROM message WHERE id > ?", (top,))
         cur.execute("DELETE FROM message_fts_deferred")
     finally:

@@ -392,6 +392,37 @@ def test_repeats_within_one_page_point_at_the_stored_message(engine, accounts):
     assert again.repeat_of_id == first.id and f"message {first.id}" in again.dedup_reason
 
 
+
+def test_repeats_on_a_page_after_deleted_messages_point_at_their_own_ids(engine, accounts):
+    """A page's ids follow the highest stored one (SQLite gives them before the insert, so the
+    repeats point at them in the insert itself): with rows deleted below the top and two
+    repeats of one message and one of the other thread's, every pointer, reason and search
+    entry names the right message."""
+    put(engine, accounts, "fb", m("d1", "fb-d", "psid-d", "pesanan saya belum dikirim sampai sekarang", 0),
+        m("d2", "fb-e", "psid-e", "voucher cashback saya belum masuk juga", 1))
+    with engine.begin() as conn:
+        conn.execute(sa.delete(Message.__table__).where(Message.__table__.c.external_id == "d1"))
+    res = put(engine, accounts, "fb",
+              m("d3", "fb-f", "psid-f", "Saldo saya terpotong tapi pesanan gagal", 10),
+              m("d4", "fb-e", "psid-e", "voucher cashback sy blm masuk jg", 11),
+              m("d5", "fb-f", "psid-f", "saldo sy terpotong tp pesanan gagal!!", 12),
+              m("d6", "fb-f", "psid-f", "saldo saya terpotong tapi pesanan gagal kak", 13))
+    assert res.new_messages == 4
+    d2, d3 = message(engine, "d2"), message(engine, "d3")
+    assert d3.id > d2.id
+    assert message(engine, "d4").repeat_of_id == d2.id and f"message {d2.id}" in message(engine, "d4").dedup_reason
+    for eid in ("d5", "d6"):
+        again = message(engine, eid)
+        assert again.repeat_of_id in (d3.id, message(engine, "d5").id) and f"message {again.repeat_of_id}" in again.dedup_reason
+        assert message(engine, eid).ticket_id == d3.ticket_id
+    assert message(engine, "d5").repeat_of_id == d3.id
+    assert {d.external_id: d.repeat_of for d in res.decisions if d.repeat_of is not None} == {
+        "d4": d2.id, "d5": d3.id, "d6": message(engine, "d6").repeat_of_id}
+    if engine.dialect.name == "sqlite":  # the page's search entries are its messages' ids
+        with engine.connect() as conn:
+            found = set(conn.exec_driver_sql("SELECT rowid FROM message_fts WHERE message_fts MATCH 'terpotong'").scalars())
+        assert found == {d3.id, message(engine, "d5").id, message(engine, "d6").id}
+
 _SAID = [
     "Kak paket saya belum sampai sudah seminggu",
     "Nomor resinya JNT0012345678 ya kak",
