@@ -364,7 +364,7 @@ def test_a_repeat_in_the_thread_is_stored_marked_counted_and_raises_an_overdue_p
     assert (res.new_messages, res.repeats, res.new_tickets) == (1, 1, 0)
     first, again = message(engine, "r1"), message(engine, "r2")
     assert (again.ticket_id, again.dedup_rule, again.repeat_of_id) == (first.ticket_id, "5:repeat", first.id)
-    assert f"repeated" in again.dedup_reason and f"message {first.id}" in again.dedup_reason
+    assert "repeated" in again.dedup_reason and f"message {first.id}" in again.dedup_reason
     t = ticket_of(engine, "r1")
     assert (t.repeat_count, t.priority) == (1, "normal")
     # a different message is not a repeat
