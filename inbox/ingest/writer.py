@@ -261,19 +261,18 @@ class PageWriter:
                     self.via,
                 )
             )
-        build = lambda: insert_values(self.conn, _m, _MESSAGE_COLUMNS, ignore=["channel", "account_id", "external_id"])  # noqa: E731
         if self.conn.dialect.name == "sqlite":
             # BEGIN IMMEDIATE holds the write lock since the key lookup, so nobody stored any of
-            # these in between: one executemany of prepared tuples (SQLite's fast path) is exact,
-            # and the ids are the next ones (given explicitly, so that stays true, not assumed).
+            # these in between: one executemany of prepared tuples (SQLite's fast path) stores them
+            # all, with the ids the decisions were given (no conflict clause: a clash would fail
+            # the page, never shift an id).
             if first_id is None:
-                many(self.conn, "message+", build, _MESSAGE_COLUMNS, rows)
-            else:
-                names = ("id", *_MESSAGE_COLUMNS)
-                with_ids = [(first_id + i, *r) for i, r in enumerate(rows)]
-                many(self.conn, "message+id", lambda: insert_values(self.conn, _m, names), names, with_ids)
+                raise ValueError("on SQLite a page's messages are inserted with their ids (inbox.store.fts.deferred_index gives the first)")
+            names = ("id", *_MESSAGE_COLUMNS)
+            with_ids = [(first_id + i, *r) for i, r in enumerate(rows)]
+            many(self.conn, "message+id", lambda: insert_values(self.conn, _m, names), names, with_ids)
             return {r[2] for r in rows}
-        stmt = build()
+        stmt = insert_values(self.conn, _m, _MESSAGE_COLUMNS, ignore=["channel", "account_id", "external_id"])
         return set(
             self.conn.execute(stmt.returning(_m.c.external_id), [dict(zip(_MESSAGE_COLUMNS, r)) for r in rows]).scalars()
         )
