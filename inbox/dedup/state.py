@@ -8,7 +8,7 @@ merges, flags, refs).
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -44,16 +44,16 @@ class Flag:
 class _NormalizedText:
     """A customer text as rule 5 compares it, normalized when first compared (most candidates never are)."""
 
-    __slots__ = ("_text",)
+    __slots__ = ()
     raw_text: str
+    _text: str | None  # each subclass's field, None until first compared
 
     @property
     def text(self) -> str:
-        try:
-            return self._text
-        except AttributeError:
-            self._text: str = normalize_text(self.raw_text)
-            return self._text
+        text = self._text
+        if text is None:  # a None check, not an AttributeError: most texts are compared once
+            text = self._text = normalize_text(self.raw_text)
+        return text
 
 
 @dataclass(slots=True)
@@ -64,6 +64,7 @@ class Recent(_NormalizedText):
     contact: ContactInfo
     raw_text: str
     sent_at: datetime
+    _text: str | None = field(default=None, init=False, repr=False, compare=False)
 
 
 @dataclass(slots=True)
@@ -73,6 +74,7 @@ class Said(_NormalizedText):
     ref: int | str
     raw_text: str
     sent_at: datetime
+    _text: str | None = field(default=None, init=False, repr=False, compare=False)
 
 
 class RefHit(NamedTuple):
