@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.elements import Null
 
 from inbox.store.types import UTCDateTime, dumps
 
@@ -119,11 +120,18 @@ def _json_bind(type_: sa.JSON, dialect: sa.Dialect, proc: Any) -> Any:
     With no string processing on top (SQLite's), SQLAlchemy's processor is the dialect's JSON
     serializer called through two layers: that serializer is called directly (a page binds
     one raw payload per message)."""
-    serializer = dialect._json_serializer  # type: ignore[attr-defined]
-    if serializer is not None and type_._str_impl.bind_processor(dialect) is None:
+    serializer = getattr(dialect, "_json_serializer", None)
+    str_impl = getattr(type_, "_str_impl", None)  # SQLAlchemy's own attributes: without them, its processor
+    if serializer is not None and str_impl is not None and str_impl.bind_processor(dialect) is None:
+
+        json_null = type_.NULL
 
         def direct(value: Any) -> Any:
-            return "null" if value is None else serializer(value)
+            if value is None or value is json_null:
+                return "null"
+            if type(value) is not dict and isinstance(value, Null):  # sa.null(): SQL NULL, as SQLAlchemy's
+                return None
+            return serializer(value)
 
         return direct
 

@@ -100,5 +100,11 @@ def test_a_json_column_is_stored_as_sqlalchemy_would_store_it(engine):
         for i, value in enumerate(JSON_VALUES):
             assert stored[n + i] == stored[i], value
         assert stored[0] == "null" and stored[n] == "null"  # None is JSON null, not SQL NULL, both ways
+        with engine.begin() as conn:  # SQLAlchemy's own markers mean what they mean there
+            for offset, marker in ((100, sa.JSON.NULL), (200, sa.null())):
+                conn.execute(sa.insert(docs).values(id=offset, doc=marker))
+                many(conn, "t:json+", lambda: insert_values(conn, docs, ("id", "doc")), ("id", "doc"), [(offset + 1, marker)])
+            marked = dict(conn.execute(sa.select(docs.c.id, sa.cast(docs.c.doc, sa.Text)).where(docs.c.id >= 100)).all())
+        assert marked[101] == marked[100] == "null" and marked[201] is marked[200] is None
     finally:
         docs.drop(engine)
