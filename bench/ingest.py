@@ -183,7 +183,8 @@ def sql_floor(tmp: str, all_pages: dict[str, list[list[InboundMessage]]], runs: 
     def copy(src_path: str, dst_path: str) -> None:
         src, dst = sqlite3.connect(src_path), sqlite3.connect(dst_path)
         src.backup(dst)
-        src.close(), dst.close()
+        src.close()
+        dst.close()
 
     @contextlib.contextmanager
     def around(engine: Any) -> Any:

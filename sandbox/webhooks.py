@@ -58,6 +58,13 @@ class WebhookConfig:
     bom: bool = False
     sign: str = "sent"
 
+    def __post_init__(self) -> None:
+        # Refused here rather than sent mislabelled: a test asking for "br" would get zlib bytes.
+        if self.encoding not in (None, "gzip", "deflate"):
+            raise ValueError(f"sandbox webhooks send gzip or deflate bodies, not {self.encoding!r}")
+        if self.sign not in ("sent", "plain"):
+            raise ValueError(f"sandbox webhooks sign the 'sent' or the 'plain' bytes, not {self.sign!r}")
+
 
 class WebhookSender:
     def __init__(self, state: State, config: WebhookConfig, seed: int = 7) -> None:

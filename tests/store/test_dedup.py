@@ -408,20 +408,19 @@ def test_repeats_on_a_page_after_deleted_messages_point_at_their_own_ids(engine,
               m("d5", "fb-f", "psid-f", "saldo sy terpotong tp pesanan gagal!!", 12),
               m("d6", "fb-f", "psid-f", "saldo saya terpotong tapi pesanan gagal kak", 13))
     assert res.new_messages == 4
-    d2, d3 = message(engine, "d2"), message(engine, "d3")
-    assert d3.id > d2.id
-    assert message(engine, "d4").repeat_of_id == d2.id and f"message {d2.id}" in message(engine, "d4").dedup_reason
-    for eid in ("d5", "d6"):
-        again = message(engine, eid)
-        assert again.repeat_of_id in (d3.id, message(engine, "d5").id) and f"message {again.repeat_of_id}" in again.dedup_reason
-        assert message(engine, eid).ticket_id == d3.ticket_id
-    assert message(engine, "d5").repeat_of_id == d3.id
+    d2, d3, d4, d5, d6 = (message(engine, f"d{i}") for i in range(2, 7))
+    assert d2.id < d3.id < d4.id < d5.id < d6.id  # the page's ids follow the highest stored one, in order
+    assert (d4.repeat_of_id, d5.repeat_of_id) == (d2.id, d3.id)
+    assert d6.repeat_of_id in (d3.id, d5.id)  # either earlier message of its thread, never itself
+    for again in (d4, d5, d6):
+        assert f"message {again.repeat_of_id}" in again.dedup_reason
+    assert d5.ticket_id == d6.ticket_id == d3.ticket_id
     assert {d.external_id: d.repeat_of for d in res.decisions if d.repeat_of is not None} == {
-        "d4": d2.id, "d5": d3.id, "d6": message(engine, "d6").repeat_of_id}
+        "d4": d2.id, "d5": d3.id, "d6": d6.repeat_of_id}
     if engine.dialect.name == "sqlite":  # the page's search entries are its messages' ids
         with engine.connect() as conn:
             found = set(conn.exec_driver_sql("SELECT rowid FROM message_fts WHERE message_fts MATCH 'terpotong'").scalars())
-        assert found == {d3.id, message(engine, "d5").id, message(engine, "d6").id}
+        assert found == {d3.id, d5.id, d6.id}
 
 _SAID = [
     "Kak paket saya belum sampai sudah seminggu",

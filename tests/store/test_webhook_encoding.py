@@ -91,3 +91,12 @@ def test_the_sandbox_s_compressed_and_bom_webhooks_are_stored_once(engine, db_ur
         assert sender.wait_idle() and sender.stats.failed == 0
         wait_until(lambda: processed(engine) and len(deliveries(engine)) == len(ids))
     stored_once(engine, list(ids.values()))
+
+
+@pytest.mark.parametrize(("field", "value"), [("encoding", "br"), ("encoding", "gzip, gzip"), ("sign", "both")])
+def test_the_sandbox_refuses_a_switch_it_cannot_honour(field: str, value: str) -> None:
+    """A sender asked for an encoding it does not produce would send bytes labelled as something else."""
+    from sandbox.webhooks import WebhookConfig
+
+    with pytest.raises(ValueError, match=repr(value)):
+        WebhookConfig("http://127.0.0.1:9/meta", None, "s", "x", **{field: value})
