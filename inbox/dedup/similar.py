@@ -43,27 +43,31 @@ def similar_elsewhere(cands: Candidates, msg: InboundMessage, contact: ContactIn
 
 
 def repeated(cands: Candidates, msg: InboundMessage, conv_id: int) -> tuple[Said, float] | None:
-    """The earlier customer message of this thread that `msg` repeats, and the score; None when none."""
+    """The earlier customer message of this thread that `msg` repeats, and the score; None when none.
+
+    One of the thread's last REPEAT_LOOKBACK customer messages before it, within the window, newest
+    first (a customer repeats what they just said); on a tie the older one."""
     earlier = cands.said.get(conv_id)
     raw = msg.text
     # Below MIN_RAW_CHARS no text is MIN_SIMILAR_CHARS long, even normalized (the usual "kak??").
     if not earlier or raw is None or len(raw) < MIN_RAW_CHARS:
         return None
-    sent, lo = msg.sent_at, msg.sent_at - cands.sim_window
-    candidates: list[Said] = []
-    for said in reversed(earlier):  # newest first: a customer repeats what they just said
-        if said.sent_at > sent:
-            continue
-        if said.sent_at < lo or len(candidates) == REPEAT_LOOKBACK:
-            break
-        candidates.append(said)
-    if not candidates:
-        return None
+    sent = msg.sent_at
+    lo = sent - cands.sim_window
+    same_raw_counts = len(raw) >= MIN_SIMILAR_CHARS
     text: str | None = None
     threshold = cands.settings.dedup.similarity_threshold
-    best: tuple[Said, float] | None = None
-    for said in candidates:
-        if said.raw_text == raw and len(raw) >= MIN_SIMILAR_CHARS:
+    best: Said | None = None
+    best_score = 0.0
+    looked = 0
+    for said in reversed(earlier):
+        said_at = said.sent_at
+        if said_at > sent:
+            continue
+        if said_at < lo or looked == REPEAT_LOOKBACK:
+            break
+        looked += 1
+        if same_raw_counts and said.raw_text == raw:
             score = 100.0  # sent again as it was: no need to normalize
         else:
             if text is None:
@@ -74,9 +78,9 @@ def repeated(cands: Candidates, msg: InboundMessage, conv_id: int) -> tuple[Said
             if len(cand) < MIN_SIMILAR_CHARS:
                 continue
             score = 100.0 if cand == text else fuzz.ratio(text, cand, score_cutoff=threshold)
-        if score and (best is None or score >= best[1]):
-            best = (said, score)
-    return best
+        if score and (best is None or score >= best_score):
+            best, best_score = said, score
+    return None if best is None else (best, best_score)
 
 
 def repeat_reason(earlier: int | str, score: float) -> str:
