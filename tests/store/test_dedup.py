@@ -449,3 +449,39 @@ def test_a_repeat_is_found_among_the_last_messages_of_a_long_thread(engine, acco
         res = put(engine, accounts, "fb", m("again", "fb-l", "psid-l", "kenapa statusnya masih diproses terussss", 200))
         assert message(engine, "again").repeat_of_id == message(engine, "l5").id
     assert res.repeats == 1
+
+
+@pytest.mark.parametrize("one_page", [False, True], ids=["stored", "same-page"])
+def test_a_repeat_of_a_message_older_than_the_lookback_is_not_one(engine, accounts, one_page):
+    """Only the thread's last REPEAT_LOOKBACK customer messages before it are compared, whether
+    stored (the load reads that many) or on the same page (the rule counts them): the first of
+    eight, sent again, is a new message of the thread, not a repeat."""
+    from inbox.dedup.state import REPEAT_LOOKBACK
+
+    assert len(_SAID) > REPEAT_LOOKBACK + 1
+    said = [m(f"k{n}", "fb-k", "psid-k", text, n * 10) for n, text in enumerate(_SAID)]
+    again = m("again", "fb-k", "psid-k", _SAID[0], 200)
+    if one_page:
+        res = put(engine, accounts, "fb", *said, again)
+    else:
+        for msg in said:
+            put(engine, accounts, "fb", msg)
+        res = put(engine, accounts, "fb", again)
+    assert message(engine, "again").repeat_of_id is None
+    assert res.repeats == 0
+
+
+@pytest.mark.parametrize("one_page", [False, True], ids=["stored", "same-page"])
+def test_a_repeat_equal_to_two_earlier_messages_points_at_the_older(engine, accounts, one_page):
+    """Sent three times: the third points at the first, as the second does (a tie goes to the older)."""
+    text = _SAID[0]
+    msgs = [m("t0", "fb-t", "psid-t", text, 0), m("t1", "fb-t", "psid-t", text, 10)]
+    if one_page:
+        put(engine, accounts, "fb", *msgs, m("t2", "fb-t", "psid-t", text, 20))
+    else:
+        for msg in msgs:
+            put(engine, accounts, "fb", msg)
+        put(engine, accounts, "fb", m("t2", "fb-t", "psid-t", text, 20))
+    first = message(engine, "t0").id
+    assert message(engine, "t1").repeat_of_id == first
+    assert message(engine, "t2").repeat_of_id == first
