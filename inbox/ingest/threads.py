@@ -3,6 +3,8 @@ a Meta webhook's provisional thread renamed once a poll names the real one."""
 
 from __future__ import annotations
 
+from collections import namedtuple
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -87,9 +89,12 @@ _INSERTED = {
 def _known(w: PageWriter, name: str, table: sa.Table, columns: tuple[Any, ...], id_column: str, ids: list[str], new_rows: Any) -> list[Any]:
     """The rows of `ids` (in that order), the missing ones inserted first (`new_rows(missing ids)`).
 
-    Read, then insert only what is missing and read that: most of a page's customers and threads
-    are stored already, and an insert that conflicts costs about twice the read of its row. The
-    insert keeps `ON CONFLICT DO NOTHING`, so a row someone else stored in between is read, not doubled.
+    Read, then insert only what is missing: most of a page's customers and threads are stored
+    already, and an insert that conflicts costs about twice the read of its row. On SQLite the
+    write lock is held since the page's first read, so the missing rows take the next ids, given
+    in the insert (`PageWriter.take_ids`), and are not read again. Elsewhere the insert keeps
+    `ON CONFLICT DO NOTHING` and what is missing is read after it, so a row someone else stored
+    in between is read, not doubled.
     """
     conn = w.conn
     key = f"{name}?page"
@@ -98,9 +103,26 @@ def _known(w: PageWriter, name: str, table: sa.Table, columns: tuple[Any, ...], 
     insert = new_rows(missing) if missing else []
     if insert:
         names = _INSERTED[name]
-        many(conn, f"{name}+", lambda: insert_values(conn, table, names, ignore=["channel", "account_id", id_column]), names, insert)
-        found.update((getattr(r, id_column), r) for r in w.of_account(key, table, columns, id_column, missing))
+        if conn.dialect.name == "sqlite":
+            first = w.take_ids(table, len(insert))
+            with_ids = [(first + n, *row) for n, row in enumerate(insert)]
+            named = ("id", *names)
+            many(conn, f"{name}+id", lambda: insert_values(conn, table, named), named, with_ids)
+            make = _row_type(tuple(c.name for c in columns))
+            picks = [named.index(c.name) if c.name in named else None for c in columns]  # not inserted: NULL (a thread's ticket)
+            at = named.index(id_column)
+            found.update((row[at], make(*(None if p is None else row[p] for p in picks))) for row in with_ids)
+        else:
+            many(conn, f"{name}+", lambda: insert_values(conn, table, names, ignore=["channel", "account_id", id_column]), names, insert)
+            found.update((getattr(r, id_column), r) for r in w.of_account(key, table, columns, id_column, missing))
     return [found[i] for i in ids if i in found]
+
+
+@lru_cache(maxsize=None)  # one per column set (a handful)
+def _row_type(names: tuple[str, ...]) -> Any:
+    """Rows of inserted contacts and threads, read as the stored ones are (by column name)."""
+    return namedtuple("row", names)  # type: ignore[misc]
+
 
 def _adopt_provisional_threads(w: PageWriter, msgs: list[InboundMessage], read: tuple[tuple[str, str], ...]) -> None:
     """A Meta webhook whose thread could not be looked up stored its message on a provisional

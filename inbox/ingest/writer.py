@@ -64,6 +64,29 @@ class PageWriter:
         self.settings = settings
         self.explain = explain
         self.now = utcnow()
+        self._next: dict[str, int] | None = None
+
+    def take_ids(self, table: sa.Table, n: int) -> int:
+        """SQLite only: the first of `n` ids for this page's new rows of `table` (contact,
+        conversation, ticket), given in their insert.
+
+        BEGIN IMMEDIATE holds the write lock since the page's first read, so nobody else inserts
+        into these tables until the commit: the next ids after the highest are ours, and a row
+        inserted with its id needs no second read to learn it (RETURNING would cost one statement
+        per row). The three highest ids are read once per page, in one statement, when first needed.
+        """
+        if self._next is None:
+            cur = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            try:
+                tops = cur.execute(
+                    "SELECT (SELECT max(id) FROM contact), (SELECT max(id) FROM conversation), (SELECT max(id) FROM ticket)"
+                ).fetchone()
+            finally:
+                cur.close()
+            self._next = {name: (top or 0) + 1 for name, top in zip(("contact", "conversation", "ticket"), tops)}
+        first = self._next[table.name]
+        self._next[table.name] = first + n
+        return first
 
     def of_account(self, key: str, table: sa.Table, columns: tuple[Any, ...], id_column: str, ids: list[str]) -> list[Any]:
         """Rows of this account's `table` whose platform id (`id_column`) is in `ids`."""
@@ -151,11 +174,9 @@ class PageWriter:
             t.events.append({"action": "created", "detail": {"category": tri.category, "priority": tri.priority}})
         conn = self.conn
         if conn.dialect.name == "sqlite":
-            # BEGIN IMMEDIATE holds the write lock since the key lookup: nobody else inserts tickets
-            # until the commit, so this page's tickets take the next ids, given explicitly, and
-            # one executemany stores them (RETURNING would cost one statement per ticket).
-            top = select(conn, "ticket?top", lambda: sa.select(sa.func.max(_t.c.id).label("top")))[0].top or 0
-            returned = list(range(top + 1, top + 1 + len(rows)))
+            # With their ids (`take_ids`): one executemany stores them all.
+            first = self.take_ids(_t, len(rows))
+            returned = list(range(first, first + len(rows)))
             names = ("id", *_TICKET_INSERT)
             many(conn, "ticket+", lambda: insert_values(conn, _t, names), names,
                   [(i, *(r[n] for n in _TICKET_INSERT)) for i, r in zip(returned, rows)])
