@@ -88,9 +88,8 @@ class Contact(SQLModel, table=True):
     __tablename__ = "contact"
     __table_args__ = (
         sa.UniqueConstraint("channel", "account_id", "platform_user_id", name="uq_contact_platform"),
-        # dedup rule 5 looks up the same handle / display name across channels
+        # dedup rule 5 looks up the same handle across channels (never a display name: not an identity)
         sa.Index("ix_contact_handle", "handle"),
-        sa.Index("ix_contact_name", "name"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
