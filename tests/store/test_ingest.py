@@ -435,3 +435,35 @@ def test_attachment_metadata_of_any_length_is_stored_and_shown_bounded(engine, s
         out = capsys.readouterr().out
         assert len(out) < 5_000, (argv, len(out))
         assert "\x1b" not in out and "image" in out
+
+
+def test_new_contacts_and_threads_get_their_own_rows_beside_known_ones(engine, settings):
+    """A page mixing stored and new customers and threads (one customer new with two threads, one
+    stored customer in a new thread): every message, thread and ticket points at the row of its
+    own platform id, and a dry run in between (rolled back) takes no id the next page needs."""
+    acc = make_account(engine)
+    ingest_page(engine, acc, Page((msg("m1", "t1", "ana", "pesanan INV/20261120/MPL/1 belum sampai", 0),), None), settings)
+    ingest_page(engine, acc, Page((msg("d1", "t9", "zed", "dry run only", 1),), None), settings, dry_run=True)
+    page = Page((
+        msg("m2", "t2", "budi", "refund belum masuk", 2),
+        msg("m3", "t1", "ana", "halo kak", 3),
+        msg("m4", "t3", "ana", "pesanan lain kak", 4),
+        msg("m5", "t4", "citra", "akun saya diblokir", 5),
+        msg("m6", "t5", "budi", "paket rusak", 6),
+    ), None)
+    ingest_page(engine, acc, page, settings)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT m.external_id, c.platform_user_id, v.external_id AS thread, v.contact_id AS thread_contact,"
+            " t.contact_id AS ticket_contact, v.ticket_id AS thread_ticket, m.ticket_id"
+            " FROM message m JOIN contact c ON c.id = m.contact_id JOIN conversation v ON v.id = m.conversation_id"
+            " JOIN ticket t ON t.id = m.ticket_id ORDER BY m.external_id"
+        )).all()
+        contacts = dict(conn.execute(sa.text("SELECT platform_user_id, id FROM contact")).all())
+    expected = {"m1": ("ana", "t1"), "m2": ("budi", "t2"), "m3": ("ana", "t1"), "m4": ("ana", "t3"), "m5": ("citra", "t4"), "m6": ("budi", "t5")}
+    assert {r.external_id: (r.platform_user_id, r.thread) for r in rows} == expected
+    assert sorted(contacts) == ["ana", "budi", "citra"]  # the dry run's customer was rolled back
+    for r in rows:
+        assert r.thread_contact == r.ticket_contact == contacts[r.platform_user_id]
+        assert r.thread_ticket == r.ticket_id
+    assert len({r.ticket_id for r in rows}) == 5  # one per thread: t1 has two messages
