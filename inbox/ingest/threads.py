@@ -109,9 +109,9 @@ def _known(w: PageWriter, name: str, table: sa.Table, columns: tuple[Any, ...], 
             named = ("id", *names)
             many(conn, f"{name}+id", lambda: insert_values(conn, table, named), named, with_ids)
             make = _row_type(tuple(c.name for c in columns))
-            picks = [named.index(c.name) if c.name in named else None for c in columns]  # not inserted: NULL (a thread's ticket)
-            at = named.index(id_column)
-            found.update((row[at], make(*(None if p is None else row[p] for p in picks))) for row in with_ids)
+            for row in with_ids:
+                values = dict(zip(named, row))  # a column not inserted is NULL (a new thread's ticket)
+                found[values[id_column]] = make(*(values.get(c.name) for c in columns))
         else:
             many(conn, f"{name}+", lambda: insert_values(conn, table, names, ignore=["channel", "account_id", id_column]), names, insert)
             found.update((getattr(r, id_column), r) for r in w.of_account(key, table, columns, id_column, missing))

@@ -54,6 +54,9 @@ _TICKET_INSERT = (
 )
 
 
+_ID_TABLES = ("contact", "conversation", "ticket")  # whose new rows take their ids in the insert (`take_ids`)
+
+
 class PageWriter:
     """One page's statements, on the page's connection (inside its transaction)."""
 
@@ -78,12 +81,10 @@ class PageWriter:
         if self._next is None:
             cur = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
             try:
-                tops = cur.execute(
-                    "SELECT (SELECT max(id) FROM contact), (SELECT max(id) FROM conversation), (SELECT max(id) FROM ticket)"
-                ).fetchone()
+                tops = cur.execute("SELECT " + ", ".join(f"(SELECT max(id) FROM {t})" for t in _ID_TABLES)).fetchone()
             finally:
                 cur.close()
-            self._next = {name: (top or 0) + 1 for name, top in zip(("contact", "conversation", "ticket"), tops)}
+            self._next = {name: (top or 0) + 1 for name, top in zip(_ID_TABLES, tops)}
         first = self._next[table.name]
         self._next[table.name] = first + n
         return first
